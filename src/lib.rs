@@ -1,0 +1,17 @@
+//! Baton: fleet orchestration over a message broker.
+//!
+//! A node daemon (`batond`) runs on every machine, connects out to a broker (RabbitMQ over AMQP,
+//! or a STOMP broker), and answers signed requests for the actions its agents declare. Clients
+//! (`baton`, the console, the tests) discover nodes, fan requests out and account for every
+//! reply. The modules below depend on each other in one direction only:
+//! `protocol` <- `security` <- `broker` <- `node`/`client` <- `cli`.
+//! See `docs/ARCHITECTURE.md` for the code map and each module's invariants.
+
+pub mod agents;
+pub mod broker;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod node;
+pub mod protocol;
+pub mod security;
