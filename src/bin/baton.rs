@@ -1,1 +1,29 @@
-fn main() {}
+//! `baton`: the command-line client. Parses flags, sets up logging and runs the command.
+
+use clap::Parser;
+
+fn main() {
+    let cli = baton::cli::args::Cli::parse();
+    let level = match cli.verbose {
+        0 | 1 => "warn",
+        2 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("baton: error: cannot start the async runtime: {error}");
+            std::process::exit(5);
+        }
+    };
+    let code = runtime.block_on(baton::cli::run(cli));
+    // Leave at once: background broker tasks have nothing left to deliver.
+    std::process::exit(code);
+}

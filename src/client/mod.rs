@@ -1,1 +1,332 @@
-//! PLACEHOLDER: being written.
+//! The client: discovery, targeting, fan-out and reply accounting.
+//!
+//! One [`Client`] holds one broker connection and one reply queue. A router task verifies every
+//! reply as it arrives and hands it to the request that is waiting for it; replies that fail
+//! verification, or answer a request this client did not send, are dropped and counted.
+//! The CLI, the console and the tests all drive Baton through this module, so what they see
+//! is accounted the same way: every targeted node ends up replied, unreachable or silent.
+
+pub mod discovery;
+pub mod outcome;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::broker::{Broker, BrokerError, ConnectMode, Delivery, Destination, ReplyQueue};
+use crate::config::ClientConfig;
+use crate::protocol::filter::{Filter, FilterError, FilterSpec};
+use crate::protocol::{Reply, Request, new_request_id, now_ms};
+use crate::security::{Security, Verified};
+
+pub use outcome::{CallOutcome, NodeReply, Tally};
+
+/// How many directed publishes may wait for their broker confirms at once.
+const PUBLISH_CONCURRENCY: usize = 256;
+
+/// Errors that stop a call before or while it is sent; each maps to a documented exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The broker could not be reached or refused us (exit 5).
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// A filter the user gave is invalid (exit 2).
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// Anything else the user must fix before anything is sent (exit 2).
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Who sends, as whom, and for how long requests stay valid.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub identity: String,
+    pub caller: String,
+    pub collective: String,
+    pub ttl: Duration,
+    pub max_message_bytes: usize,
+}
+
+/// What to ask.
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    pub agent: String,
+    pub action: String,
+    pub data: Map<String, Value>,
+    pub filter: FilterSpec,
+}
+
+/// Where to send it.
+#[derive(Debug, Clone)]
+pub enum Targets {
+    /// One broadcast; whoever matches the filter answers. Nobody is known to be missing.
+    Broadcast,
+    /// Directed requests to exactly these nodes; anyone who does not answer is listed.
+    Nodes(Vec<String>),
+}
+
+/// Something that happened during a call, reported as it happens (for progress bars, JSONL
+/// streams and the console).
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The request went out to this many nodes (or to a broadcast, when `None`).
+    Sent { request_id: Uuid, targets: Option<usize> },
+    /// A targeted node answered.
+    Reply(&'a NodeReply),
+    /// The broker had no queue for this node: it cannot answer.
+    Unreachable(&'a str),
+    /// A node that was not targeted answered.
+    Unexpected(&'a NodeReply),
+}
+
+/// A connected client.
+pub struct Client {
+    broker: Broker,
+    security: Arc<Security>,
+    settings: ClientSettings,
+    reply_address: String,
+    waiting: Arc<Mutex<HashMap<Uuid, mpsc::Sender<Verified<Reply>>>>>,
+    dropped_replies: Arc<AtomicU64>,
+}
+
+impl Client {
+    /// Connects to the first broker in the list that answers, or fails with every reason.
+    pub async fn connect(config: &ClientConfig) -> anyhow::Result<Client> {
+        let security = Arc::new(Security::from_config(&config.security)?);
+        let settings = config.broker_settings(format!("baton {}", config.identity))?;
+        let broker = Broker::connect(settings, ConnectMode::FailFast).await?;
+        let client_settings = ClientSettings {
+            identity: config.identity.clone(),
+            caller: config.caller.clone(),
+            collective: config.collective.clone(),
+            ttl: Duration::from_secs(config.ttl_secs),
+            max_message_bytes: config.broker.max_message_bytes,
+        };
+        Ok(Client::with_broker(broker, security, client_settings).await?)
+    }
+
+    /// Builds a client on an existing connection and opens its reply queue.
+    pub async fn with_broker(
+        broker: Broker,
+        security: Arc<Security>,
+        settings: ClientSettings,
+    ) -> Result<Client, ClientError> {
+        let ReplyQueue { address, messages } = broker.reply_queue(&settings.collective, None).await?;
+        let waiting: Arc<Mutex<HashMap<Uuid, mpsc::Sender<Verified<Reply>>>>> = Arc::default();
+        let dropped_replies = Arc::new(AtomicU64::new(0));
+        tokio::spawn(route_replies(
+            messages,
+            security.clone(),
+            settings.max_message_bytes,
+            waiting.clone(),
+            dropped_replies.clone(),
+        ));
+        Ok(Client { broker, security, settings, reply_address: address, waiting, dropped_replies })
+    }
+
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Replies dropped so far because they failed verification or answered no request of ours.
+    pub fn dropped_replies(&self) -> u64 {
+        self.dropped_replies.load(Ordering::Relaxed)
+    }
+
+    /// Builds and signs a request. The filter is compiled first so that a bad one is a usage
+    /// error before anything is sent.
+    pub fn build_request(&self, spec: &RequestSpec) -> Result<(Request, Vec<u8>), ClientError> {
+        Filter::compile(&spec.filter)?;
+        let request = Request {
+            id: new_request_id(),
+            sender: self.settings.identity.clone(),
+            caller: self.settings.caller.clone(),
+            collective: self.settings.collective.clone(),
+            agent: spec.agent.clone(),
+            action: spec.action.clone(),
+            filter: spec.filter.clone(),
+            time_ms: now_ms(),
+            ttl_secs: u32::try_from(self.settings.ttl.as_secs()).unwrap_or(u32::MAX),
+            reply_to: self.reply_address.clone(),
+            data: spec.data.clone(),
+        };
+        let bytes = self.security.seal_request(&request);
+        if bytes.len() > self.settings.max_message_bytes {
+            return Err(ClientError::Usage(format!(
+                "the request is {} bytes, over the {}-byte limit (send smaller inputs or raise broker.max_message_bytes)",
+                bytes.len(),
+                self.settings.max_message_bytes
+            )));
+        }
+        Ok((request, bytes))
+    }
+
+    /// Sends one request and accounts for every reply until all targets answered or `timeout`
+    /// passed. With [`Targets::Broadcast`], waiting also ends once replies have gone quiet for
+    /// `quiet` (when given).
+    pub async fn call(
+        &self,
+        spec: &RequestSpec,
+        targets: &Targets,
+        timeout: Duration,
+        quiet: Option<Duration>,
+        on_event: &mut (dyn FnMut(&Event<'_>) + Send),
+    ) -> Result<CallOutcome, ClientError> {
+        let started = Instant::now();
+        let (request, bytes) = self.build_request(spec)?;
+        let (sender, mut replies) = mpsc::channel(1024);
+        self.lock_waiting().insert(request.id, sender);
+        let _unregister = Unregister { waiting: &self.waiting, id: request.id };
+
+        let mut tally = Tally::new(&request, targets);
+        let ttl = self.settings.ttl;
+        match targets {
+            Targets::Broadcast => {
+                let destination = Destination::Broadcast {
+                    collective: self.settings.collective.clone(),
+                    agent: spec.agent.clone(),
+                };
+                on_event(&Event::Sent { request_id: request.id, targets: None });
+                if self.broker.publish(destination, bytes, ttl).await? == Delivery::Unroutable {
+                    // No node has this agent bound at all: nobody can answer, so stop now.
+                    debug!(agent = %spec.agent, "broadcast unroutable: no node has the agent");
+                    return Ok(tally.finish(started));
+                }
+            }
+            Targets::Nodes(nodes) => {
+                on_event(&Event::Sent { request_id: request.id, targets: Some(nodes.len()) });
+                let unreachable = self.publish_directed(nodes, &bytes, ttl).await?;
+                for node in unreachable {
+                    tally.unreachable(&node);
+                    on_event(&Event::Unreachable(&node));
+                }
+            }
+        }
+
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut quiet_deadline: Option<tokio::time::Instant> = None;
+        while !tally.complete() {
+            let wake = match quiet_deadline {
+                Some(quiet_at) if quiet_at < deadline => quiet_at,
+                _ => deadline,
+            };
+            let reply = tokio::select! {
+                reply = replies.recv() => reply,
+                () = tokio::time::sleep_until(wake) => None,
+            };
+            let Some(reply) = reply else { break };
+            let elapsed = started.elapsed();
+            match tally.record(reply.into_inner(), elapsed) {
+                outcome::Recorded::Targeted(node_reply) => on_event(&Event::Reply(node_reply)),
+                outcome::Recorded::Unexpected(node_reply) => on_event(&Event::Unexpected(node_reply)),
+                outcome::Recorded::Duplicate => {}
+            }
+            if let Some(quiet) = quiet {
+                // Wait at least `quiet` after each reply, and longer when the first reply
+                // itself was slow: a loaded broker spreads replies out.
+                let first_ms = tally.first_reply_ms().unwrap_or(0.0);
+                let wait = quiet.max(Duration::from_secs_f64(first_ms * 3.0 / 1000.0));
+                quiet_deadline = Some(tokio::time::Instant::now() + wait);
+            }
+        }
+        Ok(tally.finish(started))
+    }
+
+    /// Publishes the same sealed request to each node's own queue, many in flight at once.
+    /// Returns the nodes the broker had no queue for.
+    async fn publish_directed(
+        &self,
+        nodes: &[String],
+        bytes: &[u8],
+        ttl: Duration,
+    ) -> Result<Vec<String>, ClientError> {
+        let collective = &self.settings.collective;
+        let mut results = futures_util::stream::iter(nodes.iter().map(|node| {
+            let destination = Destination::Node { collective: collective.clone(), identity: node.clone() };
+            let broker = self.broker.clone();
+            let body = bytes.to_vec();
+            async move { (node, broker.publish(destination, body, ttl).await) }
+        }))
+        .buffer_unordered(PUBLISH_CONCURRENCY);
+        let mut unreachable = Vec::new();
+        while let Some((node, result)) = results.next().await {
+            if result? == Delivery::Unroutable {
+                unreachable.push(node.clone());
+            }
+        }
+        Ok(unreachable)
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, mpsc::Sender<Verified<Reply>>>> {
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        self.broker.close().await;
+    }
+}
+
+/// Removes a request from the routing table when its call ends, however it ends.
+struct Unregister<'a> {
+    waiting: &'a Mutex<HashMap<Uuid, mpsc::Sender<Verified<Reply>>>>,
+    id: Uuid,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.id);
+    }
+}
+
+/// Verifies each reply off the reply queue and hands it to the call waiting for it.
+async fn route_replies(
+    mut messages: mpsc::Receiver<crate::broker::Incoming>,
+    security: Arc<Security>,
+    max_message_bytes: usize,
+    waiting: Arc<Mutex<HashMap<Uuid, mpsc::Sender<Verified<Reply>>>>>,
+    dropped: Arc<AtomicU64>,
+) {
+    while let Some(incoming) = messages.recv().await {
+        let reply = match security.open_reply(&incoming.body, max_message_bytes) {
+            Ok(reply) => reply,
+            Err(error) => {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(%error, "reply dropped: it does not verify");
+                continue;
+            }
+        };
+        let sender = waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&reply.request_id)
+            .cloned();
+        match sender {
+            Some(sender) => {
+                // The call may have just finished; a late reply is then simply dropped.
+                let _ = sender.send(reply).await;
+            }
+            None => {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                debug!(request = %reply.request_id, node = %reply.sender, "reply dropped: answers no request in progress");
+            }
+        }
+    }
+}
+
+/// The identities of a node list, deduplicated and sorted.
+pub fn unique_sorted(nodes: impl IntoIterator<Item = String>) -> Vec<String> {
+    nodes.into_iter().collect::<BTreeSet<_>>().into_iter().collect()
+}

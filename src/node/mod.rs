@@ -1,1 +1,273 @@
-//! PLACEHOLDER: being written.
+//! The node daemon: subscriptions, the request pipeline, facts, audit, stats, reload, shutdown.
+//!
+//! [`run`] is `batond`'s whole life: connect to the broker (retrying for as long as it takes),
+//! subscribe the node's queue in every collective, feed each message through the
+//! [`pipeline::Pipeline`] with bounded concurrency, publish the signed replies, publish the
+//! node's inventory for registration, reload facts when they change, and on shutdown stop
+//! taking messages and drain what is in flight before closing the connection.
+
+pub mod audit;
+pub mod facts;
+pub mod pipeline;
+pub mod stats;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tracing::{error, info, warn};
+
+use crate::agents::{ActionContext, AgentRegistry};
+use crate::broker::{Broker, ConnectMode, Delivery, Destination, Subscription};
+use crate::config::NodeConfig;
+use crate::node::audit::AuditLog;
+use crate::node::facts::{FactSource, NodeInventory};
+use crate::node::pipeline::{Admission, NodeSnapshot, Pipeline, PipelineSettings, SealedReply};
+use crate::node::stats::Stats;
+use crate::protocol::{PayloadKind, Registration, now_ms, to_cbor};
+use crate::security::Security;
+
+/// How often fact and classes files are checked for changes.
+const FACT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long shutdown waits for in-flight actions before giving up on them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything a running node is made of, built from its configuration before connecting, so
+/// that configuration mistakes stop the daemon before it touches the network.
+pub struct Node {
+    config: NodeConfig,
+    pipeline: Arc<Pipeline>,
+    fact_source: FactSource,
+    audit: Option<Arc<AuditLog>>,
+    registry: AgentRegistry,
+}
+
+impl Node {
+    /// Checks the configuration, loads the key, facts and classes. Fails on an empty or
+    /// placeholder key, unreadable files or bad TLS settings, naming what is wrong.
+    pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
+        let security = Arc::new(Security::from_config(&config.security).context("cannot load the message key")?);
+        let audit = match &config.audit.file {
+            Some(path) => Some(Arc::new(AuditLog::open(path).context("cannot open the audit log")?)),
+            None => None,
+        };
+        let fact_source = FactSource::new(config.facts.files.clone(), config.facts.classes_file.clone());
+        let registry = AgentRegistry::builtin();
+        let stats = Arc::new(Stats::default());
+        let snapshot = load_snapshot(&config, &fact_source, &registry, &stats)?;
+        let settings = PipelineSettings {
+            identity: config.identity.clone(),
+            max_message_bytes: config.broker.max_message_bytes,
+            clock_skew: Duration::from_secs(config.security.clock_skew_secs),
+            replay_capacity: config.security.replay_window,
+            action_timeout: Duration::from_secs(config.agents.timeout_secs),
+        };
+        let pipeline = Arc::new(Pipeline::new(settings, security, snapshot, stats, audit.clone()));
+        Ok(Node { config, pipeline, fact_source, audit, registry })
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// Runs until `shutdown` completes; `reload` is notified on SIGHUP.
+    pub async fn run(self, shutdown: impl Future<Output = ()>, reload: Arc<Notify>) -> anyhow::Result<()> {
+        let (stop, _) = broadcast::channel::<()>(1);
+        let settings = self.config.broker_settings(format!("batond {}", self.config.identity))?;
+        let connect = Broker::connect(settings, ConnectMode::Persistent);
+        tokio::pin!(shutdown);
+        let broker = tokio::select! {
+            broker = connect => broker.context("cannot connect to the broker")?,
+            () = &mut shutdown => return Ok(()),
+        };
+        info!(node = %self.config.identity, "connected to the broker");
+
+        let agents = self.registry.names();
+        let concurrency = Arc::new(Semaphore::new(self.config.agents.max_concurrency));
+        let mut consumers = Vec::new();
+        for collective in &self.config.collectives {
+            let subscription = broker
+                .subscribe_node(collective, &self.config.identity, &agents)
+                .await
+                .with_context(|| format!("cannot subscribe to collective {collective}"))?;
+            consumers.push(tokio::spawn(consume(
+                subscription,
+                self.pipeline.clone(),
+                broker.clone(),
+                concurrency.clone(),
+                stop.subscribe(),
+            )));
+        }
+        let registration = tokio::spawn(register_periodically(
+            self.pipeline.clone(),
+            broker.clone(),
+            self.config.collectives.clone(),
+            Duration::from_secs(self.config.registration.interval_secs),
+            stop.subscribe(),
+        ));
+        info!(node = %self.config.identity, collectives = ?self.config.collectives, "ready");
+
+        let mut fact_stamp = self.fact_source.stamp();
+        let mut poll = tokio::time::interval(FACT_POLL_INTERVAL);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = reload.notified() => {
+                    info!("reloading facts and classes (SIGHUP)");
+                    self.reload(&mut fact_stamp);
+                    if let Some(audit) = &self.audit {
+                        if let Err(error) = audit.reopen() {
+                            error!(%error, "cannot reopen the audit log");
+                        }
+                    }
+                }
+                _ = poll.tick() => {
+                    if self.fact_source.changed_since(&fact_stamp) {
+                        info!("fact or classes file changed; reloading");
+                        self.reload(&mut fact_stamp);
+                    }
+                }
+            }
+        }
+
+        info!("shutting down: no new requests; draining in-flight actions");
+        let _ = stop.send(());
+        for consumer in consumers {
+            let _ = consumer.await;
+        }
+        registration.abort();
+        let permits = u32::try_from(self.config.agents.max_concurrency).unwrap_or(u32::MAX);
+        match tokio::time::timeout(DRAIN_TIMEOUT, concurrency.acquire_many(permits)).await {
+            Ok(_) => info!("in-flight actions finished"),
+            Err(_) => warn!("in-flight actions still running after {} s; leaving them", DRAIN_TIMEOUT.as_secs()),
+        }
+        broker.close().await;
+        Ok(())
+    }
+
+    fn reload(&self, stamp: &mut crate::node::facts::FactStamp) {
+        *stamp = self.fact_source.stamp();
+        match load_snapshot(&self.config, &self.fact_source, &self.registry, &self.pipeline.stats) {
+            Ok(snapshot) => self.pipeline.replace_snapshot(snapshot),
+            Err(error) => error!(error = %format!("{error:#}"), "reload failed; keeping the previous facts"),
+        }
+    }
+}
+
+/// Loads facts and classes and builds the snapshot the pipeline works from.
+fn load_snapshot(
+    config: &NodeConfig,
+    fact_source: &FactSource,
+    registry: &AgentRegistry,
+    stats: &Arc<Stats>,
+) -> anyhow::Result<NodeSnapshot> {
+    let loaded = fact_source.load().context("cannot load facts")?;
+    for warning in &loaded.warnings {
+        warn!(%warning, "facts");
+    }
+    let agents = registry.names();
+    let inventory = NodeInventory::new(config.identity.clone(), loaded.facts, loaded.classes, agents);
+    let context = ActionContext {
+        identity: config.identity.clone(),
+        collectives: config.collectives.clone().into(),
+        facts: inventory.facts_arc(),
+        classes: inventory.classes().to_vec().into(),
+        agents: registry.summaries().into(),
+        stats: stats.clone(),
+    };
+    Ok(NodeSnapshot { inventory, context, registry: registry.clone() })
+}
+
+/// Takes messages off one subscription until told to stop, running each through the pipeline.
+async fn consume(
+    mut subscription: Subscription,
+    pipeline: Arc<Pipeline>,
+    broker: Broker,
+    concurrency: Arc<Semaphore>,
+    mut stop: broadcast::Receiver<()>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = subscription.messages.recv() => match incoming {
+                Some(incoming) => incoming,
+                None => return,
+            },
+            _ = stop.recv() => return,
+        };
+        // Waiting for a permit here, before taking the next message, is what bounds the
+        // number of actions in flight and pushes back on the broker when the node is busy.
+        let Ok(permit) = concurrency.clone().acquire_owned().await else { return };
+        match pipeline.admit(&incoming.body) {
+            Admission::Dropped => {}
+            Admission::Answer(request, outcome) => {
+                let reply = pipeline.finish(&request, outcome);
+                tokio::spawn(send_reply(broker.clone(), pipeline.clone(), reply, permit));
+            }
+            Admission::Run(request, agent, snapshot) => {
+                let pipeline = pipeline.clone();
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    let outcome = pipeline.run(&request, &agent, &snapshot).await;
+                    let reply = pipeline.finish(&request, outcome);
+                    send_reply(broker, pipeline, reply, permit).await;
+                });
+            }
+        }
+    }
+}
+
+async fn send_reply(broker: Broker, pipeline: Arc<Pipeline>, reply: SealedReply, _permit: tokio::sync::OwnedSemaphorePermit) {
+    let counters = &pipeline.stats.counters;
+    match broker.publish(reply.destination, reply.bytes, reply.ttl).await {
+        Ok(Delivery::Unroutable) => {
+            Stats::count(&counters.replies_unroutable);
+            warn!("reply unroutable: the client's reply queue is gone");
+        }
+        Ok(_) => Stats::count(&counters.replies),
+        Err(error) => {
+            Stats::count(&counters.replies_failed);
+            error!(%error, "cannot publish reply");
+        }
+    }
+}
+
+/// Publishes the node's inventory to every collective's registration exchange, at start and
+/// then every `interval`.
+async fn register_periodically(
+    pipeline: Arc<Pipeline>,
+    broker: Broker,
+    collectives: Vec<String>,
+    interval: Duration,
+    mut stop: broadcast::Receiver<()>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.recv() => return,
+        }
+        let snapshot = pipeline.snapshot();
+        let registration = Registration {
+            identity: pipeline.identity().to_string(),
+            collectives: collectives.clone(),
+            facts: (*snapshot.context.facts).clone(),
+            classes: snapshot.context.classes.to_vec(),
+            agents: snapshot.registry.names(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            time_ms: now_ms(),
+        };
+        let bytes = pipeline.security().seal(PayloadKind::Registration, to_cbor(&registration)).encode();
+        for collective in &collectives {
+            let destination = Destination::Registration {
+                collective: collective.clone(),
+                identity: pipeline.identity().to_string(),
+            };
+            if let Err(error) = broker.publish(destination, bytes.clone(), interval * 2).await {
+                warn!(%error, %collective, "cannot publish registration");
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The `rpcutil` agent: what every node answers about itself.
+//!
+//! Discovery, `baton ping`, `baton inventory` and `baton facts` are built on it, so every node
+//! has it and it never changes anything on the node.
+
+use serde_json::{Map, Value, json};
+
+use super::{ActionContext, ActionOutcome, Agent, AgentSummary, BoxFuture, required_string};
+use crate::protocol::{StatusCode, now_ms};
+
+const ACTIONS: &[&str] = &[
+    "agent_inventory",
+    "collective_info",
+    "daemon_stats",
+    "get_fact",
+    "get_facts",
+    "inventory",
+    "ping",
+];
+
+/// The built-in `rpcutil` agent.
+pub struct Rpcutil;
+
+impl Agent for Rpcutil {
+    fn summary(&self) -> AgentSummary {
+        AgentSummary {
+            agent: "rpcutil".to_string(),
+            description: "General information about the node and its daemon".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            actions: ACTIONS.iter().map(|action| action.to_string()).collect(),
+        }
+    }
+
+    fn has_action(&self, action: &str) -> bool {
+        ACTIONS.contains(&action)
+    }
+
+    fn call<'a>(
+        &'a self,
+        action: &'a str,
+        data: &'a Map<String, Value>,
+        context: &'a ActionContext,
+    ) -> BoxFuture<'a, ActionOutcome> {
+        Box::pin(async move {
+            match run(action, data, context) {
+                Ok(outcome) | Err(outcome) => outcome,
+            }
+        })
+    }
+}
+
+fn run(
+    action: &str,
+    data: &Map<String, Value>,
+    context: &ActionContext,
+) -> Result<ActionOutcome, ActionOutcome> {
+    let output = match action {
+        "ping" => json!({ "pong": now_ms() }),
+        "inventory" => json!({
+            "identity": context.identity,
+            "facts": *context.facts,
+            "classes": *context.classes,
+            "agents": context.agents.iter().map(|agent| &agent.agent).collect::<Vec<_>>(),
+            "collectives": *context.collectives,
+            "main_collective": context.collectives.first(),
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+        "get_fact" => {
+            let fact = required_string(data, "fact")?;
+            json!({ "fact": fact, "value": lookup(&context.facts, fact) })
+        }
+        "get_facts" => {
+            let wanted = required_string(data, "facts")?;
+            let values: Map<String, Value> = wanted
+                .split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(|name| (name.to_string(), lookup(&context.facts, name).unwrap_or(Value::Null)))
+                .collect();
+            json!({ "values": values })
+        }
+        "agent_inventory" => json!({ "agents": *context.agents }),
+        "collective_info" => json!({
+            "main_collective": context.collectives.first(),
+            "collectives": *context.collectives,
+        }),
+        "daemon_stats" => Value::Object(context.stats.snapshot()),
+        other => {
+            return Err(ActionOutcome::fail(
+                StatusCode::UnknownAction,
+                format!("rpcutil has no action \"{other}\" (actions: {})", ACTIONS.join(", ")),
+            ));
+        }
+    };
+    match output {
+        Value::Object(map) => Ok(ActionOutcome::ok(map)),
+        _ => unreachable!("every rpcutil action builds a JSON object"),
+    }
+}
+
+/// Looks a fact up by dotted key, trying the literal key first (fact files may hold "a.b").
+fn lookup(facts: &Map<String, Value>, dotted_key: &str) -> Option<Value> {
+    if let Some(value) = facts.get(dotted_key) {
+        return Some(value.clone());
+    }
+    let mut parts = dotted_key.split('.');
+    let mut current = facts.get(parts.next()?)?;
+    for part in parts {
+        current = match current {
+            Value::Object(map) => map.get(part)?,
+            Value::Array(items) => items.get(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(current.clone())
+}

@@ -1,0 +1,295 @@
+//! The request pipeline: from bytes off the broker to a signed reply.
+//!
+//! The steps run in the order DESIGN.md fixes: size, signature, age and ttl, replay, filter,
+//! agent and action, authorization, input validation, run with a timeout, audit, signed reply.
+//! Each step is counted in [`Stats`]. Nothing here can panic on what arrives from the network:
+//! a bad message costs one counter, one audit line and (where the sender is proven) one reply.
+//!
+//! The pipeline is split in two so a caller can bound concurrency between the halves:
+//! [`Pipeline::admit`] does every check synchronously, and [`Pipeline::execute`] runs the
+//! action and seals the reply.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::Map;
+use tracing::{debug, warn};
+
+use crate::agents::{ActionContext, ActionOutcome, Agent, AgentRegistry};
+use crate::broker::Destination;
+use crate::node::audit::{AuditLog, AuditRecord, Outcome};
+use crate::node::facts::NodeInventory;
+use crate::node::stats::Stats;
+use crate::protocol::filter::Filter;
+use crate::protocol::{Reply, Request, StatusCode, now_ms};
+use crate::security::replay::ReplayWindow;
+use crate::security::{OpenError, Security, Verified, check_age};
+
+/// Everything the pipeline knows about this node at one moment; swapped whole on reload so a
+/// request always sees one consistent set of facts, classes and agents.
+pub struct NodeSnapshot {
+    pub inventory: NodeInventory,
+    pub context: ActionContext,
+    pub registry: AgentRegistry,
+}
+
+/// Fixed settings of a pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub identity: String,
+    pub max_message_bytes: usize,
+    pub clock_skew: Duration,
+    pub replay_capacity: usize,
+    /// How long an action may run before it is stopped and answered with status 5.
+    pub action_timeout: Duration,
+}
+
+/// What [`Pipeline::admit`] decided about one message.
+pub enum Admission {
+    /// Refused or not for us; already counted (and audited where it is a refusal).
+    Dropped,
+    /// Answer at once without running anything (unknown action, invalid input, ...).
+    Answer(Verified<Request>, ActionOutcome),
+    /// Run this agent's action, then answer.
+    Run(Verified<Request>, Arc<dyn Agent>, Arc<NodeSnapshot>),
+}
+
+/// A signed reply and where it goes.
+pub struct SealedReply {
+    pub destination: Destination,
+    pub bytes: Vec<u8>,
+    pub ttl: Duration,
+}
+
+/// One node's request pipeline. Shared between tasks behind an `Arc`.
+pub struct Pipeline {
+    settings: PipelineSettings,
+    security: Arc<Security>,
+    replay: Mutex<ReplayWindow>,
+    snapshot: RwLock<Arc<NodeSnapshot>>,
+    pub stats: Arc<Stats>,
+    audit: Option<Arc<AuditLog>>,
+}
+
+impl Pipeline {
+    pub fn new(
+        settings: PipelineSettings,
+        security: Arc<Security>,
+        snapshot: NodeSnapshot,
+        stats: Arc<Stats>,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Pipeline {
+        let replay = Mutex::new(ReplayWindow::new(settings.replay_capacity));
+        Pipeline { settings, security, replay, snapshot: RwLock::new(Arc::new(snapshot)), stats, audit }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.settings.identity
+    }
+
+    /// The current snapshot of facts, classes and agents.
+    pub fn snapshot(&self) -> Arc<NodeSnapshot> {
+        // A poisoned lock means a panic while swapping two Arcs, which cannot leave the value
+        // half-written; keep serving the last snapshot.
+        match self.snapshot.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the snapshot (after facts, classes or agents were reloaded).
+    pub fn replace_snapshot(&self, snapshot: NodeSnapshot) {
+        let snapshot = Arc::new(snapshot);
+        match self.snapshot.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+    }
+
+    /// Every check before running anything, in the documented order.
+    pub fn admit(&self, body: &[u8]) -> Admission {
+        let counters = &self.stats.counters;
+        Stats::count(&counters.received);
+
+        let request = match self.security.open_request(body, self.settings.max_message_bytes) {
+            Ok(request) => request,
+            Err(error) => {
+                self.refuse_unopened(body, &error);
+                return Admission::Dropped;
+            }
+        };
+
+        let now = now_ms();
+        if let Err(stale) = check_age(
+            request.time_ms,
+            request.ttl_secs,
+            now,
+            self.settings.clock_skew.as_millis() as u64,
+        ) {
+            Stats::count(&counters.expired);
+            self.audit_refusal(&request, format!("expired: {stale}"));
+            return Admission::Dropped;
+        }
+
+        let expires_at =
+            request.time_ms + u64::from(request.ttl_secs) * 1000 + self.settings.clock_skew.as_millis() as u64;
+        let remembered = match self.replay.lock() {
+            Ok(mut window) => window.check_and_remember(request.id, expires_at, now),
+            Err(poisoned) => poisoned.into_inner().check_and_remember(request.id, expires_at, now),
+        };
+        if let Err(replay) = remembered {
+            Stats::count(&counters.replayed);
+            self.audit_refusal(&request, format!("replay: {replay}"));
+            return Admission::Dropped;
+        }
+
+        let snapshot = self.snapshot();
+        match Filter::compile(&request.filter) {
+            Ok(filter) if filter.matches(&snapshot.inventory) => {}
+            Ok(_) => {
+                Stats::count(&counters.filtered);
+                debug!(request = %request.id, "filter does not match this node");
+                return Admission::Dropped;
+            }
+            Err(error) => {
+                // The client checks filters before sending, so this is a foreign or broken
+                // client; say so rather than silently looking like a node that did not match.
+                Stats::count(&counters.invalid_input);
+                let outcome = ActionOutcome::fail(StatusCode::InvalidData, error.to_string());
+                return Admission::Answer(request, outcome);
+            }
+        }
+
+        let Some(agent) = snapshot.registry.agent(&request.agent).cloned() else {
+            Stats::count(&counters.unknown_action);
+            let message = format!(
+                "unknown agent \"{}\" on {} (agents here: {})",
+                request.agent,
+                self.settings.identity,
+                snapshot.registry.names().join(", ")
+            );
+            return Admission::Answer(request, ActionOutcome::fail(StatusCode::UnknownAction, message));
+        };
+        if !agent.has_action(&request.action) {
+            Stats::count(&counters.unknown_action);
+            let summary = agent.summary();
+            let message = format!(
+                "agent \"{}\" has no action \"{}\" (actions: {})",
+                request.agent,
+                request.action,
+                summary.actions.join(", ")
+            );
+            return Admission::Answer(request, ActionOutcome::fail(StatusCode::UnknownAction, message));
+        }
+
+        // Authorization policies and input validation against agent definitions arrive with
+        // the agents issue; until then every verified caller may run every declared action,
+        // and agents check their own inputs (answering status 3 or 4).
+        Admission::Run(request, agent, snapshot)
+    }
+
+    /// Runs an admitted action with its timeout. Never panics and never hangs past the timeout.
+    pub async fn run(
+        &self,
+        request: &Request,
+        agent: &Arc<dyn Agent>,
+        snapshot: &NodeSnapshot,
+    ) -> ActionOutcome {
+        let timeout = self.settings.action_timeout;
+        let call = agent.call(&request.action, &request.data, &snapshot.context);
+        match tokio::time::timeout(timeout, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                Stats::count(&self.stats.counters.timed_out);
+                ActionOutcome::fail(
+                    StatusCode::UnknownError,
+                    format!(
+                        "{}#{} did not finish within {} s and was stopped",
+                        request.agent,
+                        request.action,
+                        timeout.as_secs()
+                    ),
+                )
+            }
+        }
+    }
+
+    /// Counts and audits an outcome and seals the reply.
+    pub fn finish(&self, request: &Verified<Request>, outcome: ActionOutcome) -> SealedReply {
+        let counters = &self.stats.counters;
+        match outcome.status {
+            StatusCode::Ok => Stats::count(&counters.ok),
+            StatusCode::MissingData | StatusCode::InvalidData => Stats::count(&counters.invalid_input),
+            StatusCode::UnknownAction => {}
+            StatusCode::Aborted | StatusCode::UnknownError => Stats::count(&counters.failed),
+        }
+        self.audit(request, Outcome::Accepted, Some(outcome.status), outcome.message.clone());
+
+        let reply = Reply {
+            request_id: request.id,
+            sender: self.settings.identity.clone(),
+            agent: request.agent.clone(),
+            action: request.action.clone(),
+            time_ms: now_ms(),
+            status: outcome.status,
+            status_message: outcome.message,
+            data: outcome.data,
+        };
+        SealedReply {
+            destination: Destination::Reply(request.reply_to.clone()),
+            bytes: self.security.seal_reply(&reply),
+            ttl: Duration::from_secs(u64::from(request.ttl_secs.max(1))),
+        }
+    }
+
+    /// The whole pipeline for one message, without a concurrency bound: for tests and callers
+    /// that bound concurrency themselves.
+    pub async fn handle(&self, body: &[u8]) -> Option<SealedReply> {
+        match self.admit(body) {
+            Admission::Dropped => None,
+            Admission::Answer(request, outcome) => Some(self.finish(&request, outcome)),
+            Admission::Run(request, agent, snapshot) => {
+                let outcome = self.run(&request, &agent, &snapshot).await;
+                Some(self.finish(&request, outcome))
+            }
+        }
+    }
+
+    /// Counts and audits a message that could not be opened. The audit line carries what the
+    /// message claims about itself (marked unverified) so an operator can match it to a client.
+    fn refuse_unopened(&self, body: &[u8], error: &OpenError) {
+        let counters = &self.stats.counters;
+        let counter = match error {
+            OpenError::TooLarge { .. } => &counters.too_large,
+            OpenError::BadSignature { .. } => &counters.bad_signature,
+            _ => &counters.malformed,
+        };
+        Stats::count(counter);
+        warn!(node = %self.settings.identity, %error, "request refused");
+        if let Some(audit) = &self.audit {
+            let claimed = Security::dangerous_claimed_request(body, self.settings.max_message_bytes);
+            let mut record = AuditRecord::new(Outcome::Refused, error.to_string());
+            if let Some(claimed) = claimed {
+                record = record.with_unverified_request(&claimed);
+            }
+            audit.write(&record);
+        }
+    }
+
+    fn audit_refusal(&self, request: &Request, reason: String) {
+        warn!(node = %self.settings.identity, request = %request.id, %reason, "request refused");
+        self.audit(request, Outcome::Refused, None, reason);
+    }
+
+    fn audit(&self, request: &Request, outcome: Outcome, status: Option<StatusCode>, reason: String) {
+        if let Some(audit) = &self.audit {
+            let record = AuditRecord::new(outcome, reason).with_request(request).with_status(status);
+            audit.write(&record);
+        }
+    }
+}
+
+/// An empty input map, for agents called without inputs.
+pub fn no_inputs() -> Map<String, serde_json::Value> {
+    Map::new()
+}
