@@ -1,0 +1,482 @@
+//! The integration harness: a private broker, real `batond` processes, the real `baton` CLI.
+//!
+//! Every test gets its own collective (`t<random>`), declared on the private RabbitMQ with the
+//! admin account, so tests run in parallel without seeing each other's nodes. A [`Fleet`] owns
+//! its node processes and temporary directory: dropping it kills the nodes. Nothing here is
+//! mocked: requests go through RabbitMQ to `batond` and back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Connection details of the private broker, from `bin/broker env rabbitmq`.
+#[derive(Debug, Clone)]
+pub struct BrokerEnv {
+    pub vars: BTreeMap<String, String>,
+}
+
+impl BrokerEnv {
+    pub fn var(&self, name: &str) -> String {
+        self.vars.get(name).cloned().unwrap_or_else(|| panic!("bin/broker env rabbitmq did not print {name}"))
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts the private RabbitMQ if it is not running (idempotent) and reads its environment.
+pub fn broker() -> &'static BrokerEnv {
+    static ENV: OnceLock<BrokerEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let script = repo_root().join("bin/broker");
+        let start = Command::new(&script).args(["start", "rabbitmq"]).output().expect("run bin/broker start rabbitmq");
+        assert!(
+            start.status.success(),
+            "bin/broker start rabbitmq failed:\n{}{}",
+            String::from_utf8_lossy(&start.stdout),
+            String::from_utf8_lossy(&start.stderr)
+        );
+        BrokerEnv { vars: broker_env_vars() }
+    })
+}
+
+fn broker_env_vars() -> BTreeMap<String, String> {
+    let script = repo_root().join("bin/broker");
+    let env = Command::new(&script).args(["env", "rabbitmq"]).output().expect("run bin/broker env rabbitmq");
+    assert!(env.status.success(), "bin/broker env rabbitmq failed: {}", String::from_utf8_lossy(&env.stderr));
+    let mut vars = BTreeMap::new();
+    for line in String::from_utf8_lossy(&env.stdout).lines() {
+        let Some(assignment) = line.strip_prefix("export ") else { continue };
+        if let Some((name, value)) = assignment.split_once('=') {
+            let value = value.trim_matches(|c| c == '\'' || c == '"');
+            vars.insert(name.to_string(), value.to_string());
+        }
+    }
+    vars
+}
+
+/// Tests that stop the shared broker take this lock for writing; every other test holds it
+/// for reading while it runs, so a broker restart never pulls the floor from under them.
+static BROKER_LOCK: RwLock<()> = RwLock::new(());
+
+pub fn shared_broker() -> RwLockReadGuard<'static, ()> {
+    BROKER_LOCK.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn exclusive_broker() -> RwLockWriteGuard<'static, ()> {
+    BROKER_LOCK.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A fresh collective name for one test.
+pub fn unique_collective() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Declares a collective's exchanges with the admin account, as an operator would in
+/// definitions.json for a real collective.
+pub fn declare_collective(collective: &str) {
+    let url = broker().var("BATON_RABBITMQ_ADMIN_URL");
+    let collective = collective.to_string();
+    block_on(async move {
+        let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+            .await
+            .expect("admin connection to the private broker");
+        let channel = connection.create_channel().await.expect("admin channel");
+        for suffix in ["broadcast", "registration"] {
+            channel
+                .exchange_declare(
+                    format!("{collective}.{suffix}").as_str().into(),
+                    lapin::ExchangeKind::Topic,
+                    lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .expect("declare exchange");
+        }
+        let _ = connection.close(200, "done".into()).await;
+    });
+}
+
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
+}
+
+/// How a node should be set up.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub identity: String,
+    pub facts: Value,
+    pub classes: Vec<String>,
+    /// Use this PSK instead of the fleet's (to make a node that holds a different key).
+    pub psk: Option<String>,
+}
+
+impl NodeSpec {
+    pub fn new(identity: &str, facts: Value, classes: &[&str]) -> NodeSpec {
+        NodeSpec {
+            identity: identity.to_string(),
+            facts,
+            classes: classes.iter().map(|class| class.to_string()).collect(),
+            psk: None,
+        }
+    }
+}
+
+/// Which URLs and TLS settings nodes and clients use.
+#[derive(Debug, Clone)]
+pub struct Wire {
+    pub node_url: String,
+    pub client_url: String,
+    pub tls_ca: Option<String>,
+}
+
+impl Wire {
+    pub fn amqp() -> Wire {
+        let broker = broker();
+        Wire {
+            node_url: broker.var("BATON_RABBITMQ_NODE_URL"),
+            client_url: broker.var("BATON_RABBITMQ_CLIENT_URL"),
+            tls_ca: None,
+        }
+    }
+
+    pub fn amqps() -> Wire {
+        let broker = broker();
+        Wire {
+            node_url: broker.var("BATON_RABBITMQ_NODE_TLS_URL"),
+            client_url: broker.var("BATON_RABBITMQ_CLIENT_TLS_URL"),
+            tls_ca: Some(broker.var("BATON_TLS_CA")),
+        }
+    }
+}
+
+/// A running node process.
+pub struct RunningNode {
+    pub spec: NodeSpec,
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+impl RunningNode {
+    pub fn audit_lines(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        text.lines().map(|line| serde_json::from_str(line).expect("audit line is JSON")).collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("batond.log")).unwrap_or_default()
+    }
+}
+
+/// Several nodes in one collective, and a client configuration to reach them.
+pub struct Fleet {
+    pub collective: String,
+    pub dir: tempfile::TempDir,
+    pub wire: Wire,
+    pub psk: String,
+    pub nodes: Vec<RunningNode>,
+    _shared: Option<RwLockReadGuard<'static, ()>>,
+}
+
+impl Fleet {
+    /// Starts the nodes and waits until each answers a directed ping.
+    pub fn start(specs: Vec<NodeSpec>) -> Fleet {
+        Fleet::start_on(Wire::amqp(), specs)
+    }
+
+    pub fn start_on(wire: Wire, specs: Vec<NodeSpec>) -> Fleet {
+        let guard = shared_broker();
+        let mut fleet = Fleet::start_unguarded(wire, specs);
+        fleet._shared = Some(guard);
+        fleet
+    }
+
+    /// As [`Fleet::start`], for a test that already holds the broker lock.
+    pub fn start_unguarded(wire: Wire, specs: Vec<NodeSpec>) -> Fleet {
+        let collective = unique_collective();
+        declare_collective(&collective);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let psk = uuid::Uuid::new_v4().simple().to_string();
+        std::fs::write(dir.path().join("psk"), &psk).expect("write psk");
+        let mut fleet = Fleet { collective, dir, wire, psk, nodes: Vec::new(), _shared: None };
+        for spec in specs {
+            fleet.spawn(spec);
+        }
+        let identities: Vec<String> = fleet
+            .nodes
+            .iter()
+            .filter(|node| node.spec.psk.is_none())
+            .map(|node| node.spec.identity.clone())
+            .collect();
+        fleet.wait_until_answering(&identities);
+        fleet
+    }
+
+    fn spawn(&mut self, spec: NodeSpec) {
+        let node_dir = self.dir.path().join(&spec.identity);
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        std::fs::write(node_dir.join("facts.json"), serde_json::to_vec_pretty(&spec.facts).expect("facts"))
+            .expect("write facts");
+        std::fs::write(node_dir.join("classes.txt"), spec.classes.join("\n")).expect("write classes");
+        let psk_file = match &spec.psk {
+            Some(other) => {
+                let path = node_dir.join("psk");
+                std::fs::write(&path, other).expect("write node psk");
+                path
+            }
+            None => self.dir.path().join("psk"),
+        };
+        let tls = match &self.wire.tls_ca {
+            Some(ca) => format!("[tls]\nca = {ca:?}\n"),
+            None => String::new(),
+        };
+        let config = format!(
+            "identity = {identity:?}\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\nmax_backoff_secs = 2\n\n{tls}\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n\n[facts]\nfiles = [{facts:?}]\nclasses_file = {classes:?}\n\n[audit]\nfile = {audit:?}\n",
+            identity = spec.identity,
+            collective = self.collective,
+            url = self.wire.node_url,
+            psk = psk_file,
+            facts = node_dir.join("facts.json"),
+            classes = node_dir.join("classes.txt"),
+            audit = node_dir.join("audit.log"),
+        );
+        let config_path = node_dir.join("node.toml");
+        std::fs::write(&config_path, config).expect("write node config");
+        let log = std::fs::File::create(node_dir.join("batond.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_batond"))
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("BATON_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn batond");
+        self.nodes.push(RunningNode { spec, child, dir: node_dir });
+    }
+
+    /// Polls with directed pings until every listed node answers, or fails after 60 s with
+    /// the nodes' logs.
+    pub fn wait_until_answering(&self, identities: &[String]) {
+        if identities.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut args = vec!["ping".to_string(), "--json".to_string()];
+            for identity in identities {
+                args.push("-I".to_string());
+                args.push(identity.clone());
+            }
+            let output = self.baton(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            if output.code == 0 {
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> =
+                    self.nodes.iter().map(|node| format!("--- {} ---\n{}", node.spec.identity, node.log())).collect();
+                panic!("nodes did not start answering within 60 s; last ping: {output:?}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits until a node's queue exists on the broker (a directed request is routed rather
+    /// than returned as unreachable), for nodes that will not answer.
+    pub fn wait_until_subscribed(&self, identity: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let output = self.baton(&["ping", "-I", identity, "--json"]);
+            let unreachable = output.json()["unreachable"].as_array().is_some_and(|nodes| !nodes.is_empty());
+            if output.code != 5 && !unreachable {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{identity} never subscribed: {output:?}\n{}", self.node(identity).log());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    pub fn node(&self, identity: &str) -> &RunningNode {
+        self.nodes.iter().find(|node| node.spec.identity == identity).expect("node in fleet")
+    }
+
+    pub fn node_mut(&mut self, identity: &str) -> &mut RunningNode {
+        self.nodes.iter_mut().find(|node| node.spec.identity == identity).expect("node in fleet")
+    }
+
+    /// Writes a client configuration for this fleet with extra TOML appended, returns its path.
+    pub fn client_config(&self, extra: &str) -> PathBuf {
+        let tls = match &self.wire.tls_ca {
+            Some(ca) => format!("[tls]\nca = {ca:?}\n"),
+            None => String::new(),
+        };
+        let config = format!(
+            "identity = \"tester\"\ncaller = \"user=tester\"\ncollective = {collective:?}\ntimeout_secs = 10\ndiscovery_timeout_secs = 3\n\n[broker]\nurls = [{url:?}]\n\n{tls}\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n{extra}",
+            collective = self.collective,
+            url = self.wire.client_url,
+            psk = self.dir.path().join("psk"),
+        );
+        let path = self.dir.path().join(format!("client-{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, config).expect("write client config");
+        path
+    }
+
+    /// Runs `baton` with this fleet's client configuration.
+    pub fn baton(&self, args: &[&str]) -> BatonOutput {
+        run_baton(&self.client_config(""), args, None)
+    }
+
+    /// Runs `baton` with stdin.
+    pub fn baton_with_stdin(&self, args: &[&str], stdin: &str) -> BatonOutput {
+        run_baton(&self.client_config(""), args, Some(stdin))
+    }
+
+    /// Calls `rpcutil daemon_stats` on one node and returns its counters.
+    pub fn daemon_stats(&self, identity: &str) -> serde_json::Map<String, Value> {
+        let output = self.baton(&["rpc", "rpcutil", "daemon_stats", "-I", identity, "--json"]);
+        assert_eq!(output.code, 0, "daemon_stats on {identity}: {output:?}");
+        let document = output.json();
+        document["replies"][0]["data"].as_object().expect("daemon_stats data").clone()
+    }
+
+    pub fn kill(&mut self, identity: &str) {
+        let node = self.node_mut(identity);
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+        }
+    }
+}
+
+/// What one `baton` run printed and how it exited.
+#[derive(Debug)]
+pub struct BatonOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl BatonOutput {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|error| panic!("stdout is not one JSON document ({error}): {self:?}"))
+    }
+
+    /// Sorted identities from a `--json` document's list field.
+    pub fn nodes(&self, field: &str) -> Vec<String> {
+        let document = self.json();
+        let mut nodes: Vec<String> = document[field]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {field} list in {self:?}"))
+            .iter()
+            .map(|item| match item {
+                Value::String(name) => name.clone(),
+                other => other["node"].as_str().expect("node name").to_string(),
+            })
+            .collect();
+        nodes.sort();
+        nodes
+    }
+}
+
+pub fn run_baton(config: &Path, args: &[&str], stdin: Option<&str>) -> BatonOutput {
+    use std::io::Write;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+    command.arg("--config").arg(config).args(args).env_remove("BATON_LOG");
+    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn baton");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+    }
+    let Output { status, stdout, stderr } = child.wait_with_output().expect("baton output");
+    BatonOutput {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// A bare AMQP connection with the client's credentials, for publishing bytes straight into a
+/// node's queue, as an attacker on the broker or a broken client would.
+pub struct RawClient {
+    runtime: tokio::runtime::Runtime,
+    channel: lapin::Channel,
+    _connection: lapin::Connection,
+    consumer: lapin::Consumer,
+    pub reply_queue: String,
+}
+
+impl RawClient {
+    pub fn connect(fleet: &Fleet) -> RawClient {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let url = Wire::amqp().client_url;
+        let reply_queue = format!("{}.reply.raw{}", fleet.collective, uuid::Uuid::new_v4().simple());
+        let (connection, channel, consumer) = runtime.block_on(async {
+            let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+                .await
+                .expect("raw client connection");
+            let channel = connection.create_channel().await.expect("channel");
+            channel
+                .queue_declare(
+                    reply_queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .expect("declare reply queue");
+            let consumer = channel
+                .basic_consume(
+                    reply_queue.as_str().into(),
+                    "raw".into(),
+                    lapin::options::BasicConsumeOptions { no_ack: true, ..Default::default() },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .expect("consume reply queue");
+            (connection, channel, consumer)
+        });
+        RawClient { runtime, channel, _connection: connection, consumer, reply_queue }
+    }
+
+    /// Publishes bytes into a node's own queue through the default exchange.
+    pub fn publish_to_node(&self, fleet: &Fleet, identity: &str, body: &[u8]) {
+        let routing_key = format!("{}.node.{identity}", fleet.collective);
+        self.runtime.block_on(async {
+            self.channel
+                .basic_publish(
+                    "".into(),
+                    routing_key.as_str().into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    body,
+                    lapin::BasicProperties::default(),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("publish confirm");
+        });
+    }
+
+    /// The next message on the reply queue, or `None` after `wait`.
+    pub fn next_reply(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        use futures_util::StreamExt;
+        let consumer = &mut self.consumer;
+        self.runtime.block_on(async {
+            match tokio::time::timeout(wait, consumer.next()).await {
+                Ok(Some(Ok(delivery))) => Some(delivery.data),
+                _ => None,
+            }
+        })
+    }
+}
