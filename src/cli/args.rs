@@ -12,7 +12,7 @@ use crate::protocol::filter::FilterSpec;
 #[command(name = "baton", version, after_help = EXIT_CODES_HELP, propagate_version = true)]
 pub struct Cli {
     /// Client configuration file (default: $XDG_CONFIG_HOME/baton/client.toml, then /etc/baton/client.toml).
-    #[arg(short = 'c', long, global = true, value_name = "FILE")]
+    #[arg(short = 'c', long, global = true, value_name = "FILE", env = "BATON_CONFIG")]
     pub config: Option<PathBuf>,
 
     /// More detail: timing statistics, and debug logs with -vv.
