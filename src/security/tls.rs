@@ -280,7 +280,10 @@ pub fn explain_rustls_error(error: &rustls::Error, host: &str) -> String {
 fn explain_certificate_error(error: &CertificateError, host: &str) -> String {
     match error {
         CertificateError::NotValidForNameContext { presented, .. } if !presented.is_empty() => {
-            let names: Vec<String> = presented.iter().map(|name| format!("{name:?}")).collect();
+            let names: Vec<String> = presented
+                .iter()
+                .map(|name| format!("{:?}", bare_presented_name(name)))
+                .collect();
             format!(
                 "certificate is not valid for host {host:?}: it names {} (set tls.server_name \
                  or fix the certificate)",
@@ -294,7 +297,9 @@ fn explain_certificate_error(error: &CertificateError, host: &str) -> String {
             )
         }
         CertificateError::UnknownIssuer => {
-            "certificate was not issued by the configured CA (check tls.ca)".to_owned()
+            "certificate was not issued by the configured CA (check tls.ca; without it only \
+             public CAs are trusted)"
+                .to_owned()
         }
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
             "the broker's certificate has expired (renew it, or check this machine's clock)"
@@ -316,6 +321,20 @@ fn explain_certificate_error(error: &CertificateError, host: &str) -> String {
         }
         other => format!("the broker's certificate was refused: {other}"),
     }
+}
+
+/// rustls reports the names a certificate presents in debug form (`DnsName("mq2")`,
+/// `IpAddress(10.0.0.1)`); a person wants just the name.
+fn bare_presented_name(presented: &str) -> &str {
+    presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+        .or_else(|| {
+            presented
+                .strip_prefix("IpAddress(")
+                .and_then(|rest| rest.strip_suffix(')'))
+        })
+        .unwrap_or(presented)
 }
 
 fn explain_alert(alert: AlertDescription) -> String {
@@ -367,13 +386,16 @@ mod tests {
         check(
             InvalidCertificate(CertificateError::NotValidForNameContext {
                 expected: ServerName::try_from("mq1").expect("a valid DNS name"),
-                presented: vec!["mq2".to_owned()],
+                presented: vec![
+                    r#"DnsName("mq2")"#.to_owned(),
+                    "IpAddress(10.0.0.2)".to_owned(),
+                ],
             }),
-            r#"not valid for host "mq1": it names "mq2" (set tls.server_name"#,
+            r#"not valid for host "mq1": it names "mq2", "10.0.0.2" (set tls.server_name"#,
         );
         check(
             InvalidCertificate(CertificateError::UnknownIssuer),
-            "certificate was not issued by the configured CA (check tls.ca)",
+            "certificate was not issued by the configured CA (check tls.ca;",
         );
         check(InvalidCertificate(CertificateError::Expired), "has expired");
         check(
@@ -407,7 +429,7 @@ mod tests {
         assert!(explain_handshake_error(&wrapped, "mq1").contains("check tls.ca"));
         let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof");
         assert!(explain_handshake_error(&eof, "mq1").contains("closed the connection"));
-        let unrelated = io::Error::new(io::ErrorKind::Other, "something else");
+        let unrelated = io::Error::other("something else");
         assert_eq!(explain_handshake_error(&unrelated, "mq1"), "something else");
     }
 
