@@ -237,17 +237,20 @@ impl<T> Deref for Verified<T> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
     #[error(
-        "message is {size} bytes, over the {limit}-byte limit (raise the size limit on both ends if such messages are expected)"
+        "message is {size} bytes, over the {limit}-byte limit (raise the size limit on both \
+         ends if such messages are expected)"
     )]
     TooLarge { size: usize, limit: usize },
     #[error("message is malformed: {0}")]
     Malformed(String),
     #[error(
-        "protocol version {got} is not supported (this build speaks version {PROTOCOL_VERSION}; upgrade the older side)"
+        "protocol version {got} is not supported (this build speaks version \
+         {PROTOCOL_VERSION}; upgrade the older side)"
     )]
     Version { got: u8 },
     #[error(
-        "message uses security scheme {got:?} but this node uses {expected:?} (set the same security.scheme everywhere)"
+        "message uses security scheme {got:?} but this node uses {expected:?} (set the same \
+         security.scheme everywhere)"
     )]
     WrongScheme { expected: &'static str, got: String },
     #[error("message is a {got:?} where a {expected:?} was expected")]

@@ -20,7 +20,8 @@ pub const MIN_KEY_BYTES: usize = 16;
 const MAX_KEY_FILE_BYTES: u64 = 4096;
 
 /// How to make a good key; every refusal ends with this.
-const MAKE_A_KEY: &str = "generate a random key with `openssl rand -hex 32 > /etc/baton/psk` and give every node and client the same file";
+const MAKE_A_KEY: &str = "generate a random key with `openssl rand -hex 32 > /etc/baton/psk` \
+                          and give every node and client the same file";
 
 /// Fragments that mark a key as a placeholder or a guessable word. Compared against the key
 /// lowercased with separators removed, so `Change_Me`, `change-me` and `CHANGEME` all match.
@@ -61,7 +62,11 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("PSK file {} is {size} bytes, too large to be a key; it should hold one line ({MAKE_A_KEY})", path.display())]
+    #[error(
+        "PSK file {} is {size} bytes, too large to be a key; it should hold one line \
+         ({MAKE_A_KEY})",
+        path.display()
+    )]
     FileTooLarge { path: PathBuf, size: u64 },
     #[error("{origin} is empty ({MAKE_A_KEY})")]
     Empty { origin: String },
@@ -84,11 +89,14 @@ impl Psk {
     /// key; anything else is. A file that group or others may write is refused; one that others
     /// may read is accepted but reported by [`Psk::world_readable`] for the caller to warn about.
     pub fn from_file(path: &Path) -> Result<Psk, KeyError> {
+        use std::io::Read;
         let read_error = |source| KeyError::Read {
             path: path.to_owned(),
             source,
         };
-        let metadata = std::fs::metadata(path).map_err(read_error)?;
+        // Mode and contents come from one open file, so the file cannot be swapped in between.
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        let metadata = file.metadata().map_err(read_error)?;
         if metadata.len() > MAX_KEY_FILE_BYTES {
             return Err(KeyError::FileTooLarge {
                 path: path.to_owned(),
@@ -96,7 +104,10 @@ impl Psk {
             });
         }
         let world_readable = check_mode(path, &metadata)?;
-        let contents = std::fs::read(path).map_err(read_error)?;
+        let mut contents = Vec::new();
+        file.take(MAX_KEY_FILE_BYTES)
+            .read_to_end(&mut contents)
+            .map_err(read_error)?;
         let mut psk = Psk::from_bytes(&contents, &format!("PSK file {}", path.display()))?;
         psk.world_readable = world_readable;
         Ok(psk)
@@ -275,7 +286,7 @@ mod tests {
 
     #[test]
     fn key_id_is_the_sha256_prefix_in_hex() {
-        // SHA-256("abcdefghijklmnopqrstuvwxyz") = 71c480df93d6ae2f1efad1447c66c9525e316218cf51fc8d9ed832f2daf18b73
+        // SHA-256("abcdefghijklmnopqrstuvwxyz") starts with 71c480df93d6ae2f.
         let psk = Psk::from_bytes(b"abcdefghijklmnopqrstuvwxyz", "test").expect("good");
         assert_eq!(psk.key_id(), "71c480df93d6ae2f");
     }

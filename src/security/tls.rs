@@ -63,9 +63,15 @@ pub enum TlsError {
     CertFile { path: PathBuf, reason: String },
     #[error("cannot use client key file {} (tls.key): {reason}", path.display())]
     KeyFile { path: PathBuf, reason: String },
-    #[error("tls.key is set ({}) but tls.cert is not: set both for a client certificate, or neither", key.display())]
+    #[error(
+        "tls.key is set ({}) but tls.cert is not: set both for a client certificate, or neither",
+        key.display()
+    )]
     KeyWithoutCert { key: PathBuf },
-    #[error("tls.cert is set ({}) but tls.key is not: set both for a client certificate, or neither", cert.display())]
+    #[error(
+        "tls.cert is set ({}) but tls.key is not: set both for a client certificate, or neither",
+        cert.display()
+    )]
     CertWithoutKey { cert: PathBuf },
     #[error(
         "client certificate {} and key {} do not work together: {reason} \
