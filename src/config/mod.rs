@@ -31,8 +31,8 @@ pub use load::{
     CLIENT_SYSTEM_CONFIG_FILE, ConfigLoader, ENV_PREFIX, NODE_CONFIG_FILE, Provenance, host_name,
 };
 pub use node::{
-    AgentsConfig, AuditConfig, AuthorizationConfig, FactsConfig, LogConfig, LogFormat,
-    NodeConfig, RegistrationConfig, UnconfiguredPolicy,
+    AgentsConfig, AuditConfig, AuthorizationConfig, FactsConfig, LogConfig, LogFormat, NodeConfig,
+    RegistrationConfig, UnconfiguredPolicy,
 };
 
 use crate::broker::{BrokerSettings, StompDialect, Transport};
@@ -96,11 +96,7 @@ impl BrokerConfig {
     /// when neither says (only possible before validation, which requires URLs).
     pub fn transport(&self) -> TransportKind {
         self.transport
-            .or_else(|| {
-                self.urls
-                    .first()
-                    .and_then(|url| url_transport(url).ok())
-            })
+            .or_else(|| self.urls.first().and_then(|url| url_transport(url).ok()))
             .unwrap_or(TransportKind::Amqp)
     }
 
@@ -145,8 +141,8 @@ impl BrokerConfig {
         }
         let mut first_transport = None;
         for url in &self.urls {
-            let transport = url_transport(url)
-                .map_err(|reason| provenance.invalid("broker.urls", reason))?;
+            let transport =
+                url_transport(url).map_err(|reason| provenance.invalid("broker.urls", reason))?;
             match first_transport {
                 None => first_transport = Some(transport),
                 Some(first) if first != transport => {
@@ -183,7 +179,11 @@ impl BrokerConfig {
                 "a dialect applies to STOMP only; remove it or use stomp:// URLs",
             ));
         }
-        positive(provenance, "broker.connect_timeout_secs", self.connect_timeout_secs)?;
+        positive(
+            provenance,
+            "broker.connect_timeout_secs",
+            self.connect_timeout_secs,
+        )?;
         positive(provenance, "broker.max_backoff_secs", self.max_backoff_secs)?;
         at_least(
             provenance,
@@ -228,7 +228,9 @@ fn url_transport(url: &str) -> Result<TransportKind, String> {
         }
     };
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     if host.is_empty() {
         return Err(format!("{:?} names no host", redact(url)));
     }
@@ -244,7 +246,9 @@ pub fn redact(url: &str) -> String {
     let (authority, path) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
         Some((user_info, host)) => {
-            let user = user_info.split_once(':').map_or(user_info, |(user, _)| user);
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
             let hidden = if user_info.contains(':') { ":***" } else { "" };
             format!("{scheme}://{user}{hidden}@{host}{path}")
         }
@@ -359,7 +363,11 @@ impl SecurityConfig {
             }
             _ => {}
         }
-        positive(provenance, "security.replay_window", self.replay_window as u64)
+        positive(
+            provenance,
+            "security.replay_window",
+            self.replay_window as u64,
+        )
     }
 }
 
@@ -390,7 +398,12 @@ fn positive(provenance: &Provenance, key: &str, value: u64) -> Result<(), Config
     at_least(provenance, key, value, 1)
 }
 
-fn at_least(provenance: &Provenance, key: &str, value: u64, minimum: u64) -> Result<(), ConfigError> {
+fn at_least(
+    provenance: &Provenance,
+    key: &str,
+    value: u64,
+    minimum: u64,
+) -> Result<(), ConfigError> {
     if value >= minimum {
         Ok(())
     } else {

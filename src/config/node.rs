@@ -228,9 +228,7 @@ impl NodeConfig {
 
     /// The main collective: the first of `collectives`.
     pub fn main_collective(&self) -> &str {
-        self.collectives
-            .first()
-            .map_or("baton", String::as_str)
+        self.collectives.first().map_or("baton", String::as_str)
     }
 
     /// Checks every rule that a single key's type cannot express. [`NodeConfig::load`] has
@@ -257,7 +255,11 @@ impl NodeConfig {
         self.broker.validate(provenance)?;
         self.tls.validate(provenance)?;
         self.security.validate(provenance)?;
-        positive(provenance, "facts.poll_interval_secs", self.facts.poll_interval_secs)?;
+        positive(
+            provenance,
+            "facts.poll_interval_secs",
+            self.facts.poll_interval_secs,
+        )?;
         positive(
             provenance,
             "agents.max_concurrency",
