@@ -18,17 +18,11 @@ pub enum Destination {
     /// Every node in `collective` that has `agent` (AMQP: exchange `C.broadcast`, key `agent.A`).
     Broadcast { collective: String, agent: String },
     /// One node's own queue (AMQP: default exchange, key `C.node.<identity>`).
-    Node {
-        collective: String,
-        identity: String,
-    },
+    Node { collective: String, identity: String },
     /// A client's reply address, as handed out by [`Broker::reply_queue`] or named by the user.
     Reply(String),
     /// The registration exchange of `collective` (AMQP: exchange `C.registration`, key `node.<identity>`).
-    Registration {
-        collective: String,
-        identity: String,
-    },
+    Registration { collective: String, identity: String },
 }
 
 /// What the broker said about a published message.

@@ -186,9 +186,7 @@ pub enum DecodeError {
     TooLarge { size: usize, limit: usize },
     #[error("not a valid CBOR {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
-    #[error(
-        "protocol version {got} is not supported (this build speaks version {PROTOCOL_VERSION})"
-    )]
+    #[error("protocol version {got} is not supported (this build speaks version {PROTOCOL_VERSION})")]
     Version { got: u8 },
 }
 
@@ -209,15 +207,10 @@ pub fn from_cbor<T: serde::de::DeserializeOwned>(
     what: &'static str,
 ) -> Result<T, DecodeError> {
     if bytes.len() > limit {
-        return Err(DecodeError::TooLarge {
-            size: bytes.len(),
-            limit,
-        });
+        return Err(DecodeError::TooLarge { size: bytes.len(), limit });
     }
-    ciborium::from_reader(bytes).map_err(|error| DecodeError::Malformed {
-        what,
-        reason: error.to_string(),
-    })
+    ciborium::from_reader(bytes)
+        .map_err(|error| DecodeError::Malformed { what, reason: error.to_string() })
 }
 
 impl Envelope {
@@ -225,9 +218,7 @@ impl Envelope {
     pub fn decode(bytes: &[u8], limit: usize) -> Result<Envelope, DecodeError> {
         let envelope: Envelope = from_cbor(bytes, limit, "envelope")?;
         if envelope.version != PROTOCOL_VERSION {
-            return Err(DecodeError::Version {
-                got: envelope.version,
-            });
+            return Err(DecodeError::Version { got: envelope.version });
         }
         Ok(envelope)
     }
