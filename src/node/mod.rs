@@ -1,1 +1,4 @@
 //! PLACEHOLDER: being written.
+
+pub mod audit;
+pub mod facts;
