@@ -564,14 +564,19 @@ fn parse_os_release(text: &str) -> Map<String, Value> {
                         .and_then(|rest| rest.strip_suffix('\''))
                 })
                 .unwrap_or(value);
-            (key.trim().to_owned(), Value::from(unquoted.replace("\\\"", "\"")))
+            (
+                key.trim().to_owned(),
+                Value::from(unquoted.replace("\\\"", "\"")),
+            )
         })
         .collect()
 }
 
 /// Facter's `os.family` from os-release `ID` and `ID_LIKE`.
 fn os_family(id: &str, id_like: &str) -> String {
-    let ids: Vec<&str> = std::iter::once(id).chain(id_like.split_whitespace()).collect();
+    let ids: Vec<&str> = std::iter::once(id)
+        .chain(id_like.split_whitespace())
+        .collect();
     let family = ids.iter().find_map(|id| match *id {
         "debian" | "ubuntu" => Some("Debian"),
         "rhel" | "fedora" | "centos" | "rocky" | "almalinux" | "ol" | "amzn" => Some("RedHat"),
@@ -621,7 +626,11 @@ fn capitalized(word: &str) -> String {
 /// The short host name and the best fully qualified name available without a DNS query: the
 /// kernel's name if it has dots, else with the kernel's NIS/YP domain, else the first dotted
 /// name `/etc/hosts` gives for it, else the short name.
-fn host_names(kernel_hostname: &str, domainname: Option<&str>, etc_hosts: &str) -> (String, String) {
+fn host_names(
+    kernel_hostname: &str,
+    domainname: Option<&str>,
+    etc_hosts: &str,
+) -> (String, String) {
     let short = kernel_hostname
         .split('.')
         .next()
@@ -697,7 +706,12 @@ mod tests {
         let check = |os_release: &str, expected: (&str, &str, &str, &str)| {
             let (family, name, full, major) = os(os_release);
             assert_eq!(
-                (family.as_str(), name.as_str(), full.as_str(), major.as_str()),
+                (
+                    family.as_str(),
+                    name.as_str(),
+                    full.as_str(),
+                    major.as_str()
+                ),
                 expected,
                 "for {os_release:?}"
             );
@@ -768,8 +782,18 @@ mod tests {
             let (short, fqdn) = host_names(kernel, domain, hosts);
             assert_eq!((short.as_str(), fqdn.as_str()), expected, "for {kernel}");
         };
-        check("web01.example.com", None, "", ("web01", "web01.example.com"));
-        check("web01", Some("example.org"), "", ("web01", "web01.example.org"));
+        check(
+            "web01.example.com",
+            None,
+            "",
+            ("web01", "web01.example.com"),
+        );
+        check(
+            "web01",
+            Some("example.org"),
+            "",
+            ("web01", "web01.example.org"),
+        );
         check("web01", Some("(none)"), "", ("web01", "web01"));
         check(
             "web01",
