@@ -632,3 +632,48 @@ fn passwords_are_redacted() {
         assert_eq!(redact(url), expected, "for {url}");
     }
 }
+
+/// The shipped examples load as they are, and with every commented-out key switched on (except
+/// `dialect`, which is STOMP-only while the examples use AMQP): the comments stay true.
+#[test]
+fn deploy_examples_load() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let uncommented = |text: &str| -> String {
+        text.lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.contains(" = ")
+                        && rest.starts_with(|c: char| c.is_ascii_lowercase())
+                        && !rest.starts_with("dialect") =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    for name in ["node.toml", "client.toml"] {
+        let text = std::fs::read_to_string(examples.join(name)).expect("the example exists");
+        for (variant, body) in [
+            ("as shipped", text.clone()),
+            ("uncommented", uncommented(&text)),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &body).expect("writable");
+            let loader = ConfigLoader::new(Some(&path)).with_env([("USER", "alice")]);
+            let result = if name == "node.toml" {
+                loader.node().map(|_| ())
+            } else {
+                loader.client().map(|_| ())
+            };
+            if let Err(error) = result {
+                panic!("{name} ({variant}) does not load: {error}\n{body}");
+            }
+        }
+    }
+    let node = NodeConfig::load(Some(&examples.join("node.toml"))).expect("the example loads");
+    assert_eq!(node.identity, "web01");
+    assert_eq!(node.broker.urls.len(), 2);
+}
