@@ -463,7 +463,7 @@ fn missing_explicit_file_is_named() {
     assert_eq!(
         error.to_string(),
         format!(
-            "cannot read configuration file {}: No such file or directory (os error 2) (check the path given with --config)",
+            "cannot read configuration file {}: No such file or directory (os error 2) (check the path and its permissions)",
             path.display()
         )
     );

@@ -17,7 +17,7 @@ use super::load::origin_of;
 pub enum ConfigError {
     /// A configuration file that must be read could not be (an explicitly given file that does
     /// not exist, a permission problem, a directory where a file was expected).
-    #[error("cannot read configuration file {}: {source} (check the path given with --config)", path.display())]
+    #[error("cannot read configuration file {}: {source} (check the path and its permissions)", path.display())]
     FileUnreadable {
         path: PathBuf,
         #[source]
