@@ -1,0 +1,164 @@
+//! The client's configuration (`~/.config/baton/client.toml`, `/etc/baton/client.toml`), shared
+//! by the CLI, the console and the tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use figment::value::{Dict, Value};
+use serde::{Deserialize, Serialize};
+
+use super::load::{CLIENT_SYSTEM_CONFIG_FILE, TopLevelKeys};
+use super::{
+    BrokerConfig, ConfigError, ConfigLoader, Provenance, SecurityConfig, TlsConfig, defaults,
+    lenient_string, positive, validate_collective,
+};
+use crate::broker::BrokerSettings;
+
+/// Everything a client needs to send requests and collect replies. Obtain one with
+/// [`ClientConfig::load`]; a loaded configuration has passed [`ClientConfig::validate`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The sender named in requests; default `<user>@<host>`.
+    #[serde(deserialize_with = "lenient_string")]
+    pub identity: String,
+    /// Who asks, as authorization policies see it; default `user=<login name>`.
+    #[serde(deserialize_with = "lenient_string")]
+    pub caller: String,
+    /// The collective requests go to unless `-T` says otherwise.
+    #[serde(
+        default = "defaults::main_collective",
+        deserialize_with = "lenient_string"
+    )]
+    pub collective: String,
+    #[serde(default)]
+    pub broker: BrokerConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
+    /// How long to wait for replies after the last request went out.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// How long broadcast discovery waits at most.
+    #[serde(default = "default_discovery_timeout_secs")]
+    pub discovery_timeout_secs: u64,
+    /// How long a request stays valid; nodes refuse it afterwards.
+    #[serde(default = "default_ttl_secs")]
+    pub ttl_secs: u64,
+    #[serde(skip)]
+    provenance: Provenance,
+}
+
+const TOP_LEVEL: TopLevelKeys = TopLevelKeys {
+    plain: &[
+        "identity",
+        "caller",
+        "collective",
+        "timeout_secs",
+        "discovery_timeout_secs",
+        "ttl_secs",
+    ],
+    tables: &["broker", "tls", "security"],
+};
+
+fn default_timeout_secs() -> u64 {
+    10
+}
+
+fn default_discovery_timeout_secs() -> u64 {
+    2
+}
+
+fn default_ttl_secs() -> u64 {
+    60
+}
+
+impl ClientConfig {
+    /// Loads `path` (as given with `--config`), else the first that exists of
+    /// `$XDG_CONFIG_HOME/baton/client.toml` (default `~/.config`) and `/etc/baton/client.toml`,
+    /// then `BATON_*` environment variables, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<ClientConfig, ConfigError> {
+        ConfigLoader::new(path).client()
+    }
+
+    /// Where each value came from, for messages about this configuration.
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+
+    /// Checks every rule that a single key's type cannot express. [`ClientConfig::load`] has
+    /// already called it; call it again after changing fields by hand (e.g. from flags).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let provenance = &self.provenance;
+        for (key, value) in [("identity", &self.identity), ("caller", &self.caller)] {
+            if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(provenance.invalid(
+                    key,
+                    format!("{value:?} must be non-empty, without spaces or control characters"),
+                ));
+            }
+        }
+        validate_collective(provenance, "collective", &self.collective)?;
+        self.broker.validate(provenance)?;
+        self.tls.validate(provenance)?;
+        self.security.validate(provenance)?;
+        positive(provenance, "timeout_secs", self.timeout_secs)?;
+        positive(
+            provenance,
+            "discovery_timeout_secs",
+            self.discovery_timeout_secs,
+        )?;
+        positive(provenance, "ttl_secs", self.ttl_secs)
+    }
+
+    /// Settings for the broker connection; see [`super::NodeConfig::broker_settings`].
+    pub fn broker_settings(
+        &self,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        connection_name: String,
+    ) -> BrokerSettings {
+        self.broker
+            .settings(tls, self.tls.server_name.clone(), connection_name)
+    }
+}
+
+impl ConfigLoader {
+    /// The client files searched when no `--config` is given, in order.
+    pub fn client_candidates(&self) -> Vec<PathBuf> {
+        let user_config_dir = self
+            .env_var("XDG_CONFIG_HOME")
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                self.env_var("HOME")
+                    .filter(|home| !home.is_empty())
+                    .map(|home| Path::new(home).join(".config"))
+            });
+        let mut candidates: Vec<PathBuf> = user_config_dir
+            .map(|dir| dir.join("baton").join("client.toml"))
+            .into_iter()
+            .collect();
+        candidates.push(PathBuf::from(CLIENT_SYSTEM_CONFIG_FILE));
+        candidates
+    }
+
+    /// Loads and validates a client configuration (see [`ClientConfig::load`]).
+    pub fn client(&self) -> Result<ClientConfig, ConfigError> {
+        let user = self
+            .env_var("USER")
+            .or_else(|| self.env_var("LOGNAME"))
+            .filter(|user| !user.is_empty())
+            .unwrap_or("unknown")
+            .to_owned();
+        let host = super::host_name().unwrap_or_else(|| "localhost".to_owned());
+        let mut defaults = Dict::new();
+        defaults.insert("identity".to_owned(), Value::from(format!("{user}@{host}")));
+        defaults.insert("caller".to_owned(), Value::from(format!("user={user}")));
+        let (mut config, provenance): (ClientConfig, Provenance) =
+            self.extract(defaults, &self.client_candidates(), &TOP_LEVEL)?;
+        config.provenance = provenance;
+        config.validate()?;
+        Ok(config)
+    }
+}
