@@ -16,6 +16,7 @@ mod client;
 mod error;
 mod load;
 mod node;
+mod wiring;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use client::ClientConfig;
+pub use wiring::{WiringError, broker_settings};
 pub use error::{ConfigError, env_var_for};
 pub use load::{
     CLIENT_SYSTEM_CONFIG_FILE, ConfigLoader, ENV_PREFIX, NODE_CONFIG_FILE, Provenance, host_name,
@@ -258,8 +260,7 @@ pub fn redact(url: &str) -> String {
 
 /// The `[tls]` table, used by `amqps://` and `stomp+ssl://` URLs.
 ///
-/// TODO(lead): convert to `security::tls::TlsSettings` once that is merged; the four fields
-/// match it one to one.
+/// [`TlsConfig::settings`] turns it into the security module's `TlsSettings`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {

@@ -1,0 +1,64 @@
+//! From loaded configuration to working parts: the message key, the TLS client configuration
+//! and the broker settings. Loading these reads key and certificate files, so it happens once,
+//! at start, and every failure names the file and what to do.
+
+use std::sync::Arc;
+
+use super::{BrokerConfig, SchemeKind, SecurityConfig, TlsConfig};
+use crate::broker::BrokerSettings;
+use crate::security::tls::{TlsSettings, client_config};
+use crate::security::{Psk, Security};
+
+/// Why configuration could not be turned into working parts.
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error("security.psk_file is not set (scheme \"psk\" needs it; make a key with: openssl rand -hex 32 > /etc/baton/psk)")]
+    NoPskFile,
+    #[error("security.scheme \"ed25519\" is not supported by this build yet (use scheme = \"psk\")")]
+    SchemeUnsupported,
+    #[error(transparent)]
+    Key(#[from] crate::security::KeyError),
+    #[error("TLS settings: {0}")]
+    Tls(#[from] crate::security::tls::TlsError),
+}
+
+impl SecurityConfig {
+    /// Loads the message key the scheme names. Refuses empty and placeholder keys.
+    pub fn load_security(&self) -> Result<Security, WiringError> {
+        match self.scheme {
+            SchemeKind::Psk => {
+                let path = self.psk_file.as_deref().ok_or(WiringError::NoPskFile)?;
+                let psk = Psk::from_file(path)?;
+                if psk.world_readable() {
+                    tracing::warn!(file = %path.display(), "the PSK file is readable by other users (chmod 600 it)");
+                }
+                Ok(Security::Psk(psk))
+            }
+            SchemeKind::Ed25519 => Err(WiringError::SchemeUnsupported),
+        }
+    }
+}
+
+impl TlsConfig {
+    pub fn settings(&self) -> TlsSettings {
+        TlsSettings {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            server_name: self.server_name.clone(),
+        }
+    }
+}
+
+/// Broker settings with the TLS client configuration built when any URL asks for TLS.
+pub fn broker_settings(
+    broker: &BrokerConfig,
+    tls: &TlsConfig,
+    connection_name: String,
+) -> Result<BrokerSettings, WiringError> {
+    let tls_config = if broker.uses_tls() { Some(client_config(&tls.settings())?) } else { None };
+    Ok(broker.settings(tls_config, tls.server_name.clone(), connection_name))
+}
+
+/// A shared handle to a loaded key.
+pub type SharedSecurity = Arc<Security>;
