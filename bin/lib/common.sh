@@ -1,8 +1,10 @@
+# shellcheck shell=bash
 # Shared shell helpers for the scripts in bin/. Source it; it defines functions and BATON_REPO_ROOT
 # and changes nothing else. Messages go to stderr so that commands whose stdout is meant to be
 # eval'ed (`bin/broker env`) stay clean.
 
 # The repository root: bin/lib/.. /..; resolved once so scripts work from any working directory.
+# shellcheck disable=SC2034 # used by the scripts that source this file
 BATON_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 
 if [[ -t 2 && -z "${NO_COLOR:-}" ]]; then
