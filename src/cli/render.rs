@@ -283,7 +283,7 @@ impl Renderer {
         if self.is_machine() {
             let mut document = outcome_json(outcome, Some(discovered.elapsed.as_secs_f64() * 1000.0));
             document["fact"] = json!(fact);
-            document["values"] = json!(values.iter().map(|(value, nodes)| (value.clone(), nodes.len())).collect::<serde_json::Map<_, _>>());
+            document["values"] = json!(values.iter().map(|(value, nodes)| (value.clone(), json!(nodes.len()))).collect::<serde_json::Map<_, _>>());
             document["nodes_by_value"] = json!(values);
             if self.output.jsonl {
                 print_line(&document);

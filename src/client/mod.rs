@@ -100,8 +100,9 @@ pub struct Client {
 impl Client {
     /// Connects to the first broker in the list that answers, or fails with every reason.
     pub async fn connect(config: &ClientConfig) -> anyhow::Result<Client> {
-        let security = Arc::new(Security::from_config(&config.security)?);
-        let settings = config.broker_settings(format!("baton {}", config.identity))?;
+        let security = Arc::new(config.security.load_security()?);
+        let settings =
+            crate::config::broker_settings(&config.broker, &config.tls, format!("baton {}", config.identity))?;
         let broker = Broker::connect(settings, ConnectMode::FailFast).await?;
         let client_settings = ClientSettings {
             identity: config.identity.clone(),

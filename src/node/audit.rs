@@ -28,11 +28,12 @@ use crate::protocol::message::{Request, StatusCode};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
-    /// The action ran (whatever its status).
+    /// The request was verified and answered (whatever the status of the reply).
     Accepted,
-    /// Refused with a reply: unknown agent or action, not authorized, invalid input.
+    /// Refused without running anything: a bad signature, too old, a replay, malformed.
+    /// `reason` says which.
     Refused,
-    /// Dropped without a reply: too old, a replay.
+    /// Dropped without a reply for another reason.
     Dropped,
 }
 
@@ -53,6 +54,9 @@ pub struct AuditRecord {
     /// The status code of the reply, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusCode>,
+    /// True when the request fields are only what an unverifiable message claimed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
     /// Why, for anything but a plain success: the status message or the reason for dropping.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
@@ -76,8 +80,32 @@ impl AuditRecord {
             collective: request.collective.clone(),
             outcome,
             status,
+            unverified: false,
             reason: reason.into(),
         }
+    }
+
+    /// A refusal of a message that could not be verified. The request fields are what the
+    /// message claims (empty when it claims nothing readable) and the record says so.
+    pub fn unverified(claimed: Option<&Request>, reason: impl Into<String>) -> AuditRecord {
+        let mut record = match claimed {
+            Some(request) => AuditRecord::for_request(request, Outcome::Refused, None, reason),
+            None => AuditRecord {
+                time: rfc3339_millis(SystemTime::now()),
+                request_id: Uuid::nil(),
+                sender: String::new(),
+                caller: String::new(),
+                agent: String::new(),
+                action: String::new(),
+                collective: String::new(),
+                outcome: Outcome::Refused,
+                status: None,
+                unverified: false,
+                reason: reason.into(),
+            },
+        };
+        record.unverified = true;
+        record
     }
 }
 

@@ -26,11 +26,10 @@ use crate::node::audit::AuditLog;
 use crate::node::facts::{FactSource, NodeInventory};
 use crate::node::pipeline::{Admission, NodeSnapshot, Pipeline, PipelineSettings, SealedReply};
 use crate::node::stats::Stats;
-use crate::protocol::{PayloadKind, Registration, now_ms, to_cbor};
-use crate::security::Security;
+use crate::protocol::{Registration, now_ms};
 
-/// How often fact and classes files are checked for changes.
-const FACT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How long an action may run. Agent definitions will declare their own timeouts.
+const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long shutdown waits for in-flight actions before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,12 +48,12 @@ impl Node {
     /// Checks the configuration, loads the key, facts and classes. Fails on an empty or
     /// placeholder key, unreadable files or bad TLS settings, naming what is wrong.
     pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
-        let security = Arc::new(Security::from_config(&config.security).context("cannot load the message key")?);
+        let security = Arc::new(config.security.load_security().context("cannot load the message key")?);
         let audit = match &config.audit.file {
             Some(path) => Some(Arc::new(AuditLog::open(path).context("cannot open the audit log")?)),
             None => None,
         };
-        let fact_source = FactSource::new(config.facts.files.clone(), config.facts.classes_file.clone());
+        let fact_source = FactSource::from_config(&config.facts);
         let registry = AgentRegistry::builtin();
         let stats = Arc::new(Stats::default());
         let snapshot = load_snapshot(&config, &fact_source, &registry, &stats)?;
@@ -63,7 +62,7 @@ impl Node {
             max_message_bytes: config.broker.max_message_bytes,
             clock_skew: Duration::from_secs(config.security.clock_skew_secs),
             replay_capacity: config.security.replay_window,
-            action_timeout: Duration::from_secs(config.agents.timeout_secs),
+            action_timeout: DEFAULT_ACTION_TIMEOUT,
         };
         let pipeline = Arc::new(Pipeline::new(settings, security, snapshot, stats, audit.clone()));
         Ok(Node { config, pipeline, fact_source, audit, registry })
@@ -76,7 +75,11 @@ impl Node {
     /// Runs until `shutdown` completes; `reload` is notified on SIGHUP.
     pub async fn run(self, shutdown: impl Future<Output = ()>, reload: Arc<Notify>) -> anyhow::Result<()> {
         let (stop, _) = broadcast::channel::<()>(1);
-        let settings = self.config.broker_settings(format!("batond {}", self.config.identity))?;
+        let settings = crate::config::broker_settings(
+            &self.config.broker,
+            &self.config.tls,
+            format!("batond {}", self.config.identity),
+        )?;
         let connect = Broker::connect(settings, ConnectMode::Persistent);
         tokio::pin!(shutdown);
         let broker = tokio::select! {
@@ -111,7 +114,7 @@ impl Node {
         info!(node = %self.config.identity, collectives = ?self.config.collectives, "ready");
 
         let mut fact_stamp = self.fact_source.stamp();
-        let mut poll = tokio::time::interval(FACT_POLL_INTERVAL);
+        let mut poll = tokio::time::interval(Duration::from_secs(self.config.facts.poll_interval_secs));
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -148,7 +151,7 @@ impl Node {
         Ok(())
     }
 
-    fn reload(&self, stamp: &mut crate::node::facts::FactStamp) {
+    fn reload(&self, stamp: &mut crate::node::facts::Stamp) {
         *stamp = self.fact_source.stamp();
         match load_snapshot(&self.config, &self.fact_source, &self.registry, &self.pipeline.stats) {
             Ok(snapshot) => self.pipeline.replace_snapshot(snapshot),
@@ -164,17 +167,16 @@ fn load_snapshot(
     registry: &AgentRegistry,
     stats: &Arc<Stats>,
 ) -> anyhow::Result<NodeSnapshot> {
-    let loaded = fact_source.load().context("cannot load facts")?;
-    for warning in &loaded.warnings {
+    let (facts, classes, warnings) = fact_source.load().context("cannot load facts")?;
+    for warning in &warnings {
         warn!(%warning, "facts");
     }
-    let agents = registry.names();
-    let inventory = NodeInventory::new(config.identity.clone(), loaded.facts, loaded.classes, agents);
+    let inventory = NodeInventory::new(config.identity.clone(), facts, classes, registry.names());
     let context = ActionContext {
         identity: config.identity.clone(),
         collectives: config.collectives.clone().into(),
-        facts: inventory.facts_arc(),
-        classes: inventory.classes().to_vec().into(),
+        facts: Arc::new(inventory.facts().as_map().clone()),
+        classes: inventory.class_list().as_slice().into(),
         agents: registry.summaries().into(),
         stats: stats.clone(),
     };
@@ -259,7 +261,7 @@ async fn register_periodically(
             version: env!("CARGO_PKG_VERSION").to_string(),
             time_ms: now_ms(),
         };
-        let bytes = pipeline.security().seal(PayloadKind::Registration, to_cbor(&registration)).encode();
+        let bytes = pipeline.security().seal_registration(&registration);
         for collective in &collectives {
             let destination = Destination::Registration {
                 collective: collective.clone(),

@@ -12,18 +12,18 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde_json::Map;
 use tracing::{debug, warn};
 
 use crate::agents::{ActionContext, ActionOutcome, Agent, AgentRegistry};
 use crate::broker::Destination;
 use crate::node::audit::{AuditLog, AuditRecord, Outcome};
+use crate::protocol::from_cbor;
 use crate::node::facts::NodeInventory;
 use crate::node::stats::Stats;
 use crate::protocol::filter::Filter;
 use crate::protocol::{Reply, Request, StatusCode, now_ms};
 use crate::security::replay::ReplayWindow;
-use crate::security::{OpenError, Security, Verified, check_age};
+use crate::security::{OpenError, Security, Verified, check_age, expires_at_ms};
 
 /// Everything the pipeline knows about this node at one moment; swapped whole on reload so a
 /// request always sees one consistent set of facts, classes and agents.
@@ -87,6 +87,10 @@ impl Pipeline {
         &self.settings.identity
     }
 
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
     /// The current snapshot of facts, classes and agents.
     pub fn snapshot(&self) -> Arc<NodeSnapshot> {
         // A poisoned lock means a panic while swapping two Arcs, which cannot leave the value
@@ -132,7 +136,7 @@ impl Pipeline {
         }
 
         let expires_at =
-            request.time_ms + u64::from(request.ttl_secs) * 1000 + self.settings.clock_skew.as_millis() as u64;
+            expires_at_ms(request.time_ms, request.ttl_secs, self.settings.clock_skew.as_millis() as u64);
         let remembered = match self.replay.lock() {
             Ok(mut window) => window.check_and_remember(request.id, expires_at, now),
             Err(poisoned) => poisoned.into_inner().check_and_remember(request.id, expires_at, now),
@@ -267,12 +271,11 @@ impl Pipeline {
         Stats::count(counter);
         warn!(node = %self.settings.identity, %error, "request refused");
         if let Some(audit) = &self.audit {
-            let claimed = Security::dangerous_claimed_request(body, self.settings.max_message_bytes);
-            let mut record = AuditRecord::new(Outcome::Refused, error.to_string());
-            if let Some(claimed) = claimed {
-                record = record.with_unverified_request(&claimed);
+            let claimed = dangerous_claimed_request(body, self.settings.max_message_bytes);
+            let record = AuditRecord::unverified(claimed.as_ref(), format!("{error}"));
+            if let Err(error) = audit.write(&record) {
+                warn!(%error, "cannot write the audit log");
             }
-            audit.write(&record);
         }
     }
 
@@ -283,13 +286,17 @@ impl Pipeline {
 
     fn audit(&self, request: &Request, outcome: Outcome, status: Option<StatusCode>, reason: String) {
         if let Some(audit) = &self.audit {
-            let record = AuditRecord::new(outcome, reason).with_request(request).with_status(status);
-            audit.write(&record);
+            let record = AuditRecord::for_request(request, outcome, status, reason);
+            if let Err(error) = audit.write(&record) {
+                warn!(%error, "cannot write the audit log");
+            }
         }
     }
 }
 
-/// An empty input map, for agents called without inputs.
-pub fn no_inputs() -> Map<String, serde_json::Value> {
-    Map::new()
+/// What a message that failed verification claims to be, for the audit line only: nothing in
+/// it is trusted or acted on, and the audit record marks it unverified.
+fn dangerous_claimed_request(body: &[u8], limit: usize) -> Option<Request> {
+    let envelope = crate::protocol::Envelope::decode(body, limit).ok()?;
+    from_cbor(&envelope.payload, limit, "request").ok()
 }
