@@ -42,7 +42,8 @@ fn settings(urls: Vec<String>) -> BrokerSettings {
         connect_timeout: Duration::from_secs(5),
         max_backoff: Duration::from_secs(1),
         max_message_bytes: 64 * 1024,
-        node_queue_expiry: Duration::from_secs(600),
+        // Short, so that a test that panics before cleaning up leaves no queue behind for long.
+        node_queue_expiry: Duration::from_secs(60),
     }
 }
 
@@ -366,8 +367,7 @@ async fn a_wrong_password_is_named_as_a_login_failure() {
     );
     let error = Broker::connect(settings(vec![bad]), ConnectMode::FailFast)
         .await
-        .err()
-        .expect("login fails");
+        .expect_err("login fails");
     let message = error.to_string();
     assert!(
         message.contains(&format!(
@@ -377,6 +377,49 @@ async fn a_wrong_password_is_named_as_a_login_failure() {
         "{message}"
     );
     assert!(!message.contains("wrong-password"), "{message}");
+}
+
+/// Needs a second URL, `BATON_TEST_AMQP_LIMITED_URL`, for a user that may not create exchanges
+/// (configure permission only on `^t[0-9a-f]+\.(node|reply)\..*`), on the same broker.
+#[tokio::test]
+async fn a_user_who_may_not_create_a_missing_exchange_is_told_what_to_do() {
+    let Ok(limited) = std::env::var("BATON_TEST_AMQP_LIMITED_URL") else {
+        eprintln!("skipped: set BATON_TEST_AMQP_LIMITED_URL to a user without configure rights");
+        return;
+    };
+    let broker = connect(&limited).await;
+    let user = limited
+        .parse::<lapin::uri::AMQPUri>()
+        .expect("limited URL parses")
+        .authority
+        .userinfo
+        .username;
+    let collective = unique_collective();
+    let error = broker
+        .subscribe_node(&collective, "web01", &["rpcutil".to_string()])
+        .await
+        .expect_err("the broadcast exchange is missing");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "exchange \"{collective}.broadcast\" does not exist on the broker and user \"{user}\" \
+             may not create it (declare it, see rabbitmq/definitions.json)"
+        )
+    );
+    // The same user may not consume another collective's node queue either: refused, named.
+    let error = broker
+        .subscribe_node("elsewhere", "web01", &[])
+        .await
+        .expect_err("no configure permission on that queue");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "the broker refused declare queue \"elsewhere.node.web01\" for user \"{user}\": \
+             ACCESS_REFUSED"
+        )),
+        "{message}"
+    );
+    broker.close().await;
 }
 
 /// A port nothing listens on.
@@ -395,8 +438,7 @@ async fn unreachable_brokers_are_each_named_with_the_reason_and_no_password() {
     ];
     let error = Broker::connect(settings(urls), ConnectMode::FailFast)
         .await
-        .err()
-        .expect("nothing listens");
+        .expect_err("nothing listens");
     let BrokerError::Unreachable { attempts } = &error else {
         panic!("expected Unreachable, got {error:?}");
     };
@@ -421,8 +463,7 @@ async fn settings_errors_are_reported_before_connecting() {
         let urls = urls.into_iter().map(String::from).collect();
         let error = Broker::connect(settings(urls), ConnectMode::FailFast)
             .await
-            .err()
-            .expect("bad settings");
+            .expect_err("bad settings");
         assert!(
             matches!(error, BrokerError::Config(_)) && error.to_string().contains(expected),
             "{error}"
@@ -440,6 +481,102 @@ async fn settings_errors_are_reported_before_connecting() {
         "is not a valid AMQP URL",
     )
     .await;
+}
+
+#[tokio::test]
+async fn connecting_fails_over_to_the_next_url() {
+    let Some(url) = broker_url() else { return };
+    for mode in [ConnectMode::FailFast, ConnectMode::Persistent] {
+        let dead = format!("amqp://node:secret@127.0.0.1:{}/baton", closed_port().await);
+        let broker = Broker::connect(settings(vec![dead, url.clone()]), mode)
+            .await
+            .unwrap_or_else(|error| panic!("{mode:?}: the second URL works: {error}"));
+        let mut replies = broker
+            .reply_queue(&unique_collective(), None)
+            .await
+            .expect("reply queue");
+        broker
+            .publish(
+                Destination::Reply(replies.address.clone()),
+                b"via the second URL".to_vec(),
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("published");
+        assert_eq!(receive(&mut replies.messages).await, b"via the second URL");
+        broker.close().await;
+    }
+}
+
+#[tokio::test]
+async fn registrations_reach_the_console() {
+    let Some(url) = broker_url() else { return };
+    let broker = connect(&url).await;
+    let inspector = Inspector::new(&url).await;
+    let collective = unique_collective();
+    let mut registrations = broker
+        .subscribe_registrations(&collective)
+        .await
+        .expect("console subscribes");
+    for node in ["web01", "db01"] {
+        let delivery = broker
+            .publish(
+                Destination::Registration {
+                    collective: collective.clone(),
+                    identity: node.into(),
+                },
+                node.as_bytes().to_vec(),
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("registration published");
+        assert_eq!(delivery, Delivery::Routed);
+        assert_eq!(receive(&mut registrations.messages).await, node.as_bytes());
+    }
+    inspector.delete_exchanges(&collective).await;
+    broker.close().await;
+}
+
+#[tokio::test]
+async fn many_publishes_in_flight_are_each_confirmed_and_delivered() {
+    let Some(url) = broker_url() else { return };
+    let broker = connect(&url).await;
+    let collective = unique_collective();
+    let mut replies = broker
+        .reply_queue(&collective, None)
+        .await
+        .expect("reply queue");
+    const COUNT: usize = 3000;
+    let started = std::time::Instant::now();
+    let publishes: Vec<_> = (0..COUNT)
+        .map(|index| {
+            let broker = broker.clone();
+            let address = replies.address.clone();
+            tokio::spawn(async move {
+                broker
+                    .publish(
+                        Destination::Reply(address),
+                        index.to_string().into_bytes(),
+                        Duration::from_secs(60),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let receiving = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < COUNT {
+            seen.insert(receive(&mut replies.messages).await);
+        }
+        seen.len()
+    });
+    for publish in publishes {
+        let delivery = publish.await.expect("publish task").expect("published");
+        assert_eq!(delivery, Delivery::Routed);
+    }
+    eprintln!("{COUNT} confirmed publishes took {:?}", started.elapsed());
+    assert_eq!(receiving.await.expect("receiver task"), COUNT);
+    broker.close().await;
 }
 
 /// A TCP proxy in front of the broker whose connections the test can cut at will.
@@ -712,8 +849,7 @@ mod tls {
         settings.connect_timeout = Duration::from_secs(3);
         let error = Broker::connect(settings, ConnectMode::FailFast)
             .await
-            .err()
-            .expect("TLS check fails");
+            .expect_err("TLS check fails");
         error.to_string()
     }
 

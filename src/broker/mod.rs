@@ -346,12 +346,24 @@ impl Broker {
     }
 }
 
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Broker")
+            .field("closed", &self.commands.is_closed())
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
+    }
+}
+
 /// A stream of messages for one subscription. Dropping it unsubscribes.
+#[derive(Debug)]
 pub struct Subscription {
     pub messages: mpsc::Receiver<Incoming>,
 }
 
 /// The client's own reply queue: its address, to put in requests, and its messages.
+#[derive(Debug)]
 pub struct ReplyQueue {
     pub address: String,
     pub messages: mpsc::Receiver<Incoming>,

@@ -37,6 +37,9 @@ use crate::broker::{
 /// Publishes in flight at once; the owner stops taking commands (backpressure) beyond this.
 const MAX_PUBLISHES_IN_FLIGHT: u32 = 8192;
 
+/// Longest wait before setting up again a subscription that failed to set up.
+const SETUP_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How often the owner looks at the connection's state in case it missed the error event.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -150,10 +153,9 @@ struct Owner {
 
 impl Owner {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, first: Session) {
-        self.install(first).await;
+        let mut retry_setup_at = self.install(first).await;
         let mut attempt: Option<Attempt> = None;
         let mut reconnect_at: Option<Instant> = None;
-        let mut retry_setup_at: Option<Instant> = None;
         let mut health = tokio::time::interval(HEALTH_CHECK_INTERVAL);
         loop {
             let connected = self.current().is_some();
@@ -216,7 +218,7 @@ impl Owner {
                                 Ok(session) => {
                                     tracing::info!(url = %endpoint.redacted, "reconnected to the broker");
                                     self.backoff.reset();
-                                    self.install(session).await;
+                                    retry_setup_at = self.install(session).await;
                                 }
                                 Err(error) => {
                                     let delay = self.backoff.next_delay();
@@ -243,7 +245,7 @@ impl Owner {
                 () = sleep_until_some(retry_setup_at), if connected => {
                     retry_setup_at = None;
                     if !self.setup_subscriptions().await {
-                        retry_setup_at = Some(Instant::now() + self.settings.max_backoff.min(Duration::from_secs(5)));
+                        retry_setup_at = Some(self.setup_retry_time());
                     }
                 }
                 () = sleep_until_some(pending_deadline) => self.expire_pending(),
@@ -263,8 +265,15 @@ impl Owner {
         self.current().is_some_and(|session| session.is_connected())
     }
 
-    /// Makes `session` current and brings every subscription back onto it.
-    async fn install(&mut self, session: Session) {
+    /// When to try again to set up subscriptions that failed (e.g. an exclusive reply queue
+    /// the broker still holds for the connection that just died).
+    fn setup_retry_time(&self) -> Instant {
+        Instant::now() + self.settings.max_backoff.min(SETUP_RETRY_INTERVAL)
+    }
+
+    /// Makes `session` current and brings every subscription back onto it. Returns when to
+    /// retry the subscriptions that could not be set up, if any.
+    async fn install(&mut self, session: Session) -> Option<Instant> {
         let generation = session.generation;
         self.events = Some(Box::pin(session.connection.events_listener()));
         self.sessions.send_replace(Some(Arc::new(session)));
@@ -273,8 +282,9 @@ impl Owner {
                 subscription.generation = None;
             }
         }
-        self.setup_subscriptions().await;
+        let all_done = self.setup_subscriptions().await;
         self.serve_pending().await;
+        (!all_done).then(|| self.setup_retry_time())
     }
 
     /// Records that the connection dropped; returns when to try reconnecting.

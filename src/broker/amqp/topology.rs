@@ -272,8 +272,6 @@ impl Session {
                 identity,
                 agents,
             } => {
-                let exchange = broadcast_exchange(collective);
-                self.ensure_exchange(&exchange).await?;
                 let queue = node_queue(collective, identity);
                 declare_queue(
                     &channel,
@@ -283,6 +281,11 @@ impl Session {
                     &user,
                 )
                 .await?;
+                // A node without agents takes directed requests only; it needs no exchange.
+                let exchange = broadcast_exchange(collective);
+                if !agents.is_empty() {
+                    self.ensure_exchange(&exchange).await?;
+                }
                 for agent in agents {
                     bind(
                         &channel,
