@@ -5,12 +5,17 @@
 //! list, and re-declares every subscription after a reconnect. Destinations are logical
 //! ([`Destination`]); each transport maps them onto its own topology (see DESIGN.md).
 //!
-//! PLACEHOLDER: the public API below is the contract; the transports are being written.
+//! The handle speaks a closed, transport-neutral [`Command`] enum to the connection task over a
+//! bounded channel, with replies on `oneshot` channels; [`Broker::connect`] picks the task by
+//! [`Transport`]. Dropping every [`Broker`] handle closes the connection.
+
+mod amqp;
+pub mod backoff;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// A logical destination, mapped by each transport onto its own exchanges, queues or topics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -18,11 +23,17 @@ pub enum Destination {
     /// Every node in `collective` that has `agent` (AMQP: exchange `C.broadcast`, key `agent.A`).
     Broadcast { collective: String, agent: String },
     /// One node's own queue (AMQP: default exchange, key `C.node.<identity>`).
-    Node { collective: String, identity: String },
+    Node {
+        collective: String,
+        identity: String,
+    },
     /// A client's reply address, as handed out by [`Broker::reply_queue`] or named by the user.
     Reply(String),
     /// The registration exchange of `collective` (AMQP: exchange `C.registration`, key `node.<identity>`).
-    Registration { collective: String, identity: String },
+    Registration {
+        collective: String,
+        identity: String,
+    },
 }
 
 /// What the broker said about a published message.
@@ -95,26 +106,264 @@ pub enum BrokerError {
     /// The message is larger than the configured limit; nothing was sent.
     #[error("message is {size} bytes, over the {limit}-byte limit")]
     TooLarge { size: usize, limit: usize },
+    /// An exchange that Baton needs does not exist, and this user may not create it.
+    #[error(
+        "exchange \"{exchange}\" does not exist on the broker and user \"{user}\" may not create it \
+         (declare it, see rabbitmq/definitions.json)"
+    )]
+    MissingExchange { exchange: String, user: String },
     /// A publish was not confirmed in time.
     #[error("the broker did not confirm {operation} within {seconds} s")]
     Timeout { operation: String, seconds: u64 },
+    /// The connection was down and did not come back in time for `operation`.
+    #[error(
+        "cannot {operation}: the connection to the broker is down and was not restored within \
+         {seconds} s (it keeps reconnecting in the background)"
+    )]
+    Disconnected { operation: String, seconds: u64 },
     /// Bad settings (an unparsable URL, an unsupported scheme).
     #[error("{0}")]
     Config(String),
 }
 
+/// How [`Broker::connect`] behaves until the first connection is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectMode {
+    /// Clients: try each URL once (each within `connect_timeout`) and fail with
+    /// [`BrokerError::Unreachable`] naming every URL and why.
+    FailFast,
+    /// Nodes: keep trying along the URL list with backoff and jitter, logging each failure,
+    /// until connected. Cancel by dropping the future (e.g. in a `select!` with shutdown).
+    Persistent,
+}
+
 /// A cheap, cloneable handle to the task that owns one broker connection.
+///
+/// Once connected, the task keeps the connection up for as long as a handle exists: when the
+/// connection drops it reconnects with backoff and jitter along the URL list and re-declares
+/// every live subscription, so subscribers keep their receivers.
 #[derive(Clone)]
 pub struct Broker {
-    _commands: mpsc::Sender<()>,
+    commands: mpsc::Sender<Command>,
+    /// Enforced on the handle side so an oversized message never reaches the task.
+    max_message_bytes: usize,
+}
+
+/// Capacity of the command channel: callers wait (backpressure) when the task is this far behind.
+const COMMAND_CAPACITY: usize = 1024;
+
+/// Capacity of each subscription's channel; when a subscriber is slower than this, the transport
+/// stops taking deliveries from the broker (prefetch) instead of buffering without bound.
+pub(crate) const SUBSCRIPTION_CAPACITY: usize = 1024;
+
+/// What the handle asks of the connection task. Closed: every transport handles all of these.
+pub(crate) enum Command {
+    Publish {
+        destination: Destination,
+        body: Vec<u8>,
+        ttl: Duration,
+        reply: oneshot::Sender<Result<Delivery, BrokerError>>,
+    },
+    Subscribe {
+        kind: SubscriptionKind,
+        reply: oneshot::Sender<Result<Subscription, BrokerError>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A subscription the task must (re-)establish on every connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SubscriptionKind {
+    /// A node's own queue, bound to the broadcast exchange for each of its agents.
+    Node {
+        collective: String,
+        identity: String,
+        agents: Vec<String>,
+    },
+    /// A client's reply queue, named `<collective>.reply.<suffix>`.
+    Reply {
+        collective: String,
+        suffix: String,
+        /// Named by the user for replies collected later: durable, survives the client.
+        persistent: bool,
+    },
+    /// The console's view of node registrations, through its own queue `queue`.
+    Registrations { collective: String, queue: String },
+}
+
+impl Broker {
+    /// Connects to the broker named by `settings.urls`.
+    ///
+    /// With [`ConnectMode::FailFast`] every URL is tried once (each within `connect_timeout`)
+    /// and, if none answers, [`BrokerError::Unreachable`] says for each URL (password redacted)
+    /// why. With [`ConnectMode::Persistent`] this keeps trying with backoff and jitter until it
+    /// connects; dropping the returned future stops it. Either way, once connected, a background
+    /// task owns the connection and restores it (with failover along the URL list) whenever it
+    /// drops.
+    pub async fn connect(
+        settings: BrokerSettings,
+        mode: ConnectMode,
+    ) -> Result<Broker, BrokerError> {
+        if settings.urls.is_empty() {
+            return Err(BrokerError::Config(
+                "no broker URL configured (set broker.urls)".to_string(),
+            ));
+        }
+        let max_message_bytes = settings.max_message_bytes;
+        let (commands, command_receiver) = mpsc::channel(COMMAND_CAPACITY);
+        match settings.transport {
+            Transport::Amqp => amqp::start(settings, mode, command_receiver).await?,
+            Transport::Stomp => {
+                return Err(BrokerError::Config(
+                    "the STOMP transport is not available in this build yet (use transport = \"amqp\")"
+                        .to_string(),
+                ));
+            }
+        }
+        Ok(Broker {
+            commands,
+            max_message_bytes,
+        })
+    }
+
+    /// Publishes `body` to `destination`; `ttl` becomes the message's expiration, so a
+    /// consumer that comes back later never sees it once stale.
+    ///
+    /// Returns [`Delivery::Routed`] once the broker has confirmed the message, or
+    /// [`Delivery::Unroutable`] as soon as it says no queue took it. A message over
+    /// `max_message_bytes` fails with [`BrokerError::TooLarge`] and nothing is sent. While the
+    /// connection is down this waits up to `connect_timeout` for it to come back.
+    pub async fn publish(
+        &self,
+        destination: Destination,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Delivery, BrokerError> {
+        if body.len() > self.max_message_bytes {
+            return Err(BrokerError::TooLarge {
+                size: body.len(),
+                limit: self.max_message_bytes,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.request(
+            Command::Publish {
+                destination,
+                body,
+                ttl,
+                reply,
+            },
+            answer,
+        )
+        .await
+    }
+
+    /// Node side: declares the node's queue `<collective>.node.<identity>` (it expires
+    /// `node_queue_expiry` after its node was last connected), binds it to the broadcast
+    /// exchange for each agent, and consumes it. Re-declared after every reconnection.
+    pub async fn subscribe_node(
+        &self,
+        collective: &str,
+        identity: &str,
+        agents: &[String],
+    ) -> Result<Subscription, BrokerError> {
+        self.subscribe(SubscriptionKind::Node {
+            collective: collective.to_string(),
+            identity: identity.to_string(),
+            agents: agents.to_vec(),
+        })
+        .await
+    }
+
+    /// Client side: a reply queue for `collective`.
+    ///
+    /// `None` gives a fresh queue private to this connection that disappears with it; `Some(name)`
+    /// gives a durable queue `<collective>.reply.<name>` that outlives the client (for a day
+    /// unused), for replies collected later. Its [`ReplyQueue::address`] goes in requests.
+    pub async fn reply_queue(
+        &self,
+        collective: &str,
+        name: Option<&str>,
+    ) -> Result<ReplyQueue, BrokerError> {
+        let (suffix, persistent) = match name {
+            Some(name) => (name.to_string(), true),
+            None => (uuid::Uuid::new_v4().simple().to_string(), false),
+        };
+        let address = format!("{collective}.reply.{suffix}");
+        let subscription = self
+            .subscribe(SubscriptionKind::Reply {
+                collective: collective.to_string(),
+                suffix,
+                persistent,
+            })
+            .await?;
+        Ok(ReplyQueue {
+            address,
+            messages: subscription.messages,
+        })
+    }
+
+    /// Console side: every registration published in `collective`.
+    pub async fn subscribe_registrations(
+        &self,
+        collective: &str,
+    ) -> Result<Subscription, BrokerError> {
+        self.subscribe(SubscriptionKind::Registrations {
+            collective: collective.to_string(),
+            queue: format!("{collective}.console.{}", uuid::Uuid::new_v4().simple()),
+        })
+        .await
+    }
+
+    /// Closes the connection cleanly once in-flight publishes have finished. Later calls on
+    /// any clone of this handle fail with [`BrokerError::Closed`].
+    pub async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Close { reply }).await.is_ok() {
+            // An error here means the task already stopped, which is what we want.
+            let _ = done.await;
+        }
+    }
+
+    async fn subscribe(&self, kind: SubscriptionKind) -> Result<Subscription, BrokerError> {
+        let (reply, answer) = oneshot::channel();
+        self.request(Command::Subscribe { kind, reply }, answer)
+            .await
+    }
+
+    async fn request<T>(
+        &self,
+        command: Command,
+        answer: oneshot::Receiver<Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| BrokerError::Closed)?;
+        answer.await.map_err(|_| BrokerError::Closed)?
+    }
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Broker")
+            .field("closed", &self.commands.is_closed())
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
+    }
 }
 
 /// A stream of messages for one subscription. Dropping it unsubscribes.
+#[derive(Debug)]
 pub struct Subscription {
     pub messages: mpsc::Receiver<Incoming>,
 }
 
 /// The client's own reply queue: its address, to put in requests, and its messages.
+#[derive(Debug)]
 pub struct ReplyQueue {
     pub address: String,
     pub messages: mpsc::Receiver<Incoming>,

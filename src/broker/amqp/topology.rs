@@ -1,0 +1,701 @@
+//! Baton's RabbitMQ topology: where each logical destination goes, the declarations behind each
+//! subscription, and the publish path.
+//!
+//! One [`Session`] is one live connection. It keeps a confirm-mode channel for publishing, shared
+//! by every publish in flight (lapin pipelines them: each publish waits only for its own
+//! confirm), and remembers which exchanges it has already checked so that a publish costs one
+//! round trip. Each subscription gets a channel of its own, so that its prefetch limit applies
+//! to it alone and a broker error on it cannot take the publish channel down.
+//!
+//! Acknowledgements: subscriptions consume with manual acks and a prefetch of [`PREFETCH`];
+//! a delivery is acked once it has been handed to the subscriber's bounded channel. A slow
+//! subscriber therefore fills its channel, the forwarder waits, and the broker stops sending
+//! after [`PREFETCH`] unacked deliveries: backpressure, never unbounded buffering. (With
+//! automatic acks RabbitMQ ignores prefetch, which would leave no bound.)
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, Consumer, ErrorKind, ExchangeKind,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::connect::{Endpoint, whole_seconds};
+use crate::broker::{BrokerError, Delivery, Destination, Incoming, SubscriptionKind};
+
+/// Unacked deliveries per subscription the broker may send ahead of the subscriber.
+pub(super) const PREFETCH: u16 = 256;
+
+/// How long a named (persistent) reply queue survives unused: a day.
+const NAMED_REPLY_QUEUE_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// An operation failed: either for good (tell the caller) or because the connection or a
+/// channel went away (try again on the next connection).
+#[derive(Debug)]
+pub(super) enum OperationError {
+    Fatal(BrokerError),
+    Transient(lapin::Error),
+}
+
+impl From<BrokerError> for OperationError {
+    fn from(error: BrokerError) -> Self {
+        OperationError::Fatal(error)
+    }
+}
+
+/// Where a logical destination goes on RabbitMQ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Route {
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+impl Route {
+    pub fn of(destination: &Destination) -> Route {
+        match destination {
+            Destination::Broadcast { collective, agent } => Route {
+                exchange: broadcast_exchange(collective),
+                routing_key: format!("agent.{agent}"),
+            },
+            Destination::Node {
+                collective,
+                identity,
+            } => Route {
+                exchange: String::new(),
+                routing_key: node_queue(collective, identity),
+            },
+            Destination::Reply(address) => Route {
+                exchange: String::new(),
+                routing_key: address.clone(),
+            },
+            Destination::Registration {
+                collective,
+                identity,
+            } => Route {
+                exchange: registration_exchange(collective),
+                routing_key: format!("node.{identity}"),
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.exchange.is_empty() {
+            format!("publish to queue \"{}\"", self.routing_key)
+        } else {
+            format!(
+                "publish to exchange \"{}\" with key \"{}\"",
+                self.exchange, self.routing_key
+            )
+        }
+    }
+}
+
+fn broadcast_exchange(collective: &str) -> String {
+    format!("{collective}.broadcast")
+}
+
+fn registration_exchange(collective: &str) -> String {
+    format!("{collective}.registration")
+}
+
+fn node_queue(collective: &str, identity: &str) -> String {
+    format!("{collective}.node.{identity}")
+}
+
+/// One live connection and what this module keeps about it.
+pub(super) struct Session {
+    pub connection: Connection,
+    pub endpoint: Endpoint,
+    /// Counts connections since start; subscriptions remember which one they were set up on.
+    pub generation: u64,
+    /// Reopened by whichever publish finds it closed (a broker error closes a channel).
+    publish_channel: tokio::sync::Mutex<Channel>,
+    /// Exchanges known to exist on this connection; a new connection checks again.
+    known_exchanges: Mutex<HashSet<String>>,
+}
+
+impl Session {
+    pub async fn open(
+        connection: Connection,
+        endpoint: Endpoint,
+        generation: u64,
+    ) -> Result<Session, lapin::Error> {
+        let publish_channel = open_confirm_channel(&connection).await?;
+        Ok(Session {
+            connection,
+            endpoint,
+            generation,
+            publish_channel: tokio::sync::Mutex::new(publish_channel),
+            known_exchanges: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
+    }
+
+    fn user(&self) -> &str {
+        self.endpoint.user()
+    }
+
+    async fn publish_channel(&self) -> Result<Channel, lapin::Error> {
+        let mut channel = self.publish_channel.lock().await;
+        if !channel.status().connected() {
+            *channel = open_confirm_channel(&self.connection).await?;
+        }
+        Ok(channel.clone())
+    }
+
+    fn exchange_known(&self, exchange: &str) -> bool {
+        self.known_exchanges
+            .lock()
+            .map(|known| known.contains(exchange))
+            .unwrap_or(false)
+    }
+
+    fn remember_exchange(&self, exchange: &str) {
+        if let Ok(mut known) = self.known_exchanges.lock() {
+            known.insert(exchange.to_string());
+        }
+    }
+
+    fn forget_exchange(&self, exchange: &str) {
+        if let Ok(mut known) = self.known_exchanges.lock() {
+            known.remove(exchange);
+        }
+    }
+
+    /// Makes sure a topic exchange exists: a passive declare first (a least-privilege user may
+    /// not declare exchanges, and the broker's definitions normally provide them); if it is
+    /// missing, an active declare on a fresh channel (the passive failure closed the first).
+    async fn ensure_exchange(&self, exchange: &str) -> Result<(), OperationError> {
+        if self.exchange_known(exchange) {
+            return Ok(());
+        }
+        let probe = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(OperationError::Transient)?;
+        let passive = probe
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match passive {
+            Ok(()) => {
+                close_quietly(&probe).await;
+                self.remember_exchange(exchange);
+                return Ok(());
+            }
+            Err(error) if soft_error_code(&error) == Some(404) => {}
+            Err(error) => {
+                return Err(classify(
+                    error,
+                    &format!("check exchange \"{exchange}\""),
+                    self.user(),
+                ));
+            }
+        }
+        let declarer = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(OperationError::Transient)?;
+        let declared = declarer
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(()) => {
+                close_quietly(&declarer).await;
+                tracing::info!(exchange, "declared missing exchange");
+                self.remember_exchange(exchange);
+                Ok(())
+            }
+            Err(error) if soft_error_code(&error) == Some(403) => {
+                Err(OperationError::Fatal(BrokerError::MissingExchange {
+                    exchange: exchange.to_string(),
+                    user: self.user().to_string(),
+                }))
+            }
+            Err(error) => Err(classify(
+                error,
+                &format!("declare exchange \"{exchange}\""),
+                self.user(),
+            )),
+        }
+    }
+
+    /// Declares what `kind` needs on a new channel and starts consuming.
+    pub async fn establish(
+        &self,
+        kind: &SubscriptionKind,
+        node_queue_expiry: Duration,
+    ) -> Result<(Channel, Consumer), OperationError> {
+        let user = self.user().to_string();
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(OperationError::Transient)?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await
+            .map_err(OperationError::Transient)?;
+        let queue = match kind {
+            SubscriptionKind::Node {
+                collective,
+                identity,
+                agents,
+            } => {
+                let queue = node_queue(collective, identity);
+                declare_queue(
+                    &channel,
+                    &queue,
+                    QueueDeclareOptions::default(),
+                    Some(node_queue_expiry),
+                    &user,
+                )
+                .await?;
+                // A node without agents takes directed requests only; it needs no exchange.
+                let exchange = broadcast_exchange(collective);
+                if !agents.is_empty() {
+                    self.ensure_exchange(&exchange).await?;
+                }
+                for agent in agents {
+                    bind(
+                        &channel,
+                        &queue,
+                        &exchange,
+                        &format!("agent.{agent}"),
+                        &user,
+                    )
+                    .await?;
+                }
+                queue
+            }
+            SubscriptionKind::Reply {
+                collective,
+                suffix,
+                persistent,
+            } => {
+                let queue = format!("{collective}.reply.{suffix}");
+                let (options, expiry) = if *persistent {
+                    (
+                        QueueDeclareOptions {
+                            durable: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        Some(NAMED_REPLY_QUEUE_EXPIRY),
+                    )
+                } else {
+                    (
+                        QueueDeclareOptions {
+                            exclusive: true,
+                            auto_delete: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        None,
+                    )
+                };
+                declare_queue(&channel, &queue, options, expiry, &user).await?;
+                queue
+            }
+            SubscriptionKind::Registrations { collective, queue } => {
+                let exchange = registration_exchange(collective);
+                self.ensure_exchange(&exchange).await?;
+                let options = QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                };
+                declare_queue(&channel, queue, options, None, &user).await?;
+                bind(&channel, queue, &exchange, "node.#", &user).await?;
+                queue.clone()
+            }
+        };
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|error| classify(error, &format!("consume queue \"{queue}\""), &user))?;
+        Ok((channel, consumer))
+    }
+
+    /// Publishes once on this connection. `Transient` means: try again on a new connection.
+    pub async fn publish(
+        &self,
+        route: &Route,
+        body: &[u8],
+        ttl: Duration,
+        confirm_timeout: Duration,
+    ) -> Result<Delivery, OperationError> {
+        let operation = route.describe();
+        if !route.exchange.is_empty() {
+            self.ensure_exchange(&route.exchange).await?;
+        }
+        let channel = self
+            .publish_channel()
+            .await
+            .map_err(OperationError::Transient)?;
+        let properties =
+            BasicProperties::default().with_expiration(ttl.as_millis().to_string().into());
+        let confirm = channel
+            .basic_publish(
+                route.exchange.as_str().into(),
+                route.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                properties,
+            )
+            .await
+            .map_err(|error| classify(error, &operation, self.user()))?;
+        let confirmation = match tokio::time::timeout(confirm_timeout, confirm).await {
+            Ok(confirmation) => confirmation,
+            Err(_elapsed) => {
+                return Err(OperationError::Fatal(BrokerError::Timeout {
+                    operation,
+                    seconds: whole_seconds(confirm_timeout),
+                }));
+            }
+        };
+        match confirmation {
+            Ok(Confirmation::Ack(None)) => Ok(Delivery::Routed),
+            Ok(Confirmation::Ack(Some(_returned))) => Ok(Delivery::Unroutable),
+            Ok(Confirmation::Nack(_)) => Err(OperationError::Fatal(BrokerError::Refused {
+                operation,
+                reason: "the broker could not take the message (negative acknowledgement; \
+                         it may be short of memory or disk)"
+                    .to_string(),
+            })),
+            Ok(Confirmation::NotRequested) => Ok(Delivery::Unknown),
+            Err(error) => {
+                if soft_error_code(&error) == Some(404) {
+                    // The exchange vanished since we checked it; check again next time.
+                    self.forget_exchange(&route.exchange);
+                }
+                Err(classify(error, &operation, self.user()))
+            }
+        }
+    }
+}
+
+/// Publishes `body` to `destination`, waiting for a connection until `deadline` and retrying
+/// on the next connection when one drops mid-publish. A retried message may arrive twice;
+/// nodes drop the duplicate by request id (replay window) and clients by reply identity.
+pub(super) async fn publish(
+    mut sessions: watch::Receiver<Option<Arc<Session>>>,
+    destination: Destination,
+    body: Vec<u8>,
+    ttl: Duration,
+    deadline: Instant,
+    confirm_timeout: Duration,
+    wait: Duration,
+) -> Result<Delivery, BrokerError> {
+    /// Enough to survive a dropped connection and a dropped channel; more would hide a bug.
+    const ATTEMPTS: usize = 3;
+    let route = Route::of(&destination);
+    let mut last_error = None;
+    for _ in 0..ATTEMPTS {
+        let Some(session) = connected_session(&mut sessions, deadline).await else {
+            break;
+        };
+        match session.publish(&route, &body, ttl, confirm_timeout).await {
+            Ok(delivery) => return Ok(delivery),
+            Err(OperationError::Fatal(error)) => return Err(error),
+            Err(OperationError::Transient(error)) => {
+                tracing::debug!(%error, destination = ?destination, "publish interrupted; retrying");
+                last_error = Some(error);
+            }
+        }
+    }
+    let operation = route.describe();
+    match last_error {
+        Some(error) if Instant::now() < deadline => Err(BrokerError::Refused {
+            operation,
+            reason: format!("it kept failing: {error}"),
+        }),
+        _ => Err(BrokerError::Disconnected {
+            operation,
+            seconds: whole_seconds(wait),
+        }),
+    }
+}
+
+/// The current session once it is connected, or `None` at `deadline`.
+pub(super) async fn connected_session(
+    sessions: &mut watch::Receiver<Option<Arc<Session>>>,
+    deadline: Instant,
+) -> Option<Arc<Session>> {
+    loop {
+        let current = sessions.borrow_and_update().clone();
+        if let Some(session) = current
+            && session.is_connected()
+        {
+            return Some(session);
+        }
+        // Checked on change, and every so often: a session can die before the owner notices.
+        let poll = Instant::now() + Duration::from_millis(50);
+        tokio::select! {
+            changed = sessions.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
+            }
+            () = tokio::time::sleep_until(poll.min(deadline)) => {}
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
+
+/// Why a forwarder stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ForwardEnd {
+    /// The subscriber dropped its receiver; nothing more to do.
+    Unsubscribed,
+    /// The consumer stopped (connection lost, queue deleted): set it up again.
+    ConsumerEnded,
+}
+
+/// Moves deliveries from one consumer to its subscriber, acking each once it is handed over.
+pub(super) async fn forward(
+    channel: Channel,
+    mut consumer: Consumer,
+    subscriber: mpsc::Sender<Incoming>,
+    max_message_bytes: usize,
+) -> ForwardEnd {
+    loop {
+        tokio::select! {
+            () = subscriber.closed() => {
+                // Closing the channel cancels the consumer; unacked deliveries go back to the queue.
+                close_quietly(&channel).await;
+                return ForwardEnd::Unsubscribed;
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let size = delivery.data.len();
+                    if size > max_message_bytes {
+                        tracing::warn!(size, limit = max_message_bytes, queue = %consumer.queue(),
+                            "dropped an oversized message");
+                    } else if subscriber.send(Incoming { body: delivery.data }).await.is_err() {
+                        close_quietly(&channel).await;
+                        return ForwardEnd::Unsubscribed;
+                    }
+                    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+                        // The broker redelivers it after a reconnect; receivers drop duplicates.
+                        tracing::debug!(%error, "ack failed");
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%error, queue = %consumer.queue(), "consumer stopped");
+                    return ForwardEnd::ConsumerEnded;
+                }
+                None => return ForwardEnd::ConsumerEnded,
+            }
+        }
+    }
+}
+
+async fn open_confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+async fn declare_queue(
+    channel: &Channel,
+    queue: &str,
+    options: QueueDeclareOptions,
+    expiry: Option<Duration>,
+    user: &str,
+) -> Result<(), OperationError> {
+    let mut arguments = FieldTable::default();
+    if let Some(expiry) = expiry {
+        let millis = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX).max(1);
+        arguments.insert("x-expires".into(), AMQPValue::LongLongInt(millis));
+    }
+    match channel
+        .queue_declare(queue.into(), options, arguments)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) if soft_error_code(&error) == Some(406) => {
+            Err(OperationError::Fatal(BrokerError::Refused {
+                operation: format!("declare queue \"{queue}\""),
+                reason: format!(
+                    "it already exists with different settings (delete the queue, or restore \
+                     the settings it was made with): {}",
+                    broker_text(&error)
+                ),
+            }))
+        }
+        Err(error) => Err(classify(error, &format!("declare queue \"{queue}\""), user)),
+    }
+}
+
+async fn bind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    routing_key: &str,
+    user: &str,
+) -> Result<(), OperationError> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|error| {
+            classify(
+                error,
+                &format!(
+                    "bind queue \"{queue}\" to exchange \"{exchange}\" with key \"{routing_key}\""
+                ),
+                user,
+            )
+        })
+}
+
+async fn close_quietly(channel: &Channel) {
+    if channel.status().connected()
+        && let Err(error) = channel.close(200, "OK".into()).await
+    {
+        tracing::debug!(%error, "closing a channel failed");
+    }
+}
+
+/// The reply code of a channel-level (soft) AMQP error, e.g. 403 or 404.
+fn soft_error_code(error: &lapin::Error) -> Option<u16> {
+    match error.kind() {
+        ErrorKind::ProtocolError(amqp_error) => match amqp_error.kind() {
+            AMQPErrorKind::Soft(_) => Some(amqp_error.get_id()),
+            AMQPErrorKind::Hard(_) => None,
+        },
+        _ => None,
+    }
+}
+
+fn broker_text(error: &lapin::Error) -> String {
+    match error.kind() {
+        ErrorKind::ProtocolError(amqp_error) => amqp_error.get_message().to_string(),
+        _ => error.to_string(),
+    }
+}
+
+/// Sorts a lapin error into "tell the caller" (the broker refused) or "retry on reconnect".
+fn classify(error: lapin::Error, operation: &str, user: &str) -> OperationError {
+    let ErrorKind::ProtocolError(amqp_error) = error.kind() else {
+        return OperationError::Transient(error);
+    };
+    let AMQPErrorKind::Soft(soft) = amqp_error.kind() else {
+        // A hard error closes the connection; the next connection may do better.
+        return OperationError::Transient(error);
+    };
+    let reason = amqp_error.get_message().to_string();
+    let refused = |operation: String| {
+        OperationError::Fatal(BrokerError::Refused {
+            operation,
+            reason: reason.clone(),
+        })
+    };
+    match soft {
+        AMQPSoftError::ACCESSREFUSED => refused(format!("{operation} for user \"{user}\"")),
+        AMQPSoftError::RESOURCELOCKED => OperationError::Fatal(BrokerError::Refused {
+            operation: operation.to_string(),
+            reason: format!("another connection holds it exclusively: {reason}"),
+        }),
+        _ => refused(operation.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(destination: Destination, exchange: &str, routing_key: &str) {
+        assert_eq!(
+            Route::of(&destination),
+            Route {
+                exchange: exchange.to_string(),
+                routing_key: routing_key.to_string()
+            },
+            "route of {destination:?}"
+        );
+    }
+
+    #[test]
+    fn destinations_map_onto_the_documented_topology() {
+        let broadcast = |c: &str, a: &str| Destination::Broadcast {
+            collective: c.into(),
+            agent: a.into(),
+        };
+        let node = |c: &str, i: &str| Destination::Node {
+            collective: c.into(),
+            identity: i.into(),
+        };
+        let registration = |c: &str, i: &str| Destination::Registration {
+            collective: c.into(),
+            identity: i.into(),
+        };
+        check(
+            broadcast("baton", "rpcutil"),
+            "baton.broadcast",
+            "agent.rpcutil",
+        );
+        check(
+            broadcast("dc1", "service"),
+            "dc1.broadcast",
+            "agent.service",
+        );
+        check(node("baton", "web01"), "", "baton.node.web01");
+        check(
+            Destination::Reply("baton.reply.abc".into()),
+            "",
+            "baton.reply.abc",
+        );
+        check(
+            registration("baton", "web01"),
+            "baton.registration",
+            "node.web01",
+        );
+    }
+}
