@@ -66,7 +66,10 @@ fn every_kind_of_filter_reaches_exactly_the_right_nodes() {
         let found = output.nodes("nodes");
         let expected_code = if expected.is_empty() { 4 } else { 0 };
         if found != *expected || output.code != expected_code {
-            failures.push(format!("discover {filter:?}: got {found:?} exit {}, want {expected:?} exit {expected_code}", output.code));
+            failures.push(format!(
+                "discover {filter:?}: got {found:?} exit {}, want {expected:?} exit {expected_code}",
+                output.code
+            ));
         }
     }
     assert!(failures.is_empty(), "filter mismatches:\n{}", failures.join("\n"));
@@ -111,12 +114,19 @@ fn get_fact_json_is_the_documented_document() {
             assert_eq!(reply["status"], 0, "{reply}");
             assert_eq!(reply["status_text"], "OK");
             assert!(reply["ms"].as_f64().is_some(), "{reply}");
-            (reply["node"].as_str().unwrap_or_default().to_string(), reply["data"]["value"].as_str().unwrap_or_default().to_string())
+            (
+                reply["node"].as_str().unwrap_or_default().to_string(),
+                reply["data"]["value"].as_str().unwrap_or_default().to_string(),
+            )
         })
         .collect();
     assert_eq!(
         roles,
-        [("db01".to_string(), "db".to_string()), ("web01".to_string(), "web".to_string()), ("web02".to_string(), "web".to_string())]
+        [
+            ("db01".to_string(), "db".to_string()),
+            ("web01".to_string(), "web".to_string()),
+            ("web02".to_string(), "web".to_string())
+        ]
     );
 }
 
@@ -139,8 +149,13 @@ fn inventory_shows_facts_classes_agents_and_stats() {
     let document = output.json();
     assert_eq!(document["inventory"]["facts"]["role"], "web");
     assert_eq!(document["inventory"]["classes"], json!(["base", "monitoring", "nginx"]));
-    assert!(document["inventory"]["agents"].as_array().is_some_and(|agents| agents.contains(&json!("rpcutil"))));
-    assert!(document["daemon_stats"]["received"].as_u64().is_some_and(|received| received >= 1), "{document}");
+    assert!(
+        document["inventory"]["agents"].as_array().is_some_and(|agents| agents.contains(&json!("rpcutil")))
+    );
+    assert!(
+        document["daemon_stats"]["received"].as_u64().is_some_and(|received| received >= 1),
+        "{document}"
+    );
     // Built-in facts are merged under the file's facts.
     assert!(document["inventory"]["facts"]["kernel"].is_string(), "{document}");
 }
@@ -150,13 +165,16 @@ fn discover_json_piped_into_rpc_targets_exactly_those_nodes() {
     let fleet = three_nodes();
     let discovered = fleet.baton(&["discover", "-F", "role=web", "--json"]);
     assert_eq!(discovered.code, 0, "{discovered:?}");
-    let rpc = fleet.baton_with_stdin(&["rpc", "rpcutil", "ping", "--dm", "stdin", "--json"], &discovered.stdout);
+    let rpc =
+        fleet.baton_with_stdin(&["rpc", "rpcutil", "ping", "--dm", "stdin", "--json"], &discovered.stdout);
     assert_eq!(rpc.code, 0, "{rpc:?}");
     assert_eq!(rpc.nodes("targeted"), ["web01", "web02"]);
 
     let nodes_file = fleet.dir.path().join("nodes.txt");
-    std::fs::write(&nodes_file, "# the database\ndb01\n\nweb01 # and one web node\n").expect("write nodes file");
-    let rpc = fleet.baton(&["rpc", "rpcutil", "ping", "--nodes", nodes_file.to_str().expect("utf-8"), "--json"]);
+    std::fs::write(&nodes_file, "# the database\ndb01\n\nweb01 # and one web node\n")
+        .expect("write nodes file");
+    let rpc =
+        fleet.baton(&["rpc", "rpcutil", "ping", "--nodes", nodes_file.to_str().expect("utf-8"), "--json"]);
     assert_eq!(rpc.code, 0, "{rpc:?}");
     assert_eq!(rpc.nodes("targeted"), ["db01", "web01"]);
 }
@@ -192,7 +210,10 @@ fn nothing_matched_exits_4_and_unknown_action_fails_with_status_2() {
     assert_eq!(unknown.code, 1, "{unknown:?}");
     let reply = &unknown.json()["replies"][0];
     assert_eq!(reply["status"], 2, "{reply}");
-    assert!(reply["message"].as_str().is_some_and(|message| message.contains("no action \"reboot\"")), "{reply}");
+    assert!(
+        reply["message"].as_str().is_some_and(|message| message.contains("no action \"reboot\"")),
+        "{reply}"
+    );
 
     let missing = fleet.baton(&["rpc", "rpcutil", "get_fact", "-I", "web01", "--json"]);
     assert_eq!(missing.code, 1, "{missing:?}");

@@ -34,7 +34,10 @@ pub fn broker() -> &'static BrokerEnv {
     static ENV: OnceLock<BrokerEnv> = OnceLock::new();
     ENV.get_or_init(|| {
         let script = repo_root().join("bin/broker");
-        let start = Command::new(&script).args(["start", "rabbitmq"]).output().expect("run bin/broker start rabbitmq");
+        let start = Command::new(&script)
+            .args(["start", "rabbitmq"])
+            .output()
+            .expect("run bin/broker start rabbitmq");
         assert!(
             start.status.success(),
             "bin/broker start rabbitmq failed:\n{}{}",
@@ -277,9 +280,15 @@ impl Fleet {
                 return;
             }
             if Instant::now() > deadline {
-                let logs: Vec<String> =
-                    self.nodes.iter().map(|node| format!("--- {} ---\n{}", node.spec.identity, node.log())).collect();
-                panic!("nodes did not start answering within 60 s; last ping: {output:?}\n{}", logs.join("\n"));
+                let logs: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|node| format!("--- {} ---\n{}", node.spec.identity, node.log()))
+                    .collect();
+                panic!(
+                    "nodes did not start answering within 60 s; last ping: {output:?}\n{}",
+                    logs.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -295,7 +304,11 @@ impl Fleet {
             if output.code != 5 && !unreachable {
                 return;
             }
-            assert!(Instant::now() < deadline, "{identity} never subscribed: {output:?}\n{}", self.node(identity).log());
+            assert!(
+                Instant::now() < deadline,
+                "{identity} never subscribed: {output:?}\n{}",
+                self.node(identity).log()
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -369,7 +382,8 @@ pub struct BatonOutput {
 
 impl BatonOutput {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|error| panic!("stdout is not one JSON document ({error}): {self:?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|error| panic!("stdout is not one JSON document ({error}): {self:?}"))
     }
 
     /// Sorted identities from a `--json` document's list field.
@@ -430,7 +444,11 @@ impl RawClient {
             channel
                 .queue_declare(
                     reply_queue.as_str().into(),
-                    lapin::options::QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                    lapin::options::QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..Default::default()
+                    },
                     lapin::types::FieldTable::default(),
                 )
                 .await

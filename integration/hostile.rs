@@ -39,7 +39,8 @@ fn a_node_with_another_key_is_never_counted_and_audits_why() {
     impostor.psk = Some("a-completely-different-key-0123456789".to_string());
     let fleet = Fleet::start(vec![NodeSpec::new("web01", json!({"role": "web"}), &[]), impostor]);
     fleet.wait_until_subscribed("rogue01");
-    let output = fleet.baton(&["rpc", "rpcutil", "ping", "-I", "web01", "-I", "rogue01", "-t", "3", "--json"]);
+    let output =
+        fleet.baton(&["rpc", "rpcutil", "ping", "-I", "web01", "-I", "rogue01", "-t", "3", "--json"]);
     assert_eq!(output.code, 3, "{output:?}");
     let document = output.json();
     assert_eq!(document["no_response"], json!(["rogue01"]));
@@ -48,15 +49,13 @@ fn a_node_with_another_key_is_never_counted_and_audits_why() {
     let discovered = fleet.baton(&["discover", "-F", "role=web", "--json"]);
     assert_eq!(discovered.nodes("nodes"), ["web01"], "{discovered:?}");
 
-    let refusals: Vec<serde_json::Value> = fleet
-        .node("rogue01")
-        .audit_lines()
-        .into_iter()
-        .filter(|line| line["outcome"] == "refused")
-        .collect();
+    let refusals: Vec<serde_json::Value> =
+        fleet.node("rogue01").audit_lines().into_iter().filter(|line| line["outcome"] == "refused").collect();
     assert!(!refusals.is_empty(), "rogue01 audited no refusal");
     assert!(
-        refusals.iter().all(|line| line["reason"].as_str().is_some_and(|reason| reason.contains("signature"))),
+        refusals
+            .iter()
+            .all(|line| line["reason"].as_str().is_some_and(|reason| reason.contains("signature"))),
         "refusals should say the signature did not verify: {refusals:?}"
     );
 }
@@ -104,6 +103,9 @@ fn replayed_expired_oversized_and_garbage_requests_are_refused_and_counted() {
         .filter_map(|line| line["reason"].as_str())
         .collect();
     for fragment in ["replay", "expired", "limit", "CBOR"] {
-        assert!(reasons.iter().any(|reason| reason.contains(fragment)), "no refusal mentions {fragment:?}: {reasons:?}");
+        assert!(
+            reasons.iter().any(|reason| reason.contains(fragment)),
+            "no refusal mentions {fragment:?}: {reasons:?}"
+        );
     }
 }

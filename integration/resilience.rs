@@ -10,7 +10,8 @@ fn a_directed_request_to_an_identity_without_a_queue_is_unreachable() {
     // A long timeout: the answer must come from the broker returning the message, not from
     // waiting it out. If the return were lost, the test would wait a minute and then fail on
     // the "unreachable" list below.
-    let output = fleet.baton(&["rpc", "rpcutil", "ping", "-I", "real01", "-I", "ghost01", "-t", "60", "--json"]);
+    let output =
+        fleet.baton(&["rpc", "rpcutil", "ping", "-I", "real01", "-I", "ghost01", "-t", "60", "--json"]);
     assert_eq!(output.code, 3, "{output:?}");
     let document = output.json();
     assert_eq!(document["no_response"], json!(["ghost01"]));
@@ -32,7 +33,16 @@ fn a_killed_node_is_reported_as_not_responding_and_the_others_answer() {
     fleet.kill("doomed01");
     let nodes = fleet.dir.path().join("nodes.txt");
     std::fs::write(&nodes, "alive01\nalive02\ndoomed01\n").expect("write nodes");
-    let output = fleet.baton(&["rpc", "rpcutil", "ping", "--nodes", nodes.to_str().expect("utf-8"), "-t", "3", "--json"]);
+    let output = fleet.baton(&[
+        "rpc",
+        "rpcutil",
+        "ping",
+        "--nodes",
+        nodes.to_str().expect("utf-8"),
+        "-t",
+        "3",
+        "--json",
+    ]);
     assert_eq!(output.code, 3, "{output:?}");
     let document = output.json();
     assert_eq!(document["no_response"], json!(["doomed01"]));
@@ -55,7 +65,11 @@ fn an_unreachable_broker_exits_5_with_a_clear_message() {
     for args in [&["ping"][..], &["rpc", "rpcutil", "ping", "--json"][..]] {
         let output = run_baton(&config, args, None);
         assert_eq!(output.code, 5, "{args:?}: {output:?}");
-        let text = if args.contains(&"--json") { output.json()["error"].as_str().unwrap_or_default().to_string() } else { output.stderr.clone() };
+        let text = if args.contains(&"--json") {
+            output.json()["error"].as_str().unwrap_or_default().to_string()
+        } else {
+            output.stderr.clone()
+        };
         assert!(text.contains(&format!("127.0.0.1:{port}")), "the message names the broker: {output:?}");
         assert!(!text.contains(":x@"), "the password is redacted: {output:?}");
     }
@@ -76,7 +90,8 @@ fn nodes_reconnect_after_the_broker_restarts() {
     assert_eq!(down.code, 5, "{down:?}");
     assert!(down.stderr.contains("cannot reach"), "{down:?}");
 
-    let start = std::process::Command::new(&broker).args(["start", "rabbitmq"]).output().expect("start broker");
+    let start =
+        std::process::Command::new(&broker).args(["start", "rabbitmq"]).output().expect("start broker");
     assert!(start.status.success(), "{start:?}");
     // The nodes were never restarted: they must find the broker again on their own.
     fleet.wait_until_answering(&["phoenix01".to_string(), "phoenix02".to_string()]);

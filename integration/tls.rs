@@ -20,13 +20,15 @@ fn a_wrong_ca_or_a_wrong_host_name_fails_naming_the_problem() {
     let ca = broker().var("BATON_TLS_CA");
 
     let wrong_ca = fleet.dir.path().join("wrong-ca.toml");
-    std::fs::write(&wrong_ca, base.replace(&format!("ca = {ca:?}"), &format!("ca = {other_ca:?}"))).expect("write");
+    std::fs::write(&wrong_ca, base.replace(&format!("ca = {ca:?}"), &format!("ca = {other_ca:?}")))
+        .expect("write");
     let output = run_baton(&wrong_ca, &["ping"], None);
     assert_eq!(output.code, 5, "{output:?}");
     assert!(output.stderr.contains("not issued by the configured CA"), "{output:?}");
 
     let wrong_host = fleet.dir.path().join("wrong-host.toml");
-    std::fs::write(&wrong_host, base.replace("[tls]\n", "[tls]\nserver_name = \"mq.example.com\"\n")).expect("write");
+    std::fs::write(&wrong_host, base.replace("[tls]\n", "[tls]\nserver_name = \"mq.example.com\"\n"))
+        .expect("write");
     let output = run_baton(&wrong_host, &["ping"], None);
     assert_eq!(output.code, 5, "{output:?}");
     assert!(output.stderr.contains("not valid for host \"mq.example.com\""), "{output:?}");

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton::broker::{
-    Broker, BrokerError, BrokerSettings, ConnectMode, Delivery, Destination, Incoming,
-    StompDialect, Transport,
+    Broker, BrokerError, BrokerSettings, ConnectMode, Delivery, Destination, Incoming, StompDialect,
+    Transport,
 };
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -24,9 +24,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 fn broker_url() -> Option<String> {
     let url = std::env::var("BATON_TEST_AMQP_URL").ok();
     if url.is_none() {
-        eprintln!(
-            "skipped: set BATON_TEST_AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/%2f) to run"
-        );
+        eprintln!("skipped: set BATON_TEST_AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/%2f) to run");
     }
     url
 }
@@ -81,24 +79,15 @@ impl Inspector {
         )
         .await
         .expect("inspector connects");
-        let channel = connection
-            .create_channel()
-            .await
-            .expect("inspector channel");
-        Inspector {
-            channel,
-            _connection: connection,
-        }
+        let channel = connection.create_channel().await.expect("inspector channel");
+        Inspector { channel, _connection: connection }
     }
 
     async fn message_count(&self, queue: &str) -> u32 {
         self.channel
             .queue_declare(
                 queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
+                QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
                 FieldTable::default(),
             )
             .await
@@ -108,20 +97,13 @@ impl Inspector {
 
     async fn declare_queue(&self, queue: &str) {
         self.channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions::default(),
-                FieldTable::default(),
-            )
+            .queue_declare(queue.into(), QueueDeclareOptions::default(), FieldTable::default())
             .await
             .expect("queue declared");
     }
 
     async fn delete_queue(&self, queue: &str) {
-        let _ = self
-            .channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await;
+        let _ = self.channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
     }
 
     async fn delete_exchanges(&self, collective: &str) {
@@ -143,29 +125,17 @@ async fn broadcast_reaches_exactly_the_nodes_with_the_agent() {
     let broker = connect(&url).await;
     let inspector = Inspector::new(&url).await;
     let collective = unique_collective();
-    let agents = |names: &[&str]| {
-        names
-            .iter()
-            .map(|name| name.to_string())
-            .collect::<Vec<_>>()
-    };
+    let agents = |names: &[&str]| names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
     let mut web01 = broker
         .subscribe_node(&collective, "web01", &agents(&["rpcutil", "service"]))
         .await
         .expect("web01 subscribes");
-    let mut web02 = broker
-        .subscribe_node(&collective, "web02", &agents(&["rpcutil"]))
-        .await
-        .expect("web02 subscribes");
-    let mut db01 = broker
-        .subscribe_node(&collective, "db01", &agents(&["package"]))
-        .await
-        .expect("db01 subscribes");
+    let mut web02 =
+        broker.subscribe_node(&collective, "web02", &agents(&["rpcutil"])).await.expect("web02 subscribes");
+    let mut db01 =
+        broker.subscribe_node(&collective, "db01", &agents(&["package"])).await.expect("db01 subscribes");
 
-    let broadcast = Destination::Broadcast {
-        collective: collective.clone(),
-        agent: "rpcutil".into(),
-    };
+    let broadcast = Destination::Broadcast { collective: collective.clone(), agent: "rpcutil".into() };
     let delivery = broker
         .publish(broadcast, b"ping".to_vec(), Duration::from_secs(60))
         .await
@@ -174,20 +144,12 @@ async fn broadcast_reaches_exactly_the_nodes_with_the_agent() {
     assert_eq!(receive(&mut web01.messages).await, b"ping");
     assert_eq!(receive(&mut web02.messages).await, b"ping");
     // db01 must not have the broadcast: the first thing it gets is a later directed message.
-    let to_db01 = Destination::Node {
-        collective: collective.clone(),
-        identity: "db01".into(),
-    };
-    broker
-        .publish(to_db01, b"directed".to_vec(), Duration::from_secs(60))
-        .await
-        .expect("directed published");
+    let to_db01 = Destination::Node { collective: collective.clone(), identity: "db01".into() };
+    broker.publish(to_db01, b"directed".to_vec(), Duration::from_secs(60)).await.expect("directed published");
     assert_eq!(receive(&mut db01.messages).await, b"directed");
 
     for node in ["web01", "web02", "db01"] {
-        inspector
-            .delete_queue(&format!("{collective}.node.{node}"))
-            .await;
+        inspector.delete_queue(&format!("{collective}.node.{node}")).await;
     }
     inspector.delete_exchanges(&collective).await;
     broker.close().await;
@@ -201,29 +163,13 @@ async fn a_message_nobody_can_receive_comes_back_unroutable() {
     let collective = unique_collective();
     let check = async |destination: Destination| {
         let delivery = broker
-            .publish(
-                destination.clone(),
-                b"hello?".to_vec(),
-                Duration::from_secs(60),
-            )
+            .publish(destination.clone(), b"hello?".to_vec(), Duration::from_secs(60))
             .await
             .expect("published");
-        assert_eq!(
-            delivery,
-            Delivery::Unroutable,
-            "publishing to {destination:?}"
-        );
+        assert_eq!(delivery, Delivery::Unroutable, "publishing to {destination:?}");
     };
-    check(Destination::Node {
-        collective: collective.clone(),
-        identity: "ghost".into(),
-    })
-    .await;
-    check(Destination::Broadcast {
-        collective: collective.clone(),
-        agent: "nobody-has-this".into(),
-    })
-    .await;
+    check(Destination::Node { collective: collective.clone(), identity: "ghost".into() }).await;
+    check(Destination::Broadcast { collective: collective.clone(), agent: "nobody-has-this".into() }).await;
     check(Destination::Reply(format!("{collective}.reply.gone"))).await;
     inspector.delete_exchanges(&collective).await;
     broker.close().await;
@@ -236,31 +182,17 @@ async fn replies_reach_the_reply_queue_and_named_queues_keep_them() {
     let inspector = Inspector::new(&url).await;
     let collective = unique_collective();
 
-    let mut replies = broker
-        .reply_queue(&collective, None)
-        .await
-        .expect("reply queue");
-    assert!(
-        replies.address.starts_with(&format!("{collective}.reply.")),
-        "address {}",
-        replies.address
-    );
+    let mut replies = broker.reply_queue(&collective, None).await.expect("reply queue");
+    assert!(replies.address.starts_with(&format!("{collective}.reply.")), "address {}", replies.address);
     let delivery = broker
-        .publish(
-            Destination::Reply(replies.address.clone()),
-            b"pong".to_vec(),
-            Duration::from_secs(60),
-        )
+        .publish(Destination::Reply(replies.address.clone()), b"pong".to_vec(), Duration::from_secs(60))
         .await
         .expect("reply published");
     assert_eq!(delivery, Delivery::Routed);
     assert_eq!(receive(&mut replies.messages).await, b"pong");
 
     // A named queue outlives its reader: replies sent while nobody listens are collected later.
-    let named = broker
-        .reply_queue(&collective, Some("later"))
-        .await
-        .expect("named reply queue");
+    let named = broker.reply_queue(&collective, Some("later")).await.expect("named reply queue");
     assert_eq!(named.address, format!("{collective}.reply.later"));
     drop(named);
     let delivery = broker
@@ -272,15 +204,10 @@ async fn replies_reach_the_reply_queue_and_named_queues_keep_them() {
         .await
         .expect("reply to the named queue published");
     assert_eq!(delivery, Delivery::Routed);
-    let mut named = broker
-        .reply_queue(&collective, Some("later"))
-        .await
-        .expect("named reply queue again");
+    let mut named = broker.reply_queue(&collective, Some("later")).await.expect("named reply queue again");
     assert_eq!(receive(&mut named.messages).await, b"while you were away");
 
-    inspector
-        .delete_queue(&format!("{collective}.reply.later"))
-        .await;
+    inspector.delete_queue(&format!("{collective}.reply.later")).await;
     broker.close().await;
 }
 
@@ -292,37 +219,19 @@ async fn messages_expire_after_their_ttl() {
     let collective = unique_collective();
     let queue = format!("{collective}.node.sleepy");
     inspector.declare_queue(&queue).await;
-    let sleepy = Destination::Node {
-        collective: collective.clone(),
-        identity: "sleepy".into(),
-    };
+    let sleepy = Destination::Node { collective: collective.clone(), identity: "sleepy".into() };
 
     let delivery = broker
-        .publish(
-            sleepy.clone(),
-            b"stale soon".to_vec(),
-            Duration::from_millis(100),
-        )
+        .publish(sleepy.clone(), b"stale soon".to_vec(), Duration::from_millis(100))
         .await
         .expect("published");
     assert_eq!(delivery, Delivery::Routed);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        inspector.message_count(&queue).await,
-        0,
-        "the message expired"
-    );
+    assert_eq!(inspector.message_count(&queue).await, 0, "the message expired");
 
     // Control: the same publish with a long ttl stays.
-    broker
-        .publish(sleepy, b"fresh".to_vec(), Duration::from_secs(60))
-        .await
-        .expect("published");
-    assert_eq!(
-        inspector.message_count(&queue).await,
-        1,
-        "the message stays"
-    );
+    broker.publish(sleepy, b"fresh".to_vec(), Duration::from_secs(60)).await.expect("published");
+    assert_eq!(inspector.message_count(&queue).await, 1, "the message stays");
 
     inspector.delete_queue(&queue).await;
     broker.close().await;
@@ -335,25 +244,13 @@ async fn an_oversized_message_is_refused_before_sending() {
     let collective = unique_collective();
     let error = broker
         .publish(
-            Destination::Node {
-                collective,
-                identity: "web01".into(),
-            },
+            Destination::Node { collective, identity: "web01".into() },
             vec![0; 64 * 1024 + 1],
             Duration::from_secs(60),
         )
         .await
         .expect_err("too large");
-    assert!(
-        matches!(
-            error,
-            BrokerError::TooLarge {
-                size: 65537,
-                limit: 65536
-            }
-        ),
-        "{error:?}"
-    );
+    assert!(matches!(error, BrokerError::TooLarge { size: 65537, limit: 65536 }), "{error:?}");
     broker.close().await;
 }
 
@@ -365,15 +262,11 @@ async fn a_wrong_password_is_named_as_a_login_failure() {
         "amqp://{}:wrong-password@{}:{}/%2f",
         parsed.authority.userinfo.username, parsed.authority.host, parsed.authority.port
     );
-    let error = Broker::connect(settings(vec![bad]), ConnectMode::FailFast)
-        .await
-        .expect_err("login fails");
+    let error = Broker::connect(settings(vec![bad]), ConnectMode::FailFast).await.expect_err("login fails");
     let message = error.to_string();
     assert!(
-        message.contains(&format!(
-            "broker refused login for user \"{}\"",
-            parsed.authority.userinfo.username
-        )),
+        message
+            .contains(&format!("broker refused login for user \"{}\"", parsed.authority.userinfo.username)),
         "{message}"
     );
     assert!(!message.contains("wrong-password"), "{message}");
@@ -388,12 +281,8 @@ async fn a_user_who_may_not_create_a_missing_exchange_is_told_what_to_do() {
         return;
     };
     let broker = connect(&limited).await;
-    let user = limited
-        .parse::<lapin::uri::AMQPUri>()
-        .expect("limited URL parses")
-        .authority
-        .userinfo
-        .username;
+    let user =
+        limited.parse::<lapin::uri::AMQPUri>().expect("limited URL parses").authority.userinfo.username;
     let collective = unique_collective();
     let error = broker
         .subscribe_node(&collective, "web01", &["rpcutil".to_string()])
@@ -436,9 +325,7 @@ async fn unreachable_brokers_are_each_named_with_the_reason_and_no_password() {
         format!("amqp://node:secret1@127.0.0.1:{first}/baton"),
         format!("amqp://node:secret2@127.0.0.1:{second}/baton"),
     ];
-    let error = Broker::connect(settings(urls), ConnectMode::FailFast)
-        .await
-        .expect_err("nothing listens");
+    let error = Broker::connect(settings(urls), ConnectMode::FailFast).await.expect_err("nothing listens");
     let BrokerError::Unreachable { attempts } = &error else {
         panic!("expected Unreachable, got {error:?}");
     };
@@ -461,13 +348,8 @@ async fn unreachable_brokers_are_each_named_with_the_reason_and_no_password() {
 async fn settings_errors_are_reported_before_connecting() {
     let check = async |urls: Vec<&str>, expected: &str| {
         let urls = urls.into_iter().map(String::from).collect();
-        let error = Broker::connect(settings(urls), ConnectMode::FailFast)
-            .await
-            .expect_err("bad settings");
-        assert!(
-            matches!(error, BrokerError::Config(_)) && error.to_string().contains(expected),
-            "{error}"
-        );
+        let error = Broker::connect(settings(urls), ConnectMode::FailFast).await.expect_err("bad settings");
+        assert!(matches!(error, BrokerError::Config(_)) && error.to_string().contains(expected), "{error}");
         assert!(!error.to_string().contains("hunter2"), "{error}");
     };
     check(vec![], "no broker URL configured").await;
@@ -476,11 +358,7 @@ async fn settings_errors_are_reported_before_connecting() {
         "amqps://node:***@mq1:5671/baton uses TLS but no CA is configured (set tls.ca",
     )
     .await;
-    check(
-        vec!["http://node:hunter2@mq1/baton"],
-        "is not a valid AMQP URL",
-    )
-    .await;
+    check(vec!["http://node:hunter2@mq1/baton"], "is not a valid AMQP URL").await;
 }
 
 #[tokio::test]
@@ -491,10 +369,7 @@ async fn connecting_fails_over_to_the_next_url() {
         let broker = Broker::connect(settings(vec![dead, url.clone()]), mode)
             .await
             .unwrap_or_else(|error| panic!("{mode:?}: the second URL works: {error}"));
-        let mut replies = broker
-            .reply_queue(&unique_collective(), None)
-            .await
-            .expect("reply queue");
+        let mut replies = broker.reply_queue(&unique_collective(), None).await.expect("reply queue");
         broker
             .publish(
                 Destination::Reply(replies.address.clone()),
@@ -514,17 +389,11 @@ async fn registrations_reach_the_console() {
     let broker = connect(&url).await;
     let inspector = Inspector::new(&url).await;
     let collective = unique_collective();
-    let mut registrations = broker
-        .subscribe_registrations(&collective)
-        .await
-        .expect("console subscribes");
+    let mut registrations = broker.subscribe_registrations(&collective).await.expect("console subscribes");
     for node in ["web01", "db01"] {
         let delivery = broker
             .publish(
-                Destination::Registration {
-                    collective: collective.clone(),
-                    identity: node.into(),
-                },
+                Destination::Registration { collective: collective.clone(), identity: node.into() },
                 node.as_bytes().to_vec(),
                 Duration::from_secs(60),
             )
@@ -542,10 +411,7 @@ async fn many_publishes_in_flight_are_each_confirmed_and_delivered() {
     let Some(url) = broker_url() else { return };
     let broker = connect(&url).await;
     let collective = unique_collective();
-    let mut replies = broker
-        .reply_queue(&collective, None)
-        .await
-        .expect("reply queue");
+    let mut replies = broker.reply_queue(&collective, None).await.expect("reply queue");
     const COUNT: usize = 3000;
     let started = std::time::Instant::now();
     let publishes: Vec<_> = (0..COUNT)
@@ -625,30 +491,15 @@ async fn subscriptions_survive_a_dropped_connection() {
         .expect("an address");
     let proxy = CuttableProxy::start(target).await;
     let user = &parsed.authority.userinfo;
-    let vhost = if parsed.vhost == "/" {
-        "%2f".to_string()
-    } else {
-        parsed.vhost.clone()
-    };
-    let proxied = format!(
-        "amqp://{}:{}@127.0.0.1:{}/{vhost}",
-        user.username, user.password, proxy.port
-    );
+    let vhost = if parsed.vhost == "/" { "%2f".to_string() } else { parsed.vhost.clone() };
+    let proxied = format!("amqp://{}:{}@127.0.0.1:{}/{vhost}", user.username, user.password, proxy.port);
     let broker = connect(&proxied).await;
     let inspector = Inspector::new(&url).await;
     let collective = unique_collective();
-    let mut node = broker
-        .subscribe_node(&collective, "web01", &["rpcutil".to_string()])
-        .await
-        .expect("node subscribes");
-    let mut replies = broker
-        .reply_queue(&collective, None)
-        .await
-        .expect("reply queue");
-    let to_node = Destination::Node {
-        collective: collective.clone(),
-        identity: "web01".into(),
-    };
+    let mut node =
+        broker.subscribe_node(&collective, "web01", &["rpcutil".to_string()]).await.expect("node subscribes");
+    let mut replies = broker.reply_queue(&collective, None).await.expect("reply queue");
+    let to_node = Destination::Node { collective: collective.clone(), identity: "web01".into() };
     broker
         .publish(to_node.clone(), b"before".to_vec(), Duration::from_secs(60))
         .await
@@ -658,10 +509,7 @@ async fn subscriptions_survive_a_dropped_connection() {
     proxy.cut_all();
 
     // Publishing waits for the reconnection; the old receivers get what is sent after it.
-    let broadcast = Destination::Broadcast {
-        collective: collective.clone(),
-        agent: "rpcutil".into(),
-    };
+    let broadcast = Destination::Broadcast { collective: collective.clone(), agent: "rpcutil".into() };
     let delivery = broker
         .publish(broadcast, b"after".to_vec(), Duration::from_secs(60))
         .await
@@ -684,9 +532,7 @@ async fn subscriptions_survive_a_dropped_connection() {
     assert_eq!(delivery, Delivery::Routed);
     assert_eq!(receive(&mut replies.messages).await, b"reply after");
 
-    inspector
-        .delete_queue(&format!("{collective}.node.web01"))
-        .await;
+    inspector.delete_queue(&format!("{collective}.node.web01")).await;
     inspector.delete_exchanges(&collective).await;
     broker.close().await;
 }
@@ -696,21 +542,12 @@ async fn closing_ends_subscriptions_and_refuses_further_use() {
     let Some(url) = broker_url() else { return };
     let broker = connect(&url).await;
     let collective = unique_collective();
-    let mut replies = broker
-        .reply_queue(&collective, None)
-        .await
-        .expect("reply queue");
+    let mut replies = broker.reply_queue(&collective, None).await.expect("reply queue");
     broker.close().await;
-    let ended = tokio::time::timeout(PATIENCE, replies.messages.recv())
-        .await
-        .expect("the subscription ends");
+    let ended = tokio::time::timeout(PATIENCE, replies.messages.recv()).await.expect("the subscription ends");
     assert!(ended.is_none(), "no message after close");
     let error = broker
-        .publish(
-            Destination::Reply(replies.address.clone()),
-            b"late".to_vec(),
-            Duration::from_secs(1),
-        )
+        .publish(Destination::Reply(replies.address.clone()), b"late".to_vec(), Duration::from_secs(1))
         .await
         .expect_err("closed");
     assert!(matches!(error, BrokerError::Closed), "{error:?}");
@@ -810,11 +647,7 @@ mod tls {
         for cert in CertificateDer::pem_file_iter(ca).expect("read CA") {
             roots.add(cert.expect("CA parses")).expect("CA added");
         }
-        Arc::new(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
+        Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
     }
 
     /// A TLS server that completes handshakes and then hangs up; returns its port.
@@ -847,9 +680,7 @@ mod tls {
         settings.tls = Some(client_config(ca));
         settings.tls_server_name = server_name.map(String::from);
         settings.connect_timeout = Duration::from_secs(3);
-        let error = Broker::connect(settings, ConnectMode::FailFast)
-            .await
-            .expect_err("TLS check fails");
+        let error = Broker::connect(settings, ConnectMode::FailFast).await.expect_err("TLS check fails");
         error.to_string()
     }
 

@@ -23,9 +23,7 @@ fn load_node(toml: &str, env: &[(&str, &str)]) -> (Result<NodeConfig, ConfigErro
     let dir = tempfile::tempdir().expect("a temporary directory can be created");
     let path = dir.path().join("node.toml");
     std::fs::write(&path, toml).expect("the temporary directory is writable");
-    let result = ConfigLoader::new(Some(&path))
-        .with_env(env.iter().copied())
-        .node();
+    let result = ConfigLoader::new(Some(&path)).with_env(env.iter().copied()).node();
     // Keep the path for messages; the directory itself may go.
     (result, path)
 }
@@ -136,48 +134,24 @@ level = "baton=debug,lapin=warn"
     assert_eq!(config.broker.max_backoff_secs, 60);
     assert_eq!(config.broker.max_message_bytes, 2048);
     assert_eq!(config.broker.node_queue_expiry_secs, 3600);
-    assert_eq!(
-        config.tls.ca.as_deref(),
-        Some(Path::new("/etc/baton/ca.pem"))
-    );
-    assert_eq!(
-        config.tls.cert.as_deref(),
-        Some(Path::new("/etc/baton/node.pem"))
-    );
-    assert_eq!(
-        config.tls.key.as_deref(),
-        Some(Path::new("/etc/baton/node.key"))
-    );
+    assert_eq!(config.tls.ca.as_deref(), Some(Path::new("/etc/baton/ca.pem")));
+    assert_eq!(config.tls.cert.as_deref(), Some(Path::new("/etc/baton/node.pem")));
+    assert_eq!(config.tls.key.as_deref(), Some(Path::new("/etc/baton/node.key")));
     assert_eq!(config.tls.server_name.as_deref(), Some("mq.example.com"));
     assert_eq!(config.security.scheme, SchemeKind::Ed25519);
     assert_eq!(config.security.psk_file, None);
-    assert_eq!(
-        config.security.key_file.as_deref(),
-        Some(Path::new("/etc/baton/node.ed25519"))
-    );
-    assert_eq!(
-        config.security.trusted_keys_dir.as_deref(),
-        Some(Path::new("/etc/baton/callers"))
-    );
+    assert_eq!(config.security.key_file.as_deref(), Some(Path::new("/etc/baton/node.ed25519")));
+    assert_eq!(config.security.trusted_keys_dir.as_deref(), Some(Path::new("/etc/baton/callers")));
     assert_eq!(config.security.clock_skew_secs, 30);
     assert_eq!(config.security.replay_window, 500);
     assert_eq!(config.facts.files.len(), 2);
-    assert_eq!(
-        config.facts.classes_file.as_deref(),
-        Some(Path::new("/var/lib/puppet/state/classes.txt"))
-    );
+    assert_eq!(config.facts.classes_file.as_deref(), Some(Path::new("/var/lib/puppet/state/classes.txt")));
     assert_eq!(config.facts.poll_interval_secs, 2);
     assert_eq!(config.agents.dir, Path::new("/opt/agents"));
     assert_eq!(config.agents.max_concurrency, 4);
-    assert_eq!(
-        config.authorization.policy_dir.as_deref(),
-        Some(Path::new("/etc/baton/policy"))
-    );
+    assert_eq!(config.authorization.policy_dir.as_deref(), Some(Path::new("/etc/baton/policy")));
     assert_eq!(config.authorization.unconfigured, UnconfiguredPolicy::Deny);
-    assert_eq!(
-        config.audit.file.as_deref(),
-        Some(Path::new("/var/log/baton/audit.log"))
-    );
+    assert_eq!(config.audit.file.as_deref(), Some(Path::new("/var/log/baton/audit.log")));
     assert_eq!(config.registration.interval_secs, 0);
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.log.level, "baton=debug,lapin=warn");
@@ -196,10 +170,7 @@ level = "baton=debug,lapin=warn"
 
 #[test]
 fn transport_follows_url_scheme_when_not_set() {
-    let config = node(
-        "[broker]\nurls = [\"stomp://mq1:61613\"]\n[security]\npsk_file = \"/p\"\n",
-        &[],
-    );
+    let config = node("[broker]\nurls = [\"stomp://mq1:61613\"]\n[security]\npsk_file = \"/p\"\n", &[]);
     assert_eq!(config.broker.transport(), TransportKind::Stomp);
     let settings = config.broker_settings(None, String::new());
     assert_eq!(settings.transport, Transport::Stomp);
@@ -251,14 +222,8 @@ fn node_errors() {
             "[security]\npsk_file = \"/p\"\n",
             r#"missing "broker.urls": set it in {file} or BATON_BROKER__URLS"#,
         ),
-        (
-            "[broker]\nurls = []\n",
-            r#"missing "broker.urls": set it in {file} or BATON_BROKER__URLS"#,
-        ),
-        (
-            urls,
-            r#"missing "security.psk_file": set it in {file} or BATON_SECURITY__PSK_FILE"#,
-        ),
+        ("[broker]\nurls = []\n", r#"missing "broker.urls": set it in {file} or BATON_BROKER__URLS"#),
+        (urls, r#"missing "security.psk_file": set it in {file} or BATON_SECURITY__PSK_FILE"#),
         (
             "[broker]\nurls = [\"stomp://mq1\"]\ntransport = \"amqp\"\n",
             r#"invalid value for "broker.urls" in {file}: "stomp://mq1" is a stomp URL but broker.transport is "amqp" (change the URL scheme or broker.transport)"#,
@@ -347,32 +312,20 @@ fn environment_overrides_nested_keys() {
     let config = node(
         MINIMAL,
         &[
-            (
-                "BATON_BROKER__URLS",
-                r#"["amqps://mq9:5671/baton", "amqps://mq8:5671/baton"]"#,
-            ),
+            ("BATON_BROKER__URLS", r#"["amqps://mq9:5671/baton", "amqps://mq8:5671/baton"]"#),
             ("BATON_SECURITY__PSK_FILE", "/run/psk"),
             ("BATON_IDENTITY", "1234"),
             ("BATON_COLLECTIVES", r#"["baton", "dc2"]"#),
             ("BATON_AGENTS__MAX_CONCURRENCY", "3"),
         ],
     );
-    assert_eq!(
-        config.broker.urls,
-        ["amqps://mq9:5671/baton", "amqps://mq8:5671/baton"]
-    );
-    assert_eq!(
-        config.security.psk_file.as_deref(),
-        Some(Path::new("/run/psk"))
-    );
+    assert_eq!(config.broker.urls, ["amqps://mq9:5671/baton", "amqps://mq8:5671/baton"]);
+    assert_eq!(config.security.psk_file.as_deref(), Some(Path::new("/run/psk")));
     // A numeric-looking identity arrives as a number from the environment and still loads.
     assert_eq!(config.identity, "1234");
     assert_eq!(config.collectives, ["baton", "dc2"]);
     assert_eq!(config.agents.max_concurrency, 3);
-    assert_eq!(
-        config.provenance().origin("broker.urls"),
-        "environment variable BATON_BROKER__URLS"
-    );
+    assert_eq!(config.provenance().origin("broker.urls"), "environment variable BATON_BROKER__URLS");
 }
 
 #[test]
@@ -385,10 +338,7 @@ fn a_single_url_needs_no_brackets_in_the_environment() {
 fn provenance_names_the_file_for_file_values() {
     let (result, path) = load_node(MINIMAL, &[]);
     let config = result.expect("the minimal configuration loads");
-    assert_eq!(
-        config.provenance().origin("security.psk_file"),
-        path.display().to_string()
-    );
+    assert_eq!(config.provenance().origin("security.psk_file"), path.display().to_string());
     assert_eq!(config.provenance().origin("identity"), "built-in defaults");
 }
 
@@ -485,10 +435,8 @@ fn flags_override_file_and_environment() {
     assert_eq!(config.broker.connect_timeout_secs, 9);
     assert_eq!(config.provenance().origin("identity"), "command-line flags");
 
-    let error = loader
-        .set("broker.transport", "carrier-pigeon")
-        .node()
-        .expect_err("a bad flag value is an error");
+    let error =
+        loader.set("broker.transport", "carrier-pigeon").node().expect_err("a bad flag value is an error");
     assert_eq!(
         error.to_string(),
         r#"invalid value for "broker.transport" in command-line flags: expected "amqp" or "stomp", found "carrier-pigeon""#
@@ -531,8 +479,7 @@ fn client_defaults_and_search_order() {
     let xdg = dir.path().join("xdg");
     let home = dir.path().join("home");
     std::fs::create_dir_all(xdg.join("baton")).expect("the temporary directory is writable");
-    std::fs::create_dir_all(home.join(".config/baton"))
-        .expect("the temporary directory is writable");
+    std::fs::create_dir_all(home.join(".config/baton")).expect("the temporary directory is writable");
     std::fs::write(xdg.join("baton/client.toml"), CLIENT_MINIMAL).expect("writable");
     std::fs::write(
         home.join(".config/baton/client.toml"),
@@ -542,19 +489,13 @@ fn client_defaults_and_search_order() {
     let host = baton::config::host_name().unwrap_or_else(|| "localhost".to_owned());
 
     let loader = ConfigLoader::new(None).with_env([
-        (
-            "XDG_CONFIG_HOME",
-            xdg.to_str().expect("temporary paths are UTF-8"),
-        ),
+        ("XDG_CONFIG_HOME", xdg.to_str().expect("temporary paths are UTF-8")),
         ("HOME", home.to_str().expect("temporary paths are UTF-8")),
         ("USER", "alice"),
     ]);
     assert_eq!(
         loader.client_candidates(),
-        [
-            xdg.join("baton/client.toml"),
-            PathBuf::from("/etc/baton/client.toml")
-        ]
+        [xdg.join("baton/client.toml"), PathBuf::from("/etc/baton/client.toml")]
     );
     let config = loader.client().expect("the XDG file loads");
     assert_eq!(config.identity, format!("alice@{host}"));
@@ -567,10 +508,7 @@ fn client_defaults_and_search_order() {
 
     // Without XDG_CONFIG_HOME, ~/.config is used.
     let config = ConfigLoader::new(None)
-        .with_env([
-            ("HOME", home.to_str().expect("temporary paths are UTF-8")),
-            ("USER", "bob"),
-        ])
+        .with_env([("HOME", home.to_str().expect("temporary paths are UTF-8")), ("USER", "bob")])
         .client()
         .expect("the HOME file loads");
     assert_eq!(config.collective, "fromhome");
@@ -619,10 +557,7 @@ fn client_every_key_and_errors() {
 #[test]
 fn passwords_are_redacted() {
     let cases = [
-        (
-            "amqps://node:secret@mq1:5671/baton",
-            "amqps://node:***@mq1:5671/baton",
-        ),
+        ("amqps://node:secret@mq1:5671/baton", "amqps://node:***@mq1:5671/baton"),
         ("amqp://node@mq1/baton", "amqp://node@mq1/baton"),
         ("stomp://mq1:61613", "stomp://mq1:61613"),
         ("amqp://u:p@ss@mq1/x?y=z@w", "amqp://u:***@mq1/x?y=z@w"),
@@ -656,18 +591,12 @@ fn deploy_examples_load() {
     let dir = tempfile::tempdir().expect("a temporary directory can be created");
     for name in ["node.toml", "client.toml"] {
         let text = std::fs::read_to_string(examples.join(name)).expect("the example exists");
-        for (variant, body) in [
-            ("as shipped", text.clone()),
-            ("uncommented", uncommented(&text)),
-        ] {
+        for (variant, body) in [("as shipped", text.clone()), ("uncommented", uncommented(&text))] {
             let path = dir.path().join(name);
             std::fs::write(&path, &body).expect("writable");
             let loader = ConfigLoader::new(Some(&path)).with_env([("USER", "alice")]);
-            let result = if name == "node.toml" {
-                loader.node().map(|_| ())
-            } else {
-                loader.client().map(|_| ())
-            };
+            let result =
+                if name == "node.toml" { loader.node().map(|_| ()) } else { loader.client().map(|_| ()) };
             if let Err(error) = result {
                 panic!("{name} ({variant}) does not load: {error}\n{body}");
             }

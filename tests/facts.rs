@@ -41,14 +41,9 @@ fn fact_files_merge_in_order_over_builtins() {
         "facts.yaml",
         "role: web\nos:\n  family: Custom\nlocation:\n  dc: dc1\n  rack: r1\n\"literal.key\": true\n",
     );
-    let json = dir.write(
-        "later.json",
-        r#"{"role": "db", "location": {"rack": "r7"}, "list": [{"name": "eth0"}]}"#,
-    );
-    let source = FactSource {
-        files: vec![yaml, json],
-        classes_file: None,
-    };
+    let json =
+        dir.write("later.json", r#"{"role": "db", "location": {"rack": "r7"}, "list": [{"name": "eth0"}]}"#);
+    let source = FactSource { files: vec![yaml, json], classes_file: None };
     let (facts, classes, warnings) = load(&source);
     assert!(warnings.is_empty(), "{warnings:?}");
     assert!(classes.as_slice().is_empty());
@@ -63,10 +58,7 @@ fn fact_files_merge_in_order_over_builtins() {
     check("location.rack", Some(json!("r7")));
     // A fact file overrides one built-in key and leaves its siblings.
     check("os.family", Some(json!("Custom")));
-    assert!(
-        facts.lookup("os.name").is_some(),
-        "os.name kept from the built-ins"
-    );
+    assert!(facts.lookup("os.name").is_some(), "os.name kept from the built-ins");
     // Literal dotted keys and array indices.
     check("literal.key", Some(json!(true)));
     check("list.0.name", Some(json!("eth0")));
@@ -86,10 +78,7 @@ fn fact_files_merge_in_order_over_builtins() {
         "processors.count",
         "memory.system.total_bytes",
     ] {
-        assert!(
-            facts.lookup(key).is_some(),
-            "built-in fact {key} is missing"
-        );
+        assert!(facts.lookup(key).is_some(), "built-in fact {key} is missing");
     }
 }
 
@@ -102,11 +91,7 @@ fn literal_dotted_key_wins_over_nested_walk() {
             .clone(),
     );
     let check = |key: &str, expected: Option<&str>| {
-        assert_eq!(
-            facts.lookup(key).and_then(Value::as_str),
-            expected,
-            "key {key}"
-        );
+        assert_eq!(facts.lookup(key).and_then(Value::as_str), expected, "key {key}");
     };
     check("a.b", Some("literal"));
     check("a.c.d", Some("inner literal"));
@@ -119,10 +104,7 @@ fn broken_fact_files_name_the_file_and_line() {
     let dir = Dir::new();
     let check = |name: &str, text: &str, expected: &str| {
         let path = dir.write(name, text);
-        let source = FactSource {
-            files: vec![path.clone()],
-            classes_file: None,
-        };
+        let source = FactSource { files: vec![path.clone()], classes_file: None };
         let error = source.load().expect_err("a broken fact file is an error");
         let expected = expected.replace("{file}", &path.display().to_string());
         assert_eq!(error.to_string(), expected, "for {name}");
@@ -153,16 +135,9 @@ fn broken_fact_files_name_the_file_and_line() {
 fn broken_yaml_error_carries_line_as_a_field() {
     let dir = Dir::new();
     let path = dir.write("facts.yaml", "ok: 1\nbad: [\n");
-    let source = FactSource {
-        files: vec![path.clone()],
-        classes_file: None,
-    };
+    let source = FactSource { files: vec![path.clone()], classes_file: None };
     match source.load() {
-        Err(FactsError::Parse {
-            path: error_path,
-            line,
-            ..
-        }) => {
+        Err(FactsError::Parse { path: error_path, line, .. }) => {
             assert_eq!(error_path, path);
             assert!(line.is_some(), "the line is known");
         }
@@ -178,17 +153,11 @@ fn classes_file_parsing() {
     check("", &[]);
     check("\n\n  \n", &[]);
     check("settings\nbaton\n", &["baton", "settings"]);
-    check(
-        "  role::web  \r\n\tprofile::base\n\nrole::web\n",
-        &["profile::base", "role::web"],
-    );
+    check("  role::web  \r\n\tprofile::base\n\nrole::web\n", &["profile::base", "role::web"]);
 
     let dir = Dir::new();
     let classes_file = dir.write("classes.txt", "settings\nrole::web\n");
-    let (_, classes, warnings) = load(&FactSource {
-        files: vec![],
-        classes_file: Some(classes_file),
-    });
+    let (_, classes, warnings) = load(&FactSource { files: vec![], classes_file: Some(classes_file) });
     assert!(warnings.is_empty());
     assert!(classes.contains("role::web"));
     assert!(!classes.contains("role::db"));
@@ -199,19 +168,15 @@ fn missing_files_are_warnings() {
     let dir = Dir::new();
     let classes_file = dir.path("no-classes.txt");
     let fact_file = dir.path("no-facts.yaml");
-    let (facts, classes, warnings) = load(&FactSource {
-        files: vec![fact_file.clone()],
-        classes_file: Some(classes_file.clone()),
-    });
+    let (facts, classes, warnings) =
+        load(&FactSource { files: vec![fact_file.clone()], classes_file: Some(classes_file.clone()) });
     assert!(classes.as_slice().is_empty());
     assert!(facts.lookup("kernel").is_some(), "built-ins still load");
     assert_eq!(
         warnings,
         [
             Warning::MissingFactFile { path: fact_file },
-            Warning::MissingClassesFile {
-                path: classes_file.clone()
-            }
+            Warning::MissingClassesFile { path: classes_file.clone() }
         ]
     );
     assert_eq!(
@@ -228,10 +193,7 @@ fn change_detection() {
     let dir = Dir::new();
     let facts_file = dir.write("facts.yaml", "role: web\n");
     let classes_file = dir.path("classes.txt");
-    let source = FactSource {
-        files: vec![facts_file.clone()],
-        classes_file: Some(classes_file.clone()),
-    };
+    let source = FactSource { files: vec![facts_file.clone()], classes_file: Some(classes_file.clone()) };
     let stamp = source.stamp();
     assert!(!source.changed_since(&stamp), "nothing changed yet");
 
@@ -260,20 +222,13 @@ fn change_detection() {
 #[test]
 fn node_inventory_is_a_node_view() {
     let facts = Facts::from_map(
-        json!({"role": "web", "os": {"family": "Debian"}})
-            .as_object()
-            .expect("an object literal")
-            .clone(),
+        json!({"role": "web", "os": {"family": "Debian"}}).as_object().expect("an object literal").clone(),
     );
     let inventory = NodeInventory::new(
         "web01",
         facts,
         Classes::from_names(["role::web", "baton"]),
-        [
-            "rpcutil".to_owned(),
-            "service".to_owned(),
-            "package".to_owned(),
-        ],
+        ["rpcutil".to_owned(), "service".to_owned(), "package".to_owned()],
     );
     let view: &dyn NodeView = &inventory;
     assert_eq!(view.identity(), "web01");
@@ -287,12 +242,7 @@ fn node_inventory_is_a_node_view() {
     assert_eq!(view.agents(), ["package", "rpcutil", "service"]);
 }
 
-fn record(
-    request: &str,
-    outcome: Outcome,
-    status: Option<StatusCode>,
-    reason: &str,
-) -> AuditRecord {
+fn record(request: &str, outcome: Outcome, status: Option<StatusCode>, reason: &str) -> AuditRecord {
     AuditRecord {
         time: "2024-05-01T12:00:00.123Z".to_owned(),
         request_id: request.parse().expect("a valid UUID literal"),
@@ -313,37 +263,22 @@ fn audit_lines_are_json_one_per_line() {
     let path = dir.path("audit.log");
     let log = AuditLog::open(&path).expect("the directory exists");
     let records = [
-        record(
-            "6f1c1a52-3d0e-4d5f-9a43-1f0a6f1b2c3d",
-            Outcome::Accepted,
-            Some(StatusCode::Ok),
-            "",
-        ),
+        record("6f1c1a52-3d0e-4d5f-9a43-1f0a6f1b2c3d", Outcome::Accepted, Some(StatusCode::Ok), ""),
         record(
             "7a2b3c4d-1111-4222-8333-944455566677",
             Outcome::Refused,
             Some(StatusCode::Aborted),
             "not authorized: user=alice may not restart services\non this node",
         ),
-        record(
-            "8a2b3c4d-1111-4222-8333-944455566677",
-            Outcome::Dropped,
-            None,
-            "replayed request",
-        ),
+        record("8a2b3c4d-1111-4222-8333-944455566677", Outcome::Dropped, None, "replayed request"),
     ];
     for record in &records {
-        log.write(record)
-            .expect("writing to a temporary file works");
+        log.write(record).expect("writing to a temporary file works");
     }
 
     let text = std::fs::read_to_string(&path).expect("the log is readable");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines.len(),
-        3,
-        "one line per record, newlines in reasons escaped:\n{text}"
-    );
+    assert_eq!(lines.len(), 3, "one line per record, newlines in reasons escaped:\n{text}");
     assert!(text.ends_with('\n'));
     for (line, record) in lines.iter().zip(&records) {
         let parsed: AuditRecord = serde_json::from_str(line).expect("each line is JSON");
@@ -364,24 +299,14 @@ fn audit_log_reopens_after_rotation() {
     let path = dir.path("audit.log");
     let rotated = dir.path("audit.log.1");
     let log = AuditLog::open(&path).expect("the directory exists");
-    let line = record(
-        "6f1c1a52-3d0e-4d5f-9a43-1f0a6f1b2c3d",
-        Outcome::Accepted,
-        Some(StatusCode::Ok),
-        "",
-    );
+    let line = record("6f1c1a52-3d0e-4d5f-9a43-1f0a6f1b2c3d", Outcome::Accepted, Some(StatusCode::Ok), "");
     log.write(&line).expect("writable");
     std::fs::rename(&path, &rotated).expect("rename within a directory");
     log.write(&line).expect("still writes to the rotated file");
     log.reopen().expect("the directory still exists");
     log.write(&line).expect("writes to the fresh file");
 
-    let count = |path: &Path| {
-        std::fs::read_to_string(path)
-            .expect("readable")
-            .lines()
-            .count()
-    };
+    let count = |path: &Path| std::fs::read_to_string(path).expect("readable").lines().count();
     assert_eq!(count(&rotated), 2);
     assert_eq!(count(&path), 1);
 }

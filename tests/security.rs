@@ -9,8 +9,8 @@ use baton::protocol::{
     Envelope, FilterSpec, PROTOCOL_VERSION, PayloadKind, Registration, Reply, Request, StatusCode,
 };
 use baton::security::{
-    KeyError, OpenError, Psk, ReplayWindow, Replayed, Security, Stale, TlsError, TlsSettings,
-    check_age, client_config, expires_at_ms, explain_handshake_error,
+    KeyError, OpenError, Psk, ReplayWindow, Replayed, Security, Stale, TlsError, TlsSettings, check_age,
+    client_config, expires_at_ms, explain_handshake_error,
 };
 use uuid::Uuid;
 
@@ -70,9 +70,8 @@ fn tampered_request(tamper: impl FnOnce(&mut Envelope)) -> Vec<u8> {
 #[test]
 fn request_round_trips_with_the_key_id_of_the_verifying_key() {
     let security = node();
-    let opened = security
-        .open_request(&security.seal_request(&sample_request()), LIMIT)
-        .expect("own request opens");
+    let opened =
+        security.open_request(&security.seal_request(&sample_request()), LIMIT).expect("own request opens");
     assert_eq!(*opened, sample_request());
     assert_eq!(opened.key_id(), security.key_id());
     assert_eq!(opened.scheme(), "psk");
@@ -82,9 +81,7 @@ fn request_round_trips_with_the_key_id_of_the_verifying_key() {
 #[test]
 fn reply_and_registration_round_trip() {
     let security = node();
-    let reply = security
-        .open_reply(&security.seal_reply(&sample_reply()), LIMIT)
-        .expect("opens");
+    let reply = security.open_reply(&security.seal_reply(&sample_reply()), LIMIT).expect("opens");
     assert_eq!(*reply, sample_reply());
 
     let registration = Registration {
@@ -97,38 +94,24 @@ fn reply_and_registration_round_trip() {
         time_ms: 1,
     };
     let sealed = security.seal_registration(&registration);
-    assert_eq!(
-        *security.open_registration(&sealed, LIMIT).expect("opens"),
-        registration
-    );
+    assert_eq!(*security.open_registration(&sealed, LIMIT).expect("opens"), registration);
 }
 
 #[test]
 fn two_processes_with_the_same_key_file_interoperate() {
     let client = security_with(NODE_KEY);
     let node = security_with(NODE_KEY);
-    assert!(
-        node.open_request(&client.seal_request(&sample_request()), LIMIT)
-            .is_ok()
-    );
+    assert!(node.open_request(&client.seal_request(&sample_request()), LIMIT).is_ok());
 }
 
 fn check_open_request(bytes: &[u8], expected: OpenError) {
-    assert_eq!(
-        node()
-            .open_request(bytes, LIMIT)
-            .expect_err("must be refused"),
-        expected
-    );
+    assert_eq!(node().open_request(bytes, LIMIT).expect_err("must be refused"), expected);
 }
 
 #[test]
 fn tampering_with_any_signed_field_is_refused_with_the_right_error() {
     let key_id = node().key_id().to_owned();
-    let bad_signature = OpenError::BadSignature {
-        key_id_seen: key_id.clone(),
-        our_key_id: key_id.clone(),
-    };
+    let bad_signature = OpenError::BadSignature { key_id_seen: key_id.clone(), our_key_id: key_id.clone() };
 
     check_open_request(
         &tampered_request(|envelope| {
@@ -137,37 +120,20 @@ fn tampering_with_any_signed_field_is_refused_with_the_right_error() {
         }),
         bad_signature.clone(),
     );
-    check_open_request(
-        &tampered_request(|envelope| envelope.signature[0] ^= 0x80),
-        bad_signature.clone(),
-    );
-    check_open_request(
-        &tampered_request(|envelope| envelope.signature.truncate(16)),
-        bad_signature.clone(),
-    );
-    check_open_request(
-        &tampered_request(|envelope| envelope.signature.clear()),
-        bad_signature,
-    );
+    check_open_request(&tampered_request(|envelope| envelope.signature[0] ^= 0x80), bad_signature.clone());
+    check_open_request(&tampered_request(|envelope| envelope.signature.truncate(16)), bad_signature.clone());
+    check_open_request(&tampered_request(|envelope| envelope.signature.clear()), bad_signature);
     check_open_request(
         &tampered_request(|envelope| envelope.kind = PayloadKind::Reply),
-        OpenError::WrongKind {
-            expected: PayloadKind::Request,
-            got: PayloadKind::Reply,
-        },
+        OpenError::WrongKind { expected: PayloadKind::Request, got: PayloadKind::Reply },
     );
     check_open_request(
         &tampered_request(|envelope| envelope.scheme = "ed25519".to_owned()),
-        OpenError::WrongScheme {
-            expected: "psk",
-            got: "ed25519".to_owned(),
-        },
+        OpenError::WrongScheme { expected: "psk", got: "ed25519".to_owned() },
     );
     check_open_request(
         &tampered_request(|envelope| envelope.version = PROTOCOL_VERSION + 1),
-        OpenError::Version {
-            got: PROTOCOL_VERSION + 1,
-        },
+        OpenError::Version { got: PROTOCOL_VERSION + 1 },
     );
 }
 
@@ -176,9 +142,7 @@ fn relabelling_a_request_as_a_reply_breaks_the_signature() {
     // The kind is signed: an attacker who changes the label to get past the kind check still
     // fails verification.
     let relabelled = tampered_request(|envelope| envelope.kind = PayloadKind::Reply);
-    let error = node()
-        .open_reply(&relabelled, LIMIT)
-        .expect_err("must be refused");
+    let error = node().open_reply(&relabelled, LIMIT).expect_err("must be refused");
     assert!(matches!(error, OpenError::BadSignature { .. }), "{error:?}");
 }
 
@@ -188,18 +152,8 @@ fn a_reply_cannot_be_opened_as_a_request() {
     let error = security
         .open_request(&security.seal_reply(&sample_reply()), LIMIT)
         .expect_err("a reply is not a request");
-    assert_eq!(
-        error,
-        OpenError::WrongKind {
-            expected: PayloadKind::Request,
-            got: PayloadKind::Reply
-        }
-    );
-    assert!(
-        security
-            .open_reply(&security.seal_request(&sample_request()), LIMIT)
-            .is_err()
-    );
+    assert_eq!(error, OpenError::WrongKind { expected: PayloadKind::Request, got: PayloadKind::Reply });
+    assert!(security.open_reply(&security.seal_request(&sample_request()), LIMIT).is_err());
 }
 
 #[test]
@@ -207,9 +161,7 @@ fn the_key_id_is_a_hint_and_not_signed() {
     // Changing the unsigned key id neither breaks a genuine message nor changes whose key
     // verified it: the verified key id is the node's own.
     let relabelled = tampered_request(|envelope| envelope.key_id = "0000000000000000".to_owned());
-    let opened = node()
-        .open_request(&relabelled, LIMIT)
-        .expect("signature still verifies");
+    let opened = node().open_request(&relabelled, LIMIT).expect("signature still verifies");
     assert_eq!(opened.key_id(), node().key_id());
 }
 
@@ -217,9 +169,8 @@ fn the_key_id_is_a_hint_and_not_signed() {
 fn wrong_key_names_both_key_ids() {
     let client = security_with(OTHER_KEY);
     let node = node();
-    let error = node
-        .open_request(&client.seal_request(&sample_request()), LIMIT)
-        .expect_err("different keys");
+    let error =
+        node.open_request(&client.seal_request(&sample_request()), LIMIT).expect_err("different keys");
     assert_eq!(
         error,
         OpenError::BadSignature {
@@ -242,40 +193,21 @@ fn wrong_key_names_both_key_ids() {
 fn oversize_messages_are_refused_before_decoding() {
     // Garbage of limit + 1 bytes: TooLarge rather than Malformed shows nothing was decoded.
     let garbage = vec![0xff; LIMIT + 1];
-    check_open_request(
-        &garbage,
-        OpenError::TooLarge {
-            size: LIMIT + 1,
-            limit: LIMIT,
-        },
-    );
+    check_open_request(&garbage, OpenError::TooLarge { size: LIMIT + 1, limit: LIMIT });
 }
 
 #[test]
 fn a_genuine_message_just_over_the_limit_is_refused() {
     let sealed = node().seal_request(&sample_request());
-    let error = node()
-        .open_request(&sealed, sealed.len() - 1)
-        .expect_err("over the limit");
-    assert_eq!(
-        error,
-        OpenError::TooLarge {
-            size: sealed.len(),
-            limit: sealed.len() - 1
-        }
-    );
-    assert!(
-        node().open_request(&sealed, sealed.len()).is_ok(),
-        "exactly the limit is allowed"
-    );
+    let error = node().open_request(&sealed, sealed.len() - 1).expect_err("over the limit");
+    assert_eq!(error, OpenError::TooLarge { size: sealed.len(), limit: sealed.len() - 1 });
+    assert!(node().open_request(&sealed, sealed.len()).is_ok(), "exactly the limit is allowed");
 }
 
 #[test]
 fn an_authentic_envelope_with_an_undecodable_payload_is_malformed() {
     let security = node();
-    let bytes = security
-        .seal(PayloadKind::Request, b"not cbor at all".to_vec())
-        .encode();
+    let bytes = security.seal(PayloadKind::Request, b"not cbor at all".to_vec()).encode();
     match security.open_request(&bytes, LIMIT) {
         Err(OpenError::Malformed(reason)) => assert!(reason.contains("request"), "{reason}"),
         other => panic!("expected Malformed, got {other:?}"),
@@ -312,10 +244,7 @@ fn random_bytes_are_refused_without_panicking() {
         }
         let result = security.open_request(&bytes, LIMIT);
         assert!(
-            matches!(
-                result,
-                Err(OpenError::Malformed(_) | OpenError::Version { .. })
-            ),
+            matches!(result, Err(OpenError::Malformed(_) | OpenError::Version { .. })),
             "round {round}, input {bytes:02x?}: {result:?}"
         );
         assert!(security.open_reply(&bytes, LIMIT).is_err());
@@ -357,13 +286,8 @@ fn write_key_file(directory: &Path, name: &str, contents: &[u8], mode: u32) -> P
 fn check_key_file_refused(contents: &[u8], mode: u32, expected_fragment: &str) {
     let directory = tempfile::tempdir().expect("temporary directory");
     let path = write_key_file(directory.path(), "psk", contents, mode);
-    let error = Psk::from_file(&path)
-        .expect_err("must be refused")
-        .to_string();
-    assert!(
-        error.contains(&path.display().to_string()),
-        "names the file: {error}"
-    );
+    let error = Psk::from_file(&path).expect_err("must be refused").to_string();
+    assert!(error.contains(&path.display().to_string()), "names the file: {error}");
     assert!(error.contains(expected_fragment), "{error}");
 }
 
@@ -376,11 +300,7 @@ fn bad_key_files_are_refused_naming_the_file_and_the_fix() {
     check_key_file_refused(b"changeme-changeme\n", 0o600, fix);
     check_key_file_refused(b"CHANGE_ME_PLEASE_NOW\n", 0o600, "placeholder");
     check_key_file_refused(b"secretsecretsecret\n", 0o600, "placeholder");
-    check_key_file_refused(
-        b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n",
-        0o600,
-        "one character repeated",
-    );
+    check_key_file_refused(b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n", 0o600, "one character repeated");
     check_key_file_refused(NODE_KEY, 0o666, "chmod 600");
     check_key_file_refused(NODE_KEY, 0o620, "other users can replace the key");
 }
@@ -391,24 +311,16 @@ fn a_missing_key_file_is_named() {
     let path = directory.path().join("no-such-psk");
     let error = Psk::from_file(&path).expect_err("missing");
     assert!(matches!(error, KeyError::Read { .. }), "{error:?}");
-    assert!(
-        error.to_string().contains(&path.display().to_string()),
-        "{error}"
-    );
+    assert!(error.to_string().contains(&path.display().to_string()), "{error}");
 }
 
 #[test]
 fn readable_key_files_load_and_report_world_readability() {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let private = Psk::from_file(&write_key_file(
-        directory.path(),
-        "private",
-        NODE_KEY,
-        0o600,
-    ))
-    .expect("a good key file");
-    let group = Psk::from_file(&write_key_file(directory.path(), "group", NODE_KEY, 0o640))
+    let private = Psk::from_file(&write_key_file(directory.path(), "private", NODE_KEY, 0o600))
         .expect("a good key file");
+    let group =
+        Psk::from_file(&write_key_file(directory.path(), "group", NODE_KEY, 0o640)).expect("a good key file");
     let world = Psk::from_file(&write_key_file(directory.path(), "world", NODE_KEY, 0o644))
         .expect("readable is a warning, not an error");
     assert!(!private.world_readable());
@@ -439,40 +351,19 @@ fn freshness() {
         T,
         60,
         T + 65_001,
-        Err(Stale::Expired {
-            age_ms: 65_001,
-            ttl_ms: 60_000,
-            allowance_ms: 5_000,
-        }),
+        Err(Stale::Expired { age_ms: 65_001, ttl_ms: 60_000, allowance_ms: 5_000 }),
     );
     check_freshness(T + 5_000, 60, T, Ok(()));
-    check_freshness(
-        T + 5_001,
-        60,
-        T,
-        Err(Stale::FromFuture {
-            ahead_ms: 5_001,
-            allowance_ms: 5_000,
-        }),
-    );
+    check_freshness(T + 5_001, 60, T, Err(Stale::FromFuture { ahead_ms: 5_001, allowance_ms: 5_000 }));
     check_freshness(T, 0, T, Err(Stale::InvalidTtl { ttl_secs: 0 }));
     check_freshness(T, 86_400, T, Ok(()));
     check_freshness(T, 86_401, T, Err(Stale::InvalidTtl { ttl_secs: 86_401 }));
-    check_freshness(
-        T,
-        u32::MAX,
-        T,
-        Err(Stale::InvalidTtl { ttl_secs: u32::MAX }),
-    );
+    check_freshness(T, u32::MAX, T, Err(Stale::InvalidTtl { ttl_secs: u32::MAX }));
     check_freshness(
         0,
         60,
         u64::MAX,
-        Err(Stale::Expired {
-            age_ms: u64::MAX,
-            ttl_ms: 60_000,
-            allowance_ms: 5_000,
-        }),
+        Err(Stale::Expired { age_ms: u64::MAX, ttl_ms: 60_000, allowance_ms: 5_000 }),
     );
 }
 
@@ -487,11 +378,7 @@ fn freshness_and_replay_expiry_agree() {
 
 #[test]
 fn stale_messages_say_what_to_do() {
-    let future = Stale::FromFuture {
-        ahead_ms: 9_000,
-        allowance_ms: 5_000,
-    }
-    .to_string();
+    let future = Stale::FromFuture { ahead_ms: 9_000, allowance_ms: 5_000 }.to_string();
     assert!(future.contains("clocks"), "{future}");
     let invalid = Stale::InvalidTtl { ttl_secs: 0 }.to_string();
     assert!(invalid.contains("between 1 and 86400"), "{invalid}");
@@ -507,15 +394,9 @@ fn id(number: u128) -> Uuid {
 fn a_duplicate_id_is_refused_until_it_expires() {
     let mut window = ReplayWindow::new(10);
     assert_eq!(window.check_and_remember(id(1), 1_000, 0), Ok(()));
-    assert_eq!(
-        window.check_and_remember(id(1), 1_000, 500),
-        Err(Replayed::Duplicate { id: id(1) })
-    );
+    assert_eq!(window.check_and_remember(id(1), 1_000, 500), Err(Replayed::Duplicate { id: id(1) }));
     // The expiry is inclusive: at 1000 the request is still fresh, so still a replay.
-    assert_eq!(
-        window.check_and_remember(id(1), 1_000, 1_000),
-        Err(Replayed::Duplicate { id: id(1) })
-    );
+    assert_eq!(window.check_and_remember(id(1), 1_000, 1_000), Err(Replayed::Duplicate { id: id(1) }));
     assert_eq!(window.check_and_remember(id(2), 2_000, 1_001), Ok(()));
     assert_eq!(window.len(), 1, "id 1 was forgotten once it expired");
     assert_eq!(window.check_and_remember(id(1), 3_000, 1_002), Ok(()));
@@ -525,17 +406,11 @@ fn a_duplicate_id_is_refused_until_it_expires() {
 fn a_full_window_refuses_new_ids_instead_of_forgetting_fresh_ones() {
     let mut window = ReplayWindow::new(3);
     for number in 1..=3 {
-        assert_eq!(
-            window.check_and_remember(id(number), 1_000 + number as u64, 0),
-            Ok(())
-        );
+        assert_eq!(window.check_and_remember(id(number), 1_000 + number as u64, 0), Ok(()));
     }
     assert_eq!(
         window.check_and_remember(id(4), 5_000, 10),
-        Err(Replayed::WindowFull {
-            capacity: 3,
-            retry_after_ms: 992
-        })
+        Err(Replayed::WindowFull { capacity: 3, retry_after_ms: 992 })
     );
     // Nothing was forgotten to make room: every remembered id is still refused.
     for number in 1..=3 {
@@ -547,11 +422,7 @@ fn a_full_window_refuses_new_ids_instead_of_forgetting_fresh_ones() {
     // Once the oldest expires, there is room again.
     assert_eq!(window.check_and_remember(id(4), 5_000, 1_002), Ok(()));
     assert_eq!(window.len(), 3);
-    let message = Replayed::WindowFull {
-        capacity: 3,
-        retry_after_ms: 992,
-    }
-    .to_string();
+    let message = Replayed::WindowFull { capacity: 3, retry_after_ms: 992 }.to_string();
     assert!(message.contains("raise its capacity"), "{message}");
 }
 
@@ -564,11 +435,7 @@ fn a_steady_stream_stays_within_capacity() {
         window
             .check_and_remember(id(u128::from(step)), now + 50, now)
             .expect("the window is big enough for this rate");
-        assert!(
-            window.len() <= 520,
-            "expired ids must be evicted, len {}",
-            window.len()
-        );
+        assert!(window.len() <= 520, "expired ids must be evicted, len {}", window.len());
     }
     assert_eq!(window.capacity(), 1_000);
 }
@@ -576,24 +443,15 @@ fn a_steady_stream_stays_within_capacity() {
 // ---- TLS ---------------------------------------------------------------------------------
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
 }
 
 fn settings(ca: Option<&str>, cert: Option<&str>, key: Option<&str>) -> TlsSettings {
-    TlsSettings {
-        ca: ca.map(fixture),
-        cert: cert.map(fixture),
-        key: key.map(fixture),
-        server_name: None,
-    }
+    TlsSettings { ca: ca.map(fixture), cert: cert.map(fixture), key: key.map(fixture), server_name: None }
 }
 
 fn check_tls_error(settings: TlsSettings, expected_fragments: &[&str]) {
-    let error = client_config(&settings)
-        .expect_err("must be refused")
-        .to_string();
+    let error = client_config(&settings).expect_err("must be refused").to_string();
     for fragment in expected_fragments {
         assert!(error.contains(fragment), "missing {fragment:?} in: {error}");
     }
@@ -608,27 +466,13 @@ fn bad_tls_files_give_errors_naming_file_and_problem() {
     std::fs::write(&damaged, "-----BEGIN CERTIFICATE-----\nAAAA\n").expect("write");
     let missing = directory.path().join("missing.pem");
 
-    let with_ca = |path: &Path| TlsSettings {
-        ca: Some(path.to_owned()),
-        ..TlsSettings::default()
-    };
+    let with_ca = |path: &Path| TlsSettings { ca: Some(path.to_owned()), ..TlsSettings::default() };
     check_tls_error(
         with_ca(&garbage),
-        &[
-            &garbage.display().to_string(),
-            "tls.ca",
-            "no certificates found",
-            "BEGIN CERTIFICATE",
-        ],
+        &[&garbage.display().to_string(), "tls.ca", "no certificates found", "BEGIN CERTIFICATE"],
     );
-    check_tls_error(
-        with_ca(&missing),
-        &[&missing.display().to_string(), "does not exist"],
-    );
-    check_tls_error(
-        with_ca(&damaged),
-        &[&damaged.display().to_string(), "PEM is damaged"],
-    );
+    check_tls_error(with_ca(&missing), &[&missing.display().to_string(), "does not exist"]);
+    check_tls_error(with_ca(&damaged), &[&damaged.display().to_string(), "PEM is damaged"]);
     check_tls_error(
         settings(Some("server.key"), None, None),
         &["server.key", "holds a private key, not a certificate"],
@@ -637,43 +481,21 @@ fn bad_tls_files_give_errors_naming_file_and_problem() {
         settings(Some("ca.pem"), None, Some("client-pkcs8.key")),
         &["tls.key is set", "client-pkcs8.key", "tls.cert is not"],
     );
+    check_tls_error(settings(Some("ca.pem"), Some("client-pkcs8.pem"), None), &["tls.cert is set"]);
     check_tls_error(
-        settings(Some("ca.pem"), Some("client-pkcs8.pem"), None),
-        &["tls.cert is set"],
+        settings(Some("ca.pem"), Some("client-pkcs8.pem"), Some("client-pkcs8.pem")),
+        &["tls.key", "client-pkcs8.pem", "holds a certificate, not a private key"],
     );
     check_tls_error(
-        settings(
-            Some("ca.pem"),
-            Some("client-pkcs8.pem"),
-            Some("client-pkcs8.pem"),
-        ),
-        &[
-            "tls.key",
-            "client-pkcs8.pem",
-            "holds a certificate, not a private key",
-        ],
-    );
-    check_tls_error(
-        settings(
-            Some("ca.pem"),
-            Some("client-pkcs8.pem"),
-            Some("client-sec1.key"),
-        ),
-        &[
-            "client-pkcs8.pem",
-            "client-sec1.key",
-            "do not work together",
-        ],
+        settings(Some("ca.pem"), Some("client-pkcs8.pem"), Some("client-sec1.key")),
+        &["client-pkcs8.pem", "client-sec1.key", "do not work together"],
     );
 }
 
 #[test]
 fn valid_tls_files_build_configs() {
     assert!(client_config(&settings(Some("ca.pem"), None, None)).is_ok());
-    assert!(
-        client_config(&settings(None, None, None)).is_ok(),
-        "webpki roots without tls.ca"
-    );
+    assert!(client_config(&settings(None, None, None)).is_ok(), "webpki roots without tls.ca");
     for name in ["client-pkcs8", "client-sec1", "client-rsa"] {
         let config = client_config(&settings(
             Some("ca.pem"),
@@ -699,9 +521,7 @@ fn server_config(require_client_cert: bool) -> Arc<rustls::ServerConfig> {
         for ca in CertificateDer::pem_file_iter(fixture("ca.pem")).expect("fixture") {
             roots.add(ca.expect("fixture")).expect("fixture");
         }
-        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-            .build()
-            .expect("roots");
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build().expect("roots");
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()
@@ -727,9 +547,7 @@ fn handshake(
             client.write_tls(&mut to_server).expect("writing to a Vec");
         }
         if !to_server.is_empty() && server_error.is_none() {
-            server
-                .read_tls(&mut &to_server[..])
-                .expect("reading from a slice");
+            server.read_tls(&mut &to_server[..]).expect("reading from a slice");
             server_error = server.process_new_packets().err();
         }
         let mut to_client = Vec::new();
@@ -737,9 +555,7 @@ fn handshake(
             server.write_tls(&mut to_client).expect("writing to a Vec");
         }
         if !to_client.is_empty() {
-            client
-                .read_tls(&mut &to_client[..])
-                .expect("reading from a slice");
+            client.read_tls(&mut &to_client[..]).expect("reading from a slice");
             client.process_new_packets()?;
         }
         if let Some(error) = server_error.take() {
@@ -752,19 +568,10 @@ fn handshake(
     panic!("handshake did not finish");
 }
 
-fn check_handshake_explained(
-    client: TlsSettings,
-    require_client_cert: bool,
-    host: &str,
-    expected: &str,
-) {
-    let error =
-        handshake(&client, server_config(require_client_cert), host).expect_err("must fail");
+fn check_handshake_explained(client: TlsSettings, require_client_cert: bool, host: &str, expected: &str) {
+    let error = handshake(&client, server_config(require_client_cert), host).expect_err("must fail");
     let explained = explain_handshake_error(&error, host);
-    assert!(
-        explained.contains(expected),
-        "{error:?} explained as: {explained}"
-    );
+    assert!(explained.contains(expected), "{error:?} explained as: {explained}");
     // tokio-rustls hands the same error over wrapped in an io::Error.
     let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, error);
     assert_eq!(explain_handshake_error(&wrapped, host), explained);
@@ -772,33 +579,13 @@ fn check_handshake_explained(
 
 #[test]
 fn handshakes_with_the_right_settings_succeed() {
-    assert!(
-        handshake(
-            &settings(Some("ca.pem"), None, None),
-            server_config(false),
-            "localhost"
-        )
-        .is_ok()
-    );
-    assert!(
-        handshake(
-            &settings(Some("ca.pem"), None, None),
-            server_config(false),
-            "127.0.0.1"
-        )
-        .is_ok()
-    );
-    let with_client_cert = settings(
-        Some("ca.pem"),
-        Some("client-rsa.pem"),
-        Some("client-rsa.key"),
-    );
+    assert!(handshake(&settings(Some("ca.pem"), None, None), server_config(false), "localhost").is_ok());
+    assert!(handshake(&settings(Some("ca.pem"), None, None), server_config(false), "127.0.0.1").is_ok());
+    let with_client_cert = settings(Some("ca.pem"), Some("client-rsa.pem"), Some("client-rsa.key"));
     assert!(handshake(&with_client_cert, server_config(true), "localhost").is_ok());
     // tls.server_name overrides the URL's host.
-    let renamed = TlsSettings {
-        server_name: Some("localhost".to_owned()),
-        ..settings(Some("ca.pem"), None, None)
-    };
+    let renamed =
+        TlsSettings { server_name: Some("localhost".to_owned()), ..settings(Some("ca.pem"), None, None) };
     assert!(handshake(&renamed, server_config(false), "mq1.example.net").is_ok());
 }
 
@@ -822,12 +609,7 @@ fn handshake_failures_are_explained() {
         "localhost",
         "certificate was not issued by the configured CA (check tls.ca;",
     );
-    check_handshake_explained(
-        settings(None, None, None),
-        false,
-        "localhost",
-        "check tls.ca",
-    );
+    check_handshake_explained(settings(None, None, None), false, "localhost", "check tls.ca");
     check_handshake_explained(
         settings(Some("ca.pem"), None, None),
         true,
@@ -838,10 +620,7 @@ fn handshake_failures_are_explained() {
 
 #[test]
 fn tls_error_variants_are_matchable() {
-    let error = client_config(&settings(Some("ca.pem"), None, Some("client-rsa.key")))
-        .expect_err("key without cert");
-    assert!(
-        matches!(error, TlsError::KeyWithoutCert { .. }),
-        "{error:?}"
-    );
+    let error =
+        client_config(&settings(Some("ca.pem"), None, Some("client-rsa.key"))).expect_err("key without cert");
+    assert!(matches!(error, TlsError::KeyWithoutCert { .. }), "{error:?}");
 }

@@ -114,15 +114,11 @@ impl AgentRegistry {
 }
 
 /// Reads a required string input, or says which input is missing or of the wrong type.
-pub fn required_string<'a>(
-    data: &'a Map<String, Value>,
-    input: &str,
-) -> Result<&'a str, ActionOutcome> {
+pub fn required_string<'a>(data: &'a Map<String, Value>, input: &str) -> Result<&'a str, ActionOutcome> {
     match data.get(input) {
-        None | Some(Value::Null) => Err(ActionOutcome::fail(
-            StatusCode::MissingData,
-            format!("missing required input \"{input}\""),
-        )),
+        None | Some(Value::Null) => {
+            Err(ActionOutcome::fail(StatusCode::MissingData, format!("missing required input \"{input}\"")))
+        }
         Some(Value::String(text)) => Ok(text),
         Some(other) => Err(ActionOutcome::fail(
             StatusCode::InvalidData,

@@ -8,15 +8,8 @@ use serde_json::{Map, Value, json};
 use super::{ActionContext, ActionOutcome, Agent, AgentSummary, BoxFuture, required_string};
 use crate::protocol::{StatusCode, now_ms};
 
-const ACTIONS: &[&str] = &[
-    "agent_inventory",
-    "collective_info",
-    "daemon_stats",
-    "get_fact",
-    "get_facts",
-    "inventory",
-    "ping",
-];
+const ACTIONS: &[&str] =
+    &["agent_inventory", "collective_info", "daemon_stats", "get_fact", "get_facts", "inventory", "ping"];
 
 /// The built-in `rpcutil` agent.
 pub struct Rpcutil;

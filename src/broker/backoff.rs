@@ -25,10 +25,7 @@ impl Backoff {
     pub fn new(cap: Duration) -> Backoff {
         // A cap below the initial delay would make the schedule grow past it; clamp instead.
         let cap = cap.max(Duration::from_millis(1));
-        Backoff {
-            base: Backoff::INITIAL.min(cap),
-            cap,
-        }
+        Backoff { base: Backoff::INITIAL.min(cap), cap }
     }
 
     /// The delay before the next attempt: "equal jitter", i.e. uniformly in `[base/2, base]`,
@@ -38,11 +35,8 @@ impl Backoff {
         self.base = (self.base * 2).min(self.cap);
         let half = base / 2;
         let jitter_range_nanos = u64::try_from((base - half).as_nanos()).unwrap_or(u64::MAX);
-        let jitter = if jitter_range_nanos == 0 {
-            0
-        } else {
-            rand::rng().random_range(0..=jitter_range_nanos)
-        };
+        let jitter =
+            if jitter_range_nanos == 0 { 0 } else { rand::rng().random_range(0..=jitter_range_nanos) };
         half + Duration::from_nanos(jitter)
     }
 
@@ -73,12 +67,7 @@ mod tests {
 
     #[test]
     fn doubles_from_100ms_up_to_the_cap() {
-        check(
-            30_000,
-            &[
-                100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000,
-            ],
-        );
+        check(30_000, &[100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
         check(1_000, &[100, 200, 400, 800, 1000, 1000]);
         check(50, &[50, 50, 50]);
     }

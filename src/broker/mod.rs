@@ -23,17 +23,11 @@ pub enum Destination {
     /// Every node in `collective` that has `agent` (AMQP: exchange `C.broadcast`, key `agent.A`).
     Broadcast { collective: String, agent: String },
     /// One node's own queue (AMQP: default exchange, key `C.node.<identity>`).
-    Node {
-        collective: String,
-        identity: String,
-    },
+    Node { collective: String, identity: String },
     /// A client's reply address, as handed out by [`Broker::reply_queue`] or named by the user.
     Reply(String),
     /// The registration exchange of `collective` (AMQP: exchange `C.registration`, key `node.<identity>`).
-    Registration {
-        collective: String,
-        identity: String,
-    },
+    Registration { collective: String, identity: String },
 }
 
 /// What the broker said about a published message.
@@ -177,11 +171,7 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SubscriptionKind {
     /// A node's own queue, bound to the broadcast exchange for each of its agents.
-    Node {
-        collective: String,
-        identity: String,
-        agents: Vec<String>,
-    },
+    Node { collective: String, identity: String, agents: Vec<String> },
     /// A client's reply queue, named `<collective>.reply.<suffix>`.
     Reply {
         collective: String,
@@ -202,14 +192,9 @@ impl Broker {
     /// connects; dropping the returned future stops it. Either way, once connected, a background
     /// task owns the connection and restores it (with failover along the URL list) whenever it
     /// drops.
-    pub async fn connect(
-        settings: BrokerSettings,
-        mode: ConnectMode,
-    ) -> Result<Broker, BrokerError> {
+    pub async fn connect(settings: BrokerSettings, mode: ConnectMode) -> Result<Broker, BrokerError> {
         if settings.urls.is_empty() {
-            return Err(BrokerError::Config(
-                "no broker URL configured (set broker.urls)".to_string(),
-            ));
+            return Err(BrokerError::Config("no broker URL configured (set broker.urls)".to_string()));
         }
         let max_message_bytes = settings.max_message_bytes;
         let (commands, command_receiver) = mpsc::channel(COMMAND_CAPACITY);
@@ -222,10 +207,7 @@ impl Broker {
                 ));
             }
         }
-        Ok(Broker {
-            commands,
-            max_message_bytes,
-        })
+        Ok(Broker { commands, max_message_bytes })
     }
 
     /// Publishes `body` to `destination`; `ttl` becomes the message's expiration, so a
@@ -242,22 +224,10 @@ impl Broker {
         ttl: Duration,
     ) -> Result<Delivery, BrokerError> {
         if body.len() > self.max_message_bytes {
-            return Err(BrokerError::TooLarge {
-                size: body.len(),
-                limit: self.max_message_bytes,
-            });
+            return Err(BrokerError::TooLarge { size: body.len(), limit: self.max_message_bytes });
         }
         let (reply, answer) = oneshot::channel();
-        self.request(
-            Command::Publish {
-                destination,
-                body,
-                ttl,
-                reply,
-            },
-            answer,
-        )
-        .await
+        self.request(Command::Publish { destination, body, ttl, reply }, answer).await
     }
 
     /// Node side: declares the node's queue `<collective>.node.<identity>` (it expires
@@ -282,34 +252,20 @@ impl Broker {
     /// `None` gives a fresh queue private to this connection that disappears with it; `Some(name)`
     /// gives a durable queue `<collective>.reply.<name>` that outlives the client (for a day
     /// unused), for replies collected later. Its [`ReplyQueue::address`] goes in requests.
-    pub async fn reply_queue(
-        &self,
-        collective: &str,
-        name: Option<&str>,
-    ) -> Result<ReplyQueue, BrokerError> {
+    pub async fn reply_queue(&self, collective: &str, name: Option<&str>) -> Result<ReplyQueue, BrokerError> {
         let (suffix, persistent) = match name {
             Some(name) => (name.to_string(), true),
             None => (uuid::Uuid::new_v4().simple().to_string(), false),
         };
         let address = format!("{collective}.reply.{suffix}");
         let subscription = self
-            .subscribe(SubscriptionKind::Reply {
-                collective: collective.to_string(),
-                suffix,
-                persistent,
-            })
+            .subscribe(SubscriptionKind::Reply { collective: collective.to_string(), suffix, persistent })
             .await?;
-        Ok(ReplyQueue {
-            address,
-            messages: subscription.messages,
-        })
+        Ok(ReplyQueue { address, messages: subscription.messages })
     }
 
     /// Console side: every registration published in `collective`.
-    pub async fn subscribe_registrations(
-        &self,
-        collective: &str,
-    ) -> Result<Subscription, BrokerError> {
+    pub async fn subscribe_registrations(&self, collective: &str) -> Result<Subscription, BrokerError> {
         self.subscribe(SubscriptionKind::Registrations {
             collective: collective.to_string(),
             queue: format!("{collective}.console.{}", uuid::Uuid::new_v4().simple()),
@@ -329,8 +285,7 @@ impl Broker {
 
     async fn subscribe(&self, kind: SubscriptionKind) -> Result<Subscription, BrokerError> {
         let (reply, answer) = oneshot::channel();
-        self.request(Command::Subscribe { kind, reply }, answer)
-            .await
+        self.request(Command::Subscribe { kind, reply }, answer).await
     }
 
     async fn request<T>(
@@ -338,10 +293,7 @@ impl Broker {
         command: Command,
         answer: oneshot::Receiver<Result<T, BrokerError>>,
     ) -> Result<T, BrokerError> {
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| BrokerError::Closed)?;
+        self.commands.send(command).await.map_err(|_| BrokerError::Closed)?;
         answer.await.map_err(|_| BrokerError::Closed)?
     }
 }

@@ -47,11 +47,16 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
         Command::Discover { filter, discovery, output } => discover(cli, filter, discovery, output).await,
         Command::Rpc { agent, action, inputs, filter, discovery, timeout, output } => {
             let data = parse_inputs(inputs)?;
-            let spec = RequestSpec { agent: agent.clone(), action: action.clone(), data, filter: filter.spec() };
+            let spec =
+                RequestSpec { agent: agent.clone(), action: action.clone(), data, filter: filter.spec() };
             rpc(cli, spec, filter, discovery, *timeout, output).await
         }
-        Command::Inventory { node, collective, output } => inventory(cli, node, collective.clone(), output).await,
-        Command::Facts { fact, filter, discovery, output } => facts(cli, fact, filter, discovery, output).await,
+        Command::Inventory { node, collective, output } => {
+            inventory(cli, node, collective.clone(), output).await
+        }
+        Command::Facts { fact, filter, discovery, output } => {
+            facts(cli, fact, filter, discovery, output).await
+        }
     }
 }
 
@@ -133,7 +138,10 @@ async fn targets(
     let started = std::time::Instant::now();
     let nodes = match method {
         DiscoveryMethod::Flatfile => {
-            let path = discovery.nodes.as_deref().ok_or_else(|| Failure::usage(anyhow!("--nodes FILE is missing")))?;
+            let path = discovery
+                .nodes
+                .as_deref()
+                .ok_or_else(|| Failure::usage(anyhow!("--nodes FILE is missing")))?;
             discovery::from_file(path)?
         }
         DiscoveryMethod::Stdin => discovery::from_stdin()?,
@@ -219,7 +227,12 @@ async fn rpc(
     Ok(Exit::for_outcome(&outcome))
 }
 
-async fn inventory(cli: &Cli, node: &str, collective: Option<String>, output: &OutputArgs) -> Result<Exit, Failure> {
+async fn inventory(
+    cli: &Cli,
+    node: &str,
+    collective: Option<String>,
+    output: &OutputArgs,
+) -> Result<Exit, Failure> {
     let filter = FilterArgs { identity: vec![node.to_string()], collective, ..FilterArgs::default() };
     let (config, spec) = prepare(cli, &filter)?;
     let client = connect(&config).await?;

@@ -67,7 +67,9 @@ impl Renderer {
             return;
         }
         let line = match event {
-            Event::Sent { request_id, targets } => json!({"type": "sent", "request_id": request_id, "targets": targets}),
+            Event::Sent { request_id, targets } => {
+                json!({"type": "sent", "request_id": request_id, "targets": targets})
+            }
             Event::Reply(reply) => reply_line("reply", reply),
             Event::Unreachable(node) => json!({"type": "unreachable", "node": node}),
             Event::Unexpected(reply) => reply_line("unexpected", reply),
@@ -77,14 +79,17 @@ impl Renderer {
 
     pub fn ping_event(&mut self, event: &Event<'_>) {
         match event {
-            Event::Reply(reply) if !self.is_machine() => println!("{:<40} time={:.2} ms", reply.node, reply.ms),
+            Event::Reply(reply) if !self.is_machine() => {
+                println!("{:<40} time={:.2} ms", reply.node, reply.ms)
+            }
             _ => self.rpc_event(event),
         }
     }
 
     pub fn ping_summary(&mut self, outcome: &CallOutcome) {
         if self.output.json {
-            let replies: Vec<Value> = outcome.replies.iter().map(|reply| json!({"node": reply.node, "ms": reply.ms})).collect();
+            let replies: Vec<Value> =
+                outcome.replies.iter().map(|reply| json!({"node": reply.node, "ms": reply.ms})).collect();
             print_document(&json!({
                 "request_id": outcome.request_id,
                 "replies": replies,
@@ -123,7 +128,9 @@ impl Renderer {
                 for node in &discovered.nodes {
                     print_line(&json!({"type": "node", "node": node}));
                 }
-                print_line(&json!({"type": "summary", "discovered": discovered.nodes.len(), "discovery_ms": round2(discovery_ms)}));
+                print_line(
+                    &json!({"type": "summary", "discovered": discovered.nodes.len(), "discovery_ms": round2(discovery_ms)}),
+                );
             } else {
                 print_document(&document);
             }
@@ -156,7 +163,9 @@ impl Renderer {
                 "stats": {"targeted": 0, "ok": 0, "failed": 0, "no_response": 0, "discovery_ms": discovery_ms, "total_ms": discovery_ms},
             }));
         } else if self.output.jsonl {
-            print_line(&json!({"type": "summary", "targeted": 0, "ok": 0, "failed": 0, "no_response": 0, "message": message}));
+            print_line(
+                &json!({"type": "summary", "targeted": 0, "ok": 0, "failed": 0, "no_response": 0, "message": message}),
+            );
         } else {
             eprintln!("{message} (check the filter, or raise --dt if the fleet is slow to answer)");
         }
@@ -234,7 +243,9 @@ impl Renderer {
             match inventory.replies.first() {
                 Some(reply) => eprintln!("{node} answered {}: {}", reply.status_text, reply.message),
                 None if !inventory.unreachable.is_empty() => {
-                    eprintln!("{node} is unreachable: the broker has no queue for it (is batond running there, with that identity?)")
+                    eprintln!(
+                        "{node} is unreachable: the broker has no queue for it (is batond running there, with that identity?)"
+                    )
                 }
                 None => eprintln!("{node} did not respond within the timeout"),
             }
@@ -251,7 +262,8 @@ impl Renderer {
         }
         for (title, key) in [("Agents", "agents"), ("Collectives", "collectives"), ("Classes", "classes")] {
             println!("   {title}:");
-            let items: Vec<String> = data.get(key).and_then(Value::as_array).into_iter().flatten().map(plain).collect();
+            let items: Vec<String> =
+                data.get(key).and_then(Value::as_array).into_iter().flatten().map(plain).collect();
             if items.is_empty() {
                 println!("      (none)");
             }
@@ -283,7 +295,12 @@ impl Renderer {
         if self.is_machine() {
             let mut document = outcome_json(outcome, Some(discovered.elapsed.as_secs_f64() * 1000.0));
             document["fact"] = json!(fact);
-            document["values"] = json!(values.iter().map(|(value, nodes)| (value.clone(), json!(nodes.len()))).collect::<serde_json::Map<_, _>>());
+            document["values"] = json!(
+                values
+                    .iter()
+                    .map(|(value, nodes)| (value.clone(), json!(nodes.len())))
+                    .collect::<serde_json::Map<_, _>>()
+            );
             document["nodes_by_value"] = json!(values);
             if self.output.jsonl {
                 print_line(&document);
@@ -306,7 +323,12 @@ impl Renderer {
         }
         println!();
         let counts = outcome.counts();
-        println!("Finished processing {} / {} nodes in {} ms", counts.ok + counts.failed, counts.targeted, outcome.total_ms);
+        println!(
+            "Finished processing {} / {} nodes in {} ms",
+            counts.ok + counts.failed,
+            counts.targeted,
+            outcome.total_ms
+        );
         self.silent_and_unexpected(outcome);
     }
 
@@ -334,10 +356,14 @@ impl Renderer {
 
     fn trailer_lines(&self, outcome: &CallOutcome, discovery_ms: Option<f64>) {
         for node in &outcome.no_response {
-            print_line(&json!({"type": "no_response", "node": node, "unreachable": outcome.unreachable.contains(node)}));
+            print_line(
+                &json!({"type": "no_response", "node": node, "unreachable": outcome.unreachable.contains(node)}),
+            );
         }
         let mut summary = json!({"type": "summary", "request_id": outcome.request_id});
-        if let (Value::Object(summary), Value::Object(stats)) = (&mut summary, stats_json(outcome, discovery_ms)) {
+        if let (Value::Object(summary), Value::Object(stats)) =
+            (&mut summary, stats_json(outcome, discovery_ms))
+        {
             summary.extend(stats);
         }
         print_line(&summary);

@@ -61,7 +61,9 @@ pub fn from_stdin() -> Result<Vec<String>, ClientError> {
         .map_err(|error| ClientError::Usage(format!("cannot read node list from stdin: {error}")))?;
     let nodes = parse_node_input(&text)?;
     if nodes.is_empty() {
-        return Err(ClientError::Usage("stdin names no nodes (expected identities or baton JSON)".to_string()));
+        return Err(ClientError::Usage(
+            "stdin names no nodes (expected identities or baton JSON)".to_string(),
+        ));
     }
     Ok(nodes)
 }
@@ -73,9 +75,8 @@ pub fn parse_node_input(text: &str) -> Result<Vec<String>, ClientError> {
     if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
         return Ok(parse_node_list(text));
     }
-    let document: Value = serde_json::from_str(trimmed).map_err(|error| {
-        ClientError::Usage(format!("stdin looks like JSON but does not parse: {error}"))
-    })?;
+    let document: Value = serde_json::from_str(trimmed)
+        .map_err(|error| ClientError::Usage(format!("stdin looks like JSON but does not parse: {error}")))?;
     nodes_from_json(&document).ok_or_else(|| {
         ClientError::Usage(
             "stdin JSON has no node list (expected baton discover --json, baton rpc --json, or an array of identities)"

@@ -101,8 +101,11 @@ impl Client {
     /// Connects to the first broker in the list that answers, or fails with every reason.
     pub async fn connect(config: &ClientConfig) -> anyhow::Result<Client> {
         let security = Arc::new(config.security.load_security()?);
-        let settings =
-            crate::config::broker_settings(&config.broker, &config.tls, format!("baton {}", config.identity))?;
+        let settings = crate::config::broker_settings(
+            &config.broker,
+            &config.tls,
+            format!("baton {}", config.identity),
+        )?;
         let broker = Broker::connect(settings, ConnectMode::FailFast).await?;
         let client_settings = ClientSettings {
             identity: config.identity.clone(),
@@ -309,11 +312,8 @@ async fn route_replies(
                 continue;
             }
         };
-        let sender = waiting
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&reply.request_id)
-            .cloned();
+        let sender =
+            waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&reply.request_id).cloned();
         match sender {
             Some(sender) => {
                 // The call may have just finished; a late reply is then simply dropped.

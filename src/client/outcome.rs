@@ -156,8 +156,8 @@ impl Tally {
             None => true,
             Some(pending) => pending.remove(&node),
         };
-        let is_target = targeted
-            || self.targeted.as_ref().is_some_and(|nodes| nodes.binary_search(&node).is_ok());
+        let is_target =
+            targeted || self.targeted.as_ref().is_some_and(|nodes| nodes.binary_search(&node).is_ok());
         if !is_target {
             let entry = self.unexpected.entry(node).or_insert(NodeReply::from_reply(reply, elapsed));
             return Recorded::Unexpected(entry);

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::load::{CLIENT_SYSTEM_CONFIG_FILE, TopLevelKeys};
 use super::{
-    BrokerConfig, ConfigError, ConfigLoader, Provenance, SecurityConfig, TlsConfig, defaults,
-    lenient_string, positive, validate_collective,
+    BrokerConfig, ConfigError, ConfigLoader, Provenance, SecurityConfig, TlsConfig, defaults, lenient_string,
+    positive, validate_collective,
 };
 use crate::broker::BrokerSettings;
 
@@ -26,10 +26,7 @@ pub struct ClientConfig {
     #[serde(deserialize_with = "lenient_string")]
     pub caller: String,
     /// The collective requests go to unless `-T` says otherwise.
-    #[serde(
-        default = "defaults::main_collective",
-        deserialize_with = "lenient_string"
-    )]
+    #[serde(default = "defaults::main_collective", deserialize_with = "lenient_string")]
     pub collective: String,
     #[serde(default)]
     pub broker: BrokerConfig,
@@ -51,14 +48,7 @@ pub struct ClientConfig {
 }
 
 const TOP_LEVEL: TopLevelKeys = TopLevelKeys {
-    plain: &[
-        "identity",
-        "caller",
-        "collective",
-        "timeout_secs",
-        "discovery_timeout_secs",
-        "ttl_secs",
-    ],
+    plain: &["identity", "caller", "collective", "timeout_secs", "discovery_timeout_secs", "ttl_secs"],
     tables: &["broker", "tls", "security"],
 };
 
@@ -104,11 +94,7 @@ impl ClientConfig {
         self.tls.validate(provenance)?;
         self.security.validate(provenance)?;
         positive(provenance, "timeout_secs", self.timeout_secs)?;
-        positive(
-            provenance,
-            "discovery_timeout_secs",
-            self.discovery_timeout_secs,
-        )?;
+        positive(provenance, "discovery_timeout_secs", self.discovery_timeout_secs)?;
         positive(provenance, "ttl_secs", self.ttl_secs)
     }
 
@@ -118,27 +104,21 @@ impl ClientConfig {
         tls: Option<Arc<rustls::ClientConfig>>,
         connection_name: String,
     ) -> BrokerSettings {
-        self.broker
-            .settings(tls, self.tls.server_name.clone(), connection_name)
+        self.broker.settings(tls, self.tls.server_name.clone(), connection_name)
     }
 }
 
 impl ConfigLoader {
     /// The client files searched when no `--config` is given, in order.
     pub fn client_candidates(&self) -> Vec<PathBuf> {
-        let user_config_dir = self
-            .env_var("XDG_CONFIG_HOME")
-            .filter(|dir| !dir.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
+        let user_config_dir =
+            self.env_var("XDG_CONFIG_HOME").filter(|dir| !dir.is_empty()).map(PathBuf::from).or_else(|| {
                 self.env_var("HOME")
                     .filter(|home| !home.is_empty())
                     .map(|home| Path::new(home).join(".config"))
             });
-        let mut candidates: Vec<PathBuf> = user_config_dir
-            .map(|dir| dir.join("baton").join("client.toml"))
-            .into_iter()
-            .collect();
+        let mut candidates: Vec<PathBuf> =
+            user_config_dir.map(|dir| dir.join("baton").join("client.toml")).into_iter().collect();
         candidates.push(PathBuf::from(CLIENT_SYSTEM_CONFIG_FILE));
         candidates
     }

@@ -79,10 +79,7 @@ pub fn env_var_for(key: &str) -> String {
     format!(
         "{}{}",
         super::load::ENV_PREFIX,
-        key.split('.')
-            .map(str::to_ascii_uppercase)
-            .collect::<Vec<_>>()
-            .join("__")
+        key.split('.').map(str::to_ascii_uppercase).collect::<Vec<_>>().join("__")
     )
 }
 
@@ -113,11 +110,7 @@ pub(crate) fn from_figment(error: figment::Error, file_hint: &str) -> ConfigErro
         },
         Kind::MissingField(field) => {
             let key = dotted(&parent, Some(&field)).unwrap_or_else(|| field.to_string());
-            ConfigError::Missing {
-                env_var: env_var_for(&key),
-                key,
-                file: file_hint.to_owned(),
-            }
+            ConfigError::Missing { env_var: env_var_for(&key), key, file: file_hint.to_owned() }
         }
         Kind::UnknownVariant(found, expected) => ConfigError::InvalidValue {
             key: dotted(&parent, None).unwrap_or_default(),

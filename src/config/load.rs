@@ -53,11 +53,7 @@ impl ConfigLoader {
         let env = std::env::vars_os()
             .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
             .collect();
-        ConfigLoader {
-            explicit_file: explicit_file.map(Path::to_path_buf),
-            env,
-            overrides: Vec::new(),
-        }
+        ConfigLoader { explicit_file: explicit_file.map(Path::to_path_buf), env, overrides: Vec::new() }
     }
 
     /// Replaces the environment that is read (both `BATON_*` keys and `HOME`, `XDG_CONFIG_HOME`,
@@ -66,10 +62,7 @@ impl ConfigLoader {
         mut self,
         vars: impl IntoIterator<Item = (K, V)>,
     ) -> ConfigLoader {
-        self.env = vars
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
+        self.env = vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
         self
     }
 
@@ -80,10 +73,7 @@ impl ConfigLoader {
     }
 
     pub(crate) fn env_var(&self, name: &str) -> Option<&str> {
-        self.env
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.env.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
     /// Reads the file chosen from `explicit_file` or `candidates` (the first that exists),
@@ -111,10 +101,7 @@ impl ConfigLoader {
             }
         };
 
-        let mut figment = Figment::from(Layer {
-            name: DEFAULTS_SOURCE_NAME,
-            dict: defaults,
-        });
+        let mut figment = Figment::from(Layer { name: DEFAULTS_SOURCE_NAME, dict: defaults });
         if let Some(path) = &file {
             figment = figment.merge(TomlFile::read(path)?);
         }
@@ -123,21 +110,10 @@ impl ConfigLoader {
         for (key, value) in &self.overrides {
             insert_nested(&mut overrides, key.split('.'), value.clone());
         }
-        figment = figment.merge(Layer {
-            name: OVERRIDE_SOURCE_NAME,
-            dict: overrides,
-        });
+        figment = figment.merge(Layer { name: OVERRIDE_SOURCE_NAME, dict: overrides });
 
-        let value = figment
-            .extract::<T>()
-            .map_err(|error| from_figment(error, &file_hint))?;
-        Ok((
-            value,
-            Provenance {
-                figment: Some(figment),
-                file_hint,
-            },
-        ))
+        let value = figment.extract::<T>().map_err(|error| from_figment(error, &file_hint))?;
+        Ok((value, Provenance { figment: Some(figment), file_hint }))
     }
 }
 
@@ -160,10 +136,7 @@ impl Provenance {
     /// Where the value of dotted `key` came from: a file path, `environment variable
     /// BATON_...`, `command-line flags`, or `built-in defaults`.
     pub fn origin(&self, key: &str) -> String {
-        let found = self
-            .figment
-            .as_ref()
-            .and_then(|figment| figment.find_metadata(key));
+        let found = self.figment.as_ref().and_then(|figment| figment.find_metadata(key));
         match found {
             Some(metadata) => {
                 let path: Vec<String> = key.split('.').map(str::to_owned).collect();
@@ -176,11 +149,7 @@ impl Provenance {
 
     /// The configuration file(s) a person should edit, for "missing key" messages.
     pub fn file_hint(&self) -> &str {
-        if self.file_hint.is_empty() {
-            "the configuration file"
-        } else {
-            &self.file_hint
-        }
+        if self.file_hint.is_empty() { "the configuration file" } else { &self.file_hint }
     }
 
     /// An error for a required `key` that has no value.
@@ -194,11 +163,7 @@ impl Provenance {
 
     /// An error for a `key` whose value breaks a rule.
     pub fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError::InvalidValue {
-            key: key.to_owned(),
-            origin: self.origin(key),
-            reason: reason.into(),
-        }
+        ConfigError::InvalidValue { key: key.to_owned(), origin: self.origin(key), reason: reason.into() }
     }
 }
 
@@ -237,15 +202,11 @@ struct TomlFile {
 
 impl TomlFile {
     fn read(path: &Path) -> Result<TomlFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::FileUnreadable {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::FileUnreadable { path: path.to_path_buf(), source })?;
         let table: toml::Table = toml::from_str(&text).map_err(|error| {
-            let (line, column) = error
-                .span()
-                .map(|span| line_and_column(&text, span.start))
-                .unwrap_or((1, 1));
+            let (line, column) =
+                error.span().map(|span| line_and_column(&text, span.start)).unwrap_or((1, 1));
             ConfigError::Syntax {
                 path: path.to_path_buf(),
                 line,
@@ -255,19 +216,14 @@ impl TomlFile {
         })?;
         // A toml::Table always serializes to a map, so this cannot fail for well-formed input;
         // report rather than assume.
-        let dict = Value::serialize(&table)
-            .ok()
-            .and_then(Value::into_dict)
-            .ok_or_else(|| ConfigError::Syntax {
+        let dict =
+            Value::serialize(&table).ok().and_then(Value::into_dict).ok_or_else(|| ConfigError::Syntax {
                 path: path.to_path_buf(),
                 line: 1,
                 column: 1,
                 message: "the file does not hold a TOML table".to_owned(),
             })?;
-        Ok(TomlFile {
-            path: path.to_path_buf(),
-            dict,
-        })
+        Ok(TomlFile { path: path.to_path_buf(), dict })
     }
 }
 
@@ -315,9 +271,8 @@ impl EnvLayer {
             // figment's value syntax: `5`, `true`, `[1, 2]` and `{a = 1}` become typed values,
             // anything else a string; the lenient deserializers accept a number where a string
             // is expected.
-            let value: Value = raw_value
-                .parse()
-                .unwrap_or_else(|never: std::convert::Infallible| match never {});
+            let value: Value =
+                raw_value.parse().unwrap_or_else(|never: std::convert::Infallible| match never {});
             insert_nested(&mut dict, key.split("__"), value);
         }
         EnvLayer { dict }
@@ -345,9 +300,7 @@ fn insert_nested<'k>(dict: &mut Dict, mut keys: impl Iterator<Item = &'k str>, v
         dict.insert(first.to_owned(), value);
         return;
     }
-    let entry = dict
-        .entry(first.to_owned())
-        .or_insert_with(|| Value::from(Dict::new()));
+    let entry = dict.entry(first.to_owned()).or_insert_with(|| Value::from(Dict::new()));
     if entry.as_dict().is_none() {
         *entry = Value::from(Dict::new());
     }
@@ -361,10 +314,7 @@ pub fn host_name() -> Option<String> {
     let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
     let name = from_kernel.or_else(|| {
         let output = std::process::Command::new("hostname").output().ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     })?;
     let trimmed = name.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_owned())

@@ -27,7 +27,6 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use client::ClientConfig;
-pub use wiring::{WiringError, broker_settings};
 pub use error::{ConfigError, env_var_for};
 pub use load::{
     CLIENT_SYSTEM_CONFIG_FILE, ConfigLoader, ENV_PREFIX, NODE_CONFIG_FILE, Provenance, host_name,
@@ -36,6 +35,7 @@ pub use node::{
     AgentsConfig, AuditConfig, AuthorizationConfig, FactsConfig, LogConfig, LogFormat, NodeConfig,
     RegistrationConfig, UnconfiguredPolicy,
 };
+pub use wiring::{WiringError, broker_settings};
 
 use crate::broker::{BrokerSettings, StompDialect, Transport};
 
@@ -132,9 +132,7 @@ impl BrokerConfig {
 
     /// True when at least one URL asks for TLS (`amqps://`, `stomp+ssl://`).
     pub fn uses_tls(&self) -> bool {
-        self.urls
-            .iter()
-            .any(|url| url.starts_with("amqps://") || url.starts_with("stomp+ssl://"))
+        self.urls.iter().any(|url| url.starts_with("amqps://") || url.starts_with("stomp+ssl://"))
     }
 
     fn validate(&self, provenance: &Provenance) -> Result<(), ConfigError> {
@@ -143,8 +141,7 @@ impl BrokerConfig {
         }
         let mut first_transport = None;
         for url in &self.urls {
-            let transport =
-                url_transport(url).map_err(|reason| provenance.invalid("broker.urls", reason))?;
+            let transport = url_transport(url).map_err(|reason| provenance.invalid("broker.urls", reason))?;
             match first_transport {
                 None => first_transport = Some(transport),
                 Some(first) if first != transport => {
@@ -181,24 +178,10 @@ impl BrokerConfig {
                 "a dialect applies to STOMP only; remove it or use stomp:// URLs",
             ));
         }
-        positive(
-            provenance,
-            "broker.connect_timeout_secs",
-            self.connect_timeout_secs,
-        )?;
+        positive(provenance, "broker.connect_timeout_secs", self.connect_timeout_secs)?;
         positive(provenance, "broker.max_backoff_secs", self.max_backoff_secs)?;
-        at_least(
-            provenance,
-            "broker.max_message_bytes",
-            self.max_message_bytes as u64,
-            1024,
-        )?;
-        at_least(
-            provenance,
-            "broker.node_queue_expiry_secs",
-            self.node_queue_expiry_secs,
-            60,
-        )?;
+        at_least(provenance, "broker.max_message_bytes", self.max_message_bytes as u64, 1024)?;
+        at_least(provenance, "broker.node_queue_expiry_secs", self.node_queue_expiry_secs, 60)?;
         Ok(())
     }
 }
@@ -230,9 +213,7 @@ fn url_transport(url: &str) -> Result<TransportKind, String> {
         }
     };
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     if host.is_empty() {
         return Err(format!("{:?} names no host", redact(url)));
     }
@@ -248,9 +229,7 @@ pub fn redact(url: &str) -> String {
     let (authority, path) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
         Some((user_info, host)) => {
-            let user = user_info
-                .split_once(':')
-                .map_or(user_info, |(user, _)| user);
+            let user = user_info.split_once(':').map_or(user_info, |(user, _)| user);
             let hidden = if user_info.contains(':') { ":***" } else { "" };
             format!("{scheme}://{user}{hidden}@{host}{path}")
         }
@@ -273,11 +252,7 @@ pub struct TlsConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
     /// The host name to verify the broker certificate against, when not the URL's host.
-    #[serde(
-        default,
-        deserialize_with = "lenient_optional_string",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient_optional_string", skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
 }
 
@@ -289,10 +264,9 @@ impl TlsConfig {
                 "tls.cert is set but tls.key is not: a client certificate needs its key (set \
                  both or neither)",
             )),
-            (None, Some(_)) => Err(provenance.invalid(
-                "tls.key",
-                "tls.key is set but tls.cert is not: set both or neither",
-            )),
+            (None, Some(_)) => {
+                Err(provenance.invalid("tls.key", "tls.key is set but tls.cert is not: set both or neither"))
+            }
             _ => match &self.server_name {
                 Some(name) if name.trim().is_empty() => Err(provenance.invalid(
                     "tls.server_name",
@@ -364,24 +338,14 @@ impl SecurityConfig {
             }
             _ => {}
         }
-        positive(
-            provenance,
-            "security.replay_window",
-            self.replay_window as u64,
-        )
+        positive(provenance, "security.replay_window", self.replay_window as u64)
     }
 }
 
 /// Collective names become parts of exchange and queue names, so they are kept to a safe set.
-fn validate_collective(
-    provenance: &Provenance,
-    key: &str,
-    collective: &str,
-) -> Result<(), ConfigError> {
+fn validate_collective(provenance: &Provenance, key: &str, collective: &str) -> Result<(), ConfigError> {
     let valid = !collective.is_empty()
-        && collective
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        && collective.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if valid {
         Ok(())
     } else {
@@ -399,12 +363,7 @@ fn positive(provenance: &Provenance, key: &str, value: u64) -> Result<(), Config
     at_least(provenance, key, value, 1)
 }
 
-fn at_least(
-    provenance: &Provenance,
-    key: &str,
-    value: u64,
-    minimum: u64,
-) -> Result<(), ConfigError> {
+fn at_least(provenance: &Provenance, key: &str, value: u64, minimum: u64) -> Result<(), ConfigError> {
     if value >= minimum {
         Ok(())
     } else {
@@ -463,9 +422,7 @@ fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, 
     deserializer.deserialize_any(Lenient)
 }
 
-fn lenient_optional_string<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<String>, D::Error> {
+fn lenient_optional_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     lenient_string(deserializer).map(Some)
 }
 

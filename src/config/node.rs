@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::load::{NODE_CONFIG_FILE, TopLevelKeys};
 use super::{
-    BrokerConfig, ConfigError, ConfigLoader, Provenance, SecurityConfig, TlsConfig, defaults,
-    lenient_string, one_or_many, positive, validate_collective,
+    BrokerConfig, ConfigError, ConfigLoader, Provenance, SecurityConfig, TlsConfig, defaults, lenient_string,
+    one_or_many, positive, validate_collective,
 };
 use crate::broker::BrokerSettings;
 
@@ -116,10 +116,7 @@ fn default_max_concurrency() -> usize {
 
 impl Default for AgentsConfig {
     fn default() -> Self {
-        AgentsConfig {
-            dir: default_agents_dir(),
-            max_concurrency: default_max_concurrency(),
-        }
+        AgentsConfig { dir: default_agents_dir(), max_concurrency: default_max_concurrency() }
     }
 }
 
@@ -172,9 +169,7 @@ fn default_registration_interval_secs() -> u64 {
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        RegistrationConfig {
-            interval_secs: default_registration_interval_secs(),
-        }
+        RegistrationConfig { interval_secs: default_registration_interval_secs() }
     }
 }
 
@@ -195,10 +190,7 @@ fn default_log_level() -> String {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::default(),
-            level: default_log_level(),
-        }
+        LogConfig { format: LogFormat::default(), level: default_log_level() }
     }
 }
 
@@ -246,25 +238,16 @@ impl NodeConfig {
         for (index, collective) in self.collectives.iter().enumerate() {
             validate_collective(provenance, "collectives", collective)?;
             if self.collectives[..index].contains(collective) {
-                return Err(provenance.invalid(
-                    "collectives",
-                    format!("collective {collective:?} is listed twice"),
-                ));
+                return Err(
+                    provenance.invalid("collectives", format!("collective {collective:?} is listed twice"))
+                );
             }
         }
         self.broker.validate(provenance)?;
         self.tls.validate(provenance)?;
         self.security.validate(provenance)?;
-        positive(
-            provenance,
-            "facts.poll_interval_secs",
-            self.facts.poll_interval_secs,
-        )?;
-        positive(
-            provenance,
-            "agents.max_concurrency",
-            self.agents.max_concurrency as u64,
-        )?;
+        positive(provenance, "facts.poll_interval_secs", self.facts.poll_interval_secs)?;
+        positive(provenance, "agents.max_concurrency", self.agents.max_concurrency as u64)?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(provenance.invalid(
                 "log.level",
@@ -285,8 +268,7 @@ impl NodeConfig {
         tls: Option<Arc<rustls::ClientConfig>>,
         connection_name: String,
     ) -> BrokerSettings {
-        self.broker
-            .settings(tls, self.tls.server_name.clone(), connection_name)
+        self.broker.settings(tls, self.tls.server_name.clone(), connection_name)
     }
 }
 
@@ -294,9 +276,7 @@ impl NodeConfig {
 fn validate_identity(provenance: &Provenance, identity: &str) -> Result<(), ConfigError> {
     let valid = !identity.is_empty()
         && identity.len() <= 255
-        && identity
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        && identity.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
     if valid {
         Ok(())
     } else {

@@ -12,7 +12,9 @@ use crate::security::{Psk, Security};
 /// Why configuration could not be turned into working parts.
 #[derive(Debug, thiserror::Error)]
 pub enum WiringError {
-    #[error("security.psk_file is not set (scheme \"psk\" needs it; make a key with: openssl rand -hex 32 > /etc/baton/psk)")]
+    #[error(
+        "security.psk_file is not set (scheme \"psk\" needs it; make a key with: openssl rand -hex 32 > /etc/baton/psk)"
+    )]
     NoPskFile,
     #[error("security.scheme \"ed25519\" is not supported by this build yet (use scheme = \"psk\")")]
     SchemeUnsupported,
@@ -59,6 +61,3 @@ pub fn broker_settings(
     let tls_config = if broker.uses_tls() { Some(client_config(&tls.settings())?) } else { None };
     Ok(broker.settings(tls_config, tls.server_name.clone(), connection_name))
 }
-
-/// A shared handle to a loaded key.
-pub type SharedSecurity = Arc<Security>;

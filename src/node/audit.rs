@@ -143,10 +143,7 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (creating if needed, mode 0640) the log at `path` for appending.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
-        Ok(AuditLog {
-            path: path.to_path_buf(),
-            file: Mutex::new(open_append(path)?),
-        })
+        Ok(AuditLog { path: path.to_path_buf(), file: Mutex::new(open_append(path)?) })
     }
 
     pub fn path(&self) -> &Path {
@@ -165,10 +162,7 @@ impl AuditLog {
         line.push(b'\n');
         // A panic elsewhere while holding the lock leaves the file itself usable.
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        file.write_all(&line).map_err(|source| AuditError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        file.write_all(&line).map_err(|source| AuditError::Write { path: self.path.clone(), source })
     }
 
     /// Reopens the file at the configured path (after log rotation moved the old one away).
@@ -181,10 +175,7 @@ impl AuditLog {
 }
 
 fn open_append(path: &Path) -> Result<File, AuditError> {
-    let directory = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !directory.is_dir() {
         return Err(AuditError::MissingDirectory {
             path: path.to_path_buf(),
@@ -196,10 +187,7 @@ fn open_append(path: &Path) -> Result<File, AuditError> {
         .create(true)
         .mode(0o640)
         .open(path)
-        .map_err(|source| AuditError::Open {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| AuditError::Open { path: path.to_path_buf(), source })
 }
 
 /// `time` as RFC 3339 in UTC with milliseconds. Times before 1970 print as the epoch.
@@ -223,16 +211,11 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
     let year = year_of_era + era * 400 + u64::from(month <= 2);
     (year, month, day)
 }

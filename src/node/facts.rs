@@ -136,9 +136,7 @@ impl Classes {
     }
 
     pub fn contains(&self, class: &str) -> bool {
-        self.0
-            .binary_search_by(|name| name.as_str().cmp(class))
-            .is_ok()
+        self.0.binary_search_by(|name| name.as_str().cmp(class)).is_ok()
     }
 
     pub fn as_slice(&self) -> &[String] {
@@ -240,10 +238,7 @@ struct FileState {
 impl FactSource {
     /// The sources named by the `[facts]` configuration table.
     pub fn from_config(config: &crate::config::FactsConfig) -> FactSource {
-        FactSource {
-            files: config.files.clone(),
-            classes_file: config.classes_file.clone(),
-        }
+        FactSource { files: config.files.clone(), classes_file: config.classes_file.clone() }
     }
 
     /// Reads the built-in facts, every fact file and the classes file. Missing files are
@@ -269,11 +264,7 @@ impl FactSource {
                     Classes::default()
                 }
                 Err(source) => {
-                    return Err(FactsError::Unreadable {
-                        what: "classes file",
-                        path: path.clone(),
-                        source,
-                    });
+                    return Err(FactsError::Unreadable { what: "classes file", path: path.clone(), source });
                 }
             },
         };
@@ -311,16 +302,10 @@ fn read_fact_file(path: &Path) -> Result<Option<Map<String, Value>>, FactsError>
         Ok(text) => text,
         Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(FactsError::Unreadable {
-                what: "fact file",
-                path: path.to_path_buf(),
-                source,
-            });
+            return Err(FactsError::Unreadable { what: "fact file", path: path.to_path_buf(), source });
         }
     };
-    let is_json = path
-        .extension()
-        .is_some_and(|extension| extension.eq_ignore_ascii_case("json"));
+    let is_json = path.extension().is_some_and(|extension| extension.eq_ignore_ascii_case("json"));
     // YAML for anything not named .json: Facter writes .yaml, and YAML reads most JSON too.
     let value: Value = if is_json {
         serde_json::from_str(&text).map_err(|error| FactsError::Parse {
@@ -384,12 +369,7 @@ impl NodeInventory {
         let mut agents: Vec<String> = agents.into_iter().collect();
         agents.sort();
         agents.dedup();
-        NodeInventory {
-            identity: identity.into(),
-            facts,
-            classes,
-            agents,
-        }
+        NodeInventory { identity: identity.into(), facts, classes, agents }
     }
 
     pub fn facts(&self) -> &Facts {
@@ -425,9 +405,7 @@ impl NodeView for NodeInventory {
     }
 
     fn has_agent(&self, agent: &str) -> bool {
-        self.agents
-            .binary_search_by(|name| name.as_str().cmp(agent))
-            .is_ok()
+        self.agents.binary_search_by(|name| name.as_str().cmp(agent)).is_ok()
     }
 
     fn agents(&self) -> &[String] {
@@ -448,11 +426,8 @@ struct SystemInfo {
 
 fn builtin_facts(system: &SystemInfo) -> Map<String, Value> {
     let mut facts = Map::new();
-    let (hostname, fqdn) = host_names(
-        &system.kernel_hostname,
-        system.kernel_domainname.as_deref(),
-        &system.etc_hosts,
-    );
+    let (hostname, fqdn) =
+        host_names(&system.kernel_hostname, system.kernel_domainname.as_deref(), &system.etc_hosts);
     facts.insert("hostname".into(), hostname.clone().into());
     if let Some(domain) = fqdn.strip_prefix(&format!("{hostname}.")) {
         facts.insert("domain".into(), domain.into());
@@ -535,16 +510,11 @@ fn kernel_name() -> String {
 }
 
 fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|text| text.trim().to_owned())
+    std::fs::read_to_string(path).ok().map(|text| text.trim().to_owned())
 }
 
 fn release_field<'a>(os_release: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    os_release
-        .get(key)
-        .and_then(Value::as_str)
-        .filter(|value| !value.is_empty())
+    os_release.get(key).and_then(Value::as_str).filter(|value| !value.is_empty())
 }
 
 /// Parses `/etc/os-release`: `KEY=value` lines, values optionally quoted.
@@ -558,25 +528,16 @@ fn parse_os_release(text: &str) -> Map<String, Value> {
             let unquoted = value
                 .strip_prefix('"')
                 .and_then(|rest| rest.strip_suffix('"'))
-                .or_else(|| {
-                    value
-                        .strip_prefix('\'')
-                        .and_then(|rest| rest.strip_suffix('\''))
-                })
+                .or_else(|| value.strip_prefix('\'').and_then(|rest| rest.strip_suffix('\'')))
                 .unwrap_or(value);
-            (
-                key.trim().to_owned(),
-                Value::from(unquoted.replace("\\\"", "\"")),
-            )
+            (key.trim().to_owned(), Value::from(unquoted.replace("\\\"", "\"")))
         })
         .collect()
 }
 
 /// Facter's `os.family` from os-release `ID` and `ID_LIKE`.
 fn os_family(id: &str, id_like: &str) -> String {
-    let ids: Vec<&str> = std::iter::once(id)
-        .chain(id_like.split_whitespace())
-        .collect();
+    let ids: Vec<&str> = std::iter::once(id).chain(id_like.split_whitespace()).collect();
     let family = ids.iter().find_map(|id| match *id {
         "debian" | "ubuntu" => Some("Debian"),
         "rhel" | "fedora" | "centos" | "rocky" | "almalinux" | "ol" | "amzn" => Some("RedHat"),
@@ -626,16 +587,8 @@ fn capitalized(word: &str) -> String {
 /// The short host name and the best fully qualified name available without a DNS query: the
 /// kernel's name if it has dots, else with the kernel's NIS/YP domain, else the first dotted
 /// name `/etc/hosts` gives for it, else the short name.
-fn host_names(
-    kernel_hostname: &str,
-    domainname: Option<&str>,
-    etc_hosts: &str,
-) -> (String, String) {
-    let short = kernel_hostname
-        .split('.')
-        .next()
-        .unwrap_or(kernel_hostname)
-        .to_owned();
+fn host_names(kernel_hostname: &str, domainname: Option<&str>, etc_hosts: &str) -> (String, String) {
+    let short = kernel_hostname.split('.').next().unwrap_or(kernel_hostname).to_owned();
     if kernel_hostname.contains('.') {
         return (short, kernel_hostname.to_owned());
     }
@@ -647,11 +600,7 @@ fn host_names(
         .map(|line| line.split('#').next().unwrap_or_default())
         .map(|line| line.split_whitespace().skip(1).collect::<Vec<_>>())
         .filter(|names| names.contains(&short.as_str()))
-        .find_map(|names| {
-            names
-                .into_iter()
-                .find(|name| name.starts_with(&format!("{short}.")))
-        });
+        .find_map(|names| names.into_iter().find(|name| name.starts_with(&format!("{short}."))));
     let fqdn = from_hosts.map_or_else(|| short.clone(), str::to_owned);
     (short, fqdn)
 }
@@ -686,19 +635,8 @@ mod tests {
             processors: 4,
         });
         let facts = Facts(facts);
-        let text = |key: &str| {
-            facts
-                .lookup(key)
-                .and_then(Value::as_str)
-                .unwrap_or("<absent>")
-                .to_owned()
-        };
-        (
-            text("os.family"),
-            text("os.name"),
-            text("os.release.full"),
-            text("os.release.major"),
-        )
+        let text = |key: &str| facts.lookup(key).and_then(Value::as_str).unwrap_or("<absent>").to_owned();
+        (text("os.family"), text("os.name"), text("os.release.full"), text("os.release.major"))
     }
 
     #[test]
@@ -706,32 +644,18 @@ mod tests {
         let check = |os_release: &str, expected: (&str, &str, &str, &str)| {
             let (family, name, full, major) = os(os_release);
             assert_eq!(
-                (
-                    family.as_str(),
-                    name.as_str(),
-                    full.as_str(),
-                    major.as_str()
-                ),
+                (family.as_str(), name.as_str(), full.as_str(), major.as_str()),
                 expected,
                 "for {os_release:?}"
             );
         };
-        check(
-            "ID=debian\nVERSION_ID=\"12\"\nNAME=\"Debian GNU/Linux\"",
-            ("Debian", "Debian", "12", "12"),
-        );
-        check(
-            "ID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"22.04\"",
-            ("Debian", "Ubuntu", "22.04", "22"),
-        );
+        check("ID=debian\nVERSION_ID=\"12\"\nNAME=\"Debian GNU/Linux\"", ("Debian", "Debian", "12", "12"));
+        check("ID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"22.04\"", ("Debian", "Ubuntu", "22.04", "22"));
         check(
             "ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.3\"",
             ("RedHat", "Rocky", "9.3", "9"),
         );
-        check(
-            "# comment\nID=nixos\nNAME=NixOS\nVERSION_ID='23.11'",
-            ("Nixos", "NixOS", "23.11", "23"),
-        );
+        check("# comment\nID=nixos\nNAME=NixOS\nVERSION_ID='23.11'", ("Nixos", "NixOS", "23.11", "23"));
         check("", ("Linux", "Linux", "", ""));
     }
 
@@ -782,18 +706,8 @@ mod tests {
             let (short, fqdn) = host_names(kernel, domain, hosts);
             assert_eq!((short.as_str(), fqdn.as_str()), expected, "for {kernel}");
         };
-        check(
-            "web01.example.com",
-            None,
-            "",
-            ("web01", "web01.example.com"),
-        );
-        check(
-            "web01",
-            Some("example.org"),
-            "",
-            ("web01", "web01.example.org"),
-        );
+        check("web01.example.com", None, "", ("web01", "web01.example.com"));
+        check("web01", Some("example.org"), "", ("web01", "web01.example.org"));
         check("web01", Some("(none)"), "", ("web01", "web01"));
         check(
             "web01",

@@ -145,7 +145,9 @@ impl Node {
         let permits = u32::try_from(self.config.agents.max_concurrency).unwrap_or(u32::MAX);
         match tokio::time::timeout(DRAIN_TIMEOUT, concurrency.acquire_many(permits)).await {
             Ok(_) => info!("in-flight actions finished"),
-            Err(_) => warn!("in-flight actions still running after {} s; leaving them", DRAIN_TIMEOUT.as_secs()),
+            Err(_) => {
+                warn!("in-flight actions still running after {} s; leaving them", DRAIN_TIMEOUT.as_secs())
+            }
         }
         broker.close().await;
         Ok(())
@@ -221,7 +223,12 @@ async fn consume(
     }
 }
 
-async fn send_reply(broker: Broker, pipeline: Arc<Pipeline>, reply: SealedReply, _permit: tokio::sync::OwnedSemaphorePermit) {
+async fn send_reply(
+    broker: Broker,
+    pipeline: Arc<Pipeline>,
+    reply: SealedReply,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let counters = &pipeline.stats.counters;
     match broker.publish(reply.destination, reply.bytes, reply.ttl).await {
         Ok(Delivery::Unroutable) => {

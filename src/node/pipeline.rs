@@ -17,10 +17,10 @@ use tracing::{debug, warn};
 use crate::agents::{ActionContext, ActionOutcome, Agent, AgentRegistry};
 use crate::broker::Destination;
 use crate::node::audit::{AuditLog, AuditRecord, Outcome};
-use crate::protocol::from_cbor;
 use crate::node::facts::NodeInventory;
 use crate::node::stats::Stats;
 use crate::protocol::filter::Filter;
+use crate::protocol::from_cbor;
 use crate::protocol::{Reply, Request, StatusCode, now_ms};
 use crate::security::replay::ReplayWindow;
 use crate::security::{OpenError, Security, Verified, check_age, expires_at_ms};
@@ -124,12 +124,9 @@ impl Pipeline {
         };
 
         let now = now_ms();
-        if let Err(stale) = check_age(
-            request.time_ms,
-            request.ttl_secs,
-            now,
-            self.settings.clock_skew.as_millis() as u64,
-        ) {
+        if let Err(stale) =
+            check_age(request.time_ms, request.ttl_secs, now, self.settings.clock_skew.as_millis() as u64)
+        {
             Stats::count(&counters.expired);
             self.audit_refusal(&request, format!("expired: {stale}"));
             return Admission::Dropped;

@@ -209,8 +209,7 @@ pub fn from_cbor<T: serde::de::DeserializeOwned>(
     if bytes.len() > limit {
         return Err(DecodeError::TooLarge { size: bytes.len(), limit });
     }
-    ciborium::from_reader(bytes)
-        .map_err(|error| DecodeError::Malformed { what, reason: error.to_string() })
+    ciborium::from_reader(bytes).map_err(|error| DecodeError::Malformed { what, reason: error.to_string() })
 }
 
 impl Envelope {

@@ -16,19 +16,13 @@ pub enum Stale {
         "request is {age_ms} ms old, past its ttl of {ttl_ms} ms plus {allowance_ms} ms clock \
          skew allowance (resend it, or check that client and node clocks are synchronised)"
     )]
-    Expired {
-        age_ms: u64,
-        ttl_ms: u64,
-        allowance_ms: u64,
-    },
+    Expired { age_ms: u64, ttl_ms: u64, allowance_ms: u64 },
     #[error(
         "request is dated {ahead_ms} ms in the future, more than the {allowance_ms} ms clock \
          skew allowance (synchronise the client's and the node's clocks, e.g. with NTP)"
     )]
     FromFuture { ahead_ms: u64, allowance_ms: u64 },
-    #[error(
-        "request ttl of {ttl_secs} s is invalid: it must be between 1 and {MAX_TTL_SECS} seconds"
-    )]
+    #[error("request ttl of {ttl_secs} s is invalid: it must be between 1 and {MAX_TTL_SECS} seconds")]
     InvalidTtl { ttl_secs: u32 },
 }
 
@@ -49,20 +43,13 @@ pub fn check_age(
     if request_time_ms > now_ms {
         let ahead_ms = request_time_ms - now_ms;
         if ahead_ms > skew_allowance_ms {
-            return Err(Stale::FromFuture {
-                ahead_ms,
-                allowance_ms: skew_allowance_ms,
-            });
+            return Err(Stale::FromFuture { ahead_ms, allowance_ms: skew_allowance_ms });
         }
         return Ok(());
     }
     let age_ms = now_ms - request_time_ms;
     if age_ms > ttl_ms.saturating_add(skew_allowance_ms) {
-        return Err(Stale::Expired {
-            age_ms,
-            ttl_ms,
-            allowance_ms: skew_allowance_ms,
-        });
+        return Err(Stale::Expired { age_ms, ttl_ms, allowance_ms: skew_allowance_ms });
     }
     Ok(())
 }
@@ -70,7 +57,5 @@ pub fn check_age(
 /// The last moment, in ms since the epoch, at which [`check_age`] accepts the request: what the
 /// replay window must remember its id until.
 pub fn expires_at_ms(request_time_ms: u64, ttl_secs: u32, skew_allowance_ms: u64) -> u64 {
-    request_time_ms
-        .saturating_add(u64::from(ttl_secs) * 1000)
-        .saturating_add(skew_allowance_ms)
+    request_time_ms.saturating_add(u64::from(ttl_secs) * 1000).saturating_add(skew_allowance_ms)
 }

@@ -28,8 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::protocol::message::{
-    DecodeError, Envelope, PROTOCOL_VERSION, PayloadKind, Registration, Reply, Request, from_cbor,
-    to_cbor,
+    DecodeError, Envelope, PROTOCOL_VERSION, PayloadKind, Registration, Reply, Request, from_cbor, to_cbor,
 };
 
 pub use freshness::{MAX_TTL_SECS, Stale, check_age, expires_at_ms};
@@ -122,11 +121,7 @@ impl Security {
     }
 
     /// Checks wire bytes and decodes the registration inside.
-    pub fn open_registration(
-        &self,
-        bytes: &[u8],
-        limit: usize,
-    ) -> Result<Verified<Registration>, OpenError> {
+    pub fn open_registration(&self, bytes: &[u8], limit: usize) -> Result<Verified<Registration>, OpenError> {
         self.open(bytes, limit, PayloadKind::Registration, "registration")
     }
 
@@ -134,27 +129,15 @@ impl Security {
     ///
     /// On success returns the id of the key that verified it. Used by `open_*`, and useful to a
     /// caller that already decoded the envelope (to count or route it) before verifying.
-    pub fn verify(
-        &self,
-        envelope: &Envelope,
-        expected_kind: PayloadKind,
-    ) -> Result<String, OpenError> {
+    pub fn verify(&self, envelope: &Envelope, expected_kind: PayloadKind) -> Result<String, OpenError> {
         if envelope.version != PROTOCOL_VERSION {
-            return Err(OpenError::Version {
-                got: envelope.version,
-            });
+            return Err(OpenError::Version { got: envelope.version });
         }
         if envelope.scheme != self.scheme() {
-            return Err(OpenError::WrongScheme {
-                expected: self.scheme(),
-                got: echoable(&envelope.scheme),
-            });
+            return Err(OpenError::WrongScheme { expected: self.scheme(), got: echoable(&envelope.scheme) });
         }
         if envelope.kind != expected_kind {
-            return Err(OpenError::WrongKind {
-                expected: expected_kind,
-                got: envelope.kind,
-            });
+            return Err(OpenError::WrongKind { expected: expected_kind, got: envelope.kind });
         }
         let parts = signed_parts(self.scheme(), envelope.kind, &envelope.payload);
         match self {
@@ -188,11 +171,7 @@ impl Security {
         // The payload is authenticated from here on, but still only as well-formed as the
         // sender made it: a decode failure is a sender bug or a version skew, not an attack.
         let message = from_cbor(&envelope.payload, limit, what).map_err(OpenError::from)?;
-        Ok(Verified {
-            message,
-            key_id,
-            scheme: self.scheme(),
-        })
+        Ok(Verified { message, key_id, scheme: self.scheme() })
     }
 }
 
@@ -254,15 +233,9 @@ pub enum OpenError {
     )]
     WrongScheme { expected: &'static str, got: String },
     #[error("message is a {got:?} where a {expected:?} was expected")]
-    WrongKind {
-        expected: PayloadKind,
-        got: PayloadKind,
-    },
+    WrongKind { expected: PayloadKind, got: PayloadKind },
     #[error("{}", bad_signature_text(key_id_seen, our_key_id))]
-    BadSignature {
-        key_id_seen: String,
-        our_key_id: String,
-    },
+    BadSignature { key_id_seen: String, our_key_id: String },
 }
 
 impl From<DecodeError> for OpenError {
@@ -270,9 +243,7 @@ impl From<DecodeError> for OpenError {
         match error {
             DecodeError::TooLarge { size, limit } => OpenError::TooLarge { size, limit },
             DecodeError::Version { got } => OpenError::Version { got },
-            malformed @ DecodeError::Malformed { .. } => {
-                OpenError::Malformed(malformed.to_string())
-            }
+            malformed @ DecodeError::Malformed { .. } => OpenError::Malformed(malformed.to_string()),
         }
     }
 }
@@ -336,8 +307,7 @@ mod tests {
     #[test]
     fn bad_signature_text_says_which_case_it_is() {
         assert!(
-            bad_signature_text("1a2b", "9f8e")
-                .contains("signed with key 1a2b, this node holds key 9f8e")
+            bad_signature_text("1a2b", "9f8e").contains("signed with key 1a2b, this node holds key 9f8e")
         );
         assert!(bad_signature_text("9f8e", "9f8e").contains("altered in transit or forged"));
     }

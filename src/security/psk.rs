@@ -58,10 +58,7 @@ pub struct Psk {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read PSK file {}: {source} ({MAKE_A_KEY})", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error(
         "PSK file {} is {size} bytes, too large to be a key; it should hold one line \
          ({MAKE_A_KEY})",
@@ -70,9 +67,7 @@ pub enum KeyError {
     FileTooLarge { path: PathBuf, size: u64 },
     #[error("{origin} is empty ({MAKE_A_KEY})")]
     Empty { origin: String },
-    #[error(
-        "{origin} is {length} bytes, shorter than the minimum of {MIN_KEY_BYTES} ({MAKE_A_KEY})"
-    )]
+    #[error("{origin} is {length} bytes, shorter than the minimum of {MIN_KEY_BYTES} ({MAKE_A_KEY})")]
     TooShort { origin: String, length: usize },
     #[error("{origin} looks like a placeholder, not a random key: {why} ({MAKE_A_KEY})")]
     Placeholder { origin: String, why: String },
@@ -90,24 +85,16 @@ impl Psk {
     /// may read is accepted but reported by [`Psk::world_readable`] for the caller to warn about.
     pub fn from_file(path: &Path) -> Result<Psk, KeyError> {
         use std::io::Read;
-        let read_error = |source| KeyError::Read {
-            path: path.to_owned(),
-            source,
-        };
+        let read_error = |source| KeyError::Read { path: path.to_owned(), source };
         // Mode and contents come from one open file, so the file cannot be swapped in between.
         let file = std::fs::File::open(path).map_err(read_error)?;
         let metadata = file.metadata().map_err(read_error)?;
         if metadata.len() > MAX_KEY_FILE_BYTES {
-            return Err(KeyError::FileTooLarge {
-                path: path.to_owned(),
-                size: metadata.len(),
-            });
+            return Err(KeyError::FileTooLarge { path: path.to_owned(), size: metadata.len() });
         }
         let world_readable = check_mode(path, &metadata)?;
         let mut contents = Vec::new();
-        file.take(MAX_KEY_FILE_BYTES)
-            .read_to_end(&mut contents)
-            .map_err(read_error)?;
+        file.take(MAX_KEY_FILE_BYTES).read_to_end(&mut contents).map_err(read_error)?;
         let mut psk = Psk::from_bytes(&contents, &format!("PSK file {}", path.display()))?;
         psk.world_readable = world_readable;
         Ok(psk)
@@ -118,27 +105,15 @@ impl Psk {
     pub fn from_bytes(key: &[u8], origin: &str) -> Result<Psk, KeyError> {
         let key = strip_one_newline(key);
         if key.is_empty() {
-            return Err(KeyError::Empty {
-                origin: origin.to_owned(),
-            });
+            return Err(KeyError::Empty { origin: origin.to_owned() });
         }
         if key.len() < MIN_KEY_BYTES {
-            return Err(KeyError::TooShort {
-                origin: origin.to_owned(),
-                length: key.len(),
-            });
+            return Err(KeyError::TooShort { origin: origin.to_owned(), length: key.len() });
         }
         if let Some(why) = placeholder_reason(key) {
-            return Err(KeyError::Placeholder {
-                origin: origin.to_owned(),
-                why,
-            });
+            return Err(KeyError::Placeholder { origin: origin.to_owned(), why });
         }
-        Ok(Psk {
-            key: key.to_vec(),
-            key_id: fingerprint(key),
-            world_readable: false,
-        })
+        Ok(Psk { key: key.to_vec(), key_id: fingerprint(key), world_readable: false })
     }
 
     /// The key's fingerprint: the first 8 bytes of its SHA-256, in hex. Safe to log.
@@ -164,8 +139,8 @@ impl Psk {
 
     fn mac_over(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
         // HMAC takes keys of any length (long ones are hashed), so this cannot fail.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC accepts keys of any length");
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
         for part in parts {
             mac.update(part);
         }
@@ -185,29 +160,18 @@ impl fmt::Debug for Psk {
 }
 
 fn strip_one_newline(key: &[u8]) -> &[u8] {
-    key.strip_suffix(b"\r\n")
-        .or_else(|| key.strip_suffix(b"\n"))
-        .unwrap_or(key)
+    key.strip_suffix(b"\r\n").or_else(|| key.strip_suffix(b"\n")).unwrap_or(key)
 }
 
 fn fingerprint(key: &[u8]) -> String {
-    Sha256::digest(key)[..8]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    Sha256::digest(key)[..8].iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn placeholder_reason(key: &[u8]) -> Option<String> {
-    let normalized: Vec<u8> = key
-        .iter()
-        .filter(|byte| byte.is_ascii_alphanumeric())
-        .map(u8::to_ascii_lowercase)
-        .collect();
+    let normalized: Vec<u8> =
+        key.iter().filter(|byte| byte.is_ascii_alphanumeric()).map(u8::to_ascii_lowercase).collect();
     for fragment in PLACEHOLDER_FRAGMENTS {
-        if normalized
-            .windows(fragment.len())
-            .any(|window| window == fragment.as_bytes())
-        {
+        if normalized.windows(fragment.len()).any(|window| window == fragment.as_bytes()) {
             return Some(format!("it contains {fragment:?}"));
         }
     }
@@ -231,10 +195,7 @@ fn check_mode(path: &Path, metadata: &std::fs::Metadata) -> Result<bool, KeyErro
     use std::os::unix::fs::PermissionsExt;
     let mode = metadata.permissions().mode() & 0o7777;
     if mode & 0o022 != 0 {
-        return Err(KeyError::Permissions {
-            path: path.to_owned(),
-            mode,
-        });
+        return Err(KeyError::Permissions { path: path.to_owned(), mode });
     }
     Ok(mode & 0o004 != 0)
 }
@@ -249,9 +210,7 @@ mod tests {
     use super::*;
 
     fn check_refused(key: &str, expected_fragment: &str) {
-        let error = Psk::from_bytes(key.as_bytes(), "test key")
-            .expect_err(key)
-            .to_string();
+        let error = Psk::from_bytes(key.as_bytes(), "test key").expect_err(key).to_string();
         assert!(error.contains(expected_fragment), "{key:?}: {error}");
         assert!(error.contains("openssl rand -hex 32"), "{key:?}: {error}");
     }
@@ -295,17 +254,10 @@ mod tests {
     fn hmac_matches_rfc_4231_test_case_2() {
         // RFC 4231 case 2 uses the key "Jefe", too short for a PSK; the MAC itself is what is
         // checked here, so build the struct directly.
-        let psk = Psk {
-            key: b"Jefe".to_vec(),
-            key_id: String::new(),
-            world_readable: false,
-        };
+        let psk = Psk { key: b"Jefe".to_vec(), key_id: String::new(), world_readable: false };
         let signature = psk.sign(&[b"what do ya want ", b"for nothing?"]);
         let hex: String = signature.iter().map(|byte| format!("{byte:02x}")).collect();
-        assert_eq!(
-            hex,
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
         assert!(psk.verify(&[b"what do ya want for nothing?"], &signature));
         assert!(!psk.verify(&[b"what do ya want for nothing!"], &signature));
         assert!(!psk.verify(&[b"what do ya want for nothing?"], &signature[..31]));

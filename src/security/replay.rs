@@ -39,10 +39,7 @@ pub enum Replayed {
          the oldest expires in {retry_after_ms} ms (requests arrive faster than the window was \
          sized for: raise its capacity or lower request ttls)"
     )]
-    WindowFull {
-        capacity: usize,
-        retry_after_ms: u64,
-    },
+    WindowFull { capacity: usize, retry_after_ms: u64 },
 }
 
 impl ReplayWindow {
@@ -59,21 +56,13 @@ impl ReplayWindow {
     /// until `expires_at_ms` (inclusive; see [`crate::security::expires_at_ms`]).
     ///
     /// Forgets ids whose expiry is before `now_ms` first. A duplicate keeps its first expiry.
-    pub fn check_and_remember(
-        &mut self,
-        id: Uuid,
-        expires_at_ms: u64,
-        now_ms: u64,
-    ) -> Result<(), Replayed> {
+    pub fn check_and_remember(&mut self, id: Uuid, expires_at_ms: u64, now_ms: u64) -> Result<(), Replayed> {
         self.forget_expired(now_ms);
         if self.expiry_by_id.contains_key(&id) {
             return Err(Replayed::Duplicate { id });
         }
         if self.expiry_by_id.len() >= self.capacity {
-            let oldest_expiry = self
-                .ids_by_expiry
-                .first()
-                .map_or(now_ms, |(expiry, _)| *expiry);
+            let oldest_expiry = self.ids_by_expiry.first().map_or(now_ms, |(expiry, _)| *expiry);
             return Err(Replayed::WindowFull {
                 capacity: self.capacity,
                 // The oldest id is forgotten once now passes its expiry, hence the + 1.

@@ -78,17 +78,9 @@ pub enum TlsError {
          (check that the key is the one the certificate was issued for)",
         cert.display(), key.display()
     )]
-    ClientIdentity {
-        cert: PathBuf,
-        key: PathBuf,
-        reason: String,
-    },
+    ClientIdentity { cert: PathBuf, key: PathBuf, reason: String },
     #[error("{name:?} from {setting} is not a valid TLS server name: {reason}")]
-    ServerName {
-        name: String,
-        setting: &'static str,
-        reason: String,
-    },
+    ServerName { name: String, setting: &'static str, reason: String },
     #[error("cannot set up TLS: {0}")]
     Rustls(#[source] rustls::Error),
 }
@@ -101,9 +93,7 @@ pub enum TlsError {
 pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = match &settings.ca {
         Some(path) => load_ca_file(path)?,
-        None => RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        },
+        None => RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
     };
     let provider = CryptoProvider::get_default()
         .cloned()
@@ -119,13 +109,11 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsErr
         (Some(cert_path), Some(key_path)) => {
             let chain = load_cert_chain(cert_path)?;
             let key = load_private_key(key_path)?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|error| TlsError::ClientIdentity {
-                    cert: cert_path.clone(),
-                    key: key_path.clone(),
-                    reason: explain_rustls_error(&error, ""),
-                })?
+            builder.with_client_auth_cert(chain, key).map_err(|error| TlsError::ClientIdentity {
+                cert: cert_path.clone(),
+                key: key_path.clone(),
+                reason: explain_rustls_error(&error, ""),
+            })?
         }
     };
     Ok(Arc::new(config))
@@ -169,38 +157,26 @@ fn parse_certificates(contents: &[u8]) -> Result<Vec<CertificateDer<'static>>, S
 }
 
 fn load_ca_file(path: &Path) -> Result<RootCertStore, TlsError> {
-    let ca_error = |reason| TlsError::CaFile {
-        path: path.to_owned(),
-        reason,
-    };
+    let ca_error = |reason| TlsError::CaFile { path: path.to_owned(), reason };
     let contents = read_pem_file(path).map_err(ca_error)?;
     let certificates = parse_certificates(&contents).map_err(ca_error)?;
     let mut roots = RootCertStore::empty();
     for (index, certificate) in certificates.into_iter().enumerate() {
-        roots.add(certificate).map_err(|error| {
-            ca_error(format!(
-                "certificate {} is not usable as a CA: {error}",
-                index + 1
-            ))
-        })?;
+        roots
+            .add(certificate)
+            .map_err(|error| ca_error(format!("certificate {} is not usable as a CA: {error}", index + 1)))?;
     }
     Ok(roots)
 }
 
 fn load_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let cert_error = |reason| TlsError::CertFile {
-        path: path.to_owned(),
-        reason,
-    };
+    let cert_error = |reason| TlsError::CertFile { path: path.to_owned(), reason };
     let contents = read_pem_file(path).map_err(cert_error)?;
     parse_certificates(&contents).map_err(cert_error)
 }
 
 fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let key_error = |reason| TlsError::KeyFile {
-        path: path.to_owned(),
-        reason,
-    };
+    let key_error = |reason| TlsError::KeyFile { path: path.to_owned(), reason };
     let contents = read_pem_file(path).map_err(key_error)?;
     PrivateKeyDer::from_pem_slice(&contents).map_err(|error| {
         let text = String::from_utf8_lossy(&contents);
@@ -235,9 +211,8 @@ pub fn explain_handshake_error(error: &(dyn StdError + 'static), host: &str) -> 
         }
         if let Some(io_error) = error.downcast_ref::<io::Error>() {
             // io::Error's `source()` skips the error it wraps, so look inside explicitly.
-            if let Some(rustls_error) = io_error
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            if let Some(rustls_error) =
+                io_error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
             {
                 return explain_rustls_error(rustls_error, host);
             }
@@ -286,10 +261,8 @@ pub fn explain_rustls_error(error: &rustls::Error, host: &str) -> String {
 fn explain_certificate_error(error: &CertificateError, host: &str) -> String {
     match error {
         CertificateError::NotValidForNameContext { presented, .. } if !presented.is_empty() => {
-            let names: Vec<String> = presented
-                .iter()
-                .map(|name| format!("{:?}", bare_presented_name(name)))
-                .collect();
+            let names: Vec<String> =
+                presented.iter().map(|name| format!("{:?}", bare_presented_name(name))).collect();
             format!(
                 "certificate is not valid for host {host:?}: it names {} (set tls.server_name \
                  or fix the certificate)",
@@ -308,8 +281,7 @@ fn explain_certificate_error(error: &CertificateError, host: &str) -> String {
                 .to_owned()
         }
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-            "the broker's certificate has expired (renew it, or check this machine's clock)"
-                .to_owned()
+            "the broker's certificate has expired (renew it, or check this machine's clock)".to_owned()
         }
         CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
             "the broker's certificate is not valid yet (check this machine's clock)".to_owned()
@@ -322,8 +294,7 @@ fn explain_certificate_error(error: &CertificateError, host: &str) -> String {
         }
         CertificateError::BadEncoding => "the broker's certificate is malformed".to_owned(),
         CertificateError::BadSignature => {
-            "the broker's certificate signature does not verify against its issuer (check tls.ca)"
-                .to_owned()
+            "the broker's certificate signature does not verify against its issuer (check tls.ca)".to_owned()
         }
         other => format!("the broker's certificate was refused: {other}"),
     }
@@ -335,11 +306,7 @@ fn bare_presented_name(presented: &str) -> &str {
     presented
         .strip_prefix("DnsName(\"")
         .and_then(|rest| rest.strip_suffix("\")"))
-        .or_else(|| {
-            presented
-                .strip_prefix("IpAddress(")
-                .and_then(|rest| rest.strip_suffix(')'))
-        })
+        .or_else(|| presented.strip_prefix("IpAddress(").and_then(|rest| rest.strip_suffix(')')))
         .unwrap_or(presented)
 }
 
@@ -392,10 +359,7 @@ mod tests {
         check(
             InvalidCertificate(CertificateError::NotValidForNameContext {
                 expected: ServerName::try_from("mq1").expect("a valid DNS name"),
-                presented: vec![
-                    r#"DnsName("mq2")"#.to_owned(),
-                    "IpAddress(10.0.0.2)".to_owned(),
-                ],
+                presented: vec![r#"DnsName("mq2")"#.to_owned(), "IpAddress(10.0.0.2)".to_owned()],
             }),
             r#"not valid for host "mq1": it names "mq2", "10.0.0.2" (set tls.server_name"#,
         );
@@ -404,22 +368,13 @@ mod tests {
             "certificate was not issued by the configured CA (check tls.ca;",
         );
         check(InvalidCertificate(CertificateError::Expired), "has expired");
-        check(
-            InvalidCertificate(CertificateError::NotValidYet),
-            "not valid yet",
-        );
+        check(InvalidCertificate(CertificateError::NotValidYet), "not valid yet");
         check(
             AlertReceived(AlertDescription::CertificateRequired),
             "the broker requires a client certificate (set tls.cert and tls.key)",
         );
-        check(
-            AlertReceived(AlertDescription::HandshakeFailure),
-            "set tls.cert and tls.key",
-        );
-        check(
-            AlertReceived(AlertDescription::UnknownCA),
-            "refused our client certificate",
-        );
+        check(AlertReceived(AlertDescription::HandshakeFailure), "set tls.cert and tls.key");
+        check(AlertReceived(AlertDescription::UnknownCA), "refused our client certificate");
         check(
             rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
             "did not answer with TLS",
@@ -442,27 +397,12 @@ mod tests {
     #[test]
     fn server_name_prefers_the_setting() {
         let mut settings = TlsSettings::default();
-        assert_eq!(
-            settings.server_name_for("mq1").expect("valid").to_str(),
-            "mq1"
-        );
-        assert_eq!(
-            settings.server_name_for("[::1]").expect("valid").to_str(),
-            "::1"
-        );
+        assert_eq!(settings.server_name_for("mq1").expect("valid").to_str(), "mq1");
+        assert_eq!(settings.server_name_for("[::1]").expect("valid").to_str(), "::1");
         settings.server_name = Some("broker.example.net".to_owned());
-        assert_eq!(
-            settings
-                .server_name_for("10.0.0.1")
-                .expect("valid")
-                .to_str(),
-            "broker.example.net"
-        );
+        assert_eq!(settings.server_name_for("10.0.0.1").expect("valid").to_str(), "broker.example.net");
         settings.server_name = Some("not a name!".to_owned());
-        let error = settings
-            .server_name_for("mq1")
-            .expect_err("invalid name")
-            .to_string();
+        let error = settings.server_name_for("mq1").expect_err("invalid name").to_string();
         assert!(error.contains("tls.server_name"), "{error}");
     }
 }

@@ -54,10 +54,8 @@ pub(super) fn endpoints(settings: &BrokerSettings) -> Result<Vec<Endpoint>, Brok
                              (set tls.ca, or use an amqp:// URL)"
                         )));
                     };
-                    let server_name = settings
-                        .tls_server_name
-                        .clone()
-                        .unwrap_or_else(|| uri.authority.host.clone());
+                    let server_name =
+                        settings.tls_server_name.clone().unwrap_or_else(|| uri.authority.host.clone());
                     Some((RustlsConnector::from(Arc::clone(config)), server_name))
                 }
             };
@@ -80,26 +78,18 @@ pub(crate) fn redact(url: &str) -> String {
     };
     let userinfo = &rest[..at];
     match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..authority_start],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
+        Some(colon) => format!("{}{}:***{}", &url[..authority_start], &userinfo[..colon], &rest[at..]),
         None => url.to_string(),
     }
 }
 
 /// Connects to `endpoint` (TCP, TLS, AMQP handshake) within `settings.connect_timeout`.
 /// The error is a sentence saying why, meant to follow the redacted URL.
-pub(super) async fn open(
-    endpoint: &Endpoint,
-    settings: &BrokerSettings,
-) -> Result<Connection, String> {
+pub(super) async fn open(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Connection, String> {
     let runtime = lapin::runtime::default_runtime()
         .map_err(|error| format!("no async runtime to connect with: {error}"))?;
-    let properties = ConnectionProperties::default()
-        .with_connection_name(settings.connection_name.clone().into());
+    let properties =
+        ConnectionProperties::default().with_connection_name(settings.connection_name.clone().into());
     let timeout = settings.connect_timeout;
     let tls = endpoint.tls.clone();
     // lapin calls this from its I/O thread for the initial connection only: its own
@@ -107,8 +97,7 @@ pub(super) async fn open(
     let connect = async move |uri: AMQPUri, _runtime| {
         let address = format!("{}:{}", uri.authority.host, uri.authority.port);
         let stream = tokio::time::timeout(timeout, async {
-            let addresses: Vec<SocketAddr> =
-                tokio::net::lookup_host(address.as_str()).await?.collect();
+            let addresses: Vec<SocketAddr> = tokio::net::lookup_host(address.as_str()).await?.collect();
             let stream = AsyncTcpStream::connect(&_runtime, addresses).await?;
             match &tls {
                 None => Ok(stream),
@@ -123,28 +112,24 @@ pub(super) async fn open(
     match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(error)) => Err(describe_connect_error(&error, endpoint, timeout)),
-        Err(_elapsed) => Err(format!(
-            "no AMQP handshake within {} (is this an AMQP port?)",
-            seconds_text(timeout)
-        )),
+        Err(_elapsed) => {
+            Err(format!("no AMQP handshake within {} (is this an AMQP port?)", seconds_text(timeout)))
+        }
     }
 }
 
 /// Turns a failed connection attempt into a sentence a person can act on.
 fn describe_connect_error(error: &lapin::Error, endpoint: &Endpoint, timeout: Duration) -> String {
-    let address = format!(
-        "{}:{}",
-        endpoint.uri.authority.host, endpoint.uri.authority.port
-    );
+    let address = format!("{}:{}", endpoint.uri.authority.host, endpoint.uri.authority.port);
     let user = endpoint.user();
     match error.kind() {
         ErrorKind::ProtocolError(amqp_error) => {
             let code = amqp_error.get_id();
             let broker_text = amqp_error.get_message().as_str();
             match code {
-                403 => format!(
-                    "broker refused login for user \"{user}\" (check the URL's user and password)"
-                ),
+                403 => {
+                    format!("broker refused login for user \"{user}\" (check the URL's user and password)")
+                }
                 530 => format!(
                     "broker refused user \"{user}\" access to vhost \"{}\" \
                      (check the URL's vhost and the user's permissions): {broker_text}",
@@ -199,25 +184,20 @@ fn find_rustls_error(io_error: &std::io::Error) -> Option<&rustls::Error> {
 }
 
 fn describe_tls_error(error: &rustls::Error, endpoint: &Endpoint) -> String {
-    let expected = endpoint
-        .tls
-        .as_ref()
-        .map_or(endpoint.uri.authority.host.as_str(), |(_, name)| {
-            name.as_str()
-        });
+    let expected =
+        endpoint.tls.as_ref().map_or(endpoint.uri.authority.host.as_str(), |(_, name)| name.as_str());
     match error {
-        rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
-            presented,
-            ..
-        }) => format!(
-            "certificate is not valid for host \"{expected}\" (it is for {}; set tls.server_name \
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { presented, .. }) => {
+            format!(
+                "certificate is not valid for host \"{expected}\" (it is for {}; set tls.server_name \
              or fix the certificate)",
-            presented
-                .iter()
-                .map(|name| format!("\"{}\"", presented_name(name)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+                presented
+                    .iter()
+                    .map(|name| format!("\"{}\"", presented_name(name)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
         rustls::Error::InvalidCertificate(CertificateError::NotValidForName) => format!(
             "certificate is not valid for host \"{expected}\" (set tls.server_name or fix the \
              certificate)"
@@ -252,22 +232,14 @@ fn presented_name(presented: &str) -> &str {
     presented
         .strip_prefix("DnsName(\"")
         .and_then(|rest| rest.strip_suffix("\")"))
-        .or_else(|| {
-            presented
-                .strip_prefix("IpAddress(")
-                .and_then(|rest| rest.strip_suffix(')'))
-        })
+        .or_else(|| presented.strip_prefix("IpAddress(").and_then(|rest| rest.strip_suffix(')')))
         .unwrap_or(presented)
 }
 
 /// "3 s", "0.5 s": durations as people read them in messages.
 pub(super) fn seconds_text(duration: Duration) -> String {
     let seconds = duration.as_secs_f64();
-    if seconds.fract() == 0.0 {
-        format!("{seconds:.0} s")
-    } else {
-        format!("{seconds} s")
-    }
+    if seconds.fract() == 0.0 { format!("{seconds:.0} s") } else { format!("{seconds} s") }
 }
 
 /// Whole seconds for the error variants that carry `seconds: u64`, rounded up so that a
@@ -286,18 +258,9 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        check(
-            "amqp://node:secret@mq1:5672/baton",
-            "amqp://node:***@mq1:5672/baton",
-        );
-        check(
-            "amqps://node:s3cr%2Ft@mq1:5671/%2f",
-            "amqps://node:***@mq1:5671/%2f",
-        );
-        check(
-            "amqp://node:p@ss/w@rd@mq1/baton",
-            "amqp://node:***@mq1/baton",
-        );
+        check("amqp://node:secret@mq1:5672/baton", "amqp://node:***@mq1:5672/baton");
+        check("amqps://node:s3cr%2Ft@mq1:5671/%2f", "amqps://node:***@mq1:5671/%2f");
+        check("amqp://node:p@ss/w@rd@mq1/baton", "amqp://node:***@mq1/baton");
         check("amqp://node@mq1:5672/baton", "amqp://node@mq1:5672/baton");
         check("amqp://mq1:5672/baton", "amqp://mq1:5672/baton");
         check("not a url user:pw@host", "not a url user:***@host");

@@ -78,14 +78,12 @@ pub(super) async fn start(
         next += 1;
     };
     let endpoint = endpoints[endpoint_index].clone();
-    let session = Session::open(connection, endpoint, 1)
-        .await
-        .map_err(|error| BrokerError::Unreachable {
-            attempts: vec![format!(
-                "{}: connected, but could not open a channel: {error}",
-                endpoints[endpoint_index].redacted
-            )],
-        })?;
+    let session = Session::open(connection, endpoint, 1).await.map_err(|error| BrokerError::Unreachable {
+        attempts: vec![format!(
+            "{}: connected, but could not open a channel: {error}",
+            endpoints[endpoint_index].redacted
+        )],
+    })?;
     tracing::info!(url = %session.endpoint.redacted, "connected to the broker");
     let (sessions, _) = watch::channel(None);
     let (ended_sender, ended) = mpsc::channel(64);
@@ -315,8 +313,7 @@ impl Owner {
         let sessions = self.sessions.subscribe();
         let wait = self.connect_timeout;
         tokio::spawn(async move {
-            let result =
-                topology::publish(sessions, destination, body, ttl, deadline, wait, wait).await;
+            let result = topology::publish(sessions, destination, body, ttl, deadline, wait, wait).await;
             // The caller may have given up; that is its business.
             let _ = reply.send(result);
             drop(permit);
@@ -329,8 +326,7 @@ impl Owner {
         let Some(session) = self.current() else {
             return true;
         };
-        self.subscriptions
-            .retain(|_, subscription| !subscription.subscriber.is_closed());
+        self.subscriptions.retain(|_, subscription| !subscription.subscriber.is_closed());
         let mut all_done = true;
         let ids: Vec<u64> = self.subscriptions.keys().copied().collect();
         for id in ids {
@@ -374,10 +370,7 @@ impl Owner {
             }
             let id = self.next_subscription_id;
             let (subscriber, messages) = mpsc::channel(SUBSCRIPTION_CAPACITY);
-            match self
-                .establish(&session, id, &pending.kind, subscriber.clone())
-                .await
-            {
+            match self.establish(&session, id, &pending.kind, subscriber.clone()).await {
                 Ok(()) => {
                     self.next_subscription_id += 1;
                     self.subscriptions.insert(
@@ -426,13 +419,7 @@ impl Owner {
         tokio::spawn(async move {
             let why = topology::forward(channel, consumer, subscriber, max_message_bytes).await;
             // The owner is gone at shutdown; nothing left to tell.
-            let _ = ended
-                .send(Ended {
-                    subscription: id,
-                    generation,
-                    why,
-                })
-                .await;
+            let _ = ended.send(Ended { subscription: id, generation, why }).await;
         });
         Ok(())
     }

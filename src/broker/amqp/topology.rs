@@ -19,14 +19,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, Consumer, ErrorKind, ExchangeKind,
-};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer, ErrorKind, ExchangeKind};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -63,28 +61,16 @@ pub(super) struct Route {
 impl Route {
     pub fn of(destination: &Destination) -> Route {
         match destination {
-            Destination::Broadcast { collective, agent } => Route {
-                exchange: broadcast_exchange(collective),
-                routing_key: format!("agent.{agent}"),
-            },
-            Destination::Node {
-                collective,
-                identity,
-            } => Route {
-                exchange: String::new(),
-                routing_key: node_queue(collective, identity),
-            },
-            Destination::Reply(address) => Route {
-                exchange: String::new(),
-                routing_key: address.clone(),
-            },
-            Destination::Registration {
-                collective,
-                identity,
-            } => Route {
-                exchange: registration_exchange(collective),
-                routing_key: format!("node.{identity}"),
-            },
+            Destination::Broadcast { collective, agent } => {
+                Route { exchange: broadcast_exchange(collective), routing_key: format!("agent.{agent}") }
+            }
+            Destination::Node { collective, identity } => {
+                Route { exchange: String::new(), routing_key: node_queue(collective, identity) }
+            }
+            Destination::Reply(address) => Route { exchange: String::new(), routing_key: address.clone() },
+            Destination::Registration { collective, identity } => {
+                Route { exchange: registration_exchange(collective), routing_key: format!("node.{identity}") }
+            }
         }
     }
 
@@ -92,10 +78,7 @@ impl Route {
         if self.exchange.is_empty() {
             format!("publish to queue \"{}\"", self.routing_key)
         } else {
-            format!(
-                "publish to exchange \"{}\" with key \"{}\"",
-                self.exchange, self.routing_key
-            )
+            format!("publish to exchange \"{}\" with key \"{}\"", self.exchange, self.routing_key)
         }
     }
 }
@@ -157,10 +140,7 @@ impl Session {
     }
 
     fn exchange_known(&self, exchange: &str) -> bool {
-        self.known_exchanges
-            .lock()
-            .map(|known| known.contains(exchange))
-            .unwrap_or(false)
+        self.known_exchanges.lock().map(|known| known.contains(exchange)).unwrap_or(false)
     }
 
     fn remember_exchange(&self, exchange: &str) {
@@ -182,19 +162,12 @@ impl Session {
         if self.exchange_known(exchange) {
             return Ok(());
         }
-        let probe = self
-            .connection
-            .create_channel()
-            .await
-            .map_err(OperationError::Transient)?;
+        let probe = self.connection.create_channel().await.map_err(OperationError::Transient)?;
         let passive = probe
             .exchange_declare(
                 exchange.into(),
                 ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    passive: true,
-                    ..ExchangeDeclareOptions::default()
-                },
+                ExchangeDeclareOptions { passive: true, ..ExchangeDeclareOptions::default() },
                 FieldTable::default(),
             )
             .await;
@@ -206,26 +179,15 @@ impl Session {
             }
             Err(error) if soft_error_code(&error) == Some(404) => {}
             Err(error) => {
-                return Err(classify(
-                    error,
-                    &format!("check exchange \"{exchange}\""),
-                    self.user(),
-                ));
+                return Err(classify(error, &format!("check exchange \"{exchange}\""), self.user()));
             }
         }
-        let declarer = self
-            .connection
-            .create_channel()
-            .await
-            .map_err(OperationError::Transient)?;
+        let declarer = self.connection.create_channel().await.map_err(OperationError::Transient)?;
         let declared = declarer
             .exchange_declare(
                 exchange.into(),
                 ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
+                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
                 FieldTable::default(),
             )
             .await;
@@ -242,11 +204,7 @@ impl Session {
                     user: self.user().to_string(),
                 }))
             }
-            Err(error) => Err(classify(
-                error,
-                &format!("declare exchange \"{exchange}\""),
-                self.user(),
-            )),
+            Err(error) => Err(classify(error, &format!("declare exchange \"{exchange}\""), self.user())),
         }
     }
 
@@ -257,21 +215,10 @@ impl Session {
         node_queue_expiry: Duration,
     ) -> Result<(Channel, Consumer), OperationError> {
         let user = self.user().to_string();
-        let channel = self
-            .connection
-            .create_channel()
-            .await
-            .map_err(OperationError::Transient)?;
-        channel
-            .basic_qos(PREFETCH, BasicQosOptions::default())
-            .await
-            .map_err(OperationError::Transient)?;
+        let channel = self.connection.create_channel().await.map_err(OperationError::Transient)?;
+        channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(OperationError::Transient)?;
         let queue = match kind {
-            SubscriptionKind::Node {
-                collective,
-                identity,
-                agents,
-            } => {
+            SubscriptionKind::Node { collective, identity, agents } => {
                 let queue = node_queue(collective, identity);
                 declare_queue(
                     &channel,
@@ -287,29 +234,15 @@ impl Session {
                     self.ensure_exchange(&exchange).await?;
                 }
                 for agent in agents {
-                    bind(
-                        &channel,
-                        &queue,
-                        &exchange,
-                        &format!("agent.{agent}"),
-                        &user,
-                    )
-                    .await?;
+                    bind(&channel, &queue, &exchange, &format!("agent.{agent}"), &user).await?;
                 }
                 queue
             }
-            SubscriptionKind::Reply {
-                collective,
-                suffix,
-                persistent,
-            } => {
+            SubscriptionKind::Reply { collective, suffix, persistent } => {
                 let queue = format!("{collective}.reply.{suffix}");
                 let (options, expiry) = if *persistent {
                     (
-                        QueueDeclareOptions {
-                            durable: true,
-                            ..QueueDeclareOptions::default()
-                        },
+                        QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
                         Some(NAMED_REPLY_QUEUE_EXPIRY),
                     )
                 } else {
@@ -362,20 +295,13 @@ impl Session {
         if !route.exchange.is_empty() {
             self.ensure_exchange(&route.exchange).await?;
         }
-        let channel = self
-            .publish_channel()
-            .await
-            .map_err(OperationError::Transient)?;
-        let properties =
-            BasicProperties::default().with_expiration(ttl.as_millis().to_string().into());
+        let channel = self.publish_channel().await.map_err(OperationError::Transient)?;
+        let properties = BasicProperties::default().with_expiration(ttl.as_millis().to_string().into());
         let confirm = channel
             .basic_publish(
                 route.exchange.as_str().into(),
                 route.routing_key.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
+                BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
                 body,
                 properties,
             )
@@ -442,14 +368,10 @@ pub(super) async fn publish(
     }
     let operation = route.describe();
     match last_error {
-        Some(error) if Instant::now() < deadline => Err(BrokerError::Refused {
-            operation,
-            reason: format!("it kept failing: {error}"),
-        }),
-        _ => Err(BrokerError::Disconnected {
-            operation,
-            seconds: whole_seconds(wait),
-        }),
+        Some(error) if Instant::now() < deadline => {
+            Err(BrokerError::Refused { operation, reason: format!("it kept failing: {error}") })
+        }
+        _ => Err(BrokerError::Disconnected { operation, seconds: whole_seconds(wait) }),
     }
 }
 
@@ -531,9 +453,7 @@ pub(super) async fn forward(
 
 async fn open_confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
     let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
     Ok(channel)
 }
 
@@ -549,10 +469,7 @@ async fn declare_queue(
         let millis = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX).max(1);
         arguments.insert("x-expires".into(), AMQPValue::LongLongInt(millis));
     }
-    match channel
-        .queue_declare(queue.into(), options, arguments)
-        .await
-    {
+    match channel.queue_declare(queue.into(), options, arguments).await {
         Ok(_) => Ok(()),
         Err(error) if soft_error_code(&error) == Some(406) => {
             Err(OperationError::Fatal(BrokerError::Refused {
@@ -587,9 +504,7 @@ async fn bind(
         .map_err(|error| {
             classify(
                 error,
-                &format!(
-                    "bind queue \"{queue}\" to exchange \"{exchange}\" with key \"{routing_key}\""
-                ),
+                &format!("bind queue \"{queue}\" to exchange \"{exchange}\" with key \"{routing_key}\""),
                 user,
             )
         })
@@ -631,12 +546,8 @@ fn classify(error: lapin::Error, operation: &str, user: &str) -> OperationError 
         return OperationError::Transient(error);
     };
     let reason = amqp_error.get_message().to_string();
-    let refused = |operation: String| {
-        OperationError::Fatal(BrokerError::Refused {
-            operation,
-            reason: reason.clone(),
-        })
-    };
+    let refused =
+        |operation: String| OperationError::Fatal(BrokerError::Refused { operation, reason: reason.clone() });
     match soft {
         AMQPSoftError::ACCESSREFUSED => refused(format!("{operation} for user \"{user}\"")),
         AMQPSoftError::RESOURCELOCKED => OperationError::Fatal(BrokerError::Refused {
@@ -654,48 +565,21 @@ mod tests {
     fn check(destination: Destination, exchange: &str, routing_key: &str) {
         assert_eq!(
             Route::of(&destination),
-            Route {
-                exchange: exchange.to_string(),
-                routing_key: routing_key.to_string()
-            },
+            Route { exchange: exchange.to_string(), routing_key: routing_key.to_string() },
             "route of {destination:?}"
         );
     }
 
     #[test]
     fn destinations_map_onto_the_documented_topology() {
-        let broadcast = |c: &str, a: &str| Destination::Broadcast {
-            collective: c.into(),
-            agent: a.into(),
-        };
-        let node = |c: &str, i: &str| Destination::Node {
-            collective: c.into(),
-            identity: i.into(),
-        };
-        let registration = |c: &str, i: &str| Destination::Registration {
-            collective: c.into(),
-            identity: i.into(),
-        };
-        check(
-            broadcast("baton", "rpcutil"),
-            "baton.broadcast",
-            "agent.rpcutil",
-        );
-        check(
-            broadcast("dc1", "service"),
-            "dc1.broadcast",
-            "agent.service",
-        );
+        let broadcast = |c: &str, a: &str| Destination::Broadcast { collective: c.into(), agent: a.into() };
+        let node = |c: &str, i: &str| Destination::Node { collective: c.into(), identity: i.into() };
+        let registration =
+            |c: &str, i: &str| Destination::Registration { collective: c.into(), identity: i.into() };
+        check(broadcast("baton", "rpcutil"), "baton.broadcast", "agent.rpcutil");
+        check(broadcast("dc1", "service"), "dc1.broadcast", "agent.service");
         check(node("baton", "web01"), "", "baton.node.web01");
-        check(
-            Destination::Reply("baton.reply.abc".into()),
-            "",
-            "baton.reply.abc",
-        );
-        check(
-            registration("baton", "web01"),
-            "baton.registration",
-            "node.web01",
-        );
+        check(Destination::Reply("baton.reply.abc".into()), "", "baton.reply.abc");
+        check(registration("baton", "web01"), "baton.registration", "node.web01");
     }
 }
