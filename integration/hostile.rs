@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use baton::protocol::{FilterSpec, Reply, Request, new_request_id, now_ms};
-use baton::security::Security;
+use baton::security::{Psk, Security};
 use serde_json::json;
 
 use crate::harness::{Fleet, NodeSpec, RawClient};
 
 fn security(fleet: &Fleet) -> Security {
-    Security::psk_from_file(&fleet.dir.path().join("psk")).expect("fleet psk")
+    Security::Psk(Psk::from_file(&fleet.dir.path().join("psk")).expect("fleet psk"))
 }
 
 fn request(fleet: &Fleet, raw: &RawClient, time_ms: u64, ttl_secs: u32) -> Request {

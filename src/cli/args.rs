@@ -96,19 +96,19 @@ pub enum Command {
 #[derive(Debug, Clone, Default, Args)]
 pub struct FilterArgs {
     /// Identity, or /regex/. Several -I are ORed.
-    #[arg(short = 'I', long = "identity", value_name = "ID|/RE/")]
+    #[arg(short = 'I', long = "identity", id = "identity_filter", value_name = "ID|/RE/")]
     pub identity: Vec<String>,
     /// Puppet class, or /regex/.
-    #[arg(short = 'C', long = "class", value_name = "NAME|/RE/")]
+    #[arg(short = 'C', long = "class", id = "class_filter", value_name = "NAME|/RE/")]
     pub class: Vec<String>,
     /// Fact comparison: KEY==VALUE, !=, <, >, <=, >=, =~ /regex/ (dotted keys reach into structured facts).
-    #[arg(short = 'F', long = "fact", value_name = "KEY<op>VALUE")]
+    #[arg(short = 'F', long = "fact", id = "fact_filter", value_name = "KEY<op>VALUE")]
     pub fact: Vec<String>,
     /// Nodes that have this agent, or /regex/.
-    #[arg(short = 'A', long = "agent", value_name = "NAME|/RE/")]
+    #[arg(short = 'A', long = "agent", id = "agent_filter", value_name = "NAME|/RE/")]
     pub agent: Vec<String>,
     /// Compound filter: facts, classes, 'and', 'or', 'not', parentheses.
-    #[arg(short = 'S', long = "select", value_name = "EXPR")]
+    #[arg(short = 'S', long = "select", id = "select_filter", value_name = "EXPR")]
     pub select: Vec<String>,
     /// The collective to address (default: the configuration's collective).
     #[arg(short = 'T', long = "collective", value_name = "NAME")]

@@ -2,7 +2,6 @@
 //! and the broker settings. Loading these reads key and certificate files, so it happens once,
 //! at start, and every failure names the file and what to do.
 
-use std::sync::Arc;
 
 use super::{BrokerConfig, SchemeKind, SecurityConfig, TlsConfig};
 use crate::broker::BrokerSettings;

@@ -1,0 +1,68 @@
+//! The command line's definition and the parsing that happens before anything is sent.
+
+use baton::cli::args::Cli;
+use baton::cli::parse_inputs;
+use clap::{CommandFactory, Parser};
+
+#[test]
+fn the_clap_definition_is_consistent() {
+    // Regression: `rpc AGENT` and `-A/--agent` once shared an argument id and every
+    // `baton rpc` panicked at start.
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn help_lists_the_exit_codes_and_every_subcommand_has_examples() {
+    let mut command = Cli::command();
+    let help = command.render_long_help().to_string();
+    for code in ["0  every targeted node replied OK", "5  the broker could not be reached"] {
+        assert!(help.contains(code), "baton --help lacks {code:?}:\n{help}");
+    }
+    for sub in command.get_subcommands_mut() {
+        let name = sub.get_name().to_string();
+        let help = sub.render_long_help().to_string();
+        assert!(help.contains("Examples:"), "baton {name} --help has no examples:\n{help}");
+    }
+}
+
+fn check_parse(args: &[&str], ok: bool) {
+    let mut argv = vec!["baton"];
+    argv.extend_from_slice(args);
+    assert_eq!(Cli::try_parse_from(&argv).is_ok(), ok, "parsing {args:?}");
+}
+
+#[test]
+fn parsing() {
+    check_parse(&["rpc", "rpcutil", "get_fact", "fact=role", "-A", "rpcutil", "-F", "role=web"], true);
+    check_parse(&["find", "-C", "nginx"], true);
+    check_parse(&["discover", "--dm", "stdin"], true);
+    check_parse(&["discover", "--dm", "carrier-pigeon"], false);
+    check_parse(&["rpc", "rpcutil"], false);
+    check_parse(&["ping", "--json", "--jsonl"], false);
+    check_parse(&["rpc", "a", "b", "--display", "sometimes"], false);
+}
+
+fn check_inputs(args: &[&str], expected: Result<serde_json::Value, &str>) {
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    match (parse_inputs(&args), expected) {
+        (Ok(data), Ok(want)) => assert_eq!(serde_json::Value::Object(data), want, "{args:?}"),
+        (Err(failure), Err(fragment)) => {
+            let message = failure.error.to_string();
+            assert!(message.contains(fragment), "{args:?}: {message:?} should contain {fragment:?}");
+            assert_eq!(failure.exit.code(), 2);
+        }
+        (got, want) => panic!("{args:?}: got {:?}, want {want:?}", got.map_err(|failure| failure.error.to_string())),
+    }
+}
+
+#[test]
+fn key_value_inputs() {
+    use serde_json::json;
+    check_inputs(&[], Ok(json!({})));
+    check_inputs(&["fact=role"], Ok(json!({"fact": "role"})));
+    check_inputs(&["a=1", "b=x=y"], Ok(json!({"a": "1", "b": "x=y"})));
+    check_inputs(&["empty="], Ok(json!({"empty": ""})));
+    check_inputs(&["role"], Err("is not KEY=VALUE"));
+    check_inputs(&["=web"], Err("empty name"));
+    check_inputs(&["a=1", "a=2"], Err("given twice"));
+}
