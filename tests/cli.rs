@@ -20,6 +20,9 @@ fn help_lists_the_exit_codes_and_every_subcommand_has_examples() {
     }
     for sub in command.get_subcommands_mut() {
         let name = sub.get_name().to_string();
+        if name == "help" {
+            continue;
+        }
         let help = sub.render_long_help().to_string();
         assert!(help.contains("Examples:"), "baton {name} --help has no examples:\n{help}");
     }
