@@ -54,7 +54,9 @@ fn check_inputs(args: &[&str], expected: Result<serde_json::Value, &str>) {
             assert!(message.contains(fragment), "{args:?}: {message:?} should contain {fragment:?}");
             assert_eq!(failure.exit.code(), 2);
         }
-        (got, want) => panic!("{args:?}: got {:?}, want {want:?}", got.map_err(|failure| failure.error.to_string())),
+        (got, want) => {
+            panic!("{args:?}: got {:?}, want {want:?}", got.map_err(|failure| failure.error.to_string()))
+        }
     }
 }
 

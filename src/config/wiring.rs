@@ -2,7 +2,6 @@
 //! and the broker settings. Loading these reads key and certificate files, so it happens once,
 //! at start, and every failure names the file and what to do.
 
-
 use super::{BrokerConfig, SchemeKind, SecurityConfig, TlsConfig};
 use crate::broker::BrokerSettings;
 use crate::security::tls::{TlsSettings, client_config};
