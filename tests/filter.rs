@@ -5,8 +5,7 @@
 //! whether the fixture node below matches, or a fragment of the error message.
 
 use baton::protocol::filter::{
-    Filter, FilterError, FilterFlag, FilterSpec, MAX_DEPTH, MAX_EXPRESSION_BYTES, NodeView,
-    dotted_fact,
+    Filter, FilterError, FilterFlag, FilterSpec, MAX_DEPTH, MAX_EXPRESSION_BYTES, NodeView, dotted_fact,
 };
 use baton::protocol::{from_cbor, to_cbor};
 use serde_json::{Value, json};
@@ -114,9 +113,7 @@ fn spec(line: &str) -> FilterSpec {
     let mut spec = FilterSpec::default();
     let mut words = shell_words(line).into_iter();
     while let Some(flag) = words.next() {
-        let value = words
-            .next()
-            .unwrap_or_else(|| panic!("flag {flag} has no value in {line:?}"));
+        let value = words.next().unwrap_or_else(|| panic!("flag {flag} has no value in {line:?}"));
         let list = match flag.as_str() {
             "-I" => &mut spec.identity,
             "-C" => &mut spec.class,
@@ -137,11 +134,7 @@ fn compile(line: &str) -> Filter {
 #[track_caller]
 fn check(line: &str, expected: bool) {
     let filter = compile(line);
-    assert_eq!(
-        filter.matches(&web01()),
-        expected,
-        "{line:?} (read as: {filter})"
-    );
+    assert_eq!(filter.matches(&web01()), expected, "{line:?} (read as: {filter})");
 }
 
 fn compile_error(spec: &FilterSpec) -> FilterError {
@@ -322,10 +315,7 @@ fn a_fact_the_node_lacks_never_matches() {
 fn different_flags_and_several_facts_are_anded() {
     check("-F role=web -F environment=production", true);
     check("-F role=web -F environment=staging", false);
-    check(
-        "-I web01.example.com -C apache -F role=web -A service",
-        true,
-    );
+    check("-I web01.example.com -C apache -F role=web -A service", true);
     check("-I web01.example.com -C apache -F role=db", false);
     check("-I /^db/ -C apache", false);
     check("-I db01 -I web01.example.com -A mysql", false);
@@ -389,11 +379,8 @@ fn several_selects_are_anded() {
 fn nesting_up_to_the_limit_is_fine() {
     let parens = format!("{}apache{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
     let nots = format!("{}apache", "not ".repeat(MAX_DEPTH));
-    let filter = Filter::compile(&FilterSpec {
-        select: vec![parens, nots],
-        ..FilterSpec::default()
-    })
-    .expect("nesting at the limit compiles");
+    let filter = Filter::compile(&FilterSpec { select: vec![parens, nots], ..FilterSpec::default() })
+        .expect("nesting at the limit compiles");
     assert!(filter.matches(&web01()));
 }
 
@@ -404,10 +391,7 @@ fn fact_filter_errors() {
         r#"invalid fact filter "role": expected KEY<op>VALUE with one of == != < > <= >= =~"#,
     );
     check_err("-F 'role web'", "expected KEY<op>VALUE");
-    check_err(
-        "-F =web",
-        "missing fact name before the operator at column 1",
-    );
+    check_err("-F =web", "missing fact name before the operator at column 1");
     check_err("-F role~web", r#"unknown operator "~" at column 5"#);
     check_err("-F role!web", r#"unknown operator "!""#);
     check_err("-F role=", r#"missing value after "=" at column 5"#);
@@ -422,10 +406,7 @@ fn fact_filter_errors() {
 #[test]
 fn name_filter_errors() {
     check_err("-I ''", r#"invalid identity filter "": it is empty"#);
-    check_err(
-        "-I 'web01 web02'",
-        "contains whitespace; give each name its own -I",
-    );
+    check_err("-I 'web01 web02'", "contains whitespace; give each name its own -I");
     check_err("-C '/(/'", "invalid class filter \"/(/\": bad regex /(/:");
     check_err("-A ' '", "invalid agent filter");
     check_err("-I //", "bad regex //: it is empty");
@@ -437,30 +418,15 @@ fn select_errors() {
         "-S 'a and (b'",
         r#"invalid select expression "a and (b": missing ")" to close the "(" at column 7"#,
     );
-    check_err(
-        "-S 'a and b)'",
-        r#"the ")" at column 8 has no matching "(""#,
-    );
-    check_err(
-        "-S 'a b'",
-        r#"unexpected "b" at column 3; expected "and" or "or" between terms"#,
-    );
-    check_err(
-        "-S '(a b)'",
-        r#"unexpected "b" at column 4; expected "and", "or" or ")""#,
-    );
-    check_err(
-        "-S 'a and'",
-        "it ends too early; expected a class, a fact comparison",
-    );
+    check_err("-S 'a and b)'", r#"the ")" at column 8 has no matching "(""#);
+    check_err("-S 'a b'", r#"unexpected "b" at column 3; expected "and" or "or" between terms"#);
+    check_err("-S '(a b)'", r#"unexpected "b" at column 4; expected "and", "or" or ")""#);
+    check_err("-S 'a and'", "it ends too early; expected a class, a fact comparison");
     check_err("-S 'and a'", r#"unexpected "and" at column 1"#);
     check_err("-S '()'", r#"unexpected ")" at column 2"#);
     check_err("-S 'a or or b'", r#"unexpected "or" at column 6"#);
     check_err("-S '  '", "it is empty");
-    check_err(
-        "-S 'role=/web'",
-        "the regex that starts with / at column 6 has no closing /",
-    );
+    check_err("-S 'role=/web'", "the regex that starts with / at column 6 has no closing /");
     check_err(
         "-S 'path=/usr/bin'",
         r#"unexpected "bin" at column 11 right after a value; quote values that contain / or spaces"#,
@@ -469,87 +435,37 @@ fn select_errors() {
     check_err(r#"-S 'role="web'"#, "the quote at column 6 is never closed");
     check_err("-S 'role~web'", r#"unknown operator "~" at column 5"#);
     check_err("-S 'role=~/(/'", "bad regex /(/");
-    check_err(
-        "-S '=web'",
-        "missing fact name before the operator at column 1",
-    );
-    check_err(
-        "-S 'a and !=web'",
-        "missing fact name before the operator at column 7",
-    );
-    check_err(
-        "-S 'identity(a b)'",
-        r#"unexpected "b)" at column 12; expected ")""#,
-    );
-    check_err(
-        "-S 'agent(service'",
-        r#"missing ")" to close the "(" at column 6"#,
-    );
+    check_err("-S '=web'", "missing fact name before the operator at column 1");
+    check_err("-S 'a and !=web'", "missing fact name before the operator at column 7");
+    check_err("-S 'identity(a b)'", r#"unexpected "b)" at column 12; expected ")""#);
+    check_err("-S 'agent(service'", r#"missing ")" to close the "(" at column 6"#);
     check_err("-S 'apache !web'", r#"unexpected "!" at column 8"#);
 }
 
 #[test]
 fn hostile_filters_are_refused_within_limits() {
-    let too_deep = format!(
-        "{}a{}",
-        "(".repeat(MAX_DEPTH + 1),
-        ")".repeat(MAX_DEPTH + 1)
-    );
+    let too_deep = format!("{}a{}", "(".repeat(MAX_DEPTH + 1), ")".repeat(MAX_DEPTH + 1));
     let too_many_nots = format!("{}a", "! ".repeat(500));
     for select in [too_deep, too_many_nots] {
-        let error = compile_error(&FilterSpec {
-            select: vec![select],
-            ..FilterSpec::default()
-        });
-        assert!(
-            error.to_string().contains("more than 64 levels deep"),
-            "{error}"
-        );
+        let error = compile_error(&FilterSpec { select: vec![select], ..FilterSpec::default() });
+        assert!(error.to_string().contains("more than 64 levels deep"), "{error}");
     }
 
     let long_fact = format!("role={}", "x".repeat(MAX_EXPRESSION_BYTES));
-    let error = compile_error(&FilterSpec {
-        fact: vec![long_fact],
-        ..FilterSpec::default()
-    });
-    assert!(
-        error
-            .to_string()
-            .contains("4101 bytes long, over the limit of 4096"),
-        "{error}"
-    );
-    assert!(
-        error.source_text.len() < 200,
-        "a long filter is shortened in messages: {}",
-        error.source_text
-    );
+    let error = compile_error(&FilterSpec { fact: vec![long_fact], ..FilterSpec::default() });
+    assert!(error.to_string().contains("4101 bytes long, over the limit of 4096"), "{error}");
+    assert!(error.source_text.len() < 200, "a long filter is shortened in messages: {}", error.source_text);
 
     let error = compile_error(&FilterSpec {
         fact: vec![format!("role={}", "x".repeat(4000)); 5],
         ..FilterSpec::default()
     });
-    assert!(
-        error
-            .to_string()
-            .contains("add up to more than 16384 bytes"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("add up to more than 16384 bytes"), "{error}");
 
-    let error = compile_error(&FilterSpec {
-        identity: vec!["/a/".to_owned(); 33],
-        ..FilterSpec::default()
-    });
-    assert!(
-        error
-            .to_string()
-            .contains("more than 32 regular expressions"),
-        "{error}"
-    );
+    let error = compile_error(&FilterSpec { identity: vec!["/a/".to_owned(); 33], ..FilterSpec::default() });
+    assert!(error.to_string().contains("more than 32 regular expressions"), "{error}");
 
-    check_err(
-        r"-I '/(?:\w{1000}){1000}/'",
-        "needs more than 524288 bytes once compiled",
-    );
+    check_err(r"-I '/(?:\w{1000}){1000}/'", "needs more than 524288 bytes once compiled");
     check_err(
         "-I '/((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((a))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))/'",
         "bad regex",
@@ -561,10 +477,7 @@ fn errors_name_the_flag_and_point_at_the_column() {
     let error = compile_error(&spec("-S 'apache and (role=web'"));
     assert_eq!(error.flag, FilterFlag::Select);
     assert_eq!(error.column(), Some(12));
-    assert_eq!(
-        error.caret().as_deref(),
-        Some("apache and (role=web\n           ^")
-    );
+    assert_eq!(error.caret().as_deref(), Some("apache and (role=web\n           ^"));
 
     let error = compile_error(&spec("-F role"));
     assert_eq!(error.flag, FilterFlag::Fact);
@@ -579,10 +492,7 @@ fn errors_name_the_flag_and_point_at_the_column() {
 #[test]
 fn plain_identities_only_for_plain_identity_filters() {
     let plain = |line: &str| compile(line).plain_identities();
-    assert_eq!(
-        plain("-I web01 -I web02"),
-        Some(strings(&["web01", "web02"]))
-    );
+    assert_eq!(plain("-I web01 -I web02"), Some(strings(&["web01", "web02"])));
     assert_eq!(plain("-I ' web01 '"), Some(strings(&["web01"])));
     assert_eq!(plain("-I web01 -I /^db/"), None);
     assert_eq!(plain("-I web01 -C apache"), None);
@@ -598,10 +508,7 @@ fn describe_explains_the_filter_in_words() {
     for (line, expected) in [
         ("", "every node"),
         ("-I web01", r#"identity is "web01""#),
-        (
-            "-I web01 -I /^db/",
-            r#"(identity is "web01" or identity matches /^db/)"#,
-        ),
+        ("-I web01 -I /^db/", r#"(identity is "web01" or identity matches /^db/)"#),
         (
             "-C apache -C /^role::/ -A service -A /^pup/",
             r#"has class "apache" and has a class matching /^role::/ and has agent "service" and has an agent matching /^pup/"#,
@@ -642,10 +549,7 @@ fn filter_spec_round_trips_through_cbor() {
         let decoded: FilterSpec =
             from_cbor(&bytes, 1024 * 1024, "filter").expect("a spec decodes from its own CBOR");
         assert_eq!(decoded, original, "{line:?}");
-        assert_eq!(
-            Filter::compile(&decoded).is_ok(),
-            Filter::compile(&original).is_ok()
-        );
+        assert_eq!(Filter::compile(&decoded).is_ok(), Filter::compile(&original).is_ok());
     }
     // Empty lists are left out on the wire: the empty spec is an empty CBOR map.
     assert_eq!(to_cbor(&FilterSpec::default()), vec![0xa0]);

@@ -69,9 +69,7 @@ impl Operator {
 /// The run of operator characters at the start of `text`, to quote in an "unknown operator"
 /// error.
 pub(super) fn operator_run(text: &str) -> String {
-    text.chars()
-        .take_while(|character| OPERATOR_CHARS.contains(character))
-        .collect()
+    text.chars().take_while(|character| OPERATOR_CHARS.contains(character)).collect()
 }
 
 /// A comparison's value as written: plain text (bare or unquoted), or a `/regex/`.
@@ -137,10 +135,7 @@ struct Literal {
 
 impl Literal {
     fn new(text: &str) -> Literal {
-        Literal {
-            text: text.into(),
-            number: parse_number(text),
-        }
+        Literal { text: text.into(), number: parse_number(text) }
     }
 
     fn equals(&self, fact: Scalar<'_>) -> bool {
@@ -150,11 +145,9 @@ impl Literal {
             Scalar::Bool(false) => &*self.text == "false",
             // A JSON number's text is always numeric, so a value that is not a number can
             // never equal it.
-            Scalar::Number(number) => self.number.is_some_and(|value| {
-                Number::from_json(number)
-                    .compare(value)
-                    .is_some_and(Ordering::is_eq)
-            }),
+            Scalar::Number(number) => self
+                .number
+                .is_some_and(|value| Number::from_json(number).compare(value).is_some_and(Ordering::is_eq)),
         }
     }
 
@@ -181,21 +174,15 @@ impl FactTest {
     /// Parses the text of one `-F`: `KEY<op>VALUE`, with optional spaces around the operator.
     /// The value is the rest of the text, spaces included; a value in quotes (`"..."` or
     /// `'...'`) is taken literally, which also keeps `/a/` from being read as a regex.
-    pub(super) fn parse(
-        text: &str,
-        compiler: &mut Compiler,
-    ) -> Result<FactTest, FilterErrorReason> {
+    pub(super) fn parse(text: &str, compiler: &mut Compiler) -> Result<FactTest, FilterErrorReason> {
         let Some(operator_start) = text.find(OPERATOR_CHARS) else {
             return Err(FilterErrorReason::FactSyntax);
         };
         let key = text[..operator_start].trim();
         if key.is_empty() {
-            return Err(FilterErrorReason::EmptyKey {
-                column: column_of(text, operator_start),
-            });
+            return Err(FilterErrorReason::EmptyKey { column: column_of(text, operator_start) });
         }
-        let Some((operator, operator_length)) = Operator::parse_prefix(&text[operator_start..])
-        else {
+        let Some((operator, operator_length)) = Operator::parse_prefix(&text[operator_start..]) else {
             return Err(FilterErrorReason::UnknownOperator {
                 operator: operator_run(&text[operator_start..]),
                 column: column_of(text, operator_start),
@@ -222,10 +209,7 @@ impl FactTest {
             }
             ValueSyntax::Text(unquoted.into())
         } else if let Some(inner) = regex_literal(value_text) {
-            ValueSyntax::Regex {
-                inner,
-                written: value_text,
-            }
+            ValueSyntax::Regex { inner, written: value_text }
         } else {
             ValueSyntax::Text(value_text.into())
         };
@@ -242,43 +226,30 @@ impl FactTest {
         if key.contains(|character: char| {
             character.is_whitespace() || matches!(character, '"' | '\'' | '(' | ')')
         }) {
-            return Err(FilterErrorReason::InvalidKey {
-                key: key.to_owned(),
-            });
+            return Err(FilterErrorReason::InvalidKey { key: key.to_owned() });
         }
-        let comparison =
-            |literal: &str, comparison| Check::Compare(comparison, Literal::new(literal));
+        let comparison = |literal: &str, comparison| Check::Compare(comparison, Literal::new(literal));
         let check = match (operator, value) {
             (Operator::Match, ValueSyntax::Regex { inner: pattern, .. }) => {
                 Check::Matches(compiler.regex(pattern)?)
             }
-            (Operator::Match, ValueSyntax::Text(pattern)) => {
-                Check::Matches(compiler.regex(&pattern)?)
-            }
-            (Operator::Equal, ValueSyntax::Regex { inner, .. }) => {
-                Check::Matches(compiler.regex(inner)?)
-            }
+            (Operator::Match, ValueSyntax::Text(pattern)) => Check::Matches(compiler.regex(&pattern)?),
+            (Operator::Equal, ValueSyntax::Regex { inner, .. }) => Check::Matches(compiler.regex(inner)?),
             (Operator::NotEqual, ValueSyntax::Regex { inner, .. }) => {
                 Check::NotMatches(compiler.regex(inner)?)
             }
             (Operator::Equal, ValueSyntax::Text(text)) => Check::Equals(Literal::new(&text)),
             (Operator::NotEqual, ValueSyntax::Text(text)) => Check::NotEquals(Literal::new(&text)),
             // Ordering against a regex means nothing; like MCollective, take the text as written.
-            (ordering, ValueSyntax::Regex { written, .. }) => {
-                comparison(written, ordering_of(ordering))
-            }
+            (ordering, ValueSyntax::Regex { written, .. }) => comparison(written, ordering_of(ordering)),
             (ordering, ValueSyntax::Text(text)) => comparison(&text, ordering_of(ordering)),
         };
-        Ok(FactTest {
-            key: key.into(),
-            check,
-        })
+        Ok(FactTest { key: key.into(), check })
     }
 
     /// Whether `node` has the fact and its value passes.
     pub(super) fn matches<N: NodeView + ?Sized>(&self, node: &N) -> bool {
-        node.fact(&self.key)
-            .is_some_and(|value| self.matches_value(value))
+        node.fact(&self.key).is_some_and(|value| self.matches_value(value))
     }
 
     fn matches_value(&self, value: &Value) -> bool {
@@ -289,16 +260,14 @@ impl FactTest {
             Check::Equals(literal) => any_scalar(value, |fact| literal.equals(fact)),
             Check::NotEquals(literal) => !any_scalar(value, |fact| literal.equals(fact)),
             Check::Compare(comparison, literal) => any_scalar(value, |fact| {
-                literal
-                    .compare(fact)
-                    .is_some_and(|ordering| comparison.accepts(ordering))
+                literal.compare(fact).is_some_and(|ordering| comparison.accepts(ordering))
             }),
-            Check::Matches(regex) => any_scalar(value, |fact| {
-                fact.with_text(|text| regex.is_match(text)).unwrap_or(false)
-            }),
-            Check::NotMatches(regex) => !any_scalar(value, |fact| {
-                fact.with_text(|text| regex.is_match(text)).unwrap_or(false)
-            }),
+            Check::Matches(regex) => {
+                any_scalar(value, |fact| fact.with_text(|text| regex.is_match(text)).unwrap_or(false))
+            }
+            Check::NotMatches(regex) => {
+                !any_scalar(value, |fact| fact.with_text(|text| regex.is_match(text)).unwrap_or(false))
+            }
         }
     }
 }
@@ -334,9 +303,7 @@ impl fmt::Display for FactTest {
 /// so a quoted regex like `"\d+"` means what it says. Returns the unquoted value and the byte
 /// just after the closing quote.
 pub(super) fn scan_quoted(text: &str, start: usize) -> Result<(String, usize), FilterErrorReason> {
-    let unclosed = FilterErrorReason::UnclosedQuote {
-        column: column_of(text, start),
-    };
+    let unclosed = FilterErrorReason::UnclosedQuote { column: column_of(text, start) };
     let mut characters = text[start..].char_indices();
     let Some((_, quote)) = characters.next() else {
         return Err(unclosed);
@@ -500,10 +467,7 @@ struct StackText {
 
 impl StackText {
     fn new() -> StackText {
-        StackText {
-            bytes: [0; 48],
-            length: 0,
-        }
+        StackText { bytes: [0; 48], length: 0 }
     }
 
     fn as_str(&self) -> Option<&str> {
@@ -546,11 +510,7 @@ mod tests {
             ("1.2.3", None),
             (" 1", None),
         ] {
-            assert_eq!(
-                parse_number(text).map(Number::as_f64),
-                expected,
-                "parse_number({text:?})"
-            );
+            assert_eq!(parse_number(text).map(Number::as_f64), expected, "parse_number({text:?})");
         }
     }
 
@@ -561,14 +521,8 @@ mod tests {
             (r#"'it''"#, Ok((String::from("it"), 4))),
             (r#""say \"hi\"""#, Ok((String::from(r#"say "hi""#), 12))),
             (r#""\d+\\""#, Ok((String::from(r"\d+\"), 7))),
-            (
-                r#""open"#,
-                Err(FilterErrorReason::UnclosedQuote { column: 1 }),
-            ),
-            (
-                r#""ends in \""#,
-                Err(FilterErrorReason::UnclosedQuote { column: 1 }),
-            ),
+            (r#""open"#, Err(FilterErrorReason::UnclosedQuote { column: 1 })),
+            (r#""ends in \""#, Err(FilterErrorReason::UnclosedQuote { column: 1 })),
         ] {
             assert_eq!(scan_quoted(text, 0), expected, "scan_quoted({text:?})");
         }
@@ -577,12 +531,7 @@ mod tests {
     #[test]
     fn numbers_format_on_the_stack() {
         let huge: Value = serde_json::json!(1e300);
-        let Value::Number(number) = &huge else {
-            panic!("json! of a float is a number")
-        };
-        assert_eq!(
-            Scalar::Number(number).with_text(str::to_owned),
-            Some(String::from("1e+300"))
-        );
+        let Value::Number(number) = &huge else { panic!("json! of a float is a number") };
+        assert_eq!(Scalar::Number(number).with_text(str::to_owned), Some(String::from("1e+300")));
     }
 }

@@ -118,16 +118,10 @@ pub fn dotted_fact<'facts>(
     None
 }
 
-fn child_value<'facts>(
-    value: &'facts serde_json::Value,
-    segment: &str,
-) -> Option<&'facts serde_json::Value> {
+fn child_value<'facts>(value: &'facts serde_json::Value, segment: &str) -> Option<&'facts serde_json::Value> {
     match value {
         serde_json::Value::Object(map) => map.get(segment),
-        serde_json::Value::Array(items) => segment
-            .parse::<usize>()
-            .ok()
-            .and_then(|index| items.get(index)),
+        serde_json::Value::Array(items) => segment.parse::<usize>().ok().and_then(|index| items.get(index)),
         _ => None,
     }
 }
@@ -154,14 +148,7 @@ impl Filter {
         let facts = compile_each(&mut compiler, FilterFlag::Fact, &spec.fact)?;
         let agents = compile_each(&mut compiler, FilterFlag::Agent, &spec.agent)?;
         let selects = compile_each(&mut compiler, FilterFlag::Select, &spec.select)?;
-        Ok(Filter {
-            spec: spec.clone(),
-            identities,
-            classes,
-            facts,
-            agents,
-            selects,
-        })
+        Ok(Filter { spec: spec.clone(), identities, classes, facts, agents, selects })
     }
 
     /// The source this filter was compiled from, as it goes on the wire.
@@ -179,18 +166,9 @@ impl Filter {
         // Cheapest checks first: identity and agents are plain lookups, facts and expressions
         // may walk JSON and run regexes.
         (self.identities.is_empty()
-            || self
-                .identities
-                .iter()
-                .any(|identity| identity.matches(node.identity())))
-            && self
-                .agents
-                .iter()
-                .all(|agent| agent.matches_any(node.agents(), |name| node.has_agent(name)))
-            && self
-                .classes
-                .iter()
-                .all(|class| class.matches_any(node.classes(), |name| node.has_class(name)))
+            || self.identities.iter().any(|identity| identity.matches(node.identity())))
+            && self.agents.iter().all(|agent| agent.matches_any(node.agents(), |name| node.has_agent(name)))
+            && self.classes.iter().all(|class| class.matches_any(node.classes(), |name| node.has_class(name)))
             && self.facts.iter().all(|fact| fact.matches(node))
             && self.selects.iter().all(|select| select.matches(node))
     }
@@ -206,10 +184,7 @@ impl Filter {
         {
             return None;
         }
-        self.identities
-            .iter()
-            .map(|identity| identity.exact().map(str::to_owned))
-            .collect()
+        self.identities.iter().map(|identity| identity.exact().map(str::to_owned)).collect()
     }
 
     /// The filter explained in words, like MCollective's `describe_filter`, for example
@@ -271,10 +246,7 @@ struct Clauses<'f, 'a> {
 
 impl<'f, 'a> Clauses<'f, 'a> {
     fn new(formatter: &'f mut fmt::Formatter<'a>) -> Self {
-        Clauses {
-            formatter,
-            first: true,
-        }
+        Clauses { formatter, first: true }
     }
 
     fn next(&mut self) -> fmt::Result {
@@ -287,11 +259,8 @@ impl<'f, 'a> Clauses<'f, 'a> {
 
 /// Something one flag's text compiles into.
 trait CompileFrom: Sized {
-    fn compile_from(
-        text: &str,
-        flag: FilterFlag,
-        compiler: &mut Compiler,
-    ) -> Result<Self, FilterErrorReason>;
+    fn compile_from(text: &str, flag: FilterFlag, compiler: &mut Compiler)
+    -> Result<Self, FilterErrorReason>;
 }
 
 impl CompileFrom for Pattern {
@@ -403,11 +372,7 @@ impl FilterError {
             Some((cut, _)) => format!("{}...", &text[..cut]),
             None => text.to_owned(),
         };
-        FilterError {
-            flag,
-            source_text,
-            reason,
-        }
+        FilterError { flag, source_text, reason }
     }
 
     /// The 1-based column (in characters) of the text the error is about, when it is about one
@@ -425,10 +390,7 @@ impl FilterError {
             .chars()
             .map(|character| if character == '\t' { ' ' } else { character })
             .collect();
-        Some(format!(
-            "{shown}\n{}^",
-            " ".repeat(column.saturating_sub(1))
-        ))
+        Some(format!("{shown}\n{}^", " ".repeat(column.saturating_sub(1))))
     }
 }
 
@@ -460,9 +422,7 @@ pub enum FilterErrorReason {
     EmptyKey { column: usize },
     #[error("fact name {key:?} contains whitespace, a quote or a parenthesis")]
     InvalidKey { key: String },
-    #[error(
-        "missing value after {operator:?} at column {column}; write \"\" to compare with an empty value"
-    )]
+    #[error("missing value after {operator:?} at column {column}; write \"\" to compare with an empty value")]
     MissingValue { operator: String, column: usize },
     #[error("the quote at column {column} is never closed")]
     UnclosedQuote { column: usize },
@@ -479,11 +439,7 @@ pub enum FilterErrorReason {
     #[error("the \")\" at column {column} has no matching \"(\"")]
     UnmatchedCloseParen { column: usize },
     #[error("unexpected {token:?} at column {column}; expected {expected}")]
-    UnexpectedToken {
-        token: String,
-        column: usize,
-        expected: &'static str,
-    },
+    UnexpectedToken { token: String, column: usize, expected: &'static str },
     #[error("it ends too early; expected {expected}")]
     UnexpectedEnd { expected: &'static str },
 }
@@ -508,7 +464,5 @@ impl FilterErrorReason {
 
 /// The 1-based character column of byte offset `byte` in `text`.
 fn column_of(text: &str, byte: usize) -> usize {
-    text.get(..byte)
-        .map_or_else(|| text.chars().count(), |head| head.chars().count())
-        + 1
+    text.get(..byte).map_or_else(|| text.chars().count(), |head| head.chars().count()) + 1
 }

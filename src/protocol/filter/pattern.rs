@@ -23,25 +23,17 @@ pub(super) struct Compiler {
 
 impl Compiler {
     pub(super) fn new() -> Compiler {
-        Compiler {
-            text_bytes: 0,
-            regexes: 0,
-        }
+        Compiler { text_bytes: 0, regexes: 0 }
     }
 
     /// Counts one flag's text against the per-flag and whole-filter length limits.
     pub(super) fn charge_text(&mut self, text: &str) -> Result<(), FilterErrorReason> {
         if text.len() > MAX_EXPRESSION_BYTES {
-            return Err(FilterErrorReason::TooLong {
-                length: text.len(),
-                limit: MAX_EXPRESSION_BYTES,
-            });
+            return Err(FilterErrorReason::TooLong { length: text.len(), limit: MAX_EXPRESSION_BYTES });
         }
         self.text_bytes += text.len();
         if self.text_bytes > MAX_FILTER_BYTES {
-            return Err(FilterErrorReason::FilterTooLong {
-                limit: MAX_FILTER_BYTES,
-            });
+            return Err(FilterErrorReason::FilterTooLong { limit: MAX_FILTER_BYTES });
         }
         Ok(())
     }
@@ -66,10 +58,9 @@ impl Compiler {
             .nest_limit(MAX_DEPTH as u32)
             .build()
             .map_err(|error| match error {
-                regex::Error::CompiledTooBig(_) => FilterErrorReason::RegexTooBig {
-                    pattern: pattern.to_owned(),
-                    limit: REGEX_SIZE_LIMIT,
-                },
+                regex::Error::CompiledTooBig(_) => {
+                    FilterErrorReason::RegexTooBig { pattern: pattern.to_owned(), limit: REGEX_SIZE_LIMIT }
+                }
                 other => FilterErrorReason::BadRegex {
                     pattern: pattern.to_owned(),
                     message: regex_error_summary(&other),
@@ -120,9 +111,7 @@ impl Pattern {
         // Identities, classes and agents never contain whitespace; "web01 web02" is two names
         // given as one, which would silently match nothing.
         if text.contains(char::is_whitespace) {
-            return Err(FilterErrorReason::Whitespace {
-                flag: flag.short_flag(),
-            });
+            return Err(FilterErrorReason::Whitespace { flag: flag.short_flag() });
         }
         Ok(Pattern::Exact(text.into()))
     }
@@ -159,10 +148,7 @@ impl Pattern {
 
     /// `has class "apache"` or `has a class matching /^role::/`.
     pub(super) fn describe_has<'a>(&'a self, what: &'static str) -> DescribeHas<'a> {
-        DescribeHas {
-            pattern: self,
-            what,
-        }
+        DescribeHas { pattern: self, what }
     }
 }
 
@@ -187,17 +173,8 @@ impl fmt::Display for DescribeHas<'_> {
         match self.pattern {
             Pattern::Exact(exact) => write!(formatter, "has {} {exact:?}", self.what),
             Pattern::Regex(regex) => {
-                let article = if self.what.starts_with(['a', 'e', 'i', 'o', 'u']) {
-                    "an"
-                } else {
-                    "a"
-                };
-                write!(
-                    formatter,
-                    "has {article} {} matching /{}/",
-                    self.what,
-                    regex.as_str()
-                )
+                let article = if self.what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                write!(formatter, "has {article} {} matching /{}/", self.what, regex.as_str())
             }
         }
     }

@@ -52,10 +52,7 @@ impl Expr {
     /// The expression in words, parenthesized if it is an `or`, to stand among other clauses
     /// joined by `and`.
     pub(super) fn display_within_and(&self) -> Describe<'_> {
-        Describe {
-            expr: self,
-            context: Binding::And,
-        }
+        Describe { expr: self, context: Binding::And }
     }
 
     fn binding(&self) -> Binding {
@@ -93,28 +90,16 @@ impl fmt::Display for Describe<'_> {
                 if index > 0 {
                     formatter.write_str(joiner)?;
                 }
-                write!(
-                    formatter,
-                    "{}",
-                    Describe {
-                        expr: item,
-                        context
-                    }
-                )?;
+                write!(formatter, "{}", Describe { expr: item, context })?;
             }
             Ok(())
         };
         match self.expr {
             Expr::Any(items) => joined(formatter, items, " or ", Binding::And)?,
             Expr::All(items) => joined(formatter, items, " and ", Binding::And)?,
-            Expr::Not(inner) => write!(
-                formatter,
-                "not {}",
-                Describe {
-                    expr: inner,
-                    context: Binding::Tight
-                }
-            )?,
+            Expr::Not(inner) => {
+                write!(formatter, "not {}", Describe { expr: inner, context: Binding::Tight })?
+            }
             Expr::Class(class) => write!(formatter, "{}", class.describe_has("class"))?,
             Expr::Identity(identity) => write!(formatter, "identity {}", identity.describe_is())?,
             Expr::Agent(agent) => write!(formatter, "{}", agent.describe_has("agent"))?,
@@ -141,12 +126,7 @@ pub(super) fn parse(text: &str, compiler: &mut Compiler) -> Result<Expr, FilterE
     if text.trim().is_empty() {
         return Err(FilterErrorReason::EmptyExpression);
     }
-    let mut tokens = Lexer {
-        text,
-        position: 0,
-        compiler,
-    }
-    .tokens()?;
+    let mut tokens = Lexer { text, position: 0, compiler }.tokens()?;
     // Popping from the end is cheaper than shifting from the front.
     tokens.reverse();
     let mut parser = Parser { text, tokens };
@@ -154,9 +134,7 @@ pub(super) fn parse(text: &str, compiler: &mut Compiler) -> Result<Expr, FilterE
     match parser.tokens.pop() {
         None => Ok(expr),
         Some(token) if matches!(token.kind, TokenKind::Close) => {
-            Err(FilterErrorReason::UnmatchedCloseParen {
-                column: column_of(text, token.start),
-            })
+            Err(FilterErrorReason::UnmatchedCloseParen { column: column_of(text, token.start) })
         }
         Some(token) => Err(parser.unexpected(&token, EXPECTED_JOIN)),
     }
@@ -222,11 +200,7 @@ impl<'t> Lexer<'t, '_> {
                 }
                 _ => self.word_or_comparison()?,
             };
-            tokens.push(Token {
-                kind,
-                start,
-                end: self.position,
-            });
+            tokens.push(Token { kind, start, end: self.position });
         }
     }
 
@@ -256,9 +230,7 @@ impl<'t> Lexer<'t, '_> {
             .unwrap_or(self.rest().len());
         if word_length == 0 {
             // The expression has an operator where a fact name should be.
-            return Err(FilterErrorReason::EmptyKey {
-                column: column_of(self.text, start),
-            });
+            return Err(FilterErrorReason::EmptyKey { column: column_of(self.text, start) });
         }
         let word = &self.rest()[..word_length];
         self.position += word_length;
@@ -274,9 +246,7 @@ impl<'t> Lexer<'t, '_> {
         let word_end = self.position;
         self.skip_whitespace();
         if Operator::starts(self.rest()) {
-            return self
-                .comparison(word)
-                .map(|fact| TokenKind::Term(Expr::Fact(fact)));
+            return self.comparison(word).map(|fact| TokenKind::Term(Expr::Fact(fact)));
         }
         // `role~web` or `role!web`: an operator was meant. After whitespace, as in
         // `apache !web`, the parser reports the missing "and" instead.
@@ -288,29 +258,24 @@ impl<'t> Lexer<'t, '_> {
         }
         // A bare word is a class; leave what follows it for the next token.
         self.position = word_end;
-        Ok(TokenKind::Term(Expr::Class(exact_name(
-            word.to_owned(),
-            FilterFlag::Class,
-        )?)))
+        Ok(TokenKind::Term(Expr::Class(exact_name(word.to_owned(), FilterFlag::Class)?)))
     }
 
     /// The rest of `KEY<op>VALUE`, with the position at the operator.
     fn comparison(&mut self, key: &str) -> Result<FactTest, FilterErrorReason> {
         let operator_start = self.position;
-        let (operator, operator_length) = Operator::parse_prefix(self.rest()).ok_or_else(|| {
-            FilterErrorReason::UnknownOperator {
+        let (operator, operator_length) =
+            Operator::parse_prefix(self.rest()).ok_or_else(|| FilterErrorReason::UnknownOperator {
                 operator: operator_run(self.rest()),
                 column: column_of(self.text, operator_start),
-            }
-        })?;
+            })?;
         self.position += operator_length;
         self.skip_whitespace();
         let value_start = self.position;
         let value = match self.peek() {
             None | Some(')') => {
                 return Err(FilterErrorReason::MissingValue {
-                    operator: self.text[operator_start..operator_start + operator_length]
-                        .to_owned(),
+                    operator: self.text[operator_start..operator_start + operator_length].to_owned(),
                     column: column_of(self.text, operator_start),
                 });
             }
@@ -322,10 +287,7 @@ impl<'t> Lexer<'t, '_> {
             Some('/') => {
                 let (inner, end) = self.regex_at(value_start)?;
                 self.position = end;
-                ValueSyntax::Regex {
-                    inner,
-                    written: &self.text[value_start..end],
-                }
+                ValueSyntax::Regex { inner, written: &self.text[value_start..end] }
             }
             Some(_) => {
                 let length = self
@@ -377,9 +339,7 @@ impl<'t> Lexer<'t, '_> {
         match self.peek() {
             Some(')') => self.position += 1,
             None => {
-                return Err(FilterErrorReason::MissingCloseParen {
-                    column: column_of(self.text, open),
-                });
+                return Err(FilterErrorReason::MissingCloseParen { column: column_of(self.text, open) });
             }
             Some(_) => {
                 return Err(FilterErrorReason::UnexpectedToken {
@@ -412,9 +372,7 @@ impl<'t> Lexer<'t, '_> {
                 _ => index += 1,
             }
         }
-        Err(FilterErrorReason::UnclosedRegex {
-            column: column_of(text, start),
-        })
+        Err(FilterErrorReason::UnclosedRegex { column: column_of(text, start) })
     }
 
     /// After a quoted string or a regex, the term must end: whitespace, `)` or the end.
@@ -441,9 +399,7 @@ fn exact_name(name: String, flag: FilterFlag) -> Result<Pattern, FilterErrorReas
         return Err(FilterErrorReason::Empty);
     }
     if name.contains(char::is_whitespace) {
-        return Err(FilterErrorReason::Whitespace {
-            flag: flag.short_flag(),
-        });
+        return Err(FilterErrorReason::Whitespace { flag: flag.short_flag() });
     }
     Ok(Pattern::Exact(name.into_boxed_str()))
 }
@@ -491,9 +447,7 @@ impl Parser<'_> {
     /// `depth` counts the parentheses and `not`s around this point.
     fn unary(&mut self, depth: usize) -> Result<Expr, FilterErrorReason> {
         let Some(token) = self.tokens.pop() else {
-            return Err(FilterErrorReason::UnexpectedEnd {
-                expected: EXPECTED_TERM,
-            });
+            return Err(FilterErrorReason::UnexpectedEnd { expected: EXPECTED_TERM });
         };
         let nested = || {
             if depth >= MAX_DEPTH {
@@ -508,19 +462,14 @@ impl Parser<'_> {
             TokenKind::Open => {
                 let inner = self.or(nested()?)?;
                 match self.tokens.pop() {
-                    Some(Token {
-                        kind: TokenKind::Close,
-                        ..
-                    }) => Ok(inner),
+                    Some(Token { kind: TokenKind::Close, .. }) => Ok(inner),
                     None => Err(FilterErrorReason::MissingCloseParen {
                         column: column_of(self.text, token.start),
                     }),
                     Some(other) => Err(self.unexpected(&other, EXPECTED_JOIN_OR_CLOSE)),
                 }
             }
-            TokenKind::Close | TokenKind::And | TokenKind::Or => {
-                Err(self.unexpected(&token, EXPECTED_TERM))
-            }
+            TokenKind::Close | TokenKind::And | TokenKind::Or => Err(self.unexpected(&token, EXPECTED_TERM)),
         }
     }
 
