@@ -155,14 +155,12 @@ impl Pipeline {
             Err(error) => {
                 // The client checks filters before sending, so this is a foreign or broken
                 // client; say so rather than silently looking like a node that did not match.
-                Stats::count(&counters.invalid_input);
                 let outcome = ActionOutcome::fail(StatusCode::InvalidData, error.to_string());
                 return Admission::Answer(request, outcome);
             }
         }
 
         let Some(agent) = snapshot.registry.agent(&request.agent).cloned() else {
-            Stats::count(&counters.unknown_action);
             let message = format!(
                 "unknown agent \"{}\" on {} (agents here: {})",
                 request.agent,
@@ -172,7 +170,6 @@ impl Pipeline {
             return Admission::Answer(request, ActionOutcome::fail(StatusCode::UnknownAction, message));
         };
         if !agent.has_action(&request.action) {
-            Stats::count(&counters.unknown_action);
             let summary = agent.summary();
             let message = format!(
                 "agent \"{}\" has no action \"{}\" (actions: {})",
@@ -215,13 +212,14 @@ impl Pipeline {
         }
     }
 
-    /// Counts and audits an outcome and seals the reply.
+    /// Counts and audits an outcome and seals the reply. Every reply status is counted here,
+    /// and only here, whichever step produced it.
     pub fn finish(&self, request: &Verified<Request>, outcome: ActionOutcome) -> SealedReply {
         let counters = &self.stats.counters;
         match outcome.status {
             StatusCode::Ok => Stats::count(&counters.ok),
             StatusCode::MissingData | StatusCode::InvalidData => Stats::count(&counters.invalid_input),
-            StatusCode::UnknownAction => {}
+            StatusCode::UnknownAction => Stats::count(&counters.unknown_action),
             StatusCode::Aborted | StatusCode::UnknownError => Stats::count(&counters.failed),
         }
         self.audit(request, Outcome::Accepted, Some(outcome.status), outcome.message.clone());
