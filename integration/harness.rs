@@ -105,6 +105,13 @@ pub fn declare_collective(collective: &str) {
     });
 }
 
+/// Writes a key file readable by its owner only, as an operator should.
+fn write_secret(path: &Path, contents: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).expect("write key file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod key file");
+}
+
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
 }
@@ -205,7 +212,7 @@ impl Fleet {
         declare_collective(&collective);
         let dir = tempfile::tempdir().expect("tempdir");
         let psk = uuid::Uuid::new_v4().simple().to_string();
-        std::fs::write(dir.path().join("psk"), &psk).expect("write psk");
+        write_secret(&dir.path().join("psk"), &psk);
         let mut fleet = Fleet { collective, dir, wire, psk, nodes: Vec::new(), _shared: None };
         for spec in specs {
             fleet.spawn(spec);
@@ -229,7 +236,7 @@ impl Fleet {
         let psk_file = match &spec.psk {
             Some(other) => {
                 let path = node_dir.join("psk");
-                std::fs::write(&path, other).expect("write node psk");
+                write_secret(&path, other);
                 path
             }
             None => self.dir.path().join("psk"),

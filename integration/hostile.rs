@@ -36,7 +36,7 @@ fn opened_reply(security: &Security, bytes: &[u8]) -> Reply {
 #[test]
 fn a_node_with_another_key_is_never_counted_and_audits_why() {
     let mut impostor = NodeSpec::new("rogue01", json!({"role": "web"}), &[]);
-    impostor.psk = Some("a-completely-different-key-0123456789".to_string());
+    impostor.psk = Some(uuid::Uuid::new_v4().simple().to_string());
     let fleet = Fleet::start(vec![NodeSpec::new("web01", json!({"role": "web"}), &[]), impostor]);
     fleet.wait_until_subscribed("rogue01");
     let output =

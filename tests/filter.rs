@@ -571,9 +571,7 @@ fn token_soup_never_panics() {
     // A fixed linear congruential generator: the same sample on every run.
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = |bound: usize| {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         (state >> 33) as usize % bound
     };
     let node = web01();
@@ -608,8 +606,5 @@ fn token_soup_never_panics() {
         }
     }
     // The sample must exercise both paths to mean anything.
-    assert!(
-        compiled > 1000 && refused > 1000,
-        "{compiled} compiled, {refused} refused"
-    );
+    assert!(compiled > 1000 && refused > 1000, "{compiled} compiled, {refused} refused");
 }

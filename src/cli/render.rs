@@ -94,6 +94,7 @@ impl Renderer {
                 "request_id": outcome.request_id,
                 "replies": replies,
                 "no_response": outcome.no_response,
+                "unreachable": outcome.unreachable,
                 "unexpected": outcome.unexpected.iter().map(|reply| &reply.node).collect::<Vec<_>>(),
                 "stats": stats_json(outcome, None),
             }));

@@ -428,11 +428,14 @@ pub(super) async fn forward(
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
+                    // Oversized messages are passed on too: the receiver's size check is the
+                    // first step of its pipeline, and it counts and audits what it refuses.
                     let size = delivery.data.len();
                     if size > max_message_bytes {
-                        tracing::warn!(size, limit = max_message_bytes, queue = %consumer.queue(),
-                            "dropped an oversized message");
-                    } else if subscriber.send(Incoming { body: delivery.data }).await.is_err() {
+                        tracing::debug!(size, limit = max_message_bytes, queue = %consumer.queue(),
+                            "oversized message: the receiver will refuse it");
+                    }
+                    if subscriber.send(Incoming { body: delivery.data }).await.is_err() {
                         close_quietly(&channel).await;
                         return ForwardEnd::Unsubscribed;
                     }
