@@ -246,7 +246,7 @@ impl Fleet {
             None => String::new(),
         };
         let config = format!(
-            "identity = {identity:?}\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\nmax_backoff_secs = 2\n\n{tls}\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n\n[facts]\nfiles = [{facts:?}]\nclasses_file = {classes:?}\n\n[audit]\nfile = {audit:?}\n",
+            "identity = {identity:?}\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\nmax_backoff_secs = 2\n\n{tls}\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n\n[facts]\npoll_interval_secs = 1\nfiles = [{facts:?}]\nclasses_file = {classes:?}\n\n[audit]\nfile = {audit:?}\n",
             identity = spec.identity,
             collective = self.collective,
             url = self.wire.node_url,

@@ -6,5 +6,6 @@ mod harness;
 
 mod fanout;
 mod hostile;
+mod reload;
 mod resilience;
 mod tls;
