@@ -136,10 +136,10 @@ impl Tally {
     }
 
     pub fn unreachable(&mut self, node: &str) {
-        if let Some(pending) = &mut self.pending {
-            if pending.remove(node) {
-                self.unreachable.insert(node.to_string());
-            }
+        if let Some(pending) = &mut self.pending
+            && pending.remove(node)
+        {
+            self.unreachable.insert(node.to_string());
         }
     }
 

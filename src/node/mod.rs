@@ -121,10 +121,10 @@ impl Node {
                 () = reload.notified() => {
                     info!("reloading facts and classes (SIGHUP)");
                     self.reload(&mut fact_stamp);
-                    if let Some(audit) = &self.audit {
-                        if let Err(error) = audit.reopen() {
-                            error!(%error, "cannot reopen the audit log");
-                        }
+                    if let Some(audit) = &self.audit
+                        && let Err(error) = audit.reopen()
+                    {
+                        error!(%error, "cannot reopen the audit log");
                     }
                 }
                 _ = poll.tick() => {
