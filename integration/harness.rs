@@ -188,7 +188,6 @@ pub struct Fleet {
     pub collective: String,
     pub dir: tempfile::TempDir,
     pub wire: Wire,
-    pub psk: String,
     pub nodes: Vec<RunningNode>,
     _shared: Option<RwLockReadGuard<'static, ()>>,
 }
@@ -213,7 +212,7 @@ impl Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
         let psk = uuid::Uuid::new_v4().simple().to_string();
         write_secret(&dir.path().join("psk"), &psk);
-        let mut fleet = Fleet { collective, dir, wire, psk, nodes: Vec::new(), _shared: None };
+        let mut fleet = Fleet { collective, dir, wire, nodes: Vec::new(), _shared: None };
         for spec in specs {
             fleet.spawn(spec);
         }

@@ -111,9 +111,6 @@ poll_interval_secs = 2
 [agents]
 dir = "/opt/agents"
 max_concurrency = 4
-[authorization]
-policy_dir = "/etc/baton/policy"
-unconfigured = "deny"
 [audit]
 file = "/var/log/baton/audit.log"
 [registration]
@@ -149,8 +146,6 @@ level = "baton=debug,lapin=warn"
     assert_eq!(config.facts.poll_interval_secs, 2);
     assert_eq!(config.agents.dir, Path::new("/opt/agents"));
     assert_eq!(config.agents.max_concurrency, 4);
-    assert_eq!(config.authorization.policy_dir.as_deref(), Some(Path::new("/etc/baton/policy")));
-    assert_eq!(config.authorization.unconfigured, UnconfiguredPolicy::Deny);
     assert_eq!(config.audit.file.as_deref(), Some(Path::new("/var/log/baton/audit.log")));
     assert_eq!(config.registration.interval_secs, 0);
     assert_eq!(config.log.format, LogFormat::Json);
@@ -605,4 +600,20 @@ fn deploy_examples_load() {
     let node = NodeConfig::load(Some(&examples.join("node.toml"))).expect("the example loads");
     assert_eq!(node.identity, "web01");
     assert_eq!(node.broker.urls.len(), 2);
+}
+
+/// Regression: authorization settings were accepted while nothing enforced them, so an
+/// operator could believe a node was protected. They are refused until policies exist.
+#[test]
+fn unenforced_authorization_settings_are_refused() {
+    for (toml, key) in [
+        ("[authorization]\npolicy_dir = \"/etc/baton/policy\"\n", "authorization.policy_dir"),
+        ("[authorization]\nunconfigured = \"deny\"\n", "authorization.unconfigured"),
+    ] {
+        let base =
+            "identity = \"n1\"\n[broker]\nurls = [\"amqp://mq/baton\"]\n[security]\npsk_file = \"/k\"\n";
+        let (result, _path) = load_node(&format!("{base}{toml}"), &[]);
+        let message = result.expect_err("refused").to_string();
+        assert!(message.contains(key) && message.contains("not enforced"), "{message}");
+    }
 }

@@ -253,6 +253,7 @@ fn record(request: &str, outcome: Outcome, status: Option<StatusCode>, reason: &
         collective: "baton".to_owned(),
         outcome,
         status,
+        unverified: false,
         reason: reason.to_owned(),
     }
 }

@@ -1,8 +1,10 @@
-//! `batond`: the node daemon. Parses flags, sets up logging and signals, runs the node.
+//! `batond`: the node daemon. Parses flags, loads the configuration, sets up logging and
+//! signals, and runs the node.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use baton::config::{LogFormat, NodeConfig};
 use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
@@ -12,52 +14,67 @@ use tokio::sync::Notify;
 #[command(
     name = "batond",
     version,
-    after_help = "Signals: SIGTERM/SIGINT drain in-flight work and stop; SIGHUP reloads facts and classes and reopens the audit log.\n\nExamples:\n  batond --config /etc/baton/node.toml\n  batond --config node.toml --check"
+    after_help = "Signals: SIGTERM/SIGINT drain in-flight work and stop; SIGHUP reloads facts and classes and \
+                  reopens the audit log.\n\nExit codes: 0 stopped cleanly; 2 configuration, key or file \
+                  error at start.\n\nExamples:\n  batond --config /etc/baton/node.toml\n  batond --config \
+                  node.toml --check\n  BATON_LOG=debug batond --log-format json"
 )]
 struct Args {
-    /// Node configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = "/etc/baton/node.toml")]
-    config: PathBuf,
-    /// Log format: text for people, json for log shippers.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    /// Check the configuration, key and fact files, print the node's identity, and exit.
+    /// Node configuration file [default: /etc/baton/node.toml, which may be absent when
+    /// BATON_* environment variables say everything].
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format, overriding the configuration's log.format.
+    #[arg(long, value_enum)]
+    log_format: Option<FormatFlag>,
+    /// Check the configuration, key, TLS and fact files, print the node's identity, and exit.
     #[arg(long)]
     check: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
+enum FormatFlag {
     Text,
     Json,
 }
 
 fn main() {
     let args = Args::parse();
+    let config = match NodeConfig::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => fail(anyhow::Error::from(error)),
+    };
+    // BATON_LOG wins over log.level, so one run can be made chatty without editing the file.
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let json = match args.log_format {
+        Some(FormatFlag::Json) => true,
+        Some(FormatFlag::Text) => false,
+        None => config.log.format == LogFormat::Json,
+    };
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("batond: error: cannot start the async runtime: {error}");
-            std::process::exit(1);
-        }
+        Err(error) => fail(anyhow::anyhow!("cannot start the async runtime: {error}")),
     };
-    if let Err(error) = runtime.block_on(run(args)) {
-        eprintln!("batond: error: {error:#}");
-        std::process::exit(2);
+    if let Err(error) = runtime.block_on(run(config, args.check)) {
+        fail(error);
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let config = baton::config::NodeConfig::load(Some(&args.config))?;
+fn fail(error: anyhow::Error) -> ! {
+    eprintln!("batond: error: {error:#}");
+    std::process::exit(2);
+}
+
+async fn run(config: NodeConfig, check: bool) -> anyhow::Result<()> {
     let node = baton::node::Node::build(config)?;
-    if args.check {
+    if check {
         println!("configuration OK: node {}", node.pipeline().identity());
         return Ok(());
     }

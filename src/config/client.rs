@@ -95,7 +95,20 @@ impl ClientConfig {
         self.security.validate(provenance)?;
         positive(provenance, "timeout_secs", self.timeout_secs)?;
         positive(provenance, "discovery_timeout_secs", self.discovery_timeout_secs)?;
-        positive(provenance, "ttl_secs", self.ttl_secs)
+        positive(provenance, "ttl_secs", self.ttl_secs)?;
+        // Nodes refuse a ttl over a day as invalid; catch it here as a usage error instead of
+        // every node silently not answering.
+        if self.ttl_secs > crate::security::MAX_TTL_SECS as u64 {
+            return Err(provenance.invalid(
+                "ttl_secs",
+                format!(
+                    "{} is over the {}-second maximum that nodes accept",
+                    self.ttl_secs,
+                    crate::security::MAX_TTL_SECS
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Settings for the broker connection; see [`super::NodeConfig::broker_settings`].

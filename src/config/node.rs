@@ -158,7 +158,7 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationConfig {
-    /// Seconds between inventory announcements; 0 announces only at start.
+    /// Seconds between inventory announcements; 0 announces only once, at start.
     #[serde(default = "default_registration_interval_secs")]
     pub interval_secs: u64,
 }
@@ -247,6 +247,22 @@ impl NodeConfig {
         self.tls.validate(provenance)?;
         self.security.validate(provenance)?;
         positive(provenance, "facts.poll_interval_secs", self.facts.poll_interval_secs)?;
+        // Accepting policy settings that nothing enforces would let an operator believe a node
+        // is protected when it is not; refuse them until authorization policies exist.
+        if self.authorization.policy_dir.is_some() {
+            return Err(provenance.invalid(
+                "authorization.policy_dir",
+                "authorization policies are not enforced by this version of batond: every verified \
+                 request is allowed (remove the key; see docs/SECURITY.md)",
+            ));
+        }
+        if self.authorization.unconfigured == UnconfiguredPolicy::Deny {
+            return Err(provenance.invalid(
+                "authorization.unconfigured",
+                "\"deny\" needs authorization policies, which are not enforced by this version of \
+                 batond yet (remove the key; see docs/SECURITY.md)",
+            ));
+        }
         positive(provenance, "agents.max_concurrency", self.agents.max_concurrency as u64)?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(provenance.invalid(

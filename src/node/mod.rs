@@ -20,7 +20,7 @@ use tokio::sync::{Notify, Semaphore, broadcast};
 use tracing::{error, info, warn};
 
 use crate::agents::{ActionContext, AgentRegistry};
-use crate::broker::{Broker, ConnectMode, Delivery, Destination, Subscription};
+use crate::broker::{Broker, BrokerSettings, ConnectMode, Delivery, Destination, Subscription};
 use crate::config::NodeConfig;
 use crate::node::audit::AuditLog;
 use crate::node::facts::{FactSource, NodeInventory};
@@ -38,6 +38,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// that configuration mistakes stop the daemon before it touches the network.
 pub struct Node {
     config: NodeConfig,
+    broker_settings: BrokerSettings,
     pipeline: Arc<Pipeline>,
     fact_source: FactSource,
     audit: Option<Arc<AuditLog>>,
@@ -45,10 +46,15 @@ pub struct Node {
 }
 
 impl Node {
-    /// Checks the configuration, loads the key, facts and classes. Fails on an empty or
-    /// placeholder key, unreadable files or bad TLS settings, naming what is wrong.
+    /// Checks the configuration, loads the key, the TLS settings, facts and classes. Fails on
+    /// an empty or placeholder key, unreadable files or bad TLS settings, naming what is wrong.
     pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
         let security = Arc::new(config.security.load_security().context("cannot load the message key")?);
+        let broker_settings = crate::config::broker_settings(
+            &config.broker,
+            &config.tls,
+            format!("batond {}", config.identity),
+        )?;
         let audit = match &config.audit.file {
             Some(path) => Some(Arc::new(AuditLog::open(path).context("cannot open the audit log")?)),
             None => None,
@@ -65,7 +71,7 @@ impl Node {
             action_timeout: DEFAULT_ACTION_TIMEOUT,
         };
         let pipeline = Arc::new(Pipeline::new(settings, security, snapshot, stats, audit.clone()));
-        Ok(Node { config, pipeline, fact_source, audit, registry })
+        Ok(Node { config, broker_settings, pipeline, fact_source, audit, registry })
     }
 
     pub fn pipeline(&self) -> &Arc<Pipeline> {
@@ -75,12 +81,7 @@ impl Node {
     /// Runs until `shutdown` completes; `reload` is notified on SIGHUP.
     pub async fn run(self, shutdown: impl Future<Output = ()>, reload: Arc<Notify>) -> anyhow::Result<()> {
         let (stop, _) = broadcast::channel::<()>(1);
-        let settings = crate::config::broker_settings(
-            &self.config.broker,
-            &self.config.tls,
-            format!("batond {}", self.config.identity),
-        )?;
-        let connect = Broker::connect(settings, ConnectMode::Persistent);
+        let connect = Broker::connect(self.broker_settings.clone(), ConnectMode::Persistent);
         tokio::pin!(shutdown);
         let broker = tokio::select! {
             broker = connect => broker.context("cannot connect to the broker")?,
@@ -252,12 +253,22 @@ async fn register_periodically(
     interval: Duration,
     mut stop: broadcast::Receiver<()>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
+    // An interval of zero means: announce once, at start.
+    let mut ticker = (!interval.is_zero()).then(|| tokio::time::interval(interval));
+    let mut announced = false;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.recv() => return,
+        match &mut ticker {
+            Some(ticker) => tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.recv() => return,
+            },
+            None if announced => {
+                let _ = stop.recv().await;
+                return;
+            }
+            None => {}
         }
+        announced = true;
         let snapshot = pipeline.snapshot();
         let registration = Registration {
             identity: pipeline.identity().to_string(),
@@ -274,7 +285,8 @@ async fn register_periodically(
                 collective: collective.clone(),
                 identity: pipeline.identity().to_string(),
             };
-            if let Err(error) = broker.publish(destination, bytes.clone(), interval * 2).await {
+            let ttl = if interval.is_zero() { Duration::from_secs(3600) } else { interval * 2 };
+            if let Err(error) = broker.publish(destination, bytes.clone(), ttl).await {
                 warn!(%error, %collective, "cannot publish registration");
             }
         }

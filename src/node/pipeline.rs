@@ -10,6 +10,8 @@
 //! action and seals the reply.
 
 use std::sync::{Arc, Mutex, RwLock};
+
+use futures_util::FutureExt;
 use std::time::Duration;
 
 use tracing::{debug, warn};
@@ -194,9 +196,23 @@ impl Pipeline {
         snapshot: &NodeSnapshot,
     ) -> ActionOutcome {
         let timeout = self.settings.action_timeout;
-        let call = agent.call(&request.action, &request.data, &snapshot.context);
+        // A panicking agent is a bug in that agent, not a reason to lose the reply: it is
+        // caught here and answered with status 5 like any other crash.
+        let call =
+            std::panic::AssertUnwindSafe(agent.call(&request.action, &request.data, &snapshot.context))
+                .catch_unwind();
         match tokio::time::timeout(timeout, call).await {
-            Ok(outcome) => outcome,
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_panic)) => {
+                Stats::count(&self.stats.counters.failed);
+                ActionOutcome::fail(
+                    StatusCode::UnknownError,
+                    format!(
+                        "{}#{} crashed on {} (see the daemon's log)",
+                        request.agent, request.action, self.settings.identity
+                    ),
+                )
+            }
             Err(_) => {
                 Stats::count(&self.stats.counters.timed_out);
                 ActionOutcome::fail(
