@@ -263,7 +263,7 @@ impl Decoder {
                         return Ok(Some(Item::HeartBeat));
                     }
                     let Some((frame, head_bytes)) = parse_head(buffer)? else {
-                        if buffer.len() > MAX_HEADER_BYTES {
+                        if buffer.len() > MAX_HEADER_BYTES + 1 {
                             return Err(FrameError::HeadersTooLarge { limit: MAX_HEADER_BYTES });
                         }
                         return Ok(None);
@@ -295,6 +295,11 @@ impl Decoder {
                     None => match buffer[scanned..].iter().position(|&byte| byte == 0) {
                         Some(offset) => {
                             let end = scanned + offset;
+                            // Checked here too, so the outcome never depends on how reads split.
+                            let size = head_bytes + end + 1;
+                            if size > self.max_frame_bytes {
+                                return Err(FrameError::TooLarge { size, limit: self.max_frame_bytes });
+                            }
                             frame.body = buffer.drain(..=end).take(end).collect();
                             return Ok(Some(Item::Frame(frame)));
                         }
@@ -344,6 +349,10 @@ fn parse_head(buffer: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
             })?);
             continue;
         };
+        if start > MAX_HEADER_BYTES {
+            // Also when the head is complete, so the outcome never depends on how reads split.
+            return Err(FrameError::HeadersTooLarge { limit: MAX_HEADER_BYTES });
+        }
         if line.is_empty() {
             return Ok(Some((Frame { command, headers, body: Vec::new() }, start)));
         }
