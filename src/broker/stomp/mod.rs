@@ -93,6 +93,7 @@ pub(super) async fn start(
         next_endpoint: endpoint_index + 1,
         backoff,
         generation: 1,
+        last_failure: None,
         sessions,
         session_end: None,
         subscriptions: HashMap::new(),
@@ -155,6 +156,9 @@ struct Owner {
     backoff: Backoff,
     /// The generation of the newest session; each connection gets the next one.
     generation: u64,
+    /// Why the connection was last lost or a reconnection failed (URL redacted): what a
+    /// subscribe that times out while disconnected reports.
+    last_failure: Option<String>,
     /// The current session, `None` while disconnected; publish tasks watch it.
     sessions: watch::Sender<Option<Arc<Session>>>,
     /// Watches the current session's end.
@@ -227,6 +231,7 @@ impl Owner {
                             let delay = self.backoff.next_delay();
                             tracing::warn!(url = %endpoint.redacted, %reason, retry_in = ?delay,
                                 "cannot reconnect to the broker");
+                            self.last_failure = Some(format!("{}: {reason}", endpoint.redacted));
                             reconnect_at = Some(Instant::now() + delay);
                         }
                     }
@@ -273,6 +278,7 @@ impl Owner {
         if let Some(session) = self.sessions.send_replace(None) {
             tracing::warn!(url = %session.endpoint.redacted, reason = %ending.reason,
                 "lost the connection to the broker; reconnecting");
+            self.last_failure = Some(format!("{}: {}", session.endpoint.redacted, ending.reason));
         }
         self.session_end = None;
         for subscription in self.subscriptions.values_mut() {
@@ -457,10 +463,15 @@ impl Owner {
         let waiting = std::mem::take(&mut self.pending);
         for pending in waiting {
             if pending.deadline <= now {
-                let _ = pending.reply.send(Err(BrokerError::Disconnected {
-                    operation: format!("subscribe ({:?})", pending.kind),
-                    seconds: whole_seconds(self.settings.connect_timeout),
-                }));
+                let error = match (&self.last_failure, self.current().is_none()) {
+                    // Say why the broker cannot be used, not just that it cannot.
+                    (Some(failure), true) => BrokerError::Unreachable { attempts: vec![failure.clone()] },
+                    _ => BrokerError::Disconnected {
+                        operation: format!("subscribe ({:?})", pending.kind),
+                        seconds: whole_seconds(self.settings.connect_timeout),
+                    },
+                };
+                let _ = pending.reply.send(Err(error));
             } else {
                 self.pending.push(pending);
             }
