@@ -19,23 +19,26 @@ crate::on_every_transport!(
 
 /// Three nodes with different facts and classes, shared by the filter cases.
 fn three_nodes(wire: Wire) -> Fleet {
-    Fleet::start_on(wire, vec![
-        NodeSpec::new(
-            "web01",
-            json!({"role": "web", "rack": 3, "os": {"family": "debian"}, "tags": ["edge", "prod"]}),
-            &["nginx", "base"],
-        ),
-        NodeSpec::new(
-            "web02",
-            json!({"role": "web", "rack": 12, "os": {"family": "redhat"}, "tags": ["prod"]}),
-            &["nginx", "base", "monitoring"],
-        ),
-        NodeSpec::new(
-            "db01",
-            json!({"role": "db", "rack": 7, "os": {"family": "debian"}, "tags": ["staging"]}),
-            &["postgresql", "base"],
-        ),
-    ])
+    Fleet::start_on(
+        wire,
+        vec![
+            NodeSpec::new(
+                "web01",
+                json!({"role": "web", "rack": 3, "os": {"family": "debian"}, "tags": ["edge", "prod"]}),
+                &["nginx", "base"],
+            ),
+            NodeSpec::new(
+                "web02",
+                json!({"role": "web", "rack": 12, "os": {"family": "redhat"}, "tags": ["prod"]}),
+                &["nginx", "base", "monitoring"],
+            ),
+            NodeSpec::new(
+                "db01",
+                json!({"role": "db", "rack": 7, "os": {"family": "debian"}, "tags": ["staging"]}),
+                &["postgresql", "base"],
+            ),
+        ],
+    )
 }
 
 fn every_kind_of_filter_reaches_exactly_the_right_nodes(wire: Wire) {

@@ -26,11 +26,14 @@ fn a_directed_request_to_an_identity_without_a_queue_is_unreachable() {
 crate::on_every_transport!(a_killed_node_is_reported_as_not_responding_and_the_others_answer);
 
 fn a_killed_node_is_reported_as_not_responding_and_the_others_answer(wire: Wire) {
-    let mut fleet = Fleet::start_on(wire, vec![
-        NodeSpec::new("alive01", json!({}), &[]),
-        NodeSpec::new("alive02", json!({}), &[]),
-        NodeSpec::new("doomed01", json!({}), &[]),
-    ]);
+    let mut fleet = Fleet::start_on(
+        wire,
+        vec![
+            NodeSpec::new("alive01", json!({}), &[]),
+            NodeSpec::new("alive02", json!({}), &[]),
+            NodeSpec::new("doomed01", json!({}), &[]),
+        ],
+    );
     fleet.kill("doomed01");
     let nodes = fleet.dir.path().join("nodes.txt");
     std::fs::write(&nodes, "alive01\nalive02\ndoomed01\n").expect("write nodes");

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use baton::broker::{
-    Broker, BrokerError, BrokerSettings, ConnectMode, Destination, StompDialect, Transport,
-};
+use baton::broker::{Broker, BrokerError, BrokerSettings, ConnectMode, Destination, StompDialect, Transport};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -70,7 +68,11 @@ fn nodes_reconnect_after_activemq_restarts() {
     fleet.wait_until_answering(&["phoenix01".to_string(), "phoenix02".to_string()]);
     let output = fleet.baton(&["rpc", "rpcutil", "ping", "-I", "phoenix01", "-I", "phoenix02", "--json"]);
     assert_eq!(output.code, 0, "{output:?}");
-    assert!(fleet.node("phoenix01").log().contains("reconnected to the broker"), "{}", fleet.node("phoenix01").log());
+    assert!(
+        fleet.node("phoenix01").log().contains("reconnected to the broker"),
+        "{}",
+        fleet.node("phoenix01").log()
+    );
 }
 
 #[test]
@@ -99,10 +101,16 @@ fn malformed_frames_from_a_fake_broker_fail_the_client_with_a_clear_message() {
     let mut oversized_headers = b"CONNECTED\nversion:1.2\nfiller:".to_vec();
     oversized_headers.extend(std::iter::repeat_n(b'x', 70 * 1024));
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(), "malformed frame during the STOMP handshake: unknown command \"HTTP/1.1 400 Bad Request\""),
+        (
+            b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(),
+            "malformed frame during the STOMP handshake: unknown command \"HTTP/1.1 400 Bad Request\"",
+        ),
         (b"CONNECTED\nversion:1.2\nheart-beat:soon\n\n\0".to_vec(), "malformed heart-beat header"),
         (b"CONNECTED\nversion:1.0\n\n\0".to_vec(), "Baton needs 1.2"),
-        (b"ERROR\nmessage:go away\n\n\0".to_vec(), "refused the connection for user \"baton-client\": go away"),
+        (
+            b"ERROR\nmessage:go away\n\n\0".to_vec(),
+            "refused the connection for user \"baton-client\": go away",
+        ),
         (b"MESSAGE\ncontent-length:3\n\nabcd\0".to_vec(), "not followed by a NUL"),
         (oversized_headers, "header section is over"),
         // Well-formed handshake, then garbage once the client subscribes its reply queue.
@@ -123,17 +131,18 @@ fn malformed_frames_from_a_fake_broker_fail_the_client_with_a_clear_message() {
 
 #[test]
 fn malformed_frames_from_a_fake_broker_never_stop_a_node() {
-    let fake = FakeBroker::start(vec![
-        b"CONNECTED\nversion:1.2\n\n\0".to_vec(),
-        b"BOGUS\n\n\0".to_vec(),
-    ]);
+    let fake = FakeBroker::start(vec![b"CONNECTED\nversion:1.2\n\n\0".to_vec(), b"BOGUS\n\n\0".to_vec()]);
     let mut wire = Wire::stomp_activemq();
     wire.node_url = format!("stomp://baton-node:secret@127.0.0.1:{}", fake.port);
     let mut fleet = Fleet::start_on(wire, vec![]);
     fleet.spawn(NodeSpec::new("sturdy01", json!({}), &[]));
     let deadline = Instant::now() + Duration::from_secs(60);
     while fake.connections.load(Ordering::SeqCst) < 3 {
-        assert!(Instant::now() < deadline, "the node stopped reconnecting:\n{}", fleet.node("sturdy01").log());
+        assert!(
+            Instant::now() < deadline,
+            "the node stopped reconnecting:\n{}",
+            fleet.node("sturdy01").log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let node = fleet.node_mut("sturdy01");
@@ -167,19 +176,25 @@ fn users_have_least_privilege(node_url: String, client_url: String, dialect: Sto
         crate::harness::declare_collective(&collective);
     }
     block_on(async {
-        let node = Broker::connect(settings(node_url, dialect), ConnectMode::FailFast).await.expect("node connects");
-        let _subscription =
-            node.subscribe_node(&collective, "perm01", &["rpcutil".to_string()]).await.expect("node subscribes");
-        let broadcast = Destination::Broadcast { collective: collective.clone(), agent: "rpcutil".to_string() };
+        let node =
+            Broker::connect(settings(node_url, dialect), ConnectMode::FailFast).await.expect("node connects");
+        let _subscription = node
+            .subscribe_node(&collective, "perm01", &["rpcutil".to_string()])
+            .await
+            .expect("node subscribes");
+        let broadcast =
+            Destination::Broadcast { collective: collective.clone(), agent: "rpcutil".to_string() };
         let refused = node.publish(broadcast, b"x".to_vec(), Duration::from_secs(10)).await;
         assert!(
             matches!(&refused, Err(BrokerError::Refused { operation, .. }) if operation.contains("baton-node")),
             "a node broadcast: {refused:?}"
         );
 
-        let client =
-            Broker::connect(settings(client_url, dialect), ConnectMode::FailFast).await.expect("client connects");
-        let registration = Destination::Registration { collective: collective.clone(), identity: "x".to_string() };
+        let client = Broker::connect(settings(client_url, dialect), ConnectMode::FailFast)
+            .await
+            .expect("client connects");
+        let registration =
+            Destination::Registration { collective: collective.clone(), identity: "x".to_string() };
         let refused = client.publish(registration, b"x".to_vec(), Duration::from_secs(10)).await;
         assert!(
             matches!(&refused, Err(BrokerError::Refused { operation, .. }) if operation.contains("baton-client")),
@@ -187,7 +202,10 @@ fn users_have_least_privilege(node_url: String, client_url: String, dialect: Sto
         );
         // RabbitMQ closed the connection after refusing; the handle reconnects by itself.
         let refused = client.subscribe_node(&collective, "perm01", &[]).await;
-        assert!(matches!(&refused, Err(BrokerError::Refused { .. })), "a client consuming a node queue: {refused:?}");
+        assert!(
+            matches!(&refused, Err(BrokerError::Refused { .. })),
+            "a client consuming a node queue: {refused:?}"
+        );
     });
 }
 
@@ -195,7 +213,11 @@ fn users_have_least_privilege(node_url: String, client_url: String, dialect: Sto
 fn activemq_users_have_least_privilege() {
     let _shared = shared_activemq();
     let env = activemq();
-    users_have_least_privilege(env.var("BATON_ACTIVEMQ_NODE_URL"), env.var("BATON_ACTIVEMQ_URL"), StompDialect::ActiveMq);
+    users_have_least_privilege(
+        env.var("BATON_ACTIVEMQ_NODE_URL"),
+        env.var("BATON_ACTIVEMQ_URL"),
+        StompDialect::ActiveMq,
+    );
 }
 
 #[test]
@@ -220,8 +242,11 @@ struct MutingProxy {
 
 impl MutingProxy {
     fn start(upstream: SocketAddr) -> MutingProxy {
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let mute = Arc::new(AtomicBool::new(false));
@@ -266,8 +291,11 @@ struct FakeBroker {
 
 impl FakeBroker {
     fn start(answers: Vec<Vec<u8>>) -> FakeBroker {
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind fake broker");
         let port = listener.local_addr().expect("fake broker address").port();
         let connections = Arc::new(AtomicUsize::new(0));

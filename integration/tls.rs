@@ -5,7 +5,10 @@ use serde_json::json;
 
 use crate::harness::{Fleet, NodeSpec, Wire, broker, run_baton};
 
-crate::on_every_tls_transport!(tls_works_with_verification_on, a_wrong_ca_or_a_wrong_host_name_fails_naming_the_problem);
+crate::on_every_tls_transport!(
+    tls_works_with_verification_on,
+    a_wrong_ca_or_a_wrong_host_name_fails_naming_the_problem
+);
 
 fn tls_works_with_verification_on(wire: Wire) {
     let fleet = Fleet::start_on(wire, vec![NodeSpec::new("secure01", json!({"role": "web"}), &[])]);

@@ -695,7 +695,10 @@ async fn sleep_until_some(when: Option<Instant>) {
 mod tests {
     use super::*;
 
-    fn check(url: &str, expected: Result<(bool, &str, u16, Option<&str>, Option<&str>, Option<&str>), &str>) {
+    /// TLS, host, port, login, passcode, vhost.
+    type Parts<'a> = (bool, &'a str, u16, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
+    fn check(url: &str, expected: Result<Parts<'_>, &str>) {
         let parsed = parse_url(url);
         match expected {
             Ok((tls, host, port, login, passcode, vhost)) => {
