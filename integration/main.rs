@@ -8,4 +8,5 @@ mod fanout;
 mod hostile;
 mod reload;
 mod resilience;
+mod rollout;
 mod tls;

@@ -120,7 +120,9 @@ pub enum Command {
         shell: Shell,
     },
     /// Print the manual page (roff) of baton, or write one page per subcommand into a directory.
-    #[command(after_help = "Examples:\n  baton man > baton.1 && man ./baton.1\n  baton man --dir /usr/local/share/man/man1")]
+    #[command(
+        after_help = "Examples:\n  baton man > baton.1 && man ./baton.1\n  baton man --dir /usr/local/share/man/man1"
+    )]
     Man {
         /// Write baton.1 and baton-<subcommand>.1 into this directory instead.
         #[arg(long, value_name = "DIR")]
@@ -220,7 +222,6 @@ impl RolloutArgs {
         if self.one { Some(Amount::Count(1)) } else { self.limit }
     }
 }
-
 
 /// Which nodes: every kind of filter, ANDed together.
 #[derive(Debug, Clone, Default, Args)]

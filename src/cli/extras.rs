@@ -15,9 +15,13 @@ pub fn completions(shell: Shell) {
     let mut command = Cli::command();
     let mut stdout = std::io::stdout().lock();
     match shell {
-        Shell::Bash => clap_complete::generate(clap_complete::Shell::Bash, &mut command, "baton", &mut stdout),
+        Shell::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut command, "baton", &mut stdout)
+        }
         Shell::Zsh => clap_complete::generate(clap_complete::Shell::Zsh, &mut command, "baton", &mut stdout),
-        Shell::Fish => clap_complete::generate(clap_complete::Shell::Fish, &mut command, "baton", &mut stdout),
+        Shell::Fish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut command, "baton", &mut stdout)
+        }
     }
     let _ = stdout.flush();
 }

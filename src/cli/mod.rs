@@ -234,7 +234,9 @@ fn rollout_options(rollout: &RolloutArgs, default_timeout_secs: u64) -> Result<R
         None => Duration::from_secs(1),
         Some(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => Duration::from_secs_f64(secs),
         Some(secs) => {
-            return Err(Failure::usage(anyhow!("--batch-sleep {secs} is not a number of seconds between 0 and 86400")));
+            return Err(Failure::usage(anyhow!(
+                "--batch-sleep {secs} is not a number of seconds between 0 and 86400"
+            )));
         }
     };
     Ok(RolloutOptions { batch: rollout.batch, batch_sleep, max_failures: rollout.max_failures, timeout })
@@ -314,9 +316,10 @@ async fn replies(
         .await?;
     client.close().await;
     renderer.collection(&collection);
-    let exit = collection.requests.iter().map(Exit::for_outcome).fold(None, |worst: Option<Exit>, exit| {
-        Some(worst.map_or(exit, |worst| Exit::worse(worst, exit)))
-    });
+    let exit =
+        collection.requests.iter().map(Exit::for_outcome).fold(None, |worst: Option<Exit>, exit| {
+            Some(worst.map_or(exit, |worst| Exit::worse(worst, exit)))
+        });
     Ok(exit.unwrap_or(Exit::NothingMatched))
 }
 
@@ -392,7 +395,9 @@ pub fn usage_error_json(args: &[String], error: &clap::Error) -> Option<String> 
     use clap::error::ErrorKind;
     if matches!(
         error.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         return None;
     }
@@ -407,5 +412,7 @@ pub fn usage_error_json(args: &[String], error: &clap::Error) -> Option<String> 
     let rendered = error.to_string();
     let message = rendered.lines().next().unwrap_or("invalid command line").trim_start_matches("error: ");
     let document = json!({"type": "error", "error": message, "exit_code": Exit::Usage.code()});
-    wants.map(|line| if line { document.to_string() } else { serde_json::to_string_pretty(&document).unwrap_or_default() })
+    wants.map(|line| {
+        if line { document.to_string() } else { serde_json::to_string_pretty(&document).unwrap_or_default() }
+    })
 }

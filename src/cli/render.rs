@@ -127,13 +127,17 @@ impl Renderer {
             }
             Event::BatchFinished { batch, of } => {
                 let mut line = json!({"type": "batch_finished", "of": of});
-                if let (Value::Object(line), Ok(Value::Object(fields))) = (&mut line, serde_json::to_value(batch)) {
+                if let (Value::Object(line), Ok(Value::Object(fields))) =
+                    (&mut line, serde_json::to_value(batch))
+                {
                     line.extend(fields);
                 }
                 print_line(&line);
             }
             Event::Skipped { nodes, stopped } => {
-                print_line(&json!({"type": "stopped", "skipped": nodes.len(), "reason": stop_reason(stopped), "failures": stopped.failures, "max_failures": stopped.max_failures, "after_batch": stopped.after_batch}));
+                print_line(
+                    &json!({"type": "stopped", "skipped": nodes.len(), "reason": stop_reason(stopped), "failures": stopped.failures, "max_failures": stopped.max_failures, "after_batch": stopped.after_batch}),
+                );
                 for node in nodes.iter() {
                     print_line(&json!({"type": "skipped", "node": node}));
                 }
@@ -259,11 +263,12 @@ impl Renderer {
     pub fn rollout_summary(&mut self, rollout: &RolloutOutcome, discovered: &Discovered, ordered: &Ordered) {
         self.finish_progress();
         let discovery_ms = discovered.elapsed.as_secs_f64() * 1000.0;
-        let selection = json!({"candidates": ordered.candidates, "selected": ordered.nodes.len(), "seed": ordered.seed});
+        let selection =
+            json!({"candidates": ordered.candidates, "selected": ordered.nodes.len(), "seed": ordered.seed});
         if self.output.json {
             let mut document = outcome_json(&rollout.call, Some(discovery_ms));
             document["batches"] = json!(rollout.batches);
-            document["stopped"] = json!(rollout.stopped.as_ref().map(|stopped| stopped_json(stopped)));
+            document["stopped"] = json!(rollout.stopped.as_ref().map(stopped_json));
             document["selection"] = selection;
             document["stats"]["batches"] = json!(rollout.batches.len());
             document["stats"]["planned_batches"] = json!(rollout.planned_batches);
@@ -274,7 +279,7 @@ impl Renderer {
             let mut extra = serde_json::Map::new();
             extra.insert("batches".to_string(), json!(rollout.batches.len()));
             extra.insert("planned_batches".to_string(), json!(rollout.planned_batches));
-            extra.insert("stopped".to_string(), json!(rollout.stopped.as_ref().map(|stopped| stopped_json(stopped))));
+            extra.insert("stopped".to_string(), json!(rollout.stopped.as_ref().map(stopped_json)));
             extra.insert("selection".to_string(), selection);
             self.trailer_lines_with(&rollout.call, Some(discovery_ms), extra);
             return;
@@ -282,7 +287,11 @@ impl Renderer {
         self.human_summary(&rollout.call, discovery_ms);
         if let Some(seed) = ordered.seed {
             println!();
-            println!("Picked {} of {} nodes with --limit-seed {seed}", ordered.nodes.len(), ordered.candidates);
+            println!(
+                "Picked {} of {} nodes with --limit-seed {seed}",
+                ordered.nodes.len(),
+                ordered.candidates
+            );
         }
         if let Some(stopped) = &rollout.stopped {
             println!();
@@ -377,12 +386,22 @@ impl Renderer {
             return;
         }
         println!("Request sent with id: {}", sent.request_id);
-        println!("Replies from {} node(s) go to queue {}; collect them with:", sent.targets.len(), sent.queue);
+        println!(
+            "Replies from {} node(s) go to queue {}; collect them with:",
+            sent.targets.len(),
+            sent.queue
+        );
         println!();
         println!("    baton replies {} --request {}", sent.name, sent.request_id);
         if !sent.unreachable.is_empty() {
             println!();
-            println!("{}", self.paint(&format!("Unreachable, will not answer ({} node(s)):", sent.unreachable.len()), YELLOW));
+            println!(
+                "{}",
+                self.paint(
+                    &format!("Unreachable, will not answer ({} node(s)):", sent.unreachable.len()),
+                    YELLOW
+                )
+            );
             print_columns(&sent.unreachable);
         }
     }
@@ -410,14 +429,17 @@ impl Renderer {
             "total_ms": collection.total_ms,
         });
         if self.output.json {
-            let requests: Vec<Value> = collection.requests.iter().map(|outcome| outcome_json(outcome, None)).collect();
+            let requests: Vec<Value> =
+                collection.requests.iter().map(|outcome| outcome_json(outcome, None)).collect();
             print_document(&json!({"queue": collection.queue, "requests": requests, "stats": stats}));
             return;
         }
         if self.output.jsonl {
             for outcome in &collection.requests {
                 for node in &outcome.no_response {
-                    print_line(&json!({"type": "no_response", "request_id": outcome.request_id, "node": node}));
+                    print_line(
+                        &json!({"type": "no_response", "request_id": outcome.request_id, "node": node}),
+                    );
                 }
                 let mut line = json!({"type": "request_summary", "request_id": outcome.request_id});
                 if let (Value::Object(line), Value::Object(stats)) = (&mut line, stats_json(outcome, None)) {
@@ -438,7 +460,9 @@ impl Renderer {
         for outcome in &collection.requests {
             println!("Replies to request {} ({}#{}):", outcome.request_id, outcome.agent, outcome.action);
             if outcome.targeted.is_none() {
-                println!("(whom it was sent to is unknown here: no record of it, so silent nodes cannot be listed)");
+                println!(
+                    "(whom it was sent to is unknown here: no record of it, so silent nodes cannot be listed)"
+                );
             }
             println!();
             self.human_summary(outcome, 0.0);
@@ -563,7 +587,10 @@ impl Renderer {
     fn silent_and_unexpected(&self, outcome: &CallOutcome) {
         if !outcome.no_response.is_empty() {
             println!();
-            println!("{}", self.paint(&format!("No response from {} node(s):", outcome.no_response.len()), YELLOW));
+            println!(
+                "{}",
+                self.paint(&format!("No response from {} node(s):", outcome.no_response.len()), YELLOW)
+            );
             println!();
             for node in &outcome.no_response {
                 if outcome.unreachable.contains(node) {

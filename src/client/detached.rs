@@ -25,6 +25,9 @@ use crate::protocol::Reply;
 /// day unused).
 const PUT_BACK_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// How long to wait for the end of a subscription to be confirmed.
+const UNSUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
+
 /// What was sent with [`Client::send_detached`], as saved for the collector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DetachedRequest {
@@ -117,19 +120,15 @@ impl Client {
     /// declares a queue only by subscribing to it, so stop consuming at once and put back
     /// whatever was already handed over: it belongs to whoever collects the queue.
     async fn declare_named_queue(&self, name: &str) -> Result<String, ClientError> {
-        let ReplyQueue { address, mut messages } =
+        let ReplyQueue { address, messages } =
             self.broker.reply_queue(&self.settings.collective, Some(name)).await?;
-        messages.close();
-        let mut handed_over = Vec::new();
-        while let Ok(incoming) = messages.try_recv() {
-            handed_over.push(incoming.body);
-        }
-        drop(messages);
+        let handed_over = unsubscribe(messages).await;
         self.put_back(&address, handed_over).await?;
         Ok(address)
     }
 
     async fn put_back(&self, address: &str, bodies: Vec<Vec<u8>>) -> Result<(), ClientError> {
+        debug!(count = bodies.len(), queue = address, "putting replies back");
         for body in bodies {
             self.broker.publish(Destination::Reply(address.to_string()), body, PUT_BACK_TTL).await?;
         }
@@ -174,14 +173,20 @@ impl Client {
                 () = tokio::time::sleep_until(wake) => None,
             };
             let Some(incoming) = incoming else { break };
-            self.take(incoming.body, options.request, &mut accounts, &mut held, &mut dropped, record_of, on_event);
+            self.take(
+                incoming.body,
+                options.request,
+                &mut accounts,
+                &mut held,
+                &mut dropped,
+                record_of,
+                on_event,
+            );
         }
         // Stop consuming; whatever was already handed over is still accounted for.
-        messages.close();
-        while let Ok(incoming) = messages.try_recv() {
-            self.take(incoming.body, options.request, &mut accounts, &mut held, &mut dropped, record_of, on_event);
+        for body in unsubscribe(messages).await {
+            self.take(body, options.request, &mut accounts, &mut held, &mut dropped, record_of, on_event);
         }
-        drop(messages);
         let put_back = held.len();
         self.put_back(&address, held).await?;
         Ok(Collection {
@@ -220,6 +225,33 @@ impl Client {
     }
 }
 
+/// Ends a subscription and returns what was handed over before it ended.
+///
+/// The broker acknowledges a message once it has been handed over, and returns the rest to the
+/// queue when the subscription's channel closes. Waiting until the connection task has let go
+/// of the subscription (the channel reports closed) makes sure both have happened before the
+/// process exits: otherwise an acknowledgement could be lost with the connection and a message
+/// both handed over here and redelivered, collected twice.
+async fn unsubscribe(mut messages: tokio::sync::mpsc::Receiver<crate::broker::Incoming>) -> Vec<Vec<u8>> {
+    messages.close();
+    let deadline = tokio::time::Instant::now() + UNSUBSCRIBE_WAIT;
+    let mut handed_over = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, messages.recv()).await {
+            Ok(Some(incoming)) => handed_over.push(incoming.body),
+            Ok(None) => break,
+            Err(_elapsed) => {
+                warn!(
+                    "the broker connection did not confirm the end of a reply-queue subscription in time; a reply may be delivered twice"
+                );
+                break;
+            }
+        }
+    }
+    debug!(count = handed_over.len(), "unsubscribed from the named reply queue");
+    handed_over
+}
+
 /// One tally per request id, in the order they were first seen.
 #[derive(Default)]
 struct Accounts {
@@ -228,7 +260,12 @@ struct Accounts {
 }
 
 impl Accounts {
-    fn open(&mut self, request_id: Uuid, first: Option<&Reply>, record_of: &dyn Fn(Uuid) -> Option<DetachedRequest>) {
+    fn open(
+        &mut self,
+        request_id: Uuid,
+        first: Option<&Reply>,
+        record_of: &dyn Fn(Uuid) -> Option<DetachedRequest>,
+    ) {
         if self.tallies.contains_key(&request_id) {
             return;
         }
@@ -238,8 +275,12 @@ impl Accounts {
             (None, Some(reply)) => (reply.agent.clone(), reply.action.clone()),
             (None, None) => (String::new(), String::new()),
         };
-        let mut tally =
-            Tally::for_request(request_id, &agent, &action, record.as_ref().map(|record| record.targets.clone()));
+        let mut tally = Tally::for_request(
+            request_id,
+            &agent,
+            &action,
+            record.as_ref().map(|record| record.targets.clone()),
+        );
         for node in record.iter().flat_map(|record| &record.unreachable) {
             tally.unreachable(node);
         }

@@ -99,7 +99,8 @@ pub fn from_stdin(only: &[ResultSet]) -> Result<Vec<String>, ClientError> {
     std::io::stdin()
         .read_to_string(&mut text)
         .map_err(|error| ClientError::Usage(format!("cannot read node list from stdin: {error}")))?;
-    let nodes = parse_node_input(&text, only).map_err(|error| ClientError::Usage(format!("stdin: {error}")))?;
+    let nodes =
+        parse_node_input(&text, only).map_err(|error| ClientError::Usage(format!("stdin: {error}")))?;
     if nodes.is_empty() && only.is_empty() {
         return Err(ClientError::Usage(
             "stdin names no nodes (expected identities or baton JSON)".to_string(),
@@ -128,7 +129,7 @@ pub fn parse_node_input(text: &str, only: &[ResultSet]) -> Result<Vec<String>, S
         Err(whole_error) => trimmed
             .lines()
             .filter(|line| !line.trim().is_empty())
-            .map(|line| serde_json::from_str::<Value>(line))
+            .map(serde_json::from_str::<Value>)
             .collect::<Result<_, _>>()
             .map_err(|_| format!("looks like JSON but does not parse: {whole_error}"))?,
     };

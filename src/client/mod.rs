@@ -166,7 +166,11 @@ impl Client {
 
     /// As [`Client::build_request`], with replies going to `reply_to` instead of this client's
     /// own reply queue.
-    pub fn build_request_to(&self, spec: &RequestSpec, reply_to: &str) -> Result<(Request, Vec<u8>), ClientError> {
+    pub fn build_request_to(
+        &self,
+        spec: &RequestSpec,
+        reply_to: &str,
+    ) -> Result<(Request, Vec<u8>), ClientError> {
         Filter::compile(&spec.filter)?;
         let request = Request {
             id: new_request_id(),

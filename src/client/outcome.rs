@@ -129,7 +129,7 @@ impl Tally {
     /// A tally for a request known only by its id, as when collecting replies from a named
     /// queue later: `targeted` is `None` when nobody knows whom it was sent to.
     pub fn for_request(request_id: Uuid, agent: &str, action: &str, targeted: Option<Vec<String>>) -> Tally {
-        let targeted = targeted.map(|nodes| super::unique_sorted(nodes));
+        let targeted = targeted.map(super::unique_sorted);
         Tally {
             request_id,
             agent: agent.to_string(),
@@ -178,8 +178,10 @@ impl Tally {
             let entry = self.unexpected.entry(node).or_insert(NodeReply::from_reply(reply, elapsed));
             return Recorded::Unexpected(entry);
         }
-        self.first_reply_ms.get_or_insert(ms);
-        self.last_reply_ms = Some(ms);
+        // Earliest and latest rather than first and last recorded: replies collected later
+        // from a named queue are not recorded in the order they were sent.
+        self.first_reply_ms = Some(self.first_reply_ms.map_or(ms, |first| first.min(ms)));
+        self.last_reply_ms = Some(self.last_reply_ms.map_or(ms, |last| last.max(ms)));
         let entry = self.replies.entry(node).or_insert(NodeReply::from_reply(reply, elapsed));
         Recorded::Targeted(entry)
     }

@@ -265,7 +265,8 @@ impl Client {
                 break;
             }
         }
-        let call = merge(spec, nodes, outcomes, stopped.is_some().then(|| plan[batches.len()..].concat()), started);
+        let call =
+            merge(spec, nodes, outcomes, stopped.is_some().then(|| plan[batches.len()..].concat()), started);
         Ok(RolloutOutcome { call, batches, planned_batches, stopped })
     }
 }
