@@ -25,8 +25,9 @@ use crate::protocol::Reply;
 /// day unused).
 const PUT_BACK_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// How long to wait for the end of a subscription to be confirmed.
-const UNSUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
+/// How long to wait for the end of a subscription to be confirmed. It normally takes one
+/// channel close round trip; the bound only matters when the broker connection is stuck.
+const UNSUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
 
 /// What was sent with [`Client::send_detached`], as saved for the collector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,11 +228,10 @@ impl Client {
 
 /// Ends a subscription and returns what was handed over before it ended.
 ///
-/// The broker acknowledges a message once it has been handed over, and returns the rest to the
-/// queue when the subscription's channel closes. Waiting until the connection task has let go
-/// of the subscription (the channel reports closed) makes sure both have happened before the
-/// process exits: otherwise an acknowledgement could be lost with the connection and a message
-/// both handed over here and redelivered, collected twice.
+/// The transport acknowledges each message just before handing it over, and the broker returns
+/// the rest to the queue when the subscription's channel closes. Draining until the connection
+/// task has let go of the subscription (the channel reports closed) collects every message
+/// that was acknowledged, so none is lost and none is both collected and redelivered.
 async fn unsubscribe(mut messages: tokio::sync::mpsc::Receiver<crate::broker::Incoming>) -> Vec<Vec<u8>> {
     messages.close();
     let deadline = tokio::time::Instant::now() + UNSUBSCRIBE_WAIT;
@@ -242,7 +242,7 @@ async fn unsubscribe(mut messages: tokio::sync::mpsc::Receiver<crate::broker::In
             Ok(None) => break,
             Err(_elapsed) => {
                 warn!(
-                    "the broker connection did not confirm the end of a reply-queue subscription in time; a reply may be delivered twice"
+                    "the broker connection did not confirm the end of a reply-queue subscription in time; replies still in transit may be lost"
                 );
                 break;
             }

@@ -412,7 +412,10 @@ pub(super) enum ForwardEnd {
     ConsumerEnded,
 }
 
-/// Moves deliveries from one consumer to its subscriber, acking each once it is handed over.
+/// Moves deliveries from one consumer to its subscriber. Each delivery is acked after room for
+/// it is reserved in the subscriber's channel and before it is handed over, so a message is
+/// never both handed over and redelivered: a subscriber that closes its receiver and drains it
+/// (`Receiver::close`, then `recv` until `None`) gets every message that was acked.
 pub(super) async fn forward(
     channel: Channel,
     mut consumer: Consumer,
@@ -420,37 +423,40 @@ pub(super) async fn forward(
     max_message_bytes: usize,
 ) -> ForwardEnd {
     loop {
-        tokio::select! {
+        // Wait for room first: a slow subscriber holds deliveries back at the broker (prefetch)
+        // instead of piling them up here.
+        let Ok(permit) = subscriber.reserve().await else {
+            // Closing the channel cancels the consumer; unacked deliveries go back.
+            close_quietly(&channel).await;
+            return ForwardEnd::Unsubscribed;
+        };
+        let delivery = tokio::select! {
             () = subscriber.closed() => {
-                // Closing the channel cancels the consumer; unacked deliveries go back to the queue.
                 close_quietly(&channel).await;
                 return ForwardEnd::Unsubscribed;
             }
             next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    // Oversized messages are passed on too: the receiver's size check is the
-                    // first step of its pipeline, and it counts and audits what it refuses.
-                    let size = delivery.data.len();
-                    if size > max_message_bytes {
-                        tracing::debug!(size, limit = max_message_bytes, queue = %consumer.queue(),
-                            "oversized message: the receiver will refuse it");
-                    }
-                    if subscriber.send(Incoming { body: delivery.data }).await.is_err() {
-                        close_quietly(&channel).await;
-                        return ForwardEnd::Unsubscribed;
-                    }
-                    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-                        // The broker redelivers it after a reconnect; receivers drop duplicates.
-                        tracing::debug!(%error, "ack failed");
-                    }
-                }
+                Some(Ok(delivery)) => delivery,
                 Some(Err(error)) => {
                     tracing::debug!(%error, queue = %consumer.queue(), "consumer stopped");
                     return ForwardEnd::ConsumerEnded;
                 }
                 None => return ForwardEnd::ConsumerEnded,
-            }
+            },
+        };
+        // Oversized messages are passed on too: the receiver's size check is the first step of
+        // its pipeline, and it counts and audits what it refuses.
+        let size = delivery.data.len();
+        if size > max_message_bytes {
+            tracing::debug!(size, limit = max_message_bytes, queue = %consumer.queue(),
+                "oversized message: the receiver will refuse it");
         }
+        if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+            // Not acked: the broker redelivers it after a reconnect, and the receiver drops
+            // the duplicate (nodes by request id, clients by node per request).
+            tracing::debug!(%error, "ack failed");
+        }
+        permit.send(Incoming { body: delivery.data });
     }
 }
 
