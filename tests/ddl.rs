@@ -203,8 +203,15 @@ fn aggregates_summarise_outputs_across_nodes() {
     .collect();
     let references: Vec<&Map<String, Value>> = replies.iter().collect();
     let summary = action(&definition).summarize(&references);
-    assert_eq!(summary["status"], json!({"function": "summary", "counts": {"running": 2, "stopped": 1}}));
-    assert_eq!(summary["count"], json!({"function": "sum", "value": 5, "count": 2, "ignored": 1}));
+    assert_eq!(
+        summary["status"],
+        json!({"function": "summary", "display_as": "Status", "counts": {"running": 2, "stopped": 1}})
+    );
+    assert_eq!(
+        summary["count"],
+        json!({"function": "sum", "display_as": "Count", "value": 5, "count": 2, "ignored": 1})
+    );
+    assert_eq!(baton::protocol::ddl::describe_summary("count", &summary["count"]), ["Sum of Count: 5"]);
 
     let average = Aggregate::Average { output: "load".to_owned() };
     let result = average.compute([json!(1.0), json!(2.0)].iter());

@@ -12,6 +12,7 @@
 //! too). External agents ([`external`]) are an executable plus a definition in a directory,
 //! run once per request.
 
+pub mod catalog;
 mod command;
 pub mod external;
 pub mod package;

@@ -5,6 +5,7 @@
 //! when the broker cannot be reached); find the targets; call; render for people or scripts;
 //! map the outcome onto the documented exit codes.
 
+pub mod agents;
 pub mod args;
 pub mod exit;
 pub mod render;
@@ -30,7 +31,10 @@ pub async fn run(cli: Cli) -> i32 {
         | Command::Discover { output, .. }
         | Command::Rpc { output, .. }
         | Command::Inventory { output, .. }
-        | Command::Facts { output, .. } => output.clone(),
+        | Command::Facts { output, .. }
+        | Command::Agents { output, .. }
+        | Command::Doc { output, .. } => output.clone(),
+        Command::Keygen { .. } => OutputArgs::default(),
     };
     match dispatch(&cli).await {
         Ok(exit) => exit.code(),
@@ -46,7 +50,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
         Command::Ping { filter, output } => ping(cli, filter, output).await,
         Command::Discover { filter, discovery, output } => discover(cli, filter, discovery, output).await,
         Command::Rpc { agent, action, inputs, filter, discovery, timeout, output } => {
-            let data = parse_inputs(inputs)?;
+            let data = agents::typed_inputs(cli, agent, action, inputs)?;
             let spec =
                 RequestSpec { agent: agent.clone(), action: action.clone(), data, filter: filter.spec() };
             rpc(cli, spec, filter, discovery, *timeout, output).await
@@ -57,10 +61,16 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
         Command::Facts { fact, filter, discovery, output } => {
             facts(cli, fact, filter, discovery, output).await
         }
+        Command::Agents { filter, discovery, output } => agents::agents(cli, filter, discovery, output).await,
+        Command::Doc { agent, collective, output } => {
+            agents::doc(cli, agent, collective.clone(), output).await
+        }
+        Command::Keygen { name, dir, force } => agents::keygen(cli, name.as_deref(), dir, *force),
     }
 }
 
-/// Parses `KEY=VALUE` arguments. Values stay strings until agent definitions declare types.
+/// Parses `KEY=VALUE` arguments into strings; [`agents::typed_inputs`] converts them by the
+/// types the agent's definition declares.
 pub fn parse_inputs(inputs: &[String]) -> Result<Map<String, Value>, Failure> {
     let mut data = Map::new();
     for input in inputs {
@@ -211,7 +221,7 @@ async fn rpc(
     output: &OutputArgs,
 ) -> Result<Exit, Failure> {
     let (config, spec) = prepare(cli, filter)?;
-    let timeout = seconds(timeout, config.timeout_secs)?;
+    let timeout = seconds(timeout, agents::default_timeout_secs(&config, &request))?;
     let client = connect(&config).await?;
     let discovered = targets(&client, &config, &spec, discovery).await?;
     let mut renderer = Renderer::new(output, cli.verbose);
@@ -222,10 +232,11 @@ async fn rpc(
     }
     let targets = Targets::Nodes(discovered.nodes.clone());
     renderer.start_progress(discovered.nodes.len());
-    let outcome = client
+    let mut outcome = client
         .call(&request, &targets, timeout, None, &mut |event: &Event<'_>| renderer.rpc_event(event))
         .await?;
     client.close().await;
+    outcome.aggregates = agents::aggregates(&config, &outcome);
     renderer.rpc_summary(&outcome, &discovered);
     Ok(Exit::for_outcome(&outcome))
 }

@@ -197,6 +197,12 @@ impl Renderer {
         }
         drop(stdout);
         let counts = outcome.counts();
+        if !outcome.aggregates.is_empty() {
+            println!();
+            for line in super::agents::aggregate_lines(&outcome.aggregates) {
+                println!("{line}");
+            }
+        }
         println!();
         println!(
             "Finished processing {} / {} nodes in {} ms",
@@ -396,7 +402,7 @@ fn outcome_json(outcome: &CallOutcome, discovery_ms: Option<f64>) -> Value {
         "no_response": outcome.no_response,
         "unreachable": outcome.unreachable,
         "unexpected": outcome.unexpected,
-        "aggregates": {},
+        "aggregates": outcome.aggregates,
         "stats": stats_json(outcome, discovery_ms),
     })
 }

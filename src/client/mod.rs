@@ -107,9 +107,19 @@ impl Client {
             format!("baton {}", config.identity),
         )?;
         let broker = Broker::connect(settings, ConnectMode::FailFast).await?;
+        // With ed25519 the caller is proven by the key, so it is the key's name; nodes refuse a
+        // request whose caller differs from the name of the key that signed it.
+        let caller = if security.proves_callers() {
+            if security.key_id() != config.caller {
+                debug!(configured = %config.caller, key = %security.key_id(), "caller taken from the ed25519 key's name");
+            }
+            security.key_id().to_owned()
+        } else {
+            config.caller.clone()
+        };
         let client_settings = ClientSettings {
             identity: config.identity.clone(),
-            caller: config.caller.clone(),
+            caller,
             collective: config.collective.clone(),
             ttl: Duration::from_secs(config.ttl_secs),
             max_message_bytes: config.broker.max_message_bytes,

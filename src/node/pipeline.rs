@@ -142,6 +142,19 @@ impl Pipeline {
             }
         };
 
+        if self.security.proves_callers() && request.caller != request.key_id() {
+            // With ed25519 the key proves who signed; a request naming another caller is a
+            // request re-signed by someone else, or a misconfigured client.
+            Stats::count(&counters.bad_signature);
+            let reason = format!(
+                "caller {:?} does not match the key that signed the request ({:?}); the caller must be the key's name",
+                request.caller,
+                request.key_id()
+            );
+            self.audit_refusal(&request, reason);
+            return Admission::Dropped;
+        }
+
         let now = now_ms();
         if let Err(stale) =
             check_age(request.time_ms, request.ttl_secs, now, self.settings.clock_skew.as_millis() as u64)
@@ -333,7 +346,9 @@ impl Pipeline {
         let counters = &self.stats.counters;
         let counter = match error {
             OpenError::TooLarge { .. } => &counters.too_large,
-            OpenError::BadSignature { .. } => &counters.bad_signature,
+            OpenError::BadSignature { .. }
+            | OpenError::UnknownKey { .. }
+            | OpenError::ForgedSignature { .. } => &counters.bad_signature,
             _ => &counters.malformed,
         };
         Stats::count(counter);

@@ -529,13 +529,22 @@ impl ActionDefinition {
     }
 
     /// Computes every declared aggregate over the outputs of the replies given (the caller
-    /// passes only replies that succeeded). Keyed by output name.
+    /// passes only replies that succeeded). Keyed by output name; each result also carries the
+    /// output's `display_as` label, so [`describe_summary`] can render it alone.
     pub fn summarize(&self, outputs: &[&Map<String, Value>]) -> Map<String, Value> {
         self.aggregate
             .iter()
             .map(|aggregate| {
                 let values = outputs.iter().filter_map(|data| data.get(aggregate.output()));
-                (aggregate.output().to_owned(), aggregate.compute(values))
+                let mut result = aggregate.compute(values);
+                let label = self
+                    .outputs
+                    .get(aggregate.output())
+                    .map_or_else(|| aggregate.output().to_owned(), |output| output.display_as.clone());
+                if let Value::Object(fields) = &mut result {
+                    fields.insert("display_as".to_owned(), Value::String(label));
+                }
+                (aggregate.output().to_owned(), result)
             })
             .collect()
     }
@@ -714,6 +723,18 @@ impl Aggregate {
             }
         }
     }
+}
+
+/// Human lines for one result of [`ActionDefinition::summarize`], from the result alone.
+pub fn describe_summary(output: &str, result: &Value) -> Vec<String> {
+    let label = result.get("display_as").and_then(Value::as_str).unwrap_or(output);
+    let aggregate = match result.get("function").and_then(Value::as_str) {
+        Some("sum") => Aggregate::Sum { output: output.to_owned() },
+        Some("average") => Aggregate::Average { output: output.to_owned() },
+        // Both summaries render their counts the same way; the labels are already applied.
+        _ => Aggregate::Summary { output: output.to_owned() },
+    };
+    aggregate.describe(label, result)
 }
 
 /// Agent and action names: they end up in routing keys and file names.
