@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod agents;
 mod fanout;
 mod hostile;
 mod reload;
