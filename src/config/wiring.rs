@@ -47,7 +47,7 @@ impl SecurityConfig {
                 if keys.trusted_count() == 0 {
                     tracing::warn!(dir = %trusted_dir.display(), "no trusted public keys: every message will be refused");
                 }
-                Ok(Security::Ed25519(keys))
+                Ok(Security::Ed25519(Box::new(keys)))
             }
         }
     }

@@ -68,7 +68,7 @@ pub enum Security {
     /// HMAC-SHA256 with one key shared by every node and client of the collective.
     Psk(Psk),
     /// Each party signs with its own ed25519 key and trusts a directory of public keys.
-    Ed25519(Ed25519),
+    Ed25519(Box<Ed25519>),
 }
 
 impl Security {
