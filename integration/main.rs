@@ -5,8 +5,11 @@
 mod harness;
 
 mod agents;
+mod ed25519;
 mod fanout;
 mod hostile;
+mod puppet;
 mod reload;
 mod resilience;
+mod resource;
 mod tls;
