@@ -122,6 +122,14 @@ impl Authorization {
         Ok(authorization)
     }
 
+    /// Policies given directly, by agent name (tests and tools).
+    pub fn from_policies(
+        policies: BTreeMap<String, Policy>,
+        unconfigured: UnconfiguredPolicy,
+    ) -> Authorization {
+        Authorization { policies, unconfigured }
+    }
+
     /// How many agents have a policy file.
     pub fn policy_count(&self) -> usize {
         self.policies.len()
