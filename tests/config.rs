@@ -543,7 +543,7 @@ fn client_every_key_and_errors() {
     assert_eq!(
         error.to_string(),
         format!(
-            r#"unknown key "colective" in {} (known keys: identity, caller, collective, broker, tls, security, timeout_secs, discovery_timeout_secs, ttl_secs)"#,
+            r#"unknown key "colective" in {} (known keys: identity, caller, collective, broker, tls, security, timeout_secs, discovery_timeout_secs, ttl_secs, definitions_dir)"#,
             path.display()
         )
     );
