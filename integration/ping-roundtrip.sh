@@ -11,7 +11,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-50}; shift || true; [ "${1:-}" = "--" ] && shift
 state=${BATON_STATE_DIR:-$repo/.baton}/quickstart
-baton=$repo/target/release/baton
+baton=${CARGO_TARGET_DIR:-$repo/target}/release/baton
 [ -x "$baton" ] && [ -f "$state/client.toml" ] || { echo "run bin/quickstart first" >&2; exit 2; }
 export BATON_CONFIG=$state/client.toml
 nodes=$(ls -d "$state"/*/ | wc -l)

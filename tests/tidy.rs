@@ -24,12 +24,14 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// The code of a file without its `#[cfg(test)]` module, which may use test-only shortcuts.
-fn non_test_code(text: &str) -> &str {
-    match text.find("#[cfg(test)]") {
+/// The code of a file without its `#[cfg(test)]` module, which may use test-only shortcuts,
+/// and without comments, which may name what the code deliberately does not use.
+fn non_test_code(text: &str) -> String {
+    let code = match text.find("#[cfg(test)]") {
         Some(index) => &text[..index],
         None => text,
-    }
+    };
+    code.lines().map(|line| line.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
 }
 
 #[test]
@@ -55,7 +57,8 @@ fn protocol_and_security_do_no_io_and_know_no_broker() {
     for module in ["protocol", "security"] {
         for path in source_files(&src().join(module)) {
             let text = std::fs::read_to_string(&path).expect("read source");
-            for forbidden in ["lapin", "tokio", "crate::broker", "crate::node", "crate::client"] {
+            for forbidden in ["lapin", "tokio", "crate::broker", "crate::node", "crate::client", "crate::cli"]
+            {
                 if non_test_code(&text).contains(forbidden) {
                     violations.push(format!("{} uses {forbidden}", path.display()));
                 }
@@ -93,8 +96,7 @@ fn no_unwrap_outside_tests() {
     for path in source_files(&src()) {
         let text = std::fs::read_to_string(&path).expect("read source");
         for (number, line) in non_test_code(&text).lines().enumerate() {
-            let code = line.split("//").next().unwrap_or("");
-            if code.contains(".unwrap()") {
+            if line.contains(".unwrap()") {
                 violations.push(format!("{}:{}: {}", path.display(), number + 1, line.trim()));
             }
         }

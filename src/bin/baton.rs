@@ -12,7 +12,9 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+                // lapin logs a returned (unroutable) message as a warning; baton reports those
+                // itself, as unreachable nodes.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},lapin=error"))),
         )
         .with_writer(std::io::stderr)
         .init();

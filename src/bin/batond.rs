@@ -45,8 +45,15 @@ fn main() {
         Err(error) => fail(anyhow::Error::from(error)),
     };
     // BATON_LOG wins over log.level, so one run can be made chatty without editing the file.
+    // lapin warns about every returned (unroutable) message, such as a reply to a client that
+    // has gone; the node counts those itself, so lapin is quiet unless asked for explicitly.
+    let level = if config.log.level.contains("lapin") {
+        config.log.level.clone()
+    } else {
+        format!("{},lapin=error", config.log.level)
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let json = match args.log_format {
         Some(FormatFlag::Json) => true,

@@ -68,11 +68,7 @@ impl Failure {
 
 impl From<crate::client::ClientError> for Failure {
     fn from(error: crate::client::ClientError) -> Failure {
-        use crate::client::ClientError;
-        let exit = match &error {
-            ClientError::Broker(_) => Exit::Broker,
-            ClientError::Filter(_) | ClientError::Usage(_) => Exit::Usage,
-        };
+        let exit = if error.is_usage() { Exit::Usage } else { Exit::Broker };
         Failure { exit, error: error.into() }
     }
 }

@@ -100,20 +100,7 @@ fn prepare(cli: &Cli, filter: &FilterArgs) -> Result<(ClientConfig, FilterSpec),
 }
 
 async fn connect(config: &ClientConfig) -> Result<Client, Failure> {
-    use crate::broker::BrokerError;
-    use crate::client::ClientError;
-    Client::connect(config).await.map_err(|error| {
-        // Configuration problems found while connecting (an unreadable key, a bad CA file, an
-        // unsupported transport) are the user's to fix (exit 2); the rest is the broker's (5).
-        let settings_problem = matches!(error.downcast_ref::<BrokerError>(), Some(BrokerError::Config(_)))
-            || matches!(
-                error.downcast_ref::<ClientError>(),
-                Some(ClientError::Broker(BrokerError::Config(_)))
-            );
-        let broker_problem =
-            error.downcast_ref::<BrokerError>().is_some() || error.downcast_ref::<ClientError>().is_some();
-        if broker_problem && !settings_problem { Failure::broker(error) } else { Failure::usage(error) }
-    })
+    Ok(Client::connect(config).await?)
 }
 
 fn seconds(value: Option<f64>, default: u64) -> Result<Duration, Failure> {

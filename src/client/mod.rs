@@ -40,9 +40,20 @@ pub enum ClientError {
     /// A filter the user gave is invalid (exit 2).
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// The key, TLS files or broker settings in the configuration are unusable (exit 2).
+    #[error(transparent)]
+    Settings(#[from] crate::config::WiringError),
     /// Anything else the user must fix before anything is sent (exit 2).
     #[error("{0}")]
     Usage(String),
+}
+
+impl ClientError {
+    /// Whether the user must fix something on their side (exit 2) rather than the broker
+    /// being unreachable or refusing (exit 5).
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, ClientError::Broker(error) if !matches!(error, BrokerError::Config(_)))
+    }
 }
 
 /// Who sends, as whom, and for how long requests stay valid.
@@ -99,7 +110,7 @@ pub struct Client {
 
 impl Client {
     /// Connects to the first broker in the list that answers, or fails with every reason.
-    pub async fn connect(config: &ClientConfig) -> anyhow::Result<Client> {
+    pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
         let security = Arc::new(config.security.load_security()?);
         let settings = crate::config::broker_settings(
             &config.broker,
@@ -124,7 +135,7 @@ impl Client {
             ttl: Duration::from_secs(config.ttl_secs),
             max_message_bytes: config.broker.max_message_bytes,
         };
-        Ok(Client::with_broker(broker, security, client_settings).await?)
+        Client::with_broker(broker, security, client_settings).await
     }
 
     /// Builds a client on an existing connection and opens its reply queue.
