@@ -402,3 +402,86 @@ fn sighup_loads_new_agents_and_policies() {
     let greet = fleet.baton(&["rpc", "hello", "greet", "name=x", "-I", "hup01", "--json"]);
     assert_eq!(greet.code, 0, "the previous policy still allows: {greet:?}");
 }
+
+#[test]
+fn agents_and_doc_describe_what_the_nodes_have() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = install_agents(dir.path(), &["hello"]);
+    let fleet = Fleet::start_in(
+        dir,
+        None,
+        vec![
+            NodeSpec::new("with01", json!({"role": "web"}), &[]).with_config(&agents_config(&agents)),
+            NodeSpec::new("without01", json!({"role": "db"}), &[]),
+        ],
+    );
+
+    let listed = fleet.baton(&["agents", "--json"]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let document = listed.json();
+    let entry = |name: &str| {
+        document["agents"]
+            .as_array()
+            .and_then(|agents| agents.iter().find(|agent| agent["agent"] == name).cloned())
+    };
+    assert_eq!(entry("hello").expect("hello is listed")["nodes"], json!(["with01"]));
+    assert_eq!(entry("rpcutil").expect("rpcutil is listed")["nodes"], json!(["with01", "without01"]));
+    for builtin in ["service", "package", "resource", "puppet"] {
+        assert!(entry(builtin).is_some(), "{builtin} missing from {document}");
+    }
+    let human = fleet.baton(&["agents", "-F", "role=web"]);
+    assert_eq!(human.code, 0, "{human:?}");
+    assert!(human.stdout.contains("Agents on 1 of 1 node(s):"), "{}", human.stdout);
+    assert!(human.stdout.contains("Greets people"), "{}", human.stdout);
+
+    // The client has no definition of hello: doc asks a node that has it.
+    let doc = fleet.baton(&["doc", "hello"]);
+    assert_eq!(doc.code, 0, "{doc:?}");
+    assert!(doc.stdout.contains("ACTION greet: Says hello to someone, from this node"), "{}", doc.stdout);
+    assert!(
+        doc.stdout.contains("(string, required, at most 32 characters, matching /^[A-Za-z]+$/)"),
+        "{}",
+        doc.stdout
+    );
+    assert!(doc.stdout.contains("Example: baton rpc hello greet name=NAME"), "{}", doc.stdout);
+    let missing = fleet.baton(&["doc", "nosuchagent"]);
+    assert_eq!(missing.code, 4, "{missing:?}");
+    assert!(missing.stderr.contains("no definition of agent \"nosuchagent\""), "{missing:?}");
+
+    // The display policy of the definition decides which replies get a line: get_fact shows
+    // every node, unless --display says otherwise.
+    let shown = fleet.baton(&["rpc", "rpcutil", "get_fact", "fact=role"]);
+    assert!(shown.stdout.contains("with01") && shown.stdout.contains("without01"), "{}", shown.stdout);
+    let hidden = fleet.baton(&["rpc", "rpcutil", "get_fact", "fact=role", "--display", "failed"]);
+    assert!(!hidden.stdout.contains("without01"), "{}", hidden.stdout);
+}
+
+#[test]
+fn package_and_service_agents_query_the_real_system() {
+    let fleet = Fleet::start(vec![NodeSpec::new("sys01", json!({}), &[])]);
+    let installed = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "bash"])
+        .output()
+        .expect("dpkg-query runs");
+    let version = String::from_utf8_lossy(&installed.stdout).into_owned();
+    let output = fleet.baton(&["rpc", "package", "status", "package=bash", "--json"]);
+    assert_eq!(output.code, 0, "{output:?}");
+    let document = output.json();
+    assert_eq!(reply(&document, "sys01")["data"]["ensure"], json!(version), "{document}");
+    assert_eq!(document["aggregates"]["ensure"]["counts"][&version], 1, "{document}");
+    let absent = fleet.baton(&["rpc", "package", "status", "package=no-such-package-baton", "--json"]);
+    assert_eq!(reply(&absent.json(), "sys01")["data"]["ensure"], "absent", "{absent:?}");
+
+    // A service name that exists nowhere is a failure that says so, not "stopped".
+    let output = fleet.baton(&["rpc", "service", "status", "service=no-such-service-baton", "--json"]);
+    assert_eq!(output.code, 1, "{output:?}");
+    let answer = reply(&output.json(), "sys01").clone();
+    assert_eq!(answer["status"], 1, "{answer}");
+    assert!(
+        answer["message"].as_str().is_some_and(|message| message.contains("no-such-service-baton")),
+        "{answer}"
+    );
+    // And the client refuses a service name that is not one before sending.
+    let bad = fleet.baton(&["rpc", "service", "status", "service=nginx;reboot"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+}

@@ -103,10 +103,9 @@ async fn run(
 ) -> Result<ActionOutcome, ActionOutcome> {
     let service = required_string(data, "service")?;
     let manager = Manager::detect();
-    if manager == Manager::InitScripts
-        && !command::on_path("service")
-        && !Path::new(&format!("/etc/init.d/{service}")).is_file()
-    {
+    // Without systemd every service is an init script; asking `service` about one that does not
+    // exist says "unrecognized service", which must not read as "stopped".
+    if manager == Manager::InitScripts && !Path::new(&format!("/etc/init.d/{service}")).is_file() {
         return Err(ActionOutcome::aborted_with(
             format!("no such service \"{service}\": there is no /etc/init.d/{service}"),
             outputs("unknown", manager),

@@ -12,13 +12,13 @@ use std::time::Duration;
 use anyhow::anyhow;
 use serde_json::{Map, Value, json};
 
-use super::args::{Cli, DiscoveryArgs, FilterArgs, OutputArgs};
+use super::args::{Cli, DiscoveryArgs, Display, FilterArgs, OutputArgs};
 use super::exit::{Exit, Failure};
 use crate::agents::catalog::Catalog;
 use crate::client::{CallOutcome, RequestSpec, Targets};
 use crate::config::ClientConfig;
 use crate::protocol::FilterSpec;
-use crate::protocol::ddl::{Definition, InputType, describe_summary};
+use crate::protocol::ddl::{Definition, DisplayPolicy, InputType, describe_summary};
 
 /// The catalog of definitions this client knows: built-in, plus `definitions_dir`. Problems
 /// with local definition files are warnings; the nodes check inputs anyway.
@@ -82,6 +82,25 @@ pub fn default_timeout_secs(config: &ClientConfig, request: &RequestSpec) -> u64
     let catalog = catalog(Some(config));
     let declared = catalog.definition(&request.agent).map_or(0, |definition| definition.metadata.timeout);
     if declared >= config.timeout_secs { declared + 5 } else { config.timeout_secs }
+}
+
+/// The output settings with `--display` defaulted to the action's display policy, when the
+/// user gave none and the client has the definition.
+pub fn with_display_policy(config: &ClientConfig, request: &RequestSpec, output: &OutputArgs) -> OutputArgs {
+    let mut output = output.clone();
+    if output.display.is_none() {
+        let catalog = catalog(Some(config));
+        let policy = catalog
+            .definition(&request.agent)
+            .and_then(|definition| definition.action(&request.action))
+            .map(|action| action.display);
+        output.display = policy.map(|policy| match policy {
+            DisplayPolicy::Ok => Display::Ok,
+            DisplayPolicy::Failed => Display::Failed,
+            DisplayPolicy::Always => Display::All,
+        });
+    }
+    output
 }
 
 /// Human lines for computed aggregates.
@@ -326,9 +345,9 @@ pub fn help_text(definition: &Definition) -> String {
             let _ = writeln!(text, "  Summaries: {}", summaries.join(", "));
         }
         let display = match action.display {
-            crate::protocol::ddl::DisplayPolicy::Ok => "replies that succeeded",
-            crate::protocol::ddl::DisplayPolicy::Failed => "replies that failed",
-            crate::protocol::ddl::DisplayPolicy::Always => "every reply",
+            DisplayPolicy::Ok => "replies that succeeded",
+            DisplayPolicy::Failed => "replies that failed",
+            DisplayPolicy::Always => "every reply",
         };
         let _ = writeln!(text, "  Shows: {display}");
         let _ = writeln!(text, "  Example: {example}");

@@ -209,9 +209,9 @@ pub struct OutputArgs {
     /// One JSON line per reply as it arrives, then one per silent node, then a summary line.
     #[arg(long)]
     pub jsonl: bool,
-    /// Which nodes get a line of their own.
-    #[arg(long, value_enum, default_value_t = Display::Failed)]
-    pub display: Display,
+    /// Which nodes get a line of their own (default: what the action's definition says, else failed).
+    #[arg(long, value_enum)]
+    pub display: Option<Display>,
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,

@@ -50,6 +50,8 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
         Command::Ping { filter, output } => ping(cli, filter, output).await,
         Command::Discover { filter, discovery, output } => discover(cli, filter, discovery, output).await,
         Command::Rpc { agent, action, inputs, filter, discovery, timeout, output } => {
+            // The filter first: a mistake there is reported before any about inputs.
+            Filter::compile(&filter.spec()).map_err(Failure::usage)?;
             let data = agents::typed_inputs(cli, agent, action, inputs)?;
             let spec =
                 RequestSpec { agent: agent.clone(), action: action.clone(), data, filter: filter.spec() };
@@ -211,7 +213,8 @@ async fn rpc(
     let timeout = seconds(timeout, agents::default_timeout_secs(&config, &request))?;
     let client = connect(&config).await?;
     let discovered = targets(&client, &config, &spec, discovery).await?;
-    let mut renderer = Renderer::new(output, cli.verbose);
+    let output = agents::with_display_policy(&config, &request, output);
+    let mut renderer = Renderer::new(&output, cli.verbose);
     if discovered.nodes.is_empty() {
         client.close().await;
         renderer.nothing_matched(&request, &discovered);

@@ -185,7 +185,7 @@ impl Renderer {
         }
         let mut stdout = std::io::stdout().lock();
         for reply in &outcome.replies {
-            let shown = match self.output.display {
+            let shown = match self.output.display.unwrap_or_default() {
                 Display::All => true,
                 Display::Ok => reply.is_ok(),
                 Display::Failed => !reply.is_ok(),

@@ -333,6 +333,13 @@ async fn route_replies(
                 continue;
             }
         };
+        if security.proves_callers() && reply.sender != reply.key_id() {
+            // With ed25519 a node signs with the key named after its identity; a reply that
+            // claims another identity is a trusted node answering as someone else.
+            dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(claimed = %reply.sender, key = %reply.key_id(), "reply dropped: its sender is not the name of the key that signed it");
+            continue;
+        }
         let sender =
             waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&reply.request_id).cloned();
         match sender {

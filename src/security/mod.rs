@@ -88,9 +88,10 @@ impl Security {
         }
     }
 
-    /// Whether a verified request's key id proves who sent it. With ed25519 it does, and a
-    /// node then insists that the request's `caller` is the name of the key that signed it;
-    /// with a PSK every holder signs with the same key, so the caller is only a claim.
+    /// Whether a verified message's key id proves who sent it. With ed25519 it does: a node
+    /// insists that a request's `caller` is the name of the key that signed it, and a client
+    /// that a reply's `sender` is. With a PSK every holder signs with the same key, so callers
+    /// and senders are only claims.
     pub fn proves_callers(&self) -> bool {
         matches!(self, Security::Ed25519(_))
     }
