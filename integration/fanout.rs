@@ -1,34 +1,48 @@
 //! Filters, discovery, ping and rpc reach exactly the right nodes; JSON documents and exit
-//! codes are as documented.
+//! codes are as documented. Every test here runs over each transport (AMQP to RabbitMQ, STOMP to
+//! ActiveMQ, STOMP to RabbitMQ) with the same assertions.
 
 use serde_json::json;
 
-use crate::harness::{Fleet, NodeSpec};
+use crate::harness::{Fleet, NodeSpec, Wire};
+
+crate::on_every_transport!(
+    every_kind_of_filter_reaches_exactly_the_right_nodes,
+    ping_and_rpc_reach_the_same_nodes_as_discovery,
+    get_fact_json_is_the_documented_document,
+    facts_counts_values_across_nodes,
+    inventory_shows_facts_classes_agents_and_stats,
+    discover_json_piped_into_rpc_targets_exactly_those_nodes,
+    usage_errors_exit_2_before_anything_is_sent,
+    nothing_matched_exits_4_and_unknown_action_fails_with_status_2,
+);
 
 /// Three nodes with different facts and classes, shared by the filter cases.
-fn three_nodes() -> Fleet {
-    Fleet::start(vec![
-        NodeSpec::new(
-            "web01",
-            json!({"role": "web", "rack": 3, "os": {"family": "debian"}, "tags": ["edge", "prod"]}),
-            &["nginx", "base"],
-        ),
-        NodeSpec::new(
-            "web02",
-            json!({"role": "web", "rack": 12, "os": {"family": "redhat"}, "tags": ["prod"]}),
-            &["nginx", "base", "monitoring"],
-        ),
-        NodeSpec::new(
-            "db01",
-            json!({"role": "db", "rack": 7, "os": {"family": "debian"}, "tags": ["staging"]}),
-            &["postgresql", "base"],
-        ),
-    ])
+fn three_nodes(wire: Wire) -> Fleet {
+    Fleet::start_on(
+        wire,
+        vec![
+            NodeSpec::new(
+                "web01",
+                json!({"role": "web", "rack": 3, "os": {"family": "debian"}, "tags": ["edge", "prod"]}),
+                &["nginx", "base"],
+            ),
+            NodeSpec::new(
+                "web02",
+                json!({"role": "web", "rack": 12, "os": {"family": "redhat"}, "tags": ["prod"]}),
+                &["nginx", "base", "monitoring"],
+            ),
+            NodeSpec::new(
+                "db01",
+                json!({"role": "db", "rack": 7, "os": {"family": "debian"}, "tags": ["staging"]}),
+                &["postgresql", "base"],
+            ),
+        ],
+    )
 }
 
-#[test]
-fn every_kind_of_filter_reaches_exactly_the_right_nodes() {
-    let fleet = three_nodes();
+fn every_kind_of_filter_reaches_exactly_the_right_nodes(wire: Wire) {
+    let fleet = three_nodes(wire);
     let cases: &[(&[&str], &[&str])] = &[
         (&[], &["db01", "web01", "web02"]),
         (&["-I", "web01"], &["web01"]),
@@ -75,9 +89,8 @@ fn every_kind_of_filter_reaches_exactly_the_right_nodes() {
     assert!(failures.is_empty(), "filter mismatches:\n{}", failures.join("\n"));
 }
 
-#[test]
-fn ping_and_rpc_reach_the_same_nodes_as_discovery() {
-    let fleet = three_nodes();
+fn ping_and_rpc_reach_the_same_nodes_as_discovery(wire: Wire) {
+    let fleet = three_nodes(wire);
     let ping = fleet.baton(&["ping", "-F", "role=web", "--json"]);
     assert_eq!(ping.code, 0, "{ping:?}");
     assert_eq!(ping.nodes("replies"), ["web01", "web02"]);
@@ -92,9 +105,8 @@ fn ping_and_rpc_reach_the_same_nodes_as_discovery() {
     assert!(human.stdout.contains("Finished processing 3 / 3 nodes in"), "{human:?}");
 }
 
-#[test]
-fn get_fact_json_is_the_documented_document() {
-    let fleet = three_nodes();
+fn get_fact_json_is_the_documented_document(wire: Wire) {
+    let fleet = three_nodes(wire);
     let output = fleet.baton(&["rpc", "rpcutil", "get_fact", "fact=role", "--json"]);
     assert_eq!(output.code, 0, "{output:?}");
     let document = output.json();
@@ -130,9 +142,8 @@ fn get_fact_json_is_the_documented_document() {
     );
 }
 
-#[test]
-fn facts_counts_values_across_nodes() {
-    let fleet = three_nodes();
+fn facts_counts_values_across_nodes(wire: Wire) {
+    let fleet = three_nodes(wire);
     let output = fleet.baton(&["facts", "role", "--json"]);
     assert_eq!(output.code, 0, "{output:?}");
     assert_eq!(output.json()["values"], json!({"db": 1, "web": 2}));
@@ -141,9 +152,8 @@ fn facts_counts_values_across_nodes() {
     assert!(human.stdout.contains("debian") && human.stdout.contains("found 2 times"), "{human:?}");
 }
 
-#[test]
-fn inventory_shows_facts_classes_agents_and_stats() {
-    let fleet = three_nodes();
+fn inventory_shows_facts_classes_agents_and_stats(wire: Wire) {
+    let fleet = three_nodes(wire);
     let output = fleet.baton(&["inventory", "web02", "--json"]);
     assert_eq!(output.code, 0, "{output:?}");
     let document = output.json();
@@ -160,9 +170,8 @@ fn inventory_shows_facts_classes_agents_and_stats() {
     assert!(document["inventory"]["facts"]["kernel"].is_string(), "{document}");
 }
 
-#[test]
-fn discover_json_piped_into_rpc_targets_exactly_those_nodes() {
-    let fleet = three_nodes();
+fn discover_json_piped_into_rpc_targets_exactly_those_nodes(wire: Wire) {
+    let fleet = three_nodes(wire);
     let discovered = fleet.baton(&["discover", "-F", "role=web", "--json"]);
     assert_eq!(discovered.code, 0, "{discovered:?}");
     let rpc =
@@ -179,9 +188,8 @@ fn discover_json_piped_into_rpc_targets_exactly_those_nodes() {
     assert_eq!(rpc.nodes("targeted"), ["db01", "web01"]);
 }
 
-#[test]
-fn usage_errors_exit_2_before_anything_is_sent() {
-    let fleet = three_nodes();
+fn usage_errors_exit_2_before_anything_is_sent(wire: Wire) {
+    let fleet = three_nodes(wire);
     let cases: &[(&[&str], &str)] = &[
         (&["rpc", "rpcutil", "get_fact", "-F", "role"], "role"),
         (&["discover", "-S", "role=web and (rack>1"], ")"),
@@ -199,9 +207,8 @@ fn usage_errors_exit_2_before_anything_is_sent() {
     assert_eq!(json.json()["exit_code"], 2, "{json:?}");
 }
 
-#[test]
-fn nothing_matched_exits_4_and_unknown_action_fails_with_status_2() {
-    let fleet = three_nodes();
+fn nothing_matched_exits_4_and_unknown_action_fails_with_status_2(wire: Wire) {
+    let fleet = three_nodes(wire);
     let none = fleet.baton(&["rpc", "rpcutil", "ping", "-F", "role=mainframe", "--json"]);
     assert_eq!(none.code, 4, "{none:?}");
     assert_eq!(none.json()["stats"]["targeted"], 0);

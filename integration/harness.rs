@@ -1,9 +1,12 @@
-//! The integration harness: a private broker, real `batond` processes, the real `baton` CLI.
+//! The integration harness: private brokers, real `batond` processes, the real `baton` CLI.
 //!
 //! Every test gets its own collective (`t<random>`), declared on the private RabbitMQ with the
-//! admin account, so tests run in parallel without seeing each other's nodes. A [`Fleet`] owns
-//! its node processes and temporary directory: dropping it kills the nodes. Nothing here is
-//! mocked: requests go through RabbitMQ to `batond` and back.
+//! admin account (ActiveMQ needs no declaring), so tests run in parallel without seeing each
+//! other's nodes. A [`Wire`] says which transport and broker nodes and clients use: AMQP or
+//! STOMP to RabbitMQ, or STOMP to ActiveMQ, each with or without TLS; [`on_every_transport!`]
+//! runs one test body over each. A [`Fleet`] owns its node processes and temporary directory:
+//! dropping it kills the nodes. Nothing here is mocked: requests go through the broker to
+//! `batond` and back.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,15 +16,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Connection details of the private broker, from `bin/broker env rabbitmq`.
+/// Connection details of a private broker, from `bin/broker env <target>`.
 #[derive(Debug, Clone)]
 pub struct BrokerEnv {
+    pub target: &'static str,
     pub vars: BTreeMap<String, String>,
 }
 
 impl BrokerEnv {
     pub fn var(&self, name: &str) -> String {
-        self.vars.get(name).cloned().unwrap_or_else(|| panic!("bin/broker env rabbitmq did not print {name}"))
+        self.vars
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("bin/broker env {} did not print {name}", self.target))
     }
 }
 
@@ -32,26 +39,38 @@ pub fn repo_root() -> PathBuf {
 /// Starts the private RabbitMQ if it is not running (idempotent) and reads its environment.
 pub fn broker() -> &'static BrokerEnv {
     static ENV: OnceLock<BrokerEnv> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let script = repo_root().join("bin/broker");
-        let start = Command::new(&script)
-            .args(["start", "rabbitmq"])
-            .output()
-            .expect("run bin/broker start rabbitmq");
-        assert!(
-            start.status.success(),
-            "bin/broker start rabbitmq failed:\n{}{}",
-            String::from_utf8_lossy(&start.stdout),
-            String::from_utf8_lossy(&start.stderr)
-        );
-        BrokerEnv { vars: broker_env_vars() }
-    })
+    ENV.get_or_init(|| start_private("rabbitmq"))
 }
 
-fn broker_env_vars() -> BTreeMap<String, String> {
+/// Starts the private ActiveMQ if it is not running (idempotent) and reads its environment.
+pub fn activemq() -> &'static BrokerEnv {
+    static ENV: OnceLock<BrokerEnv> = OnceLock::new();
+    ENV.get_or_init(|| start_private("activemq"))
+}
+
+/// Runs `bin/broker COMMAND TARGET` and fails the test, with its output, if it fails.
+pub fn run_broker_script(command: &str, target: &str) {
+    let output = Command::new(repo_root().join("bin/broker"))
+        .args([command, target])
+        .output()
+        .unwrap_or_else(|error| panic!("run bin/broker {command} {target}: {error}"));
+    assert!(
+        output.status.success(),
+        "bin/broker {command} {target} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn start_private(target: &'static str) -> BrokerEnv {
+    run_broker_script("start", target);
+    BrokerEnv { target, vars: broker_env_vars(target) }
+}
+
+fn broker_env_vars(target: &str) -> BTreeMap<String, String> {
     let script = repo_root().join("bin/broker");
-    let env = Command::new(&script).args(["env", "rabbitmq"]).output().expect("run bin/broker env rabbitmq");
-    assert!(env.status.success(), "bin/broker env rabbitmq failed: {}", String::from_utf8_lossy(&env.stderr));
+    let env = Command::new(&script).args(["env", target]).output().expect("run bin/broker env");
+    assert!(env.status.success(), "bin/broker env {target} failed: {}", String::from_utf8_lossy(&env.stderr));
     let mut vars = BTreeMap::new();
     for line in String::from_utf8_lossy(&env.stdout).lines() {
         let Some(assignment) = line.strip_prefix("export ") else { continue };
@@ -67,12 +86,23 @@ fn broker_env_vars() -> BTreeMap<String, String> {
 /// for reading while it runs, so a broker restart never pulls the floor from under them.
 static BROKER_LOCK: RwLock<()> = RwLock::new(());
 
+/// The same for the private ActiveMQ.
+static ACTIVEMQ_LOCK: RwLock<()> = RwLock::new(());
+
 pub fn shared_broker() -> RwLockReadGuard<'static, ()> {
     BROKER_LOCK.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn exclusive_broker() -> RwLockWriteGuard<'static, ()> {
     BROKER_LOCK.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn shared_activemq() -> RwLockReadGuard<'static, ()> {
+    ACTIVEMQ_LOCK.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn exclusive_activemq() -> RwLockWriteGuard<'static, ()> {
+    ACTIVEMQ_LOCK.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A fresh collective name for one test.
@@ -128,6 +158,8 @@ pub struct NodeSpec {
     pub security: Option<String>,
     /// More TOML tables for the node's configuration (`[agents]`, `[authorization]`, ...).
     pub extra_config: String,
+    /// Connect this node with another wire than the fleet's (mixed-transport fleets).
+    pub wire: Option<Wire>,
 }
 
 impl NodeSpec {
@@ -139,6 +171,7 @@ impl NodeSpec {
             psk: None,
             security: None,
             extra_config: String::new(),
+            wire: None,
         }
     }
 
@@ -147,14 +180,30 @@ impl NodeSpec {
         self.extra_config.push_str(extra_config);
         self
     }
+
+    /// This node connects through `wire` rather than the fleet's.
+    pub fn on(mut self, wire: Wire) -> NodeSpec {
+        self.wire = Some(wire);
+        self
+    }
 }
 
-/// Which URLs and TLS settings nodes and clients use.
+/// Which private broker a wire goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    RabbitMq,
+    ActiveMq,
+}
+
+/// Which URLs, STOMP dialect and TLS settings nodes and clients use.
 #[derive(Debug, Clone)]
 pub struct Wire {
     pub node_url: String,
     pub client_url: String,
     pub tls_ca: Option<String>,
+    /// `broker.dialect` for STOMP wires.
+    pub dialect: Option<&'static str>,
+    pub broker: BrokerKind,
 }
 
 impl Wire {
@@ -164,6 +213,8 @@ impl Wire {
             node_url: broker.var("BATON_RABBITMQ_NODE_URL"),
             client_url: broker.var("BATON_RABBITMQ_CLIENT_URL"),
             tls_ca: None,
+            dialect: None,
+            broker: BrokerKind::RabbitMq,
         }
     }
 
@@ -173,8 +224,138 @@ impl Wire {
             node_url: broker.var("BATON_RABBITMQ_NODE_TLS_URL"),
             client_url: broker.var("BATON_RABBITMQ_CLIENT_TLS_URL"),
             tls_ca: Some(broker.var("BATON_TLS_CA")),
+            dialect: None,
+            broker: BrokerKind::RabbitMq,
         }
     }
+
+    /// STOMP to the private ActiveMQ.
+    pub fn stomp_activemq() -> Wire {
+        let broker = activemq();
+        Wire {
+            node_url: broker.var("BATON_ACTIVEMQ_NODE_URL"),
+            client_url: broker.var("BATON_ACTIVEMQ_URL"),
+            tls_ca: None,
+            dialect: Some("activemq"),
+            broker: BrokerKind::ActiveMq,
+        }
+    }
+
+    /// STOMP over TLS to the private ActiveMQ, certificate and host name verified.
+    pub fn stomp_activemq_tls() -> Wire {
+        let broker = activemq();
+        Wire {
+            node_url: broker.var("BATON_ACTIVEMQ_NODE_TLS_URL"),
+            client_url: broker.var("BATON_ACTIVEMQ_TLS_URL"),
+            tls_ca: Some(broker.var("BATON_TLS_CA")),
+            dialect: Some("activemq"),
+            broker: BrokerKind::ActiveMq,
+        }
+    }
+
+    /// STOMP to the private RabbitMQ's STOMP plugin.
+    pub fn stomp_rabbitmq() -> Wire {
+        let broker = broker();
+        Wire {
+            node_url: broker.var("BATON_RABBITMQ_NODE_STOMP_URL"),
+            client_url: broker.var("BATON_RABBITMQ_STOMP_URL"),
+            tls_ca: None,
+            dialect: Some("rabbitmq"),
+            broker: BrokerKind::RabbitMq,
+        }
+    }
+
+    /// STOMP over TLS to the private RabbitMQ's STOMP plugin.
+    pub fn stomp_rabbitmq_tls() -> Wire {
+        let broker = broker();
+        Wire {
+            node_url: broker.var("BATON_RABBITMQ_NODE_STOMP_TLS_URL"),
+            client_url: broker.var("BATON_RABBITMQ_STOMP_TLS_URL"),
+            tls_ca: Some(broker.var("BATON_TLS_CA")),
+            dialect: Some("rabbitmq"),
+            broker: BrokerKind::RabbitMq,
+        }
+    }
+
+    /// The `[broker]` lines after `urls` (the dialect, for STOMP).
+    fn broker_extra(&self) -> String {
+        match self.dialect {
+            Some(dialect) => format!("dialect = {dialect:?}\n"),
+            None => String::new(),
+        }
+    }
+
+    fn tls_table(&self) -> String {
+        match &self.tls_ca {
+            Some(ca) => format!("[tls]\nca = {ca:?}\n"),
+            None => String::new(),
+        }
+    }
+
+    /// Holds the broker this wire uses for reading: it will not be restarted under the test.
+    fn shared_guard(&self) -> RwLockReadGuard<'static, ()> {
+        match self.broker {
+            BrokerKind::RabbitMq => shared_broker(),
+            BrokerKind::ActiveMq => shared_activemq(),
+        }
+    }
+}
+
+/// Defines, for each named test body `fn NAME(wire: Wire)`, a module `NAME` with one test per
+/// transport: `NAME::amqp`, `NAME::stomp_activemq` and `NAME::stomp_rabbitmq`, so that one
+/// assertion list covers them all (`cargo test --test integration stomp_activemq` runs one).
+#[macro_export]
+macro_rules! on_every_transport {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::harness::Wire;
+
+                #[test]
+                fn amqp() {
+                    super::$name(Wire::amqp());
+                }
+
+                #[test]
+                fn stomp_activemq() {
+                    super::$name(Wire::stomp_activemq());
+                }
+
+                #[test]
+                fn stomp_rabbitmq() {
+                    super::$name(Wire::stomp_rabbitmq());
+                }
+            }
+        )*
+    };
+}
+
+/// As [`on_every_transport!`], over TLS with verification on: `NAME::amqps`,
+/// `NAME::stomp_activemq_tls` and `NAME::stomp_rabbitmq_tls`.
+#[macro_export]
+macro_rules! on_every_tls_transport {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::harness::Wire;
+
+                #[test]
+                fn amqps() {
+                    super::$name(Wire::amqps());
+                }
+
+                #[test]
+                fn stomp_activemq_tls() {
+                    super::$name(Wire::stomp_activemq_tls());
+                }
+
+                #[test]
+                fn stomp_rabbitmq_tls() {
+                    super::$name(Wire::stomp_rabbitmq_tls());
+                }
+            }
+        )*
+    };
 }
 
 /// A running node process.
@@ -213,7 +394,7 @@ impl Fleet {
     }
 
     pub fn start_on(wire: Wire, specs: Vec<NodeSpec>) -> Fleet {
-        let guard = shared_broker();
+        let guard = wire.shared_guard();
         let mut fleet = Fleet::start_unguarded(wire, specs);
         fleet._shared = Some(guard);
         fleet
@@ -241,7 +422,10 @@ impl Fleet {
         specs: Vec<NodeSpec>,
     ) -> Fleet {
         let collective = unique_collective();
-        declare_collective(&collective);
+        let rabbitmq_wires = std::iter::once(&wire).chain(specs.iter().filter_map(|spec| spec.wire.as_ref()));
+        if rabbitmq_wires.into_iter().any(|wire| wire.broker == BrokerKind::RabbitMq) {
+            declare_collective(&collective);
+        }
         let psk = uuid::Uuid::new_v4().simple().to_string();
         write_secret(&dir.path().join("psk"), &psk);
         let mut fleet = Fleet { collective, dir, wire, nodes: Vec::new(), client_security, _shared: None };
@@ -258,7 +442,8 @@ impl Fleet {
         fleet
     }
 
-    fn spawn(&mut self, spec: NodeSpec) {
+    /// Starts one more node in this fleet without waiting for it to answer.
+    pub fn spawn(&mut self, spec: NodeSpec) {
         let node_dir = self.dir.path().join(&spec.identity);
         std::fs::create_dir_all(&node_dir).expect("node dir");
         std::fs::write(node_dir.join("facts.json"), serde_json::to_vec_pretty(&spec.facts).expect("facts"))
@@ -272,19 +457,18 @@ impl Fleet {
             }
             None => self.dir.path().join("psk"),
         };
-        let tls = match &self.wire.tls_ca {
-            Some(ca) => format!("[tls]\nca = {ca:?}\n"),
-            None => String::new(),
-        };
+        let wire = spec.wire.clone().unwrap_or_else(|| self.wire.clone());
+        let tls = wire.tls_table();
         let security = match &spec.security {
             Some(security) => security.clone(),
             None => format!("scheme = \"psk\"\npsk_file = {psk_file:?}\n"),
         };
         let config = format!(
-            "identity = {identity:?}\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\nmax_backoff_secs = 2\n\n{tls}\n[security]\n{security}\n[facts]\npoll_interval_secs = 1\nfiles = [{facts:?}]\nclasses_file = {classes:?}\n\n[audit]\nfile = {audit:?}\n\n{extra}\n",
+            "identity = {identity:?}\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\n{broker_extra}max_backoff_secs = 2\n\n{tls}\n[security]\n{security}\n[facts]\npoll_interval_secs = 1\nfiles = [{facts:?}]\nclasses_file = {classes:?}\n\n[audit]\nfile = {audit:?}\n\n{extra}\n",
             identity = spec.identity,
             collective = self.collective,
-            url = self.wire.node_url,
+            url = wire.node_url,
+            broker_extra = wire.broker_extra(),
             facts = node_dir.join("facts.json"),
             classes = node_dir.join("classes.txt"),
             audit = node_dir.join("audit.log"),
@@ -365,24 +549,28 @@ impl Fleet {
 
     /// Writes a client configuration for this fleet with extra TOML appended, returns its path.
     pub fn client_config(&self, extra: &str) -> PathBuf {
-        self.client_config_with("", extra)
+        self.client_config_with(&self.wire, "", extra)
     }
 
-    /// Writes a client configuration with `top_level` keys (before the first table) and
-    /// `extra` TOML appended, returns its path.
-    pub fn client_config_with(&self, top_level: &str, extra: &str) -> PathBuf {
-        let tls = match &self.wire.tls_ca {
-            Some(ca) => format!("[tls]\nca = {ca:?}\n"),
-            None => String::new(),
-        };
+    /// As [`Fleet::client_config`], for a client that connects through `wire`.
+    pub fn client_config_on(&self, wire: &Wire, extra: &str) -> PathBuf {
+        self.client_config_with(wire, "", extra)
+    }
+
+    /// Writes a client configuration that connects through `wire`, with `top_level` keys
+    /// (before the first table) and `extra` TOML appended, and returns its path. The
+    /// `[security]` table is the fleet's `client_security`, or its PSK.
+    pub fn client_config_with(&self, wire: &Wire, top_level: &str, extra: &str) -> PathBuf {
         let security = match &self.client_security {
             Some(security) => security.clone(),
             None => format!("scheme = \"psk\"\npsk_file = {:?}\n", self.dir.path().join("psk")),
         };
         let config = format!(
-            "identity = \"tester\"\ncaller = \"user=tester\"\ncollective = {collective:?}\ntimeout_secs = 10\ndiscovery_timeout_secs = 3\n{top_level}\n[broker]\nurls = [{url:?}]\n\n{tls}\n[security]\n{security}{extra}",
+            "identity = \"tester\"\ncaller = \"user=tester\"\ncollective = {collective:?}\ntimeout_secs = 10\ndiscovery_timeout_secs = 3\n{top_level}\n[broker]\nurls = [{url:?}]\n{broker_extra}\n{tls}\n[security]\n{security}{extra}",
             collective = self.collective,
-            url = self.wire.client_url,
+            url = wire.client_url,
+            broker_extra = wire.broker_extra(),
+            tls = wire.tls_table(),
         );
         let path = self.dir.path().join(format!("client-{}.toml", uuid::Uuid::new_v4().simple()));
         std::fs::write(&path, config).expect("write client config");
@@ -392,6 +580,11 @@ impl Fleet {
     /// Runs `baton` with this fleet's client configuration.
     pub fn baton(&self, args: &[&str]) -> BatonOutput {
         run_baton(&self.client_config(""), args, None)
+    }
+
+    /// Runs `baton` as a client connected through `wire`.
+    pub fn baton_on(&self, wire: &Wire, args: &[&str]) -> BatonOutput {
+        run_baton(&self.client_config_on(wire, ""), args, None)
     }
 
     /// Runs `baton` with stdin.

@@ -7,7 +7,7 @@ use baton::protocol::{FilterSpec, Reply, Request, new_request_id, now_ms};
 use baton::security::{Psk, Security};
 use serde_json::json;
 
-use crate::harness::{Fleet, NodeSpec, RawClient};
+use crate::harness::{Fleet, NodeSpec, RawClient, Wire};
 
 fn security(fleet: &Fleet) -> Security {
     Security::Psk(Psk::from_file(&fleet.dir.path().join("psk")).expect("fleet psk"))
@@ -33,11 +33,12 @@ fn opened_reply(security: &Security, bytes: &[u8]) -> Reply {
     security.open_reply(bytes, 1 << 20).expect("reply verifies").into_inner()
 }
 
-#[test]
-fn a_node_with_another_key_is_never_counted_and_audits_why() {
+crate::on_every_transport!(a_node_with_another_key_is_never_counted_and_audits_why);
+
+fn a_node_with_another_key_is_never_counted_and_audits_why(wire: Wire) {
     let mut impostor = NodeSpec::new("rogue01", json!({"role": "web"}), &[]);
     impostor.psk = Some(uuid::Uuid::new_v4().simple().to_string());
-    let fleet = Fleet::start(vec![NodeSpec::new("web01", json!({"role": "web"}), &[]), impostor]);
+    let fleet = Fleet::start_on(wire, vec![NodeSpec::new("web01", json!({"role": "web"}), &[]), impostor]);
     fleet.wait_until_subscribed("rogue01");
     let output =
         fleet.baton(&["rpc", "rpcutil", "ping", "-I", "web01", "-I", "rogue01", "-t", "3", "--json"]);

@@ -1,6 +1,6 @@
-//! Integration tests: real RabbitMQ (the private instance of `bin/broker`), real `batond`
-//! processes, the real `baton` CLI. Run by `bin/test`, or alone with
-//! `cargo test --test integration` (the harness starts the private broker if needed).
+//! Integration tests: real RabbitMQ and ActiveMQ (the private instances of `bin/broker`), real
+//! `batond` processes, the real `baton` CLI. Run by `bin/test`, or alone with
+//! `cargo test --test integration` (the harness starts the private brokers if needed).
 
 mod harness;
 
@@ -12,4 +12,6 @@ mod puppet;
 mod reload;
 mod resilience;
 mod resource;
+mod rollout;
+mod stomp;
 mod tls;

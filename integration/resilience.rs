@@ -23,13 +23,17 @@ fn a_directed_request_to_an_identity_without_a_queue_is_unreachable() {
     assert!(human.stdout.contains("ghost01  (unreachable: no queue on the broker)"), "{human:?}");
 }
 
-#[test]
-fn a_killed_node_is_reported_as_not_responding_and_the_others_answer() {
-    let mut fleet = Fleet::start(vec![
-        NodeSpec::new("alive01", json!({}), &[]),
-        NodeSpec::new("alive02", json!({}), &[]),
-        NodeSpec::new("doomed01", json!({}), &[]),
-    ]);
+crate::on_every_transport!(a_killed_node_is_reported_as_not_responding_and_the_others_answer);
+
+fn a_killed_node_is_reported_as_not_responding_and_the_others_answer(wire: Wire) {
+    let mut fleet = Fleet::start_on(
+        wire,
+        vec![
+            NodeSpec::new("alive01", json!({}), &[]),
+            NodeSpec::new("alive02", json!({}), &[]),
+            NodeSpec::new("doomed01", json!({}), &[]),
+        ],
+    );
     fleet.kill("doomed01");
     let nodes = fleet.dir.path().join("nodes.txt");
     std::fs::write(&nodes, "alive01\nalive02\ndoomed01\n").expect("write nodes");

@@ -1,20 +1,24 @@
-//! AMQPS with certificate and host name verification on.
+//! TLS (AMQPS, and STOMP over TLS to ActiveMQ and to RabbitMQ) with certificate and host name
+//! verification on.
 
 use serde_json::json;
 
 use crate::harness::{Fleet, NodeSpec, Wire, broker, run_baton};
 
-#[test]
-fn amqps_works_with_verification_on() {
-    let fleet = Fleet::start_on(Wire::amqps(), vec![NodeSpec::new("secure01", json!({"role": "web"}), &[])]);
+crate::on_every_tls_transport!(
+    tls_works_with_verification_on,
+    a_wrong_ca_or_a_wrong_host_name_fails_naming_the_problem
+);
+
+fn tls_works_with_verification_on(wire: Wire) {
+    let fleet = Fleet::start_on(wire, vec![NodeSpec::new("secure01", json!({"role": "web"}), &[])]);
     let output = fleet.baton(&["rpc", "rpcutil", "get_fact", "fact=role", "-F", "role=web", "--json"]);
     assert_eq!(output.code, 0, "{output:?}");
     assert_eq!(output.json()["replies"][0]["data"]["value"], "web");
 }
 
-#[test]
-fn a_wrong_ca_or_a_wrong_host_name_fails_naming_the_problem() {
-    let fleet = Fleet::start_on(Wire::amqps(), vec![]);
+fn a_wrong_ca_or_a_wrong_host_name_fails_naming_the_problem(wire: Wire) {
+    let fleet = Fleet::start_on(wire, vec![]);
     let base = std::fs::read_to_string(fleet.client_config("")).expect("config");
     let other_ca = broker().var("BATON_TLS_OTHER_CA");
     let ca = broker().var("BATON_TLS_CA");

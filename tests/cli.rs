@@ -43,6 +43,21 @@ fn parsing() {
     check_parse(&["rpc", "rpcutil"], false);
     check_parse(&["ping", "--json", "--jsonl"], false);
     check_parse(&["rpc", "a", "b", "--display", "sometimes"], false);
+    check_parse(&["rpc", "a", "b", "--batch", "2", "--batch-sleep", "0.5", "--max-failures", "10%"], true);
+    check_parse(&["rpc", "a", "b", "--batch-sleep", "1"], false);
+    check_parse(&["rpc", "a", "b", "--limit", "3", "--limit-seed", "7"], true);
+    check_parse(&["rpc", "a", "b", "-1", "--limit", "3"], false);
+    check_parse(&["rpc", "a", "b", "--dm", "stdin", "--only", "failed,no_response"], true);
+    check_parse(&["rpc", "a", "b", "--dm", "stdin", "--only", "broken"], false);
+    check_parse(&["rpc", "a", "b", "--reply-to", "later"], true);
+    check_parse(
+        &["replies", "later", "--request", "6f1c2c52-4a8e-4f7e-9d55-3b0f0f0f0f0f", "--wait", "3"],
+        true,
+    );
+    check_parse(&["replies", "later", "--request", "not-a-uuid"], false);
+    check_parse(&["completions", "zsh"], true);
+    check_parse(&["completions", "powershell"], false);
+    check_parse(&["man"], true);
 }
 
 fn check_inputs(args: &[&str], expected: Result<serde_json::Value, &str>) {

@@ -3,7 +3,19 @@
 use clap::Parser;
 
 fn main() {
-    let cli = baton::cli::args::Cli::parse();
+    let cli = match baton::cli::args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // A script that asked for JSON gets JSON even when the command line is wrong.
+            let args: Vec<String> = std::env::args().collect();
+            if let Some(document) = baton::cli::usage_error_json(&args, &error) {
+                println!("{document}");
+                eprintln!("{}", error.render().to_string().trim_end());
+                std::process::exit(baton::cli::exit::Exit::Usage.code());
+            }
+            error.exit();
+        }
+    };
     let level = match cli.verbose {
         0 | 1 => "warn",
         2 => "debug",

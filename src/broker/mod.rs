@@ -11,6 +11,7 @@
 
 mod amqp;
 pub mod backoff;
+pub mod stomp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -200,12 +201,7 @@ impl Broker {
         let (commands, command_receiver) = mpsc::channel(COMMAND_CAPACITY);
         match settings.transport {
             Transport::Amqp => amqp::start(settings, mode, command_receiver).await?,
-            Transport::Stomp => {
-                return Err(BrokerError::Config(
-                    "the STOMP transport is not available in this build yet (use transport = \"amqp\")"
-                        .to_string(),
-                ));
-            }
+            Transport::Stomp => stomp::start(settings, mode, command_receiver).await?,
         }
         Ok(Broker { commands, max_message_bytes })
     }

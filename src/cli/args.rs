@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::exit::EXIT_CODES_HELP;
+use crate::client::Amount;
+use crate::client::discovery::ResultSet;
 use crate::protocol::filter::FilterSpec;
 
 /// baton: invoke an action on many machines at once, through your message broker.
@@ -46,10 +48,8 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Run an action of an agent on every node the filter matches.
-    #[command(
-        after_help = "Examples:\n  baton rpc rpcutil get_fact fact=role\n  baton rpc rpcutil ping -F role=web -t 5\n  baton rpc rpcutil get_fact fact=os.family -S 'role=/^(web|db)$/' --json\n  baton rpc rpcutil daemon_stats --nodes hosts.txt --display all"
-    )]
+    /// Run an action of an agent on every node the filter matches, at once or in batches.
+    #[command(after_help = RPC_EXAMPLES)]
     Rpc {
         /// The agent, e.g. rpcutil.
         agent: String,
@@ -62,9 +62,31 @@ pub enum Command {
         filter: FilterArgs,
         #[command(flatten)]
         discovery: DiscoveryArgs,
-        /// Seconds to wait for replies (default: the client configuration's timeout_secs).
-        #[arg(short = 't', long, value_name = "SECONDS")]
-        timeout: Option<f64>,
+        #[command(flatten)]
+        rollout: RolloutArgs,
+        /// Fire and forget: send replies to the durable queue <collective>.reply.NAME, print the
+        /// request id and exit at once; collect them later with `baton replies NAME`.
+        #[arg(long, value_name = "NAME", help_heading = "Rollout")]
+        reply_to: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Collect the replies of a fire-and-forget request (`baton rpc ... --reply-to NAME`).
+    #[command(after_help = REPLIES_EXAMPLES)]
+    Replies {
+        /// The name given with --reply-to.
+        name: String,
+        /// Only the replies to this request id; replies to other requests stay in the queue.
+        #[arg(long, value_name = "ID")]
+        request: Option<uuid::Uuid>,
+        /// The longest wait for replies, in seconds (default: the configuration's timeout_secs).
+        /// Collection ends sooner once every node the request was sent to has answered, or,
+        /// when that is not known, once the queue has been quiet for half a second.
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<f64>,
+        /// The collective the request was sent in (default: the configuration's collective).
+        #[arg(short = 'T', long, value_name = "NAME")]
+        collective: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -126,10 +148,122 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Print a shell completion script for bash, zsh or fish.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the manual page (roff) of baton, or write one page per subcommand into a directory.
+    #[command(
+        after_help = "Examples:\n  baton man > baton.1 && man ./baton.1\n  baton man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write baton.1 and baton-<subcommand>.1 into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+const RPC_EXAMPLES: &str = "\
+Examples:
+  baton rpc rpcutil get_fact fact=role
+  baton rpc rpcutil ping -F role=web -t 5
+  baton rpc rpcutil get_fact fact=os.family -S 'role=/^(web|db)$/' --json
+  baton rpc rpcutil daemon_stats --nodes hosts.txt --display all
+
+Rollouts (batches go out in the order shown; a stopped rollout exits 1 and lists skipped nodes):
+  baton rpc service restart service=nginx -C nginx --batch 10% --batch-sleep 30 --max-failures 2
+  baton rpc rpcutil ping --limit 5 --limit-seed 42    (the same 5 nodes every time)
+  baton rpc rpcutil ping -1                           (any one node)
+
+Retry what did not succeed (sets: ok, failed, no_response, skipped, not_ok):
+  baton rpc service restart service=nginx --json > run.json
+  baton rpc service restart service=nginx --nodes run.json --only not_ok
+  baton discover -C nginx --json | baton rpc rpcutil ping --dm stdin
+
+Fire and forget:
+  baton rpc rpcutil daemon_stats --reply-to nightly
+  baton replies nightly --wait 30";
+
+const REPLIES_EXAMPLES: &str = "\
+Examples:
+  id=$(baton rpc rpcutil ping --reply-to later --json | jq -r .request_id)
+  baton replies later --request \"$id\"
+  baton replies later --wait 60 --json";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  baton completions bash > /etc/bash_completion.d/baton
+  baton completions zsh > \"${fpath[1]}/_baton\"
+  baton completions fish > ~/.config/fish/completions/baton.fish";
+
+/// Shells `baton completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Command {
+    /// The output flags of the command, or the defaults for commands that have none.
+    pub fn output(&self) -> OutputArgs {
+        match self {
+            Command::Ping { output, .. }
+            | Command::Discover { output, .. }
+            | Command::Rpc { output, .. }
+            | Command::Replies { output, .. }
+            | Command::Inventory { output, .. }
+            | Command::Facts { output, .. }
+            | Command::Agents { output, .. }
+            | Command::Doc { output, .. } => output.clone(),
+            Command::Completions { .. } | Command::Man { .. } | Command::Keygen { .. } => OutputArgs::default(),
+        }
+    }
+}
+
+/// How to send to the targets: in batches, how many, how long to wait.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Rollout")]
+pub struct RolloutArgs {
+    /// Send to this many nodes at a time (or this percentage of the targets), waiting for each
+    /// batch to finish before the next. Batches follow the sorted targets, or the seed's order.
+    #[arg(long, value_name = "N|N%")]
+    pub batch: Option<Amount>,
+    /// Seconds to pause between batches (default 1 when batching).
+    #[arg(long, value_name = "SECONDS", requires = "batch")]
+    pub batch_sleep: Option<f64>,
+    /// Stop sending further batches once more than N nodes (or N% of the targets) failed or did
+    /// not respond; the nodes never sent to are listed as skipped and baton exits 1.
+    #[arg(long, value_name = "N|N%")]
+    pub max_failures: Option<Amount>,
+    /// Only N of the targets (or N%), picked at random; the seed used is shown.
+    #[arg(long = "limit", value_name = "N|N%", conflicts_with = "one")]
+    pub limit: Option<Amount>,
+    /// Seed for --limit and for the batch order: the same seed picks the same nodes in the same
+    /// order every time.
+    #[arg(long, value_name = "N")]
+    pub limit_seed: Option<u64>,
+    /// Only one of the targets (as --limit 1).
+    #[arg(short = '1', long)]
+    pub one: bool,
+    /// Seconds to wait for replies, per batch (default: the configuration's timeout_secs).
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+}
+
+impl RolloutArgs {
+    /// The limit, with `-1` meaning 1.
+    pub fn limit(&self) -> Option<Amount> {
+        if self.one { Some(Amount::Count(1)) } else { self.limit }
+    }
 }
 
 /// Which nodes: every kind of filter, ANDed together.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Filters")]
 pub struct FilterArgs {
     /// Identity, or /regex/. Several -I are ORed.
     #[arg(short = 'I', long = "identity", id = "identity_filter", value_name = "ID|/RE/")]
@@ -173,8 +307,38 @@ pub enum DiscoveryMethod {
     Stdin,
 }
 
+/// Result sets of an earlier run, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Only {
+    /// Nodes that replied OK.
+    Ok,
+    /// Nodes that replied with a failure.
+    Failed,
+    /// Targeted nodes that did not reply.
+    #[value(name = "no_response", alias = "no-response")]
+    NoResponse,
+    /// Nodes a stopped rollout never sent to.
+    Skipped,
+    /// failed, no_response and skipped: everything to retry.
+    #[value(name = "not_ok", alias = "not-ok")]
+    NotOk,
+}
+
+impl From<Only> for ResultSet {
+    fn from(only: Only) -> ResultSet {
+        match only {
+            Only::Ok => ResultSet::Ok,
+            Only::Failed => ResultSet::Failed,
+            Only::NoResponse => ResultSet::NoResponse,
+            Only::Skipped => ResultSet::Skipped,
+            Only::NotOk => ResultSet::NotOk,
+        }
+    }
+}
+
 /// How to find the targets.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Discovery")]
 pub struct DiscoveryArgs {
     /// Discovery method.
     #[arg(long = "dm", value_enum, value_name = "METHOD")]
@@ -185,6 +349,17 @@ pub struct DiscoveryArgs {
     /// Longest wait for discovery, in seconds; it ends sooner once replies go quiet.
     #[arg(long = "dt", value_name = "SECONDS")]
     pub discovery_timeout: Option<f64>,
+    /// From the results of an earlier `baton rpc --json`/`--jsonl` (given with --dm stdin or
+    /// --nodes FILE), take only these nodes. Comma-separated or repeated; not_ok is failed,
+    /// no_response and skipped together.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SET")]
+    pub only: Vec<Only>,
+}
+
+impl DiscoveryArgs {
+    pub fn result_sets(&self) -> Vec<ResultSet> {
+        self.only.iter().copied().map(ResultSet::from).collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -202,11 +377,13 @@ pub enum Display {
 
 /// How to show the results.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// One JSON document on stdout.
     #[arg(long, conflicts_with = "jsonl")]
     pub json: bool,
-    /// One JSON line per reply as it arrives, then one per silent node, then a summary line.
+    /// One JSON line per event as it happens (batches, replies, skipped nodes), then one per
+    /// silent node, then a summary line.
     #[arg(long)]
     pub jsonl: bool,
     /// Which nodes get a line of their own (default: what the action's definition says, else failed).

@@ -1,9 +1,9 @@
 //! The documented exit codes, and how every outcome maps onto them.
 
-use crate::client::CallOutcome;
+use crate::client::{CallOutcome, RolloutOutcome};
 
 /// Exit codes of `baton`, as DESIGN.md documents them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// 0: every targeted node replied OK.
     Ok = 0,
@@ -37,13 +37,37 @@ impl Exit {
             Exit::Ok
         }
     }
+
+    /// The exit code for a rollout: a rollout that stopped early failed (exit 1) even when
+    /// it stopped on silent nodes only, since the skipped nodes never got the request.
+    pub fn for_rollout(outcome: &RolloutOutcome) -> Exit {
+        if outcome.stopped.is_some() || !outcome.call.skipped.is_empty() {
+            Exit::Failed
+        } else {
+            Exit::for_outcome(&outcome.call)
+        }
+    }
+
+    /// The more serious of two results of one command, in the order the codes are decided:
+    /// broker and usage errors, then failures, silence, nothing matched, success.
+    pub fn worse(left: Exit, right: Exit) -> Exit {
+        let rank = |exit: Exit| match exit {
+            Exit::Ok => 0,
+            Exit::NothingMatched => 1,
+            Exit::NoResponse => 2,
+            Exit::Failed => 3,
+            Exit::Usage => 4,
+            Exit::Broker => 5,
+        };
+        if rank(right) > rank(left) { right } else { left }
+    }
 }
 
 /// The exit-code table shown in `baton --help`.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  every targeted node replied OK
-  1  at least one node replied with a failure
+  1  at least one node replied with a failure, or a rollout stopped at --max-failures
   2  usage, input or configuration error (nothing was sent)
   3  at least one targeted node did not reply (and none failed)
   4  nothing matched

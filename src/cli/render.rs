@@ -4,26 +4,64 @@
 //! terminal. `--json` prints exactly one document on stdout, on success and failure alike;
 //! `--jsonl` prints one line per event as it happens, then a summary line.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use super::args::{Display, OutputArgs};
 use super::exit::Failure;
+use crate::client::detached::{Collection, DetachedRequest};
 use crate::client::discovery::Discovered;
-use crate::client::{CallOutcome, Event, NodeReply, RequestSpec};
+use crate::client::rollout::Ordered;
+use crate::client::{CallOutcome, Event, NodeReply, RequestSpec, RolloutOutcome, Stopped};
+
+/// ANSI colours used on a terminal.
+const RED: &str = "31";
+const YELLOW: &str = "33";
+const GREEN: &str = "32";
 
 /// Renders one command's results in the format the user asked for.
 pub struct Renderer {
     output: OutputArgs,
     verbose: u8,
     progress: Option<ProgressBar>,
+    /// Print a line as each batch starts (when the user asked for batches).
+    show_batches: bool,
+    /// Colour human output: stdout is a terminal and NO_COLOR is not set.
+    colour: bool,
+}
+
+/// Whether human output may be coloured: only on a terminal, and never with `NO_COLOR` set
+/// to anything (<https://no-color.org>).
+pub fn colour_allowed(stdout_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 impl Renderer {
     pub fn new(output: &OutputArgs, verbose: u8) -> Renderer {
-        Renderer { output: output.clone(), verbose, progress: None }
+        let colour = !(output.json || output.jsonl)
+            && colour_allowed(std::io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+        Renderer { output: output.clone(), verbose, progress: None, show_batches: false, colour }
+    }
+
+    /// Prints a line as each batch starts.
+    pub fn show_batches(&mut self, show: bool) {
+        self.show_batches = show;
+    }
+
+    fn paint(&self, text: &str, colour: &str) -> String {
+        if self.colour { format!("\x1b[{colour}m{text}\x1b[0m") } else { text.to_string() }
+    }
+
+    /// Prints a line to stdout without tearing the progress bar.
+    fn say(&self, line: &str) {
+        match &self.progress {
+            Some(bar) => bar.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
     }
 
     fn is_machine(&self) -> bool {
@@ -36,16 +74,20 @@ impl Renderer {
             return;
         }
         let bar = ProgressBar::new(total as u64);
-        let style = ProgressStyle::with_template(" * [ {bar:60} ] {pos} / {len}")
+        let style = ProgressStyle::with_template(" {spinner} [ {bar:60} ] {pos} / {len}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .tick_chars("|/-\\*")
             .progress_chars("=> ");
         bar.set_style(style);
+        // A steady tick keeps the spinner turning while a slow batch or a batch sleep passes.
+        bar.enable_steady_tick(Duration::from_millis(100));
         self.progress = Some(bar);
     }
 
+    /// Leaves the finished bar on the terminal, as a record of how far the run got.
     fn finish_progress(&mut self) {
         if let Some(bar) = self.progress.take() {
-            bar.finish_and_clear();
+            bar.finish();
         }
     }
 
@@ -57,24 +99,64 @@ impl Renderer {
                     bar.inc(1);
                 }
             }
-            Event::Sent { .. } | Event::Unexpected(_) => {}
+            Event::Sent { .. }
+            | Event::Unexpected(_)
+            | Event::BatchStarted { .. }
+            | Event::BatchFinished { .. }
+            | Event::Skipped { .. } => {}
         }
     }
 
     pub fn rpc_event(&mut self, event: &Event<'_>) {
         self.progress_event(event);
         if !self.output.jsonl {
+            if !self.output.json {
+                self.human_event(event);
+            }
             return;
         }
-        let line = match event {
+        match event {
             Event::Sent { request_id, targets } => {
-                json!({"type": "sent", "request_id": request_id, "targets": targets})
+                print_line(&json!({"type": "sent", "request_id": request_id, "targets": targets}))
             }
-            Event::Reply(reply) => reply_line("reply", reply),
-            Event::Unreachable(node) => json!({"type": "unreachable", "node": node}),
-            Event::Unexpected(reply) => reply_line("unexpected", reply),
-        };
-        print_line(&line);
+            Event::Reply(reply) => print_line(&reply_line("reply", reply)),
+            Event::Unreachable(node) => print_line(&json!({"type": "unreachable", "node": node})),
+            Event::Unexpected(reply) => print_line(&reply_line("unexpected", reply)),
+            Event::BatchStarted { index, of, nodes } => {
+                print_line(&json!({"type": "batch_started", "index": index, "of": of, "nodes": nodes}))
+            }
+            Event::BatchFinished { batch, of } => {
+                let mut line = json!({"type": "batch_finished", "of": of});
+                if let (Value::Object(line), Ok(Value::Object(fields))) =
+                    (&mut line, serde_json::to_value(batch))
+                {
+                    line.extend(fields);
+                }
+                print_line(&line);
+            }
+            Event::Skipped { nodes, stopped } => {
+                print_line(
+                    &json!({"type": "stopped", "skipped": nodes.len(), "reason": stop_reason(stopped), "failures": stopped.failures, "max_failures": stopped.max_failures, "after_batch": stopped.after_batch}),
+                );
+                for node in nodes.iter() {
+                    print_line(&json!({"type": "skipped", "node": node}));
+                }
+            }
+        }
+    }
+
+    /// What people see while a rollout runs: each batch as it starts, and why it stopped.
+    fn human_event(&mut self, event: &Event<'_>) {
+        match event {
+            Event::BatchStarted { index, of, nodes } if self.show_batches => {
+                self.say(&format!("Batch {index}/{of}: {}", nodes.join(" ")));
+            }
+            Event::Skipped { nodes, stopped } => {
+                let line = format!("Stopping: {}; {} node(s) skipped", stop_reason(stopped), nodes.len());
+                self.say(&self.paint(&line, RED));
+            }
+            _ => {}
+        }
     }
 
     pub fn ping_event(&mut self, event: &Event<'_>) {
@@ -160,29 +242,72 @@ impl Renderer {
                 "replies": [],
                 "no_response": [],
                 "unexpected": [],
+                "skipped": [],
+                "batches": [],
+                "stopped": Value::Null,
+                "aggregates": {},
                 "message": message,
-                "stats": {"targeted": 0, "ok": 0, "failed": 0, "no_response": 0, "discovery_ms": discovery_ms, "total_ms": discovery_ms},
+                "stats": {"targeted": 0, "ok": 0, "failed": 0, "no_response": 0, "skipped": 0, "discovery_ms": discovery_ms, "total_ms": discovery_ms},
             }));
         } else if self.output.jsonl {
             print_line(
-                &json!({"type": "summary", "targeted": 0, "ok": 0, "failed": 0, "no_response": 0, "message": message}),
+                &json!({"type": "summary", "targeted": 0, "ok": 0, "failed": 0, "no_response": 0, "skipped": 0, "message": message}),
             );
         } else {
             eprintln!("{message} (check the filter, or raise --dt if the fleet is slow to answer)");
         }
     }
 
-    pub fn rpc_summary(&mut self, outcome: &CallOutcome, discovered: &Discovered) {
+    /// The end of `baton rpc`: the whole rollout as one document, the trailer lines, or the
+    /// summary for people.
+    pub fn rollout_summary(&mut self, rollout: &RolloutOutcome, discovered: &Discovered, ordered: &Ordered) {
         self.finish_progress();
         let discovery_ms = discovered.elapsed.as_secs_f64() * 1000.0;
+        let selection =
+            json!({"candidates": ordered.candidates, "selected": ordered.nodes.len(), "seed": ordered.seed});
         if self.output.json {
-            print_document(&outcome_json(outcome, Some(discovery_ms)));
+            let mut document = outcome_json(&rollout.call, Some(discovery_ms));
+            document["batches"] = json!(rollout.batches);
+            document["stopped"] = json!(rollout.stopped.as_ref().map(stopped_json));
+            document["selection"] = selection;
+            document["stats"]["batches"] = json!(rollout.batches.len());
+            document["stats"]["planned_batches"] = json!(rollout.planned_batches);
+            print_document(&document);
             return;
         }
         if self.output.jsonl {
-            self.trailer_lines(outcome, Some(discovery_ms));
+            let mut extra = serde_json::Map::new();
+            extra.insert("batches".to_string(), json!(rollout.batches.len()));
+            extra.insert("planned_batches".to_string(), json!(rollout.planned_batches));
+            extra.insert("stopped".to_string(), json!(rollout.stopped.as_ref().map(stopped_json)));
+            extra.insert("selection".to_string(), selection);
+            self.trailer_lines_with(&rollout.call, Some(discovery_ms), extra);
             return;
         }
+        self.human_summary(&rollout.call, discovery_ms);
+        if let Some(seed) = ordered.seed {
+            println!();
+            println!(
+                "Picked {} of {} nodes with --limit-seed {seed}",
+                ordered.nodes.len(),
+                ordered.candidates
+            );
+        }
+        if let Some(stopped) = &rollout.stopped {
+            println!();
+            println!("{}", self.paint(&format!("Rollout stopped: {}", stop_reason(stopped)), RED));
+            println!("Skipped {} node(s), never sent the request:", rollout.call.skipped.len());
+            println!();
+            print_columns(&rollout.call.skipped);
+        }
+        if self.verbose > 0 {
+            self.stats_block(&rollout.call, discovery_ms, Some(rollout));
+        }
+    }
+
+    /// Failures (or every reply, per `--display`), the "Finished processing" line, silent and
+    /// unexpected nodes.
+    fn human_summary(&mut self, outcome: &CallOutcome, _discovery_ms: f64) {
         let mut stdout = std::io::stdout().lock();
         for reply in &outcome.replies {
             let shown = match self.output.display.unwrap_or_default() {
@@ -192,7 +317,7 @@ impl Renderer {
                 Display::None => false,
             };
             if shown {
-                let _ = write_reply(&mut stdout, reply);
+                let _ = self.write_reply(&mut stdout, reply);
             }
         }
         drop(stdout);
@@ -211,20 +336,146 @@ impl Renderer {
             outcome.total_ms
         );
         if counts.failed > 0 {
-            println!("{} of them failed", counts.failed);
+            println!("{}", self.paint(&format!("{} of them failed", counts.failed), RED));
         }
         self.silent_and_unexpected(outcome);
-        if self.verbose > 0 {
-            println!();
-            println!("---- rpc stats ----");
-            println!("           Nodes: {} / {}", counts.ok + counts.failed, counts.targeted);
-            println!("     Pass / Fail: {} / {}", counts.ok, counts.failed);
-            println!("     Discovery: {discovery_ms:.2} ms");
-            if let (Some(first), Some(last)) = (outcome.first_reply_ms, outcome.last_reply_ms) {
+    }
+
+    /// The `-v` block: counts and timings.
+    fn stats_block(&self, outcome: &CallOutcome, discovery_ms: f64, rollout: Option<&RolloutOutcome>) {
+        let counts = outcome.counts();
+        println!();
+        println!("---- {}#{} call stats ----", outcome.agent, outcome.action);
+        println!("           Nodes: {} / {}", counts.ok + counts.failed, counts.targeted);
+        println!("     Pass / Fail: {} / {}", counts.ok, counts.failed);
+        if counts.no_response > 0 {
+            println!("     No response: {}", counts.no_response);
+        }
+        if let Some(rollout) = rollout {
+            println!("         Batches: {} / {}", rollout.batches.len(), rollout.planned_batches);
+            if counts.skipped > 0 {
+                println!("         Skipped: {}", counts.skipped);
+            }
+        }
+        println!("       Discovery: {discovery_ms:.2} ms");
+        match (outcome.first_reply_ms, outcome.last_reply_ms) {
+            (Some(first), Some(last)) => {
                 println!("     First reply: {first:.2} ms");
                 println!("      Last reply: {last:.2} ms");
             }
-            println!("           Total: {} ms", outcome.total_ms);
+            _ => println!("     First reply: (none)"),
+        }
+        println!("           Total: {} ms", outcome.total_ms);
+    }
+
+    /// What `baton rpc --reply-to` prints: the request id and how to collect the replies.
+    pub fn detached(&mut self, sent: &DetachedRequest, state_file: Option<&Path>) {
+        let document = json!({
+            "request_id": sent.request_id,
+            "agent": sent.agent,
+            "action": sent.action,
+            "reply_to": sent.name,
+            "queue": sent.queue,
+            "targeted": sent.targets,
+            "unreachable": sent.unreachable,
+            "state_file": state_file.map(|path| path.display().to_string()),
+            "collect": format!("baton replies {} --request {}", sent.name, sent.request_id),
+        });
+        if self.output.json {
+            print_document(&document);
+            return;
+        }
+        if self.output.jsonl {
+            let mut line = document;
+            line["type"] = json!("sent");
+            print_line(&line);
+            return;
+        }
+        println!("Request sent with id: {}", sent.request_id);
+        println!(
+            "Replies from {} node(s) go to queue {}; collect them with:",
+            sent.targets.len(),
+            sent.queue
+        );
+        println!();
+        println!("    baton replies {} --request {}", sent.name, sent.request_id);
+        if !sent.unreachable.is_empty() {
+            println!();
+            println!(
+                "{}",
+                self.paint(
+                    &format!("Unreachable, will not answer ({} node(s)):", sent.unreachable.len()),
+                    YELLOW
+                )
+            );
+            print_columns(&sent.unreachable);
+        }
+    }
+
+    /// What `baton replies` prints: each request's replies, as `baton rpc` would.
+    pub fn collection(&mut self, collection: &Collection) {
+        let mut totals = crate::client::outcome::Counts::default();
+        let mut replies = 0;
+        for outcome in &collection.requests {
+            let counts = outcome.counts();
+            totals.targeted += counts.targeted;
+            totals.ok += counts.ok;
+            totals.failed += counts.failed;
+            totals.no_response += counts.no_response;
+            replies += outcome.replies.len() + outcome.unexpected.len();
+        }
+        let stats = json!({
+            "requests": collection.requests.len(),
+            "replies": replies,
+            "ok": totals.ok,
+            "failed": totals.failed,
+            "no_response": totals.no_response,
+            "dropped": collection.dropped,
+            "put_back": collection.put_back,
+            "total_ms": collection.total_ms,
+        });
+        if self.output.json {
+            let requests: Vec<Value> =
+                collection.requests.iter().map(|outcome| outcome_json(outcome, None)).collect();
+            print_document(&json!({"queue": collection.queue, "requests": requests, "stats": stats}));
+            return;
+        }
+        if self.output.jsonl {
+            for outcome in &collection.requests {
+                for node in &outcome.no_response {
+                    print_line(
+                        &json!({"type": "no_response", "request_id": outcome.request_id, "node": node}),
+                    );
+                }
+                let mut line = json!({"type": "request_summary", "request_id": outcome.request_id});
+                if let (Value::Object(line), Value::Object(stats)) = (&mut line, stats_json(outcome, None)) {
+                    line.extend(stats);
+                }
+                print_line(&line);
+            }
+            let mut summary = json!({"type": "summary", "queue": collection.queue});
+            if let (Value::Object(summary), Value::Object(stats)) = (&mut summary, stats) {
+                summary.extend(stats);
+            }
+            print_line(&summary);
+            return;
+        }
+        if collection.requests.is_empty() {
+            println!("No replies in queue {}", collection.queue);
+        }
+        for outcome in &collection.requests {
+            println!("Replies to request {} ({}#{}):", outcome.request_id, outcome.agent, outcome.action);
+            if outcome.targeted.is_none() {
+                println!(
+                    "(whom it was sent to is unknown here: no record of it, so silent nodes cannot be listed)"
+                );
+            }
+            println!();
+            self.human_summary(outcome, 0.0);
+            println!();
+        }
+        if collection.put_back > 0 {
+            println!("{} replies to other requests stay in the queue", collection.put_back);
         }
     }
 
@@ -342,7 +593,10 @@ impl Renderer {
     fn silent_and_unexpected(&self, outcome: &CallOutcome) {
         if !outcome.no_response.is_empty() {
             println!();
-            println!("No response from {} node(s):", outcome.no_response.len());
+            println!(
+                "{}",
+                self.paint(&format!("No response from {} node(s):", outcome.no_response.len()), YELLOW)
+            );
             println!();
             for node in &outcome.no_response {
                 if outcome.unreachable.contains(node) {
@@ -362,6 +616,16 @@ impl Renderer {
     }
 
     fn trailer_lines(&self, outcome: &CallOutcome, discovery_ms: Option<f64>) {
+        self.trailer_lines_with(outcome, discovery_ms, serde_json::Map::new());
+    }
+
+    /// One line per silent node, then the summary line with the stats and `extra` fields.
+    fn trailer_lines_with(
+        &self,
+        outcome: &CallOutcome,
+        discovery_ms: Option<f64>,
+        extra: serde_json::Map<String, Value>,
+    ) {
         for node in &outcome.no_response {
             print_line(
                 &json!({"type": "no_response", "node": node, "unreachable": outcome.unreachable.contains(node)}),
@@ -372,8 +636,49 @@ impl Renderer {
             (&mut summary, stats_json(outcome, discovery_ms))
         {
             summary.extend(stats);
+            summary.extend(extra);
         }
         print_line(&summary);
+    }
+
+    fn write_reply(&self, out: &mut impl Write, reply: &NodeReply) -> std::io::Result<()> {
+        if reply.is_ok() {
+            writeln!(out, "{:<40} {}", reply.node, self.paint(reply.status_text, GREEN))?;
+        } else {
+            writeln!(out, "{:<40} {}", reply.node, self.paint(reply.status_text, RED))?;
+            writeln!(out, "   {}", reply.message)?;
+        }
+        let width = reply.data.keys().map(String::len).max().unwrap_or(0);
+        for (key, value) in &reply.data {
+            writeln!(out, "   {key:>width$}: {}", plain(value))?;
+        }
+        writeln!(out)
+    }
+}
+
+/// Why a rollout stopped, in words.
+fn stop_reason(stopped: &Stopped) -> String {
+    format!(
+        "{} failure(s) after batch {} exceed --max-failures {}",
+        stopped.failures, stopped.after_batch, stopped.max_failures
+    )
+}
+
+fn stopped_json(stopped: &Stopped) -> Value {
+    json!({
+        "reason": stop_reason(stopped),
+        "failures": stopped.failures,
+        "max_failures": stopped.max_failures,
+        "after_batch": stopped.after_batch,
+    })
+}
+
+/// Node names in columns, four to a line, as MCollective lists silent nodes.
+fn print_columns(nodes: &[String]) {
+    let width = nodes.iter().map(String::len).max().unwrap_or(0) + 2;
+    for row in nodes.chunks(4) {
+        let line: String = row.iter().map(|node| format!("{node:<width$}")).collect();
+        println!("    {}", line.trim_end());
     }
 }
 
@@ -402,6 +707,7 @@ fn outcome_json(outcome: &CallOutcome, discovery_ms: Option<f64>) -> Value {
         "no_response": outcome.no_response,
         "unreachable": outcome.unreachable,
         "unexpected": outcome.unexpected,
+        "skipped": outcome.skipped,
         "aggregates": outcome.aggregates,
         "stats": stats_json(outcome, discovery_ms),
     })
@@ -414,6 +720,7 @@ fn stats_json(outcome: &CallOutcome, discovery_ms: Option<f64>) -> Value {
         "ok": counts.ok,
         "failed": counts.failed,
         "no_response": counts.no_response,
+        "skipped": counts.skipped,
         "unexpected": outcome.unexpected.len(),
         "discovery_ms": discovery_ms.map(round2),
         "first_reply_ms": outcome.first_reply_ms,
@@ -428,20 +735,6 @@ fn reply_line(kind: &str, reply: &NodeReply) -> Value {
         line.extend(fields);
     }
     line
-}
-
-fn write_reply(out: &mut impl Write, reply: &NodeReply) -> std::io::Result<()> {
-    if reply.is_ok() {
-        writeln!(out, "{}", reply.node)?;
-    } else {
-        writeln!(out, "{:<40} {}", reply.node, reply.status_text)?;
-        writeln!(out, "   {}", reply.message)?;
-    }
-    let width = reply.data.keys().map(String::len).max().unwrap_or(0);
-    for (key, value) in &reply.data {
-        writeln!(out, "   {key:>width$}: {}", plain(value))?;
-    }
-    writeln!(out)
 }
 
 /// A JSON value as a person reads it: strings without quotes.

@@ -41,26 +41,67 @@ pub async fn broadcast(
     Ok(Discovered { nodes, elapsed: started.elapsed() })
 }
 
-/// Reads identities from a flat file: one per line, `#` starts a comment, blanks ignored.
-pub fn from_file(path: &std::path::Path) -> Result<Vec<String>, ClientError> {
+/// Which nodes to take from the results of an earlier `baton rpc --json` (or `--jsonl`, or
+/// `baton replies --json`): the retry sets. Several are combined (their union).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResultSet {
+    /// Nodes that replied OK.
+    Ok,
+    /// Nodes that replied with a non-zero status.
+    Failed,
+    /// Targeted nodes that did not reply (including unreachable ones).
+    NoResponse,
+    /// Targets a stopped rollout never sent the request to.
+    Skipped,
+    /// Everything not known to have succeeded: failed, no_response and skipped. The set to
+    /// retry after a partial failure.
+    NotOk,
+}
+
+impl ResultSet {
+    fn contains(self, result: NodeResult) -> bool {
+        match self {
+            ResultSet::Ok => result == NodeResult::Ok,
+            ResultSet::Failed => result == NodeResult::Failed,
+            ResultSet::NoResponse => result == NodeResult::NoResponse,
+            ResultSet::Skipped => result == NodeResult::Skipped,
+            ResultSet::NotOk => result != NodeResult::Ok,
+        }
+    }
+}
+
+/// What an earlier run says happened to one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeResult {
+    Ok,
+    Failed,
+    NoResponse,
+    Skipped,
+}
+
+/// Reads identities from a file: one per line (`#` starts a comment, blanks ignored), or
+/// baton's JSON as for [`parse_node_input`]. With `only`, the file must hold results and only
+/// the nodes in those result sets are taken (possibly none).
+pub fn from_file(path: &std::path::Path, only: &[ResultSet]) -> Result<Vec<String>, ClientError> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| ClientError::Usage(format!("cannot read node list {}: {error}", path.display())))?;
-    let nodes = parse_node_list(&text);
-    if nodes.is_empty() {
+    let nodes = parse_node_input(&text, only)
+        .map_err(|error| ClientError::Usage(format!("node list {}: {error}", path.display())))?;
+    if nodes.is_empty() && only.is_empty() {
         return Err(ClientError::Usage(format!("node list {} names no nodes", path.display())));
     }
     Ok(nodes)
 }
 
-/// Reads identities from stdin: plain identities, or the JSON of `baton discover --json` or
-/// `baton rpc --json`.
-pub fn from_stdin() -> Result<Vec<String>, ClientError> {
+/// Reads identities from stdin, as [`from_file`] reads a file.
+pub fn from_stdin(only: &[ResultSet]) -> Result<Vec<String>, ClientError> {
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
         .map_err(|error| ClientError::Usage(format!("cannot read node list from stdin: {error}")))?;
-    let nodes = parse_node_input(&text)?;
-    if nodes.is_empty() {
+    let nodes =
+        parse_node_input(&text, only).map_err(|error| ClientError::Usage(format!("stdin: {error}")))?;
+    if nodes.is_empty() && only.is_empty() {
         return Err(ClientError::Usage(
             "stdin names no nodes (expected identities or baton JSON)".to_string(),
         ));
@@ -68,41 +109,175 @@ pub fn from_stdin() -> Result<Vec<String>, ClientError> {
     Ok(nodes)
 }
 
-/// Parses a node list given as text: JSON from baton when it looks like JSON, else one
-/// identity per line.
-pub fn parse_node_input(text: &str) -> Result<Vec<String>, ClientError> {
-    let trimmed = text.trim_start();
+/// Parses a node list given as text, sorted and deduplicated. Accepted: one identity per line;
+/// the JSON of `baton discover --json` (`nodes`), `baton rpc --json` (`targeted`, or with
+/// `only` the result sets), `baton replies --json`; an array of identities; or the lines of
+/// `--jsonl` output. With `only` non-empty the text must carry results.
+pub fn parse_node_input(text: &str, only: &[ResultSet]) -> Result<Vec<String>, String> {
+    let trimmed = text.trim();
     if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+        if !only.is_empty() {
+            return Err(
+                "--only needs the results of baton rpc --json or --jsonl, not a plain list of identities"
+                    .to_string(),
+            );
+        }
         return Ok(parse_node_list(text));
     }
-    let document: Value = serde_json::from_str(trimmed)
-        .map_err(|error| ClientError::Usage(format!("stdin looks like JSON but does not parse: {error}")))?;
-    nodes_from_json(&document).ok_or_else(|| {
-        ClientError::Usage(
-            "stdin JSON has no node list (expected baton discover --json, baton rpc --json, or an array of identities)"
+    let documents: Vec<Value> = match serde_json::from_str::<Value>(trimmed) {
+        Ok(document) => vec![document],
+        Err(whole_error) => trimmed
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(serde_json::from_str::<Value>)
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("looks like JSON but does not parse: {whole_error}"))?,
+    };
+    let mut found = Found::default();
+    for document in &documents {
+        found.read(document);
+    }
+    if only.is_empty() {
+        return found
+            .nodes
+            .ok_or_else(|| {
+                "the JSON has no node list (expected baton discover --json, baton rpc --json, --jsonl lines, or an array of identities)"
+                    .to_string()
+            })
+            .map(unique_sorted);
+    }
+    if !found.has_results {
+        return Err(
+            "--only needs results (replies, no_response, skipped) as baton rpc --json or --jsonl prints them; this JSON has none"
                 .to_string(),
-        )
-    })
+        );
+    }
+    Ok(unique_sorted(
+        found
+            .results
+            .into_iter()
+            .filter(|(_, result)| only.iter().any(|set| set.contains(*result)))
+            .map(|(node, _)| node),
+    ))
 }
 
-/// Finds the node list in a baton JSON document: `nodes` (discover), `targeted` (rpc), or a
-/// plain array of strings.
-fn nodes_from_json(document: &Value) -> Option<Vec<String>> {
-    let list = match document {
-        Value::Array(_) => document,
-        Value::Object(map) => map.get("nodes").or_else(|| map.get("targeted"))?,
-        _ => return None,
-    };
-    let names: Option<Vec<String>> = list
-        .as_array()?
-        .iter()
-        .map(|item| match item {
-            Value::String(name) => Some(name.clone()),
-            Value::Object(map) => map.get("node").and_then(Value::as_str).map(str::to_string),
-            _ => None,
-        })
-        .collect();
-    names.map(unique_sorted)
+/// Nodes and results gathered from one or more baton JSON documents or lines.
+#[derive(Default)]
+struct Found {
+    /// Every node named as a target (or a discovered node); `None` when nothing named one.
+    nodes: Option<Vec<String>>,
+    /// What happened to each node, the last word winning.
+    results: std::collections::BTreeMap<String, NodeResult>,
+    has_results: bool,
+}
+
+impl Found {
+    fn add_node(&mut self, node: &str) {
+        self.nodes.get_or_insert_with(Vec::new).push(node.to_string());
+    }
+
+    fn add_result(&mut self, node: &str, result: NodeResult) {
+        self.has_results = true;
+        self.add_node(node);
+        self.results.insert(node.to_string(), result);
+    }
+
+    fn read(&mut self, document: &Value) {
+        match document {
+            Value::Array(items) => {
+                for item in items {
+                    match item {
+                        Value::String(name) => self.add_node(name),
+                        Value::Object(map) => {
+                            if let Some(name) = map.get("node").and_then(Value::as_str) {
+                                self.add_node(name);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if items.is_empty() {
+                    self.nodes.get_or_insert_with(Vec::new);
+                }
+            }
+            Value::Object(map) => match map.get("type").and_then(Value::as_str) {
+                // One line of --jsonl output.
+                Some(kind) => self.read_line(kind, map),
+                None => self.read_document(map),
+            },
+            _ => {}
+        }
+    }
+
+    fn read_line(&mut self, kind: &str, line: &Map<String, Value>) {
+        let Some(node) = line.get("node").and_then(Value::as_str) else {
+            if kind == "summary" {
+                self.has_results = true;
+                self.nodes.get_or_insert_with(Vec::new);
+            }
+            return;
+        };
+        match kind {
+            "reply" => self.add_result(node, status_result(line)),
+            "no_response" => self.add_result(node, NodeResult::NoResponse),
+            "skipped" => self.add_result(node, NodeResult::Skipped),
+            "node" => self.add_node(node),
+            _ => {}
+        }
+    }
+
+    fn read_document(&mut self, document: &Map<String, Value>) {
+        if let Some(Value::Array(requests)) = document.get("requests") {
+            // baton replies --json: one rpc-like document per request.
+            for request in requests {
+                self.read(request);
+            }
+            return;
+        }
+        let names = |key: &str| -> Vec<String> {
+            document
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|item| match item {
+                    Value::String(name) => Some(name.clone()),
+                    Value::Object(map) => map.get("node").and_then(Value::as_str).map(str::to_string),
+                    _ => None,
+                })
+                .collect()
+        };
+        for key in ["nodes", "targeted"] {
+            if document.get(key).is_some_and(Value::is_array) {
+                let nodes = names(key);
+                self.nodes.get_or_insert_with(Vec::new).extend(nodes);
+            }
+        }
+        if let Some(Value::Array(replies)) = document.get("replies") {
+            self.has_results = true;
+            for reply in replies.iter().filter_map(Value::as_object) {
+                if let Some(node) = reply.get("node").and_then(Value::as_str) {
+                    self.results.insert(node.to_string(), status_result(reply));
+                }
+            }
+        }
+        for (key, result) in [("no_response", NodeResult::NoResponse), ("skipped", NodeResult::Skipped)] {
+            if document.get(key).is_some_and(Value::is_array) {
+                self.has_results = true;
+                for node in names(key) {
+                    self.results.insert(node, result);
+                }
+            }
+        }
+    }
+}
+
+fn status_result(reply: &Map<String, Value>) -> NodeResult {
+    // `baton ping --json` replies carry no status: a ping reply is always OK.
+    match reply.get("status").map(Value::as_u64) {
+        None | Some(Some(0)) => NodeResult::Ok,
+        _ => NodeResult::Failed,
+    }
 }
 
 fn parse_node_list(text: &str) -> Vec<String> {

@@ -6,8 +6,10 @@
 //! The CLI, the console and the tests all drive Baton through this module, so what they see
 //! is accounted the same way: every targeted node ends up replied, unreachable or silent.
 
+pub mod detached;
 pub mod discovery;
 pub mod outcome;
+pub mod rollout;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +29,7 @@ use crate::protocol::{Reply, Request, new_request_id, now_ms};
 use crate::security::{Security, Verified};
 
 pub use outcome::{CallOutcome, NodeReply, Tally};
+pub use rollout::{Amount, BatchRecord, RolloutOptions, RolloutOutcome, Stopped};
 
 /// How many directed publishes may wait for their broker confirms at once.
 const PUBLISH_CONCURRENCY: usize = 256;
@@ -96,6 +99,12 @@ pub enum Event<'a> {
     Unreachable(&'a str),
     /// A node that was not targeted answered.
     Unexpected(&'a NodeReply),
+    /// A rollout is about to send batch `index` (1-based) of `of` to these nodes.
+    BatchStarted { index: usize, of: usize, nodes: &'a [String] },
+    /// A rollout's batch has finished: every node answered, was unreachable, or timed out.
+    BatchFinished { batch: &'a BatchRecord, of: usize },
+    /// A rollout stopped early: these nodes will not be sent the request.
+    Skipped { nodes: &'a [String], stopped: &'a Stopped },
 }
 
 /// A connected client.
@@ -173,6 +182,16 @@ impl Client {
     /// Builds and signs a request. The filter is compiled first so that a bad one is a usage
     /// error before anything is sent.
     pub fn build_request(&self, spec: &RequestSpec) -> Result<(Request, Vec<u8>), ClientError> {
+        self.build_request_to(spec, &self.reply_address)
+    }
+
+    /// As [`Client::build_request`], with replies going to `reply_to` instead of this client's
+    /// own reply queue.
+    pub fn build_request_to(
+        &self,
+        spec: &RequestSpec,
+        reply_to: &str,
+    ) -> Result<(Request, Vec<u8>), ClientError> {
         Filter::compile(&spec.filter)?;
         let request = Request {
             id: new_request_id(),
@@ -184,7 +203,7 @@ impl Client {
             filter: spec.filter.clone(),
             time_ms: now_ms(),
             ttl_secs: u32::try_from(self.settings.ttl.as_secs()).unwrap_or(u32::MAX),
-            reply_to: self.reply_address.clone(),
+            reply_to: reply_to.to_string(),
             data: spec.data.clone(),
         };
         let bytes = self.security.seal_request(&request);
@@ -256,7 +275,7 @@ impl Client {
             match tally.record(reply.into_inner(), elapsed) {
                 outcome::Recorded::Targeted(node_reply) => on_event(&Event::Reply(node_reply)),
                 outcome::Recorded::Unexpected(node_reply) => on_event(&Event::Unexpected(node_reply)),
-                outcome::Recorded::Duplicate => {}
+                outcome::Recorded::Ignored => {}
             }
             if let Some(quiet) = quiet {
                 // Wait at least `quiet` after each reply, and longer when the first reply

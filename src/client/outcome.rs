@@ -53,6 +53,8 @@ pub struct Counts {
     pub ok: usize,
     pub failed: usize,
     pub no_response: usize,
+    /// Targets never sent to, because a rollout stopped early.
+    pub skipped: usize,
 }
 
 /// Everything known about one request once waiting has ended.
@@ -71,6 +73,9 @@ pub struct CallOutcome {
     pub unreachable: Vec<String>,
     /// Replies from nodes that were not targeted.
     pub unexpected: Vec<NodeReply>,
+    /// Targeted nodes that were never sent the request, because a rollout stopped early
+    /// (sorted). They are in `targeted`, never in `no_response`.
+    pub skipped: Vec<String>,
     pub first_reply_ms: Option<f64>,
     pub last_reply_ms: Option<f64>,
     pub total_ms: u64,
@@ -87,6 +92,7 @@ impl CallOutcome {
             ok,
             failed: self.replies.len() - ok,
             no_response: self.no_response.len(),
+            skipped: self.skipped.len(),
         }
     }
 }
@@ -95,7 +101,8 @@ impl CallOutcome {
 pub enum Recorded<'a> {
     Targeted(&'a NodeReply),
     Unexpected(&'a NodeReply),
-    Duplicate,
+    /// A second reply from the same node, or a reply to another request.
+    Ignored,
 }
 
 /// The running account of one request.
@@ -117,12 +124,19 @@ impl Tally {
     pub fn new(request: &Request, targets: &Targets) -> Tally {
         let targeted = match targets {
             Targets::Broadcast => None,
-            Targets::Nodes(nodes) => Some(super::unique_sorted(nodes.iter().cloned())),
+            Targets::Nodes(nodes) => Some(nodes.clone()),
         };
+        Tally::for_request(request.id, &request.agent, &request.action, targeted)
+    }
+
+    /// A tally for a request known only by its id, as when collecting replies from a named
+    /// queue later: `targeted` is `None` when nobody knows whom it was sent to.
+    pub fn for_request(request_id: Uuid, agent: &str, action: &str, targeted: Option<Vec<String>>) -> Tally {
+        let targeted = targeted.map(super::unique_sorted);
         Tally {
-            request_id: request.id,
-            agent: request.agent.clone(),
-            action: request.action.clone(),
+            request_id,
+            agent: agent.to_string(),
+            action: action.to_string(),
             pending: targeted.as_ref().map(|nodes| nodes.iter().cloned().collect()),
             targeted,
             replies: BTreeMap::new(),
@@ -149,10 +163,12 @@ impl Tally {
     /// Records one verified reply. A reply for another request never reaches here: the
     /// client's router matches request ids first.
     pub fn record(&mut self, reply: Reply, elapsed: Duration) -> Recorded<'_> {
-        debug_assert_eq!(reply.request_id, self.request_id);
+        if reply.request_id != self.request_id {
+            return Recorded::Ignored;
+        }
         let node = reply.sender.clone();
         if self.replies.contains_key(&node) || self.unexpected.contains_key(&node) {
-            return Recorded::Duplicate;
+            return Recorded::Ignored;
         }
         let ms = millis(elapsed);
         let targeted = match &mut self.pending {
@@ -165,8 +181,10 @@ impl Tally {
             let entry = self.unexpected.entry(node).or_insert(NodeReply::from_reply(reply, elapsed));
             return Recorded::Unexpected(entry);
         }
-        self.first_reply_ms.get_or_insert(ms);
-        self.last_reply_ms = Some(ms);
+        // Earliest and latest rather than first and last recorded: replies collected later
+        // from a named queue are not recorded in the order they were sent.
+        self.first_reply_ms = Some(self.first_reply_ms.map_or(ms, |first| first.min(ms)));
+        self.last_reply_ms = Some(self.last_reply_ms.map_or(ms, |last| last.max(ms)));
         let entry = self.replies.entry(node).or_insert(NodeReply::from_reply(reply, elapsed));
         Recorded::Targeted(entry)
     }
@@ -189,6 +207,7 @@ impl Tally {
             no_response,
             unreachable: self.unreachable.into_iter().collect(),
             unexpected: self.unexpected.into_values().collect(),
+            skipped: Vec::new(),
             first_reply_ms: self.first_reply_ms,
             last_reply_ms: self.last_reply_ms,
             total_ms: started.elapsed().as_millis() as u64,

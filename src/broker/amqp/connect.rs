@@ -164,7 +164,7 @@ fn describe_connect_error(error: &lapin::Error, endpoint: &Endpoint, timeout: Du
 }
 
 /// Finds the rustls error inside an I/O error, however deeply wrapped.
-fn find_rustls_error(io_error: &std::io::Error) -> Option<&rustls::Error> {
+pub(in crate::broker) fn find_rustls_error(io_error: &std::io::Error) -> Option<&rustls::Error> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = io_error.get_ref().map(|inner| {
         let inner: &(dyn std::error::Error + 'static) = inner;
         inner
@@ -186,6 +186,12 @@ fn find_rustls_error(io_error: &std::io::Error) -> Option<&rustls::Error> {
 fn describe_tls_error(error: &rustls::Error, endpoint: &Endpoint) -> String {
     let expected =
         endpoint.tls.as_ref().map_or(endpoint.uri.authority.host.as_str(), |(_, name)| name.as_str());
+    describe_tls(error, expected)
+}
+
+/// A failed TLS handshake with a server expected to be `expected`, in words a person can act
+/// on. Shared by every transport, so that TLS problems read the same whatever the protocol.
+pub(in crate::broker) fn describe_tls(error: &rustls::Error, expected: &str) -> String {
     match error {
         rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { presented, .. }) => {
             format!(
@@ -237,14 +243,14 @@ fn presented_name(presented: &str) -> &str {
 }
 
 /// "3 s", "0.5 s": durations as people read them in messages.
-pub(super) fn seconds_text(duration: Duration) -> String {
+pub(in crate::broker) fn seconds_text(duration: Duration) -> String {
     let seconds = duration.as_secs_f64();
     if seconds.fract() == 0.0 { format!("{seconds:.0} s") } else { format!("{seconds} s") }
 }
 
 /// Whole seconds for the error variants that carry `seconds: u64`, rounded up so that a
 /// sub-second timeout never reads as "0 s".
-pub(super) fn whole_seconds(duration: Duration) -> u64 {
+pub(in crate::broker) fn whole_seconds(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 

@@ -12,7 +12,7 @@
 //!
 //! [`Broker`]: crate::broker::Broker
 
-mod connect;
+pub(super) mod connect;
 mod topology;
 
 use std::collections::HashMap;

@@ -1,0 +1,320 @@
+//! Rollouts: sending one request to the targets in batches, stopping when too many fail.
+//!
+//! A rollout is a sequence of ordinary calls, one per batch, each with its own request id.
+//! The order of the targets is decided once, before anything is sent ([`order_targets`]): sorted
+//! by identity, or shuffled by a seed so that the same seed and the same targets always give the
+//! same order. Batches are consecutive slices of that order. After each batch has finished
+//! (every node answered, was unreachable, or the timeout passed), the failures so far are
+//! counted; once they exceed the allowed number, no further batch is sent and the nodes that
+//! would have been are reported as skipped. A failure is a reply with a non-zero status or a
+//! node that did not answer: a silent node is not known to have done what was asked.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::outcome::CallOutcome;
+use super::{Client, ClientError, Event, RequestSpec, Targets};
+
+/// A number of nodes, given either as a count or as a percentage of the targets
+/// (`--batch 5`, `--batch 20%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amount {
+    Count(usize),
+    /// A whole percentage, 0 to 100.
+    Percent(u8),
+}
+
+/// Why a text is not an [`Amount`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("{0:?} is not a number of nodes or a percentage (e.g. 5 or 20%)")]
+    NotANumber(String),
+    #[error("{0}% is not a percentage between 0 and 100")]
+    PercentOutOfRange(u64),
+}
+
+impl FromStr for Amount {
+    type Err = AmountError;
+
+    fn from_str(text: &str) -> Result<Amount, AmountError> {
+        let trimmed = text.trim();
+        let not_a_number = || AmountError::NotANumber(text.to_string());
+        match trimmed.strip_suffix('%') {
+            Some(percent) => {
+                let value: u64 = percent.trim().parse().map_err(|_| not_a_number())?;
+                let value = u8::try_from(value)
+                    .ok()
+                    .filter(|value| *value <= 100)
+                    .ok_or(AmountError::PercentOutOfRange(value))?;
+                Ok(Amount::Percent(value))
+            }
+            None => trimmed.parse().map(Amount::Count).map_err(|_| not_a_number()),
+        }
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Amount::Count(count) => write!(formatter, "{count}"),
+            Amount::Percent(percent) => write!(formatter, "{percent}%"),
+        }
+    }
+}
+
+impl Amount {
+    /// How many of `total` nodes this is, rounding a percentage up and never less than one
+    /// when `total` is not zero: the size of a batch or a limit (`--batch 10%` of 5 nodes
+    /// is a batch of 1, not of 0).
+    pub fn at_least_one_of(self, total: usize) -> usize {
+        let count = match self {
+            Amount::Count(count) => count,
+            Amount::Percent(percent) => (total * usize::from(percent)).div_ceil(100),
+        };
+        count.clamp(1.min(total), total)
+    }
+
+    /// How many of `total` nodes this is, rounding a percentage down: the failures a rollout
+    /// tolerates (`--max-failures 10%` of 15 nodes tolerates 1 failure and stops at the 2nd).
+    pub fn at_most_of(self, total: usize) -> usize {
+        match self {
+            Amount::Count(count) => count,
+            Amount::Percent(percent) => total * usize::from(percent) / 100,
+        }
+    }
+}
+
+/// How to roll a request out.
+#[derive(Debug, Clone)]
+pub struct RolloutOptions {
+    /// Nodes per batch; `None` sends to every target at once.
+    pub batch: Option<Amount>,
+    /// The pause between one batch finishing and the next being sent.
+    pub batch_sleep: Duration,
+    /// Failures tolerated before no further batch is sent; `None` never stops.
+    pub max_failures: Option<Amount>,
+    /// How long each batch waits for its replies.
+    pub timeout: Duration,
+}
+
+/// The order of the targets and how it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ordered {
+    /// The targets in rollout order.
+    pub nodes: Vec<String>,
+    /// The seed that shuffled them, if they were shuffled.
+    pub seed: Option<u64>,
+    /// How many targets there were before a limit picked some of them.
+    pub candidates: usize,
+}
+
+/// Puts the targets in the order a rollout sends to them, and applies a limit.
+///
+/// Without a seed the order is sorted by identity. With a seed the sorted targets are shuffled
+/// by a fixed algorithm (SplitMix64 driving a Fisher-Yates shuffle), so the same seed and the
+/// same targets give the same order on every machine and every version. A limit takes the
+/// first nodes of that order; a limit without a seed draws a seed, so that the random subset
+/// it picked is reported and can be picked again.
+pub fn order_targets(nodes: &[String], limit: Option<Amount>, seed: Option<u64>) -> Ordered {
+    let mut ordered = super::unique_sorted(nodes.iter().cloned());
+    let candidates = ordered.len();
+    let seed = match (limit, seed) {
+        (Some(_), None) => Some(rand::random::<u64>()),
+        (_, seed) => seed,
+    };
+    if let Some(seed) = seed {
+        shuffle(&mut ordered, seed);
+    }
+    if let Some(limit) = limit {
+        ordered.truncate(limit.at_least_one_of(candidates));
+    }
+    Ordered { nodes: ordered, seed, candidates }
+}
+
+/// Fisher-Yates with SplitMix64: small, fixed, and the same everywhere, unlike a library
+/// generator whose stream may change between versions.
+fn shuffle(nodes: &mut [String], seed: u64) {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for index in (1..nodes.len()).rev() {
+        // Multiply-shift maps the 64-bit draw onto 0..=index without a division.
+        let pick = ((u128::from(next()) * (index as u128 + 1)) >> 64) as usize;
+        nodes.swap(index, pick);
+    }
+}
+
+/// Splits targets already in rollout order into batches of `batch` nodes (all in one batch
+/// when `None`).
+pub fn plan_batches(nodes: &[String], batch: Option<Amount>) -> Vec<Vec<String>> {
+    if nodes.is_empty() {
+        return Vec::new();
+    }
+    let size = batch.map_or(nodes.len(), |batch| batch.at_least_one_of(nodes.len()));
+    nodes.chunks(size).map(<[String]>::to_vec).collect()
+}
+
+/// One batch as it was sent and how it went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchRecord {
+    /// 1-based position in the rollout.
+    pub index: usize,
+    /// The batch's nodes, in rollout order.
+    pub nodes: Vec<String>,
+    pub request_id: Uuid,
+    pub ok: usize,
+    pub failed: usize,
+    pub no_response: usize,
+    /// Milliseconds from the start of the rollout to sending this batch.
+    pub started_ms: u64,
+    /// Milliseconds this batch took, from sending to its last reply or timeout.
+    pub ms: u64,
+}
+
+/// Why a rollout stopped before its last batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stopped {
+    /// Failed replies plus silent nodes, over all batches sent.
+    pub failures: usize,
+    /// How many failures `--max-failures` tolerated.
+    pub max_failures: usize,
+    /// The last batch sent (1-based).
+    pub after_batch: usize,
+}
+
+/// Everything known once a rollout has ended.
+#[derive(Debug, Clone)]
+pub struct RolloutOutcome {
+    /// Every batch's replies, merged: `targeted` holds all targets, `skipped` the ones never
+    /// sent to, `request_id` the first batch's. Reply times (`ms`) count from their own
+    /// batch's sending; `first_reply_ms`, `last_reply_ms` and `total_ms` from the rollout's start.
+    pub call: CallOutcome,
+    /// The batches that were sent, in order.
+    pub batches: Vec<BatchRecord>,
+    /// How many batches were planned.
+    pub planned_batches: usize,
+    pub stopped: Option<Stopped>,
+}
+
+impl Client {
+    /// Sends `spec` to `nodes` (already in rollout order, see [`order_targets`]) batch by
+    /// batch, reporting each step to `on_event`. `nodes` must not be empty.
+    pub async fn rollout(
+        &self,
+        spec: &RequestSpec,
+        nodes: &[String],
+        options: &RolloutOptions,
+        on_event: &mut (dyn FnMut(&Event<'_>) + Send),
+    ) -> Result<RolloutOutcome, ClientError> {
+        if nodes.is_empty() {
+            return Err(ClientError::Usage("a rollout needs at least one target".to_string()));
+        }
+        if options.batch == Some(Amount::Count(0)) || options.batch == Some(Amount::Percent(0)) {
+            return Err(ClientError::Usage("--batch must be at least 1 node (or 1%)".to_string()));
+        }
+        let started = Instant::now();
+        let plan = plan_batches(nodes, options.batch);
+        let planned_batches = plan.len();
+        let allowed = options.max_failures.map(|amount| amount.at_most_of(nodes.len()));
+        let mut outcomes: Vec<(u64, CallOutcome)> = Vec::new();
+        let mut batches = Vec::new();
+        let mut stopped = None;
+        let mut failures = 0;
+        for (position, batch) in plan.iter().enumerate() {
+            let index = position + 1;
+            if position > 0 && !options.batch_sleep.is_zero() {
+                tokio::time::sleep(options.batch_sleep).await;
+            }
+            on_event(&Event::BatchStarted { index, of: planned_batches, nodes: batch });
+            let started_ms = started.elapsed().as_millis() as u64;
+            let outcome =
+                self.call(spec, &Targets::Nodes(batch.clone()), options.timeout, None, on_event).await?;
+            let counts = outcome.counts();
+            let record = BatchRecord {
+                index,
+                nodes: batch.clone(),
+                request_id: outcome.request_id,
+                ok: counts.ok,
+                failed: counts.failed,
+                no_response: counts.no_response,
+                started_ms,
+                ms: outcome.total_ms,
+            };
+            on_event(&Event::BatchFinished { batch: &record, of: planned_batches });
+            batches.push(record);
+            failures += counts.failed + counts.no_response;
+            outcomes.push((started_ms, outcome));
+            let rest = &plan[index..];
+            if let Some(allowed) = allowed
+                && failures > allowed
+                && !rest.is_empty()
+            {
+                let skipped: Vec<String> = rest.iter().flatten().cloned().collect();
+                let reason = Stopped { failures, max_failures: allowed, after_batch: index };
+                on_event(&Event::Skipped { nodes: &skipped, stopped: &reason });
+                stopped = Some(reason);
+                break;
+            }
+        }
+        let call =
+            merge(spec, nodes, outcomes, stopped.is_some().then(|| plan[batches.len()..].concat()), started);
+        Ok(RolloutOutcome { call, batches, planned_batches, stopped })
+    }
+}
+
+/// Merges the batches' outcomes into one, as if one call had reached every target.
+fn merge(
+    spec: &RequestSpec,
+    nodes: &[String],
+    outcomes: Vec<(u64, CallOutcome)>,
+    skipped: Option<Vec<String>>,
+    started: Instant,
+) -> CallOutcome {
+    let request_id = outcomes.first().map_or_else(Uuid::nil, |(_, outcome)| outcome.request_id);
+    let mut merged = CallOutcome {
+        request_id,
+        agent: spec.agent.clone(),
+        action: spec.action.clone(),
+        targeted: Some(super::unique_sorted(nodes.iter().cloned())),
+        replies: Vec::new(),
+        no_response: Vec::new(),
+        unreachable: Vec::new(),
+        unexpected: Vec::new(),
+        skipped: super::unique_sorted(skipped.unwrap_or_default()),
+        first_reply_ms: None,
+        last_reply_ms: None,
+        total_ms: 0,
+        // Summaries are computed over the merged replies by whoever has the definition.
+        aggregates: serde_json::Map::new(),
+    };
+    for (offset, outcome) in outcomes {
+        let offset = offset as f64;
+        if let Some(first) = outcome.first_reply_ms {
+            let first = first + offset;
+            merged.first_reply_ms = Some(merged.first_reply_ms.map_or(first, |known: f64| known.min(first)));
+        }
+        if let Some(last) = outcome.last_reply_ms {
+            let last = last + offset;
+            merged.last_reply_ms = Some(merged.last_reply_ms.map_or(last, |known: f64| known.max(last)));
+        }
+        merged.replies.extend(outcome.replies);
+        merged.no_response.extend(outcome.no_response);
+        merged.unreachable.extend(outcome.unreachable);
+        merged.unexpected.extend(outcome.unexpected);
+    }
+    merged.replies.sort_by(|left, right| left.node.cmp(&right.node));
+    merged.no_response.sort();
+    merged.unreachable.sort();
+    merged.unexpected.sort_by(|left, right| left.node.cmp(&right.node));
+    merged.total_ms = started.elapsed().as_millis() as u64;
+    merged
+}
