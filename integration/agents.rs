@@ -64,8 +64,11 @@ fn fleet_with_agents(names: &[&str], nodes: &[(&str, Value)]) -> (Fleet, PathBuf
 
 /// `baton` with `definitions_dir` pointing at the agents, as an operator who copied them would.
 fn baton_with_definitions(fleet: &Fleet, agents: &Path, args: &[&str]) -> BatonOutput {
-    let config =
-        fleet.client_config_with(&fleet.wire, &format!("definitions_dir = {:?}\n", agents.display().to_string()), "");
+    let config = fleet.client_config_with(
+        &fleet.wire,
+        &format!("definitions_dir = {:?}\n", agents.display().to_string()),
+        "",
+    );
     run_baton(&config, args, None)
 }
 

@@ -219,7 +219,9 @@ impl Command {
             | Command::Facts { output, .. }
             | Command::Agents { output, .. }
             | Command::Doc { output, .. } => output.clone(),
-            Command::Completions { .. } | Command::Man { .. } | Command::Keygen { .. } => OutputArgs::default(),
+            Command::Completions { .. } | Command::Man { .. } | Command::Keygen { .. } => {
+                OutputArgs::default()
+            }
         }
     }
 }
