@@ -213,16 +213,28 @@ fn nothing_matched_exits_4_and_unknown_action_fails_with_status_2(wire: Wire) {
     assert_eq!(none.code, 4, "{none:?}");
     assert_eq!(none.json()["stats"]["targeted"], 0);
 
-    let unknown = fleet.baton(&["rpc", "rpcutil", "reboot", "-I", "web01", "--json"]);
+    // An agent the client has no definition for goes out unchecked; the node answers status 2.
+    let unknown = fleet.baton(&["rpc", "nosuchagent", "reboot", "-I", "web01", "--json"]);
     assert_eq!(unknown.code, 1, "{unknown:?}");
     let reply = &unknown.json()["replies"][0];
     assert_eq!(reply["status"], 2, "{reply}");
     assert!(
-        reply["message"].as_str().is_some_and(|message| message.contains("no action \"reboot\"")),
+        reply["message"].as_str().is_some_and(|message| message.contains("unknown agent \"nosuchagent\"")),
         "{reply}"
     );
 
+    // A known agent's definition lets the client refuse an unknown action or a missing input
+    // before sending (exit 2); integration/agents.rs shows the node's own status 2, 3 and 4.
+    let unknown = fleet.baton(&["rpc", "rpcutil", "reboot", "-I", "web01", "--json"]);
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+    assert!(
+        unknown.json()["error"].as_str().is_some_and(|error| error.contains("no action \"reboot\"")),
+        "{unknown:?}"
+    );
     let missing = fleet.baton(&["rpc", "rpcutil", "get_fact", "-I", "web01", "--json"]);
-    assert_eq!(missing.code, 1, "{missing:?}");
-    assert_eq!(missing.json()["replies"][0]["status"], 3, "{missing:?}");
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert!(
+        missing.json()["error"].as_str().is_some_and(|error| error.contains("input \"fact\" is required")),
+        "{missing:?}"
+    );
 }

@@ -154,6 +154,10 @@ pub struct NodeSpec {
     pub classes: Vec<String>,
     /// Use this PSK instead of the fleet's (to make a node that holds a different key).
     pub psk: Option<String>,
+    /// The body of the `[security]` table instead of the fleet's PSK (e.g. ed25519 keys).
+    pub security: Option<String>,
+    /// More TOML tables for the node's configuration (`[agents]`, `[authorization]`, ...).
+    pub extra_config: String,
     /// Connect this node with another wire than the fleet's (mixed-transport fleets).
     pub wire: Option<Wire>,
 }
@@ -165,8 +169,16 @@ impl NodeSpec {
             facts,
             classes: classes.iter().map(|class| class.to_string()).collect(),
             psk: None,
+            security: None,
+            extra_config: String::new(),
             wire: None,
         }
+    }
+
+    /// The same node with more configuration tables.
+    pub fn with_config(mut self, extra_config: &str) -> NodeSpec {
+        self.extra_config.push_str(extra_config);
+        self
     }
 
     /// This node connects through `wire` rather than the fleet's.
@@ -370,6 +382,8 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
     pub wire: Wire,
     pub nodes: Vec<RunningNode>,
+    /// The body of the client's `[security]` table instead of the fleet's PSK.
+    pub client_security: Option<String>,
     _shared: Option<RwLockReadGuard<'static, ()>>,
 }
 
@@ -386,17 +400,35 @@ impl Fleet {
         fleet
     }
 
+    /// As [`Fleet::start`], in a directory prepared beforehand (keys, agents, policies),
+    /// with the client's `[security]` table given (`None`: the fleet's PSK).
+    pub fn start_in(dir: tempfile::TempDir, client_security: Option<String>, specs: Vec<NodeSpec>) -> Fleet {
+        let guard = shared_broker();
+        let mut fleet = Fleet::start_prepared(Wire::amqp(), dir, client_security, specs);
+        fleet._shared = Some(guard);
+        fleet
+    }
+
     /// As [`Fleet::start`], for a test that already holds the broker lock.
     pub fn start_unguarded(wire: Wire, specs: Vec<NodeSpec>) -> Fleet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Fleet::start_prepared(wire, dir, None, specs)
+    }
+
+    fn start_prepared(
+        wire: Wire,
+        dir: tempfile::TempDir,
+        client_security: Option<String>,
+        specs: Vec<NodeSpec>,
+    ) -> Fleet {
         let collective = unique_collective();
         let rabbitmq_wires = std::iter::once(&wire).chain(specs.iter().filter_map(|spec| spec.wire.as_ref()));
         if rabbitmq_wires.into_iter().any(|wire| wire.broker == BrokerKind::RabbitMq) {
             declare_collective(&collective);
         }
-        let dir = tempfile::tempdir().expect("tempdir");
         let psk = uuid::Uuid::new_v4().simple().to_string();
         write_secret(&dir.path().join("psk"), &psk);
-        let mut fleet = Fleet { collective, dir, wire, nodes: Vec::new(), _shared: None };
+        let mut fleet = Fleet { collective, dir, wire, nodes: Vec::new(), client_security, _shared: None };
         for spec in specs {
             fleet.spawn(spec);
         }
@@ -427,16 +459,20 @@ impl Fleet {
         };
         let wire = spec.wire.clone().unwrap_or_else(|| self.wire.clone());
         let tls = wire.tls_table();
+        let security = match &spec.security {
+            Some(security) => security.clone(),
+            None => format!("scheme = \"psk\"\npsk_file = {psk_file:?}\n"),
+        };
         let config = format!(
-            "identity = {identity:?}\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\n{extra}max_backoff_secs = 2\n\n{tls}\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n\n[facts]\npoll_interval_secs = 1\nfiles = [{facts:?}]\nclasses_file = {classes:?}\n\n[audit]\nfile = {audit:?}\n",
+            "identity = {identity:?}\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\n{broker_extra}max_backoff_secs = 2\n\n{tls}\n[security]\n{security}\n[facts]\npoll_interval_secs = 1\nfiles = [{facts:?}]\nclasses_file = {classes:?}\n\n[audit]\nfile = {audit:?}\n\n{extra}\n",
             identity = spec.identity,
             collective = self.collective,
             url = wire.node_url,
-            extra = wire.broker_extra(),
-            psk = psk_file,
+            broker_extra = wire.broker_extra(),
             facts = node_dir.join("facts.json"),
             classes = node_dir.join("classes.txt"),
             audit = node_dir.join("audit.log"),
+            extra = spec.extra_config,
         );
         let config_path = node_dir.join("node.toml");
         std::fs::write(&config_path, config).expect("write node config");
@@ -513,18 +549,28 @@ impl Fleet {
 
     /// Writes a client configuration for this fleet with extra TOML appended, returns its path.
     pub fn client_config(&self, extra: &str) -> PathBuf {
-        self.client_config_on(&self.wire, extra)
+        self.client_config_with(&self.wire, "", extra)
     }
 
     /// As [`Fleet::client_config`], for a client that connects through `wire`.
     pub fn client_config_on(&self, wire: &Wire, extra: &str) -> PathBuf {
+        self.client_config_with(wire, "", extra)
+    }
+
+    /// Writes a client configuration that connects through `wire`, with `top_level` keys
+    /// (before the first table) and `extra` TOML appended, and returns its path. The
+    /// `[security]` table is the fleet's `client_security`, or its PSK.
+    pub fn client_config_with(&self, wire: &Wire, top_level: &str, extra: &str) -> PathBuf {
+        let security = match &self.client_security {
+            Some(security) => security.clone(),
+            None => format!("scheme = \"psk\"\npsk_file = {:?}\n", self.dir.path().join("psk")),
+        };
         let config = format!(
-            "identity = \"tester\"\ncaller = \"user=tester\"\ncollective = {collective:?}\ntimeout_secs = 10\ndiscovery_timeout_secs = 3\n\n[broker]\nurls = [{url:?}]\n{broker_extra}\n{tls}\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n{extra}",
+            "identity = \"tester\"\ncaller = \"user=tester\"\ncollective = {collective:?}\ntimeout_secs = 10\ndiscovery_timeout_secs = 3\n{top_level}\n[broker]\nurls = [{url:?}]\n{broker_extra}\n{tls}\n[security]\n{security}{extra}",
             collective = self.collective,
             url = wire.client_url,
             broker_extra = wire.broker_extra(),
             tls = wire.tls_table(),
-            psk = self.dir.path().join("psk"),
         );
         let path = self.dir.path().join(format!("client-{}.toml", uuid::Uuid::new_v4().simple()));
         std::fs::write(&path, config).expect("write client config");

@@ -4,10 +4,14 @@
 
 mod harness;
 
+mod agents;
+mod ed25519;
 mod fanout;
 mod hostile;
+mod puppet;
 mod reload;
 mod resilience;
+mod resource;
 mod rollout;
 mod stomp;
 mod tls;

@@ -543,7 +543,7 @@ fn client_every_key_and_errors() {
     assert_eq!(
         error.to_string(),
         format!(
-            r#"unknown key "colective" in {} (known keys: identity, caller, collective, broker, tls, security, timeout_secs, discovery_timeout_secs, ttl_secs)"#,
+            r#"unknown key "colective" in {} (known keys: identity, caller, collective, broker, tls, security, timeout_secs, discovery_timeout_secs, ttl_secs, definitions_dir)"#,
             path.display()
         )
     );
@@ -602,18 +602,14 @@ fn deploy_examples_load() {
     assert_eq!(node.broker.urls.len(), 2);
 }
 
-/// Regression: authorization settings were accepted while nothing enforced them, so an
-/// operator could believe a node was protected. They are refused until policies exist.
+/// Authorization settings are enforced now (node/policy.rs), so they load; they were refused
+/// while nothing enforced them.
 #[test]
-fn unenforced_authorization_settings_are_refused() {
-    for (toml, key) in [
-        ("[authorization]\npolicy_dir = \"/etc/baton/policy\"\n", "authorization.policy_dir"),
-        ("[authorization]\nunconfigured = \"deny\"\n", "authorization.unconfigured"),
-    ] {
-        let base =
-            "identity = \"n1\"\n[broker]\nurls = [\"amqp://mq/baton\"]\n[security]\npsk_file = \"/k\"\n";
-        let (result, _path) = load_node(&format!("{base}{toml}"), &[]);
-        let message = result.expect_err("refused").to_string();
-        assert!(message.contains(key) && message.contains("not enforced"), "{message}");
-    }
+fn authorization_settings_load() {
+    let base = "identity = \"n1\"\n[broker]\nurls = [\"amqp://mq/baton\"]\n[security]\npsk_file = \"/k\"\n";
+    let toml = "[authorization]\npolicy_dir = \"/etc/baton/policy\"\nunconfigured = \"deny\"\n";
+    let (result, _path) = load_node(&format!("{base}{toml}"), &[]);
+    let node = result.expect("authorization settings load");
+    assert_eq!(node.authorization.policy_dir.as_deref(), Some(std::path::Path::new("/etc/baton/policy")));
+    assert_eq!(node.authorization.unconfigured, baton::config::UnconfiguredPolicy::Deny);
 }

@@ -44,7 +44,7 @@ fn node() -> Node {
         agents: registry.summaries().into(),
         stats: stats.clone(),
     };
-    let snapshot = NodeSnapshot { inventory, context, registry };
+    let snapshot = NodeSnapshot { inventory, context, registry, authorization: Default::default() };
     let settings = PipelineSettings {
         identity: "node01".to_string(),
         max_message_bytes: 64 * 1024,

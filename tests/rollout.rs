@@ -228,6 +228,7 @@ fn outcome(replies: &[(&str, u8)], no_response: &[&str], skipped: &[&str]) -> Ca
         first_reply_ms: None,
         last_reply_ms: None,
         total_ms: 0,
+        aggregates: Default::default(),
     }
 }
 

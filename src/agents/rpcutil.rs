@@ -5,37 +5,37 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{ActionContext, ActionOutcome, Agent, AgentSummary, BoxFuture, required_string};
+use std::sync::Arc;
+
+use super::{ActionContext, ActionOutcome, Agent, BoxFuture, Call, builtin_definition, required_string};
+use crate::protocol::ddl::Definition;
 use crate::protocol::{StatusCode, now_ms};
 
-const ACTIONS: &[&str] =
-    &["agent_inventory", "collective_info", "daemon_stats", "get_fact", "get_facts", "inventory", "ping"];
-
 /// The built-in `rpcutil` agent.
-pub struct Rpcutil;
+pub struct Rpcutil {
+    definition: Arc<Definition>,
+}
+
+impl Rpcutil {
+    pub fn new() -> Rpcutil {
+        Rpcutil { definition: builtin_definition("rpcutil") }
+    }
+}
+
+impl Default for Rpcutil {
+    fn default() -> Self {
+        Rpcutil::new()
+    }
+}
 
 impl Agent for Rpcutil {
-    fn summary(&self) -> AgentSummary {
-        AgentSummary {
-            agent: "rpcutil".to_string(),
-            description: "General information about the node and its daemon".to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            actions: ACTIONS.iter().map(|action| action.to_string()).collect(),
-        }
+    fn definition(&self) -> &Arc<Definition> {
+        &self.definition
     }
 
-    fn has_action(&self, action: &str) -> bool {
-        ACTIONS.contains(&action)
-    }
-
-    fn call<'a>(
-        &'a self,
-        action: &'a str,
-        data: &'a Map<String, Value>,
-        context: &'a ActionContext,
-    ) -> BoxFuture<'a, ActionOutcome> {
+    fn call<'a>(&'a self, call: Call<'a>, context: &'a ActionContext) -> BoxFuture<'a, ActionOutcome> {
         Box::pin(async move {
-            match run(action, data, context) {
+            match run(call.action, call.data, context) {
                 Ok(outcome) | Err(outcome) => outcome,
             }
         })
@@ -78,10 +78,20 @@ fn run(
             "collectives": *context.collectives,
         }),
         "daemon_stats" => Value::Object(context.stats.snapshot()),
+        "definition" => {
+            let agent = required_string(data, "agent")?;
+            let Some(summary) = context.agents.iter().find(|summary| summary.agent == agent) else {
+                return Err(ActionOutcome::fail(
+                    StatusCode::Aborted,
+                    format!("{} has no agent \"{agent}\"", context.identity),
+                ));
+            };
+            json!({ "definition": *summary.definition })
+        }
         other => {
             return Err(ActionOutcome::fail(
                 StatusCode::UnknownAction,
-                format!("rpcutil has no action \"{other}\" (actions: {})", ACTIONS.join(", ")),
+                format!("rpcutil has no action \"{other}\""),
             ));
         }
     };

@@ -100,6 +100,42 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// List the agents the targeted nodes have, with their versions and how many nodes have each.
+    #[command(after_help = "Examples:\n  baton agents\n  baton agents -F role=web --json")]
+    Agents {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        discovery: DiscoveryArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Show an agent's actions, inputs and outputs, generated from its definition.
+    #[command(after_help = "Examples:\n  baton doc service\n  baton doc rpcutil --json")]
+    Doc {
+        /// The agent, e.g. service.
+        agent: String,
+        /// The collective to ask when the definition is not known locally.
+        #[arg(short = 'T', long, value_name = "NAME")]
+        collective: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Write an ed25519 key pair, for security.scheme = "ed25519".
+    #[command(
+        after_help = "The private key goes in security.key_file; the public key goes into the trusted_keys_dir\nof whoever must trust it: nodes trust callers' keys, clients trust nodes' keys.\n\nExamples:\n  baton keygen --name user=alice --dir ~/.config/baton\n  baton keygen --name web01 --dir /etc/baton"
+    )]
+    Keygen {
+        /// The key's name: a caller id (user=alice) or a node identity. Default: the configured caller.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Where to write NAME.key and NAME.pub.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// Replace existing key files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Count the values of one fact across the nodes the filter matches.
     #[command(after_help = "Examples:\n  baton facts os.family\n  baton facts role -C nginx --json")]
     Facts {
@@ -180,8 +216,12 @@ impl Command {
             | Command::Rpc { output, .. }
             | Command::Replies { output, .. }
             | Command::Inventory { output, .. }
-            | Command::Facts { output, .. } => output.clone(),
-            Command::Completions { .. } | Command::Man { .. } => OutputArgs::default(),
+            | Command::Facts { output, .. }
+            | Command::Agents { output, .. }
+            | Command::Doc { output, .. } => output.clone(),
+            Command::Completions { .. } | Command::Man { .. } | Command::Keygen { .. } => {
+                OutputArgs::default()
+            }
         }
     }
 }
@@ -348,9 +388,9 @@ pub struct OutputArgs {
     /// silent node, then a summary line.
     #[arg(long)]
     pub jsonl: bool,
-    /// Which nodes get a line of their own.
-    #[arg(long, value_enum, default_value_t = Display::Failed)]
-    pub display: Display,
+    /// Which nodes get a line of their own (default: what the action's definition says, else failed).
+    #[arg(long, value_enum)]
+    pub display: Option<Display>,
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,

@@ -5,6 +5,7 @@
 //! when the broker cannot be reached); find the targets; call; render for people or scripts;
 //! map the outcome onto the documented exit codes.
 
+pub mod agents;
 pub mod args;
 pub mod exit;
 pub mod extras;
@@ -43,7 +44,9 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
         Command::Ping { filter, output } => ping(cli, filter, output).await,
         Command::Discover { filter, discovery, output } => discover(cli, filter, discovery, output).await,
         Command::Rpc { agent, action, inputs, filter, discovery, rollout, reply_to, output } => {
-            let data = parse_inputs(inputs)?;
+            // The filter first: a mistake there is reported before any about inputs.
+            Filter::compile(&filter.spec()).map_err(Failure::usage)?;
+            let data = agents::typed_inputs(cli, agent, action, inputs)?;
             let spec =
                 RequestSpec { agent: agent.clone(), action: action.clone(), data, filter: filter.spec() };
             let how = RpcOptions { discovery, rollout, reply_to: reply_to.as_deref() };
@@ -63,10 +66,16 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
         Command::Facts { fact, filter, discovery, output } => {
             facts(cli, fact, filter, discovery, output).await
         }
+        Command::Agents { filter, discovery, output } => agents::agents(cli, filter, discovery, output).await,
+        Command::Doc { agent, collective, output } => {
+            agents::doc(cli, agent, collective.clone(), output).await
+        }
+        Command::Keygen { name, dir, force } => agents::keygen(cli, name.as_deref(), dir, *force),
     }
 }
 
-/// Parses `KEY=VALUE` arguments. Values stay strings until agent definitions declare types.
+/// Parses `KEY=VALUE` arguments into strings; [`agents::typed_inputs`] converts them by the
+/// types the agent's definition declares.
 pub fn parse_inputs(inputs: &[String]) -> Result<Map<String, Value>, Failure> {
     let mut data = Map::new();
     for input in inputs {
@@ -237,7 +246,7 @@ async fn rpc(
     output: &OutputArgs,
 ) -> Result<Exit, Failure> {
     let (config, spec) = prepare(cli, filter)?;
-    let options = rollout_options(how.rollout, config.timeout_secs)?;
+    let options = rollout_options(how.rollout, agents::default_timeout_secs(&config, &request))?;
     if let Some(name) = how.reply_to {
         if how.rollout.batch.is_some() || how.rollout.max_failures.is_some() {
             return Err(Failure::usage(anyhow!(
@@ -248,7 +257,8 @@ async fn rpc(
     }
     let client = connect(&config).await?;
     let discovered = targets(&client, &config, &spec, how.discovery).await?;
-    let mut renderer = Renderer::new(output, cli.verbose);
+    let output = agents::with_display_policy(&config, &request, output);
+    let mut renderer = Renderer::new(&output, cli.verbose);
     if discovered.nodes.is_empty() {
         client.close().await;
         renderer.nothing_matched(&request, &discovered);
@@ -273,10 +283,11 @@ async fn rpc(
     }
     renderer.start_progress(ordered.nodes.len());
     renderer.show_batches(how.rollout.batch.is_some());
-    let outcome = client
+    let mut outcome = client
         .rollout(&request, &ordered.nodes, &options, &mut |event: &Event<'_>| renderer.rpc_event(event))
         .await?;
     client.close().await;
+    outcome.call.aggregates = agents::aggregates(&config, &outcome.call);
     renderer.rollout_summary(&outcome, &discovered, &ordered);
     Ok(Exit::for_rollout(&outcome))
 }

@@ -310,7 +310,7 @@ impl Renderer {
     fn human_summary(&mut self, outcome: &CallOutcome, _discovery_ms: f64) {
         let mut stdout = std::io::stdout().lock();
         for reply in &outcome.replies {
-            let shown = match self.output.display {
+            let shown = match self.output.display.unwrap_or_default() {
                 Display::All => true,
                 Display::Ok => reply.is_ok(),
                 Display::Failed => !reply.is_ok(),
@@ -322,6 +322,12 @@ impl Renderer {
         }
         drop(stdout);
         let counts = outcome.counts();
+        if !outcome.aggregates.is_empty() {
+            println!();
+            for line in super::agents::aggregate_lines(&outcome.aggregates) {
+                println!("{line}");
+            }
+        }
         println!();
         println!(
             "Finished processing {} / {} nodes in {} ms",
@@ -702,7 +708,7 @@ fn outcome_json(outcome: &CallOutcome, discovery_ms: Option<f64>) -> Value {
         "unreachable": outcome.unreachable,
         "unexpected": outcome.unexpected,
         "skipped": outcome.skipped,
-        "aggregates": {},
+        "aggregates": outcome.aggregates,
         "stats": stats_json(outcome, discovery_ms),
     })
 }

@@ -127,9 +127,19 @@ impl Client {
             format!("baton {}", config.identity),
         )?;
         let broker = Broker::connect(settings, ConnectMode::FailFast).await?;
+        // With ed25519 the caller is proven by the key, so it is the key's name; nodes refuse a
+        // request whose caller differs from the name of the key that signed it.
+        let caller = if security.proves_callers() {
+            if security.key_id() != config.caller {
+                debug!(configured = %config.caller, key = %security.key_id(), "caller taken from the ed25519 key's name");
+            }
+            security.key_id().to_owned()
+        } else {
+            config.caller.clone()
+        };
         let client_settings = ClientSettings {
             identity: config.identity.clone(),
-            caller: config.caller.clone(),
+            caller,
             collective: config.collective.clone(),
             ttl: Duration::from_secs(config.ttl_secs),
             max_message_bytes: config.broker.max_message_bytes,
@@ -342,6 +352,13 @@ async fn route_replies(
                 continue;
             }
         };
+        if security.proves_callers() && reply.sender != reply.key_id() {
+            // With ed25519 a node signs with the key named after its identity; a reply that
+            // claims another identity is a trusted node answering as someone else.
+            dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(claimed = %reply.sender, key = %reply.key_id(), "reply dropped: its sender is not the name of the key that signed it");
+            continue;
+        }
         let sender =
             waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&reply.request_id).cloned();
         match sender {

@@ -79,6 +79,9 @@ pub struct CallOutcome {
     pub first_reply_ms: Option<f64>,
     pub last_reply_ms: Option<f64>,
     pub total_ms: u64,
+    /// Summaries the agent's definition declares, keyed by output (filled by the caller that
+    /// has the definition; empty otherwise). See `protocol::ddl::ActionDefinition::summarize`.
+    pub aggregates: Map<String, Value>,
 }
 
 impl CallOutcome {
@@ -208,6 +211,7 @@ impl Tally {
             first_reply_ms: self.first_reply_ms,
             last_reply_ms: self.last_reply_ms,
             total_ms: started.elapsed().as_millis() as u64,
+            aggregates: Map::new(),
         }
     }
 }

@@ -293,6 +293,8 @@ fn merge(
         first_reply_ms: None,
         last_reply_ms: None,
         total_ms: 0,
+        // Summaries are computed over the merged replies by whoever has the definition.
+        aggregates: serde_json::Map::new(),
     };
     for (offset, outcome) in outcomes {
         let offset = offset as f64;

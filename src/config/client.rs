@@ -43,12 +43,24 @@ pub struct ClientConfig {
     /// How long a request stays valid; nodes refuse it afterwards.
     #[serde(default = "default_ttl_secs")]
     pub ttl_secs: u64,
+    /// Definitions of external agents (`<dir>/<agent>/definition.json`, as on the nodes), used
+    /// to check inputs before sending and to summarise replies. Built-in agents need none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definitions_dir: Option<PathBuf>,
     #[serde(skip)]
     provenance: Provenance,
 }
 
 const TOP_LEVEL: TopLevelKeys = TopLevelKeys {
-    plain: &["identity", "caller", "collective", "timeout_secs", "discovery_timeout_secs", "ttl_secs"],
+    plain: &[
+        "identity",
+        "caller",
+        "collective",
+        "timeout_secs",
+        "discovery_timeout_secs",
+        "ttl_secs",
+        "definitions_dir",
+    ],
     tables: &["broker", "tls", "security"],
 };
 

@@ -33,7 +33,7 @@ pub use load::{
 };
 pub use node::{
     AgentsConfig, AuditConfig, AuthorizationConfig, FactsConfig, LogConfig, LogFormat, NodeConfig,
-    RegistrationConfig, UnconfiguredPolicy,
+    PuppetConfig, RegistrationConfig, UnconfiguredPolicy,
 };
 pub use wiring::{WiringError, broker_settings};
 

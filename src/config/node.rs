@@ -98,12 +98,71 @@ impl Default for FactsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
-    /// External agents: a definition file and an executable per agent.
+    /// External agents: a subdirectory per agent with `definition.json` and an executable
+    /// `agent` (docs/AGENTS.md). Reloaded on SIGHUP.
     #[serde(default = "default_agents_dir")]
     pub dir: PathBuf,
     /// How many requests the node runs at once; more wait their turn.
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
+    /// How many external agent processes may run at once; more wait their turn.
+    #[serde(default = "default_max_processes")]
+    pub max_processes: usize,
+    /// The root directory the `resource` agent reads and writes: `/`, or a container's tree.
+    #[serde(default = "default_resource_root")]
+    pub resource_root: PathBuf,
+    /// How the `puppet` agent runs Puppet.
+    #[serde(default)]
+    pub puppet: PuppetConfig,
+}
+
+/// The `[agents.puppet]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PuppetConfig {
+    /// The `puppet` executable.
+    #[serde(default = "default_puppet_command")]
+    pub command: PathBuf,
+    /// Arguments added to every puppet command (e.g. `["--confdir", "/srv/puppet"]`).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Masterless: `runonce` applies this manifest with `puppet apply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<PathBuf>,
+}
+
+fn default_puppet_command() -> PathBuf {
+    PathBuf::from("puppet")
+}
+
+impl Default for PuppetConfig {
+    fn default() -> Self {
+        PuppetConfig { command: default_puppet_command(), extra_args: Vec::new(), manifest: None }
+    }
+}
+
+fn default_max_processes() -> usize {
+    8
+}
+
+fn default_resource_root() -> PathBuf {
+    PathBuf::from("/")
+}
+
+impl AgentsConfig {
+    /// The settings the agents take.
+    pub fn settings(&self) -> crate::agents::AgentSettings {
+        crate::agents::AgentSettings {
+            dir: Some(self.dir.clone()),
+            resource_root: self.resource_root.clone(),
+            max_processes: self.max_processes,
+            puppet: crate::agents::puppet::PuppetSettings {
+                command: self.puppet.command.clone(),
+                extra_args: self.puppet.extra_args.clone(),
+                manifest: self.puppet.manifest.clone(),
+            },
+        }
+    }
 }
 
 fn default_agents_dir() -> PathBuf {
@@ -116,7 +175,13 @@ fn default_max_concurrency() -> usize {
 
 impl Default for AgentsConfig {
     fn default() -> Self {
-        AgentsConfig { dir: default_agents_dir(), max_concurrency: default_max_concurrency() }
+        AgentsConfig {
+            dir: default_agents_dir(),
+            max_concurrency: default_max_concurrency(),
+            max_processes: default_max_processes(),
+            resource_root: default_resource_root(),
+            puppet: PuppetConfig::default(),
+        }
     }
 }
 
@@ -247,23 +312,8 @@ impl NodeConfig {
         self.tls.validate(provenance)?;
         self.security.validate(provenance)?;
         positive(provenance, "facts.poll_interval_secs", self.facts.poll_interval_secs)?;
-        // Accepting policy settings that nothing enforces would let an operator believe a node
-        // is protected when it is not; refuse them until authorization policies exist.
-        if self.authorization.policy_dir.is_some() {
-            return Err(provenance.invalid(
-                "authorization.policy_dir",
-                "authorization policies are not enforced by this version of batond: every verified \
-                 request is allowed (remove the key; see docs/SECURITY.md)",
-            ));
-        }
-        if self.authorization.unconfigured == UnconfiguredPolicy::Deny {
-            return Err(provenance.invalid(
-                "authorization.unconfigured",
-                "\"deny\" needs authorization policies, which are not enforced by this version of \
-                 batond yet (remove the key; see docs/SECURITY.md)",
-            ));
-        }
         positive(provenance, "agents.max_concurrency", self.agents.max_concurrency as u64)?;
+        positive(provenance, "agents.max_processes", self.agents.max_processes as u64)?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(provenance.invalid(
                 "log.level",

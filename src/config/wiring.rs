@@ -5,7 +5,7 @@
 use super::{BrokerConfig, SchemeKind, SecurityConfig, TlsConfig};
 use crate::broker::BrokerSettings;
 use crate::security::tls::{TlsSettings, client_config};
-use crate::security::{Psk, Security};
+use crate::security::{Ed25519, Psk, Security};
 
 /// Why configuration could not be turned into working parts.
 #[derive(Debug, thiserror::Error)]
@@ -14,8 +14,14 @@ pub enum WiringError {
         "security.psk_file is not set (scheme \"psk\" needs it; make a key with: openssl rand -hex 32 > /etc/baton/psk)"
     )]
     NoPskFile,
-    #[error("security.scheme \"ed25519\" is not supported by this build yet (use scheme = \"psk\")")]
-    SchemeUnsupported,
+    #[error("security.key_file is not set (scheme \"ed25519\" needs it; make a key pair with: baton keygen)")]
+    NoKeyFile,
+    #[error(
+        "security.trusted_keys_dir is not set (scheme \"ed25519\" needs the directory of public keys to trust)"
+    )]
+    NoTrustedKeysDir,
+    #[error(transparent)]
+    Ed25519(#[from] crate::security::Ed25519Error),
     #[error(transparent)]
     Key(#[from] crate::security::KeyError),
     #[error("TLS settings: {0}")]
@@ -34,7 +40,15 @@ impl SecurityConfig {
                 }
                 Ok(Security::Psk(psk))
             }
-            SchemeKind::Ed25519 => Err(WiringError::SchemeUnsupported),
+            SchemeKind::Ed25519 => {
+                let key_file = self.key_file.as_deref().ok_or(WiringError::NoKeyFile)?;
+                let trusted_dir = self.trusted_keys_dir.as_deref().ok_or(WiringError::NoTrustedKeysDir)?;
+                let keys = Ed25519::load(key_file, trusted_dir)?;
+                if keys.trusted_count() == 0 {
+                    tracing::warn!(dir = %trusted_dir.display(), "no trusted public keys: every message will be refused");
+                }
+                Ok(Security::Ed25519(Box::new(keys)))
+            }
         }
     }
 }

@@ -3,12 +3,14 @@
 //! [`run`] is `batond`'s whole life: connect to the broker (retrying for as long as it takes),
 //! subscribe the node's queue in every collective, feed each message through the
 //! [`pipeline::Pipeline`] with bounded concurrency, publish the signed replies, publish the
-//! node's inventory for registration, reload facts when they change, and on shutdown stop
-//! taking messages and drain what is in flight before closing the connection.
+//! node's inventory for registration, reload facts when they change, reload agents and
+//! authorization policies on SIGHUP (binding the node's queue for agents that appeared), and on
+//! shutdown stop taking messages and drain what is in flight before closing the connection.
 
 pub mod audit;
 pub mod facts;
 pub mod pipeline;
+pub mod policy;
 pub mod stats;
 
 use std::future::Future;
@@ -19,17 +21,18 @@ use anyhow::Context as _;
 use tokio::sync::{Notify, Semaphore, broadcast};
 use tracing::{error, info, warn};
 
-use crate::agents::{ActionContext, AgentRegistry};
+use crate::agents::{ActionContext, AgentRegistry, AgentSettings};
 use crate::broker::{Broker, BrokerSettings, ConnectMode, Delivery, Destination, Subscription};
 use crate::config::NodeConfig;
 use crate::node::audit::AuditLog;
 use crate::node::facts::{FactSource, NodeInventory};
 use crate::node::pipeline::{Admission, NodeSnapshot, Pipeline, PipelineSettings, SealedReply};
+use crate::node::policy::Authorization;
 use crate::node::stats::Stats;
 use crate::protocol::{Registration, now_ms};
 
-/// How long an action may run. Agent definitions will declare their own timeouts.
-const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest any action may run; each agent's definition declares its own, shorter, timeout.
+const MAX_ACTION_TIMEOUT: Duration = Duration::from_secs(crate::protocol::ddl::MAX_TIMEOUT_SECS + 60);
 
 /// How long shutdown waits for in-flight actions before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,7 +45,9 @@ pub struct Node {
     pipeline: Arc<Pipeline>,
     fact_source: FactSource,
     audit: Option<Arc<AuditLog>>,
+    agent_settings: AgentSettings,
     registry: AgentRegistry,
+    authorization: Arc<Authorization>,
 }
 
 impl Node {
@@ -60,18 +65,32 @@ impl Node {
             None => None,
         };
         let fact_source = FactSource::from_config(&config.facts);
-        let registry = AgentRegistry::builtin();
+        let agent_settings = config.agents.settings();
+        let registry = load_agents(&agent_settings);
+        let authorization = Arc::new(
+            Authorization::load(&config.authorization).context("cannot load authorization policies")?,
+        );
+        info!(policies = authorization.policy_count(), unconfigured = ?config.authorization.unconfigured, "authorization policies loaded");
         let stats = Arc::new(Stats::default());
-        let snapshot = load_snapshot(&config, &fact_source, &registry, &stats)?;
+        let snapshot = load_snapshot(&config, &fact_source, &registry, &authorization, &stats)?;
         let settings = PipelineSettings {
             identity: config.identity.clone(),
             max_message_bytes: config.broker.max_message_bytes,
             clock_skew: Duration::from_secs(config.security.clock_skew_secs),
             replay_capacity: config.security.replay_window,
-            action_timeout: DEFAULT_ACTION_TIMEOUT,
+            action_timeout: MAX_ACTION_TIMEOUT,
         };
         let pipeline = Arc::new(Pipeline::new(settings, security, snapshot, stats, audit.clone()));
-        Ok(Node { config, broker_settings, pipeline, fact_source, audit, registry })
+        Ok(Node {
+            config,
+            broker_settings,
+            pipeline,
+            fact_source,
+            audit,
+            agent_settings,
+            registry,
+            authorization,
+        })
     }
 
     pub fn pipeline(&self) -> &Arc<Pipeline> {
@@ -79,7 +98,11 @@ impl Node {
     }
 
     /// Runs until `shutdown` completes; `reload` is notified on SIGHUP.
-    pub async fn run(self, shutdown: impl Future<Output = ()>, reload: Arc<Notify>) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        reload: Arc<Notify>,
+    ) -> anyhow::Result<()> {
         let (stop, _) = broadcast::channel::<()>(1);
         let connect = Broker::connect(self.broker_settings.clone(), ConnectMode::Persistent);
         tokio::pin!(shutdown);
@@ -89,22 +112,8 @@ impl Node {
         };
         info!(node = %self.config.identity, "connected to the broker");
 
-        let agents = self.registry.names();
         let concurrency = Arc::new(Semaphore::new(self.config.agents.max_concurrency));
-        let mut consumers = Vec::new();
-        for collective in &self.config.collectives {
-            let subscription = broker
-                .subscribe_node(collective, &self.config.identity, &agents)
-                .await
-                .with_context(|| format!("cannot subscribe to collective {collective}"))?;
-            consumers.push(tokio::spawn(consume(
-                subscription,
-                self.pipeline.clone(),
-                broker.clone(),
-                concurrency.clone(),
-                stop.subscribe(),
-            )));
-        }
+        let mut consumers = self.subscribe(&broker, &concurrency).await?;
         let registration = tokio::spawn(register_periodically(
             self.pipeline.clone(),
             broker.clone(),
@@ -112,7 +121,7 @@ impl Node {
             Duration::from_secs(self.config.registration.interval_secs),
             stop.subscribe(),
         ));
-        info!(node = %self.config.identity, collectives = ?self.config.collectives, "ready");
+        info!(node = %self.config.identity, collectives = ?self.config.collectives, agents = ?self.registry.names(), "ready");
 
         let mut fact_stamp = self.fact_source.stamp();
         let mut poll = tokio::time::interval(Duration::from_secs(self.config.facts.poll_interval_secs));
@@ -120,8 +129,24 @@ impl Node {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = reload.notified() => {
-                    info!("reloading facts and classes (SIGHUP)");
+                    info!("reloading facts, classes, agents and policies (SIGHUP)");
+                    let agents_before = self.registry.names();
+                    self.reload_agents_and_policies();
                     self.reload(&mut fact_stamp);
+                    if self.registry.names() != agents_before {
+                        // New agents need bindings on the broadcast exchange; subscribing again
+                        // with the new list adds them, then the old consumers are stopped.
+                        // Bindings of removed agents stay until the queue is re-created;
+                        // requests for them are answered "unknown agent".
+                        match self.subscribe(&broker, &concurrency).await {
+                            Ok(fresh) => {
+                                let old = std::mem::replace(&mut consumers, fresh);
+                                old.stop().await;
+                                info!(agents = ?self.registry.names(), "subscriptions renewed for the new agents");
+                            }
+                            Err(error) => error!(error = %format!("{error:#}"), "cannot bind the new agents; they answer directed requests only"),
+                        }
+                    }
                     if let Some(audit) = &self.audit
                         && let Err(error) = audit.reopen()
                     {
@@ -139,9 +164,7 @@ impl Node {
 
         info!("shutting down: no new requests; draining in-flight actions");
         let _ = stop.send(());
-        for consumer in consumers {
-            let _ = consumer.await;
-        }
+        consumers.stop().await;
         registration.abort();
         let permits = u32::try_from(self.config.agents.max_concurrency).unwrap_or(u32::MAX);
         match tokio::time::timeout(DRAIN_TIMEOUT, concurrency.acquire_many(permits)).await {
@@ -154,13 +177,79 @@ impl Node {
         Ok(())
     }
 
+    /// Subscribes the node's queue in every collective, bound for the current agents, and
+    /// starts a consumer for each.
+    async fn subscribe(&self, broker: &Broker, concurrency: &Arc<Semaphore>) -> anyhow::Result<Consumers> {
+        let agents = self.registry.names();
+        let (stop, _) = broadcast::channel::<()>(1);
+        let mut handles = Vec::new();
+        for collective in &self.config.collectives {
+            let subscription = broker
+                .subscribe_node(collective, &self.config.identity, &agents)
+                .await
+                .with_context(|| format!("cannot subscribe to collective {collective}"))?;
+            handles.push(tokio::spawn(consume(
+                subscription,
+                self.pipeline.clone(),
+                broker.clone(),
+                concurrency.clone(),
+                stop.subscribe(),
+            )));
+        }
+        Ok(Consumers { stop, handles })
+    }
+
+    /// Loads the agents directory and the policies again. A policy that does not load keeps
+    /// the previous policies in force: a typo must not open or close the node.
+    fn reload_agents_and_policies(&mut self) {
+        self.registry = load_agents(&self.agent_settings);
+        match Authorization::load(&self.config.authorization) {
+            Ok(authorization) => {
+                info!(policies = authorization.policy_count(), "authorization policies reloaded");
+                self.authorization = Arc::new(authorization);
+            }
+            Err(error) => error!(%error, "policies not reloaded; the previous policies stay in force"),
+        }
+    }
+
     fn reload(&self, stamp: &mut crate::node::facts::Stamp) {
         *stamp = self.fact_source.stamp();
-        match load_snapshot(&self.config, &self.fact_source, &self.registry, &self.pipeline.stats) {
+        match load_snapshot(
+            &self.config,
+            &self.fact_source,
+            &self.registry,
+            &self.authorization,
+            &self.pipeline.stats,
+        ) {
             Ok(snapshot) => self.pipeline.replace_snapshot(snapshot),
             Err(error) => error!(error = %format!("{error:#}"), "reload failed; keeping the previous facts"),
         }
     }
+}
+
+/// The consumers of one generation of subscriptions.
+struct Consumers {
+    stop: broadcast::Sender<()>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Consumers {
+    /// Stops taking messages; actions already started carry on and answer.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        for handle in self.handles {
+            let _ = handle.await;
+        }
+    }
+}
+
+/// Loads the built-in and external agents, logging each external agent that did not load.
+fn load_agents(settings: &AgentSettings) -> AgentRegistry {
+    let (registry, warnings) = AgentRegistry::load(settings);
+    for warning in &warnings {
+        warn!(%warning, "agents");
+    }
+    registry
 }
 
 /// Loads facts and classes and builds the snapshot the pipeline works from.
@@ -168,6 +257,7 @@ fn load_snapshot(
     config: &NodeConfig,
     fact_source: &FactSource,
     registry: &AgentRegistry,
+    authorization: &Arc<Authorization>,
     stats: &Arc<Stats>,
 ) -> anyhow::Result<NodeSnapshot> {
     let (facts, classes, warnings) = fact_source.load().context("cannot load facts")?;
@@ -183,7 +273,7 @@ fn load_snapshot(
         agents: registry.summaries().into(),
         stats: stats.clone(),
     };
-    Ok(NodeSnapshot { inventory, context, registry: registry.clone() })
+    Ok(NodeSnapshot { inventory, context, registry: registry.clone(), authorization: authorization.clone() })
 }
 
 /// Takes messages off one subscription until told to stop, running each through the pipeline.
@@ -211,12 +301,16 @@ async fn consume(
                 let reply = pipeline.finish(&request, outcome);
                 tokio::spawn(send_reply(broker.clone(), pipeline.clone(), reply, permit));
             }
-            Admission::Run(request, agent, snapshot) => {
+            Admission::Unauthorized(request, outcome) => {
+                let reply = pipeline.finish_unauthorized(&request, outcome);
+                tokio::spawn(send_reply(broker.clone(), pipeline.clone(), reply, permit));
+            }
+            Admission::Run(admitted) => {
                 let pipeline = pipeline.clone();
                 let broker = broker.clone();
                 tokio::spawn(async move {
-                    let outcome = pipeline.run(&request, &agent, &snapshot).await;
-                    let reply = pipeline.finish(&request, outcome);
+                    let outcome = pipeline.run(&admitted).await;
+                    let reply = pipeline.finish(&admitted.request, outcome);
                     send_reply(broker, pipeline, reply, permit).await;
                 });
             }

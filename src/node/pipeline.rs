@@ -16,10 +16,13 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use crate::agents::{ActionContext, ActionOutcome, Agent, AgentRegistry};
+use serde_json::{Map, Value};
+
+use crate::agents::{ActionContext, ActionOutcome, Agent, AgentRegistry, Call};
 use crate::broker::Destination;
 use crate::node::audit::{AuditLog, AuditRecord, Outcome};
 use crate::node::facts::NodeInventory;
+use crate::node::policy::Authorization;
 use crate::node::stats::Stats;
 use crate::protocol::filter::Filter;
 use crate::protocol::from_cbor;
@@ -33,6 +36,8 @@ pub struct NodeSnapshot {
     pub inventory: NodeInventory,
     pub context: ActionContext,
     pub registry: AgentRegistry,
+    /// The policies in force; [`Authorization::default`] allows everything.
+    pub authorization: Arc<Authorization>,
 }
 
 /// Fixed settings of a pipeline.
@@ -42,7 +47,8 @@ pub struct PipelineSettings {
     pub max_message_bytes: usize,
     pub clock_skew: Duration,
     pub replay_capacity: usize,
-    /// How long an action may run before it is stopped and answered with status 5.
+    /// The longest any action may run, whatever its definition declares; an action is stopped
+    /// at the shorter of this and its agent's timeout and answered with status 5.
     pub action_timeout: Duration,
 }
 
@@ -52,8 +58,19 @@ pub enum Admission {
     Dropped,
     /// Answer at once without running anything (unknown action, invalid input, ...).
     Answer(Verified<Request>, ActionOutcome),
+    /// Refused by an authorization policy: answer "not authorized" (status 1) without running.
+    Unauthorized(Verified<Request>, ActionOutcome),
     /// Run this agent's action, then answer.
-    Run(Verified<Request>, Arc<dyn Agent>, Arc<NodeSnapshot>),
+    Run(Admitted),
+}
+
+/// A request that passed every check, with its inputs checked against the agent's definition
+/// and defaults filled in.
+pub struct Admitted {
+    pub request: Verified<Request>,
+    pub agent: Arc<dyn Agent>,
+    pub snapshot: Arc<NodeSnapshot>,
+    pub inputs: Map<String, Value>,
 }
 
 /// A signed reply and where it goes.
@@ -125,6 +142,19 @@ impl Pipeline {
             }
         };
 
+        if self.security.proves_callers() && request.caller != request.key_id() {
+            // With ed25519 the key proves who signed; a request naming another caller is a
+            // request re-signed by someone else, or a misconfigured client.
+            Stats::count(&counters.bad_signature);
+            let reason = format!(
+                "caller {:?} does not match the key that signed the request ({:?}); the caller must be the key's name",
+                request.caller,
+                request.key_id()
+            );
+            self.audit_refusal(&request, reason);
+            return Admission::Dropped;
+        }
+
         let now = now_ms();
         if let Err(stale) =
             check_age(request.time_ms, request.ttl_secs, now, self.settings.clock_skew.as_millis() as u64)
@@ -171,38 +201,66 @@ impl Pipeline {
             );
             return Admission::Answer(request, ActionOutcome::fail(StatusCode::UnknownAction, message));
         };
-        if !agent.has_action(&request.action) {
-            let summary = agent.summary();
+        let definition = agent.definition().clone();
+        let Some(action) = definition.action(&request.action) else {
             let message = format!(
                 "agent \"{}\" has no action \"{}\" (actions: {})",
                 request.agent,
                 request.action,
-                summary.actions.join(", ")
+                definition.action_names().join(", ")
             );
             return Admission::Answer(request, ActionOutcome::fail(StatusCode::UnknownAction, message));
+        };
+
+        let decision = snapshot.authorization.decide(
+            &request.caller,
+            &request.agent,
+            &request.action,
+            &snapshot.inventory,
+        );
+        if !decision.allowed {
+            warn!(node = %self.settings.identity, caller = %request.caller, agent = %request.agent,
+                action = %request.action, rule = %decision.rule, "request not authorized");
+            let message = format!(
+                "not authorized: {} may not run {}#{} on {} ({})",
+                request.caller, request.agent, request.action, self.settings.identity, decision.rule
+            );
+            return Admission::Unauthorized(request, ActionOutcome::fail(StatusCode::Aborted, message));
         }
 
-        // Authorization policies and input validation against agent definitions arrive with
-        // the agents issue; until then every verified caller may run every declared action,
-        // and agents check their own inputs (answering status 3 or 4).
-        Admission::Run(request, agent, snapshot)
+        // The client checks inputs too, but a request may come from anything holding a key.
+        match action.validate_inputs(&request.agent, &request.action, &request.data) {
+            Ok(inputs) => Admission::Run(Admitted { request, agent, snapshot, inputs }),
+            Err(error) => {
+                let message = format!("{error} (refused by {})", self.settings.identity);
+                Admission::Answer(request, ActionOutcome::fail(error.status(), message))
+            }
+        }
     }
 
     /// Runs an admitted action with its timeout. Never panics and never hangs past the timeout.
-    pub async fn run(
-        &self,
-        request: &Request,
-        agent: &Arc<dyn Agent>,
-        snapshot: &NodeSnapshot,
-    ) -> ActionOutcome {
-        let timeout = self.settings.action_timeout;
+    pub async fn run(&self, admitted: &Admitted) -> ActionOutcome {
+        let Admitted { request, agent, snapshot, inputs } = admitted;
+        let timeout = agent.timeout().min(self.settings.action_timeout);
+        let call = Call {
+            action: &request.action,
+            data: inputs,
+            request_id: request.id,
+            caller: &request.caller,
+            sender: &request.sender,
+        };
         // A panicking agent is a bug in that agent, not a reason to lose the reply: it is
         // caught here and answered with status 5 like any other crash.
-        let call =
-            std::panic::AssertUnwindSafe(agent.call(&request.action, &request.data, &snapshot.context))
-                .catch_unwind();
+        let call = std::panic::AssertUnwindSafe(agent.call(call, &snapshot.context)).catch_unwind();
         match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(outcome)) => outcome,
+            Ok(Ok(mut outcome)) => {
+                if outcome.status.is_ok()
+                    && let Some(action) = agent.definition().action(&request.action)
+                {
+                    action.fill_output_defaults(&mut outcome.data);
+                }
+                outcome
+            }
             Ok(Err(_panic)) => {
                 Stats::count(&self.stats.counters.failed);
                 ActionOutcome::fail(
@@ -238,7 +296,18 @@ impl Pipeline {
             StatusCode::UnknownAction => Stats::count(&counters.unknown_action),
             StatusCode::Aborted | StatusCode::UnknownError => Stats::count(&counters.failed),
         }
-        self.audit(request, Outcome::Accepted, Some(outcome.status), outcome.message.clone());
+        self.seal(request, outcome, Outcome::Accepted)
+    }
+
+    /// Counts, audits and seals the "not authorized" answer to a request a policy refused.
+    /// Counted as `unauthorized`, not as a failed action: nothing ran.
+    pub fn finish_unauthorized(&self, request: &Verified<Request>, outcome: ActionOutcome) -> SealedReply {
+        Stats::count(&self.stats.counters.unauthorized);
+        self.seal(request, outcome, Outcome::Refused)
+    }
+
+    fn seal(&self, request: &Verified<Request>, outcome: ActionOutcome, audited_as: Outcome) -> SealedReply {
+        self.audit(request, audited_as, Some(outcome.status), outcome.message.clone());
 
         let reply = Reply {
             request_id: request.id,
@@ -263,9 +332,10 @@ impl Pipeline {
         match self.admit(body) {
             Admission::Dropped => None,
             Admission::Answer(request, outcome) => Some(self.finish(&request, outcome)),
-            Admission::Run(request, agent, snapshot) => {
-                let outcome = self.run(&request, &agent, &snapshot).await;
-                Some(self.finish(&request, outcome))
+            Admission::Unauthorized(request, outcome) => Some(self.finish_unauthorized(&request, outcome)),
+            Admission::Run(admitted) => {
+                let outcome = self.run(&admitted).await;
+                Some(self.finish(&admitted.request, outcome))
             }
         }
     }
@@ -276,7 +346,9 @@ impl Pipeline {
         let counters = &self.stats.counters;
         let counter = match error {
             OpenError::TooLarge { .. } => &counters.too_large,
-            OpenError::BadSignature { .. } => &counters.bad_signature,
+            OpenError::BadSignature { .. }
+            | OpenError::UnknownKey { .. }
+            | OpenError::ForgedSignature { .. } => &counters.bad_signature,
             _ => &counters.malformed,
         };
         Stats::count(counter);

@@ -13,10 +13,12 @@
 //! scheme can never be re-labelled as another. The envelope's `key_id` is not signed: it is a
 //! hint for choosing a key and for error messages, never a reason to trust a message.
 //!
-//! The submodules: [`psk`] (the pre-shared key and its HMAC), [`freshness`] (request age and
+//! The submodules: [`psk`] (the pre-shared key and its HMAC), [`ed25519`] (per-party keys and
+//! the directory of trusted public keys), [`freshness`] (request age and
 //! ttl), [`replay`] (the bounded window of request ids seen) and [`tls`] (rustls client
 //! configuration and handshake error explanations). Everything here is synchronous.
 
+pub mod ed25519;
 pub mod freshness;
 pub mod psk;
 pub mod replay;
@@ -31,6 +33,7 @@ use crate::protocol::message::{
     DecodeError, Envelope, PROTOCOL_VERSION, PayloadKind, Registration, Reply, Request, from_cbor, to_cbor,
 };
 
+pub use ed25519::{Ed25519, Ed25519Error};
 pub use freshness::{MAX_TTL_SECS, Stale, check_age, expires_at_ms};
 pub use psk::{KeyError, Psk};
 pub use replay::{ReplayWindow, Replayed};
@@ -38,6 +41,9 @@ pub use tls::{TlsError, TlsSettings, client_config, explain_handshake_error};
 
 /// The scheme tag of pre-shared-key HMAC-SHA256 signatures, as it appears in envelopes.
 pub const SCHEME_PSK: &str = "psk";
+
+/// The scheme tag of ed25519 signatures, as it appears in envelopes.
+pub const SCHEME_ED25519: &str = "ed25519";
 
 /// The longest scheme name or key id from an envelope that error messages repeat; the rest is
 /// cut, because these strings come from whoever sent the message and end up in logs.
@@ -54,14 +60,15 @@ pub fn signed_parts<'a>(scheme: &'a str, kind: PayloadKind, payload: &'a [u8]) -
 
 /// How this process signs and verifies messages.
 ///
-/// One variant per scheme. An `Ed25519` variant (callers sign with their own key, nodes trust a
-/// directory of public keys) is planned; callers should match on [`Security::scheme`] or use the
-/// methods below rather than on the variants, so that adding it changes nothing for them.
+/// One variant per scheme. Callers should match on [`Security::scheme`] or use the methods
+/// below rather than on the variants, so that adding a scheme changes nothing for them.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Security {
     /// HMAC-SHA256 with one key shared by every node and client of the collective.
     Psk(Psk),
+    /// Each party signs with its own ed25519 key and trusts a directory of public keys.
+    Ed25519(Box<Ed25519>),
 }
 
 impl Security {
@@ -69,6 +76,7 @@ impl Security {
     pub fn scheme(&self) -> &'static str {
         match self {
             Security::Psk(_) => SCHEME_PSK,
+            Security::Ed25519(_) => SCHEME_ED25519,
         }
     }
 
@@ -76,13 +84,24 @@ impl Security {
     pub fn key_id(&self) -> &str {
         match self {
             Security::Psk(psk) => psk.key_id(),
+            Security::Ed25519(keys) => keys.key_id(),
         }
+    }
+
+    /// Whether a verified message's key id proves who sent it. With ed25519 it does: a node
+    /// insists that a request's `caller` is the name of the key that signed it, and a client
+    /// that a reply's `sender` is. With a PSK every holder signs with the same key, so callers
+    /// and senders are only claims.
+    pub fn proves_callers(&self) -> bool {
+        matches!(self, Security::Ed25519(_))
     }
 
     /// Signs `payload` as a message of `kind` and wraps it in an envelope.
     pub fn seal(&self, kind: PayloadKind, payload: Vec<u8>) -> Envelope {
+        let parts = signed_parts(self.scheme(), kind, &payload);
         let signature = match self {
-            Security::Psk(psk) => psk.sign(&signed_parts(SCHEME_PSK, kind, &payload)),
+            Security::Psk(psk) => psk.sign(&parts),
+            Security::Ed25519(keys) => keys.sign(&parts),
         };
         Envelope {
             version: PROTOCOL_VERSION,
@@ -151,6 +170,16 @@ impl Security {
                     })
                 }
             }
+            Security::Ed25519(keys) => match keys.verify(&envelope.key_id, &parts, &envelope.signature) {
+                Ok(()) => Ok(envelope.key_id.clone()),
+                Err(ed25519::VerifyFailure::UnknownKey) => Err(OpenError::UnknownKey {
+                    key_id: echoable(&envelope.key_id),
+                    trusted_dir: keys.trusted_dir().display().to_string(),
+                }),
+                Err(ed25519::VerifyFailure::BadSignature) => {
+                    Err(OpenError::ForgedSignature { key_id: echoable(&envelope.key_id) })
+                }
+            },
         }
     }
 
@@ -236,6 +265,18 @@ pub enum OpenError {
     WrongKind { expected: PayloadKind, got: PayloadKind },
     #[error("{}", bad_signature_text(key_id_seen, our_key_id))]
     BadSignature { key_id_seen: String, our_key_id: String },
+    /// ed25519: signed by a key this party does not trust.
+    #[error(
+        "signed with key \"{key_id}\", which is not among the trusted keys in {trusted_dir} \
+         (copy its .pub file there to trust it)"
+    )]
+    UnknownKey { key_id: String, trusted_dir: String },
+    /// ed25519: the named key is trusted but did not make this signature.
+    #[error(
+        "signature does not verify with the trusted key \"{key_id}\": the message was altered \
+         or signed by someone else under that name"
+    )]
+    ForgedSignature { key_id: String },
 }
 
 impl From<DecodeError> for OpenError {

@@ -1,0 +1,490 @@
+//! Agents on real nodes: external agents in shell and Python answering through the broker,
+//! one that hangs killed at its timeout with its children, one that crashes reporting its
+//! stderr, input checks on the client (exit 2) and on the node (status 3 and 4), every status
+//! code from a real path, aggregates summarised across nodes, policies, and SIGHUP reloads.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use baton::protocol::{FilterSpec, Request, StatusCode, new_request_id, now_ms};
+use baton::security::{Psk, Security};
+use serde_json::{Value, json};
+
+use crate::harness::{BatonOutput, Fleet, NodeSpec, RawClient, repo_root, run_baton};
+
+/// Copies agents (from `deploy/agents` or `tests/fixtures/agents`) into `dir/agents`.
+pub fn install_agents(dir: &Path, names: &[&str]) -> PathBuf {
+    let agents = dir.join("agents");
+    for name in names {
+        let source = [
+            repo_root().join("deploy/agents").join(name),
+            repo_root().join("tests/fixtures/agents").join(name),
+        ]
+        .into_iter()
+        .find(|path| path.is_dir())
+        .unwrap_or_else(|| panic!("no agent {name} in deploy/agents or tests/fixtures/agents"));
+        copy_agent(&source, &agents.join(name));
+    }
+    agents
+}
+
+fn copy_agent(source: &Path, target: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(target).expect("agent dir");
+    for file in ["definition.json", "agent"] {
+        std::fs::copy(source.join(file), target.join(file)).expect("copy agent file");
+    }
+    std::fs::set_permissions(target.join("agent"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod agent");
+}
+
+fn agents_config(agents: &Path) -> String {
+    format!("[agents]\ndir = {:?}\n", agents.display().to_string())
+}
+
+/// A reply's field from a `--json` document, by node.
+fn reply<'a>(document: &'a Value, node: &str) -> &'a Value {
+    document["replies"]
+        .as_array()
+        .and_then(|replies| replies.iter().find(|reply| reply["node"] == node))
+        .unwrap_or_else(|| panic!("no reply from {node} in {document}"))
+}
+
+fn fleet_with_agents(names: &[&str], nodes: &[(&str, Value)]) -> (Fleet, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = install_agents(dir.path(), names);
+    let specs = nodes
+        .iter()
+        .map(|(identity, facts)| {
+            NodeSpec::new(identity, facts.clone(), &[]).with_config(&agents_config(&agents))
+        })
+        .collect();
+    (Fleet::start_in(dir, None, specs), agents)
+}
+
+/// `baton` with `definitions_dir` pointing at the agents, as an operator who copied them would.
+fn baton_with_definitions(fleet: &Fleet, agents: &Path, args: &[&str]) -> BatonOutput {
+    let config = fleet.client_config_with(
+        &fleet.wire,
+        &format!("definitions_dir = {:?}\n", agents.display().to_string()),
+        "",
+    );
+    run_baton(&config, args, None)
+}
+
+#[test]
+fn shell_and_python_agents_answer_through_the_broker_and_are_summarised() {
+    let (fleet, agents) = fleet_with_agents(
+        &["hello", "diskfree"],
+        &[
+            ("web01", json!({"role": "web"})),
+            ("web02", json!({"role": "web"})),
+            ("db01", json!({"role": "db"})),
+        ],
+    );
+
+    let output = baton_with_definitions(
+        &fleet,
+        &agents,
+        &["rpc", "hello", "greet", "name=world", "shout=yes", "-F", "role=web", "--json"],
+    );
+    assert_eq!(output.code, 0, "{output:?}");
+    let document = output.json();
+    assert_eq!(output.nodes("replies"), ["web01", "web02"]);
+    assert_eq!(reply(&document, "web01")["data"]["greeting"], "HELLO, WORLD, FROM WEB01");
+    // Aggregates from the definition, computed by the client across both nodes.
+    assert_eq!(document["aggregates"]["length"]["value"], 48, "{document}");
+    assert_eq!(document["aggregates"]["greeting"]["counts"]["HELLO, WORLD, FROM WEB02"], 1, "{document}");
+
+    let output = baton_with_definitions(&fleet, &agents, &["rpc", "diskfree", "usage", "path=/", "--json"]);
+    assert_eq!(output.code, 0, "{output:?}");
+    let document = output.json();
+    assert_eq!(output.nodes("replies"), ["db01", "web01", "web02"]);
+    assert!(
+        reply(&document, "db01")["data"]["total_mb"].as_u64().is_some_and(|total| total > 0),
+        "{document}"
+    );
+    assert_eq!(document["aggregates"]["used_percent"]["count"], 3, "{document}");
+    assert_eq!(document["aggregates"]["full"]["counts"], json!({"ok": 3}), "{document}");
+
+    // The Python agent's own failure: status 1 with its message and outputs, and exit 1.
+    let output = baton_with_definitions(
+        &fleet,
+        &agents,
+        &["rpc", "diskfree", "usage", "warn_percent=0.001", "-I", "db01", "--json"],
+    );
+    assert_eq!(output.code, 1, "{output:?}");
+    let document = output.json();
+    assert_eq!(reply(&document, "db01")["status"], 1);
+    assert!(
+        reply(&document, "db01")["message"].as_str().is_some_and(|message| message.contains("% full")),
+        "{document}"
+    );
+
+    // Human output: the summaries the definition declares, before the totals.
+    let output =
+        baton_with_definitions(&fleet, &agents, &["rpc", "hello", "greet", "name=ops", "-F", "role=web"]);
+    assert_eq!(output.code, 0, "{output:?}");
+    assert!(output.stdout.contains("Summary of Greeting:"), "{}", output.stdout);
+    assert!(output.stdout.contains("Sum of Length: 44"), "{}", output.stdout);
+
+    // A built-in agent's aggregate needs no local definitions at all.
+    let output = fleet.baton(&["rpc", "rpcutil", "get_fact", "fact=role", "--json"]);
+    assert_eq!(output.code, 0, "{output:?}");
+    assert_eq!(output.json()["aggregates"]["value"]["counts"], json!({"db": 1, "web": 2}));
+}
+
+/// Whether a process is gone: no /proc entry, or a zombie waiting for its reaper.
+fn process_gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+#[test]
+fn a_hanging_agent_is_killed_at_its_timeout_with_its_children() {
+    let (fleet, agents) = fleet_with_agents(&["hang"], &[("slow01", json!({}))]);
+    let output = fleet.baton(&["rpc", "hang", "forever", "-I", "slow01", "-t", "30", "--json"]);
+    assert_eq!(output.code, 1, "{output:?}");
+    let document = output.json();
+    let answer = reply(&document, "slow01");
+    assert_eq!(answer["status"], 5, "{document}");
+    let message = answer["message"].as_str().unwrap_or_default();
+    assert!(message.contains("did not finish within 2 s; its process group was killed"), "{message}");
+    assert!(message.contains("hang: started sleep"), "the stderr tail is reported: {message}");
+
+    // The script and the sleep it started are both gone.
+    let pids = std::fs::read_to_string(agents.join("hang/pids")).expect("the agent recorded its pids");
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids.iter().all(|pid| process_gone(pid)) {
+        assert!(Instant::now() < deadline, "processes {pids:?} outlived the timeout");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stats = fleet.daemon_stats("slow01");
+    assert_eq!(stats["failed"], 1, "{stats:?}");
+}
+
+#[test]
+fn broken_agents_fail_with_a_clear_status_and_their_stderr() {
+    let (fleet, _agents) = fleet_with_agents(&["broken"], &[("fragile01", json!({}))]);
+    let cases = [
+        (
+            "crash",
+            5,
+            "exited with status 3; stderr: broken: connecting to the inventory database\nbroken: fatal: database unreachable at 10.9.9.9:5432",
+        ),
+        ("garbage", 5, "did not print a valid reply: standard output is not one JSON document"),
+        ("undeclared", 5, "returned outputs its definition does not declare: secret_extra"),
+        ("refuse", 1, "the widget is locked by another operator"),
+    ];
+    for (action, status, fragment) in cases {
+        let output = fleet.baton(&["rpc", "broken", action, "-I", "fragile01", "--json"]);
+        assert_eq!(output.code, 1, "{action}: {output:?}");
+        let document = output.json();
+        let answer = reply(&document, "fragile01");
+        assert_eq!(answer["status"], status, "{action}: {document}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(fragment), "{action}: {message:?} lacks {fragment:?}");
+    }
+}
+
+fn psk(fleet: &Fleet) -> Security {
+    Security::Psk(Psk::from_file(&fleet.dir.path().join("psk")).expect("fleet psk"))
+}
+
+/// Sends a request built without the client's checks and returns the node's reply.
+fn raw_call(fleet: &Fleet, node: &str, agent: &str, action: &str, data: Value) -> baton::protocol::Reply {
+    let security = psk(fleet);
+    let mut raw = RawClient::connect(fleet);
+    let request = Request {
+        id: new_request_id(),
+        sender: "raw-tester".to_owned(),
+        caller: "user=raw".to_owned(),
+        collective: fleet.collective.clone(),
+        agent: agent.to_owned(),
+        action: action.to_owned(),
+        filter: FilterSpec::default(),
+        time_ms: now_ms(),
+        ttl_secs: 60,
+        reply_to: raw.reply_queue.clone(),
+        data: data.as_object().cloned().unwrap_or_default(),
+    };
+    raw.publish_to_node(fleet, node, &security.seal_request(&request));
+    let bytes = raw.next_reply(Duration::from_secs(15)).expect("the node answers");
+    security.open_reply(&bytes, 1 << 20).expect("the reply verifies").into_inner()
+}
+
+#[test]
+fn every_status_code_comes_from_a_real_path_with_a_useful_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = install_agents(dir.path(), &["hello", "broken", "hang"]);
+    let policies = dir.path().join("policy");
+    std::fs::create_dir_all(&policies).expect("policy dir");
+    std::fs::write(policies.join("broken.policy"), "policy default allow\ndeny\tuser=tester\tcrash\t*\t*\n")
+        .expect("policy");
+    let config = format!(
+        "{}\n[authorization]\npolicy_dir = {:?}\n",
+        agents_config(&agents),
+        policies.display().to_string()
+    );
+    let fleet =
+        Fleet::start_in(dir, None, vec![NodeSpec::new("status01", json!({}), &[]).with_config(&config)]);
+
+    let status_of = |args: &[&str]| {
+        let mut full = vec!["rpc"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["-I", "status01", "--json"]);
+        let output = fleet.baton(&full);
+        let document = output.json();
+        let answer = reply(&document, "status01").clone();
+        (answer["status"].as_u64().unwrap_or(99), answer["message"].as_str().unwrap_or_default().to_owned())
+    };
+    let check = |args: &[&str], status: u64, fragment: &str| {
+        let (got, message) = status_of(args);
+        assert_eq!(got, status, "{args:?}: {message}");
+        assert!(message.contains(fragment), "{args:?}: {message:?} lacks {fragment:?}");
+    };
+    check(&["hello", "greet", "name=ok"], 0, "");
+    check(
+        &["broken", "crash"],
+        1,
+        "not authorized: user=tester may not run broken#crash on status01 (broken.policy line 2",
+    );
+    check(&["broken", "refuse"], 1, "the widget is locked");
+    // The client has no definition of `broken`, so this reaches the node, which answers 2.
+    check(
+        &["broken", "explode"],
+        2,
+        "agent \"broken\" has no action \"explode\" (actions: crash, garbage, refuse, undeclared)",
+    );
+    check(&["nosuchagent", "run"], 2, "unknown agent \"nosuchagent\" on status01");
+    check(&["hang", "forever"], 5, "did not finish within 2 s");
+
+    // Status 3 and 4 come from the node's own checks, for a request built without the client's.
+    let missing = raw_call(&fleet, "status01", "hello", "greet", json!({}));
+    assert_eq!(missing.status, StatusCode::MissingData, "{missing:?}");
+    assert!(missing.status_message.contains("input \"name\" is required by hello#greet"), "{missing:?}");
+    let invalid = raw_call(&fleet, "status01", "hello", "greet", json!({"name": "R2-D2; rm -rf /"}));
+    assert_eq!(invalid.status, StatusCode::InvalidData, "{invalid:?}");
+    assert!(invalid.status_message.contains("input \"name\" must match /^[A-Za-z]+$/"), "{invalid:?}");
+    let wrong_type = raw_call(&fleet, "status01", "hello", "greet", json!({"name": "ok", "shout": "loud"}));
+    assert_eq!(wrong_type.status, StatusCode::InvalidData, "{wrong_type:?}");
+    assert!(wrong_type.status_message.contains("input \"shout\" must be a boolean"), "{wrong_type:?}");
+    let undeclared = raw_call(&fleet, "status01", "hello", "greet", json!({"name": "ok", "command": "id"}));
+    assert_eq!(undeclared.status, StatusCode::InvalidData, "{undeclared:?}");
+
+    let stats = fleet.daemon_stats("status01");
+    assert_eq!(stats["unauthorized"], 1, "{stats:?}");
+    assert_eq!(stats["invalid_input"], 4, "{stats:?}");
+
+    // The refusal's audit line names the caller, agent, action and rule.
+    let refusal = fleet
+        .node("status01")
+        .audit_lines()
+        .into_iter()
+        .find(|line| line["outcome"] == "refused" && line["action"] == "crash")
+        .expect("the refusal is audited");
+    assert_eq!(refusal["caller"], "user=tester");
+    assert_eq!(refusal["agent"], "broken");
+    assert_eq!(refusal["status"], 1);
+    assert!(
+        refusal["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("broken.policy line 2 (deny user=tester crash * *)")),
+        "{refusal}"
+    );
+}
+
+#[test]
+fn the_client_refuses_bad_inputs_before_sending() {
+    let (fleet, agents) = fleet_with_agents(&["hello"], &[("check01", json!({}))]);
+    let cases: &[(&[&str], &str)] = &[
+        (&["rpc", "hello", "greet"], "input \"name\" is required by hello#greet"),
+        (&["rpc", "hello", "greet", "name=R2D2"], "input \"name\" must match /^[A-Za-z]+$/, got \"R2D2\""),
+        (&["rpc", "hello", "greet", "name=ok", "shout=loudly"], "input \"shout\" must be a boolean"),
+        (
+            &["rpc", "hello", "greet", "name=ok", "colour=red"],
+            "hello#greet has no input \"colour\" (inputs: name, shout)",
+        ),
+        (&["rpc", "hello", "wave"], "agent \"hello\" has no action \"wave\" (actions: greet)"),
+        (&["rpc", "rpcutil", "get_fact", "fact=a b"], "input \"fact\" must match"),
+    ];
+    for (args, fragment) in cases {
+        let output = baton_with_definitions(&fleet, &agents, args);
+        assert_eq!(output.code, 2, "{args:?}: {output:?}");
+        assert!(output.stderr.contains(fragment), "{args:?}: {:?} lacks {fragment:?}", output.stderr);
+    }
+    // Nothing was sent: the node saw only the harness's pings.
+    let stats = fleet.daemon_stats("check01");
+    assert_eq!(stats["invalid_input"], 0, "{stats:?}");
+    assert_eq!(stats["unknown_action"], 0, "{stats:?}");
+}
+
+fn sighup(fleet: &Fleet, identity: &str) {
+    let pid = fleet.node(identity).child.id().to_string();
+    let status = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("run kill");
+    assert!(status.success());
+}
+
+#[test]
+fn sighup_loads_new_agents_and_policies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = install_agents(dir.path(), &["hello"]);
+    let policies = dir.path().join("policy");
+    std::fs::create_dir_all(&policies).expect("policy dir");
+    std::fs::write(policies.join("hello.policy"), "policy default deny\n").expect("policy");
+    let config = format!(
+        "{}\n[authorization]\npolicy_dir = {:?}\n",
+        agents_config(&agents),
+        policies.display().to_string()
+    );
+    let fleet = Fleet::start_in(dir, None, vec![NodeSpec::new("hup01", json!({}), &[]).with_config(&config)]);
+
+    let output = fleet.baton(&["rpc", "hello", "greet", "name=x", "-I", "hup01", "--json"]);
+    assert_eq!(reply(&output.json(), "hup01")["status"], 1, "{output:?}");
+    let output = fleet.baton(&["rpc", "diskfree", "usage", "-I", "hup01", "--json"]);
+    assert_eq!(reply(&output.json(), "hup01")["status"], 2, "{output:?}");
+
+    copy_agent(&repo_root().join("deploy/agents/diskfree"), &agents.join("diskfree"));
+    std::fs::write(policies.join("hello.policy"), "policy default deny\nallow\tuser=tester\tgreet\t*\t*\n")
+        .expect("policy");
+    sighup(&fleet, "hup01");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let greet = fleet.baton(&["rpc", "hello", "greet", "name=x", "-I", "hup01", "--json"]);
+        let usage = fleet.baton(&["rpc", "diskfree", "usage", "-I", "hup01", "--json"]);
+        if greet.code == 0 && usage.code == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reload not seen: {greet:?} {usage:?}\n{}",
+            fleet.node("hup01").log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The new agent is bound for broadcasts too: a broadcast request for it is answered.
+    let config = baton::config::ClientConfig::load(Some(&fleet.client_config(""))).expect("client config");
+    let outcome = crate::harness::block_on(async {
+        let client = baton::client::Client::connect(&config).await.expect("connect");
+        let spec = baton::client::RequestSpec {
+            agent: "diskfree".to_owned(),
+            action: "usage".to_owned(),
+            data: serde_json::Map::new(),
+            filter: FilterSpec::default(),
+        };
+        let outcome = client
+            .call(
+                &spec,
+                &baton::client::Targets::Broadcast,
+                Duration::from_secs(10),
+                Some(Duration::from_secs(2)),
+                &mut |_| {},
+            )
+            .await
+            .expect("broadcast");
+        client.close().await;
+        outcome
+    });
+    assert_eq!(outcome.replies.len(), 1, "{outcome:?}");
+    assert!(outcome.replies[0].is_ok(), "{outcome:?}");
+
+    // A policy with a mistake is not loaded: the previous policy stays in force.
+    std::fs::write(policies.join("hello.policy"), "policy default maybe\n").expect("policy");
+    sighup(&fleet, "hup01");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fleet.node("hup01").log().contains("policies not reloaded") {
+        assert!(Instant::now() < deadline, "{}", fleet.node("hup01").log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let greet = fleet.baton(&["rpc", "hello", "greet", "name=x", "-I", "hup01", "--json"]);
+    assert_eq!(greet.code, 0, "the previous policy still allows: {greet:?}");
+}
+
+#[test]
+fn agents_and_doc_describe_what_the_nodes_have() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = install_agents(dir.path(), &["hello"]);
+    let fleet = Fleet::start_in(
+        dir,
+        None,
+        vec![
+            NodeSpec::new("with01", json!({"role": "web"}), &[]).with_config(&agents_config(&agents)),
+            NodeSpec::new("without01", json!({"role": "db"}), &[]),
+        ],
+    );
+
+    let listed = fleet.baton(&["agents", "--json"]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let document = listed.json();
+    let entry = |name: &str| {
+        document["agents"]
+            .as_array()
+            .and_then(|agents| agents.iter().find(|agent| agent["agent"] == name).cloned())
+    };
+    assert_eq!(entry("hello").expect("hello is listed")["nodes"], json!(["with01"]));
+    assert_eq!(entry("rpcutil").expect("rpcutil is listed")["nodes"], json!(["with01", "without01"]));
+    for builtin in ["service", "package", "resource", "puppet"] {
+        assert!(entry(builtin).is_some(), "{builtin} missing from {document}");
+    }
+    let human = fleet.baton(&["agents", "-F", "role=web"]);
+    assert_eq!(human.code, 0, "{human:?}");
+    assert!(human.stdout.contains("Agents on 1 of 1 node(s):"), "{}", human.stdout);
+    assert!(human.stdout.contains("Greets people"), "{}", human.stdout);
+
+    // The client has no definition of hello: doc asks a node that has it.
+    let doc = fleet.baton(&["doc", "hello"]);
+    assert_eq!(doc.code, 0, "{doc:?}");
+    assert!(doc.stdout.contains("ACTION greet: Says hello to someone, from this node"), "{}", doc.stdout);
+    assert!(
+        doc.stdout.contains("(string, required, at most 32 characters, matching /^[A-Za-z]+$/)"),
+        "{}",
+        doc.stdout
+    );
+    assert!(doc.stdout.contains("Example: baton rpc hello greet name=NAME"), "{}", doc.stdout);
+    let missing = fleet.baton(&["doc", "nosuchagent"]);
+    assert_eq!(missing.code, 4, "{missing:?}");
+    assert!(missing.stderr.contains("no definition of agent \"nosuchagent\""), "{missing:?}");
+
+    // The display policy of the definition decides which replies get a line: get_fact shows
+    // every node, unless --display says otherwise.
+    let shown = fleet.baton(&["rpc", "rpcutil", "get_fact", "fact=role"]);
+    assert!(shown.stdout.contains("with01") && shown.stdout.contains("without01"), "{}", shown.stdout);
+    let hidden = fleet.baton(&["rpc", "rpcutil", "get_fact", "fact=role", "--display", "failed"]);
+    assert!(!hidden.stdout.contains("without01"), "{}", hidden.stdout);
+}
+
+#[test]
+fn package_and_service_agents_query_the_real_system() {
+    let fleet = Fleet::start(vec![NodeSpec::new("sys01", json!({}), &[])]);
+    let installed = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "bash"])
+        .output()
+        .expect("dpkg-query runs");
+    let version = String::from_utf8_lossy(&installed.stdout).into_owned();
+    let output = fleet.baton(&["rpc", "package", "status", "package=bash", "--json"]);
+    assert_eq!(output.code, 0, "{output:?}");
+    let document = output.json();
+    assert_eq!(reply(&document, "sys01")["data"]["ensure"], json!(version), "{document}");
+    assert_eq!(document["aggregates"]["ensure"]["counts"][&version], 1, "{document}");
+    let absent = fleet.baton(&["rpc", "package", "status", "package=no-such-package-baton", "--json"]);
+    assert_eq!(reply(&absent.json(), "sys01")["data"]["ensure"], "absent", "{absent:?}");
+
+    // A service name that exists nowhere is a failure that says so, not "stopped".
+    let output = fleet.baton(&["rpc", "service", "status", "service=no-such-service-baton", "--json"]);
+    assert_eq!(output.code, 1, "{output:?}");
+    let answer = reply(&output.json(), "sys01").clone();
+    assert_eq!(answer["status"], 1, "{answer}");
+    assert!(
+        answer["message"].as_str().is_some_and(|message| message.contains("no-such-service-baton")),
+        "{answer}"
+    );
+    // And the client refuses a service name that is not one before sending.
+    let bad = fleet.baton(&["rpc", "service", "status", "service=nginx;reboot"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+}

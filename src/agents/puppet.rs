@@ -1,0 +1,351 @@
+//! The `puppet` agent: run the real Puppet agent once, enable and disable it, report its state.
+//!
+//! Everything goes through the `puppet` command and the files it keeps, whose paths come from
+//! `puppet config print` (so `--confdir`/`--vardir` style settings in
+//! [`PuppetSettings::extra_args`] move them too):
+//!
+//! - `agent_disabled_lockfile`: present while Puppet is disabled; holds the reason as JSON
+//!   (`{"disabled_message": "..."}`), written by `puppet agent --disable "..."`;
+//! - `agent_catalog_run_lockfile`: present while a run is in progress;
+//! - `lastrunfile`: `last_run_summary.yaml`, written at the end of every run.
+//!
+//! `runonce` refuses to start while Puppet is disabled or already running (status 1, saying
+//! why), then runs `puppet agent --onetime --no-daemonize`, or `puppet apply MANIFEST` when
+//! [`PuppetSettings::manifest`] is set (masterless sites, and tests), with
+//! `--detailed-exitcodes` so that "changed something" and "failed" can be told apart.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::process::Command;
+
+use super::command::{self, Finished};
+use super::{ActionContext, ActionOutcome, Agent, BoxFuture, Call, builtin_definition};
+use crate::protocol::ddl::Definition;
+use crate::protocol::{StatusCode, now_ms};
+
+/// The most of Puppet's output kept, in bytes.
+const MAX_OUTPUT: usize = 512 * 1024;
+
+/// How long the quick `puppet` commands (config print, enable, disable) may take.
+const QUICK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the node runs Puppet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PuppetSettings {
+    /// The `puppet` executable.
+    pub command: PathBuf,
+    /// Arguments added to every `puppet` command, e.g. `["--confdir", "/srv/puppet/etc"]`.
+    pub extra_args: Vec<String>,
+    /// When set, `runonce` applies this manifest with `puppet apply` instead of asking a server.
+    pub manifest: Option<PathBuf>,
+}
+
+impl Default for PuppetSettings {
+    fn default() -> Self {
+        PuppetSettings { command: PathBuf::from("puppet"), extra_args: Vec::new(), manifest: None }
+    }
+}
+
+/// The built-in `puppet` agent.
+pub struct Puppet {
+    definition: Arc<Definition>,
+    settings: PuppetSettings,
+}
+
+impl Puppet {
+    pub fn new(settings: PuppetSettings) -> Puppet {
+        Puppet { definition: builtin_definition("puppet"), settings }
+    }
+}
+
+impl Agent for Puppet {
+    fn definition(&self) -> &Arc<Definition> {
+        &self.definition
+    }
+
+    fn call<'a>(&'a self, call: Call<'a>, _context: &'a ActionContext) -> BoxFuture<'a, ActionOutcome> {
+        Box::pin(async move {
+            let result = match call.action {
+                "status" => self.status().await.map(|state| ActionOutcome::ok(state.outputs())),
+                "last_run_summary" => self.last_run_summary().await,
+                "runonce" => self.runonce(call.data).await,
+                "enable" => self.set_enabled(None).await,
+                "disable" => {
+                    let message =
+                        call.data.get("message").and_then(Value::as_str).unwrap_or("disabled by baton");
+                    self.set_enabled(Some(message)).await
+                }
+                other => Err(ActionOutcome::fail(
+                    StatusCode::UnknownAction,
+                    format!("puppet has no action \"{other}\""),
+                )),
+            };
+            match result {
+                Ok(outcome) | Err(outcome) => outcome,
+            }
+        })
+    }
+}
+
+/// The files Puppet keeps its state in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StateFiles {
+    disabled_lock: PathBuf,
+    run_lock: PathBuf,
+    last_run_summary: PathBuf,
+}
+
+/// Puppet's state as `status` reports it.
+#[derive(Debug, Clone, PartialEq)]
+struct State {
+    enabled: bool,
+    applying: bool,
+    disable_message: String,
+    lastrun: u64,
+}
+
+impl State {
+    fn status(&self) -> &'static str {
+        if self.applying {
+            "applying"
+        } else if !self.enabled {
+            "disabled"
+        } else {
+            "idling"
+        }
+    }
+
+    fn outputs(&self) -> Map<String, Value> {
+        let now = now_ms() / 1000;
+        let since = if self.lastrun == 0 { Value::Null } else { json!(now.saturating_sub(self.lastrun)) };
+        let message = match (self.status(), self.lastrun) {
+            ("disabled", _) => format!("Puppet is disabled: {}", self.disable_message),
+            ("applying", _) => "Puppet is applying a catalog".to_owned(),
+            (_, 0) => "Puppet is idle and has never run".to_owned(),
+            (_, lastrun) => format!("Puppet is idle; last run {} s ago", now.saturating_sub(lastrun)),
+        };
+        Map::from_iter([
+            ("status".to_owned(), json!(self.status())),
+            ("enabled".to_owned(), json!(self.enabled)),
+            ("applying".to_owned(), json!(self.applying)),
+            ("disable_message".to_owned(), json!(self.disable_message)),
+            ("lastrun".to_owned(), json!(self.lastrun)),
+            ("since_lastrun".to_owned(), since),
+            ("message".to_owned(), json!(message)),
+        ])
+    }
+}
+
+impl Puppet {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.settings.command);
+        command.args(args).args(&self.settings.extra_args);
+        command
+    }
+
+    async fn run(&self, command: Command, timeout: Duration, what: &str) -> Result<Finished, ActionOutcome> {
+        command::run(command, b"", timeout, MAX_OUTPUT).await.map_err(|error| {
+            ActionOutcome::fail(
+                StatusCode::Aborted,
+                format!("cannot {what}: {error} (is Puppet installed? apt-get install puppet-agent)"),
+            )
+        })
+    }
+
+    async fn state_files(&self) -> Result<StateFiles, ActionOutcome> {
+        let command = self.command(&[
+            "config",
+            "print",
+            "--section",
+            "agent",
+            "agent_disabled_lockfile",
+            "agent_catalog_run_lockfile",
+            "lastrunfile",
+        ]);
+        let finished = self.run(command, QUICK_TIMEOUT, "ask Puppet where its state lives").await?;
+        if !finished.status.success() {
+            return Err(ActionOutcome::fail(
+                StatusCode::Aborted,
+                format!(
+                    "puppet config print {}: {}",
+                    finished.describe_exit(),
+                    super::service::last_lines(&finished)
+                ),
+            ));
+        }
+        let settings: std::collections::BTreeMap<String, PathBuf> = finished
+            .stdout_text()
+            .lines()
+            .filter_map(|line| line.split_once(" = "))
+            .map(|(key, value)| (key.trim().to_owned(), PathBuf::from(value.trim())))
+            .collect();
+        let setting = |name: &str| {
+            settings.get(name).cloned().ok_or_else(|| {
+                ActionOutcome::fail(StatusCode::Aborted, format!("puppet config print did not report {name}"))
+            })
+        };
+        Ok(StateFiles {
+            disabled_lock: setting("agent_disabled_lockfile")?,
+            run_lock: setting("agent_catalog_run_lockfile")?,
+            last_run_summary: setting("lastrunfile")?,
+        })
+    }
+
+    async fn status(&self) -> Result<State, ActionOutcome> {
+        let files = self.state_files().await?;
+        let disabled = std::fs::read_to_string(&files.disabled_lock).ok();
+        let disable_message = disabled
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<Value>(text).ok())
+            .and_then(|lock| lock.get("disabled_message").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        let summary = read_summary(&files.last_run_summary);
+        Ok(State {
+            enabled: disabled.is_none(),
+            applying: files.run_lock.exists(),
+            disable_message,
+            lastrun: summary
+                .as_ref()
+                .and_then(|summary| number_at(summary, &["time", "last_run"]))
+                .unwrap_or(0.0) as u64,
+        })
+    }
+
+    async fn last_run_summary(&self) -> Result<ActionOutcome, ActionOutcome> {
+        let files = self.state_files().await?;
+        let Some(summary) = read_summary(&files.last_run_summary) else {
+            return Err(ActionOutcome::fail(
+                StatusCode::Aborted,
+                format!(
+                    "Puppet has no last run summary at {} (it has not run yet)",
+                    files.last_run_summary.display()
+                ),
+            ));
+        };
+        Ok(ActionOutcome::ok(summary_outputs(&summary)))
+    }
+
+    async fn runonce(&self, data: &Map<String, Value>) -> Result<ActionOutcome, ActionOutcome> {
+        let state = self.status().await?;
+        if !state.enabled {
+            return Err(ActionOutcome::fail(
+                StatusCode::Aborted,
+                format!("Puppet is disabled, not running it: {}", state.disable_message),
+            ));
+        }
+        if state.applying {
+            return Err(ActionOutcome::fail(
+                StatusCode::Aborted,
+                "a Puppet run is already in progress; try again later",
+            ));
+        }
+        let mut args: Vec<String> = match &self.settings.manifest {
+            Some(manifest) => {
+                vec!["apply".into(), "--detailed-exitcodes".into(), manifest.display().to_string()]
+            }
+            None => vec![
+                "agent".into(),
+                "--onetime".into(),
+                "--no-daemonize".into(),
+                "--detailed-exitcodes".into(),
+            ],
+        };
+        args.push("--color=false".into());
+        if data.get("noop").and_then(Value::as_bool).unwrap_or(false) {
+            args.push("--noop".into());
+        }
+        if let Some(tags) = data.get("tags").and_then(Value::as_str).filter(|tags| !tags.is_empty()) {
+            args.push("--tags".into());
+            args.push(tags.to_owned());
+        }
+        let argument_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let command = self.command(&argument_refs);
+        let timeout = Duration::from_secs(self.definition.metadata.timeout);
+        let finished = self.run(command, timeout, "run Puppet").await?;
+        let code = finished.status.code();
+        // --detailed-exitcodes: 0 nothing to do, 2 changes, 4 failures, 6 changes and failures.
+        let changed = matches!(code, Some(2 | 6));
+        let output = tail_lines(&finished, 20);
+        let data = Map::from_iter([
+            ("exitcode".to_owned(), json!(code)),
+            ("changed".to_owned(), json!(changed)),
+            ("output".to_owned(), json!(output)),
+        ]);
+        match code {
+            Some(0 | 2) => Ok(ActionOutcome::ok(data)),
+            _ => Err(ActionOutcome::aborted_with(
+                format!(
+                    "the Puppet run failed ({}): {}",
+                    finished.describe_exit(),
+                    super::service::last_lines(&finished)
+                ),
+                data,
+            )),
+        }
+    }
+
+    async fn set_enabled(&self, disable_message: Option<&str>) -> Result<ActionOutcome, ActionOutcome> {
+        let command = match disable_message {
+            Some(message) => self.command(&["agent", "--disable", message]),
+            None => self.command(&["agent", "--enable"]),
+        };
+        let what = if disable_message.is_some() { "disable Puppet" } else { "enable Puppet" };
+        let finished = self.run(command, QUICK_TIMEOUT, what).await?;
+        let state = self.status().await?;
+        let data = Map::from_iter([
+            ("enabled".to_owned(), json!(state.enabled)),
+            ("status".to_owned(), json!(state.status())),
+        ]);
+        if !finished.status.success() {
+            return Err(ActionOutcome::aborted_with(
+                format!(
+                    "could not {what} ({}): {}",
+                    finished.describe_exit(),
+                    super::service::last_lines(&finished)
+                ),
+                data,
+            ));
+        }
+        Ok(ActionOutcome::ok(data))
+    }
+}
+
+/// Reads `last_run_summary.yaml`, or `None` when Puppet never ran (or the file is unreadable).
+fn read_summary(path: &std::path::Path) -> Option<Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_yaml_ng::from_str::<Value>(&text).ok()
+}
+
+fn number_at(value: &Value, path: &[&str]) -> Option<f64> {
+    path.iter().try_fold(value, |current, key| current.get(key))?.as_f64()
+}
+
+/// The outputs of `last_run_summary`, from the parsed YAML.
+fn summary_outputs(summary: &Value) -> Map<String, Value> {
+    let integer = |path: &[&str]| json!(number_at(summary, path).unwrap_or(0.0) as u64);
+    Map::from_iter([
+        ("lastrun".to_owned(), integer(&["time", "last_run"])),
+        (
+            "config_version".to_owned(),
+            summary
+                .get("version")
+                .and_then(|version| version.get("config"))
+                .map_or(json!(""), |config| json!(crate::protocol::ddl::plain_text(config))),
+        ),
+        ("changed_resources".to_owned(), integer(&["resources", "changed"])),
+        ("failed_resources".to_owned(), integer(&["resources", "failed"])),
+        ("total_resources".to_owned(), integer(&["resources", "total"])),
+        ("total_time".to_owned(), json!(number_at(summary, &["time", "total"]).unwrap_or(0.0))),
+        ("events".to_owned(), summary.get("events").cloned().unwrap_or_else(|| json!({}))),
+    ])
+}
+
+fn tail_lines(finished: &Finished, count: usize) -> String {
+    let mut text = finished.stdout_text();
+    text.push_str(&finished.stderr_tail);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
+}

@@ -1,0 +1,170 @@
+//! The `service` agent: start, stop, restart and query services.
+//!
+//! Where systemd runs (`/run/systemd/system` exists) it goes through `systemctl`; elsewhere
+//! through the init scripts, by way of `service` (or `/etc/init.d/NAME` when `service` is not
+//! installed). A service's status is what the manager's `status` says: running when it exits 0,
+//! stopped otherwise. A failed start, stop or restart answers status 1 with the manager's own
+//! error output.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::process::Command;
+
+use super::command::{self, Finished};
+use super::{ActionContext, ActionOutcome, Agent, BoxFuture, Call, builtin_definition, required_string};
+use crate::protocol::StatusCode;
+use crate::protocol::ddl::Definition;
+
+/// The most of a manager's output kept, in bytes.
+const MAX_OUTPUT: usize = 64 * 1024;
+
+/// The built-in `service` agent.
+pub struct Service {
+    definition: Arc<Definition>,
+}
+
+impl Service {
+    pub fn new() -> Service {
+        Service { definition: builtin_definition("service") }
+    }
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Service::new()
+    }
+}
+
+/// What starts and stops services on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Manager {
+    Systemd,
+    InitScripts,
+}
+
+impl Manager {
+    fn detect() -> Manager {
+        if Path::new("/run/systemd/system").is_dir() { Manager::Systemd } else { Manager::InitScripts }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Manager::Systemd => "systemd",
+            Manager::InitScripts => "init scripts",
+        }
+    }
+
+    fn command(self, service: &str, verb: &str) -> Command {
+        match self {
+            Manager::Systemd => {
+                let mut command = Command::new("systemctl");
+                if verb == "status" {
+                    command.args(["is-active", "--quiet", service]);
+                } else {
+                    command.args([verb, service]);
+                }
+                command
+            }
+            Manager::InitScripts if command::on_path("service") => {
+                let mut command = Command::new("service");
+                command.args([service, verb]);
+                command
+            }
+            Manager::InitScripts => {
+                let mut command = Command::new(format!("/etc/init.d/{service}"));
+                command.arg(verb);
+                command
+            }
+        }
+    }
+}
+
+impl Agent for Service {
+    fn definition(&self) -> &Arc<Definition> {
+        &self.definition
+    }
+
+    fn call<'a>(&'a self, call: Call<'a>, _context: &'a ActionContext) -> BoxFuture<'a, ActionOutcome> {
+        Box::pin(async move {
+            match run(call.action, call.data, self.timeout()).await {
+                Ok(outcome) | Err(outcome) => outcome,
+            }
+        })
+    }
+}
+
+async fn run(
+    action: &str,
+    data: &Map<String, Value>,
+    timeout: Duration,
+) -> Result<ActionOutcome, ActionOutcome> {
+    let service = required_string(data, "service")?;
+    let manager = Manager::detect();
+    // Without systemd every service is an init script; asking `service` about one that does not
+    // exist says "unrecognized service", which must not read as "stopped".
+    if manager == Manager::InitScripts && !Path::new(&format!("/etc/init.d/{service}")).is_file() {
+        return Err(ActionOutcome::aborted_with(
+            format!("no such service \"{service}\": there is no /etc/init.d/{service}"),
+            outputs("unknown", manager),
+        ));
+    }
+    if action != "status" {
+        let finished = execute(manager, service, action, timeout).await?;
+        if !finished.status.success() {
+            let status = status_of(manager, service, timeout).await;
+            return Err(ActionOutcome::aborted_with(
+                format!(
+                    "could not {action} {service} ({} {}): {}",
+                    manager.name(),
+                    finished.describe_exit(),
+                    last_lines(&finished)
+                ),
+                outputs(status, manager),
+            ));
+        }
+    }
+    let status = status_of(manager, service, timeout).await;
+    Ok(ActionOutcome::ok(outputs(status, manager)))
+}
+
+async fn execute(
+    manager: Manager,
+    service: &str,
+    verb: &str,
+    timeout: Duration,
+) -> Result<Finished, ActionOutcome> {
+    command::run(manager.command(service, verb), b"", timeout, MAX_OUTPUT).await.map_err(|error| {
+        ActionOutcome::fail(StatusCode::Aborted, format!("cannot {verb} {service}: {error}"))
+    })
+}
+
+async fn status_of(manager: Manager, service: &str, timeout: Duration) -> &'static str {
+    match execute(manager, service, "status", timeout).await {
+        Ok(finished) if finished.status.success() => "running",
+        Ok(_) => "stopped",
+        Err(_) => "unknown",
+    }
+}
+
+fn outputs(status: &str, manager: Manager) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("status".to_owned(), json!(status));
+    data.insert("manager".to_owned(), json!(manager.name()));
+    data
+}
+
+/// The last few lines of a command's error output (or its standard output when that is empty).
+pub(super) fn last_lines(finished: &Finished) -> String {
+    let text = if finished.stderr_tail.trim().is_empty() {
+        finished.stdout_text()
+    } else {
+        finished.stderr_tail.clone()
+    };
+    let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(5);
+    let tail = lines[start..].join(" / ");
+    if tail.is_empty() { "no output".to_owned() } else { tail }
+}

@@ -1,0 +1,269 @@
+//! The `ed25519` scheme: every party signs with its own key; the other side trusts a directory
+//! of public keys.
+//!
+//! A key has a name. For a caller the name is its caller id (`user=alice`), and a node accepts
+//! a request only when the key that verified it carries the name of the request's `caller`, so
+//! the caller a policy sees is proven, not claimed. For a node the name is its identity, and a
+//! client accepts a reply only when it verifies with a node key it trusts.
+//!
+//! Key files are text, one `key = value` per line, `#` starting a comment, so the name travels
+//! with the key and file names are free:
+//!
+//! ```text
+//! # baton ed25519 private key
+//! name = user=alice
+//! secret = 9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60
+//! ```
+//!
+//! A public key file has `name` and `public` (the 32-byte key in hex); a trusted-keys directory
+//! holds any number of them (`*.pub`). [`generate`] makes a pair (`baton keygen`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+/// The largest key file read, in bytes: a key file is three short lines.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// One party's signing key and the public keys it trusts.
+#[derive(Clone)]
+pub struct Ed25519 {
+    name: String,
+    signing: SigningKey,
+    trusted: BTreeMap<String, VerifyingKey>,
+    trusted_dir: PathBuf,
+}
+
+/// Why keys could not be loaded. Each names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Ed25519Error {
+    #[error("cannot read key file {}: {source} (make a key pair with `baton keygen`)", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a baton ed25519 key file: {reason} (make one with `baton keygen`)", path.display())]
+    Format { path: PathBuf, reason: String },
+    #[error(
+        "private key file {} has mode {mode:o}: other users may read or change it (run `chmod 600 {}`)",
+        path.display(), path.display()
+    )]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("cannot read trusted keys directory {}: {source} (create it and copy public keys into it)", path.display())]
+    Directory { path: PathBuf, source: std::io::Error },
+    #[error("trusted keys {} and {} both name \"{name}\"; remove one", first.display(), second.display())]
+    DuplicateName { name: String, first: PathBuf, second: PathBuf },
+}
+
+/// Why a signature was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyFailure {
+    /// No trusted key has this name.
+    UnknownKey,
+    /// The named key is trusted but the signature is not its signature over these bytes.
+    BadSignature,
+}
+
+impl Ed25519 {
+    /// Loads this party's private key and every public key in `trusted_dir`.
+    pub fn load(key_file: &Path, trusted_dir: &Path) -> Result<Ed25519, Ed25519Error> {
+        let (name, signing) = read_private_key(key_file)?;
+        let trusted = read_trusted_dir(trusted_dir)?;
+        Ok(Ed25519 {
+            name,
+            signing,
+            trusted: trusted.into_iter().map(|(name, (key, _))| (name, key)).collect(),
+            trusted_dir: trusted_dir.to_owned(),
+        })
+    }
+
+    /// Builds a scheme from keys in memory (tests and tools).
+    pub fn from_keys(
+        name: &str,
+        secret: [u8; 32],
+        trusted: impl IntoIterator<Item = (String, [u8; 32])>,
+    ) -> Result<Ed25519, String> {
+        let trusted = trusted
+            .into_iter()
+            .map(|(name, public)| {
+                VerifyingKey::from_bytes(&public)
+                    .map(|key| (name.clone(), key))
+                    .map_err(|error| format!("public key {name}: {error}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Ed25519 {
+            name: name.to_owned(),
+            signing: SigningKey::from_bytes(&secret),
+            trusted,
+            trusted_dir: PathBuf::new(),
+        })
+    }
+
+    /// This party's key name, written into envelopes as the key id.
+    pub fn key_id(&self) -> &str {
+        &self.name
+    }
+
+    /// This party's public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    /// How many public keys are trusted.
+    pub fn trusted_count(&self) -> usize {
+        self.trusted.len()
+    }
+
+    /// Where the trusted keys came from, for messages.
+    pub fn trusted_dir(&self) -> &Path {
+        &self.trusted_dir
+    }
+
+    /// Signs the concatenation of `parts`.
+    pub fn sign(&self, parts: &[&[u8]]) -> Vec<u8> {
+        self.signing.sign(&parts.concat()).to_bytes().to_vec()
+    }
+
+    /// Verifies a signature over the concatenation of `parts` with the trusted key `key_id`.
+    pub fn verify(&self, key_id: &str, parts: &[&[u8]], signature: &[u8]) -> Result<(), VerifyFailure> {
+        let key = self.trusted.get(key_id).ok_or(VerifyFailure::UnknownKey)?;
+        let signature = Signature::from_slice(signature).map_err(|_| VerifyFailure::BadSignature)?;
+        key.verify_strict(&parts.concat(), &signature).map_err(|_| VerifyFailure::BadSignature)
+    }
+}
+
+impl fmt::Debug for Ed25519 {
+    // The private key must never reach a log line through `{:?}`.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Ed25519")
+            .field("name", &self.name)
+            .field("trusted", &self.trusted.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new key pair for `name`: the private key file's text and the public key file's text.
+pub fn generate(name: &str) -> (String, String) {
+    let secret: [u8; 32] = rand::random();
+    let signing = SigningKey::from_bytes(&secret);
+    let private = format!(
+        "# baton ed25519 private key: keep it secret (mode 600)\nname = {name}\nsecret = {}\n",
+        hex(&secret)
+    );
+    let public = format!(
+        "# baton ed25519 public key: copy it into the trusted_keys_dir of whoever must trust {name}\nname = {name}\npublic = {}\n",
+        hex(&signing.verifying_key().to_bytes())
+    );
+    (private, public)
+}
+
+/// Whether a key name is usable: what callers and identities are made of, no spaces.
+pub fn is_key_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.bytes().all(|byte| {
+            byte.is_ascii_alphanumeric() || matches!(byte, b'=' | b'.' | b'-' | b'_' | b'@' | b':')
+        })
+}
+
+fn read_private_key(path: &Path) -> Result<(String, SigningKey), Ed25519Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = read_key_file(path)?;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| Ed25519Error::Read { path: path.to_owned(), source })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o027 != 0 {
+        return Err(Ed25519Error::Permissions { path: path.to_owned(), mode });
+    }
+    let fields = parse_fields(&text, path)?;
+    let name = required(&fields, "name", path)?;
+    let secret = hex_key(required(&fields, "secret", path)?, "secret", path)?;
+    Ok((name.to_owned(), SigningKey::from_bytes(&secret)))
+}
+
+type Trusted = BTreeMap<String, (VerifyingKey, PathBuf)>;
+
+fn read_trusted_dir(dir: &Path) -> Result<Trusted, Ed25519Error> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|source| Ed25519Error::Directory { path: dir.to_owned(), source })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "pub"))
+        .collect();
+    files.sort();
+    let mut trusted = Trusted::new();
+    for file in files {
+        let text = read_key_file(&file)?;
+        let fields = parse_fields(&text, &file)?;
+        let name = required(&fields, "name", &file)?.to_owned();
+        let public = hex_key(required(&fields, "public", &file)?, "public", &file)?;
+        let key = VerifyingKey::from_bytes(&public).map_err(|error| Ed25519Error::Format {
+            path: file.clone(),
+            reason: format!("not an ed25519 public key: {error}"),
+        })?;
+        if let Some((_, first)) = trusted.get(&name) {
+            return Err(Ed25519Error::DuplicateName { name, first: first.clone(), second: file });
+        }
+        trusted.insert(name, (key, file));
+    }
+    Ok(trusted)
+}
+
+fn read_key_file(path: &Path) -> Result<String, Ed25519Error> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|source| Ed25519Error::Read { path: path.to_owned(), source })?;
+    let mut text = String::new();
+    file.take(MAX_KEY_FILE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|source| Ed25519Error::Read { path: path.to_owned(), source })?;
+    Ok(text)
+}
+
+fn parse_fields<'a>(text: &'a str, path: &Path) -> Result<BTreeMap<&'a str, &'a str>, Ed25519Error> {
+    let mut fields = BTreeMap::new();
+    for line in text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')) {
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(Ed25519Error::Format {
+                path: path.to_owned(),
+                reason: format!("line {line:?} is not key = value"),
+            });
+        };
+        fields.insert(key.trim(), value.trim());
+    }
+    Ok(fields)
+}
+
+fn required<'a>(fields: &BTreeMap<&str, &'a str>, key: &str, path: &Path) -> Result<&'a str, Ed25519Error> {
+    let value = fields
+        .get(key)
+        .copied()
+        .ok_or_else(|| Ed25519Error::Format { path: path.to_owned(), reason: format!("no {key} line") })?;
+    if key == "name" && !is_key_name(value) {
+        return Err(Ed25519Error::Format {
+            path: path.to_owned(),
+            reason: format!("name {value:?} may hold letters, digits and = . - _ @ : only"),
+        });
+    }
+    Ok(value)
+}
+
+fn hex_key(text: &str, what: &str, path: &Path) -> Result<[u8; 32], Ed25519Error> {
+    let format = |reason: String| Ed25519Error::Format { path: path.to_owned(), reason };
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(format(format!("{what} must be 64 hex digits, found {} characters", text.len())));
+    }
+    let mut key = [0u8; 32];
+    for (index, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16)
+            .map_err(|_| format(format!("{what} is not hexadecimal")))?;
+    }
+    Ok(key)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

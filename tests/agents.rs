@@ -1,0 +1,311 @@
+//! Agents and authorization without a broker: policy files (parsing, first match, defaults),
+//! the resource agent's parsers, ed25519 keys and signatures, and the pipeline's
+//! authorization, caller-proof and validation steps.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::agents::resource::{parse_dpkg_status, parse_group, parse_hosts, parse_passwd};
+use baton::agents::{ActionContext, AgentRegistry};
+use baton::node::facts::{Classes, Facts, NodeInventory};
+use baton::node::pipeline::{NodeSnapshot, Pipeline, PipelineSettings};
+use baton::node::policy::{Authorization, Policy};
+use baton::node::stats::Stats;
+use baton::protocol::{FilterSpec, Reply, Request, StatusCode, new_request_id, now_ms};
+use baton::security::{Ed25519, OpenError, Security};
+use serde_json::{Value, json};
+
+fn inventory(facts: Value, classes: &[&str]) -> NodeInventory {
+    NodeInventory::new(
+        "web01",
+        Facts::from_map(facts.as_object().cloned().unwrap_or_default()),
+        Classes::from_names(classes.iter().copied()),
+        Vec::<String>::new(),
+    )
+}
+
+const POLICY: &str = "\
+# service.policy
+policy default deny
+allow\tuser=alice\t*\t*\t*
+allow\tuser=bob user=carol\tstatus restart\trole=web\t*
+deny\t*\tstop\t*\tproduction
+allow\t*\tstop\t*\t*
+allow\tuser=dave\t*\trole=db or env=dev
+allow user=erin status * nginx
+";
+
+/// `caller` running `action` on a node with `facts` and `classes`: allowed or not, and a
+/// fragment of the deciding rule.
+fn check_policy(caller: &str, action: &str, facts: Value, classes: &[&str], allowed: bool, rule: &str) {
+    let policy =
+        Policy::parse(POLICY, Path::new("/etc/baton/policy/service.policy")).expect("the policy parses");
+    let mut policies = std::collections::BTreeMap::new();
+    policies.insert("service".to_owned(), policy);
+    let authorization = Authorization::from_policies(policies, baton::config::UnconfiguredPolicy::Allow);
+    let decision = authorization.decide(caller, "service", action, &inventory(facts, classes));
+    assert_eq!(decision.allowed, allowed, "{caller} {action}: {}", decision.rule);
+    assert!(decision.rule.contains(rule), "{caller} {action}: {:?} lacks {rule:?}", decision.rule);
+}
+
+#[test]
+fn policies_decide_by_first_matching_rule() {
+    check_policy(
+        "user=alice",
+        "stop",
+        json!({}),
+        &["production"],
+        true,
+        "service.policy line 3 (allow user=alice * * *)",
+    );
+    check_policy("user=bob", "restart", json!({"role": "web"}), &[], true, "line 4");
+    check_policy("user=carol", "status", json!({"role": "web"}), &[], true, "line 4");
+    check_policy(
+        "user=bob",
+        "restart",
+        json!({"role": "db"}),
+        &[],
+        false,
+        "no rule matched; policy default deny",
+    );
+    check_policy("user=bob", "start", json!({"role": "web"}), &[], false, "policy default deny");
+    check_policy("user=zed", "stop", json!({}), &["production"], false, "line 5 (deny * stop * production)");
+    check_policy("user=zed", "stop", json!({}), &["staging"], true, "line 6");
+    check_policy("user=dave", "start", json!({"role": "db"}), &[], true, "line 7");
+    check_policy("user=dave", "start", json!({"env": "dev"}), &[], true, "line 7");
+    check_policy("user=dave", "start", json!({"env": "prod"}), &[], false, "default deny");
+    check_policy("user=erin", "status", json!({}), &["nginx"], true, "line 8");
+    check_policy("user=erin", "status", json!({}), &[], false, "default deny");
+}
+
+#[test]
+fn agents_without_a_policy_get_the_unconfigured_setting() {
+    let node = inventory(json!({}), &[]);
+    let open = Authorization::default();
+    assert!(open.decide("user=anyone", "hello", "greet", &node).allowed);
+    let closed = Authorization::from_policies(Default::default(), baton::config::UnconfiguredPolicy::Deny);
+    let decision = closed.decide("user=anyone", "hello", "greet", &node);
+    assert!(!decision.allowed);
+    assert!(
+        decision.rule.contains("no policy file for agent hello; authorization.unconfigured = deny"),
+        "{}",
+        decision.rule
+    );
+}
+
+fn check_policy_error(text: &str, fragment: &str) {
+    let error = Policy::parse(text, Path::new("x.policy")).expect_err(text).to_string();
+    assert!(error.contains(fragment), "{text:?}: {error} lacks {fragment:?}");
+    assert!(error.contains("x.policy line"), "{error} names no file and line");
+}
+
+#[test]
+fn policy_mistakes_are_refused_naming_the_line() {
+    check_policy_error("policy default maybe\n", "expected \"policy default allow\"");
+    check_policy_error("# ok\npermit\t*\t*\t*\t*\n", "a rule starts with allow or deny");
+    check_policy_error("allow\t*\t*\n", "expected 4 or 5 tab-separated fields");
+    check_policy_error("allow\t*\t*\t(role=web\t*\n", "fact condition");
+    check_policy_error("allow\t*\t*\t*\tnot (\n", "class condition");
+}
+
+#[test]
+fn resource_files_parse_into_properties() {
+    let users = parse_passwd(
+        "# comment\nroot:x:0:0:root:/root:/bin/bash\ndeploy:x:1500:1500:Deploy:/srv/deploy:/bin/sh\nbroken line\n",
+    );
+    assert_eq!(users.len(), 2);
+    assert_eq!(
+        Value::Object(users["deploy"].clone()),
+        json!({"uid": 1500, "gid": 1500, "comment": "Deploy", "home": "/srv/deploy", "shell": "/bin/sh"})
+    );
+    let groups = parse_group("ops:x:1600:deploy,alice\nempty:x:1700:\n");
+    assert_eq!(Value::Object(groups["ops"].clone()), json!({"gid": 1600, "members": ["deploy", "alice"]}));
+    assert_eq!(Value::Object(groups["empty"].clone()), json!({"gid": 1700, "members": []}));
+    let hosts =
+        parse_hosts("127.0.0.1 localhost\n10.0.0.5\tdb.internal db # the database\n10.0.0.6 db.internal\n");
+    assert_eq!(
+        Value::Object(hosts["db.internal"].clone()),
+        json!({"ip": "10.0.0.5", "host_aliases": ["db"]}),
+        "the first entry wins"
+    );
+    let packages = parse_dpkg_status(
+        "Package: bash\nStatus: install ok installed\nVersion: 5.2-1\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1.0\n",
+    );
+    assert_eq!(packages.keys().collect::<Vec<_>>(), ["bash"]);
+    assert_eq!(packages["bash"]["ensure"], "5.2-1");
+}
+
+fn keys(name: &str, trusted: &[(&str, &Ed25519)]) -> Ed25519 {
+    let secret: [u8; 32] = rand::random();
+    Ed25519::from_keys(name, secret, trusted.iter().map(|(name, keys)| (name.to_string(), keys.public_key())))
+        .expect("valid keys")
+}
+
+#[test]
+fn ed25519_signatures_verify_only_with_the_named_trusted_key() {
+    let alice = keys("user=alice", &[]);
+    let mallory = keys("user=mallory", &[]);
+    let node = keys("web01", &[("user=alice", &alice)]);
+    let parts: [&[u8]; 2] = [b"request\0", b"payload"];
+    let signature = alice.sign(&parts);
+    assert!(node.verify("user=alice", &parts, &signature).is_ok());
+    assert!(node.verify("user=alice", &[b"request\0", b"payload!"], &signature).is_err(), "altered bytes");
+    assert!(
+        node.verify("user=alice", &parts, &mallory.sign(&parts)).is_err(),
+        "another key under alice's name"
+    );
+    assert!(node.verify("user=mallory", &parts, &mallory.sign(&parts)).is_err(), "an unknown key");
+    assert!(node.verify("user=alice", &parts, &signature[..10]).is_err(), "a truncated signature");
+    assert!(!format!("{alice:?}").contains("secret"), "Debug hides the key");
+}
+
+#[test]
+fn ed25519_key_files_load_and_bad_ones_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = baton::security::ed25519::generate("user=alice");
+    let key = dir.path().join("alice.key");
+    std::fs::write(&key, &private).expect("write");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let trusted = dir.path().join("trusted");
+    std::fs::create_dir(&trusted).expect("dir");
+    std::fs::write(trusted.join("alice.pub"), &public).expect("write");
+    let loaded = Ed25519::load(&key, &trusted).expect("the generated pair loads");
+    assert_eq!(loaded.key_id(), "user=alice");
+    assert_eq!(loaded.trusted_count(), 1);
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let error = Ed25519::load(&key, &trusted).expect_err("world-readable").to_string();
+    assert!(error.contains("chmod 600"), "{error}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    std::fs::write(trusted.join("again.pub"), &public).expect("write");
+    let error = Ed25519::load(&key, &trusted).expect_err("duplicate").to_string();
+    assert!(error.contains("both name \"user=alice\""), "{error}");
+    std::fs::write(trusted.join("again.pub"), "name = x\npublic = zz\n").expect("write");
+    let error = Ed25519::load(&key, &trusted).expect_err("bad hex").to_string();
+    assert!(error.contains("must be 64 hex digits"), "{error}");
+}
+
+fn request(caller: &str, agent: &str, action: &str, data: Value) -> Request {
+    Request {
+        id: new_request_id(),
+        sender: "tester".to_owned(),
+        caller: caller.to_owned(),
+        collective: "baton".to_owned(),
+        agent: agent.to_owned(),
+        action: action.to_owned(),
+        filter: FilterSpec::default(),
+        time_ms: now_ms(),
+        ttl_secs: 60,
+        reply_to: "baton.reply.test".to_owned(),
+        data: data.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+/// A pipeline on ed25519 keys, with a policy on rpcutil, and what its node trusts.
+fn ed25519_pipeline(policy: &str) -> (Pipeline, Arc<Stats>, Ed25519, Ed25519, Ed25519) {
+    let alice = keys("user=alice", &[]);
+    let bob = keys("user=bob", &[]);
+    let node = keys("node01", &[("user=alice", &alice), ("user=bob", &bob)]);
+    let registry = AgentRegistry::builtin();
+    let inventory = inventory(json!({"role": "web"}), &[]);
+    let stats = Arc::new(Stats::default());
+    let context = ActionContext {
+        identity: "node01".to_owned(),
+        collectives: vec!["baton".to_owned()].into(),
+        facts: Arc::new(inventory.facts().as_map().clone()),
+        classes: Vec::new().into(),
+        agents: registry.summaries().into(),
+        stats: stats.clone(),
+    };
+    let mut policies = std::collections::BTreeMap::new();
+    policies
+        .insert("rpcutil".to_owned(), Policy::parse(policy, Path::new("rpcutil.policy")).expect("policy"));
+    let authorization =
+        Arc::new(Authorization::from_policies(policies, baton::config::UnconfiguredPolicy::Allow));
+    let snapshot = NodeSnapshot { inventory, context, registry, authorization };
+    let settings = PipelineSettings {
+        identity: "node01".to_owned(),
+        max_message_bytes: 64 * 1024,
+        clock_skew: Duration::from_secs(30),
+        replay_capacity: 100,
+        action_timeout: Duration::from_secs(5),
+    };
+    let pipeline = Pipeline::new(
+        settings,
+        Arc::new(Security::Ed25519(Box::new(node.clone()))),
+        snapshot,
+        stats.clone(),
+        None,
+    );
+    (pipeline, stats, alice, bob, node)
+}
+
+fn handle(pipeline: &Pipeline, bytes: &[u8]) -> Option<Reply> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let sealed = runtime.block_on(pipeline.handle(bytes))?;
+    let envelope = baton::protocol::Envelope::decode(&sealed.bytes, 1 << 20).expect("envelope");
+    Some(baton::protocol::from_cbor(&envelope.payload, 1 << 20, "reply").expect("reply"))
+}
+
+#[test]
+fn the_pipeline_proves_callers_then_authorizes_then_validates() {
+    let (pipeline, stats, alice, bob, _node) =
+        ed25519_pipeline("policy default deny\nallow\tuser=alice\t*\t*\t*\nallow\tuser=bob\tping\t*\t*\n");
+    let seal =
+        |keys: &Ed25519, request: &Request| Security::Ed25519(Box::new(keys.clone())).seal_request(request);
+    let counter = |name: &str| {
+        use baton::agents::StatsSource;
+        stats.snapshot()[name].as_u64().unwrap_or(0)
+    };
+
+    let ok = handle(
+        &pipeline,
+        &seal(&alice, &request("user=alice", "rpcutil", "get_fact", json!({"fact": "role"}))),
+    );
+    assert_eq!(ok.map(|reply| reply.status), Some(StatusCode::Ok));
+
+    let denied =
+        handle(&pipeline, &seal(&bob, &request("user=bob", "rpcutil", "get_fact", json!({"fact": "role"}))))
+            .expect("answered");
+    assert_eq!(denied.status, StatusCode::Aborted);
+    assert!(
+        denied.status_message.starts_with("not authorized: user=bob may not run rpcutil#get_fact on node01"),
+        "{}",
+        denied.status_message
+    );
+    assert_eq!(counter("unauthorized"), 1);
+
+    // Bob signing a request that names Alice: refused before anything else, and not answered.
+    assert!(handle(&pipeline, &seal(&bob, &request("user=alice", "rpcutil", "ping", json!({})))).is_none());
+    assert_eq!(counter("bad_signature"), 1);
+
+    // A key the node does not trust at all.
+    let stranger = keys("user=eve", &[]);
+    let bytes = seal(&stranger, &request("user=eve", "rpcutil", "ping", json!({})));
+    assert!(handle(&pipeline, &bytes).is_none());
+    assert_eq!(counter("bad_signature"), 2);
+    let error = pipeline.security().open_request(&bytes, 1 << 20).expect_err("unknown key");
+    assert!(matches!(error, OpenError::UnknownKey { .. }), "{error:?}");
+
+    // Authorized, then validated: the node checks inputs against the definition.
+    let invalid = handle(
+        &pipeline,
+        &seal(&alice, &request("user=alice", "rpcutil", "get_fact", json!({"fact": "a b"}))),
+    )
+    .expect("answered");
+    assert_eq!(invalid.status, StatusCode::InvalidData);
+    assert!(invalid.status_message.contains("input \"fact\" must match"), "{}", invalid.status_message);
+    let undeclared =
+        handle(&pipeline, &seal(&alice, &request("user=alice", "rpcutil", "ping", json!({"x": 1}))))
+            .expect("answered");
+    assert_eq!(undeclared.status, StatusCode::InvalidData);
+    assert!(
+        undeclared.status_message.contains("rpcutil#ping has no input \"x\" (inputs: none)"),
+        "{}",
+        undeclared.status_message
+    );
+    assert_eq!(counter("invalid_input"), 2);
+}
