@@ -1,8 +1,10 @@
 //! Rollouts, exit codes, streaming, pipelines, the terminal and fire-and-forget, against a
 //! real broker and real nodes.
 //!
-//! The failing action is a real failure path on the nodes: `rpcutil reboot` does not exist,
-//! so every node that receives it answers status 2 (unknown action) and writes an audit line.
+//! The failing action is a real failure path on the nodes: `service status` (or `restart`) of
+//! a service that is not installed, so every node that receives it answers status 1 (aborted,
+//! "no such service") without changing anything, and writes an audit line. (An unknown action
+//! no longer reaches the nodes: the client checks actions against agent definitions first.)
 //! Silent nodes are real too: killed `batond` processes whose queues remain on the broker.
 //! Which nodes received a request is read from the nodes' own audit logs, never inferred from
 //! the client's output.
@@ -197,8 +199,9 @@ fn max_failures_stops_the_rollout_and_later_batches_never_receive_the_request() 
     // Batch 1 fails on all 3 nodes: 3 failures exceed 2, so batches 2 to 4 are never sent.
     let output = fleet.baton(&[
         "rpc",
-        "rpcutil",
-        "reboot",
+        "service",
+        "status",
+        "service=baton-absent",
         "--batch",
         "3",
         "--batch-sleep",
@@ -221,16 +224,21 @@ fn max_failures_stops_the_rollout_and_later_batches_never_receive_the_request() 
     assert_eq!(skipped, ["n04", "n05", "n06", "n07", "n08", "n09", "n10", "n11", "n12"]);
     assert_eq!(strings(&document["targeted"]).len(), 12);
     for reply in document["replies"].as_array().expect("replies") {
-        assert_eq!(reply["status"], 2, "{reply}");
+        assert_eq!(reply["status"], 1, "{reply}");
     }
-    assert_eq!(nodes_that_saw(&fleet, "rpcutil", "reboot"), first_batch, "only batch 1 ever received reboot");
+    assert_eq!(
+        nodes_that_saw(&fleet, "service", "status"),
+        first_batch,
+        "only batch 1 ever received the request"
+    );
 
     // A percentage, and failures counted across batches: 25% of 12 tolerates 3; batch 1
     // brings 2 failures, batch 2 brings the 4th, so batch 3 is never sent.
     let output = fleet.baton(&[
         "rpc",
-        "rpcutil",
-        "halt",
+        "service",
+        "restart",
+        "service=baton-absent",
         "--batch",
         "2",
         "--batch-sleep",
@@ -244,13 +252,14 @@ fn max_failures_stops_the_rollout_and_later_batches_never_receive_the_request() 
     assert_eq!(document["batches"].as_array().map(Vec::len), Some(2), "{document}");
     assert_eq!(document["stopped"]["failures"], 4);
     assert_eq!(document["stopped"]["max_failures"], 3);
-    assert_eq!(nodes_that_saw(&fleet, "rpcutil", "halt"), ["n01", "n02", "n03", "n04"]);
+    assert_eq!(nodes_that_saw(&fleet, "service", "restart"), ["n01", "n02", "n03", "n04"]);
 
     // People see why it stopped, and which nodes were skipped.
     let human = fleet.baton(&[
         "rpc",
-        "rpcutil",
-        "shutdown",
+        "service",
+        "stop",
+        "service=baton-absent",
         "--batch",
         "6",
         "--batch-sleep",
@@ -267,7 +276,7 @@ fn max_failures_stops_the_rollout_and_later_batches_never_receive_the_request() 
     );
     assert!(human.stdout.contains("Skipped 6 node(s), never sent the request"), "{human:?}");
     assert!(human.stdout.contains("n07") && human.stdout.contains("n12"), "{human:?}");
-    assert!(human.stdout.contains("Unknown Action"), "failures are listed per node: {human:?}");
+    assert!(human.stdout.contains("Request Aborted"), "failures are listed per node: {human:?}");
     assert!(human.stdout.contains("Finished processing 6 / 12 nodes in"), "{human:?}");
 }
 
@@ -316,7 +325,11 @@ fn every_exit_code_comes_with_one_valid_json_document() {
         document
     };
     check(&fleet.baton(&["rpc", "rpcutil", "ping", "--json"]), 0, "all OK");
-    check(&fleet.baton(&["rpc", "rpcutil", "reboot", "-I", "web01", "--json"]), 1, "a failure");
+    check(
+        &fleet.baton(&["rpc", "service", "status", "service=baton-absent", "-I", "web01", "--json"]),
+        1,
+        "a failure",
+    );
     check(
         &fleet.baton(&[
             "rpc",
@@ -441,8 +454,9 @@ fn discover_then_act_and_retry_only_what_failed() {
     // A rollout that stops: 3 failed, 9 skipped. Retry each set on its own.
     let stopped = fleet.baton(&[
         "rpc",
-        "rpcutil",
-        "reboot",
+        "service",
+        "status",
+        "service=baton-absent",
         "--batch",
         "3",
         "--batch-sleep",
@@ -544,13 +558,13 @@ fn a_terminal_gets_the_progress_bar_and_colour_and_a_pipe_gets_plain_text() {
     assert!(piped.stdout.contains("Finished processing 12 / 12 nodes in"), "{piped:?}");
 
     // Failures are red on a terminal, and plain with NO_COLOR.
-    let failing = ["rpc", "rpcutil", "reboot", "-I", "n01", "--no-progress"];
+    let failing = ["rpc", "service", "status", "service=baton-absent", "-I", "n01", "--no-progress"];
     let (code, coloured) = in_terminal(&fleet, &failing, false);
     assert_eq!(code, 1, "{coloured}");
-    assert!(coloured.contains("\x1b[31mUnknown Action\x1b[0m"), "{coloured:?}");
+    assert!(coloured.contains("\x1b[31mRequest Aborted\x1b[0m"), "{coloured:?}");
     let (code, plain) = in_terminal(&fleet, &failing, true);
     assert_eq!(code, 1, "{plain}");
-    assert!(plain.contains("Unknown Action") && !plain.contains('\x1b'), "{plain:?}");
+    assert!(plain.contains("Request Aborted") && !plain.contains('\x1b'), "{plain:?}");
 }
 
 #[test]
@@ -571,7 +585,7 @@ fn fire_and_forget_replies_are_collected_later() {
     // request's three replies, which must stay in the queue for their own collection.
     let second = baton_env(
         &fleet,
-        &["rpc", "rpcutil", "reboot", "-I", "web01", "--reply-to", "later", "--json"],
+        &["rpc", "service", "status", "service=baton-absent", "-I", "web01", "--reply-to", "later", "--json"],
         &env,
         None,
     );
@@ -586,7 +600,7 @@ fn fire_and_forget_replies_are_collected_later() {
     assert_eq!(collected.code, 1, "the reply is a failure: {collected:?}");
     let document = collected.json();
     assert_eq!(document["stats"]["put_back"], 3, "{document}");
-    assert_eq!(document["requests"][0]["replies"][0]["status"], 2, "{document}");
+    assert_eq!(document["requests"][0]["replies"][0]["status"], 1, "{document}");
 
     let collected = baton_env(
         &fleet,
@@ -607,7 +621,7 @@ fn fire_and_forget_replies_are_collected_later() {
     // to, but its replies are still reported and set the exit code.
     let third = baton_env(
         &fleet,
-        &["rpc", "rpcutil", "reboot", "-I", "web02", "--reply-to", "later", "--json"],
+        &["rpc", "service", "status", "service=baton-absent", "-I", "web02", "--reply-to", "later", "--json"],
         &env,
         None,
     );
