@@ -5,6 +5,7 @@
 mod harness;
 
 mod agents;
+mod console;
 mod ed25519;
 mod fanout;
 mod hostile;

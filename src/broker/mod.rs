@@ -260,11 +260,14 @@ impl Broker {
         Ok(ReplyQueue { address, messages: subscription.messages })
     }
 
-    /// Console side: every registration published in `collective`.
+    /// Console side: every registration published in `collective`, through a private queue.
+    ///
+    /// The queue is named like a reply queue, `<collective>.reply.console-<uuid>`, because that
+    /// is the only kind of queue the broker lets a client user declare (`rabbitmq/definitions.json`).
     pub async fn subscribe_registrations(&self, collective: &str) -> Result<Subscription, BrokerError> {
         self.subscribe(SubscriptionKind::Registrations {
             collective: collective.to_string(),
-            queue: format!("{collective}.console.{}", uuid::Uuid::new_v4().simple()),
+            queue: format!("{collective}.reply.console-{}", uuid::Uuid::new_v4().simple()),
         })
         .await
     }

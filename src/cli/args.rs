@@ -148,6 +148,32 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Serve the web console: browse nodes, run actions from forms, clone resources, control Puppet.
+    #[command(after_help = CONSOLE_EXAMPLES)]
+    Console {
+        /// The address to listen on. Anything but a loopback address needs --users.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The users file (NAME:HASH lines); when given, everyone logs in.
+        #[arg(long, value_name = "FILE")]
+        users: Option<PathBuf>,
+        /// Add a user to --users (or change their password) and exit; the password is read
+        /// from standard input (prompted for, without echo, on a terminal).
+        #[arg(long, value_name = "NAME", requires = "users")]
+        add_user: Option<String>,
+        /// The SQLite file keeping nodes and job history (default:
+        /// $XDG_STATE_HOME/baton/console.sqlite).
+        #[arg(long, value_name = "FILE")]
+        database: Option<PathBuf>,
+        /// How often the nodes register (their registration.interval_secs); a node not heard
+        /// from for three intervals is shown as quiet.
+        #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        registration_interval: u64,
+        /// With security.scheme = "ed25519": a directory of users' private keys (user=NAME.key,
+        /// from baton keygen), so requests are signed as the logged-in user.
+        #[arg(long, value_name = "DIR")]
+        user_keys: Option<PathBuf>,
+    },
     /// Print a shell completion script for bash, zsh or fish.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions {
@@ -193,6 +219,15 @@ Examples:
   baton replies later --request \"$id\"
   baton replies later --wait 60 --json";
 
+const CONSOLE_EXAMPLES: &str = "\
+Examples:
+  baton console                                   (http://127.0.0.1:8080, no login)
+  baton console --users /etc/baton/console-users --add-user alice
+  baton console --listen 0.0.0.0:8443 --users /etc/baton/console-users
+  baton console --registration-interval 60 --database /var/lib/baton/console.sqlite
+
+Put it behind a TLS-terminating proxy when it listens beyond the machine (docs/CONSOLE.md).";
+
 const COMPLETIONS_EXAMPLES: &str = "\
 Examples:
   baton completions bash > /etc/bash_completion.d/baton
@@ -219,9 +254,10 @@ impl Command {
             | Command::Facts { output, .. }
             | Command::Agents { output, .. }
             | Command::Doc { output, .. } => output.clone(),
-            Command::Completions { .. } | Command::Man { .. } | Command::Keygen { .. } => {
-                OutputArgs::default()
-            }
+            Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Keygen { .. }
+            | Command::Console { .. } => OutputArgs::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod args;
+mod console;
 pub mod exit;
 pub mod extras;
 pub mod render;
@@ -71,6 +72,21 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
             agents::doc(cli, agent, collective.clone(), output).await
         }
         Command::Keygen { name, dir, force } => agents::keygen(cli, name.as_deref(), dir, *force),
+        Command::Console { listen, users, add_user, database, registration_interval, user_keys } => {
+            match (add_user, users) {
+                (Some(name), Some(users)) => console::add_user(users, name),
+                _ => {
+                    let options = crate::console::ConsoleOptions {
+                        listen: *listen,
+                        users: users.clone(),
+                        database: database.clone().unwrap_or_else(crate::console::default_database),
+                        registration_interval: Duration::from_secs(*registration_interval),
+                        user_keys: user_keys.clone(),
+                    };
+                    console::serve(cli, options).await
+                }
+            }
+        }
     }
 }
 

@@ -297,7 +297,9 @@ impl Client {
         ttl: Duration,
     ) -> Result<Vec<String>, ClientError> {
         let collective = &self.settings.collective;
-        let mut results = futures_util::stream::iter(nodes.iter().map(|node| {
+        // Each publish owns its node's name: a future borrowing it through a closure is not
+        // `Send` for every lifetime, and the console runs calls on spawned tasks.
+        let mut results = futures_util::stream::iter(nodes.iter().cloned().map(|node| {
             let destination = Destination::Node { collective: collective.clone(), identity: node.clone() };
             let broker = self.broker.clone();
             let body = bytes.to_vec();
@@ -307,7 +309,7 @@ impl Client {
         let mut unreachable = Vec::new();
         while let Some((node, result)) = results.next().await {
             if result? == Delivery::Unroutable {
-                unreachable.push(node.clone());
+                unreachable.push(node);
             }
         }
         Ok(unreachable)

@@ -1,0 +1,310 @@
+//! The web console in a real browser: real `batond` nodes, a real `baton console` process, and
+//! Debian's headless Chromium driven by Playwright (`integration/console/e2e.mjs`).
+//!
+//! The browser logs in, sees the registered nodes, filters them, runs an action from its form
+//! and watches the per-node results arrive, clones a user from one node onto two others (then
+//! this test finds it there through the CLI and in the nodes' files), and disables Puppet on
+//! one node and sees its status change (confirmed through the CLI too). A stopped node is then
+//! listed as not responding; after a restart the console still knows every node and its job
+//! history, and marks the stopped node quiet.
+//!
+//! Users, groups and hosts live under per-node roots (`agents.resource_root`), and Puppet's
+//! directories in the test's temporary tree, so nothing on the machine is touched.
+//!
+//! Needs `/usr/bin/chromium` and `npm ci` in `integration/console` (both done by `bin/test`).
+//! Without them the browser test is skipped with a message, unless `BATON_REQUIRE_BROWSER=1`
+//! (set by `bin/test`), which makes it fail instead.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{BatonOutput, Fleet, NodeSpec, repo_root};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const PASSWORD: &str = "correct horse battery staple";
+
+const BASE_PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n";
+const BASE_GROUP: &str = "root:x:0:\ndaemon:x:1:\n";
+const BASE_HOSTS: &str = "127.0.0.1\tlocalhost\n";
+
+/// Where the e2e script and its `node_modules` are, when the browser test can run.
+fn browser_setup() -> Option<PathBuf> {
+    let dir = repo_root().join("integration/console");
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).exists() {
+        missing.push(format!("{CHROMIUM} (apt-get install chromium)"));
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        missing.push(format!("playwright-core (cd {} && npm ci)", dir.display()));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        missing.push("node (apt-get install nodejs)".to_owned());
+    }
+    if missing.is_empty() {
+        return Some(dir);
+    }
+    let message = format!("the console's browser test needs: {}", missing.join(", "));
+    if std::env::var("BATON_REQUIRE_BROWSER").is_ok_and(|value| value == "1") {
+        panic!("{message} (BATON_REQUIRE_BROWSER=1; bin/test installs them)");
+    }
+    eprintln!("SKIPPED: {message}; bin/test installs them and sets BATON_REQUIRE_BROWSER=1");
+    None
+}
+
+fn prepare_root(root: &Path, passwd: &str, group: &str) {
+    std::fs::create_dir_all(root.join("etc")).expect("etc");
+    std::fs::write(root.join("etc/passwd"), passwd).expect("passwd");
+    std::fs::write(root.join("etc/group"), group).expect("group");
+    std::fs::write(root.join("etc/hosts"), BASE_HOSTS).expect("hosts");
+    std::fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").expect("shadow");
+}
+
+/// The agents' settings of one node: its own resource root and Puppet directories.
+fn node_config(dir: &Path, identity: &str) -> String {
+    let puppet = dir.join("puppet").join(identity);
+    let args: Vec<String> = ["confdir", "vardir", "codedir", "logdir", "rundir", "publicdir"]
+        .iter()
+        .flat_map(|setting| [format!("--{setting}"), puppet.join(setting).display().to_string()])
+        .collect();
+    format!(
+        "[registration]\ninterval_secs = 2\n\n[agents]\nresource_root = {root:?}\n\n[agents.puppet]\nmanifest = {manifest:?}\nextra_args = {args:?}\n",
+        root = dir.join("roots").join(identity).display().to_string(),
+        manifest = dir.join("site.pp").display().to_string(),
+    )
+}
+
+/// A running `baton console`, stopped when dropped.
+struct ConsoleProcess {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl ConsoleProcess {
+    fn start(config: &Path, dir: &Path, extra: &[&str]) -> ConsoleProcess {
+        let log = dir.join(format!("console-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+        command
+            .arg("--config")
+            .arg(config)
+            .args(["console", "--listen", "127.0.0.1:0", "--database"])
+            .arg(dir.join("console.sqlite"))
+            .args(extra)
+            .env("BATON_LOG", "info,lapin=error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("console log"));
+        let mut child = command.spawn().expect("spawn baton console");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split("listening on ").nth(1) {
+                let url = rest.split_whitespace().next().expect("url").trim_end_matches('/').to_owned();
+                return ConsoleProcess { child, url, log };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("baton console exited with {status}:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "baton console did not start listening:\n{text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ConsoleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs one phase of the browser script against the console; panics with its output on failure.
+fn browser(script_dir: &Path, console: &ConsoleProcess, phase: &str, expectations: &Value) {
+    let mut command = Command::new("node");
+    command
+        .arg(script_dir.join("e2e.mjs"))
+        .arg(phase)
+        .env("BATON_CONSOLE_URL", &console.url)
+        .env("BATON_CONSOLE_USER", "alice")
+        .env("BATON_CONSOLE_PASSWORD", PASSWORD)
+        .env("BATON_E2E_EXPECT", expectations.to_string())
+        .env("BATON_CHROMIUM", CHROMIUM)
+        .current_dir(script_dir);
+    if let Ok(screenshots) = std::env::var("BATON_SCREENSHOTS") {
+        // Relative to the repository, whatever directory the test runs in.
+        command.env("BATON_SCREENSHOTS", repo_root().join(screenshots));
+    }
+    let output = command.output().expect("run node e2e.mjs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser phase {phase} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n--- console log ---\n{}",
+        output.status,
+        console.log()
+    );
+    eprintln!("browser phase {phase}:\n{stdout}");
+}
+
+fn reply_of(output: &BatonOutput, node: &str) -> Value {
+    let document = output.json();
+    document["replies"]
+        .as_array()
+        .and_then(|replies| replies.iter().find(|reply| reply["node"] == node).cloned())
+        .unwrap_or_else(|| panic!("no reply from {node}: {output:?}"))
+}
+
+#[test]
+fn the_console_manages_real_nodes_in_a_browser() {
+    let Some(script_dir) = browser_setup() else { return };
+    assert!(
+        Command::new("puppet").arg("--version").output().is_ok_and(|output| output.status.success()),
+        "puppet is not installed: apt-get install puppet (bin/test installs it)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let roots = dir.path().join("roots");
+    prepare_root(
+        &roots.join("web01"),
+        &format!("{BASE_PASSWD}deploy:x:1500:1500:Deploy user:/srv/deploy:/bin/bash\n"),
+        &format!("{BASE_GROUP}deploy:x:1500:\n"),
+    );
+    for identity in ["web02", "db01"] {
+        prepare_root(&roots.join(identity), BASE_PASSWD, BASE_GROUP);
+    }
+    std::fs::write(dir.path().join("site.pp"), "notify { 'baton console test': }\n").expect("manifest");
+    let spec = |identity: &str, role: &str, classes: &[&str]| {
+        let config = node_config(dir.path(), identity);
+        NodeSpec::new(identity, json!({"role": role, "datacenter": "ams1"}), classes).with_config(&config)
+    };
+    let specs = vec![
+        spec("web01", "web", &["nginx", "role::web"]),
+        spec("web02", "web", &["nginx", "role::web"]),
+        spec("db01", "db", &["postgresql", "role::db"]),
+    ];
+    let dir_path = dir.path().to_owned();
+    let mut fleet = Fleet::start_in(dir, None, specs);
+    let config = fleet.client_config("");
+
+    let users = dir_path.join("console-users");
+    let added = crate::harness::run_baton(
+        &config,
+        &["console", "--users", users.to_str().expect("utf-8 path"), "--add-user", "alice"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert_eq!(added.code, 0, "{added:?}");
+    let users_text = std::fs::read_to_string(&users).expect("users file");
+    assert!(users_text.starts_with("alice:pbkdf2-sha256$"), "{users_text}");
+    assert!(!users_text.contains(PASSWORD), "the password is stored hashed only");
+
+    let users_arg = users.to_str().expect("utf-8 path");
+    let console =
+        ConsoleProcess::start(&config, &dir_path, &["--users", users_arg, "--registration-interval", "30"]);
+    browser(
+        &script_dir,
+        &console,
+        "main",
+        &json!({
+            "nodes": ["db01", "web01", "web02"],
+            "web": ["web01", "web02"],
+            "clone": {"type": "user", "title": "deploy", "source": "web01", "targets": ["db01", "web02"]},
+            "disable": {"node": "web02", "message": "kernel upgrade in progress"},
+        }),
+    );
+
+    // The clone is on both targets, as the CLI sees it, and in their files.
+    let found = fleet.baton(&[
+        "rpc",
+        "resource",
+        "find",
+        "type=user",
+        "title=deploy",
+        "-I",
+        "web02",
+        "-I",
+        "db01",
+        "--json",
+    ]);
+    assert_eq!(found.code, 0, "{found:?}");
+    for node in ["web02", "db01"] {
+        let reply = reply_of(&found, node);
+        assert_eq!(reply["data"]["exists"], true, "{node}: {reply}");
+        assert_eq!(
+            reply["data"]["properties"],
+            json!({"uid": 1500, "gid": 1500, "comment": "Deploy user", "home": "/srv/deploy", "shell": "/bin/bash"}),
+            "{node}"
+        );
+        let passwd = std::fs::read_to_string(roots.join(node).join("etc/passwd")).expect("passwd");
+        assert!(passwd.contains("deploy:x:1500:1500:Deploy user:/srv/deploy:/bin/bash"), "{node}: {passwd}");
+    }
+
+    // Puppet is disabled on web02 only, with the message typed in the browser.
+    let status =
+        fleet.baton(&["rpc", "puppet", "status", "-I", "web02", "-I", "web01", "-t", "120", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let web02 = reply_of(&status, "web02");
+    assert_eq!(web02["data"]["status"], "disabled", "{web02}");
+    assert_eq!(web02["data"]["disable_message"], "kernel upgrade in progress", "{web02}");
+    assert_eq!(reply_of(&status, "web01")["data"]["enabled"], true, "{status:?}");
+
+    // Requests named the logged-in user as caller, as the nodes' audit logs show.
+    let audit = fleet.node("web02").audit_lines();
+    assert!(
+        audit.iter().any(|line| line["caller"] == "user=alice" && line["agent"] == "puppet"),
+        "no puppet request by user=alice in web02's audit log: {audit:?}"
+    );
+
+    // A node that stops answering is listed as not responding.
+    fleet.kill("db01");
+    browser(&script_dir, &console, "silent", &json!({"silent": "db01"}));
+
+    // After a restart the console still knows every node and its history; the stopped node
+    // goes quiet (the interval is now 1 s, so three seconds without a registration).
+    drop(console);
+    let console =
+        ConsoleProcess::start(&config, &dir_path, &["--users", users_arg, "--registration-interval", "1"]);
+    browser(
+        &script_dir,
+        &console,
+        "restart",
+        &json!({"nodes": ["db01", "web01", "web02"], "quiet": "db01", "history": ["puppet#disable", "resource#create", "rpcutil#get_fact"]}),
+    );
+}
+
+#[test]
+fn the_console_refuses_to_listen_beyond_loopback_without_a_login() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("client.toml");
+    // The broker is never contacted: the refusal comes first.
+    let psk = dir.path().join("psk");
+    std::fs::write(&psk, uuid::Uuid::new_v4().simple().to_string()).expect("psk");
+    std::fs::write(
+        &config,
+        format!(
+            "identity = \"tester\"\ncaller = \"user=tester\"\n[broker]\nurls = [\"amqp://127.0.0.1:1/baton\"]\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n"
+        ),
+    )
+    .expect("config");
+    let output = crate::harness::run_baton(&config, &["console", "--listen", "0.0.0.0:0"], None);
+    assert_eq!(output.code, 2, "{output:?}");
+    assert!(output.stderr.contains("refusing to listen on 0.0.0.0:0 without a login"), "{output:?}");
+
+    let users = dir.path().join("users");
+    let mut file = std::fs::File::create(&users).expect("users");
+    writeln!(file, "# nobody yet").expect("write");
+    let output = crate::harness::run_baton(
+        &config,
+        &["console", "--listen", "0.0.0.0:0", "--users", users.to_str().expect("utf-8")],
+        None,
+    );
+    assert_eq!(output.code, 2, "{output:?}");
+    assert!(output.stderr.contains("has no users"), "{output:?}");
+}

@@ -1,0 +1,297 @@
+// Drives Baton's web console in Debian's headless Chromium (run by integration/console.rs).
+//
+//   node e2e.mjs main|silent|restart
+//
+// Environment: BATON_CONSOLE_URL, BATON_CONSOLE_USER, BATON_CONSOLE_PASSWORD, BATON_CHROMIUM,
+// BATON_E2E_EXPECT (JSON: what this phase should find), and optionally BATON_SCREENSHOTS (a
+// directory for PNGs of the main views). Exits non-zero, saying which step failed, on failure.
+
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const phase = process.argv[2];
+const url = process.env.BATON_CONSOLE_URL;
+const expect = JSON.parse(process.env.BATON_E2E_EXPECT || "{}");
+const screenshots = process.env.BATON_SCREENSHOTS;
+const WAIT = 60_000;
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+async function step(name, body) {
+  const started = Date.now();
+  try {
+    await body();
+  } catch (error) {
+    error.message = `step "${name}": ${error.message}`;
+    throw error;
+  }
+  console.log(`ok  ${name} (${Date.now() - started} ms)`);
+}
+
+async function shot(page, name) {
+  if (!screenshots) return;
+  mkdirSync(screenshots, { recursive: true });
+  await page.screenshot({ path: join(screenshots, `${name}.png`), fullPage: true });
+  console.log(`    screenshot ${name}.png`);
+}
+
+// The identities of the rows of a table body, in order.
+async function rowNodes(page, selector) {
+  return page.$$eval(selector, (rows) => rows.map((row) => row.dataset.node));
+}
+
+// Waits until the rows name exactly these nodes: in this order, or in any order (`sorted`:
+// results are shown in the order they arrive).
+async function waitForRows(page, selector, expected, { sorted = false } = {}) {
+  const wanted = expected.join(",");
+  try {
+    await page.waitForFunction(
+      ([selector, wanted, sorted]) => {
+        const nodes = [...document.querySelectorAll(selector)].map((row) => row.dataset.node);
+        return (sorted ? nodes.sort() : nodes).join(",") === wanted;
+      },
+      [selector, wanted, sorted],
+      { timeout: WAIT },
+    );
+  } catch (error) {
+    throw new Error(`expected rows ${wanted} in ${selector}, have ${(await rowNodes(page, selector)).join(",")}`);
+  }
+}
+
+async function applyFilter(page, fields) {
+  for (const key of ["identity", "class", "fact", "agent", "select"]) {
+    await page.fill(`#filter-${key}`, fields[key] || "");
+  }
+  await page.click("#filter-apply");
+}
+
+async function openTab(page, name) {
+  await page.click(`.tabs button[data-tab="${name}"]`);
+  await page.waitForSelector(`#tab-${name}:not([hidden])`);
+}
+
+async function login(page) {
+  await page.goto(url);
+  await page.waitForSelector("#login-view:not([hidden])", { timeout: WAIT });
+  await page.fill("#login-user", process.env.BATON_CONSOLE_USER);
+  await page.fill("#login-password", process.env.BATON_CONSOLE_PASSWORD);
+  await page.click("#login-form button[type=submit]");
+  await page.waitForSelector("#app:not([hidden])", { timeout: WAIT });
+  const who = await page.textContent("#who");
+  check(who.includes(process.env.BATON_CONSOLE_USER), `the header says ${JSON.stringify(who)}`);
+}
+
+// Runs the form of the advanced tasks tab and waits for the job to finish.
+async function runTask(page, agent, action, inputs) {
+  await openTab(page, "tasks");
+  await page.selectOption("#task-agent", agent);
+  await page.selectOption("#task-action", action);
+  for (const [name, value] of Object.entries(inputs)) {
+    await page.fill(`#input-${name}`, value);
+  }
+  await page.click("#task-run");
+  await page.waitForSelector("#task-output[data-state]", { timeout: WAIT * 2 });
+}
+
+async function main(page) {
+  await step("a wrong password is refused", async () => {
+    await page.goto(url);
+    await page.waitForSelector("#login-view:not([hidden])", { timeout: WAIT });
+    await shot(page, "login");
+    await page.fill("#login-user", process.env.BATON_CONSOLE_USER);
+    await page.fill("#login-password", "not the password");
+    await page.click("#login-form button[type=submit]");
+    await page.waitForSelector("#login-error:not([hidden])");
+    check((await page.textContent("#login-error")).includes("wrong user name or password"), "no refusal shown");
+  });
+
+  await step("log in", () => login(page));
+
+  await step("see the registered nodes", async () => {
+    await waitForRows(page, "#node-table tbody tr", expect.nodes);
+    const states = await page.$$eval("#node-table tbody tr td:nth-child(2)", (cells) => cells.map((cell) => cell.textContent));
+    check(states.every((state) => state === "live"), `node states: ${states}`);
+    const facts = await page.textContent('#node-table tbody tr[data-node="web01"]');
+    check(facts.includes("role=web") && facts.includes("nginx") && facts.includes("puppet"), `web01 row: ${facts}`);
+    await shot(page, "nodes");
+  });
+
+  await step("filter the nodes with the CLI's filter language", async () => {
+    await applyFilter(page, { fact: "role=web" });
+    await waitForRows(page, "#node-table tbody tr", expect.web);
+    await applyFilter(page, { identity: "/^db/" });
+    await waitForRows(page, "#node-table tbody tr", ["db01"]);
+    await applyFilter(page, { select: "nginx and not datacenter=lhr1" });
+    await waitForRows(page, "#node-table tbody tr", expect.web);
+    await applyFilter(page, { select: "role=web and (" });
+    await page.waitForSelector("#filter-error:not([hidden])");
+    await applyFilter(page, { class: "role::web" });
+    await waitForRows(page, "#node-table tbody tr", expect.web);
+    check((await page.textContent("#filter-error")) === "", "the error is gone once the filter is valid");
+    check((await page.textContent("#selection")).startsWith("2 nodes selected"), await page.textContent("#selection"));
+  });
+
+  await step("inputs are checked as the CLI checks them", async () => {
+    await openTab(page, "tasks");
+    await page.selectOption("#task-agent", "rpcutil");
+    await page.selectOption("#task-action", "get_fact");
+    await page.fill("#input-fact", "");
+    await page.click("#task-run");
+    await page.waitForSelector("#task-error:not([hidden])");
+    const error = await page.textContent("#task-error");
+    check(error.includes('input "fact" is required by rpcutil#get_fact'), error);
+  });
+
+  await step("a forged request is refused", async () => {
+    const status = await page.evaluate(async () => {
+      const response = await fetch("/api/jobs", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ agent: "rpcutil", action: "ping" }),
+      });
+      return response.status;
+    });
+    check(status === 403, `a POST without the CSRF token got ${status}`);
+  });
+
+  await step("run an action from its form and watch the results arrive", async () => {
+    await runTask(page, "rpcutil", "get_fact", { fact: "role" });
+    await waitForRows(page, "#task-output tbody tr", expect.web, { sorted: true });
+    for (const node of expect.web) {
+      const row = await page.textContent(`#task-output tbody tr[data-node="${node}"]`);
+      check(row.includes("OK") && row.includes("value: web"), `${node}: ${row}`);
+    }
+    check((await page.getAttribute("#task-output", "data-state")) === "finished", "job not finished");
+    const aggregate = await page.textContent("#task-output .aggregates");
+    check(aggregate.includes("web: 2"), `aggregate: ${aggregate}`);
+    const silent = await page.textContent("#task-output .no-response");
+    check(silent.includes("Every targeted node answered"), silent);
+    await shot(page, "task-results");
+  });
+
+  await step("find a user on one node and clone it onto two others", async () => {
+    const clone = expect.clone;
+    await applyFilter(page, {});
+    await waitForRows(page, "#node-table tbody tr", expect.nodes);
+    await openTab(page, "resources");
+    await page.selectOption("#resource-type", clone.type);
+    await page.click("#resource-browse");
+    const row = `#resource-table tbody tr[data-resource="${clone.title}"]`;
+    await page.waitForSelector(row, { timeout: WAIT });
+    check((await page.getAttribute(row, "data-differs")) === "yes", "the nodes differ before the clone");
+    await page.click(`${row} button`);
+    await page.waitForSelector("#clone-form:not([hidden])");
+    check((await page.inputValue("#clone-source")) === clone.source, "the source is the node that has it");
+    const targets = await page.$$eval("#clone-targets input:checked", (boxes) => boxes.map((box) => box.value).sort());
+    check(targets.join(",") === clone.targets.join(","), `targets offered: ${targets}`);
+    await page.click("#clone-run");
+    await page.waitForSelector("#clone-output[data-state=finished]", { timeout: WAIT });
+    await waitForRows(page, "#clone-output tbody tr", clone.targets, { sorted: true });
+    for (const node of clone.targets) {
+      const status = await page.getAttribute(`#clone-output tbody tr[data-node="${node}"]`, "data-status");
+      check(status === "0", `${node}: status ${status}`);
+    }
+    await page.click("#resource-browse");
+    await page.waitForFunction(
+      (row) => document.querySelector(row)?.dataset.differs === "no",
+      row,
+      { timeout: WAIT },
+    );
+    await shot(page, "resources");
+  });
+
+  await step("disable Puppet on one node and see its status change", async () => {
+    const { node, message } = expect.disable;
+    await openTab(page, "puppet");
+    await page.click("#puppet-refresh");
+    await page.waitForFunction(
+      () => [...document.querySelectorAll('#puppet-table [data-field="status"]')].length === 3,
+      null,
+      { timeout: WAIT * 2 },
+    );
+    check((await page.textContent(`#puppet-table tr[data-node="${node}"] [data-field="status"]`)) === "idling", "idling first");
+    await page.uncheck("#puppet-all");
+    await page.check(`#puppet-table tr[data-node="${node}"] input[type=checkbox]`);
+    await page.fill("#puppet-message", message);
+    await page.click("#puppet-disable");
+    await page.waitForFunction(
+      (node) => document.querySelector(`#puppet-table tr[data-node="${node}"] [data-field="status"]`)?.textContent === "disabled",
+      node,
+      { timeout: WAIT * 2 },
+    );
+    const shown = await page.textContent(`#puppet-table tr[data-node="${node}"] [data-field="message"]`);
+    check(shown === message, `message shown: ${shown}`);
+    const others = await page.$$eval(`#puppet-table tbody tr:not([data-node="${node}"]) [data-field="status"]`, (cells) => cells.map((cell) => cell.textContent));
+    check(others.every((status) => status === "idling"), `the other nodes: ${others}`);
+    await shot(page, "puppet");
+  });
+
+  await step("the history lists who asked what of whom", async () => {
+    await openTab(page, "history");
+    await page.waitForSelector("#history-table tbody tr");
+    const text = await page.textContent("#history-table tbody");
+    for (const what of ["puppet#disable", "resource#create", "resource#find", "rpcutil#get_fact"]) {
+      check(text.includes(what), `history lacks ${what}: ${text}`);
+    }
+    check(text.includes(process.env.BATON_CONSOLE_USER), "history names the user");
+    await page.click("#history-table tbody tr >> text=resource#create");
+    await page.waitForSelector("#history-detail tbody tr");
+    await shot(page, "history");
+  });
+}
+
+async function silent(page) {
+  await step("log in", () => login(page));
+  await step("a stopped node is listed as not responding", async () => {
+    await runTask(page, "rpcutil", "ping", {});
+    await page.waitForSelector("#task-output[data-state=finished]", { timeout: WAIT });
+    const silentText = await page.textContent("#task-output .no-response");
+    const unreachable = await page.$(`#task-output tbody tr[data-node="${expect.silent}"][data-status="unreachable"]`);
+    check(silentText.includes(expect.silent) || unreachable !== null, `no-response: ${silentText}`);
+    await shot(page, "no-response");
+  });
+}
+
+async function restart(page) {
+  await step("log in again", () => login(page));
+  await step("the nodes are remembered and the stopped one goes quiet", async () => {
+    await waitForRows(page, "#node-table tbody tr", expect.nodes);
+    await page.waitForSelector(`#node-table tbody tr.quiet[data-node="${expect.quiet}"]`, { timeout: WAIT });
+  });
+  await step("the history is remembered", async () => {
+    await openTab(page, "history");
+    await page.waitForSelector("#history-table tbody tr");
+    const text = await page.textContent("#history-table tbody");
+    for (const what of expect.history) check(text.includes(what), `history lacks ${what}: ${text}`);
+  });
+}
+
+const phases = { main, silent, restart };
+if (!phases[phase]) {
+  console.error(`usage: node e2e.mjs ${Object.keys(phases).join("|")}`);
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: process.env.BATON_CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+});
+const page = await browser.newPage({ viewport: { width: 1360, height: 860 } });
+page.setDefaultTimeout(WAIT);
+const messages = [];
+page.on("console", (message) => messages.push(`console.${message.type()}: ${message.text()}`));
+page.on("pageerror", (error) => messages.push(`page error: ${error.message}`));
+let failed = false;
+try {
+  await phases[phase](page);
+} catch (error) {
+  failed = true;
+  console.error(error.stack || String(error));
+  console.error(messages.join("\n"));
+  if (screenshots) await shot(page, `failure-${phase}`).catch(() => {});
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);

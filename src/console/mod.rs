@@ -1,0 +1,195 @@
+//! `baton console`: live management of the fleet in a browser.
+//!
+//! The console sits beside the CLI, above [`crate::client`]: it sends the same requests through
+//! the same client, so its results are accounted exactly as `baton rpc`'s are. Its parts:
+//! `registry` (the nodes, from the registration exchange), `jobs` (requests sent for a user,
+//! with their live results), `store` (SQLite: nodes and job history across restarts), `auth`
+//! (users, sessions, forgery checks) and `server` (axum: the embedded page and its API).
+//!
+//! Safe by default: it listens on 127.0.0.1, and refuses to listen anywhere else without a
+//! users file, so that nobody reaches it without logging in.
+
+pub mod auth;
+pub mod jobs;
+pub mod registry;
+pub mod server;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::agents::catalog::Catalog;
+use crate::broker::{Broker, ConnectMode};
+use crate::config::ClientConfig;
+
+/// How `baton console` was asked to run.
+#[derive(Debug, Clone)]
+pub struct ConsoleOptions {
+    pub listen: SocketAddr,
+    /// The users file; when given, everyone must log in.
+    pub users: Option<PathBuf>,
+    /// The SQLite file for nodes and job history.
+    pub database: PathBuf,
+    /// How often nodes register (their `registration.interval_secs`).
+    pub registration_interval: Duration,
+    /// With `ed25519`: a directory of users' private keys (`user=NAME.key`), to sign as them.
+    pub user_keys: Option<PathBuf>,
+}
+
+/// Why the console did not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error(
+        "refusing to listen on {0} without a login: give --users FILE (add users with: baton console --users FILE --add-user NAME), or listen on 127.0.0.1"
+    )]
+    NoLogin(SocketAddr),
+    #[error("the users file {0} has no users (add one with: baton console --users FILE --add-user NAME)")]
+    NoUsers(PathBuf),
+    #[error("--user-keys only applies with security.scheme = \"ed25519\"")]
+    UserKeysWithoutEd25519,
+    #[error(transparent)]
+    Users(#[from] auth::UsersError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: SocketAddr, source: std::io::Error },
+    #[error("the web server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl ConsoleError {
+    /// Whether the operator must change the command line or files (exit 2), rather than a
+    /// broker or the network failing (exit 5).
+    pub fn is_usage(&self) -> bool {
+        match self {
+            ConsoleError::Client(error) => error.is_usage(),
+            ConsoleError::Listen { .. } | ConsoleError::Serve(_) => false,
+            _ => true,
+        }
+    }
+}
+
+/// The default database: `$XDG_STATE_HOME/baton/console.sqlite`, or under `~/.local/state`.
+pub fn default_database() -> PathBuf {
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|value| !value.is_empty()) {
+        Some(state) => PathBuf::from(state),
+        None => std::env::var_os("HOME")
+            .map_or_else(|| PathBuf::from("."), |home| PathBuf::from(home).join(".local/state")),
+    };
+    base.join("baton/console.sqlite")
+}
+
+/// Runs the console until `shutdown` resolves. `on_listening` is told the address once the
+/// server listens (the port, when 0 was asked for).
+pub async fn run(
+    config: ClientConfig,
+    options: ConsoleOptions,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ConsoleError> {
+    let users = match &options.users {
+        Some(path) => {
+            let users = auth::Users::load(path)?;
+            if users.is_empty() {
+                return Err(ConsoleError::NoUsers(path.clone()));
+            }
+            Some(users)
+        }
+        None if !options.listen.ip().is_loopback() => return Err(ConsoleError::NoLogin(options.listen)),
+        None => None,
+    };
+    let security = Arc::new(config.security.load_security().map_err(crate::client::ClientError::from)?);
+    if options.user_keys.is_some() && !security.proves_callers() {
+        return Err(ConsoleError::UserKeysWithoutEd25519);
+    }
+    if users.is_some() && security.proves_callers() && options.user_keys.is_none() {
+        warn!(
+            key = %security.key_id(),
+            "ed25519 without --user-keys: requests are signed with the console's own key, so nodes see it as the caller"
+        );
+    }
+    let store = Arc::new(store::Store::open(&options.database)?);
+    let registry =
+        Arc::new(registry::Registry::load(&config.collective, store.clone(), options.registration_interval)?);
+    let settings = crate::config::broker_settings(
+        &config.broker,
+        &config.tls,
+        format!("baton console {}", config.identity),
+    )
+    .map_err(crate::client::ClientError::from)?;
+    let broker =
+        Broker::connect(settings, ConnectMode::FailFast).await.map_err(crate::client::ClientError::from)?;
+
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut stop_registry = stop.subscribe();
+    let follower = tokio::spawn(registry::follow(
+        registry.clone(),
+        broker.clone(),
+        security.clone(),
+        config.broker.max_message_bytes,
+        async move {
+            let _ = stop_registry.recv().await;
+        },
+    ));
+
+    let (catalog, problems) = Catalog::load(config.definitions_dir.as_deref());
+    for problem in problems {
+        warn!(%problem, "agent definition not loaded");
+    }
+    let hosts = if options.listen.ip().is_loopback() {
+        auth::AllowedHosts::Loopback { port: options.listen.port() }
+    } else {
+        auth::AllowedHosts::Any
+    };
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ConsoleError::Listen { address: options.listen, source })?;
+    let address =
+        listener.local_addr().map_err(|source| ConsoleError::Listen { address: options.listen, source })?;
+    let hosts = match hosts {
+        auth::AllowedHosts::Loopback { .. } => auth::AllowedHosts::Loopback { port: address.port() },
+        any => any,
+    };
+    let console = Arc::new(server::Console {
+        users,
+        sessions: auth::Sessions::default(),
+        anonymous_csrf: auth::random_token(),
+        hosts,
+        registry: registry.clone(),
+        jobs: jobs::Jobs::new(
+            config.clone(),
+            broker.clone(),
+            security,
+            options.user_keys.clone(),
+            catalog,
+            registry,
+            store.clone(),
+        ),
+        store,
+        collective: config.collective.clone(),
+        registration_interval: options.registration_interval,
+    });
+    on_listening(address);
+    let served = tokio::select! {
+        served = axum::serve(listener, server::router(console)) => served.map_err(ConsoleError::Serve),
+        // Open event streams would hold a graceful shutdown forever; jobs in flight end with
+        // the process, and their requests are already on their way.
+        () = shutdown => Ok(()),
+        // The registration listener only stops early when the broker is gone for good.
+        followed = follower => {
+            match followed {
+                Ok(Err(error)) => Err(ConsoleError::Client(error.into())),
+                _ => Ok(()),
+            }
+        }
+    };
+    let _ = stop.send(());
+    broker.close().await;
+    served
+}

@@ -1,0 +1,390 @@
+//! The live node registry: every node's latest inventory, from the registration exchange.
+//!
+//! Nodes publish a signed [`Registration`] at start and every registration interval. The
+//! console listens on its own queue, verifies each one with the same [`Security`] as replies
+//! (with ed25519 the signing key must be the node's own), keeps the newest per node, and
+//! writes it to the [`Store`], so the list is there again after a restart. A node not heard
+//! from for [`QUIET_INTERVALS`] registration intervals is shown as quiet, not forgotten.
+//!
+//! The node list is filtered with the CLI's filter language: the same [`Filter`] the nodes
+//! evaluate, evaluated here against the registered facts, classes and agents.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{debug, warn};
+
+use super::store::{Store, StoredNode};
+use crate::broker::{Broker, BrokerError};
+use crate::protocol::filter::{Filter, NodeView, dotted_fact};
+use crate::protocol::{Registration, now_ms};
+use crate::security::{Security, Verified};
+
+/// A node is quiet once this many registration intervals pass without hearing from it.
+pub const QUIET_INTERVALS: u32 = 3;
+
+/// The longest identity accepted from a registration.
+const MAX_IDENTITY_LEN: usize = 255;
+
+/// Why a verified registration was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("registration of {identity:?} is signed by key {key:?}, not the node's own")]
+    WrongKey { identity: String, key: String },
+    #[error("registration names no usable identity ({0:?})")]
+    BadIdentity(String),
+    #[error("registration of {identity:?} is not for collective {collective:?}")]
+    OtherCollective { identity: String, collective: String },
+    #[error("registration of {0:?} is older than the one already held")]
+    Stale(String),
+}
+
+/// One node as the registry holds it.
+#[derive(Debug, Clone)]
+struct Known {
+    registration: Registration,
+    /// The facts as one JSON object, for dotted lookups.
+    facts: Value,
+    last_seen_ms: u64,
+}
+
+impl Known {
+    fn new(stored: StoredNode) -> Known {
+        Known {
+            facts: Value::Object(stored.registration.facts.clone()),
+            registration: stored.registration,
+            last_seen_ms: stored.last_seen_ms,
+        }
+    }
+}
+
+impl NodeView for Known {
+    fn identity(&self) -> &str {
+        &self.registration.identity
+    }
+    fn has_class(&self, class: &str) -> bool {
+        self.registration.classes.iter().any(|known| known == class)
+    }
+    fn classes(&self) -> &[String] {
+        &self.registration.classes
+    }
+    fn fact(&self, dotted_key: &str) -> Option<&Value> {
+        dotted_fact(&self.facts, dotted_key)
+    }
+    fn has_agent(&self, agent: &str) -> bool {
+        self.registration.agents.iter().any(|known| known == agent)
+    }
+    fn agents(&self) -> &[String] {
+        &self.registration.agents
+    }
+}
+
+/// A node as the page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeSummary {
+    pub identity: String,
+    pub facts: serde_json::Map<String, Value>,
+    pub classes: Vec<String>,
+    pub agents: Vec<String>,
+    pub collectives: Vec<String>,
+    pub version: String,
+    pub last_seen_ms: u64,
+    /// Not heard from for [`QUIET_INTERVALS`] registration intervals.
+    pub quiet: bool,
+}
+
+/// Every node the console has heard of.
+pub struct Registry {
+    collective: String,
+    nodes: RwLock<BTreeMap<String, Known>>,
+    store: Arc<Store>,
+    quiet_after: Duration,
+    rejected: AtomicU64,
+}
+
+impl Registry {
+    /// The registry of `collective`, starting from what the store remembers. Nodes register
+    /// every `interval`.
+    pub fn load(
+        collective: &str,
+        store: Arc<Store>,
+        interval: Duration,
+    ) -> Result<Registry, super::store::StoreError> {
+        let nodes = store
+            .nodes()?
+            .into_iter()
+            .map(|stored| (stored.registration.identity.clone(), Known::new(stored)))
+            .collect();
+        Ok(Registry {
+            collective: collective.to_owned(),
+            nodes: RwLock::new(nodes),
+            store,
+            quiet_after: interval * QUIET_INTERVALS,
+            rejected: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes a verified registration received at `now_ms`. With a scheme that proves who
+    /// signed (`ed25519`), the key must be the node's own; a registration older than the one
+    /// held is ignored (a replayed or delayed message must not roll the inventory back).
+    pub fn accept(
+        &self,
+        registration: Verified<Registration>,
+        proves_sender: bool,
+        now_ms: u64,
+    ) -> Result<(), Rejection> {
+        let key = registration.key_id().to_owned();
+        let registration = registration.into_inner();
+        let identity = registration.identity.clone();
+        if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN || identity.chars().any(char::is_control)
+        {
+            return Err(Rejection::BadIdentity(identity));
+        }
+        if proves_sender && key != identity {
+            return Err(Rejection::WrongKey { identity, key });
+        }
+        if !registration.collectives.contains(&self.collective) {
+            return Err(Rejection::OtherCollective { identity, collective: self.collective.clone() });
+        }
+        let stored = StoredNode { registration, last_seen_ms: now_ms };
+        {
+            let mut nodes = self.write();
+            if nodes
+                .get(&identity)
+                .is_some_and(|held| held.registration.time_ms > stored.registration.time_ms)
+            {
+                return Err(Rejection::Stale(identity));
+            }
+            nodes.insert(identity.clone(), Known::new(stored.clone()));
+        }
+        if let Err(error) = self.store.save_node(&stored) {
+            warn!(node = %identity, %error, "cannot record the registration");
+        }
+        Ok(())
+    }
+
+    /// Registrations dropped so far: bad signature, wrong key, malformed.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// The nodes `filter` selects, sorted by identity, as of `now_ms`.
+    pub fn matching(&self, filter: &Filter, now_ms: u64) -> Vec<NodeSummary> {
+        self.read()
+            .values()
+            .filter(|known| filter.matches(*known))
+            .map(|known| NodeSummary {
+                identity: known.registration.identity.clone(),
+                facts: known.registration.facts.clone(),
+                classes: known.registration.classes.clone(),
+                agents: known.registration.agents.clone(),
+                collectives: known.registration.collectives.clone(),
+                version: known.registration.version.clone(),
+                last_seen_ms: known.last_seen_ms,
+                quiet: self.is_quiet(known.last_seen_ms, now_ms),
+            })
+            .collect()
+    }
+
+    /// The identities of the nodes `filter` selects that are not quiet: the targets of a job.
+    pub fn targets(&self, filter: &Filter, now_ms: u64) -> Vec<String> {
+        self.matching(filter, now_ms)
+            .into_iter()
+            .filter(|node| !node.quiet)
+            .map(|node| node.identity)
+            .collect()
+    }
+
+    /// Whether a node last seen at `last_seen_ms` counts as quiet at `now_ms`.
+    pub fn is_quiet(&self, last_seen_ms: u64, now_ms: u64) -> bool {
+        now_ms.saturating_sub(last_seen_ms) > u64::try_from(self.quiet_after.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Known>> {
+        self.nodes.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Known>> {
+        self.nodes.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Subscribes to the collective's registrations and feeds them to `registry` until `shutdown`
+/// resolves. Messages that fail verification are dropped and counted.
+pub async fn follow(
+    registry: Arc<Registry>,
+    broker: Broker,
+    security: Arc<Security>,
+    max_message_bytes: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), BrokerError> {
+    let mut subscription = broker.subscribe_registrations(&registry.collective).await?;
+    tokio::pin!(shutdown);
+    loop {
+        let incoming = tokio::select! {
+            incoming = subscription.messages.recv() => incoming,
+            () = &mut shutdown => return Ok(()),
+        };
+        let Some(incoming) = incoming else { return Ok(()) };
+        let verified = match security.open_registration(&incoming.body, max_message_bytes) {
+            Ok(verified) => verified,
+            Err(error) => {
+                registry.rejected.fetch_add(1, Ordering::Relaxed);
+                warn!(%error, "registration dropped: it does not verify");
+                continue;
+            }
+        };
+        match registry.accept(verified, security.proves_callers(), now_ms()) {
+            Ok(()) => {}
+            Err(Rejection::Stale(node)) => debug!(%node, "registration ignored: older than the one held"),
+            Err(rejection) => {
+                registry.rejected.fetch_add(1, Ordering::Relaxed);
+                warn!(%rejection, "registration dropped");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::protocol::filter::FilterSpec;
+    use crate::security::{Ed25519, Psk};
+
+    fn registration(identity: &str, role: &str, time_ms: u64) -> Registration {
+        Registration {
+            identity: identity.to_owned(),
+            collectives: vec!["baton".to_owned()],
+            facts: json!({"role": role, "os": {"family": "Debian"}}).as_object().cloned().unwrap_or_default(),
+            classes: vec![format!("role::{role}")],
+            agents: vec!["rpcutil".to_owned(), "puppet".to_owned()],
+            version: "0.1.0".to_owned(),
+            time_ms,
+        }
+    }
+
+    fn psk() -> Security {
+        Security::Psk(Psk::from_bytes(b"q7Lk2vX9pR4mZ8wN3bT6yH1cF5gJ0dSa", "test").expect("psk"))
+    }
+
+    fn verified(security: &Security, registration: &Registration) -> Verified<Registration> {
+        security.open_registration(&security.seal_registration(registration), 1 << 20).expect("verifies")
+    }
+
+    fn registry(store: Arc<Store>) -> Registry {
+        Registry::load("baton", store, Duration::from_secs(10)).expect("load")
+    }
+
+    fn filter(spec: FilterSpec) -> Filter {
+        Filter::compile(&spec).expect("filter compiles")
+    }
+
+    fn identities(nodes: &[NodeSummary]) -> Vec<&str> {
+        nodes.iter().map(|node| node.identity.as_str()).collect()
+    }
+
+    #[test]
+    fn registered_nodes_are_filtered_with_the_cli_filter_language() {
+        let security = psk();
+        let registry = registry(Arc::new(Store::in_memory().expect("store")));
+        for (identity, role) in [("web01", "web"), ("web02", "web"), ("db01", "db")] {
+            registry
+                .accept(verified(&security, &registration(identity, role, 1)), false, 1000)
+                .expect("accepted");
+        }
+        let all = registry.matching(&filter(FilterSpec::default()), 1000);
+        assert_eq!(identities(&all), ["db01", "web01", "web02"]);
+        let check = |spec: FilterSpec, expected: &[&str]| {
+            assert_eq!(identities(&registry.matching(&filter(spec.clone()), 1000)), expected, "{spec:?}");
+        };
+        check(FilterSpec { fact: vec!["role=web".into()], ..Default::default() }, &["web01", "web02"]);
+        check(FilterSpec { identity: vec!["/^web/".into()], ..Default::default() }, &["web01", "web02"]);
+        check(FilterSpec { class: vec!["role::db".into()], ..Default::default() }, &["db01"]);
+        check(FilterSpec { agent: vec!["puppet".into()], ..Default::default() }, &["db01", "web01", "web02"]);
+        check(FilterSpec { agent: vec!["service".into()], ..Default::default() }, &[]);
+        check(
+            FilterSpec { select: vec!["os.family=Debian and not role=web".into()], ..Default::default() },
+            &["db01"],
+        );
+        check(
+            FilterSpec {
+                identity: vec!["web02".into()],
+                fact: vec!["role=web".into()],
+                ..Default::default()
+            },
+            &["web02"],
+        );
+    }
+
+    #[test]
+    fn nodes_go_quiet_after_three_intervals_and_are_kept() {
+        let security = psk();
+        let registry = registry(Arc::new(Store::in_memory().expect("store")));
+        registry
+            .accept(verified(&security, &registration("web01", "web", 1)), false, 1_000)
+            .expect("accepted");
+        let everyone = filter(FilterSpec::default());
+        assert!(!registry.matching(&everyone, 31_000)[0].quiet, "three intervals exactly: not yet");
+        let later = registry.matching(&everyone, 31_001);
+        assert!(later[0].quiet, "{later:?}");
+        assert!(registry.targets(&everyone, 31_001).is_empty(), "quiet nodes are not sent jobs");
+        registry
+            .accept(verified(&security, &registration("web01", "web", 2)), false, 40_000)
+            .expect("accepted");
+        assert!(!registry.matching(&everyone, 40_000)[0].quiet, "heard from again");
+    }
+
+    #[test]
+    fn older_foreign_and_misattributed_registrations_are_refused() {
+        let security = psk();
+        let registry = registry(Arc::new(Store::in_memory().expect("store")));
+        registry.accept(verified(&security, &registration("web01", "web", 5)), false, 1).expect("accepted");
+        assert_eq!(
+            registry.accept(verified(&security, &registration("web01", "db", 4)), false, 2),
+            Err(Rejection::Stale("web01".into()))
+        );
+        let everyone = filter(FilterSpec::default());
+        assert_eq!(registry.matching(&everyone, 2)[0].facts["role"], "web", "the newer inventory is kept");
+        let mut elsewhere = registration("db01", "db", 1);
+        elsewhere.collectives = vec!["other".into()];
+        assert!(matches!(
+            registry.accept(verified(&security, &elsewhere), false, 2),
+            Err(Rejection::OtherCollective { .. })
+        ));
+        assert!(matches!(
+            registry.accept(verified(&security, &registration("", "db", 1)), false, 2),
+            Err(Rejection::BadIdentity(_))
+        ));
+
+        // With ed25519, a node may only register itself.
+        let secret = [7u8; 32];
+        let public = ed25519_dalek::SigningKey::from_bytes(&secret).verifying_key().to_bytes();
+        let keys = Ed25519::from_keys("web09", secret, [("web09".to_owned(), public)]).expect("keys");
+        let signed = Security::Ed25519(Box::new(keys));
+        let impostor = verified(&signed, &registration("web10", "web", 1));
+        assert_eq!(
+            registry.accept(impostor, true, 3),
+            Err(Rejection::WrongKey { identity: "web10".into(), key: "web09".into() })
+        );
+        registry.accept(verified(&signed, &registration("web09", "web", 1)), true, 3).expect("its own key");
+    }
+
+    #[test]
+    fn the_registry_comes_back_from_the_store() {
+        let security = psk();
+        let store = Arc::new(Store::in_memory().expect("store"));
+        registry(store.clone())
+            .accept(verified(&security, &registration("web01", "web", 1)), false, 7)
+            .expect("ok");
+        let reloaded = registry(store);
+        let nodes = reloaded.matching(&filter(FilterSpec::default()), 7);
+        assert_eq!(identities(&nodes), ["web01"]);
+        assert_eq!(nodes[0].last_seen_ms, 7);
+    }
+}

@@ -1,0 +1,243 @@
+//! What the console keeps across its own restarts, in one SQLite file: the nodes it has seen
+//! (their last registration and when it arrived) and the history of jobs it ran.
+//!
+//! Writes are small and few (one row per registration, one per finished job), so the
+//! connection sits behind a mutex and is used from async code directly.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::protocol::Registration;
+
+/// How many jobs the history keeps; older ones are deleted as new ones finish.
+pub const HISTORY_LIMIT: usize = 1000;
+
+/// Why the database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("console database {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("console database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("console database: a stored record does not decode: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// A node as last registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredNode {
+    pub registration: Registration,
+    /// When the console received the registration (ms since the epoch).
+    pub last_seen_ms: u64,
+}
+
+/// One job in the history: who asked what of whom, and what each node said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub user: String,
+    pub caller: String,
+    pub agent: String,
+    pub action: String,
+    pub inputs: Value,
+    pub filter: Value,
+    pub targets: Vec<String>,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+    /// `running`, `finished` or `failed`.
+    pub state: String,
+    /// The per-node outcomes, aggregates and counts, once finished.
+    pub outcome: Value,
+}
+
+/// The console's database.
+pub struct Store {
+    connection: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating when needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let open_error = |source| StoreError::Open { path: path.display().to_string(), source };
+        let connection = Connection::open(path).map_err(open_error)?;
+        Store::init(connection).map_err(|error| match error {
+            StoreError::Sql(source) => open_error(source),
+            other => other,
+        })
+    }
+
+    /// A database in memory (tests).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(connection: Connection) -> Result<Store, StoreError> {
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.execute_batch(
+            "CREATE TABLE IF NOT EXISTS nodes (
+                 identity TEXT PRIMARY KEY,
+                 registration TEXT NOT NULL,
+                 last_seen_ms INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS jobs (
+                 id TEXT PRIMARY KEY,
+                 started_ms INTEGER NOT NULL,
+                 record TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS jobs_by_start ON jobs (started_ms);",
+        )?;
+        Ok(Store { connection: Mutex::new(connection) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // rusqlite leaves the connection usable after a panic elsewhere.
+        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a node's registration.
+    pub fn save_node(&self, node: &StoredNode) -> Result<(), StoreError> {
+        let registration = serde_json::to_string(&node.registration)?;
+        self.lock().execute(
+            "INSERT INTO nodes (identity, registration, last_seen_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (identity) DO UPDATE SET registration = ?2, last_seen_ms = ?3",
+            params![node.registration.identity, registration, node.last_seen_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a node.
+    pub fn forget_node(&self, identity: &str) -> Result<(), StoreError> {
+        self.lock().execute("DELETE FROM nodes WHERE identity = ?1", params![identity])?;
+        Ok(())
+    }
+
+    /// Every node recorded.
+    pub fn nodes(&self) -> Result<Vec<StoredNode>, StoreError> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare("SELECT registration, last_seen_ms FROM nodes ORDER BY identity")?;
+        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+        let mut nodes = Vec::new();
+        for row in rows {
+            let (registration, last_seen_ms) = row?;
+            nodes.push(StoredNode {
+                registration: serde_json::from_str(&registration)?,
+                last_seen_ms: u64::try_from(last_seen_ms).unwrap_or_default(),
+            });
+        }
+        Ok(nodes)
+    }
+
+    /// Records a job (again, as it progresses), and trims the history to [`HISTORY_LIMIT`].
+    pub fn save_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        let record = serde_json::to_string(job)?;
+        let connection = self.lock();
+        connection.execute(
+            "INSERT INTO jobs (id, started_ms, record) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET record = ?3",
+            params![job.id, job.started_ms as i64, record],
+        )?;
+        connection.execute(
+            "DELETE FROM jobs WHERE id NOT IN (SELECT id FROM jobs ORDER BY started_ms DESC LIMIT ?1)",
+            params![HISTORY_LIMIT as i64],
+        )?;
+        Ok(())
+    }
+
+    /// One job by id.
+    pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let record: Option<String> = self
+            .lock()
+            .query_row("SELECT record FROM jobs WHERE id = ?1", params![id], |row| row.get(0))
+            .optional()?;
+        Ok(record.map(|record| serde_json::from_str(&record)).transpose()?)
+    }
+
+    /// The most recent jobs, newest first.
+    pub fn recent_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare("SELECT record FROM jobs ORDER BY started_ms DESC, rowid DESC LIMIT ?1")?;
+        let rows = statement.query_map(params![limit as i64], |row| row.get::<_, String>(0))?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            jobs.push(serde_json::from_str(&row?)?);
+        }
+        Ok(jobs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn registration(identity: &str, time_ms: u64) -> Registration {
+        Registration {
+            identity: identity.to_owned(),
+            collectives: vec!["baton".to_owned()],
+            facts: json!({"role": "web"}).as_object().cloned().unwrap_or_default(),
+            classes: vec!["nginx".to_owned()],
+            agents: vec!["rpcutil".to_owned()],
+            version: "0.1.0".to_owned(),
+            time_ms,
+        }
+    }
+
+    #[test]
+    fn nodes_and_jobs_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state/console.sqlite");
+        {
+            let store = Store::open(&path).expect("open");
+            store
+                .save_node(&StoredNode { registration: registration("web01", 1), last_seen_ms: 10 })
+                .expect("save");
+            store
+                .save_node(&StoredNode { registration: registration("web01", 2), last_seen_ms: 20 })
+                .expect("update");
+            store
+                .save_node(&StoredNode { registration: registration("db01", 3), last_seen_ms: 30 })
+                .expect("save");
+            let job = JobRecord {
+                id: "j1".to_owned(),
+                user: "alice".to_owned(),
+                caller: "user=alice".to_owned(),
+                agent: "rpcutil".to_owned(),
+                action: "ping".to_owned(),
+                inputs: json!({}),
+                filter: json!({}),
+                targets: vec!["web01".to_owned()],
+                started_ms: 100,
+                finished_ms: None,
+                state: "running".to_owned(),
+                outcome: Value::Null,
+            };
+            store.save_job(&job).expect("save job");
+            store
+                .save_job(&JobRecord { state: "finished".to_owned(), finished_ms: Some(200), ..job })
+                .expect("update job");
+        }
+        let store = Store::open(&path).expect("reopen");
+        let nodes = store.nodes().expect("nodes");
+        assert_eq!(
+            nodes.iter().map(|node| node.registration.identity.as_str()).collect::<Vec<_>>(),
+            ["db01", "web01"]
+        );
+        assert_eq!(nodes[1].last_seen_ms, 20);
+        assert_eq!(nodes[1].registration.time_ms, 2);
+        let job = store.job("j1").expect("query").expect("found");
+        assert_eq!((job.state.as_str(), job.finished_ms), ("finished", Some(200)));
+        assert_eq!(store.recent_jobs(10).expect("recent").len(), 1);
+        store.forget_node("db01").expect("forget");
+        assert_eq!(store.nodes().expect("nodes").len(), 1);
+    }
+}
