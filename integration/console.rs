@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::ed25519::{keypair, security_table};
 use crate::harness::{BatonOutput, Fleet, NodeSpec, repo_root};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -128,13 +129,13 @@ impl Drop for ConsoleProcess {
 }
 
 /// Runs one phase of the browser script against the console; panics with its output on failure.
-fn browser(script_dir: &Path, console: &ConsoleProcess, phase: &str, expectations: &Value) {
+fn browser(script_dir: &Path, console: &ConsoleProcess, phase: &str, user: &str, expectations: &Value) {
     let mut command = Command::new("node");
     command
         .arg(script_dir.join("e2e.mjs"))
         .arg(phase)
         .env("BATON_CONSOLE_URL", &console.url)
-        .env("BATON_CONSOLE_USER", "alice")
+        .env("BATON_CONSOLE_USER", user)
         .env("BATON_CONSOLE_PASSWORD", PASSWORD)
         .env("BATON_E2E_EXPECT", expectations.to_string())
         .env("BATON_CHROMIUM", CHROMIUM)
@@ -153,6 +154,16 @@ fn browser(script_dir: &Path, console: &ConsoleProcess, phase: &str, expectation
         console.log()
     );
     eprintln!("browser phase {phase}:\n{stdout}");
+}
+
+/// Adds a console user with [`PASSWORD`], as an operator would, through `baton console --add-user`.
+fn add_user(config: &Path, users: &Path, name: &str) {
+    let added = crate::harness::run_baton(
+        config,
+        &["console", "--users", users.to_str().expect("utf-8 path"), "--add-user", name],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert_eq!(added.code, 0, "{added:?}");
 }
 
 fn reply_of(output: &BatonOutput, node: &str) -> Value {
@@ -177,9 +188,9 @@ fn the_console_manages_real_nodes_in_a_browser() {
         &format!("{BASE_PASSWD}deploy:x:1500:1500:Deploy user:/srv/deploy:/bin/bash\n"),
         &format!("{BASE_GROUP}deploy:x:1500:\n"),
     );
-    for identity in ["web02", "db01"] {
-        prepare_root(&roots.join(identity), BASE_PASSWD, BASE_GROUP);
-    }
+    prepare_root(&roots.join("web02"), BASE_PASSWD, BASE_GROUP);
+    // root's shell differs on db01, for the resource view to show where nodes differ.
+    prepare_root(&roots.join("db01"), &BASE_PASSWD.replace("/root:/bin/bash", "/root:/bin/sh"), BASE_GROUP);
     std::fs::write(dir.path().join("site.pp"), "notify { 'baton console test': }\n").expect("manifest");
     let spec = |identity: &str, role: &str, classes: &[&str]| {
         let config = node_config(dir.path(), identity);
@@ -195,12 +206,7 @@ fn the_console_manages_real_nodes_in_a_browser() {
     let config = fleet.client_config("");
 
     let users = dir_path.join("console-users");
-    let added = crate::harness::run_baton(
-        &config,
-        &["console", "--users", users.to_str().expect("utf-8 path"), "--add-user", "alice"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert_eq!(added.code, 0, "{added:?}");
+    add_user(&config, &users, "alice");
     let users_text = std::fs::read_to_string(&users).expect("users file");
     assert!(users_text.starts_with("alice:pbkdf2-sha256$"), "{users_text}");
     assert!(!users_text.contains(PASSWORD), "the password is stored hashed only");
@@ -212,10 +218,12 @@ fn the_console_manages_real_nodes_in_a_browser() {
         &script_dir,
         &console,
         "main",
+        "alice",
         &json!({
             "nodes": ["db01", "web01", "web02"],
             "web": ["web01", "web02"],
             "clone": {"type": "user", "title": "deploy", "source": "web01", "targets": ["db01", "web02"]},
+            "differs": "root",
             "disable": {"node": "web02", "message": "kernel upgrade in progress"},
         }),
     );
@@ -264,7 +272,7 @@ fn the_console_manages_real_nodes_in_a_browser() {
 
     // A node that stops answering is listed as not responding.
     fleet.kill("db01");
-    browser(&script_dir, &console, "silent", &json!({"silent": "db01"}));
+    browser(&script_dir, &console, "silent", "alice", &json!({"silent": "db01"}));
 
     // After a restart the console still knows every node and its history; the stopped node
     // goes quiet (the interval is now 1 s, so three seconds without a registration).
@@ -275,8 +283,59 @@ fn the_console_manages_real_nodes_in_a_browser() {
         &script_dir,
         &console,
         "restart",
+        "alice",
         &json!({"nodes": ["db01", "web01", "web02"], "quiet": "db01", "history": ["puppet#disable", "resource#create", "rpcutil#get_fact"]}),
     );
+}
+
+#[test]
+fn with_ed25519_the_console_signs_as_the_logged_in_user_with_their_own_key() {
+    let Some(script_dir) = browser_setup() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_owned();
+    // The nodes trust two callers: alice, and the console's own key (for the harness's pings).
+    let alice = keypair(&root, "user=alice", "user=alice", Some("callers"));
+    let console_key = keypair(&root, "console", "console", Some("callers"));
+    let user_keys = root.join("user-keys");
+    std::fs::create_dir_all(&user_keys).expect("user keys dir");
+    std::fs::copy(&alice, user_keys.join("user=alice.key")).expect("alice's key for the console");
+    let specs = ["n1", "n2"]
+        .iter()
+        .map(|node| {
+            let key = keypair(&root, node, node, Some("nodes"));
+            let mut spec = NodeSpec::new(node, json!({"role": "app"}), &[])
+                .with_config("[registration]\ninterval_secs = 2\n");
+            spec.security = Some(security_table(&key, &root.join("callers")));
+            spec
+        })
+        .collect();
+    let fleet = Fleet::start_in(dir, Some(security_table(&console_key, &root.join("nodes"))), specs);
+    let config = fleet.client_config("");
+    let users = root.join("console-users");
+    add_user(&config, &users, "alice");
+    add_user(&config, &users, "bob");
+    let console = ConsoleProcess::start(
+        &config,
+        &root,
+        &["--users", users.to_str().expect("utf-8"), "--user-keys", user_keys.to_str().expect("utf-8")],
+    );
+    browser(
+        &script_dir,
+        &console,
+        "signed",
+        "alice",
+        &json!({"nodes": ["n1", "n2"], "caller": "user=alice"}),
+    );
+    for node in ["n1", "n2"] {
+        let audit = fleet.node(node).audit_lines();
+        assert!(
+            audit.iter().any(|line| line["caller"] == "user=alice" && line["action"] == "ping"),
+            "{node} has no ping by user=alice, proven by her key: {audit:?}"
+        );
+    }
+    // bob may log in, but the console holds no key of his: it refuses rather than sign as
+    // someone else.
+    browser(&script_dir, &console, "unsigned", "bob", &json!({"error": "cannot sign as user=bob"}));
 }
 
 #[test]

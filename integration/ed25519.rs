@@ -14,7 +14,7 @@ use crate::agents::install_agents;
 use crate::harness::{BatonOutput, Fleet, NodeSpec, RawClient, run_baton};
 
 /// Writes `name`'s key pair into `keys/` and its public key into `trusted` (if given).
-fn keypair(root: &Path, file: &str, name: &str, trusted: Option<&str>) -> PathBuf {
+pub(crate) fn keypair(root: &Path, file: &str, name: &str, trusted: Option<&str>) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let (private, public) = baton::security::ed25519::generate(name);
     let keys = root.join("keys");
@@ -31,7 +31,7 @@ fn keypair(root: &Path, file: &str, name: &str, trusted: Option<&str>) -> PathBu
     private_path
 }
 
-fn security_table(key_file: &Path, trusted_dir: &Path) -> String {
+pub(crate) fn security_table(key_file: &Path, trusted_dir: &Path) -> String {
     format!(
         "scheme = \"ed25519\"\nkey_file = {:?}\ntrusted_keys_dir = {:?}\n",
         key_file.display().to_string(),

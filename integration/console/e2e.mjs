@@ -128,9 +128,11 @@ async function main(page) {
     await waitForRows(page, "#node-table tbody tr", expect.web);
     await applyFilter(page, { select: "role=web and (" });
     await page.waitForSelector("#filter-error:not([hidden])");
+    const error = await page.textContent("#filter-error");
+    check(error.includes("role=web and ("), `the error quotes the filter: ${error}`);
     await applyFilter(page, { class: "role::web" });
+    await page.waitForSelector("#filter-error", { state: "hidden" });
     await waitForRows(page, "#node-table tbody tr", expect.web);
-    check((await page.textContent("#filter-error")) === "", "the error is gone once the filter is valid");
     check((await page.textContent("#selection")).startsWith("2 nodes selected"), await page.textContent("#selection"));
   });
 
@@ -187,6 +189,13 @@ async function main(page) {
     check((await page.inputValue("#clone-source")) === clone.source, "the source is the node that has it");
     const targets = await page.$$eval("#clone-targets input:checked", (boxes) => boxes.map((box) => box.value).sort());
     check(targets.join(",") === clone.targets.join(","), `targets offered: ${targets}`);
+    if (expect.differs) {
+      // A resource every node has, with other properties on one of them.
+      const differs = `#resource-table tbody tr[data-resource="${expect.differs}"]`;
+      check((await page.getAttribute(differs, "data-differs")) === "yes", `${expect.differs} differs`);
+      check((await page.$$(`${differs} td.differs`)).length === 3, `${expect.differs}: every node's cell shows its variant`);
+    }
+    await shot(page, "resources");
     await page.click("#clone-run");
     await page.waitForSelector("#clone-output[data-state=finished]", { timeout: WAIT });
     await waitForRows(page, "#clone-output tbody tr", clone.targets, { sorted: true });
@@ -194,13 +203,13 @@ async function main(page) {
       const status = await page.getAttribute(`#clone-output tbody tr[data-node="${node}"]`, "data-status");
       check(status === "0", `${node}: status ${status}`);
     }
+    await shot(page, "resource-clone");
     await page.click("#resource-browse");
     await page.waitForFunction(
       (row) => document.querySelector(row)?.dataset.differs === "no",
       row,
       { timeout: WAIT },
     );
-    await shot(page, "resources");
   });
 
   await step("disable Puppet on one node and see its status change", async () => {
@@ -269,7 +278,34 @@ async function restart(page) {
   });
 }
 
-const phases = { main, silent, restart };
+async function signed(page) {
+  await step("log in", () => login(page));
+  await step("requests are signed as the logged-in user", async () => {
+    await waitForRows(page, "#node-table tbody tr", expect.nodes);
+    await runTask(page, "rpcutil", "ping", {});
+    await page.waitForSelector("#task-output[data-state=finished]", { timeout: WAIT });
+    await waitForRows(page, "#task-output tbody tr", expect.nodes, { sorted: true });
+    const statuses = await page.$$eval("#task-output tbody tr", (rows) => rows.map((row) => row.dataset.status));
+    check(statuses.every((status) => status === "0"), `statuses: ${statuses}`);
+    const heading = await page.textContent("#task-output h3");
+    check(heading.includes(`as ${expect.caller}`), heading);
+  });
+}
+
+async function unsigned(page) {
+  await step("log in", () => login(page));
+  await step("a user without a key cannot send", async () => {
+    await openTab(page, "tasks");
+    await page.selectOption("#task-agent", "rpcutil");
+    await page.selectOption("#task-action", "ping");
+    await page.click("#task-run");
+    await page.waitForSelector("#task-error:not([hidden])");
+    const error = await page.textContent("#task-error");
+    check(error.includes(expect.error), error);
+  });
+}
+
+const phases = { main, silent, restart, signed, unsigned };
 if (!phases[phase]) {
   console.error(`usage: node e2e.mjs ${Object.keys(phases).join("|")}`);
   process.exit(2);

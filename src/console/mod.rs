@@ -174,6 +174,7 @@ pub async fn run(
         store,
         collective: config.collective.clone(),
         registration_interval: options.registration_interval,
+        password_checks: tokio::sync::Semaphore::new(server::PASSWORD_CHECKS),
     });
     on_listening(address);
     let served = tokio::select! {

@@ -48,7 +48,13 @@ pub struct Console {
     pub store: Arc<Store>,
     pub collective: String,
     pub registration_interval: Duration,
+    /// Password checks allowed at once: PBKDF2 is slow on purpose, and a flood of logins must
+    /// not take every core.
+    pub password_checks: tokio::sync::Semaphore,
 }
+
+/// How many password checks may run at once.
+pub const PASSWORD_CHECKS: usize = 2;
 
 /// A refused or failed API call: a status and a message for the page.
 struct ApiError(StatusCode, String);
@@ -227,6 +233,10 @@ async fn login(
         return ApiError(StatusCode::BAD_REQUEST, "this console has no login".to_owned()).into_response();
     };
     let name = login.user.clone();
+    let Ok(_permit) = console.password_checks.acquire().await else {
+        return ApiError(StatusCode::SERVICE_UNAVAILABLE, "the console is shutting down".to_owned())
+            .into_response();
+    };
     // PBKDF2 is deliberately slow: keep it off the async workers.
     let accepted = tokio::task::spawn_blocking(move || users.authenticate(&login.user, &login.password))
         .await

@@ -254,6 +254,7 @@ function jobView(container, title) {
           el("td", { text: event.node }), el("td", { class: "failed", text: "unreachable" }), el("td", { text: "the broker has no queue for this node" }), el("td")));
       } else if (event.type === "finished") {
         finish(event.job);
+        return;
       }
       counter.textContent = `${answered} of ${targets} replied`;
       bar.style.width = targets ? `${Math.round((100 * answered) / targets)}%` : "0";
@@ -275,6 +276,11 @@ function jobView(container, title) {
         el("div", { class: "box", dataset: { aggregate: output } }, el("strong", { text: result.display_as || output }), el("pre", { text: describeAggregate(result) })))));
     }
     const silent = outcome.no_response.filter((node) => !outcome.unreachable.includes(node));
+    for (const node of silent) {
+      rows.append(el("tr", { dataset: { node, status: "no-response" } },
+        el("td", { text: node }), el("td", { class: "failed", text: "no response" }),
+        el("td", { class: "muted", text: `nothing within ${Math.round(outcome.total_ms / 1000)} s` }), el("td")));
+    }
     footer.append(el("p", { class: silent.length ? "silent no-response" : "muted no-response" },
       silent.length ? `No response from: ${silent.join(", ")}` : "Every targeted node answered."));
   }
