@@ -225,6 +225,7 @@ fn the_console_manages_real_nodes_in_a_browser() {
             "clone": {"type": "user", "title": "deploy", "source": "web01", "targets": ["db01", "web02"]},
             "differs": "root",
             "disable": {"node": "web02", "message": "kernel upgrade in progress"},
+            "runonce": "web01",
         }),
     );
 

@@ -235,6 +235,24 @@ async function main(page) {
     check(shown === message, `message shown: ${shown}`);
     const others = await page.$$eval(`#puppet-table tbody tr:not([data-node="${node}"]) [data-field="status"]`, (cells) => cells.map((cell) => cell.textContent));
     check(others.every((status) => status === "idling"), `the other nodes: ${others}`);
+  });
+
+  await step("run Puppet once where it is enabled; the disabled node refuses", async () => {
+    const { node } = expect.disable;
+    const other = expect.runonce;
+    await page.check(`#puppet-table tr[data-node="${other}"] input[type=checkbox]`);
+    await page.click("#puppet-runonce");
+    await page.waitForSelector("#puppet-output[data-state=finished]", { timeout: WAIT * 3 });
+    await waitForRows(page, "#puppet-output tbody tr", [node, other].sort(), { sorted: true });
+    const ran = await page.textContent(`#puppet-output tbody tr[data-node="${other}"]`);
+    check(ran.includes("OK") && ran.includes("changed: true"), `${other}: ${ran}`);
+    const refused = await page.textContent(`#puppet-output tbody tr[data-node="${node}"]`);
+    check(refused.includes("Puppet is disabled, not running it"), `${node}: ${refused}`);
+    await page.waitForFunction(
+      (other) => !document.querySelector(`#puppet-table tr[data-node="${other}"]`)?.textContent.includes("never"),
+      other,
+      { timeout: WAIT },
+    );
     await shot(page, "puppet");
   });
 
@@ -242,7 +260,7 @@ async function main(page) {
     await openTab(page, "history");
     await page.waitForSelector("#history-table tbody tr");
     const text = await page.textContent("#history-table tbody");
-    for (const what of ["puppet#disable", "resource#create", "resource#find", "rpcutil#get_fact"]) {
+    for (const what of ["puppet#runonce", "puppet#disable", "resource#create", "resource#find", "rpcutil#get_fact"]) {
       check(text.includes(what), `history lacks ${what}: ${text}`);
     }
     check(text.includes(process.env.BATON_CONSOLE_USER), "history names the user");

@@ -247,7 +247,7 @@ function jobView(container, title) {
         rows.append(el("tr", { dataset: { node: reply.node, status: reply.status } },
           el("td", { text: reply.node }),
           el("td", { class: reply.status === 0 ? "ok" : "failed", text: reply.status === 0 ? "OK" : `${reply.status_text}` }),
-          el("td", {}, reply.message ? el("div", { class: "failed", text: reply.message }) : null, el("pre", { text: summarizeData(reply.data) })),
+          el("td", {}, reply.message ? el("div", { class: "failed", text: reply.message }) : null, dataView(reply.data)),
           el("td", { text: reply.ms.toFixed(1) })));
       } else if (event.type === "unreachable") {
         rows.append(el("tr", { dataset: { node: event.node, status: "unreachable" } },
@@ -285,6 +285,16 @@ function jobView(container, title) {
       silent.length ? `No response from: ${silent.join(", ")}` : "Every targeted node answered."));
   }
   return view;
+}
+
+// A reply's outputs, one per line; long ones (Puppet's output) are cut, the whole behind "more".
+function dataView(data) {
+  const full = summarizeData(data);
+  const lines = full.split("\n");
+  if (lines.length <= 8 && full.length <= 1200) return el("pre", { text: full });
+  const short = lines.slice(0, 6).map((line) => (line.length > 200 ? `${line.slice(0, 200)}…` : line)).join("\n");
+  return el("div", {}, el("pre", { text: short }),
+    el("details", {}, el("summary", { text: `all ${lines.length} lines` }), el("pre", { text: full })));
 }
 
 function summarizeData(data) {
