@@ -22,8 +22,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use baton::broker::{Broker, BrokerSettings, ConnectMode, StompDialect, Transport};
+use baton::security::{Psk, Security};
+
 use crate::ed25519::{keypair, security_table};
-use crate::harness::{BatonOutput, Fleet, NodeSpec, repo_root};
+use crate::harness::{BatonOutput, Fleet, NodeSpec, Wire, block_on, repo_root};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const PASSWORD: &str = "correct horse battery staple";
@@ -338,6 +341,56 @@ fn with_ed25519_the_console_signs_as_the_logged_in_user_with_their_own_key() {
     // someone else.
     browser(&script_dir, &console, "unsigned", "bob", &json!({"error": "cannot sign as user=bob"}));
 }
+
+/// The console follows registrations as the least-privileged client user, on every transport:
+/// its queue is named as the broker lets a client declare one. Regression: the queue was first
+/// named `<collective>.console.<uuid>`, which RabbitMQ refuses to `baton-client`.
+fn the_client_user_may_follow_registrations(wire: Wire) {
+    let fleet = Fleet::start_on(
+        wire.clone(),
+        vec![
+            NodeSpec::new("reg01", json!({"role": "app"}), &["base"])
+                .with_config("[registration]\ninterval_secs = 1\n"),
+        ],
+    );
+    let (transport, dialect) = match wire.dialect {
+        None => (Transport::Amqp, StompDialect::RabbitMq),
+        Some("activemq") => (Transport::Stomp, StompDialect::ActiveMq),
+        Some(_) => (Transport::Stomp, StompDialect::RabbitMq),
+    };
+    let settings = BrokerSettings {
+        transport,
+        urls: vec![wire.client_url.clone()],
+        dialect,
+        tls: None,
+        tls_server_name: None,
+        connection_name: "baton console registration test".to_string(),
+        connect_timeout: Duration::from_secs(5),
+        max_backoff: Duration::from_secs(1),
+        max_message_bytes: 1 << 20,
+        node_queue_expiry: Duration::from_secs(60),
+    };
+    let psk = Psk::from_file(&fleet.dir.path().join("psk")).expect("the fleet's key");
+    let security = Security::Psk(psk);
+    block_on(async {
+        let broker = Broker::connect(settings, ConnectMode::FailFast).await.expect("client connects");
+        let mut registrations =
+            broker.subscribe_registrations(&fleet.collective).await.expect("the client user may subscribe");
+        let incoming = tokio::time::timeout(Duration::from_secs(30), registrations.messages.recv())
+            .await
+            .expect("a registration within 30 s (the node registers every second)")
+            .expect("subscription open");
+        let registration =
+            security.open_registration(&incoming.body, 1 << 20).expect("verifies").into_inner();
+        assert_eq!(registration.identity, "reg01");
+        assert_eq!(registration.classes, ["base"]);
+        assert_eq!(registration.facts["role"], "app");
+        assert!(registration.agents.contains(&"rpcutil".to_owned()), "{registration:?}");
+        broker.close().await;
+    });
+}
+
+crate::on_every_transport!(the_client_user_may_follow_registrations);
 
 #[test]
 fn the_console_refuses_to_listen_beyond_loopback_without_a_login() {
