@@ -7,6 +7,7 @@
 // directory for PNGs of the main views). Exits non-zero, saying which step failed, on failure.
 
 import { mkdirSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -96,6 +97,23 @@ async function runTask(page, agent, action, inputs) {
   await page.waitForSelector("#task-output[data-state]", { timeout: WAIT * 2 });
 }
 
+// One HTTP request from outside the browser, with headers a browser would never let a page set.
+function rawRequest(method, path, headers, body) {
+  return new Promise((resolve, reject) => {
+    const target = new URL(path, url);
+    const request = httpRequest(
+      { host: target.hostname, port: target.port, path: target.pathname, method, headers },
+      (response) => {
+        let text = "";
+        response.on("data", (chunk) => { text += chunk; });
+        response.on("end", () => resolve({ status: response.statusCode, text }));
+      },
+    );
+    request.on("error", reject);
+    request.end(body);
+  });
+}
+
 async function main(page) {
   await step("a wrong password is refused", async () => {
     await page.goto(url);
@@ -157,6 +175,33 @@ async function main(page) {
       return response.status;
     });
     check(status === 403, `a POST without the CSRF token got ${status}`);
+  });
+
+  await step("requests from other hosts and origins are refused, even with the session", async () => {
+    const cookies = await page.context().cookies();
+    const session = cookies.find((cookie) => cookie.name === "baton_session");
+    check(session && session.httpOnly && session.sameSite === "Strict", `session cookie: ${JSON.stringify(session)}`);
+    const { csrf } = await page.evaluate(async () => (await fetch("/api/session")).json());
+    const port = new URL(url).port;
+    const headers = {
+      "Content-Type": "application/json",
+      Cookie: `baton_session=${session.value}`,
+      "X-CSRF-Token": csrf,
+      Host: `127.0.0.1:${port}`,
+      Origin: `http://127.0.0.1:${port}`,
+    };
+    const body = JSON.stringify({ agent: "rpcutil", action: "ping", filter: { identity: ["no-such-node"] } });
+    // The same request with every check satisfied gets past them (and fails on its filter).
+    const allowed = await rawRequest("POST", "/api/jobs", headers, body);
+    check(allowed.status === 400 && allowed.text.includes("no registered node"), `allowed: ${allowed.status} ${allowed.text}`);
+    const rebound = await rawRequest("GET", "/api/session", { ...headers, Host: `evil.example:${port}` });
+    check(rebound.status === 403, `another Host: ${rebound.status} ${rebound.text}`);
+    const foreign = await rawRequest("POST", "/api/jobs", { ...headers, Origin: "http://evil.example" }, body);
+    check(foreign.status === 403 && foreign.text.includes("another site"), `another Origin: ${foreign.status} ${foreign.text}`);
+    const crossSite = await rawRequest("POST", "/api/jobs", { ...headers, "Sec-Fetch-Site": "cross-site" }, body);
+    check(crossSite.status === 403, `Sec-Fetch-Site cross-site: ${crossSite.status}`);
+    const noCookie = await rawRequest("POST", "/api/jobs", { ...headers, Cookie: "" }, body);
+    check(noCookie.status === 401, `no session: ${noCookie.status}`);
   });
 
   await step("run an action from its form and watch the results arrive", async () => {
