@@ -265,7 +265,10 @@ impl Jobs {
                         "node {unknown:?} is not among the selected nodes that are registered and not quiet"
                     )));
                 }
-                nodes.clone()
+                let mut nodes = nodes.clone();
+                nodes.sort();
+                nodes.dedup();
+                nodes
             }
             None => self.registry.targets(&filter, now),
         };
