@@ -420,4 +420,19 @@ fn the_console_refuses_to_listen_beyond_loopback_without_a_login() {
     );
     assert_eq!(output.code, 2, "{output:?}");
     assert!(output.stderr.contains("has no users"), "{output:?}");
+
+    // Everywhere, the console must know the names it is reached by (DNS rebinding).
+    add_user(&config, &users, "alice");
+    let output = crate::harness::run_baton(
+        &config,
+        &["console", "--listen", "0.0.0.0:0", "--users", users.to_str().expect("utf-8")],
+        None,
+    );
+    assert_eq!(output.code, 2, "{output:?}");
+    assert!(output.stderr.contains("refusing to listen on 0.0.0.0:0 without --origin"), "{output:?}");
+    // A public origin needs a login even when the console itself listens on loopback.
+    let output =
+        crate::harness::run_baton(&config, &["console", "--origin", "https://console.example"], None);
+    assert_eq!(output.code, 2, "{output:?}");
+    assert!(output.stderr.contains("--origin https://console.example is not on this machine"), "{output:?}");
 }

@@ -151,7 +151,8 @@ pub enum Command {
     /// Serve the web console: browse nodes, run actions from forms, clone resources, control Puppet.
     #[command(after_help = CONSOLE_EXAMPLES)]
     Console {
-        /// The address to listen on. Anything but a loopback address needs --users.
+        /// The address to listen on. Anything but a loopback address needs --users; 0.0.0.0 and
+        /// :: also need --origin.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// The users file (NAME:HASH lines); when given, everyone logs in.
@@ -173,6 +174,11 @@ pub enum Command {
         /// from baton keygen), so requests are signed as the logged-in user.
         #[arg(long, value_name = "DIR")]
         user_keys: Option<PathBuf>,
+        /// An address people reach the console at, as typed in the browser (repeatable), e.g.
+        /// https://console.example:8443 behind a TLS proxy. Requests for other host names are
+        /// refused; needed to --listen on 0.0.0.0 or ::.
+        #[arg(long = "origin", value_name = "URL", value_parser = crate::console::auth::PublicOrigin::parse)]
+        origins: Vec<crate::console::auth::PublicOrigin>,
     },
     /// Print a shell completion script for bash, zsh or fish.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
@@ -223,7 +229,8 @@ const CONSOLE_EXAMPLES: &str = "\
 Examples:
   baton console                                   (http://127.0.0.1:8080, no login)
   baton console --users /etc/baton/console-users --add-user alice
-  baton console --listen 0.0.0.0:8443 --users /etc/baton/console-users
+  baton console --listen 0.0.0.0:8443 --users /etc/baton/console-users --origin http://console.example:8443
+  baton console --users /etc/baton/console-users --origin https://console.example   (behind a TLS proxy)
   baton console --registration-interval 60 --database /var/lib/baton/console.sqlite
 
 Put it behind a TLS-terminating proxy when it listens beyond the machine (docs/CONSOLE.md).";

@@ -72,7 +72,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
             agents::doc(cli, agent, collective.clone(), output).await
         }
         Command::Keygen { name, dir, force } => agents::keygen(cli, name.as_deref(), dir, *force),
-        Command::Console { listen, users, add_user, database, registration_interval, user_keys } => {
+        Command::Console { listen, users, add_user, database, registration_interval, user_keys, origins } => {
             match (add_user, users) {
                 (Some(name), Some(users)) => console::add_user(users, name),
                 _ => {
@@ -82,6 +82,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
                         database: database.clone().unwrap_or_else(crate::console::default_database),
                         registration_interval: Duration::from_secs(*registration_interval),
                         user_keys: user_keys.clone(),
+                        origins: origins.clone(),
                     };
                     console::serve(cli, options).await
                 }

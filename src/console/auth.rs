@@ -186,8 +186,9 @@ impl Users {
                 return Err(invalid(format!("user {name:?} appears twice")));
             }
         }
-        let decoy = hashes.values().next().map(|hash| PasswordHash {
-            iterations: hash.iterations,
+        // The most iterations of any user, so an unknown name never answers faster than a known one.
+        let decoy = hashes.values().map(|hash| hash.iterations).max().map(|iterations| PasswordHash {
+            iterations,
             salt: vec![0; 16],
             hash: [0; 32],
         });
@@ -255,12 +256,136 @@ fn add_user_with_iterations(
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
     let temporary = path.with_extension("tmp");
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+    // A leftover from an interrupted run may have any mode: start from a fresh private file.
+    match std::fs::remove_file(&temporary) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+    // The umask may have narrowed the mode further, never widened it; set it exactly.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)
+}
+
+/// Failed logins allowed (per client address and per user name) before each further attempt
+/// must wait.
+pub const FREE_FAILURES: u32 = 3;
+
+/// The longest wait imposed after repeated failures.
+pub const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Failures older than this are forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// How many client addresses, and how many user names, the throttle remembers at most.
+pub const TRACKED: usize = 4096;
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    until: Instant,
+}
+
+/// Failures by some key (an address or a name), bounded to [`TRACKED`] keys.
+#[derive(Debug)]
+struct FailureMap<K> {
+    entries: HashMap<K, Failures>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> FailureMap<K> {
+    fn new() -> Self {
+        FailureMap { entries: HashMap::new() }
+    }
+
+    fn wait(&self, key: &K, now: Instant) -> Option<Duration> {
+        self.entries.get(key).filter(|failures| failures.until > now).map(|failures| failures.until - now)
+    }
+
+    fn fail(&mut self, key: &K, now: Instant) {
+        if !self.entries.contains_key(key) && self.entries.len() >= TRACKED {
+            self.entries.retain(|_, failures| now.saturating_duration_since(failures.last) < FORGET_AFTER);
+            if self.entries.len() >= TRACKED
+                && let Some(oldest) =
+                    self.entries.iter().min_by_key(|(_, failures)| failures.last).map(|(key, _)| key.clone())
+            {
+                self.entries.remove(&oldest);
+            }
+        }
+        let failures =
+            self.entries.entry(key.clone()).or_insert(Failures { count: 0, last: now, until: now });
+        if now.saturating_duration_since(failures.last) >= FORGET_AFTER {
+            failures.count = 0;
+        }
+        failures.count = failures.count.saturating_add(1);
+        failures.last = now;
+        failures.until = now + lockout(failures.count);
+    }
+
+    fn clear(&mut self, key: &K) {
+        self.entries.remove(key);
+    }
+}
+
+/// How long to wait after `failures` failed logins in a row: nothing for the first
+/// [`FREE_FAILURES`] - 1, then 1 s, doubling each time, up to [`MAX_LOCKOUT`].
+pub fn lockout(failures: u32) -> Duration {
+    if failures < FREE_FAILURES {
+        return Duration::ZERO;
+    }
+    let doublings = (failures - FREE_FAILURES).min(20);
+    Duration::from_secs(1u64 << doublings).min(MAX_LOCKOUT)
+}
+
+/// The key a user name is throttled by: names that cannot be users share one, so that
+/// arbitrary text never fills the throttle's memory.
+fn throttle_key(user: &str) -> String {
+    if is_user_name(user) { user.to_owned() } else { String::new() }
+}
+
+/// Slows password guessing down: after [`FREE_FAILURES`] failed logins from one client address
+/// or for one user name, each further attempt must wait (1 s, doubling, up to [`MAX_LOCKOUT`]);
+/// a success clears both.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    maps: Mutex<(FailureMap<std::net::IpAddr>, FailureMap<String>)>,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle { maps: Mutex::new((FailureMap::new(), FailureMap::new())) }
+    }
+}
+
+impl LoginThrottle {
+    /// How long this client, or anyone logging in as `user`, must still wait.
+    pub fn wait(&self, client: std::net::IpAddr, user: &str, now: Instant) -> Option<Duration> {
+        let maps = self.lock();
+        match (maps.0.wait(&client, now), maps.1.wait(&throttle_key(user), now)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn failed(&self, client: std::net::IpAddr, user: &str, now: Instant) {
+        let mut maps = self.lock();
+        maps.0.fail(&client, now);
+        maps.1.fail(&throttle_key(user), now);
+    }
+
+    pub fn succeeded(&self, client: std::net::IpAddr, user: &str) {
+        let mut maps = self.lock();
+        maps.0.clear(&client);
+        maps.1.clear(&throttle_key(user));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (FailureMap<std::net::IpAddr>, FailureMap<String>)> {
+        self.maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// A random token: 32 bytes from the operating system's generator, in hex.
@@ -326,11 +451,13 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-/// The `Set-Cookie` value that starts a session.
-pub fn session_cookie(token: &str) -> String {
+/// The `Set-Cookie` value that starts a session; `secure` (logged in over HTTPS) keeps the
+/// browser from ever sending it over plain HTTP.
+pub fn session_cookie(token: &str, secure: bool) -> String {
     format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_LIFETIME.as_secs()
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_LIFETIME.as_secs(),
+        if secure { "; Secure" } else { "" }
     )
 }
 
@@ -339,25 +466,155 @@ pub fn expired_cookie() -> String {
     format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
 }
 
-/// Which `Host` headers the console answers to.
+/// An address people type to reach the console (`--origin`, e.g. `https://console.example:8443`):
+/// scheme, host name and port, as a browser puts it in `Origin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicOrigin {
+    https: bool,
+    /// Lowercase; an IPv6 address in brackets.
+    host: String,
+    port: u16,
+}
+
+impl PublicOrigin {
+    /// Parses `http://HOST[:PORT]` or `https://HOST[:PORT]` (a trailing `/` is allowed, no path).
+    pub fn parse(text: &str) -> Result<PublicOrigin, String> {
+        let bad = |reason: &str| {
+            format!("--origin {text:?}: {reason} (expected e.g. https://console.example:8443)")
+        };
+        let (https, rest) = if let Some(rest) = text.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(bad("it must start with http:// or https://"));
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest).to_ascii_lowercase();
+        if authority.is_empty()
+            || authority.contains(['/', '?', '#', '@'])
+            || authority.contains(char::is_whitespace)
+        {
+            return Err(bad("it must be a scheme, a host and an optional port, nothing else"));
+        }
+        let default_port = if https { 443 } else { 80 };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => {
+                (host.to_owned(), port.parse::<u16>().map_err(|_| bad("the port is not a number"))?)
+            }
+            _ => (authority.clone(), default_port),
+        };
+        let valid_host = if let Some(inner) = host.strip_prefix('[').and_then(|host| host.strip_suffix(']')) {
+            inner.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        };
+        if !valid_host {
+            return Err(bad("the host is not a name or an address"));
+        }
+        Ok(PublicOrigin { https, host, port })
+    }
+
+    /// As browsers send it in `Origin` (the scheme's default port left out).
+    pub fn origin(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        if self.port == self.default_port() {
+            format!("{scheme}://{}", self.host)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Whether the host is this machine (`localhost` or a loopback address).
+    pub fn is_loopback(&self) -> bool {
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        self.host == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    fn default_port(&self) -> u16 {
+        if self.https { 443 } else { 80 }
+    }
+
+    /// The `Host` headers a browser sends for this origin.
+    fn hosts(&self) -> Vec<String> {
+        let mut hosts = vec![format!("{}:{}", self.host, self.port)];
+        if self.port == self.default_port() {
+            hosts.push(self.host.clone());
+        }
+        hosts
+    }
+}
+
+/// Which `Host` headers and `Origin`s the console answers to: the address it is bound to, and
+/// the `--origin`s it is reached at (through a reverse proxy, say). Any other `Host` is refused,
+/// so a hostile DNS name rebound to the console's address gets nowhere.
 #[derive(Debug, Clone)]
-pub enum AllowedHosts {
-    /// Bound to a loopback address: only `localhost`, `127.0.0.1` and `[::1]` on our port, so a
-    /// DNS name rebound to 127.0.0.1 by a hostile page is refused.
-    Loopback { port: u16 },
-    /// Bound elsewhere, behind a login: any host name people use to reach it.
-    Any,
+pub struct AllowedHosts {
+    /// `Host` values naming the bound address directly; a page loaded from one has the origin
+    /// `http://HOST`.
+    local: Vec<String>,
+    public: Vec<PublicOrigin>,
 }
 
 impl AllowedHosts {
-    pub fn allows(&self, host: &str) -> bool {
-        match self {
-            AllowedHosts::Any => !host.is_empty(),
-            AllowedHosts::Loopback { port } => {
-                let Some((name, host_port)) = host.rsplit_once(':') else { return false };
-                host_port == port.to_string() && matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+    /// The hosts of a console bound to `bound` and reached at `public`. On a loopback address
+    /// `localhost` also names it; on an unspecified one (`0.0.0.0`, `::`, only allowed with
+    /// `--origin`), the loopback names do, for a reverse proxy on the same machine.
+    pub fn new(bound: std::net::SocketAddr, public: Vec<PublicOrigin>) -> AllowedHosts {
+        let port = bound.port();
+        let ip = bound.ip();
+        let mut names: Vec<String> = Vec::new();
+        if ip.is_unspecified() {
+            names.extend(["localhost".to_owned(), "127.0.0.1".to_owned(), "[::1]".to_owned()]);
+        } else {
+            names.push(match ip {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            });
+            if ip.is_loopback() {
+                names.push("localhost".to_owned());
             }
         }
+        let mut local = Vec::new();
+        for name in names {
+            local.push(format!("{name}:{port}"));
+            if port == 80 {
+                local.push(name);
+            }
+        }
+        AllowedHosts { local, public }
+    }
+
+    /// Whether a request with this `Host` is for this console.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.local.contains(&host) || self.public.iter().any(|origin| origin.hosts().contains(&host))
+    }
+
+    /// Whether a page at `origin` may send changes with this (allowed) `Host`: an `--origin`,
+    /// or the bound address itself over plain HTTP.
+    fn allows_origin(&self, host: &str, origin: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        let origin = origin.to_ascii_lowercase();
+        self.public.iter().any(|public| public.origin() == origin)
+            || (self.local.contains(&host) && origin == format!("http://{host}"))
+    }
+
+    /// The origin a request from `host` is expected to come from, for messages.
+    fn expected_origin(&self, host: &str) -> String {
+        match self.public.first() {
+            Some(public) if !self.local.contains(&host.to_ascii_lowercase()) => public.origin(),
+            _ => format!("http://{host}"),
+        }
+    }
+
+    /// Whether the session cookie should be `Secure`: the login came over HTTPS (its `Origin`
+    /// is https, or its `Host` is that of an https `--origin`).
+    pub fn secure(&self, request: &RequestOrigin<'_>) -> bool {
+        if let Some(origin) = request.origin {
+            return origin.to_ascii_lowercase().starts_with("https://");
+        }
+        let host = request.host.unwrap_or_default().to_ascii_lowercase();
+        self.public.iter().any(|public| public.https && public.hosts().contains(&host))
     }
 }
 
@@ -384,7 +641,7 @@ pub struct RequestOrigin<'a> {
 }
 
 /// Checks a state-changing request: the `Host` is ours, the `Origin` (when the browser sent
-/// one) is that same host, `Sec-Fetch-Site` (when sent) is not cross-site, and the CSRF
+/// one) is the bound address itself or an `--origin`, `Sec-Fetch-Site` (when sent) is not cross-site, and the CSRF
 /// header equals `expected_csrf` (`None` skips only the token, for the login form, whose
 /// password is what a forger lacks).
 pub fn check_request(
@@ -396,11 +653,10 @@ pub fn check_request(
     if !hosts.allows(host) {
         return Err(Refusal::Host(host.to_owned()));
     }
-    if let Some(origin) = request.origin {
-        let allowed = [format!("http://{host}"), format!("https://{host}")];
-        if !allowed.iter().any(|candidate| candidate == origin) {
-            return Err(Refusal::Origin { origin: origin.to_owned(), expected: allowed[0].clone() });
-        }
+    if let Some(origin) = request.origin
+        && !hosts.allows_origin(host, origin)
+    {
+        return Err(Refusal::Origin { origin: origin.to_owned(), expected: hosts.expected_origin(host) });
     }
     if let Some(site) = request.fetch_site
         && !matches!(site, "same-origin" | "none")
@@ -513,13 +769,15 @@ mod tests {
     fn cookies_are_read_by_name() {
         assert_eq!(cookie_value("a=1; baton_session=abc; b=2", SESSION_COOKIE), Some("abc"));
         assert_eq!(cookie_value("baton_session_x=abc", SESSION_COOKIE), None);
-        let cookie = session_cookie("tok");
+        let cookie = session_cookie("tok", false);
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        assert!(!cookie.contains("Secure"), "{cookie}");
+        assert!(session_cookie("tok", true).ends_with("; Secure"));
     }
 
     #[test]
     fn forged_and_foreign_requests_are_refused() {
-        let loopback = AllowedHosts::Loopback { port: 8080 };
+        let loopback = AllowedHosts::new("127.0.0.1:8080".parse().expect("address"), Vec::new());
         let good = RequestOrigin {
             host: Some("127.0.0.1:8080"),
             origin: Some("http://127.0.0.1:8080"),
@@ -560,18 +818,166 @@ mod tests {
             &loopback,
             Refusal::Host("localhost:9999".into()),
         );
-        // Behind a login on a public address any host name goes, but the origin must match it.
-        let any = AllowedHosts::Any;
-        let public = RequestOrigin {
-            host: Some("console.example:8443"),
-            origin: Some("https://console.example:8443"),
-            ..good.clone()
-        };
-        assert_eq!(check_request(&public, &any, Some("token")), Ok(()));
         // The login form has no token yet; the origin checks still apply.
         assert_eq!(
             check_request(&RequestOrigin { csrf_header: None, ..good.clone() }, &loopback, None),
             Ok(())
         );
+    }
+
+    #[test]
+    fn origins_parse_into_scheme_host_and_port() {
+        let origin = PublicOrigin::parse("https://Console.Example:8443/").expect("parses");
+        assert_eq!(origin.origin(), "https://console.example:8443");
+        assert_eq!(origin.hosts(), ["console.example:8443"]);
+        let default = PublicOrigin::parse("https://console.example").expect("parses");
+        assert_eq!(default.origin(), "https://console.example");
+        assert_eq!(default.hosts(), ["console.example:443", "console.example"]);
+        assert_eq!(PublicOrigin::parse("http://[::1]:8080").expect("v6").origin(), "http://[::1]:8080");
+        assert!(PublicOrigin::parse("http://localhost:8080").expect("local").is_loopback());
+        assert!(!default.is_loopback());
+        for bad in
+            ["console.example", "ftp://x", "https://", "https://x/path", "https://x:port", "https://u@x"]
+        {
+            assert!(PublicOrigin::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_the_bound_address_and_the_given_origins_are_answered() {
+        let bound = |text: &str| -> std::net::SocketAddr { text.parse().expect("address") };
+        // On loopback: the bound address and localhost, on its port; port 80 may be left out.
+        let loopback = AllowedHosts::new(bound("127.0.0.1:8080"), Vec::new());
+        for host in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST:8080"] {
+            assert!(loopback.allows(host), "{host}");
+        }
+        for host in ["127.0.0.2:8080", "[::1]:8080", "127.0.0.1", "evil.example:8080", ""] {
+            assert!(!loopback.allows(host), "{host}");
+        }
+        let other = AllowedHosts::new(bound("127.0.0.2:80"), Vec::new());
+        assert!(other.allows("127.0.0.2") && other.allows("127.0.0.2:80") && other.allows("localhost"));
+        assert!(!other.allows("127.0.0.1"));
+        // On a public address without --origin: that address only.
+        let public = AllowedHosts::new(bound("192.0.2.7:8443"), Vec::new());
+        assert!(public.allows("192.0.2.7:8443"));
+        assert!(!public.allows("console.example:8443") && !public.allows("localhost:8443"));
+
+        // Behind a TLS proxy: the public name, or the address the proxy connects to.
+        let origin = PublicOrigin::parse("https://console.example").expect("origin");
+        let proxied = AllowedHosts::new(bound("127.0.0.1:8080"), vec![origin]);
+        let request = |host: &'static str, origin: &'static str| RequestOrigin {
+            host: Some(host),
+            origin: Some(origin),
+            fetch_site: Some("same-origin"),
+            csrf_header: Some("token"),
+        };
+        for (host, origin) in [
+            ("console.example", "https://console.example"),
+            ("console.example:443", "https://console.example"),
+            ("127.0.0.1:8080", "https://console.example"),
+            ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ] {
+            assert_eq!(
+                check_request(&request(host, origin), &proxied, Some("token")),
+                Ok(()),
+                "{host} {origin}"
+            );
+        }
+        assert_eq!(
+            check_request(&request("console.example", "http://console.example"), &proxied, Some("token")),
+            Err(Refusal::Origin {
+                origin: "http://console.example".into(),
+                expected: "https://console.example".into()
+            })
+        );
+        assert_eq!(
+            check_request(&request("evil.example", "https://console.example"), &proxied, Some("token")),
+            Err(Refusal::Host("evil.example".into()))
+        );
+        assert!(proxied.secure(&request("127.0.0.1:8080", "https://console.example")));
+        assert!(!proxied.secure(&request("127.0.0.1:8080", "http://127.0.0.1:8080")));
+        assert!(proxied.secure(&RequestOrigin { host: Some("console.example"), ..RequestOrigin::default() }));
+        // Listening everywhere (with --origin): the loopback names stay usable for a local proxy.
+        let everywhere = AllowedHosts::new(bound("0.0.0.0:8443"), Vec::new());
+        assert!(everywhere.allows("127.0.0.1:8443") && everywhere.allows("[::1]:8443"));
+        assert!(!everywhere.allows("192.0.2.7:8443"));
+    }
+
+    #[test]
+    fn repeated_login_failures_wait_longer_and_longer() {
+        assert_eq!(lockout(1), Duration::ZERO);
+        assert_eq!(lockout(FREE_FAILURES), Duration::from_secs(1));
+        assert_eq!(lockout(FREE_FAILURES + 3), Duration::from_secs(8));
+        assert_eq!(lockout(u32::MAX), MAX_LOCKOUT);
+
+        let throttle = LoginThrottle::default();
+        let start = Instant::now();
+        let client: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        let other: std::net::IpAddr = "192.0.2.2".parse().expect("ip");
+        for _ in 1..FREE_FAILURES {
+            throttle.failed(client, "alice", start);
+        }
+        assert_eq!(throttle.wait(client, "alice", start), None, "the first failures are free");
+        throttle.failed(client, "alice", start);
+        assert_eq!(throttle.wait(client, "bob", start), Some(Duration::from_secs(1)), "this client waits");
+        assert_eq!(
+            throttle.wait(other, "alice", start),
+            Some(Duration::from_secs(1)),
+            "so does alice's name"
+        );
+        assert_eq!(throttle.wait(other, "bob", start), None, "others do not");
+        let later = start + Duration::from_secs(1);
+        assert_eq!(throttle.wait(client, "alice", later), None, "the wait ends");
+        throttle.failed(client, "alice", later);
+        assert_eq!(throttle.wait(client, "alice", later), Some(Duration::from_secs(2)), "and doubles");
+        throttle.succeeded(client, "alice");
+        assert_eq!(throttle.wait(client, "alice", later), None, "a success clears it");
+        // Failures long ago are forgotten.
+        for _ in 0..FREE_FAILURES {
+            throttle.failed(client, "alice", start);
+        }
+        throttle.failed(client, "alice", start + FORGET_AFTER);
+        assert_eq!(throttle.wait(client, "alice", start + FORGET_AFTER), None);
+    }
+
+    #[test]
+    fn the_throttle_remembers_a_bounded_number_of_clients() {
+        let throttle = LoginThrottle::default();
+        let start = Instant::now();
+        for index in 0..(TRACKED as u32 + 10) {
+            let client = std::net::IpAddr::from(std::net::Ipv4Addr::from(index));
+            throttle.failed(client, "alice", start + Duration::from_millis(u64::from(index)));
+        }
+        let maps = throttle.lock();
+        assert_eq!(maps.0.entries.len(), TRACKED);
+        assert_eq!(maps.1.entries.len(), 1);
+        assert!(
+            !maps.0.entries.contains_key(&std::net::IpAddr::from(std::net::Ipv4Addr::from(0))),
+            "the oldest went"
+        );
+    }
+
+    #[test]
+    fn an_unknown_user_is_checked_with_the_most_iterations() {
+        let text = format!(
+            "a:{}\nb:{}\n",
+            PasswordHash::with_iterations("x", MIN_ITERATIONS),
+            PasswordHash::with_iterations("y", MIN_ITERATIONS * 2)
+        );
+        let users = Users::parse(&text, Path::new("users")).expect("parse");
+        assert_eq!(users.decoy.as_ref().map(|decoy| decoy.iterations), Some(MIN_ITERATIONS * 2));
+    }
+
+    #[test]
+    fn a_leftover_temporary_file_does_not_widen_the_users_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users");
+        let leftover = path.with_extension("tmp");
+        std::fs::write(&leftover, "junk").expect("leftover");
+        std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        add_user_with_iterations(&path, "alice", "pw", MIN_ITERATIONS).expect("add");
+        assert_eq!(std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777, 0o600);
+        assert!(!std::fs::read_to_string(&path).expect("read").contains("junk"));
     }
 }

@@ -38,6 +38,8 @@ pub struct ConsoleOptions {
     pub registration_interval: Duration,
     /// With `ed25519`: a directory of users' private keys (`user=NAME.key`), to sign as them.
     pub user_keys: Option<PathBuf>,
+    /// The addresses people reach the console at (`--origin`), e.g. through a reverse proxy.
+    pub origins: Vec<auth::PublicOrigin>,
 }
 
 /// Why the console did not start or stopped.
@@ -47,6 +49,14 @@ pub enum ConsoleError {
         "refusing to listen on {0} without a login: give --users FILE (add users with: baton console --users FILE --add-user NAME), or listen on 127.0.0.1"
     )]
     NoLogin(SocketAddr),
+    #[error(
+        "refusing to listen on {0} without --origin: give the address people type to reach the console, e.g. --origin https://console.example:8443 (repeatable), so that requests for any other host name are refused; or listen on one address, e.g. --listen 192.0.2.7:8443"
+    )]
+    NoOrigin(SocketAddr),
+    #[error(
+        "--origin {0} is not on this machine: it needs a login, give --users FILE (add users with: baton console --users FILE --add-user NAME)"
+    )]
+    OriginWithoutLogin(String),
     #[error("the users file {0} has no users (add one with: baton console --users FILE --add-user NAME)")]
     NoUsers(PathBuf),
     #[error("--user-keys only applies with security.scheme = \"ed25519\"")]
@@ -102,8 +112,16 @@ pub async fn run(
             Some(users)
         }
         None if !options.listen.ip().is_loopback() => return Err(ConsoleError::NoLogin(options.listen)),
-        None => None,
+        None => {
+            if let Some(origin) = options.origins.iter().find(|origin| !origin.is_loopback()) {
+                return Err(ConsoleError::OriginWithoutLogin(origin.origin()));
+            }
+            None
+        }
     };
+    if options.listen.ip().is_unspecified() && options.origins.is_empty() {
+        return Err(ConsoleError::NoOrigin(options.listen));
+    }
     let security = Arc::new(config.security.load_security().map_err(crate::client::ClientError::from)?);
     if options.user_keys.is_some() && !security.proves_callers() {
         return Err(ConsoleError::UserKeysWithoutEd25519);
@@ -142,20 +160,12 @@ pub async fn run(
     for problem in problems {
         warn!(%problem, "agent definition not loaded");
     }
-    let hosts = if options.listen.ip().is_loopback() {
-        auth::AllowedHosts::Loopback { port: options.listen.port() }
-    } else {
-        auth::AllowedHosts::Any
-    };
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| ConsoleError::Listen { address: options.listen, source })?;
     let address =
         listener.local_addr().map_err(|source| ConsoleError::Listen { address: options.listen, source })?;
-    let hosts = match hosts {
-        auth::AllowedHosts::Loopback { .. } => auth::AllowedHosts::Loopback { port: address.port() },
-        any => any,
-    };
+    let hosts = auth::AllowedHosts::new(address, options.origins.clone());
     let console = Arc::new(server::Console {
         users,
         sessions: auth::Sessions::default(),
@@ -175,10 +185,12 @@ pub async fn run(
         collective: config.collective.clone(),
         registration_interval: options.registration_interval,
         password_checks: tokio::sync::Semaphore::new(server::PASSWORD_CHECKS),
+        login_throttle: auth::LoginThrottle::default(),
+        behind_proxy: !options.origins.is_empty(),
     });
     on_listening(address);
     let served = tokio::select! {
-        served = axum::serve(listener, server::router(console)) => served.map_err(ConsoleError::Serve),
+        served = axum::serve(listener, server::router(console).into_make_service_with_connect_info::<SocketAddr>()) => served.map_err(ConsoleError::Serve),
         // Open event streams would hold a graceful shutdown forever; jobs in flight end with
         // the process, and their requests are already on their way.
         () = shutdown => Ok(()),

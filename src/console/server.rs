@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -51,6 +51,11 @@ pub struct Console {
     /// Password checks allowed at once: PBKDF2 is slow on purpose, and a flood of logins must
     /// not take every core.
     pub password_checks: tokio::sync::Semaphore,
+    /// Slows password guessing down, per client address and per user name.
+    pub login_throttle: auth::LoginThrottle,
+    /// Reached through a reverse proxy (`--origin` given): a login from a loopback peer names
+    /// its client in `X-Real-IP`.
+    pub behind_proxy: bool,
 }
 
 /// How many password checks may run at once.
@@ -220,35 +225,61 @@ struct Login {
     password: String,
 }
 
+/// A 429 answer: try again after `wait` (rounded up to whole seconds).
+fn too_many(message: String, wait: Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = ApiError(StatusCode::TOO_MANY_REQUESTS, message).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    response
+}
+
 async fn login(
     State(console): State<Arc<Console>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Json(login): Json<Login>,
 ) -> Response {
     // No CSRF token exists before login; the Host, Origin and Sec-Fetch-Site checks apply.
-    if let Err(refusal) = auth::check_request(&Console::origin_of(&headers), &console.hosts, None) {
+    let request = Console::origin_of(&headers);
+    if let Err(refusal) = auth::check_request(&request, &console.hosts, None) {
         return ApiError(StatusCode::FORBIDDEN, refusal.to_string()).into_response();
     }
     let Some(users) = console.users.clone() else {
         return ApiError(StatusCode::BAD_REQUEST, "this console has no login".to_owned()).into_response();
     };
+    // Behind a proxy on this machine every peer is the proxy; it names the client.
+    let client = match Console::header(&headers, "x-real-ip") {
+        Some(real) if console.behind_proxy && peer.ip().is_loopback() => {
+            real.trim().parse().unwrap_or(peer.ip())
+        }
+        _ => peer.ip(),
+    };
     let name = login.user.clone();
-    let Ok(_permit) = console.password_checks.acquire().await else {
-        return ApiError(StatusCode::SERVICE_UNAVAILABLE, "the console is shutting down".to_owned())
-            .into_response();
+    if let Some(wait) = console.login_throttle.wait(client, &name, std::time::Instant::now()) {
+        return too_many("too many failed logins: wait before trying again".to_owned(), wait);
+    }
+    // Never queue: a flood of logins is refused rather than piled up behind the slow checks.
+    let Ok(_permit) = console.password_checks.try_acquire() else {
+        return too_many(
+            "the console is busy checking other logins: try again".to_owned(),
+            Duration::from_secs(1),
+        );
     };
     // PBKDF2 is deliberately slow: keep it off the async workers.
     let accepted = tokio::task::spawn_blocking(move || users.authenticate(&login.user, &login.password))
         .await
         .unwrap_or(false);
     if !accepted {
-        tracing::warn!(user = %name, "console login refused");
+        console.login_throttle.failed(client, &name, std::time::Instant::now());
+        tracing::warn!(user = %name, %client, "console login refused");
         return ApiError(StatusCode::UNAUTHORIZED, "wrong user name or password".to_owned()).into_response();
     }
+    console.login_throttle.succeeded(client, &name);
     let (token, session) = console.sessions.create(&name);
-    tracing::info!(user = %name, "console login");
+    tracing::info!(user = %name, %client, "console login");
     let mut response = Json(json!({"user": session.user, "csrf": session.csrf})).into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(&token)) {
+    let secure = console.hosts.secure(&request);
+    if let Ok(cookie) = HeaderValue::from_str(&auth::session_cookie(&token, secure)) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
