@@ -1,11 +1,12 @@
 //! What the console keeps across its own restarts, in one SQLite file: the nodes it has seen
 //! (their last registration and when it arrived) and the history of jobs it ran.
 //!
-//! Writes are small and few (one row per registration, one per finished job), so the
-//! connection sits behind a mutex and is used from async code directly.
+//! The connection sits behind a mutex; async code reaches it through [`Store::call`], which
+//! runs the work on tokio's blocking threads so a slow disk never stalls the web server.
+//! The file is created readable by its owner only (it holds who ran what, with which inputs).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -21,11 +22,18 @@ pub const HISTORY_LIMIT: usize = 1000;
 pub enum StoreError {
     #[error("console database {path}: {source}")]
     Open { path: String, source: rusqlite::Error },
+    #[error("cannot create the console database {path}: {source}")]
+    Create { path: String, source: std::io::Error },
     #[error("console database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("console database: a stored record does not decode: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error("console database: the query was interrupted: {0}")]
+    Interrupted(String),
 }
+
+/// What a job that was running when the console stopped says about itself.
+pub const ABANDONED: &str = "the console stopped before this job finished; its replies were not collected";
 
 /// A node as last registered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,7 +56,7 @@ pub struct JobRecord {
     pub targets: Vec<String>,
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
-    /// `running`, `finished` or `failed`.
+    /// `running`, `finished`, `failed` or `abandoned` (the console stopped while it ran).
     pub state: String,
     /// The per-node outcomes, aggregates and counts, once finished.
     pub outcome: Value,
@@ -66,6 +74,8 @@ impl Store {
             let _ = std::fs::create_dir_all(parent);
         }
         let open_error = |source| StoreError::Open { path: path.display().to_string(), source };
+        create_private(path)
+            .map_err(|source| StoreError::Create { path: path.display().to_string(), source })?;
         let connection = Connection::open(path).map_err(open_error)?;
         Store::init(connection).map_err(|error| match error {
             StoreError::Sql(source) => open_error(source),
@@ -80,6 +90,9 @@ impl Store {
 
     fn init(connection: Connection) -> Result<Store, StoreError> {
         connection.pragma_update(None, "journal_mode", "WAL")?;
+        // With WAL, NORMAL is safe against corruption and only risks the last commits on power loss.
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(
             "CREATE TABLE IF NOT EXISTS nodes (
                  identity TEXT PRIMARY KEY,
@@ -93,7 +106,44 @@ impl Store {
              );
              CREATE INDEX IF NOT EXISTS jobs_by_start ON jobs (started_ms);",
         )?;
-        Ok(Store { connection: Mutex::new(connection) })
+        let store = Store { connection: Mutex::new(connection) };
+        store.abandon_running()?;
+        Ok(store)
+    }
+
+    /// Runs `work` on the store from async code, on a blocking thread.
+    pub async fn call<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|error| StoreError::Interrupted(error.to_string()))?
+    }
+
+    /// Marks the jobs still `running` in the file as `abandoned`: at open, no job runs yet, so
+    /// they belong to a console that stopped while they ran.
+    fn abandon_running(&self) -> Result<(), StoreError> {
+        let running: Vec<JobRecord> = {
+            let connection = self.lock();
+            let mut statement = connection.prepare("SELECT record FROM jobs")?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            let mut running = Vec::new();
+            for row in rows {
+                let job: JobRecord = serde_json::from_str(&row?)?;
+                if job.state == "running" {
+                    running.push(job);
+                }
+            }
+            running
+        };
+        for mut job in running {
+            job.state = "abandoned".to_owned();
+            job.outcome = serde_json::json!({"error": ABANDONED});
+            self.save_job(&job)?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -160,7 +210,8 @@ impl Store {
         Ok(record.map(|record| serde_json::from_str(&record)).transpose()?)
     }
 
-    /// The most recent jobs, newest first.
+    /// The most recent jobs, newest first, as summaries: the outcome holds only its counts
+    /// and error (the whole record is [`Store::job`]).
     pub fn recent_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
         let connection = self.lock();
         let mut statement =
@@ -168,9 +219,33 @@ impl Store {
         let rows = statement.query_map(params![limit as i64], |row| row.get::<_, String>(0))?;
         let mut jobs = Vec::new();
         for row in rows {
-            jobs.push(serde_json::from_str(&row?)?);
+            let mut job: JobRecord = serde_json::from_str(&row?)?;
+            job.outcome = summary_of(&job.outcome);
+            jobs.push(job);
         }
         Ok(jobs)
+    }
+}
+
+/// An outcome's counts and error, without the per-node replies.
+fn summary_of(outcome: &Value) -> Value {
+    let mut summary = serde_json::Map::new();
+    for key in ["counts", "error"] {
+        if let Some(value) = outcome.get(key) {
+            summary.insert(key.to_owned(), value.clone());
+        }
+    }
+    if summary.is_empty() { Value::Null } else { Value::Object(summary) }
+}
+
+/// Creates the database file, readable and writable by its owner only, unless it exists.
+/// (SQLite gives its `-wal` and `-shm` files the same mode.)
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
     }
 }
 
@@ -239,5 +314,46 @@ mod tests {
         assert_eq!(store.recent_jobs(10).expect("recent").len(), 1);
         store.forget_node("db01").expect("forget");
         assert_eq!(store.nodes().expect("nodes").len(), 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the database is private");
+    }
+
+    fn job(id: &str, state: &str, started_ms: u64, outcome: Value) -> JobRecord {
+        JobRecord {
+            id: id.to_owned(),
+            user: "alice".to_owned(),
+            caller: "user=alice".to_owned(),
+            agent: "rpcutil".to_owned(),
+            action: "ping".to_owned(),
+            inputs: json!({}),
+            filter: json!({}),
+            targets: vec!["web01".to_owned()],
+            started_ms,
+            finished_ms: None,
+            state: state.to_owned(),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn jobs_running_when_the_console_stopped_are_abandoned_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("console.sqlite");
+        let replies = json!({"replies": [{"node": "web01"}], "counts": {"ok": 1}});
+        {
+            let store = Store::open(&path).expect("open");
+            store.save_job(&job("running", "running", 1, Value::Null)).expect("save");
+            store.save_job(&job("done", "finished", 2, replies.clone())).expect("save");
+        }
+        let store = Store::open(&path).expect("reopen");
+        let abandoned = store.job("running").expect("query").expect("found");
+        assert_eq!(abandoned.state, "abandoned");
+        assert_eq!(abandoned.outcome["error"], ABANDONED);
+        assert_eq!(store.job("done").expect("query").expect("found").outcome, replies, "the whole record");
+        let summaries = store.recent_jobs(10).expect("recent");
+        assert_eq!(summaries.iter().map(|job| job.id.as_str()).collect::<Vec<_>>(), ["done", "running"]);
+        assert_eq!(summaries[0].outcome, json!({"counts": {"ok": 1}}), "the history has no replies");
+        assert_eq!(summaries[1].outcome, json!({"error": ABANDONED}));
     }
 }
