@@ -34,8 +34,15 @@ use crate::protocol::filter::{Filter, FilterSpec};
 use crate::protocol::now_ms;
 use crate::security::{Ed25519, Security};
 
-/// How many jobs' live events are kept in memory (finished ones are in the store).
+/// How many jobs' live events are kept in memory (finished ones are in the store). Running
+/// jobs are never dropped; they are bounded by [`MAX_RUNNING`].
 const LIVE_JOBS: usize = 64;
+
+/// How many jobs may run at once, in all.
+pub const MAX_RUNNING: usize = 32;
+
+/// How many jobs one user may run at once.
+pub const MAX_RUNNING_PER_USER: usize = 8;
 
 /// Why a job was not started.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +55,9 @@ pub enum JobError {
     Identity(String),
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),
+    /// Too many jobs run already (for this user, or in all): try again when one finishes.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// What the page asks for: an action, its inputs as typed into the form, and the filter.
@@ -95,8 +105,44 @@ impl LiveJob {
         self.progress.subscribe()
     }
 
+    /// Whether the `finished` event has been pushed.
+    pub fn is_finished(&self) -> bool {
+        self.progress.borrow().1
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
         self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Ends a job's events however its task ends: when the task stops without finishing (a panic,
+/// or the runtime shutting down), the job is recorded as failed and `finished` is still sent,
+/// so no page waits forever for it.
+struct FinishGuard {
+    live: Arc<LiveJob>,
+    record: Option<JobRecord>,
+    store: Arc<Store>,
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        let Some(mut record) = self.record.take() else { return };
+        if self.live.is_finished() {
+            return;
+        }
+        record.finished_ms = Some(now_ms());
+        record.state = "failed".to_owned();
+        record.outcome = json!({"error": "the job stopped unexpectedly (see the console's log)"});
+        let store = self.store.clone();
+        let saved = record.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(move || {
+                if let Err(error) = store.save_job(&saved) {
+                    warn!(job = %saved.id, %error, "cannot record the failed job");
+                }
+            });
+        }
+        self.live.push(json!({"type": "finished", "job": record}), true);
     }
 }
 
@@ -124,6 +170,8 @@ pub struct Jobs {
     store: Arc<Store>,
     clients: tokio::sync::Mutex<HashMap<Requester, Arc<Client>>>,
     live: Mutex<VecDeque<(String, Arc<LiveJob>)>>,
+    running: Arc<tokio::sync::Semaphore>,
+    running_per_user: Mutex<HashMap<Requester, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Jobs {
@@ -146,6 +194,8 @@ impl Jobs {
             store,
             clients: tokio::sync::Mutex::default(),
             live: Mutex::default(),
+            running: Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING)),
+            running_per_user: Mutex::default(),
         }
     }
 
@@ -188,10 +238,11 @@ impl Jobs {
 
     /// The client that sends as `requester`: one per user, sharing the console's connection.
     async fn client_for(&self, requester: &Requester) -> Result<(Arc<Client>, String), JobError> {
-        let mut clients = self.clients.lock().await;
-        if let Some(client) = clients.get(requester) {
+        if let Some(client) = self.clients.lock().await.get(requester) {
             return Ok((client.clone(), client.settings().caller.clone()));
         }
+        // Built without holding the lock (loading a key and declaring a reply queue take time,
+        // and other users' jobs must not wait for them); the first one built is kept.
         let (caller, security) = self.signer(requester)?;
         let settings = ClientSettings {
             identity: self.config.identity.clone(),
@@ -201,7 +252,8 @@ impl Jobs {
             max_message_bytes: self.config.broker.max_message_bytes,
         };
         let client = Arc::new(Client::with_broker(self.broker.clone(), security, settings).await?);
-        clients.insert(requester.clone(), client.clone());
+        let client = self.clients.lock().await.entry(requester.clone()).or_insert(client).clone();
+        let caller = client.settings().caller.clone();
         Ok((client, caller))
     }
 
@@ -277,6 +329,7 @@ impl Jobs {
                 "no registered node that is not quiet matches the filter".to_owned(),
             ));
         }
+        let permits = self.reserve(requester)?;
         let (client, caller) = self.client_for(requester).await?;
         let spec = RequestSpec {
             agent: request.agent.clone(),
@@ -301,16 +354,15 @@ impl Jobs {
             state: "running".to_owned(),
             outcome: Value::Null,
         };
-        if let Err(error) = self.store.save_job(&record) {
+        let saved = record.clone();
+        if let Err(error) = self.store.call(move |store| store.save_job(&saved)).await {
             warn!(job = %id, %error, "cannot record the job");
         }
         let live = Arc::new(LiveJob::new());
         {
             let mut jobs = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             jobs.push_back((id.clone(), live.clone()));
-            while jobs.len() > LIVE_JOBS {
-                jobs.pop_front();
-            }
+            evict_finished(&mut jobs, LIVE_JOBS);
         }
         live.push(json!({"type": "started", "job": &record}), false);
         let timeout = self.timeout(&request.agent);
@@ -320,7 +372,10 @@ impl Jobs {
             .definition(&request.agent)
             .and_then(|definition| definition.action(&request.action))
             .cloned();
+        let guard = FinishGuard { live: live.clone(), record: Some(record.clone()), store: store.clone() };
         tokio::spawn(async move {
+            let _guard = guard;
+            let _permits = permits;
             let events = live.clone();
             let mut on_event = move |event: &Event<'_>| {
                 let value = match event {
@@ -357,7 +412,8 @@ impl Jobs {
                     record.outcome = json!({"error": error.to_string()});
                 }
             }
-            if let Err(error) = store.save_job(&record) {
+            let saved = record.clone();
+            if let Err(error) = store.call(move |store| store.save_job(&saved)).await {
                 warn!(job = %record.id, %error, "cannot record the finished job");
             }
             live.push(json!({"type": "finished", "job": record}), true);
@@ -365,11 +421,46 @@ impl Jobs {
         Ok(id)
     }
 
+    /// Takes a place for one more running job of `requester`, or says why there is none.
+    fn reserve(
+        &self,
+        requester: &Requester,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit), JobError> {
+        let mine = self
+            .running_per_user
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(requester.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING_PER_USER)))
+            .clone();
+        let mine = mine.try_acquire_owned().map_err(|_| {
+            JobError::Busy(format!(
+                "you already have {MAX_RUNNING_PER_USER} jobs running: wait for one to finish"
+            ))
+        })?;
+        let total = self.running.clone().try_acquire_owned().map_err(|_| {
+            JobError::Busy(format!("{MAX_RUNNING} jobs are running already: wait for one to finish"))
+        })?;
+        Ok((mine, total))
+    }
+
     /// The live events of a job started since the console started (the latest [`LIVE_JOBS`]).
     pub fn live(&self, id: &str) -> Option<Arc<LiveJob>> {
         let jobs = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         jobs.iter().find(|(job, _)| job == id).map(|(_, live)| live.clone())
     }
+}
+
+/// Drops the oldest finished jobs until at most `keep` remain; running ones always stay.
+fn evict_finished(jobs: &mut VecDeque<(String, Arc<LiveJob>)>, keep: usize) {
+    let mut excess = jobs.len().saturating_sub(keep);
+    jobs.retain(|(_, live)| {
+        if excess > 0 && live.is_finished() {
+            excess -= 1;
+            return false;
+        }
+        true
+    });
 }
 
 /// A finished call as the page and the history show it.
@@ -384,4 +475,65 @@ pub fn outcome_json(outcome: &CallOutcome) -> Value {
         "counts": outcome.counts(),
         "total_ms": outcome.total_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(finished: bool) -> Arc<LiveJob> {
+        let live = Arc::new(LiveJob::new());
+        live.push(json!({"type": "started"}), false);
+        if finished {
+            live.push(json!({"type": "finished"}), true);
+        }
+        live
+    }
+
+    #[test]
+    fn only_finished_jobs_leave_the_live_list() {
+        let mut jobs: VecDeque<(String, Arc<LiveJob>)> = VecDeque::new();
+        for (id, finished) in [("a", false), ("b", true), ("c", false), ("d", true), ("e", true)] {
+            jobs.push_back((id.to_owned(), live(finished)));
+        }
+        evict_finished(&mut jobs, 3);
+        assert_eq!(jobs.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a", "c", "e"]);
+        evict_finished(&mut jobs, 1);
+        assert_eq!(
+            jobs.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            ["a", "c"],
+            "running ones stay"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_task_that_dies_still_finishes_its_job() {
+        let store = Arc::new(Store::in_memory().expect("store"));
+        let job = live(false);
+        let record = JobRecord {
+            id: "j1".to_owned(),
+            user: "alice".to_owned(),
+            caller: "user=alice".to_owned(),
+            agent: "rpcutil".to_owned(),
+            action: "ping".to_owned(),
+            inputs: json!({}),
+            filter: json!({}),
+            targets: vec!["web01".to_owned()],
+            started_ms: 1,
+            finished_ms: None,
+            state: "running".to_owned(),
+            outcome: Value::Null,
+        };
+        let guard = FinishGuard { live: job.clone(), record: Some(record), store };
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            panic!("a bug in the job task");
+        });
+        assert!(task.await.is_err(), "the task panicked");
+        assert!(job.is_finished());
+        let events = job.events_from(0);
+        let finished = events.last().expect("an event");
+        assert_eq!(finished["type"], "finished");
+        assert_eq!(finished["job"]["state"], "failed");
+    }
 }

@@ -238,7 +238,13 @@ pub async fn follow(
                 continue;
             }
         };
-        match registry.accept(verified, security.proves_callers(), now_ms()) {
+        // Accepting writes the store: on a blocking thread, off the async workers.
+        let accepting = registry.clone();
+        let proves = security.proves_callers();
+        let accepted =
+            tokio::task::spawn_blocking(move || accepting.accept(verified, proves, now_ms())).await;
+        let Ok(accepted) = accepted else { continue };
+        match accepted {
             Ok(()) => {}
             Err(Rejection::Stale(node)) => debug!(%node, "registration ignored: older than the one held"),
             Err(rejection) => {

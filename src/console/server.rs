@@ -76,6 +76,7 @@ impl From<JobError> for ApiError {
             JobError::Invalid(_) | JobError::Identity(_) => StatusCode::BAD_REQUEST,
             JobError::Client(client) if client.is_usage() => StatusCode::BAD_REQUEST,
             JobError::Client(_) => StatusCode::BAD_GATEWAY,
+            JobError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         ApiError(status, error.to_string())
     }
@@ -363,7 +364,8 @@ async fn history(State(console): State<Arc<Console>>, headers: HeaderMap) -> Api
     console.guard(&headers, Change::No)?;
     let jobs = console
         .store
-        .recent_jobs(HISTORY_PAGE)
+        .call(|store| store.recent_jobs(HISTORY_PAGE))
+        .await
         .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
     Ok(Json(json!({"jobs": jobs})))
 }
@@ -374,7 +376,8 @@ async fn job(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     console.guard(&headers, Change::No)?;
-    match console.store.job(&id) {
+    let wanted = id.clone();
+    match console.store.call(move |store| store.job(&wanted)).await {
         Ok(Some(job)) => Ok(Json(json!({"job": job}))),
         Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}"))),
         Err(error) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())),
@@ -390,9 +393,11 @@ async fn job_events(
     console.guard(&headers, Change::No)?;
     let Some(live) = console.jobs.live(&id) else {
         // Not live (an older job, or the console restarted): its record, as one final event.
+        let wanted = id.clone();
         let job = console
             .store
-            .job(&id)
+            .call(move |store| store.job(&wanted))
+            .await
             .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job {id}")))?;
         let event = json!({"type": "finished", "job": job});

@@ -262,11 +262,13 @@ function jobView(container, title) {
   };
   function finish(job) {
     container.dataset.state = job.state;
-    if (job.state === "failed") {
-      footer.append(el("p", { class: "error", text: job.outcome.error }));
+    const outcome = job.outcome;
+    if (job.state !== "finished" || !outcome || !outcome.counts) {
+      // failed, abandoned (the console stopped while it ran), or still running in an old record
+      counter.textContent = job.state;
+      footer.append(el("p", { class: "error", text: (outcome && outcome.error) || `the job is ${job.state}` }));
       return;
     }
-    const outcome = job.outcome;
     const counts = outcome.counts;
     counter.textContent = `${counts.ok} OK, ${counts.failed} failed, ${counts.no_response} no response, of ${counts.targeted} in ${outcome.total_ms} ms`;
     bar.style.width = "100%";
@@ -418,7 +420,7 @@ $("resource-browse").addEventListener("click", async () => {
     return;
   }
   if (job.state !== "finished") {
-    showError("resource-error", job.outcome.error || "the search failed");
+    showError("resource-error", (job.outcome && job.outcome.error) || "the search failed");
     return;
   }
   const nodes = [];
@@ -546,10 +548,12 @@ async function puppetStatus() {
   const nodes = puppetNodes();
   if (!nodes.length) { renderPuppetRows(); return; }
   const job = await runJob({ agent: "puppet", action: "status", inputs: {}, nodes });
-  for (const reply of job.outcome.replies || []) {
+  const outcome = job.outcome || {};
+  if (job.state !== "finished") throw new Error(outcome.error || `the status job is ${job.state}`);
+  for (const reply of outcome.replies || []) {
     puppetState.set(reply.node, reply.status === 0 ? reply.data : { error: reply.message });
   }
-  for (const node of job.outcome.no_response || []) puppetState.set(node, { error: "no response" });
+  for (const node of outcome.no_response || []) puppetState.set(node, { error: "no response" });
   renderPuppetRows();
 }
 
@@ -584,9 +588,10 @@ async function loadHistory() {
   body.replaceChildren();
   for (const job of data.jobs) {
     const counts = job.outcome && job.outcome.counts;
+    const error = job.outcome && job.outcome.error;
     const outcome = job.state === "finished" && counts
       ? `${counts.ok} OK, ${counts.failed} failed, ${counts.no_response} no response`
-      : job.state === "failed" ? `failed: ${job.outcome.error}` : job.state;
+      : error ? `${job.state}: ${error}` : job.state;
     const inputs = Object.entries(job.inputs || {}).map(([key, value]) => `${key}=${brief(value)}`).join(" ");
     body.append(el("tr", { class: "clickable", dataset: { job: job.id }, onclick: () => showJob(job) },
       el("td", { text: when(job.started_ms) }),
@@ -597,8 +602,11 @@ async function loadHistory() {
   }
 }
 
-function showJob(job) {
-  document.querySelectorAll("#history-table tbody tr").forEach((row) => row.classList.toggle("chosen", row.dataset.job === job.id));
+// The history lists summaries; the whole record (every node's reply) is fetched when chosen.
+async function showJob(summary) {
+  document.querySelectorAll("#history-table tbody tr").forEach((row) => row.classList.toggle("chosen", row.dataset.job === summary.id));
+  let job;
+  try { job = (await api("GET", `/api/jobs/${encodeURIComponent(summary.id)}`)).job; } catch (error) { return; }
   const view = jobView($("history-detail"), `${when(job.started_ms)} by ${job.user}`);
   view.onEvent({ type: "started", job });
   for (const reply of (job.outcome && job.outcome.replies) || []) view.onEvent({ type: "reply", reply });
