@@ -71,6 +71,8 @@ pub enum ConsoleError {
     Listen { address: SocketAddr, source: std::io::Error },
     #[error("the web server failed: {0}")]
     Serve(std::io::Error),
+    #[error("stopped following node registrations ({0}); restart the console")]
+    RegistrationsEnded(String),
 }
 
 impl ConsoleError {
@@ -79,7 +81,9 @@ impl ConsoleError {
     pub fn is_usage(&self) -> bool {
         match self {
             ConsoleError::Client(error) => error.is_usage(),
-            ConsoleError::Listen { .. } | ConsoleError::Serve(_) => false,
+            ConsoleError::Listen { .. } | ConsoleError::Serve(_) | ConsoleError::RegistrationsEnded(_) => {
+                false
+            }
             _ => true,
         }
     }
@@ -133,8 +137,13 @@ pub async fn run(
         );
     }
     let store = Arc::new(store::Store::open(&options.database)?);
-    let registry =
-        Arc::new(registry::Registry::load(&config.collective, store.clone(), options.registration_interval)?);
+    let registry = Arc::new(registry::Registry::load(
+        &config.collective,
+        store.clone(),
+        options.registration_interval,
+        Duration::from_secs(config.security.clock_skew_secs),
+        crate::protocol::now_ms(),
+    )?);
     let settings = crate::config::broker_settings(
         &config.broker,
         &config.tls,
@@ -198,7 +207,8 @@ pub async fn run(
         followed = follower => {
             match followed {
                 Ok(Err(error)) => Err(ConsoleError::Client(error.into())),
-                _ => Ok(()),
+                Ok(Ok(())) => Err(ConsoleError::RegistrationsEnded("the broker closed the subscription".to_owned())),
+                Err(error) => Err(ConsoleError::RegistrationsEnded(error.to_string())),
             }
         }
     };

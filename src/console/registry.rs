@@ -5,6 +5,12 @@
 //! (with ed25519 the signing key must be the node's own), keeps the newest per node, and
 //! writes it to the [`Store`], so the list is there again after a restart. A node not heard
 //! from for [`QUIET_INTERVALS`] registration intervals is shown as quiet, not forgotten.
+//! After a restart, a node known only from the store is "unknown" (and still sent jobs) until
+//! one interval has passed since the console started: until then, silence proves nothing.
+//!
+//! A registration dated further in the future than the clock skew allowance
+//! (`security.clock_skew_secs`, as for requests), or older than the quiet time plus that
+//! allowance, is refused: a node's clock must not decide how long its entry stays live.
 //!
 //! The node list is filtered with the CLI's filter language: the same [`Filter`] the nodes
 //! evaluate, evaluated here against the registered facts, classes and agents.
@@ -41,6 +47,12 @@ pub enum Rejection {
     OtherCollective { identity: String, collective: String },
     #[error("registration of {0:?} is older than the one already held")]
     Stale(String),
+    #[error(
+        "registration of {identity:?} is dated {ahead_ms} ms in the future, beyond the clock skew allowance (synchronise the node's clock)"
+    )]
+    FromFuture { identity: String, ahead_ms: u64 },
+    #[error("registration of {identity:?} is {age_ms} ms old: too old to count")]
+    TooOld { identity: String, age_ms: u64 },
 }
 
 /// One node as the registry holds it.
@@ -95,6 +107,9 @@ pub struct NodeSummary {
     pub last_seen_ms: u64,
     /// Not heard from for [`QUIET_INTERVALS`] registration intervals.
     pub quiet: bool,
+    /// `live`, `quiet`, or `unknown` (known from before a restart, not heard from since, and
+    /// the console has not run for one interval yet).
+    pub state: &'static str,
 }
 
 /// Every node the console has heard of.
@@ -103,16 +118,22 @@ pub struct Registry {
     nodes: RwLock<BTreeMap<String, Known>>,
     store: Arc<Store>,
     quiet_after: Duration,
+    interval: Duration,
+    clock_skew: Duration,
+    /// When the console started (ms since the epoch).
+    started_ms: u64,
     rejected: AtomicU64,
 }
 
 impl Registry {
-    /// The registry of `collective`, starting from what the store remembers. Nodes register
-    /// every `interval`.
+    /// The registry of `collective`, starting from what the store remembers, for a console
+    /// started at `started_ms`. Nodes register every `interval`; clocks may differ by `clock_skew`.
     pub fn load(
         collective: &str,
         store: Arc<Store>,
         interval: Duration,
+        clock_skew: Duration,
+        started_ms: u64,
     ) -> Result<Registry, super::store::StoreError> {
         let nodes = store
             .nodes()?
@@ -124,6 +145,9 @@ impl Registry {
             nodes: RwLock::new(nodes),
             store,
             quiet_after: interval * QUIET_INTERVALS,
+            interval,
+            clock_skew,
+            started_ms,
             rejected: AtomicU64::new(0),
         })
     }
@@ -149,6 +173,14 @@ impl Registry {
         }
         if !registration.collectives.contains(&self.collective) {
             return Err(Rejection::OtherCollective { identity, collective: self.collective.clone() });
+        }
+        let skew_ms = millis(self.clock_skew);
+        if registration.time_ms > now_ms.saturating_add(skew_ms) {
+            return Err(Rejection::FromFuture { identity, ahead_ms: registration.time_ms - now_ms });
+        }
+        let age_ms = now_ms.saturating_sub(registration.time_ms);
+        if age_ms > millis(self.quiet_after).saturating_add(skew_ms) {
+            return Err(Rejection::TooOld { identity, age_ms });
         }
         let stored = StoredNode { registration, last_seen_ms: now_ms };
         {
@@ -177,15 +209,29 @@ impl Registry {
         self.read()
             .values()
             .filter(|known| filter.matches(*known))
-            .map(|known| NodeSummary {
-                identity: known.registration.identity.clone(),
-                facts: known.registration.facts.clone(),
-                classes: known.registration.classes.clone(),
-                agents: known.registration.agents.clone(),
-                collectives: known.registration.collectives.clone(),
-                version: known.registration.version.clone(),
-                last_seen_ms: known.last_seen_ms,
-                quiet: self.is_quiet(known.last_seen_ms, now_ms),
+            .map(|known| {
+                let quiet = self.is_quiet(known.last_seen_ms, now_ms);
+                // Heard of only before this start, and too early to call it quiet.
+                let unknown = quiet
+                    && known.last_seen_ms < self.started_ms
+                    && now_ms < self.started_ms.saturating_add(millis(self.interval));
+                NodeSummary {
+                    identity: known.registration.identity.clone(),
+                    facts: known.registration.facts.clone(),
+                    classes: known.registration.classes.clone(),
+                    agents: known.registration.agents.clone(),
+                    collectives: known.registration.collectives.clone(),
+                    version: known.registration.version.clone(),
+                    last_seen_ms: known.last_seen_ms,
+                    quiet: quiet && !unknown,
+                    state: if unknown {
+                        "unknown"
+                    } else if quiet {
+                        "quiet"
+                    } else {
+                        "live"
+                    },
+                }
             })
             .collect()
     }
@@ -201,7 +247,7 @@ impl Registry {
 
     /// Whether a node last seen at `last_seen_ms` counts as quiet at `now_ms`.
     pub fn is_quiet(&self, last_seen_ms: u64, now_ms: u64) -> bool {
-        now_ms.saturating_sub(last_seen_ms) > u64::try_from(self.quiet_after.as_millis()).unwrap_or(u64::MAX)
+        now_ms.saturating_sub(last_seen_ms) > millis(self.quiet_after)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Known>> {
@@ -211,6 +257,10 @@ impl Registry {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Known>> {
         self.nodes.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Subscribes to the collective's registrations and feeds them to `registry` until `shutdown`
@@ -247,6 +297,8 @@ pub async fn follow(
         match accepted {
             Ok(()) => {}
             Err(Rejection::Stale(node)) => debug!(%node, "registration ignored: older than the one held"),
+            // A delayed message, not a forgery: ignored like a stale one, but worth a word.
+            Err(rejection @ Rejection::TooOld { .. }) => debug!(%rejection, "registration ignored"),
             Err(rejection) => {
                 registry.rejected.fetch_add(1, Ordering::Relaxed);
                 warn!(%rejection, "registration dropped");
@@ -283,8 +335,9 @@ mod tests {
         security.open_registration(&security.seal_registration(registration), 1 << 20).expect("verifies")
     }
 
+    /// Nodes register every 10 s; clocks may be 60 s apart; the console started at 0.
     fn registry(store: Arc<Store>) -> Registry {
-        Registry::load("baton", store, Duration::from_secs(10)).expect("load")
+        Registry::load("baton", store, Duration::from_secs(10), Duration::from_secs(60), 0).expect("load")
     }
 
     fn filter(spec: FilterSpec) -> Filter {
@@ -341,7 +394,7 @@ mod tests {
         assert!(later[0].quiet, "{later:?}");
         assert!(registry.targets(&everyone, 31_001).is_empty(), "quiet nodes are not sent jobs");
         registry
-            .accept(verified(&security, &registration("web01", "web", 2)), false, 40_000)
+            .accept(verified(&security, &registration("web01", "web", 39_000)), false, 40_000)
             .expect("accepted");
         assert!(!registry.matching(&everyone, 40_000)[0].quiet, "heard from again");
     }
@@ -388,9 +441,44 @@ mod tests {
         registry(store.clone())
             .accept(verified(&security, &registration("web01", "web", 1)), false, 7)
             .expect("ok");
-        let reloaded = registry(store);
+        let reloaded = registry(store.clone());
         let nodes = reloaded.matching(&filter(FilterSpec::default()), 7);
         assert_eq!(identities(&nodes), ["web01"]);
         assert_eq!(nodes[0].last_seen_ms, 7);
+
+        // Restarted long after: unknown (and still a target) for one interval, then quiet.
+        let restarted =
+            Registry::load("baton", store, Duration::from_secs(10), Duration::from_secs(60), 100_000)
+                .expect("load");
+        let everyone = filter(FilterSpec::default());
+        let early = restarted.matching(&everyone, 105_000);
+        assert_eq!((early[0].state, early[0].quiet), ("unknown", false));
+        assert_eq!(restarted.targets(&everyone, 105_000), ["web01"]);
+        let later = restarted.matching(&everyone, 110_001);
+        assert_eq!((later[0].state, later[0].quiet), ("quiet", true));
+        assert!(restarted.targets(&everyone, 110_001).is_empty());
+    }
+
+    #[test]
+    fn registrations_from_the_future_or_long_ago_are_refused() {
+        let security = psk();
+        let registry = registry(Arc::new(Store::in_memory().expect("store")));
+        let now = 1_000_000;
+        assert_eq!(
+            registry.accept(verified(&security, &registration("web01", "web", now + 60_001)), false, now),
+            Err(Rejection::FromFuture { identity: "web01".into(), ahead_ms: 60_001 })
+        );
+        // Quiet after 30 s, plus 60 s of skew.
+        assert_eq!(
+            registry.accept(verified(&security, &registration("web01", "web", now - 90_001)), false, now),
+            Err(Rejection::TooOld { identity: "web01".into(), age_ms: 90_001 })
+        );
+        assert!(registry.matching(&filter(FilterSpec::default()), now).is_empty());
+        registry
+            .accept(verified(&security, &registration("web01", "web", now + 60_000)), false, now)
+            .expect("within the allowance ahead");
+        registry
+            .accept(verified(&security, &registration("web02", "web", now - 90_000)), false, now)
+            .expect("within the allowance behind");
     }
 }

@@ -178,7 +178,7 @@ function renderNodes(nodes, now) {
     const allFacts = el("details", {}, el("summary", { text: `${factNames.length} facts` }), el("pre", { text: JSON.stringify(node.facts, null, 2) }));
     body.append(el("tr", { class: node.quiet ? "quiet" : "", dataset: { node: node.identity } },
       el("td", {}, el("strong", { text: node.identity })),
-      el("td", { class: node.quiet ? "state-quiet" : "state-live", text: node.quiet ? "quiet" : "live" }),
+      el("td", { class: `state-${node.state}`, title: node.state === "unknown" ? "not heard from since the console started; it is still sent jobs" : "", text: node.state }),
       el("td", { title: when(node.last_seen_ms), text: ago(node.last_seen_ms, now) }),
       el("td", {}, node.classes.map((name) => el("span", { class: "tag", text: name }))),
       el("td", {}, node.agents.map((name) => el("span", { class: "tag", text: name }))),
