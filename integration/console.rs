@@ -276,7 +276,7 @@ fn the_console_manages_real_nodes_in_a_browser() {
 
     // A node that stops answering is listed as not responding.
     fleet.kill("db01");
-    browser(&script_dir, &console, "silent", "alice", &json!({"silent": "db01"}));
+    browser(&script_dir, &console, "silent", "alice", &json!({"silent": "db01", "live": ["web01", "web02"]}));
 
     // After a restart the console still knows every node and its history; the stopped node
     // goes quiet (the interval is now 1 s, so three seconds without a registration).

@@ -223,6 +223,7 @@ function followJob(id, onEvent) {
 function jobView(container, title) {
   container.hidden = false;
   container.replaceChildren();
+  delete container.dataset.state;
   const heading = el("h3", { text: title });
   const counter = el("span", { class: "muted", text: "sending…" });
   const bar = el("div");
