@@ -7,7 +7,9 @@
 //! (users, sessions, forgery checks) and `server` (axum: the embedded page and its API).
 //!
 //! Safe by default: it listens on 127.0.0.1, and refuses to listen anywhere else without a
-//! users file, so that nobody reaches it without logging in.
+//! users file (and on `0.0.0.0`/`::` without `--origin`, the names it answers to). Without a
+//! users file there is no login: anyone who can connect to the loopback address (every local
+//! user) can drive the fleet with the operator's key, so that mode is for single-user machines.
 
 pub mod auth;
 pub mod jobs;
