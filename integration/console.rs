@@ -215,14 +215,18 @@ fn the_console_manages_real_nodes_in_a_browser() {
     assert!(!users_text.contains(PASSWORD), "the password is stored hashed only");
 
     let users_arg = users.to_str().expect("utf-8 path");
-    let console =
-        ConsoleProcess::start(&config, &dir_path, &["--users", users_arg, "--registration-interval", "30"]);
+    let console = ConsoleProcess::start(
+        &config,
+        &dir_path,
+        &["--users", users_arg, "--registration-interval", "30", "--origin", "https://console.example"],
+    );
     browser(
         &script_dir,
         &console,
         "main",
         "alice",
         &json!({
+            "origin": "https://console.example",
             "nodes": ["db01", "web01", "web02"],
             "web": ["web01", "web02"],
             "clone": {"type": "user", "title": "deploy", "source": "web01", "targets": ["db01", "web02"]},

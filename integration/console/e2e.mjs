@@ -111,7 +111,7 @@ function rawRequest(method, path, headers, body) {
       (response) => {
         let text = "";
         response.on("data", (chunk) => { text += chunk; });
-        response.on("end", () => resolve({ status: response.statusCode, text }));
+        response.on("end", () => resolve({ status: response.statusCode, text, headers: response.headers }));
       },
     );
     request.on("error", reject);
@@ -207,6 +207,16 @@ async function main(page) {
     check(crossSite.status === 403, `Sec-Fetch-Site cross-site: ${crossSite.status}`);
     const noCookie = await rawRequest("POST", "/api/jobs", { ...headers, Cookie: "" }, body);
     check(noCookie.status === 401, `no session: ${noCookie.status}`);
+    // Through a TLS proxy keeping the public Host (--origin): accepted, and the login's cookie is Secure.
+    const publicHost = new URL(expect.origin).host;
+    const proxied = await rawRequest("POST", "/api/jobs", { ...headers, Host: publicHost, Origin: expect.origin }, body);
+    check(proxied.status === 400 && proxied.text.includes("no registered node"), `via the proxy: ${proxied.status} ${proxied.text}`);
+    const plain = await rawRequest("POST", "/api/jobs", { ...headers, Host: publicHost, Origin: `http://${publicHost}` }, body);
+    check(plain.status === 403, `the public host over http: ${plain.status} ${plain.text}`);
+    const credentials = JSON.stringify({ user: process.env.BATON_CONSOLE_USER, password: process.env.BATON_CONSOLE_PASSWORD });
+    const login = await rawRequest("POST", "/api/login", { "Content-Type": "application/json", Host: publicHost, Origin: expect.origin }, credentials);
+    const cookie = String(login.headers["set-cookie"] || "");
+    check(login.status === 200 && cookie.includes("HttpOnly") && cookie.includes("; Secure"), `login via the proxy: ${login.status} ${cookie}`);
   });
 
   await step("run an action from its form and watch the results arrive", async () => {
