@@ -131,6 +131,24 @@ async function main(page) {
     check((await page.textContent("#login-error")).includes("wrong user name or password"), "no refusal shown");
   });
 
+  await step("password guessing is slowed down", async () => {
+    // A client behind the proxy (named by X-Real-IP), so the browser's own logins are not held up.
+    const host = new URL(expect.origin).host;
+    const headers = { "Content-Type": "application/json", Host: host, Origin: expect.origin, "X-Real-IP": "192.0.2.50" };
+    const guess = JSON.stringify({ user: "mallory", password: "guess" });
+    const statuses = [];
+    let refused;
+    while (!refused && statuses.length < 10) {
+      const answer = await rawRequest("POST", "/api/login", headers, guess);
+      statuses.push(answer.status);
+      if (answer.status === 429) refused = answer;
+    }
+    check(refused, `no 429 after ${statuses.length} wrong passwords: ${statuses}`);
+    check(statuses.slice(0, 3).every((status) => status === 401), `the first failures are answered 401: ${statuses}`);
+    check(Number(refused.headers["retry-after"]) >= 1, `Retry-After: ${refused.headers["retry-after"]}`);
+    check(refused.text.includes("too many failed logins"), refused.text);
+  });
+
   await step("log in", () => login(page));
 
   await step("see the registered nodes", async () => {
