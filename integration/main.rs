@@ -6,6 +6,7 @@ mod harness;
 
 mod agents;
 mod ed25519;
+mod emulator;
 mod fanout;
 mod hostile;
 mod puppet;

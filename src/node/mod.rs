@@ -8,6 +8,7 @@
 //! shutdown stop taking messages and drain what is in flight before closing the connection.
 
 pub mod audit;
+pub mod emulator;
 pub mod facts;
 pub mod pipeline;
 pub mod policy;
