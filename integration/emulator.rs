@@ -75,7 +75,9 @@ fn start() -> Emulated {
     let emulated = Emulated { fleet, emulator };
     match ready.recv_timeout(Duration::from_secs(120)) {
         Ok(line) => assert!(
-            line.starts_with(&format!("ready nodes={COUNT} connections=2 first=emu-00001 last=emu-{COUNT:05}")),
+            line.starts_with(&format!(
+                "ready nodes={COUNT} connections=2 first=emu-00001 last=emu-{COUNT:05}"
+            )),
             "unexpected first line from the emulator: {line}"
         ),
         Err(error) => panic!(
@@ -137,13 +139,15 @@ fn emulated_nodes_refuse_requests_signed_with_another_key() {
     let fleet = &emulated.fleet;
     let other_key = fleet.dir.path().join("other-psk");
     std::fs::write(&other_key, uuid::Uuid::new_v4().simple().to_string()).expect("write key");
-    std::fs::set_permissions(&other_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod key");
+    std::fs::set_permissions(&other_key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod key");
     let config = fleet.client_config("");
     // The same client, signing with a key the virtual nodes do not hold.
     let text = std::fs::read_to_string(&config).expect("read client config");
     let text = text.replace(&format!("{:?}", fleet.dir.path().join("psk")), &format!("{other_key:?}"));
     std::fs::write(&config, text).expect("write client config");
-    let output = crate::harness::run_baton(&config, &["ping", "-I", "emu-00001", "-I", "emu-00002", "--json"], None);
+    let output =
+        crate::harness::run_baton(&config, &["ping", "-I", "emu-00001", "-I", "emu-00002", "--json"], None);
     assert_ne!(output.code, 0, "{output:?}");
     assert!(output.nodes("replies").is_empty(), "no virtual node answers a forged request: {output:?}");
     assert_eq!(output.nodes("no_response"), ["emu-00001", "emu-00002"], "{output:?}");

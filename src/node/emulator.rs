@@ -109,8 +109,14 @@ const SYSTEMS: &[(&str, &str, &str)] = &[
 ];
 
 /// Roles, each with the Puppet class of the service it runs.
-const ROLES: &[(&str, &str)] =
-    &[("web", "nginx"), ("web", "nginx"), ("app", "tomcat"), ("db", "postgresql"), ("cache", "redis"), ("queue", "rabbitmq")];
+const ROLES: &[(&str, &str)] = &[
+    ("web", "nginx"),
+    ("web", "nginx"),
+    ("app", "tomcat"),
+    ("db", "postgresql"),
+    ("cache", "redis"),
+    ("queue", "rabbitmq"),
+];
 
 const DATACENTERS: &[&str] = &["ams1", "fra1", "lon1", "nyc1"];
 
@@ -235,7 +241,8 @@ impl Emulator {
             facts.merge(profile.facts);
             let classes = Classes::from_names(base_classes.as_slice().iter().cloned().chain(profile.classes));
             let stats = Arc::new(Stats::default());
-            let snapshot = snapshot(&identity, facts, classes, &registry, &agents, &collectives, &authorization, &stats);
+            let snapshot =
+                snapshot(&identity, facts, classes, &registry, &agents, &collectives, &authorization, &stats);
             let pipeline_settings = PipelineSettings {
                 identity,
                 max_message_bytes: config.broker.max_message_bytes,
@@ -283,25 +290,26 @@ impl Emulator {
 
         let agents = self.registry.names();
         let collectives = self.config.collectives.clone();
-        let subscribe = futures_util::stream::iter(self.nodes.iter().enumerate().flat_map(|(number, pipeline)| {
-            let broker = brokers[number % brokers.len()].clone();
-            let agents = agents.clone();
-            collectives.clone().into_iter().map(move |collective| {
-                let broker = broker.clone();
+        let subscribe =
+            futures_util::stream::iter(self.nodes.iter().enumerate().flat_map(|(number, pipeline)| {
+                let broker = brokers[number % brokers.len()].clone();
                 let agents = agents.clone();
-                let pipeline = pipeline.clone();
-                async move {
-                    let subscription = broker
-                        .subscribe_node(&collective, pipeline.identity(), &agents)
-                        .await
-                        .with_context(|| {
-                            format!("cannot subscribe {} to collective {collective}", pipeline.identity())
-                        })?;
-                    anyhow::Ok((pipeline, broker, subscription))
-                }
-            })
-        }))
-        .buffer_unordered(SUBSCRIBE_CONCURRENCY);
+                collectives.clone().into_iter().map(move |collective| {
+                    let broker = broker.clone();
+                    let agents = agents.clone();
+                    let pipeline = pipeline.clone();
+                    async move {
+                        let subscription = broker
+                            .subscribe_node(&collective, pipeline.identity(), &agents)
+                            .await
+                            .with_context(|| {
+                                format!("cannot subscribe {} to collective {collective}", pipeline.identity())
+                            })?;
+                        anyhow::Ok((pipeline, broker, subscription))
+                    }
+                })
+            }))
+            .buffer_unordered(SUBSCRIBE_CONCURRENCY);
         let subscriptions = tokio::select! {
             subscriptions = collect_all(subscribe, self.nodes.len() * collectives.len()) => subscriptions?,
             () = &mut shutdown => return Ok(()),
@@ -315,7 +323,13 @@ impl Emulator {
             // One bound per virtual node, as each real node has its own.
             let concurrency = Arc::new(Semaphore::new(max_concurrency));
             semaphores.push(concurrency.clone());
-            consumers.push(tokio::spawn(consume(subscription, pipeline, broker, concurrency, stop.subscribe())));
+            consumers.push(tokio::spawn(consume(
+                subscription,
+                pipeline,
+                broker,
+                concurrency,
+                stop.subscribe(),
+            )));
         }
         let mut registrations = Vec::new();
         if self.settings.register {
@@ -338,7 +352,12 @@ impl Emulator {
             last: self.nodes.last().map(|node| node.identity().to_string()).unwrap_or_default(),
             setup: started.elapsed(),
         };
-        info!(nodes = summary.nodes, connections = summary.connections, setup_ms = summary.setup.as_millis() as u64, "ready");
+        info!(
+            nodes = summary.nodes,
+            connections = summary.connections,
+            setup_ms = summary.setup.as_millis() as u64,
+            "ready"
+        );
         ready(&summary);
 
         shutdown.await;
@@ -351,7 +370,9 @@ impl Emulator {
             registration.abort();
         }
         let permits = u32::try_from(max_concurrency).unwrap_or(u32::MAX);
-        let drain = futures_util::future::join_all(semaphores.iter().map(|semaphore| semaphore.acquire_many(permits)));
+        let drain = futures_util::future::join_all(
+            semaphores.iter().map(|semaphore| semaphore.acquire_many(permits)),
+        );
         if tokio::time::timeout(super::DRAIN_TIMEOUT, drain).await.is_err() {
             warn!("in-flight actions still running after {} s; leaving them", super::DRAIN_TIMEOUT.as_secs());
         }
@@ -421,7 +442,9 @@ mod tests {
         let one = profile("emu-00001", 7, 1);
         assert_eq!(one, profile("emu-00001", 7, 1));
         let families: std::collections::BTreeSet<String> = (1..200)
-            .map(|index| profile("x", 7, index).facts["os"]["family"].as_str().unwrap_or_default().to_string())
+            .map(|index| {
+                profile("x", 7, index).facts["os"]["family"].as_str().unwrap_or_default().to_string()
+            })
             .collect();
         assert!(families.len() >= 3, "families: {families:?}");
         assert_ne!(profile("x", 7, 1), profile("x", 8, 1));
