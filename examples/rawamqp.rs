@@ -5,9 +5,10 @@
 //! same names, arguments, prefetch and channel-per-queue as Baton's node queues), spread over K
 //! connections like `baton-emulator`, and one requester with an exclusive reply queue. Each run
 //! publishes one message to the exchange and times until the N-th reply has been received.
-//! By default the AMQP work is the same as Baton's (manual acks, publisher confirms and the
-//! mandatory flag on every reply), so the ratio to Baton is the cost of Baton itself; `--bare`
-//! drops acks and confirms for the broker's absolute floor.
+//! By default the AMQP work is the same as Baton's (manual acks, replies taken in batches and
+//! acked with one `multiple` ack, publisher confirms and the mandatory flag on every reply), so
+//! the ratio to Baton is the cost of Baton itself; `--bare` drops acks and confirms for the
+//! broker's absolute floor.
 //!
 //! `declare` declares a collective's exchanges with an account allowed to (the admin account
 //! of `bin/broker`), as an operator would in definitions.json.
@@ -20,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -54,7 +55,7 @@ enum Mode {
         collective: String,
         #[arg(long, default_value_t = 100)]
         count: usize,
-        /// Connections for the responders [default: one per 1000].
+        /// Connections for the responders [default: one per 200, as baton-emulator].
         #[arg(long)]
         connections: Option<usize>,
         #[arg(long, default_value_t = 10)]
@@ -72,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match Args::parse().command {
         Mode::Declare { url, collective } => declare(&url, &collective).await,
         Mode::Roundtrip { node_url, client_url, collective, count, connections, runs, bare } => {
-            let connections = connections.unwrap_or(count.div_ceil(1000)).clamp(1, count.max(1));
+            let connections = connections.unwrap_or(count.div_ceil(200)).clamp(1, count.max(1));
             roundtrip(&node_url, &client_url, &collective, count, connections, runs, bare).await
         }
     }
@@ -225,10 +226,23 @@ async fn roundtrip(
         while received < count {
             match tokio::time::timeout_at(deadline, replies.next()).await {
                 Ok(Some(Ok(delivery))) => {
-                    if !bare {
-                        let _ = delivery.acker.ack(BasicAckOptions::default()).await;
-                    }
                     received += 1;
+                    // Take what else has arrived and ack it all at once, as Baton does.
+                    let mut last = delivery;
+                    let mut batch = 1;
+                    while batch < 64 {
+                        match replies.next().now_or_never() {
+                            Some(Some(Ok(delivery))) => {
+                                last = delivery;
+                                batch += 1;
+                                received += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    if !bare {
+                        let _ = last.acker.ack(BasicAckOptions { multiple: batch > 1 }).await;
+                    }
                 }
                 _ => break,
             }

@@ -25,7 +25,7 @@ use tokio::signal::unix::{SignalKind, signal};
                   Signals: SIGTERM/SIGINT drain in-flight work and stop.\n\n\
                   Examples:\n  \
                   baton-emulator --config node.toml --count 1000\n  \
-                  baton-emulator --config node.toml --count 5000 --connections 5 --prefix dc1-\n  \
+                  baton-emulator --config node.toml --count 5000 --connections 25 --prefix dc1-\n  \
                   baton-emulator --config node.toml --count 100 --first 101   (emu-00101..emu-00200)\n  \
                   baton ping -F role=web            (from a client of the same collective)"
 )]
@@ -42,7 +42,7 @@ struct Args {
     /// Index of the first virtual node.
     #[arg(long, default_value_t = 1)]
     first: usize,
-    /// Broker connections to spread the nodes over [default: one per 1000 nodes].
+    /// Broker connections to spread the nodes over [default: one per 200 nodes].
     #[arg(long, value_name = "K")]
     connections: Option<usize>,
     /// Seed for the facts and classes; the same seed gives the same fleet.

@@ -35,9 +35,16 @@ use crate::agents::{ActionContext, AgentRegistry};
 use crate::broker::{Broker, BrokerSettings, ConnectMode};
 use crate::config::{NodeConfig, SchemeKind};
 
-/// Virtual nodes per broker connection when the caller does not say: well under RabbitMQ's
-/// default limit of 2047 channels per connection (one channel per subscription, plus a few).
-pub const NODES_PER_CONNECTION: usize = 1000;
+/// Virtual nodes per broker connection when the caller does not say. Far under RabbitMQ's
+/// default limit of 2047 channels per connection (one channel per subscription, plus a few),
+/// and small because lapin looks at every channel of a connection each time it writes a frame
+/// (`Channels::flow`): with 1000 channels that was a third of the emulator's CPU, a cost real
+/// nodes, with one connection and a channel or two each, never pay.
+pub const NODES_PER_CONNECTION: usize = 200;
+
+/// Over how long the virtual nodes announce themselves when `registration.interval_secs` is
+/// zero (announce once); otherwise the first announcements are spread over one interval.
+const REGISTRATION_SPREAD: Duration = Duration::from_secs(60);
 
 /// Subscriptions set up at once: enough to keep every connection busy while it declares.
 const SUBSCRIBE_CONCURRENCY: usize = 64;
@@ -56,7 +63,7 @@ pub struct EmulatorSettings {
     /// Varies the facts and classes; the same seed gives the same fleet.
     pub seed: u64,
     /// Whether each virtual node publishes its registration (as `registration.interval_secs`
-    /// says, like a real node).
+    /// says, like a real node; the first announcements are spread over one interval).
     pub register: bool,
 }
 
@@ -334,12 +341,19 @@ impl Emulator {
         let mut registrations = Vec::new();
         if self.settings.register {
             let interval = Duration::from_secs(self.config.registration.interval_secs);
+            // Real nodes start at different times, so their registrations are spread over the
+            // interval; thousands announced in the same instant would measure a burst no fleet
+            // makes (and leave the allocator holding the peak).
+            let spread = if interval.is_zero() { REGISTRATION_SPREAD } else { interval };
+            let count = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX).max(1);
             for (number, pipeline) in self.nodes.iter().enumerate() {
+                let first_after = spread / count * u32::try_from(number).unwrap_or(u32::MAX);
                 registrations.push(tokio::spawn(register_periodically(
                     pipeline.clone(),
                     brokers[number % brokers.len()].clone(),
                     collectives.clone(),
                     interval,
+                    first_after,
                     stop.subscribe(),
                 )));
             }
@@ -425,7 +439,7 @@ fn snapshot(
     let context = ActionContext {
         identity: identity.to_string(),
         collectives: collectives.clone(),
-        facts: Arc::new(inventory.facts().as_map().clone()),
+        facts: inventory.facts().shared(),
         classes: inventory.class_list().as_slice().into(),
         agents: agents.clone(),
         stats: stats.clone(),
@@ -457,10 +471,11 @@ mod tests {
     }
 
     #[test]
-    fn connections_default_to_one_per_thousand_nodes() {
+    fn connections_default_to_one_per_two_hundred_nodes() {
         let settings = |count, connections| EmulatorSettings { count, connections, ..Default::default() };
         assert_eq!(settings(50, 0).connection_count(), 1);
-        assert_eq!(settings(5000, 0).connection_count(), 5);
+        assert_eq!(settings(201, 0).connection_count(), 2);
+        assert_eq!(settings(5000, 0).connection_count(), 25);
         assert_eq!(settings(3, 8).connection_count(), 3);
     }
 }
