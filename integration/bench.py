@@ -407,11 +407,15 @@ def table(single, results, machine):
             f"{r['directed']['median_ms']:.0f} ms | {r['replies']['per_second']:.0f} "
             f"({r['replies']['collected']} in {r['replies']['total_ms']} ms) |"
         )
-    lines += ["", "| N | emulator RSS idle | after load (peak) | per virtual node (idle) |", "|---|---|---|---|"]
+    # What one more virtual node costs: the emulator's memory above one idle batond (the same
+    # binary, runtime and agents), divided by N.
+    base_kb = single["idle_kb"] if single else 0
+    lines += ["", "| N | emulator RSS idle | after the load (peak) | per virtual node, idle (above one batond) |",
+              "|---|---|---|---|"]
     for r in results:
         lines.append(
             f"| {r['n']} | {r['emulator_idle_kb'] / 1024:.1f} MB | {r['emulator_loaded_kb'] / 1024:.1f} MB "
-            f"({r['emulator_peak_kb'] / 1024:.1f} MB) | {r['emulator_idle_kb'] / r['n']:.1f} kB |"
+            f"({r['emulator_peak_kb'] / 1024:.1f} MB) | {(r['emulator_idle_kb'] - base_kb) / r['n']:.1f} kB |"
         )
     if single:
         load = single["load"]
