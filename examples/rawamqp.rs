@@ -45,6 +45,20 @@ enum Mode {
         #[arg(long)]
         collective: String,
     },
+    /// Delete the node queues `<collective>.node.<prefix><index>` for indexes `first..first+count`
+    /// (what `baton-emulator` declared), so that a benchmark leaves nothing behind.
+    DeleteNodes {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        collective: String,
+        #[arg(long, default_value = "emu-")]
+        prefix: String,
+        #[arg(long, default_value_t = 1)]
+        first: usize,
+        #[arg(long)]
+        count: usize,
+    },
     /// N responders and one requester; prints one JSON line with the round trips in ms.
     Roundtrip {
         #[arg(long)]
@@ -63,6 +77,9 @@ enum Mode {
         /// No acks, no confirms: the broker's absolute floor.
         #[arg(long)]
         bare: bool,
+        /// The broker's process id: report the CPU time it spent per round trip.
+        #[arg(long)]
+        broker_pid: Option<u32>,
     },
 }
 
@@ -72,9 +89,20 @@ const PREFETCH: u16 = 256;
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match Args::parse().command {
         Mode::Declare { url, collective } => declare(&url, &collective).await,
-        Mode::Roundtrip { node_url, client_url, collective, count, connections, runs, bare } => {
+        Mode::DeleteNodes { url, collective, prefix, first, count } => {
+            let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
+            let channel = connection.create_channel().await?;
+            for index in first..first + count {
+                let queue = format!("{collective}.node.{prefix}{index:05}");
+                channel.queue_delete(queue.as_str().into(), Default::default()).await?;
+            }
+            connection.close(200, "done".into()).await?;
+            Ok(())
+        }
+        Mode::Roundtrip { node_url, client_url, collective, count, connections, runs, bare, broker_pid } => {
             let connections = connections.unwrap_or(count.div_ceil(200)).clamp(1, count.max(1));
-            roundtrip(&node_url, &client_url, &collective, count, connections, runs, bare).await
+            let shape = Shape { count, connections, runs, bare, broker_pid };
+            roundtrip(&node_url, &client_url, &collective, shape).await
         }
     }
 }
@@ -104,15 +132,32 @@ async fn confirm_channel(connection: &Connection, confirms: bool) -> Result<Chan
     Ok(channel)
 }
 
-async fn roundtrip(
-    node_url: &str,
-    client_url: &str,
-    collective: &str,
+/// How many responders, over how many connections, how many runs.
+struct Shape {
     count: usize,
     connections: usize,
     runs: usize,
     bare: bool,
+    broker_pid: Option<u32>,
+}
+
+/// User plus system CPU seconds process `pid` has used, from /proc (Linux).
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
+    // Linux reports these in clock ticks, 100 per second on every mainstream configuration.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+async fn roundtrip(
+    node_url: &str,
+    client_url: &str,
+    collective: &str,
+    shape: Shape,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Shape { count, connections, runs, bare, broker_pid } = shape;
     let exchange = format!("{collective}.broadcast");
     let routing_key = "agent.rawping";
     let setup_started = Instant::now();
@@ -203,8 +248,10 @@ async fn roundtrip(
     let setup_ms = setup_started.elapsed().as_millis();
 
     let mut round_trips = Vec::new();
+    let mut broker_cpu_ms = Vec::new();
     let mut short_runs = 0;
     for run in 0..runs {
+        let broker_before = cpu_seconds(broker_pid);
         let body = format!("ping {run}");
         let started = Instant::now();
         let confirm = request_channel
@@ -251,6 +298,7 @@ async fn roundtrip(
             short_runs += 1;
         }
         round_trips.push(started.elapsed().as_secs_f64() * 1000.0);
+        broker_cpu_ms.push((cpu_seconds(broker_pid) - broker_before) * 1000.0);
         // Let the confirms of the last replies settle, as between two `baton ping`s.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -265,6 +313,7 @@ async fn roundtrip(
             "setup_ms": setup_ms,
             "short_runs": short_runs,
             "round_trips_ms": round_trips,
+            "broker_cpu_ms": broker_cpu_ms,
             "median_ms": percentile(&sorted, 0.5),
             "p95_ms": percentile(&sorted, 0.95),
         })

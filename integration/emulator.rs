@@ -48,7 +48,7 @@ fn expected(matches: impl Fn(&serde_json::Map<String, serde_json::Value>, &[Stri
 fn start() -> Emulated {
     let fleet = Fleet::start(Vec::new());
     let config = format!(
-        "identity = \"emulator\"\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\n\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n",
+        "identity = \"emulator\"\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\nnode_queue_expiry_secs = 60\n\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n",
         collective = fleet.collective,
         url = Wire::amqp().node_url,
         psk = fleet.dir.path().join("psk"),
