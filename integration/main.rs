@@ -7,6 +7,7 @@ mod harness;
 mod agents;
 mod console;
 mod ed25519;
+mod emulator;
 mod fanout;
 mod hostile;
 mod puppet;

@@ -251,7 +251,25 @@ impl Client {
             }
             Targets::Nodes(nodes) => {
                 on_event(&Event::Sent { request_id: request.id, targets: Some(nodes.len()) });
-                let unreachable = self.publish_directed(nodes, &bytes, ttl).await?;
+                // Replies start arriving while thousands of directed publishes still wait for
+                // their confirms: take them as they come (with the time they came), so the
+                // router never stalls on a full channel and the reply times are true.
+                let publishing = self.publish_directed(nodes, &bytes, ttl);
+                tokio::pin!(publishing);
+                let mut early = Vec::new();
+                let unreachable = loop {
+                    tokio::select! {
+                        published = &mut publishing => break published?,
+                        Some(reply) = replies.recv() => early.push((reply, started.elapsed())),
+                    }
+                };
+                for (reply, elapsed) in early {
+                    match tally.record(reply.into_inner(), elapsed) {
+                        outcome::Recorded::Targeted(node_reply) => on_event(&Event::Reply(node_reply)),
+                        outcome::Recorded::Unexpected(node_reply) => on_event(&Event::Unexpected(node_reply)),
+                        outcome::Recorded::Ignored => {}
+                    }
+                }
                 for node in unreachable {
                     tally.unreachable(&node);
                     on_event(&Event::Unreachable(&node));

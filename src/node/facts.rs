@@ -16,20 +16,27 @@ use std::fmt;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
 use crate::protocol::filter::NodeView;
 
-/// A node's facts: a JSON object whose keys are fact names.
+/// A node's facts: a JSON object whose keys are fact names. Shared, not copied, with the
+/// agents' view of the node ([`Facts::shared`]): a node keeps one copy of its facts.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Facts(Map<String, Value>);
+pub struct Facts(Arc<Map<String, Value>>);
 
 impl Facts {
     /// Facts from a JSON object, as they are.
     pub fn from_map(map: Map<String, Value>) -> Facts {
-        Facts(map)
+        Facts(Arc::new(map))
+    }
+
+    /// The same facts, shared (for `ActionContext::facts`).
+    pub fn shared(&self) -> Arc<Map<String, Value>> {
+        Arc::clone(&self.0)
     }
 
     /// The facts this machine reports about itself without any fact file.
@@ -48,7 +55,7 @@ impl Facts {
             meminfo: read_trimmed("/proc/meminfo").unwrap_or_default(),
             processors: std::thread::available_parallelism().map_or(1, usize::from),
         };
-        Facts(builtin_facts(&system))
+        Facts::from_map(builtin_facts(&system))
     }
 
     /// The facts as a JSON object.
@@ -57,7 +64,7 @@ impl Facts {
     }
 
     pub fn into_map(self) -> Map<String, Value> {
-        self.0
+        Arc::unwrap_or_clone(self.0)
     }
 
     /// A fact by dotted key. A literal key containing dots wins (`"a.b"` at the top level, as
@@ -71,7 +78,7 @@ impl Facts {
     /// Merges `overlay` over these facts: objects merge key by key, recursively; any other
     /// value in `overlay` replaces what was there.
     pub fn merge(&mut self, overlay: Map<String, Value>) {
-        merge_maps(&mut self.0, overlay);
+        merge_maps(Arc::make_mut(&mut self.0), overlay);
     }
 }
 
@@ -634,7 +641,7 @@ mod tests {
             meminfo: "MemTotal:       16318412 kB\nMemFree: 1 kB\n".into(),
             processors: 4,
         });
-        let facts = Facts(facts);
+        let facts = Facts::from_map(facts);
         let text = |key: &str| facts.lookup(key).and_then(Value::as_str).unwrap_or("<absent>").to_owned();
         (text("os.family"), text("os.name"), text("os.release.full"), text("os.release.major"))
     }
@@ -661,7 +668,7 @@ mod tests {
 
     #[test]
     fn architecture_uses_debian_names_on_debian() {
-        let facts = Facts(builtin_facts(&SystemInfo {
+        let facts = Facts::from_map(builtin_facts(&SystemInfo {
             kernel_hostname: "web01".into(),
             kernel_domainname: None,
             etc_hosts: String::new(),
@@ -680,7 +687,7 @@ mod tests {
 
     #[test]
     fn kernel_memory_and_processors() {
-        let facts = Facts(builtin_facts(&SystemInfo {
+        let facts = Facts::from_map(builtin_facts(&SystemInfo {
             kernel_hostname: "web01".into(),
             kernel_domainname: None,
             etc_hosts: String::new(),

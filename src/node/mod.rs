@@ -8,6 +8,7 @@
 //! shutdown stop taking messages and drain what is in flight before closing the connection.
 
 pub mod audit;
+pub mod emulator;
 pub mod facts;
 pub mod pipeline;
 pub mod policy;
@@ -119,6 +120,7 @@ impl Node {
             broker.clone(),
             self.config.collectives.clone(),
             Duration::from_secs(self.config.registration.interval_secs),
+            Duration::ZERO,
             stop.subscribe(),
         ));
         info!(node = %self.config.identity, collectives = ?self.config.collectives, agents = ?self.registry.names(), "ready");
@@ -268,7 +270,7 @@ fn load_snapshot(
     let context = ActionContext {
         identity: config.identity.clone(),
         collectives: config.collectives.clone().into(),
-        facts: Arc::new(inventory.facts().as_map().clone()),
+        facts: inventory.facts().shared(),
         classes: inventory.class_list().as_slice().into(),
         agents: registry.summaries().into(),
         stats: stats.clone(),
@@ -338,15 +340,22 @@ async fn send_reply(
     }
 }
 
-/// Publishes the node's inventory to every collective's registration exchange, at start and
-/// then every `interval`.
+/// Publishes the node's inventory to every collective's registration exchange, `first_after`
+/// the start (zero for a real node) and then every `interval`.
 async fn register_periodically(
     pipeline: Arc<Pipeline>,
     broker: Broker,
     collectives: Vec<String>,
     interval: Duration,
+    first_after: Duration,
     mut stop: broadcast::Receiver<()>,
 ) {
+    if !first_after.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(first_after) => {}
+            _ = stop.recv() => return,
+        }
+    }
     // An interval of zero means: announce once, at start.
     let mut ticker = (!interval.is_zero()).then(|| tokio::time::interval(interval));
     let mut announced = false;

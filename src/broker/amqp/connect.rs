@@ -32,6 +32,9 @@ impl Endpoint {
     }
 }
 
+/// The largest AMQP frame Baton asks for, in bytes, unless the URL says otherwise.
+pub(super) const FRAME_MAX: u32 = 16 * 1024;
+
 /// Parses and checks every URL up front, so a typo is a configuration error, not a retry loop.
 pub(super) fn endpoints(settings: &BrokerSettings) -> Result<Vec<Endpoint>, BrokerError> {
     settings
@@ -39,12 +42,17 @@ pub(super) fn endpoints(settings: &BrokerSettings) -> Result<Vec<Endpoint>, Brok
         .iter()
         .map(|url| {
             let redacted = redact(url);
-            let uri: AMQPUri = url.parse().map_err(|error| {
+            let mut uri: AMQPUri = url.parse().map_err(|error| {
                 BrokerError::Config(format!(
                     "broker URL {redacted} is not a valid AMQP URL: {error} \
                      (expected amqp[s]://user:password@host:port/vhost)"
                 ))
             })?;
+            // lapin keeps a send and a receive buffer of 32 frames each, so RabbitMQ's default
+            // frame_max (128 KiB) costs 8 MiB of memory per connection; Baton's messages are
+            // small, and a large one is simply split into more frames. A `frame_max` in the
+            // URL wins.
+            uri.query.frame_max.get_or_insert(FRAME_MAX);
             let tls = match uri.scheme {
                 AMQPScheme::AMQP => None,
                 AMQPScheme::AMQPS => {

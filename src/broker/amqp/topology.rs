@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -412,16 +412,28 @@ pub(super) enum ForwardEnd {
     ConsumerEnded,
 }
 
+/// Most deliveries one acknowledgement covers (see [`forward`]).
+const MAX_ACK_BATCH: usize = 64;
+
 /// Moves deliveries from one consumer to its subscriber. Each delivery is acked after room for
 /// it is reserved in the subscriber's channel and before it is handed over, so a message is
 /// never both handed over and redelivered: a subscriber that closes its receiver and drains it
 /// (`Receiver::close`, then `recv` until `None`) gets every message that was acked.
+///
+/// Deliveries that are already waiting when one arrives are taken with it, as far as the
+/// subscriber has room, and acked together with one `multiple` ack on the last (each
+/// subscription has a channel of its own, so that ack covers exactly these), then handed over.
+/// A client taking thousands of replies thus sends a few acks, not one per reply, and does not
+/// wait for each ack to be written before taking the next reply.
 pub(super) async fn forward(
     channel: Channel,
     mut consumer: Consumer,
     subscriber: mpsc::Sender<Incoming>,
     max_message_bytes: usize,
 ) -> ForwardEnd {
+    // Grows to the largest batch seen: a node's forwarder, which takes one request at a time,
+    // keeps room for one delivery, a client's for many.
+    let mut batch = Vec::new();
     loop {
         // Wait for room first: a slow subscriber holds deliveries back at the broker (prefetch)
         // instead of piling them up here.
@@ -444,19 +456,45 @@ pub(super) async fn forward(
                 None => return ForwardEnd::ConsumerEnded,
             },
         };
-        // Oversized messages are passed on too: the receiver's size check is the first step of
-        // its pipeline, and it counts and audits what it refuses.
-        let size = delivery.data.len();
-        if size > max_message_bytes {
-            tracing::debug!(size, limit = max_message_bytes, queue = %consumer.queue(),
-                "oversized message: the receiver will refuse it");
+        batch.push((permit, delivery));
+        let mut ended = None;
+        while batch.len() < MAX_ACK_BATCH {
+            let Ok(permit) = subscriber.try_reserve() else { break };
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(delivery))) => batch.push((permit, delivery)),
+                Some(Some(Err(error))) => {
+                    tracing::debug!(%error, queue = %consumer.queue(), "consumer stopped");
+                    ended = Some(ForwardEnd::ConsumerEnded);
+                    break;
+                }
+                Some(None) => {
+                    ended = Some(ForwardEnd::ConsumerEnded);
+                    break;
+                }
+                // Nothing else has arrived: hand over what there is.
+                None => break,
+            }
         }
-        if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-            // Not acked: the broker redelivers it after a reconnect, and the receiver drops
-            // the duplicate (nodes by request id, clients by node per request).
+        let Some((_, last)) = batch.last() else { continue };
+        let options = BasicAckOptions { multiple: batch.len() > 1 };
+        if let Err(error) = last.acker.ack(options).await {
+            // Not acked: the broker redelivers them after a reconnect, and the receiver drops
+            // the duplicates (nodes by request id, clients by node per request).
             tracing::debug!(%error, "ack failed");
         }
-        permit.send(Incoming { body: delivery.data });
+        for (permit, delivery) in batch.drain(..) {
+            // Oversized messages are passed on too: the receiver's size check is the first step
+            // of its pipeline, and it counts and audits what it refuses.
+            let size = delivery.data.len();
+            if size > max_message_bytes {
+                tracing::debug!(size, limit = max_message_bytes, queue = %consumer.queue(),
+                    "oversized message: the receiver will refuse it");
+            }
+            permit.send(Incoming { body: delivery.data });
+        }
+        if let Some(end) = ended {
+            return end;
+        }
     }
 }
 

@@ -1,0 +1,482 @@
+#!/usr/bin/env python3
+"""Baton's scale benchmark: thousands of emulated nodes on one machine, against the broker's limit.
+
+Usage:
+    integration/bench.py                       # N = 100, 1000, 5000; writes bench-results.json
+    integration/bench.py --sizes 100,1000,5000,10000 --runs 15
+    integration/bench.py --skip-build --sizes 1000
+
+What it does, in one run (see docs/PERFORMANCE.md for the tables it prints):
+
+1. starts the private RabbitMQ (bin/broker start rabbitmq) and release-builds baton, batond,
+   baton-emulator and the rawamqp and load examples;
+2. one real batond, in a collective of its own: resident memory at idle, then under sustained
+   load from one client (examples/load.rs: directed rpcutil ping, 32 in flight) with the
+   requests per second;
+3. for each N: baton-emulator with N virtual nodes in a fresh collective, then
+   - `baton ping` (broadcast) round trips: the client's publish-to-last-verified-reply
+     (stats.last_reply_ms) and the whole command, median and p95 over --runs runs, with the CPU
+     time the broker, the emulator and the client each spent per ping (where the time goes);
+   - broadcast discovery (`baton discover`): discovery_ms and the whole command;
+   - directed rpc to the N discovered nodes (`baton rpc rpcutil ping --dm stdin`);
+   - replies one client verifies and accounts per second: N replies waiting in a named reply
+     queue (`baton rpc ... --reply-to`), collected by `baton replies --request ID`;
+   - the emulator's resident memory at idle and after the load, per virtual node;
+   - with the emulator stopped, examples/rawamqp.rs doing the same broadcast round trip with
+     lapin alone (no signing, no CBOR; the same acks and confirms as Baton, and --bare without
+     them) to N raw responders, and the ratio of Baton's median to it.
+
+Nothing here is asserted: it measures and prints. It is not part of bin/test.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+RELEASE = os.path.join(TARGET, "release")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def broker_env():
+    subprocess.run([os.path.join(REPO, "bin/broker"), "start", "rabbitmq"], check=True, stdout=sys.stderr)
+    text = subprocess.run(
+        [os.path.join(REPO, "bin/broker"), "env", "rabbitmq"], check=True, capture_output=True, text=True
+    ).stdout
+    env = {}
+    for line in text.splitlines():
+        match = re.match(r"export (\w+)=(.*)", line)
+        if match:
+            env[match.group(1)] = match.group(2).strip("'\"")
+    status = subprocess.run(
+        [os.path.join(REPO, "bin/broker"), "status", "rabbitmq"], capture_output=True, text=True
+    ).stdout
+    match = re.search(r"pid (\d+)", status)
+    env["pid"] = int(match.group(1)) if match else None
+    return env
+
+
+def build():
+    log("release build (baton, batond, baton-emulator, examples rawamqp and load)")
+    subprocess.run(["cargo", "build", "--release", "--bins", "--examples"], cwd=REPO, check=True)
+
+
+def binary(name):
+    return os.path.join(RELEASE, name)
+
+
+def example(name):
+    return os.path.join(RELEASE, "examples", name)
+
+
+def memory_kb(pid):
+    """VmRSS and VmHWM (peak) of a process, in kB."""
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values
+
+
+def cpu_seconds(pid):
+    """User plus system CPU seconds a process has used so far (all its threads)."""
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+    except OSError:
+        return 0.0
+
+
+def percentile(samples, quantile):
+    """Nearest-rank percentile."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), int(-(-quantile * len(ordered) // 1))))
+    return ordered[rank - 1]
+
+
+def median(samples):
+    return percentile(samples, 0.5)
+
+
+class Workspace:
+    """A fresh collective, its key, and configuration files for nodes and the client."""
+
+    def __init__(self, root, env, name):
+        self.env = env
+        self.dir = os.path.join(root, name)
+        os.makedirs(self.dir)
+        self.collective = f"{name}{uuid.uuid4().hex[:8]}"
+        subprocess.run(
+            [example("rawamqp"), "declare", "--url", env["BATON_RABBITMQ_ADMIN_URL"], "--collective", self.collective],
+            check=True,
+        )
+        self.psk = os.path.join(self.dir, "psk")
+        with open(self.psk, "w") as key:
+            key.write(uuid.uuid4().hex + uuid.uuid4().hex)
+        os.chmod(self.psk, 0o600)
+        self.client = os.path.join(self.dir, "client.toml")
+        with open(self.client, "w") as config:
+            config.write(
+                f'identity = "bench"\ncollective = "{self.collective}"\ndiscovery_timeout_secs = 10\n'
+                f'timeout_secs = 30\n\n[broker]\nurls = ["{env["BATON_RABBITMQ_CLIENT_URL"]}"]\n\n'
+                f'[security]\nscheme = "psk"\npsk_file = "{self.psk}"\n'
+            )
+        self.state = os.path.join(self.dir, "state")
+        os.makedirs(self.state)
+
+    def node_config(self, identity):
+        path = os.path.join(self.dir, f"{identity}.toml")
+        with open(path, "w") as config:
+            # Node queues outlive their node for a week by default; thousands of them would
+            # load the shared broker long after the run (they are also deleted at the end).
+            config.write(
+                f'identity = "{identity}"\ncollectives = ["{self.collective}"]\n\n'
+                f'[broker]\nurls = ["{self.env["BATON_RABBITMQ_NODE_URL"]}"]\nnode_queue_expiry_secs = 60\n\n'
+                f'[security]\nscheme = "psk"\npsk_file = "{self.psk}"\n'
+            )
+        return path
+
+    def delete_node_queues(self, count):
+        subprocess.run(
+            [example("rawamqp"), "delete-nodes", "--url", self.env["BATON_RABBITMQ_NODE_URL"],
+             "--collective", self.collective, "--count", str(count)],
+            check=False,
+        )
+
+    def baton(self, args, stdin=None):
+        """Runs the CLI; returns (exit code, parsed JSON or None, wall seconds, CPU seconds)."""
+        out_path = os.path.join(self.dir, "out.json")
+        env = dict(os.environ, XDG_STATE_HOME=self.state)
+        env.pop("BATON_LOG", None)
+        with open(out_path, "w") as out:
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                [binary("baton"), "--config", self.client, *args],
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            if stdin is not None:
+                process.stdin.write(stdin.encode())
+                process.stdin.close()
+            _, status, usage = os.wait4(process.pid, 0)
+            wall = time.perf_counter() - started
+        with open(out_path) as out:
+            text = out.read()
+        try:
+            document = json.loads(text)
+        except ValueError:
+            document = None
+        return os.waitstatus_to_exitcode(status), document, wall, usage.ru_utime + usage.ru_stime
+
+
+def start_emulator(workspace, count):
+    config = workspace.node_config("emulator")
+    out = open(os.path.join(workspace.dir, f"emulator-{count}.out"), "w+")
+    err = open(os.path.join(workspace.dir, f"emulator-{count}.log"), "w")
+    process = subprocess.Popen(
+        [binary("baton-emulator"), "--config", config, "--count", str(count)], stdout=out, stderr=err
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        out.seek(0)
+        line = out.readline()
+        if line.startswith("ready"):
+            return process, line.strip()
+        if process.poll() is not None:
+            raise SystemExit(f"baton-emulator exited with {process.returncode}; see {err.name}")
+        time.sleep(0.2)
+    process.terminate()
+    raise SystemExit(f"baton-emulator did not become ready within 600 s; see {err.name}")
+
+
+def stop(process):
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def wait_for_queue_depth(env, queue, depth, timeout=120):
+    """Polls rabbitmqctl until `queue` holds `depth` messages; returns the depth seen last."""
+    deadline = time.time() + timeout
+    seen = -1
+    while time.time() < deadline:
+        listing = subprocess.run(
+            [env["BATON_RABBITMQ_CTL"], "-q", "list_queues", "-p", env["BATON_RABBITMQ_VHOST"], "name", "messages"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        for line in listing.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == queue:
+                seen = int(parts[1])
+        if seen >= depth:
+            return seen
+        time.sleep(0.5)
+    return seen
+
+
+def single_node(root, env, seconds):
+    """One real batond: memory at idle and under load, and sustained requests per second."""
+    workspace = Workspace(root, env, "single")
+    config = workspace.node_config("real01")
+    process = subprocess.Popen(
+        [binary("batond"), "--config", config], stderr=open(os.path.join(workspace.dir, "batond.log"), "w")
+    )
+    try:
+        for _ in range(100):
+            code, _, _, _ = workspace.baton(["ping", "-I", "real01", "--json"])
+            if code == 0:
+                break
+            time.sleep(0.2)
+        time.sleep(3)
+        idle = memory_kb(process.pid)
+        log(f"batond idle: {idle}")
+        load = subprocess.run(
+            [example("load"), "--config", workspace.client, "--node", "real01", "--concurrency", "32",
+             "--seconds", str(seconds)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result = json.loads(load.stdout)
+        loaded = memory_kb(process.pid)
+        log(f"batond under load: {loaded}; {result}")
+        return {"idle_kb": idle["VmRSS"], "load_peak_kb": loaded["VmHWM"], "load": result}
+    finally:
+        stop(process)
+
+
+def measure(root, env, count, runs, bare):
+    workspace = Workspace(root, env, f"n{count}")
+    log(f"N={count}: starting the emulator in collective {workspace.collective}")
+    emulator, ready = start_emulator(workspace, count)
+    result = {"n": count, "ready": ready}
+    try:
+        time.sleep(2)
+        result["emulator_idle_kb"] = memory_kb(emulator.pid)["VmRSS"]
+        workspace.baton(["ping", "--json"])  # warm-up, not counted
+
+        pings = []
+        broker_cpu, node_cpu, client_cpu = 0.0, 0.0, 0.0
+        for run in range(runs):
+            broker_before, node_before = cpu_seconds(env["pid"]), cpu_seconds(emulator.pid)
+            code, document, wall, cpu = workspace.baton(["ping", "--json"])
+            broker_cpu += cpu_seconds(env["pid"]) - broker_before
+            node_cpu += cpu_seconds(emulator.pid) - node_before
+            client_cpu += cpu
+            stats = (document or {}).get("stats", {})
+            pings.append(
+                {"code": code, "replies": len((document or {}).get("replies", [])),
+                 "last_reply_ms": stats.get("last_reply_ms"), "first_reply_ms": stats.get("first_reply_ms"),
+                 "wall_ms": wall * 1000}
+            )
+            time.sleep(0.3)
+        round_trips = [ping["last_reply_ms"] for ping in pings if ping["last_reply_ms"] is not None]
+        result["ping"] = {
+            "runs": pings,
+            "complete_runs": sum(1 for ping in pings if ping["replies"] == count),
+            "median_ms": median(round_trips),
+            "p95_ms": percentile(round_trips, 0.95),
+            "first_reply_median_ms": median([p["first_reply_ms"] for p in pings if p["first_reply_ms"] is not None]),
+            "wall_median_ms": median([ping["wall_ms"] for ping in pings]),
+            "wall_p95_ms": percentile([ping["wall_ms"] for ping in pings], 0.95),
+            "cpu_ms_per_ping": {
+                "broker": broker_cpu * 1000 / runs,
+                "emulator": node_cpu * 1000 / runs,
+                "client": client_cpu * 1000 / runs,
+            },
+        }
+        log(f"N={count}: ping median {result['ping']['median_ms']} ms, p95 {result['ping']['p95_ms']} ms")
+
+        discoveries = []
+        nodes = []
+        for _ in range(3):
+            code, document, wall, _ = workspace.baton(["discover", "--json"])
+            document = document or {}
+            nodes = document.get("nodes", nodes)
+            discoveries.append({"found": len(document.get("nodes", [])),
+                                "discovery_ms": document.get("stats", {}).get("discovery_ms"),
+                                "wall_ms": wall * 1000})
+        result["discovery"] = {
+            "runs": discoveries,
+            "median_ms": median([d["discovery_ms"] for d in discoveries if d["discovery_ms"] is not None]),
+            "found": [d["found"] for d in discoveries],
+        }
+        node_list = "\n".join(node if isinstance(node, str) else node.get("node", "") for node in nodes)
+
+        directed = []
+        for _ in range(3):
+            node_before = cpu_seconds(emulator.pid)
+            code, document, wall, cpu = workspace.baton(["rpc", "rpcutil", "ping", "--dm", "stdin", "--json"],
+                                                        stdin=node_list)
+            stats = (document or {}).get("stats", {})
+            directed.append({"code": code, "ok": stats.get("ok"), "last_reply_ms": stats.get("last_reply_ms"),
+                             "total_ms": stats.get("total_ms"), "wall_ms": wall * 1000, "client_cpu_ms": cpu * 1000,
+                             "emulator_cpu_ms": (cpu_seconds(emulator.pid) - node_before) * 1000})
+        result["directed"] = {
+            "runs": directed,
+            "median_ms": median([d["last_reply_ms"] for d in directed if d["last_reply_ms"] is not None]),
+        }
+        log(f"N={count}: directed rpc median {result['directed']['median_ms']} ms")
+
+        name = f"bench{uuid.uuid4().hex[:8]}"
+        code, document, _, _ = workspace.baton(
+            ["rpc", "rpcutil", "ping", "--dm", "stdin", "--reply-to", name, "--json"], stdin=node_list
+        )
+        request_id = (document or {}).get("request_id")
+        queue = f"{workspace.collective}.reply.{name}"
+        depth = wait_for_queue_depth(env, queue, len(nodes))
+        code, document, wall, cpu = workspace.baton(["replies", name, "--request", str(request_id), "--json"])
+        stats = (document or {}).get("stats", {})
+        total_ms = stats.get("total_ms") or float("nan")
+        result["replies"] = {
+            "queued": depth,
+            "collected": stats.get("replies"),
+            "ok": stats.get("ok"),
+            "total_ms": total_ms,
+            "wall_ms": wall * 1000,
+            "client_cpu_ms": cpu * 1000,
+            "per_second": (stats.get("replies") or 0) / (total_ms / 1000) if total_ms else float("nan"),
+        }
+        log(f"N={count}: replies {result['replies']}")
+
+        memory = memory_kb(emulator.pid)
+        result["emulator_loaded_kb"] = memory["VmRSS"]
+        result["emulator_peak_kb"] = memory["VmHWM"]
+    finally:
+        stop(emulator)
+        workspace.delete_node_queues(count)
+
+    time.sleep(2)
+    result["raw"] = raw(workspace, env, count, runs, bare=False)
+    if bare:
+        result["raw_bare"] = raw(workspace, env, count, runs, bare=True)
+    result["ratio"] = result["ping"]["median_ms"] / result["raw"]["median_ms"]
+    log(f"N={count}: raw median {result['raw']['median_ms']:.1f} ms; ratio {result['ratio']:.2f}")
+    shutil.rmtree(workspace.state, ignore_errors=True)
+    return result
+
+
+def raw(workspace, env, count, runs, bare):
+    args = [example("rawamqp"), "roundtrip", "--node-url", env["BATON_RABBITMQ_NODE_URL"],
+            "--client-url", env["BATON_RABBITMQ_CLIENT_URL"], "--collective", workspace.collective,
+            "--count", str(count), "--runs", str(runs + 1)]
+    if bare:
+        args.append("--bare")
+    if env.get("pid"):
+        args += ["--broker-pid", str(env["pid"])]
+    output = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+    # The first run warms up, as for Baton.
+    samples = output["round_trips_ms"][1:]
+    broker_cpu = output["broker_cpu_ms"][1:]
+    return {"median_ms": median(samples), "p95_ms": percentile(samples, 0.95), "short_runs": output["short_runs"],
+            "runs": samples, "broker_cpu_ms_per_run": sum(broker_cpu) / max(1, len(broker_cpu))}
+
+
+def table(single, results, machine):
+    lines = [f"Machine: {machine}", ""]
+    lines.append("| N | ping median | ping p95 | whole `baton ping` median | raw AMQP median (p95) | ratio | "
+                 "raw bare median | complete runs |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        bare = r.get("raw_bare", {}).get("median_ms")
+        lines.append(
+            f"| {r['n']} | {r['ping']['median_ms']:.1f} ms | {r['ping']['p95_ms']:.1f} ms | "
+            f"{r['ping']['wall_median_ms']:.0f} ms | {r['raw']['median_ms']:.1f} ms ({r['raw']['p95_ms']:.1f}) | "
+            f"{r['ratio']:.2f}x | {'' if bare is None else f'{bare:.1f} ms'} | "
+            f"{r['ping']['complete_runs']}/{len(r['ping']['runs'])} |"
+        )
+    lines += ["", "| N | CPU per ping: broker (raw: broker) | emulator (N nodes) | client | discovery (median) | "
+              "directed rpc to N (median) | replies verified+accounted/s |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        cpu = r["ping"]["cpu_ms_per_ping"]
+        lines.append(
+            f"| {r['n']} | {cpu['broker']:.0f} ms ({r['raw']['broker_cpu_ms_per_run']:.0f} ms) | "
+            f"{cpu['emulator']:.0f} ms | {cpu['client']:.0f} ms | "
+            f"{r['discovery']['median_ms']:.0f} ms (found {min(r['discovery']['found'])}) | "
+            f"{r['directed']['median_ms']:.0f} ms | {r['replies']['per_second']:.0f} "
+            f"({r['replies']['collected']} in {r['replies']['total_ms']} ms) |"
+        )
+    # What one more virtual node costs: the emulator's memory above one idle batond (the same
+    # binary, runtime and agents), divided by N.
+    base_kb = single["idle_kb"] if single else 0
+    lines += ["", "| N | emulator RSS idle | after the load (peak) | per virtual node, idle (above one batond) |",
+              "|---|---|---|---|"]
+    for r in results:
+        lines.append(
+            f"| {r['n']} | {r['emulator_idle_kb'] / 1024:.1f} MB | {r['emulator_loaded_kb'] / 1024:.1f} MB "
+            f"({r['emulator_peak_kb'] / 1024:.1f} MB) | {(r['emulator_idle_kb'] - base_kb) / r['n']:.1f} kB |"
+        )
+    if single:
+        load = single["load"]
+        lines += ["", "| batond (one real node) | value |", "|---|---|",
+                  f"| RSS idle | {single['idle_kb'] / 1024:.1f} MB |",
+                  f"| RSS peak under load | {single['load_peak_kb'] / 1024:.1f} MB |",
+                  f"| sustained requests/s, one client, 32 in flight | {load['per_second']:.0f} "
+                  f"(median {load['median_ms']:.2f} ms, p95 {load['p95_ms']:.2f} ms, {load['failures']} failures) |"]
+    return "\n".join(lines)
+
+
+def machine_description():
+    cores = os.cpu_count()
+    with open("/proc/meminfo") as meminfo:
+        total_gib = int(meminfo.readline().split()[1]) / 1024 / 1024
+    load = os.getloadavg()
+    return (f"{cores} cores, {total_gib:.0f} GiB, load average before the run "
+            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100,1000,5000", help="virtual node counts, comma-separated")
+    parser.add_argument("--runs", type=int, default=10, help="ping runs per size (median and p95 over these)")
+    parser.add_argument("--load-seconds", type=float, default=5.0, help="length of the sustained-load test")
+    parser.add_argument("--skip-build", action="store_true", help="use the release binaries as they are")
+    parser.add_argument("--skip-single", action="store_true", help="skip the single batond measurements")
+    parser.add_argument("--no-bare", action="store_true", help="skip the raw run without acks and confirms")
+    parser.add_argument("--out", default=os.path.join(REPO, "bench-results.json"), help="JSON results file")
+    args = parser.parse_args()
+
+    machine = machine_description()
+    env = broker_env()
+    if not args.skip_build:
+        build()
+    root = tempfile.mkdtemp(prefix="baton-bench-")
+    try:
+        single = None if args.skip_single else single_node(root, env, args.load_seconds)
+        results = []
+        for count in [int(size) for size in args.sizes.split(",") if size]:
+            results.append(measure(root, env, count, args.runs, bare=not args.no_bare))
+            with open(args.out, "w") as out:
+                json.dump({"machine": machine, "single": single, "sizes": results}, out, indent=2)
+        print(table(single, results, machine))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

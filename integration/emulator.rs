@@ -1,0 +1,156 @@
+//! The emulator: fifty virtual nodes in one `baton-emulator` process answer through the private
+//! RabbitMQ like fifty `batond`s would. Every request goes through the broker to each virtual
+//! node, which verifies it, applies the filter and answers with a reply it signed; the client
+//! verifies every reply. No timing is asserted here: the benchmark harness
+//! (`integration/bench.py`) measures.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use baton::node::emulator::{profile, virtual_identity};
+
+use crate::harness::{Fleet, Wire};
+
+const COUNT: usize = 50;
+const SEED: u64 = 7;
+
+/// A fleet with no `batond` of its own and one emulator process hosting its nodes.
+struct Emulated {
+    fleet: Fleet,
+    emulator: Child,
+}
+
+impl Drop for Emulated {
+    fn drop(&mut self) {
+        let _ = self.emulator.kill();
+        let _ = self.emulator.wait();
+    }
+}
+
+fn identities() -> Vec<String> {
+    (1..=COUNT).map(|index| virtual_identity("emu-", index)).collect()
+}
+
+/// The virtual nodes whose generated profile satisfies `matches`, sorted.
+fn expected(matches: impl Fn(&serde_json::Map<String, serde_json::Value>, &[String]) -> bool) -> Vec<String> {
+    (1..=COUNT)
+        .filter_map(|index| {
+            let identity = virtual_identity("emu-", index);
+            let profile = profile(&identity, SEED, index);
+            matches(&profile.facts, &profile.classes).then_some(identity)
+        })
+        .collect()
+}
+
+/// Starts the emulator on a fresh collective and waits for its "ready" line.
+fn start() -> Emulated {
+    let fleet = Fleet::start(Vec::new());
+    let config = format!(
+        "identity = \"emulator\"\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\nnode_queue_expiry_secs = 60\n\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n",
+        collective = fleet.collective,
+        url = Wire::amqp().node_url,
+        psk = fleet.dir.path().join("psk"),
+    );
+    let config_path = fleet.dir.path().join("emulator.toml");
+    std::fs::write(&config_path, config).expect("write emulator config");
+    let log = std::fs::File::create(fleet.dir.path().join("emulator.log")).expect("log file");
+    let mut emulator = Command::new(env!("CARGO_BIN_EXE_baton-emulator"))
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--count", &COUNT.to_string(), "--seed", &SEED.to_string(), "--connections", "2"])
+        .env_remove("BATON_LOG")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn baton-emulator");
+    let stdout = emulator.stdout.take().expect("emulator stdout");
+    let (lines, ready) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let emulated = Emulated { fleet, emulator };
+    match ready.recv_timeout(Duration::from_secs(120)) {
+        Ok(line) => assert!(
+            line.starts_with(&format!(
+                "ready nodes={COUNT} connections=2 first=emu-00001 last=emu-{COUNT:05}"
+            )),
+            "unexpected first line from the emulator: {line}"
+        ),
+        Err(error) => panic!(
+            "the emulator did not say it was ready ({error}):\n{}",
+            std::fs::read_to_string(emulated.fleet.dir.path().join("emulator.log")).unwrap_or_default()
+        ),
+    }
+    emulated
+}
+
+#[test]
+fn emulated_nodes_answer_ping_filters_and_directed_requests_with_signed_replies() {
+    let emulated = start();
+    let fleet = &emulated.fleet;
+
+    // Broadcast: every virtual node verifies the request and answers; the client verifies
+    // every reply (one that failed would be dropped, not listed).
+    let ping = fleet.baton(&["ping", "--json"]);
+    assert_eq!(ping.code, 0, "{ping:?}");
+    assert_eq!(ping.nodes("replies"), identities(), "ping reaches every virtual node exactly once");
+
+    // Filters are evaluated by each virtual node against its own facts and classes.
+    let web = expected(|facts, _| facts["role"] == "web");
+    assert!(!web.is_empty() && web.len() < COUNT, "the seed gives a mixed fleet: {web:?}");
+    let output = fleet.baton(&["rpc", "rpcutil", "get_fact", "fact=role", "-F", "role=web", "--json"]);
+    assert_eq!(output.code, 0, "{output:?}");
+    assert_eq!(output.nodes("replies"), web, "-F role=web reaches exactly the web nodes");
+    for reply in output.json()["replies"].as_array().expect("replies") {
+        assert_eq!(reply["data"]["value"], "web", "each node answers from its own facts: {reply}");
+    }
+
+    let redhat_db = expected(|facts, classes| {
+        facts["os"]["family"] == "RedHat" && classes.iter().any(|class| class == "role::db")
+    });
+    let output = fleet.baton(&["discover", "-F", "os.family=RedHat", "-C", "role::db", "--json"]);
+    let expected_code = if redhat_db.is_empty() { 4 } else { 0 };
+    assert_eq!(output.code, expected_code, "{output:?}");
+    if !redhat_db.is_empty() {
+        assert_eq!(output.nodes("nodes"), redhat_db, "fact and class filters combined");
+    }
+
+    // Directed requests to every identity, from a node list: each lands in its own queue.
+    let list = identities().join("\n");
+    let output = fleet.baton_with_stdin(&["rpc", "rpcutil", "ping", "--dm", "stdin", "--json"], &list);
+    assert_eq!(output.code, 0, "{output:?}");
+    assert_eq!(output.nodes("replies"), identities(), "directed requests reach every virtual node");
+
+    // Each virtual node has its own pipeline and counters: a node that is not a web node
+    // dropped the filtered discovery of `rpc -F role=web` itself.
+    let not_web = identities().into_iter().find(|node| !web.contains(node)).expect("a node that is not web");
+    let stats = fleet.daemon_stats(&not_web);
+    assert!(stats["filtered"].as_u64().is_some_and(|filtered| filtered >= 1), "{not_web}: {stats:?}");
+    assert_eq!(stats["bad_signature"], 0, "{not_web}: {stats:?}");
+}
+
+#[test]
+fn emulated_nodes_refuse_requests_signed_with_another_key() {
+    let emulated = start();
+    let fleet = &emulated.fleet;
+    let other_key = fleet.dir.path().join("other-psk");
+    std::fs::write(&other_key, uuid::Uuid::new_v4().simple().to_string()).expect("write key");
+    std::fs::set_permissions(&other_key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod key");
+    let config = fleet.client_config("");
+    // The same client, signing with a key the virtual nodes do not hold.
+    let text = std::fs::read_to_string(&config).expect("read client config");
+    let text = text.replace(&format!("{:?}", fleet.dir.path().join("psk")), &format!("{other_key:?}"));
+    std::fs::write(&config, text).expect("write client config");
+    let output =
+        crate::harness::run_baton(&config, &["ping", "-I", "emu-00001", "-I", "emu-00002", "--json"], None);
+    assert_ne!(output.code, 0, "{output:?}");
+    assert!(output.nodes("replies").is_empty(), "no virtual node answers a forged request: {output:?}");
+    assert_eq!(output.nodes("no_response"), ["emu-00001", "emu-00002"], "{output:?}");
+    let stats = fleet.daemon_stats("emu-00001");
+    assert_eq!(stats["bad_signature"], 1, "the virtual node counted the forgery: {stats:?}");
+}
