@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -307,9 +308,8 @@ struct NodesQuery {
 fn parse_filter(text: Option<&str>) -> ApiResult<FilterSpec> {
     match text.filter(|text| !text.is_empty()) {
         None => Ok(FilterSpec::default()),
-        Some(text) => serde_json::from_str(text).map_err(|error| {
-            ApiError(StatusCode::BAD_REQUEST, format!("the filter is not valid JSON: {error}"))
-        }),
+        Some(text) => super::jobs::parse_strict_filter(text)
+            .map_err(|error| ApiError(StatusCode::BAD_REQUEST, format!("the filter is not valid: {error}"))),
     }
 }
 
@@ -350,12 +350,19 @@ async fn agents(State(console): State<Arc<Console>>, headers: HeaderMap) -> ApiR
     Ok(Json(json!({"agents": definitions})))
 }
 
+/// A request body that does not parse (an unknown filter key, a missing field) is the
+/// user's to fix: 400 with serde's words, which name the key and the valid ones.
+fn bad_json(rejection: JsonRejection) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, rejection.body_text())
+}
+
 async fn start_job(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
-    Json(request): Json<JobRequest>,
+    request: Result<Json<JobRequest>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let requester = console.guard(&headers, Change::Yes)?;
+    let Json(request) = request.map_err(bad_json)?;
     let id = console.jobs.start(&requester, request).await?;
     Ok(Json(json!({"id": id})))
 }
@@ -441,7 +448,7 @@ struct CloneRequest {
     title: String,
     source: String,
     targets: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::jobs::strict_filter")]
     filter: FilterSpec,
 }
 
@@ -451,9 +458,10 @@ struct CloneRequest {
 async fn clone_resource(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
-    Json(clone): Json<CloneRequest>,
+    clone: Result<Json<CloneRequest>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let requester = console.guard(&headers, Change::Yes)?;
+    let Json(clone) = clone.map_err(bad_json)?;
     if clone.targets.is_empty() {
         return Err(ApiError(StatusCode::BAD_REQUEST, "choose at least one node to clone onto".to_owned()));
     }
