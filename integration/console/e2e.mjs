@@ -299,6 +299,9 @@ async function main(page) {
       null,
       { timeout: WAIT * 2 },
     );
+    // Rows are drawn as replies arrive; once every node answered nothing is left waiting.
+    await page.waitForFunction(() => document.querySelector("#puppet-waiting").dataset.waiting === "0", null, { timeout: WAIT });
+    check(!(await page.$('#puppet-table tr[data-waiting="yes"]')), "no puppet row is left waiting");
     check((await page.textContent(`#puppet-table tr[data-node="${node}"] [data-field="status"]`)) === "idling", "idling first");
     await page.uncheck("#puppet-all");
     await page.check(`#puppet-table tr[data-node="${node}"] input[type=checkbox]`);
