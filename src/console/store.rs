@@ -17,17 +17,19 @@ use crate::protocol::Registration;
 /// How many jobs the history keeps; older ones are deleted as new ones finish.
 pub const HISTORY_LIMIT: usize = 1000;
 
-/// Why the database could not be used.
+/// Why the database could not be used. Each cause is in the message and is not also a
+/// `source()`: the CLI prints the whole chain, which would say it twice (SQLite's errors
+/// repeat themselves in their own chain, too).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("console database {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
-    #[error("cannot create the console database {path}: {source}")]
-    Create { path: String, source: std::io::Error },
+    #[error("console database {path}: {error}")]
+    Open { path: String, error: rusqlite::Error },
+    #[error("cannot create the console database {path}: {error}")]
+    Create { path: String, error: std::io::Error },
     #[error("console database: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     #[error("console database: a stored record does not decode: {0}")]
-    Decode(#[from] serde_json::Error),
+    Decode(serde_json::Error),
     #[error("console database: the query was interrupted: {0}")]
     Interrupted(String),
     #[error(
@@ -35,6 +37,18 @@ pub enum StoreError {
          this one its own --database"
     )]
     InUse { path: String },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        StoreError::Sql(error)
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(error: serde_json::Error) -> StoreError {
+        StoreError::Decode(error)
+    }
 }
 
 /// What a job that was running when the console stopped says about itself.
@@ -78,12 +92,12 @@ impl Store {
         if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(parent);
         }
-        let open_error = |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_error = |error| StoreError::Open { path: path.display().to_string(), error };
         create_private(path)
-            .map_err(|source| StoreError::Create { path: path.display().to_string(), source })?;
+            .map_err(|error| StoreError::Create { path: path.display().to_string(), error })?;
         let connection = Connection::open(path).map_err(open_error)?;
         Store::init(connection, &path.display().to_string()).map_err(|error| match error {
-            StoreError::Sql(source) => open_error(source),
+            StoreError::Sql(error) => open_error(error),
             other => other,
         })
     }
@@ -391,5 +405,18 @@ mod tests {
         drop(first);
         let reopened = Store::open(&path).expect("free again once the first console closes");
         assert_eq!(reopened.job("inflight").expect("query").expect("found").state, "abandoned");
+    }
+
+    #[test]
+    fn errors_say_their_cause_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("not-a-database");
+        std::fs::write(&path, vec![7u8; 4096]).expect("write");
+        let error = Store::open(&path).err().expect("not a database");
+        let chain = format!("{:#}", anyhow::Error::new(error));
+        assert_eq!(chain.matches("not a database").count(), 1, "{chain}");
+        let error = crate::console::auth::Users::load(&dir.path().join("no-users")).expect_err("missing");
+        let chain = format!("{:#}", anyhow::Error::new(error));
+        assert_eq!(chain.matches("os error 2").count(), 1, "{chain}");
     }
 }
