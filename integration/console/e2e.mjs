@@ -171,6 +171,9 @@ async function main(page) {
     await page.waitForSelector("#filter-error:not([hidden])");
     const error = await page.textContent("#filter-error");
     check(error.includes("role=web and ("), `the error quotes the filter: ${error}`);
+    check(await page.$("#node-table.stale"), "the list of the last valid filter is dimmed");
+    const kept = await page.textContent("#selection");
+    check(kept.startsWith("filter not applied"), `selection: ${kept}`);
     await applyFilter(page, { class: "role::web" });
     await page.waitForSelector("#filter-error", { state: "hidden" });
     await waitForRows(page, "#node-table tbody tr", expect.web);

@@ -5,6 +5,8 @@
 const state = {
   csrf: "",
   filter: {},
+  filterError: null,
+  selection: "",
   nodes: [],
   agents: [],
   resourceRows: null,
@@ -138,31 +140,52 @@ function readFilter() {
 
 $("filter-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  state.filter = readFilter();
-  refreshNodes();
+  refreshNodes(readFilter());
 });
 
 $("filter-clear").addEventListener("click", () => {
   for (const key of ["identity", "class", "fact", "agent", "select"]) $(`filter-${key}`).value = "";
-  state.filter = {};
-  refreshNodes();
+  refreshNodes({});
 });
 
-async function refreshNodes() {
+// Lists the nodes `candidate` selects and makes it the current filter, or, without one,
+// refreshes the current filter's list. A candidate the console refuses is not kept: the last
+// valid filter stays current (jobs and refreshes use it) and the list is dimmed until the
+// form holds a valid one again.
+async function refreshNodes(candidate) {
   let data;
   try {
-    data = await api("GET", `/api/nodes?filter=${encodeURIComponent(JSON.stringify(state.filter))}`);
+    data = await api("GET", `/api/nodes?filter=${encodeURIComponent(JSON.stringify(candidate || state.filter))}`);
   } catch (error) {
-    showError("filter-error", error.message);
+    if (candidate) {
+      state.filterError = error.message;
+      showFilterState();
+    } else {
+      showError("filter-error", error.message);
+    }
     return;
   }
-  showError("filter-error", "");
+  if (candidate) {
+    state.filter = candidate;
+    state.filterError = null;
+  }
   state.nodes = data.nodes;
   const live = data.nodes.filter((node) => !node.quiet).length;
   const quiet = data.nodes.length - live;
-  $("selection").textContent = `${data.nodes.length} node${data.nodes.length === 1 ? "" : "s"} selected` +
+  state.selection = `${data.nodes.length} node${data.nodes.length === 1 ? "" : "s"} selected` +
     (quiet ? ` (${quiet} quiet)` : "") + ` — ${data.filter}`;
   renderNodes(data.nodes, data.now_ms);
+  showFilterState();
+}
+
+function showFilterState() {
+  const invalid = state.filterError;
+  showError("filter-error", invalid || "");
+  $("node-table").classList.toggle("stale", Boolean(invalid));
+  $("selection").classList.toggle("stale", Boolean(invalid));
+  $("selection").textContent = invalid
+    ? `filter not applied; still using the last valid one${state.selection ? ` (${state.selection})` : ""}`
+    : state.selection || "";
 }
 
 const SHOWN_FACTS = ["role", "environment", "datacenter", "osfamily", "kernel", "hostname"];
