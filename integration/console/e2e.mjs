@@ -147,6 +147,7 @@ async function main(page) {
     check(statuses.slice(0, 3).every((status) => status === 401), `the first failures are answered 401: ${statuses}`);
     check(Number(refused.headers["retry-after"]) >= 1, `Retry-After: ${refused.headers["retry-after"]}`);
     check(refused.text.includes("too many failed logins"), refused.text);
+    check(refused.text.includes(`wait ${refused.headers["retry-after"]} second`), `the message says how long: ${refused.text}`);
   });
 
   await step("log in", () => login(page));

@@ -227,11 +227,14 @@ struct Login {
     password: String,
 }
 
-/// A 429 answer: try again after `wait` (rounded up to whole seconds).
-fn too_many(message: String, wait: Duration) -> Response {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = ApiError(StatusCode::TOO_MANY_REQUESTS, message).into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+/// A 429 answer: try again after `wait` (rounded up to whole seconds), said in the message
+/// (`{wait}` in it) and in `Retry-After`.
+fn too_many(message: &str, wait: Duration) -> Response {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let wait = format!("{secs} second{}", if secs == 1 { "" } else { "s" });
+    let mut response =
+        ApiError(StatusCode::TOO_MANY_REQUESTS, message.replace("{wait}", &wait)).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     response
 }
 
@@ -258,12 +261,12 @@ async fn login(
     };
     let name = login.user.clone();
     if let Some(wait) = console.login_throttle.wait(client, &name, std::time::Instant::now()) {
-        return too_many("too many failed logins: wait before trying again".to_owned(), wait);
+        return too_many("too many failed logins: wait {wait} before trying again", wait);
     }
     // Never queue: a flood of logins is refused rather than piled up behind the slow checks.
     let Ok(_permit) = console.password_checks.try_acquire() else {
         return too_many(
-            "the console is busy checking other logins: try again".to_owned(),
+            "the console is busy checking other logins: try again in {wait}",
             Duration::from_secs(1),
         );
     };
