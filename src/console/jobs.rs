@@ -408,8 +408,10 @@ impl Jobs {
             let events = live.clone();
             let mut on_event = move |event: &Event<'_>| {
                 let value = match event {
+                    // The client announces a request just before it publishes it: the publish
+                    // may still fail (the broker down), so this says `sending`, not `sent`.
                     Event::Sent { request_id, targets } => {
-                        json!({"type": "sent", "request_id": request_id.to_string(), "targets": targets})
+                        json!({"type": "sending", "request_id": request_id.to_string(), "targets": targets})
                     }
                     Event::Reply(reply) => json!({"type": "reply", "reply": reply}),
                     Event::Unreachable(node) => json!({"type": "unreachable", "node": node}),
