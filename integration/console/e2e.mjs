@@ -147,6 +147,7 @@ async function main(page) {
     check(statuses.slice(0, 3).every((status) => status === 401), `the first failures are answered 401: ${statuses}`);
     check(Number(refused.headers["retry-after"]) >= 1, `Retry-After: ${refused.headers["retry-after"]}`);
     check(refused.text.includes("too many failed logins"), refused.text);
+    check(refused.text.includes(`wait ${refused.headers["retry-after"]} second`), `the message says how long: ${refused.text}`);
   });
 
   await step("log in", () => login(page));
@@ -171,6 +172,9 @@ async function main(page) {
     await page.waitForSelector("#filter-error:not([hidden])");
     const error = await page.textContent("#filter-error");
     check(error.includes("role=web and ("), `the error quotes the filter: ${error}`);
+    check(await page.$("#node-table.stale"), "the list of the last valid filter is dimmed");
+    const kept = await page.textContent("#selection");
+    check(kept.startsWith("filter not applied"), `selection: ${kept}`);
     await applyFilter(page, { class: "role::web" });
     await page.waitForSelector("#filter-error", { state: "hidden" });
     await waitForRows(page, "#node-table tbody tr", expect.web);
@@ -299,6 +303,9 @@ async function main(page) {
       null,
       { timeout: WAIT * 2 },
     );
+    // Rows are drawn as replies arrive; once every node answered nothing is left waiting.
+    await page.waitForFunction(() => document.querySelector("#puppet-waiting").dataset.waiting === "0", null, { timeout: WAIT });
+    check(!(await page.$('#puppet-table tr[data-waiting="yes"]')), "no puppet row is left waiting");
     check((await page.textContent(`#puppet-table tr[data-node="${node}"] [data-field="status"]`)) === "idling", "idling first");
     await page.uncheck("#puppet-all");
     await page.check(`#puppet-table tr[data-node="${node}"] input[type=checkbox]`);

@@ -153,7 +153,7 @@ pub enum Command {
     Console {
         /// The address to listen on. Anything but a loopback address needs --users; 0.0.0.0 and
         /// :: also need --origin.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = listen_address)]
         listen: std::net::SocketAddr,
         /// The users file (NAME:HASH lines); when given, everyone logs in.
         #[arg(long, value_name = "FILE")]
@@ -437,4 +437,16 @@ pub struct OutputArgs {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// `--listen`: an address, or a host name and port (`localhost:8080`), resolved here.
+fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let mut addresses = text.to_socket_addrs().map_err(|error| {
+        format!("{error} (give an address and port, e.g. 127.0.0.1:8080 or localhost:8080)")
+    })?;
+    addresses.next().ok_or_else(|| format!("{text} resolves to no address"))
 }

@@ -45,10 +45,12 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Why the users file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
-    #[error("cannot read the users file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("cannot write the users file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    // The cause is in the message and is not also a `source()`: the CLI prints the whole
+    // chain, which would say it twice.
+    #[error("cannot read the users file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("cannot write the users file {path}: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
     #[error("users file {path}, line {line}: {reason}")]
     Invalid { path: PathBuf, line: usize, reason: String },
     #[error("user name {0:?} is not allowed (letters, digits, '.', '_' and '-', at most 64 characters)")]
@@ -163,7 +165,7 @@ impl Users {
     /// Reads a users file. Blank lines and lines starting with `#` are ignored.
     pub fn load(path: &Path) -> Result<Users, UsersError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| UsersError::Read { path: path.to_owned(), source })?;
+            .map_err(|error| UsersError::Read { path: path.to_owned(), error })?;
         Users::parse(&text, path)
     }
 
@@ -238,7 +240,7 @@ fn add_user_with_iterations(
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => return Err(UsersError::Read { path: path.to_owned(), source }),
+        Err(error) => return Err(UsersError::Read { path: path.to_owned(), error }),
     };
     // Refuse to rewrite a file we cannot read back.
     Users::parse(&existing, path)?;
@@ -251,7 +253,7 @@ fn add_user_with_iterations(
         text.push('\n');
     }
     let _ = writeln!(text, "{name}:{}", PasswordHash::with_iterations(password, iterations));
-    write_private(path, &text).map_err(|source| UsersError::Write { path: path.to_owned(), source })
+    write_private(path, &text).map_err(|error| UsersError::Write { path: path.to_owned(), error })
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

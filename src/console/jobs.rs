@@ -68,11 +68,40 @@ pub struct JobRequest {
     /// Input name to the text typed (or JSON for structured inputs, as on the command line).
     #[serde(default)]
     pub inputs: Map<String, Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict_filter")]
     pub filter: FilterSpec,
     /// Explicit targets instead of every registered node the filter selects (a clone's targets).
     #[serde(default)]
     pub nodes: Option<Vec<String>>,
+}
+
+/// The filter as the page sends it: [`FilterSpec`]'s keys and no others. A misspelt key
+/// (`facts`) must be refused, not ignored: ignoring it would send the job to every node.
+/// (The wire type stays lenient for CBOR compatibility; only the console's JSON is strict.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrictFilter {
+    #[serde(default)]
+    identity: Vec<String>,
+    #[serde(default)]
+    class: Vec<String>,
+    #[serde(default)]
+    fact: Vec<String>,
+    #[serde(default)]
+    agent: Vec<String>,
+    #[serde(default)]
+    select: Vec<String>,
+}
+
+/// Deserializes a console filter, refusing unknown keys (see [`StrictFilter`]).
+pub fn strict_filter<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<FilterSpec, D::Error> {
+    let StrictFilter { identity, class, fact, agent, select } = StrictFilter::deserialize(deserializer)?;
+    Ok(FilterSpec { identity, class, fact, agent, select })
+}
+
+/// Parses a console filter's JSON text, refusing unknown keys (see [`StrictFilter`]).
+pub fn parse_strict_filter(text: &str) -> Result<FilterSpec, serde_json::Error> {
+    strict_filter(&mut serde_json::Deserializer::from_str(text))
 }
 
 /// One job's live events, in order, and whether it has finished.
@@ -379,8 +408,10 @@ impl Jobs {
             let events = live.clone();
             let mut on_event = move |event: &Event<'_>| {
                 let value = match event {
+                    // The client announces a request just before it publishes it: the publish
+                    // may still fail (the broker down), so this says `sending`, not `sent`.
                     Event::Sent { request_id, targets } => {
-                        json!({"type": "sent", "request_id": request_id.to_string(), "targets": targets})
+                        json!({"type": "sending", "request_id": request_id.to_string(), "targets": targets})
                     }
                     Event::Reply(reply) => json!({"type": "reply", "reply": reply}),
                     Event::Unreachable(node) => json!({"type": "unreachable", "node": node}),
@@ -488,6 +519,28 @@ mod tests {
             live.push(json!({"type": "finished"}), true);
         }
         live
+    }
+
+    #[test]
+    fn unknown_filter_keys_are_refused_naming_the_key_and_the_valid_ones() {
+        for key in ["facts", "bogus"] {
+            let error =
+                parse_strict_filter(&format!(r#"{{"{key}": ["role=web"]}}"#)).expect_err(key).to_string();
+            assert!(error.contains(key), "{error}");
+            for valid in ["identity", "class", "fact", "agent", "select"] {
+                assert!(error.contains(valid), "{error}");
+            }
+            let request = serde_json::from_value::<JobRequest>(
+                json!({"agent": "rpcutil", "action": "ping", "filter": {key: ["role=web"]}}),
+            );
+            assert!(request.expect_err(key).to_string().contains(key));
+        }
+        let spec = parse_strict_filter(r#"{"fact": ["role=web"], "identity": ["web01"]}"#).expect("valid");
+        assert_eq!(spec.fact, ["role=web"]);
+        assert_eq!(spec.identity, ["web01"]);
+        let request: JobRequest =
+            serde_json::from_value(json!({"agent": "rpcutil", "action": "ping"})).expect("no filter");
+        assert!(request.filter.is_empty());
     }
 
     #[test]

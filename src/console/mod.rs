@@ -69,8 +69,10 @@ pub enum ConsoleError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),
-    #[error("cannot listen on {address}: {source}")]
-    Listen { address: SocketAddr, source: std::io::Error },
+    #[error(
+        "cannot listen on {address}: {error} (is another process using that port? stop it, or choose another address with --listen)"
+    )]
+    Listen { address: SocketAddr, error: std::io::Error },
     #[error("the web server failed: {0}")]
     Serve(std::io::Error),
     #[error("stopped following node registrations ({0}); restart the console")]
@@ -83,9 +85,9 @@ impl ConsoleError {
     pub fn is_usage(&self) -> bool {
         match self {
             ConsoleError::Client(error) => error.is_usage(),
-            ConsoleError::Listen { .. } | ConsoleError::Serve(_) | ConsoleError::RegistrationsEnded(_) => {
-                false
-            }
+            // The address is the operator's to change: another process may hold the port.
+            ConsoleError::Listen { .. } => true,
+            ConsoleError::Serve(_) | ConsoleError::RegistrationsEnded(_) => false,
             _ => true,
         }
     }
@@ -173,9 +175,9 @@ pub async fn run(
     }
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
-        .map_err(|source| ConsoleError::Listen { address: options.listen, source })?;
+        .map_err(|error| ConsoleError::Listen { address: options.listen, error })?;
     let address =
-        listener.local_addr().map_err(|source| ConsoleError::Listen { address: options.listen, source })?;
+        listener.local_addr().map_err(|error| ConsoleError::Listen { address: options.listen, error })?;
     let hosts = auth::AllowedHosts::new(address, options.origins.clone());
     let console = Arc::new(server::Console {
         users,

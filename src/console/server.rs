@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -226,11 +227,14 @@ struct Login {
     password: String,
 }
 
-/// A 429 answer: try again after `wait` (rounded up to whole seconds).
-fn too_many(message: String, wait: Duration) -> Response {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = ApiError(StatusCode::TOO_MANY_REQUESTS, message).into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+/// A 429 answer: try again after `wait` (rounded up to whole seconds), said in the message
+/// (`{wait}` in it) and in `Retry-After`.
+fn too_many(message: &str, wait: Duration) -> Response {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let wait = format!("{secs} second{}", if secs == 1 { "" } else { "s" });
+    let mut response =
+        ApiError(StatusCode::TOO_MANY_REQUESTS, message.replace("{wait}", &wait)).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     response
 }
 
@@ -257,12 +261,12 @@ async fn login(
     };
     let name = login.user.clone();
     if let Some(wait) = console.login_throttle.wait(client, &name, std::time::Instant::now()) {
-        return too_many("too many failed logins: wait before trying again".to_owned(), wait);
+        return too_many("too many failed logins: wait {wait} before trying again", wait);
     }
     // Never queue: a flood of logins is refused rather than piled up behind the slow checks.
     let Ok(_permit) = console.password_checks.try_acquire() else {
         return too_many(
-            "the console is busy checking other logins: try again".to_owned(),
+            "the console is busy checking other logins: try again in {wait}",
             Duration::from_secs(1),
         );
     };
@@ -307,9 +311,8 @@ struct NodesQuery {
 fn parse_filter(text: Option<&str>) -> ApiResult<FilterSpec> {
     match text.filter(|text| !text.is_empty()) {
         None => Ok(FilterSpec::default()),
-        Some(text) => serde_json::from_str(text).map_err(|error| {
-            ApiError(StatusCode::BAD_REQUEST, format!("the filter is not valid JSON: {error}"))
-        }),
+        Some(text) => super::jobs::parse_strict_filter(text)
+            .map_err(|error| ApiError(StatusCode::BAD_REQUEST, format!("the filter is not valid: {error}"))),
     }
 }
 
@@ -350,12 +353,19 @@ async fn agents(State(console): State<Arc<Console>>, headers: HeaderMap) -> ApiR
     Ok(Json(json!({"agents": definitions})))
 }
 
+/// A request body that does not parse (an unknown filter key, a missing field) is the
+/// user's to fix: 400 with serde's words, which name the key and the valid ones.
+fn bad_json(rejection: JsonRejection) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, rejection.body_text())
+}
+
 async fn start_job(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
-    Json(request): Json<JobRequest>,
+    request: Result<Json<JobRequest>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let requester = console.guard(&headers, Change::Yes)?;
+    let Json(request) = request.map_err(bad_json)?;
     let id = console.jobs.start(&requester, request).await?;
     Ok(Json(json!({"id": id})))
 }
@@ -441,7 +451,7 @@ struct CloneRequest {
     title: String,
     source: String,
     targets: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::jobs::strict_filter")]
     filter: FilterSpec,
 }
 
@@ -451,9 +461,10 @@ struct CloneRequest {
 async fn clone_resource(
     State(console): State<Arc<Console>>,
     headers: HeaderMap,
-    Json(clone): Json<CloneRequest>,
+    clone: Result<Json<CloneRequest>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let requester = console.guard(&headers, Change::Yes)?;
+    let Json(clone) = clone.map_err(bad_json)?;
     if clone.targets.is_empty() {
         return Err(ApiError(StatusCode::BAD_REQUEST, "choose at least one node to clone onto".to_owned()));
     }

@@ -17,19 +17,38 @@ use crate::protocol::Registration;
 /// How many jobs the history keeps; older ones are deleted as new ones finish.
 pub const HISTORY_LIMIT: usize = 1000;
 
-/// Why the database could not be used.
+/// Why the database could not be used. Each cause is in the message and is not also a
+/// `source()`: the CLI prints the whole chain, which would say it twice (SQLite's errors
+/// repeat themselves in their own chain, too).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("console database {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
-    #[error("cannot create the console database {path}: {source}")]
-    Create { path: String, source: std::io::Error },
+    #[error("console database {path}: {error}")]
+    Open { path: String, error: rusqlite::Error },
+    #[error("cannot create the console database {path}: {error}")]
+    Create { path: String, error: std::io::Error },
     #[error("console database: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     #[error("console database: a stored record does not decode: {0}")]
-    Decode(#[from] serde_json::Error),
+    Decode(serde_json::Error),
     #[error("console database: the query was interrupted: {0}")]
     Interrupted(String),
+    #[error(
+        "the console database {path} is in use by another baton console; stop that one, or give \
+         this one its own --database"
+    )]
+    InUse { path: String },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        StoreError::Sql(error)
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(error: serde_json::Error) -> StoreError {
+        StoreError::Decode(error)
+    }
 }
 
 /// What a job that was running when the console stopped says about itself.
@@ -73,26 +92,38 @@ impl Store {
         if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(parent);
         }
-        let open_error = |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_error = |error| StoreError::Open { path: path.display().to_string(), error };
         create_private(path)
-            .map_err(|source| StoreError::Create { path: path.display().to_string(), source })?;
+            .map_err(|error| StoreError::Create { path: path.display().to_string(), error })?;
         let connection = Connection::open(path).map_err(open_error)?;
-        Store::init(connection).map_err(|error| match error {
-            StoreError::Sql(source) => open_error(source),
+        Store::init(connection, &path.display().to_string()).map_err(|error| match error {
+            StoreError::Sql(error) => open_error(error),
             other => other,
         })
     }
 
     /// A database in memory (tests).
     pub fn in_memory() -> Result<Store, StoreError> {
-        Store::init(Connection::open_in_memory()?)
+        Store::init(Connection::open_in_memory()?, ":memory:")
     }
 
-    fn init(connection: Connection) -> Result<Store, StoreError> {
-        connection.pragma_update(None, "journal_mode", "WAL")?;
+    /// Sets the database up, holding it for this console alone: with an exclusive locking
+    /// mode, the write lock taken here is kept until the connection closes, so a second
+    /// console on the same file fails at once (and never marks this one's jobs abandoned).
+    fn init(connection: Connection, path: &str) -> Result<Store, StoreError> {
+        connection.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        // Short: another console holds the lock for as long as it runs, waiting is pointless.
+        connection.busy_timeout(std::time::Duration::from_millis(200))?;
+        let in_use = |error: rusqlite::Error| match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::InUse { path: path.to_owned() }
+            }
+            _ => StoreError::Sql(error),
+        };
+        connection.pragma_update(None, "journal_mode", "WAL").map_err(in_use)?;
+        connection.execute_batch("BEGIN IMMEDIATE; COMMIT;").map_err(in_use)?;
         // With WAL, NORMAL is safe against corruption and only risks the last commits on power loss.
         connection.pragma_update(None, "synchronous", "NORMAL")?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(
             "CREATE TABLE IF NOT EXISTS nodes (
                  identity TEXT PRIMARY KEY,
@@ -355,5 +386,37 @@ mod tests {
         assert_eq!(summaries.iter().map(|job| job.id.as_str()).collect::<Vec<_>>(), ["done", "running"]);
         assert_eq!(summaries[0].outcome, json!({"counts": {"ok": 1}}), "the history has no replies");
         assert_eq!(summaries[1].outcome, json!({"error": ABANDONED}));
+    }
+
+    #[test]
+    fn a_second_console_on_the_same_database_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("console.sqlite");
+        let first = Store::open(&path).expect("open");
+        first.save_job(&job("inflight", "running", 1, Value::Null)).expect("save");
+        let error = Store::open(&path).err().expect("the second open fails");
+        assert!(matches!(error, StoreError::InUse { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("in use by another baton console"), "{message}");
+        assert!(message.contains(&path.display().to_string()) && message.contains("--database"), "{message}");
+        let job = first.job("inflight").expect("query").expect("found");
+        assert_eq!(job.state, "running", "the first console's job is untouched");
+        first.save_job(&job).expect("the first console still writes");
+        drop(first);
+        let reopened = Store::open(&path).expect("free again once the first console closes");
+        assert_eq!(reopened.job("inflight").expect("query").expect("found").state, "abandoned");
+    }
+
+    #[test]
+    fn errors_say_their_cause_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("not-a-database");
+        std::fs::write(&path, vec![7u8; 4096]).expect("write");
+        let error = Store::open(&path).err().expect("not a database");
+        let chain = format!("{:#}", anyhow::Error::new(error));
+        assert_eq!(chain.matches("not a database").count(), 1, "{chain}");
+        let error = crate::console::auth::Users::load(&dir.path().join("no-users")).expect_err("missing");
+        let chain = format!("{:#}", anyhow::Error::new(error));
+        assert_eq!(chain.matches("os error 2").count(), 1, "{chain}");
     }
 }

@@ -5,6 +5,8 @@
 const state = {
   csrf: "",
   filter: {},
+  filterError: null,
+  selection: "",
   nodes: [],
   agents: [],
   resourceRows: null,
@@ -138,31 +140,52 @@ function readFilter() {
 
 $("filter-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  state.filter = readFilter();
-  refreshNodes();
+  refreshNodes(readFilter());
 });
 
 $("filter-clear").addEventListener("click", () => {
   for (const key of ["identity", "class", "fact", "agent", "select"]) $(`filter-${key}`).value = "";
-  state.filter = {};
-  refreshNodes();
+  refreshNodes({});
 });
 
-async function refreshNodes() {
+// Lists the nodes `candidate` selects and makes it the current filter, or, without one,
+// refreshes the current filter's list. A candidate the console refuses is not kept: the last
+// valid filter stays current (jobs and refreshes use it) and the list is dimmed until the
+// form holds a valid one again.
+async function refreshNodes(candidate) {
   let data;
   try {
-    data = await api("GET", `/api/nodes?filter=${encodeURIComponent(JSON.stringify(state.filter))}`);
+    data = await api("GET", `/api/nodes?filter=${encodeURIComponent(JSON.stringify(candidate || state.filter))}`);
   } catch (error) {
-    showError("filter-error", error.message);
+    if (candidate) {
+      state.filterError = error.message;
+      showFilterState();
+    } else {
+      showError("filter-error", error.message);
+    }
     return;
   }
-  showError("filter-error", "");
+  if (candidate) {
+    state.filter = candidate;
+    state.filterError = null;
+  }
   state.nodes = data.nodes;
   const live = data.nodes.filter((node) => !node.quiet).length;
   const quiet = data.nodes.length - live;
-  $("selection").textContent = `${data.nodes.length} node${data.nodes.length === 1 ? "" : "s"} selected` +
+  state.selection = `${data.nodes.length} node${data.nodes.length === 1 ? "" : "s"} selected` +
     (quiet ? ` (${quiet} quiet)` : "") + ` — ${data.filter}`;
   renderNodes(data.nodes, data.now_ms);
+  showFilterState();
+}
+
+function showFilterState() {
+  const invalid = state.filterError;
+  showError("filter-error", invalid || "");
+  $("node-table").classList.toggle("stale", Boolean(invalid));
+  $("selection").classList.toggle("stale", Boolean(invalid));
+  $("selection").textContent = invalid
+    ? `filter not applied; still using the last valid one${state.selection ? ` (${state.selection})` : ""}`
+    : state.selection || "";
 }
 
 const SHOWN_FACTS = ["role", "environment", "datacenter", "osfamily", "kernel", "hostname"];
@@ -412,9 +435,48 @@ $("resource-browse").addEventListener("click", async () => {
   $("clone-output").hidden = true;
   const type = $("resource-type").value;
   $("resource-status").textContent = `searching ${type} resources…`;
+  // The table grows as replies arrive: a node that is down keeps the job open until its
+  // timeout, and the others' resources are worth seeing meanwhile.
+  const nodes = [];
+  const rows = new Map();
+  const problems = [];
+  const waiting = new Set();
+  state.resourceNodes = nodes;
+  state.resourceRows = rows;
+  state.resourceType = type;
+  const progress = () => {
+    $("resource-status").textContent = `${rows.size} ${type} resources on ${nodes.length} nodes` +
+      (waiting.size ? `; waiting for ${waiting.size} node${waiting.size === 1 ? "" : "s"}…` : "");
+    $("resource-status").dataset.waiting = String(waiting.size);
+  };
+  const onEvent = (event) => {
+    if (event.type === "started") {
+      for (const node of event.job.targets) waiting.add(node);
+    } else if (event.type === "reply") {
+      const reply = event.reply;
+      waiting.delete(reply.node);
+      if (reply.status !== 0) {
+        problems.push(`${reply.node}: ${reply.message}`);
+        showError("resource-error", problems.join("\n"));
+      } else {
+        nodes.push(reply.node);
+        nodes.sort();
+        for (const resource of reply.data.resources || []) {
+          if (!rows.has(resource.title)) rows.set(resource.title, new Map());
+          rows.get(resource.title).set(reply.node, resource.properties);
+        }
+        renderResources();
+      }
+    } else if (event.type === "unreachable") {
+      waiting.delete(event.node);
+    } else {
+      return;
+    }
+    progress();
+  };
   let job;
   try {
-    job = await runJob({ agent: "resource", action: "search", inputs: { type } });
+    job = await runJob({ agent: "resource", action: "search", inputs: { type } }, onEvent);
   } catch (error) {
     $("resource-status").textContent = "";
     showError("resource-error", error.message);
@@ -424,25 +486,10 @@ $("resource-browse").addEventListener("click", async () => {
     showError("resource-error", (job.outcome && job.outcome.error) || "the search failed");
     return;
   }
-  const nodes = [];
-  const rows = new Map();
-  const problems = [];
-  for (const reply of job.outcome.replies) {
-    if (reply.status !== 0) { problems.push(`${reply.node}: ${reply.message}`); continue; }
-    nodes.push(reply.node);
-    for (const resource of reply.data.resources || []) {
-      if (!rows.has(resource.title)) rows.set(resource.title, new Map());
-      rows.get(resource.title).set(reply.node, resource.properties);
-    }
-  }
-  nodes.sort();
-  state.resourceNodes = nodes;
-  state.resourceRows = rows;
-  state.resourceType = type;
+  waiting.clear();
   const silent = job.outcome.no_response;
-  $("resource-status").textContent = `${rows.size} ${type} resources on ${nodes.length} nodes` +
-    (silent.length ? `; no response from ${silent.join(", ")}` : "");
-  if (problems.length) showError("resource-error", problems.join("\n"));
+  progress();
+  if (silent.length) $("resource-status").textContent += `; no response from ${silent.join(", ")}`;
   renderResources();
 });
 
@@ -513,6 +560,14 @@ $("clone-form").addEventListener("submit", async (event) => {
 // ---------------------------------------------------------------- puppet
 
 const puppetState = new Map();
+// The nodes a puppet job still waits for: their rows say so until they answer.
+const puppetWaiting = new Set();
+
+function showPuppetWaiting() {
+  const count = puppetWaiting.size;
+  $("puppet-waiting").textContent = count ? `waiting for ${count} node${count === 1 ? "" : "s"}…` : "";
+  $("puppet-waiting").dataset.waiting = String(count);
+}
 
 function puppetNodes() {
   return state.nodes.filter((node) => !node.quiet && node.agents.includes("puppet")).map((node) => node.identity);
@@ -534,8 +589,8 @@ function renderPuppetRows() {
           el("td", { text: status.lastrun ? `${when(status.lastrun * 1000)} (${status.since_lastrun}s ago)` : "never" }),
           el("td", { text: status.disable_message || status.message || "", dataset: { field: "message" } }),
         ]
-      : [el("td", { class: "muted", text: "unknown" }), el("td"), el("td"), el("td")];
-    body.append(el("tr", { dataset: { node } },
+      : [el("td", { class: "muted", text: puppetWaiting.has(node) ? "waiting…" : "unknown" }), el("td"), el("td"), el("td")];
+    body.append(el("tr", { class: puppetWaiting.has(node) ? "quiet" : "", dataset: { node, waiting: puppetWaiting.has(node) ? "yes" : "no" } },
       el("td", {}, el("input", { type: "checkbox", value: node, checked: fresh ? $("puppet-all").checked : checked.has(node) })),
       el("td", {}, el("strong", { text: node })), cells));
   }
@@ -548,12 +603,33 @@ $("puppet-all").addEventListener("change", () => {
 async function puppetStatus() {
   const nodes = puppetNodes();
   if (!nodes.length) { renderPuppetRows(); return; }
-  const job = await runJob({ agent: "puppet", action: "status", inputs: {}, nodes });
-  const outcome = job.outcome || {};
-  if (job.state !== "finished") throw new Error(outcome.error || `the status job is ${job.state}`);
-  for (const reply of outcome.replies || []) {
-    puppetState.set(reply.node, reply.status === 0 ? reply.data : { error: reply.message });
+  // Each row is drawn as its node answers; a node that is down would otherwise hold every
+  // row back until the job's timeout.
+  const onEvent = (event) => {
+    if (event.type === "started") {
+      for (const node of event.job.targets) puppetWaiting.add(node);
+    } else if (event.type === "reply") {
+      const reply = event.reply;
+      puppetWaiting.delete(reply.node);
+      puppetState.set(reply.node, reply.status === 0 ? reply.data : { error: reply.message });
+    } else if (event.type === "unreachable") {
+      puppetWaiting.delete(event.node);
+      puppetState.set(event.node, { error: "unreachable" });
+    } else {
+      return;
+    }
+    showPuppetWaiting();
+    renderPuppetRows();
+  };
+  let job;
+  try {
+    job = await runJob({ agent: "puppet", action: "status", inputs: {}, nodes }, onEvent);
+  } finally {
+    for (const node of nodes) puppetWaiting.delete(node);
+    showPuppetWaiting();
   }
+  const outcome = job.outcome || {};
+  if (job.state !== "finished") { renderPuppetRows(); throw new Error(outcome.error || `the status job is ${job.state}`); }
   for (const node of outcome.no_response || []) puppetState.set(node, { error: "no response" });
   renderPuppetRows();
 }
@@ -565,8 +641,25 @@ async function puppetAction(action, inputs) {
   const nodes = [...$("puppet-table").querySelectorAll("tbody input:checked")].map((box) => box.value);
   if (!nodes.length) { showError("puppet-error", "check at least one node"); return; }
   const view = jobView($("puppet-output"), `Puppet ${action}`);
+  // The output view shows each reply as it arrives; the table says which nodes are pending.
+  const onEvent = (event) => {
+    view.onEvent(event);
+    if (event.type === "started") for (const node of event.job.targets) puppetWaiting.add(node);
+    else if (event.type === "reply") puppetWaiting.delete(event.reply.node);
+    else if (event.type === "unreachable") puppetWaiting.delete(event.node);
+    else return;
+    showPuppetWaiting();
+    renderPuppetRows();
+  };
   try {
-    await runJob({ agent: "puppet", action, inputs, nodes }, view.onEvent);
+    await runJob({ agent: "puppet", action, inputs, nodes }, onEvent);
+  } catch (error) {
+    showError("puppet-error", error.message);
+  } finally {
+    for (const node of nodes) puppetWaiting.delete(node);
+    showPuppetWaiting();
+  }
+  try {
     await puppetStatus();
   } catch (error) {
     showError("puppet-error", error.message);
