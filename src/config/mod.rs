@@ -16,6 +16,7 @@ mod client;
 mod error;
 mod load;
 mod node;
+mod origin;
 mod wiring;
 
 use std::fmt;
@@ -27,14 +28,13 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use client::ClientConfig;
-pub use error::{ConfigError, env_var_for};
-pub use load::{
-    CLIENT_SYSTEM_CONFIG_FILE, ConfigLoader, ENV_PREFIX, NODE_CONFIG_FILE, Provenance, host_name,
-};
+pub use error::ConfigError;
+pub use load::{CLIENT_SYSTEM_CONFIG_FILE, ConfigLoader, NODE_CONFIG_FILE, Provenance, host_name};
 pub use node::{
     AgentsConfig, AuditConfig, AuthorizationConfig, FactsConfig, LogConfig, LogFormat, NodeConfig,
-    PuppetConfig, RegistrationConfig, UnconfiguredPolicy,
+    RegistrationConfig, UnconfiguredPolicy,
 };
+pub use origin::{ENV_PREFIX, env_var_for};
 pub use wiring::{WiringError, broker_settings};
 
 use crate::broker::{BrokerSettings, StompDialect, Transport};
