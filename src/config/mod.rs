@@ -9,8 +9,8 @@
 //! "command-line flags".
 //!
 //! Every table denies unknown keys, and every error names the key and the file or variable it
-//! came from (see [`ConfigError`]). The keys documented in DESIGN.md are a contract; the example
-//! files in `deploy/examples/` show all of them.
+//! came from (see [`ConfigError`]). The keys documented in docs/OPERATIONS.md are a
+//! contract; the example files in `deploy/examples/` show all of them.
 
 mod client;
 mod error;
