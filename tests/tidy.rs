@@ -2,9 +2,9 @@
 //! `cargo test`. Each failure names the rule it enforces and the file (and line) that breaks it.
 //!
 //! The rules: a `//!` doc on every module; `protocol` and `security` do no I/O; only `broker`
-//! knows AMQP or STOMP; no `unwrap()` in library code; the import table ([`ALLOWED_IMPORTS`],
-//! the dependency rules of docs/ARCHITECTURE.md); and no test returns early on a missing
-//! environment variable.
+//! knows AMQP or STOMP; no `unwrap()` in library code; secrets are compared in one place; the
+//! import table ([`ALLOWED_IMPORTS`], the dependency rules of docs/ARCHITECTURE.md); and no
+//! test returns early on a missing environment variable.
 
 use std::path::{Path, PathBuf};
 
@@ -423,4 +423,27 @@ fn the_early_return_rule_sees_the_usual_shapes() {
     check("    let dir = std::env::var(\"D\").unwrap_or_else(|_| \"/tmp\".into());\n    return;", 0);
     // A test that reads a variable itself is no helper to its own signature.
     check("async fn t() {\n    let Ok(u) = std::env::var(\"X\") else {\n        return;\n    };\n}", 1);
+}
+
+#[test]
+fn secrets_are_compared_in_one_place() {
+    let home = src().join("security").join("constant_time.rs");
+    let mut violations = Vec::new();
+    for path in source_files(&src()).into_iter().filter(|path| *path != home) {
+        let text = std::fs::read_to_string(&path).expect("read source");
+        for (number, line) in non_test_code(&text).lines().enumerate() {
+            // Another constant-time comparison: the hmac crate's, subtle's, or one of our own.
+            if ["verify_slice(", "verify_truncated_left(", "ct_eq(", "fn constant_time"]
+                .iter()
+                .any(|other| line.contains(other))
+            {
+                violations.push(format!("{}:{}: {}", relative(&path).display(), number + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "rule: secrets (MACs, password hashes, tokens) are compared only with security::constant_time::eq (docs/STYLE.md, Hostile input):\n{}",
+        violations.join("\n")
+    );
 }
