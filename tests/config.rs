@@ -186,6 +186,10 @@ fn node_errors() {
             r#"unknown key "broker.urlz" in {file} (known keys: transport, urls, dialect, connect_timeout_secs, max_backoff_secs, max_message_bytes, node_queue_expiry_secs)"#,
         ),
         (
+            "[agents.puppet]\nmanifesto = \"/x.pp\"\n",
+            r#"unknown key "agents.puppet.manifesto" in {file} (known keys: command, extra_args, manifest)"#,
+        ),
+        (
             "[broker]\ntransport = \"amqq\"\n",
             r#"invalid value for "broker.transport" in {file}: expected "amqp" or "stomp", found "amqq""#,
         ),

@@ -328,3 +328,206 @@ fn audit_log_in_a_missing_directory_is_named() {
         )
     );
 }
+
+/// Nodes with structured facts for [`node_and_console_select_the_same_nodes`]: nested maps,
+/// arrays (of maps and of arrays), numbers, literal keys with dots, and facts some nodes lack
+/// or hold as a scalar where others hold a map.
+fn dotted_fleet() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "deb12",
+            json!({
+                "os": {"family": "Debian", "release": {"major": "12", "full": "12.5"}},
+                "disks": [{"size": 2000}, {"size": 500}],
+                "tags": ["web", "public"],
+                "matrix": [[1, 2], [3, 4]],
+                "a.b": "literal",
+                "a": {"b": "nested", "c.d": "inner literal"},
+                "networking": {"interfaces": {"eth0": {"ip": "10.0.0.1"}}},
+                "count": 3,
+            }),
+        ),
+        (
+            "rhel9",
+            json!({
+                "os": {"family": "RedHat", "release": {"major": 9, "full": "9.3"}},
+                "disks": [{"size": 100}],
+                "tags": ["db"],
+                "a": {"b": "nested"},
+                "networking": {"interfaces": {"eth0": {"ip": "192.168.1.9"}, "eth1": {}}},
+                "count": 12,
+            }),
+        ),
+        ("bare", json!({"os": "linux", "disks": [], "count": "many", "a": "flat"})),
+        ("empty", json!({})),
+    ]
+}
+
+/// The node's filter view and the console's registry must agree on which nodes a dotted filter
+/// selects: both walk dotted keys with `protocol::filter::dotted_fact`. Before they shared it, the
+/// node had its own walker (in `node/facts.rs`) that the filter tests never exercised.
+#[test]
+fn node_and_console_select_the_same_nodes() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use baton::console::registry::Registry;
+    use baton::console::store::Store;
+    use baton::protocol::{Filter, FilterSpec, Registration};
+    use baton::security::{Psk, Security};
+
+    let security = Security::Psk(Psk::from_bytes(b"q7Lk2vX9pR4mZ8wN3bT6yH1cF5gJ0dSa", "test").expect("psk"));
+    let registry = Registry::load(
+        "baton",
+        Arc::new(Store::in_memory().expect("an in-memory store")),
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+        0,
+    )
+    .expect("registry");
+    let mut nodes = Vec::new();
+    for (identity, facts) in dotted_fleet() {
+        let facts = facts.as_object().expect("facts are an object").clone();
+        let registration = Registration {
+            identity: identity.to_owned(),
+            collectives: vec!["baton".to_owned()],
+            facts: facts.clone(),
+            classes: Vec::new(),
+            agents: vec!["rpcutil".to_owned()],
+            version: "0.1.0".to_owned(),
+            time_ms: 1,
+        };
+        let sealed = security.seal_registration(&registration);
+        let verified = security.open_registration(&sealed, 1 << 20).expect("verifies");
+        registry.accept(verified, false, 1000).expect("accepted");
+        nodes.push(NodeInventory::new(
+            identity,
+            Facts::from_map(facts),
+            Classes::default(),
+            ["rpcutil".to_owned()],
+        ));
+    }
+
+    let check = |fact: &[&str], select: &[&str], expected: &[&str]| {
+        let spec = FilterSpec {
+            fact: fact.iter().map(|text| text.to_string()).collect(),
+            select: select.iter().map(|text| text.to_string()).collect(),
+            ..FilterSpec::default()
+        };
+        let filter = Filter::compile(&spec).expect("the filter compiles");
+        let on_nodes: Vec<&str> =
+            nodes.iter().filter(|node| filter.matches(*node)).map(|node| node.identity()).collect();
+        let mut in_console: Vec<String> =
+            registry.matching(&filter, 1000).into_iter().map(|node| node.identity).collect();
+        let mut on_nodes_sorted: Vec<String> = on_nodes.iter().map(|name| name.to_string()).collect();
+        on_nodes_sorted.sort();
+        in_console.sort();
+        assert_eq!(on_nodes_sorted, in_console, "node and console disagree on {spec:?}");
+        let mut expected: Vec<String> = expected.iter().map(|name| name.to_string()).collect();
+        expected.sort();
+        assert_eq!(on_nodes_sorted, expected, "{spec:?}");
+    };
+
+    // Nested maps.
+    check(&["os.family=Debian"], &[], &["deb12"]);
+    check(&["os.family!=Debian"], &[], &["rhel9"]);
+    check(&["os.release.major>=10"], &[], &["deb12"]);
+    check(&["os.release.major=9"], &[], &["rhel9"]);
+    check(&["os.release.full<12.10"], &[], &["rhel9"]);
+    check(&["networking.interfaces.eth0.ip=~^10\\."], &[], &["deb12"]);
+    check(&["networking.interfaces=eth1"], &[], &["rhel9"]);
+    // Arrays by index, arrays of arrays, and indexes past the end.
+    check(&["disks.0.size>1000"], &[], &["deb12"]);
+    check(&["disks.1.size<1000"], &[], &["deb12"]);
+    check(&["disks.0.size<1000"], &[], &["rhel9"]);
+    check(&["disks.5.size>0"], &[], &[]);
+    check(&["matrix.1.0=3"], &[], &["deb12"]);
+    check(&["matrix.1=4"], &[], &["deb12"]);
+    check(&["tags.0=web"], &[], &["deb12"]);
+    check(&["tags=db"], &[], &["rhel9"]);
+    // Literal keys with dots win, at the top and inside a map.
+    check(&["a.b=literal"], &[], &["deb12"]);
+    check(&["a.b=nested"], &[], &["rhel9"]);
+    check(&["a.c.d=inner literal"], &[], &["deb12"]);
+    check(&["a.c=x"], &[], &[]);
+    // Numbers compare as numbers; "many" is not one, so it compares as text.
+    check(&["count>2"], &[], &["bare", "deb12", "rhel9"]);
+    check(&["count>=12"], &[], &["bare", "rhel9"]);
+    check(&["count<5"], &[], &["deb12"]);
+    // Missing keys, and a scalar where a map is expected, never match.
+    check(&["missing.key=x"], &[], &[]);
+    check(&["os.family.deeper=x"], &[], &[]);
+    check(&["os.family=linux"], &[], &[]);
+    check(&["os=linux"], &[], &["bare"]);
+    check(&["a=flat"], &[], &["bare"]);
+    // Compound expressions over dotted keys.
+    check(&[], &["os.family=Debian or os.release.major=9"], &["deb12", "rhel9"]);
+    check(&[], &["not os.family=Debian and disks.0.size<1000"], &["rhel9"]);
+    check(&["count>2"], &["!(tags=web)"], &["bare", "rhel9"]);
+}
+
+/// Regression: `rpcutil get_fact` (what `baton facts KEY` shows) had a dotted-key walker of its
+/// own that did not try literal dotted keys below the top level, so `baton facts a.c.d` showed
+/// nothing on a node that `-F 'a.c.d=inner literal'` selects. It now reports, for every key,
+/// exactly the value the node's filters compare.
+#[test]
+fn get_fact_reports_the_value_filters_match_on() {
+    use std::sync::Arc;
+
+    use baton::agents::rpcutil::Rpcutil;
+    use baton::agents::{ActionContext, Agent, Call, StatsSource};
+    use serde_json::Map;
+
+    struct NoStats;
+    impl StatsSource for NoStats {
+        fn snapshot(&self) -> Map<String, Value> {
+            Map::new()
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    let agent = Rpcutil::new();
+    let keys = [
+        "os.family",
+        "os.release.major",
+        "disks.0.size",
+        "disks.1.size",
+        "disks.5.size",
+        "matrix.1.0",
+        "tags.0",
+        "a.b",
+        "a.c.d",
+        "a.c",
+        "networking.interfaces.eth0.ip",
+        "count",
+        "missing.key",
+        "os.family.deeper",
+        "os",
+    ];
+    for (identity, facts) in dotted_fleet() {
+        let facts = facts.as_object().expect("facts are an object").clone();
+        let node = NodeInventory::new(identity, Facts::from_map(facts.clone()), Classes::default(), []);
+        let context = ActionContext {
+            identity: identity.to_owned(),
+            collectives: vec!["baton".to_owned()].into(),
+            facts: Arc::new(facts),
+            classes: Vec::new().into(),
+            agents: Vec::new().into(),
+            stats: Arc::new(NoStats),
+        };
+        for key in keys {
+            let data = json!({ "fact": key }).as_object().expect("an object literal").clone();
+            let call = Call {
+                action: "get_fact",
+                data: &data,
+                request_id: uuid::Uuid::nil(),
+                caller: "user=test",
+                sender: "test",
+            };
+            let outcome = runtime.block_on(agent.call(call, &context));
+            let reported = outcome.data.get("value").cloned().unwrap_or(Value::Null);
+            let matched_on = node.fact(key).cloned().unwrap_or(Value::Null);
+            assert_eq!(reported, matched_on, "get_fact {key} on {identity}");
+        }
+    }
+}

@@ -19,7 +19,7 @@
 //!
 //! and reads one JSON document from its standard output:
 //! `{"data": {...}}` on success, or `{"status": 1, "message": "why", "data": {...}}` on failure
-//! (`status` 1 to 5, see DESIGN.md). Anything else is a failure with status 5 that says what
+//! (`status` 1 to 5, see docs/PROTOCOL.md). Anything else is a failure with status 5 that says what
 //! went wrong, with the tail of the program's standard error: not starting, a non-zero exit,
 //! a signal, output that is not that JSON document, outputs the definition does not declare,
 //! and running past the definition's timeout (the whole process group is then killed, so the

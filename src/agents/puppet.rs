@@ -32,20 +32,29 @@ const MAX_OUTPUT: usize = 512 * 1024;
 /// How long the quick `puppet` commands (config print, enable, disable) may take.
 const QUICK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How the node runs Puppet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the node runs Puppet: the `[agents.puppet]` table of `node.toml`, read by `config`
+/// straight into this type (the agent owns its settings; see docs/ARCHITECTURE.md).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PuppetSettings {
     /// The `puppet` executable.
+    #[serde(default = "default_puppet_command")]
     pub command: PathBuf,
     /// Arguments added to every `puppet` command, e.g. `["--confdir", "/srv/puppet/etc"]`.
+    #[serde(default)]
     pub extra_args: Vec<String>,
     /// When set, `runonce` applies this manifest with `puppet apply` instead of asking a server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<PathBuf>,
+}
+
+fn default_puppet_command() -> PathBuf {
+    PathBuf::from("puppet")
 }
 
 impl Default for PuppetSettings {
     fn default() -> Self {
-        PuppetSettings { command: PathBuf::from("puppet"), extra_args: Vec::new(), manifest: None }
+        PuppetSettings { command: default_puppet_command(), extra_args: Vec::new(), manifest: None }
     }
 }
 

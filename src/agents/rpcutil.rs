@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::{ActionContext, ActionOutcome, Agent, BoxFuture, Call, builtin_definition, required_string};
 use crate::protocol::ddl::Definition;
+use crate::protocol::filter::dotted_fact_in;
 use crate::protocol::{StatusCode, now_ms};
 
 /// The built-in `rpcutil` agent.
@@ -101,19 +102,8 @@ fn run(
     }
 }
 
-/// Looks a fact up by dotted key, trying the literal key first (fact files may hold "a.b").
+/// Looks a fact up by dotted key exactly as filters do, so `baton facts KEY` shows the value
+/// that `-F KEY=...` compares.
 fn lookup(facts: &Map<String, Value>, dotted_key: &str) -> Option<Value> {
-    if let Some(value) = facts.get(dotted_key) {
-        return Some(value.clone());
-    }
-    let mut parts = dotted_key.split('.');
-    let mut current = facts.get(parts.next()?)?;
-    for part in parts {
-        current = match current {
-            Value::Object(map) => map.get(part)?,
-            Value::Array(items) => items.get(part.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(current.clone())
+    dotted_fact_in(facts, dotted_key).cloned()
 }

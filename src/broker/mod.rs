@@ -3,7 +3,7 @@
 //! Everything above this module talks to a broker through [`Broker`], a cheap cloneable handle
 //! to one task that owns the connection, reconnects it with backoff and jitter along the URL
 //! list, and re-declares every subscription after a reconnect. Destinations are logical
-//! ([`Destination`]); each transport maps them onto its own topology (see DESIGN.md).
+//! ([`Destination`]); each transport maps them onto its own topology (see docs/PROTOCOL.md).
 //!
 //! The handle speaks a closed, transport-neutral [`Command`] enum to the connection task over a
 //! bounded channel, with replies on `oneshot` channels; [`Broker::connect`] picks the task by

@@ -177,8 +177,8 @@ pub enum Command {
         /// An address people reach the console at, as typed in the browser (repeatable), e.g.
         /// https://console.example:8443 behind a TLS proxy. Requests for other host names are
         /// refused; needed to --listen on 0.0.0.0 or ::.
-        #[arg(long = "origin", value_name = "URL", value_parser = crate::console::auth::PublicOrigin::parse)]
-        origins: Vec<crate::console::auth::PublicOrigin>,
+        #[arg(long = "origin", value_name = "URL", value_parser = crate::console::PublicOrigin::parse)]
+        origins: Vec<crate::console::PublicOrigin>,
     },
     /// Print a shell completion script for bash, zsh or fish.
     #[command(after_help = COMPLETIONS_EXAMPLES)]

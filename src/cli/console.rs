@@ -40,7 +40,7 @@ pub async fn serve(cli: &Cli, options: ConsoleOptions) -> Result<Exit, Failure> 
 pub fn add_user(users: &Path, name: &str) -> Result<Exit, Failure> {
     let password =
         read_password(name).map_err(|error| Failure::usage(anyhow!("cannot read the password: {error}")))?;
-    crate::console::auth::add_user(users, name, &password).map_err(|error| Failure::usage(anyhow!(error)))?;
+    crate::console::add_user(users, name, &password).map_err(|error| Failure::usage(anyhow!(error)))?;
     eprintln!("baton console: {name} can log in now ({})", users.display());
     Ok(Exit::Ok)
 }

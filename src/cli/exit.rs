@@ -2,7 +2,7 @@
 
 use crate::client::{CallOutcome, RolloutOutcome};
 
-/// Exit codes of `baton`, as DESIGN.md documents them.
+/// Exit codes of `baton`, as docs/CLI.md documents them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// 0: every targeted node replied OK.

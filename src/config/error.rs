@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use figment::error::{Actual, Kind};
 
-use super::load::origin_of;
+use super::origin::{env_var_for, origin_of};
 
 /// Why configuration could not be loaded. Every message names the key (as a dotted path) and
 /// the place its value came from.
@@ -72,15 +72,6 @@ impl ConfigError {
             ConfigError::FileUnreadable { .. } | ConfigError::Syntax { .. } => None,
         }
     }
-}
-
-/// The environment variable that sets the dotted `key` (`broker.urls` -> `BATON_BROKER__URLS`).
-pub fn env_var_for(key: &str) -> String {
-    format!(
-        "{}{}",
-        super::load::ENV_PREFIX,
-        key.split('.').map(str::to_ascii_uppercase).collect::<Vec<_>>().join("__")
-    )
 }
 
 /// Translates the first of figment's (possibly chained) errors. Deserialization stops at the

@@ -16,22 +16,15 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::de::DeserializeOwned;
 
-use super::error::{ConfigError, env_var_for, from_figment};
-
-/// Every configuration environment variable starts with this.
-pub const ENV_PREFIX: &str = "BATON_";
+use super::error::{ConfigError, from_figment};
+use super::origin::{
+    DEFAULTS_SOURCE_NAME, ENV_PREFIX, ENV_SOURCE_NAME, OVERRIDE_SOURCE_NAME, env_var_for, origin_of,
+};
 
 /// The node's configuration file when `--config` is not given.
 pub const NODE_CONFIG_FILE: &str = "/etc/baton/node.toml";
 /// The system-wide client configuration file, read when no per-user file exists.
 pub const CLIENT_SYSTEM_CONFIG_FILE: &str = "/etc/baton/client.toml";
-
-/// The name figment's metadata carries for values read from environment variables; recognised
-/// by [`origin_of`] to name the exact variable.
-const ENV_SOURCE_NAME: &str = "environment variable";
-/// The name for values set by the program on top of file and environment.
-const OVERRIDE_SOURCE_NAME: &str = "command-line flags";
-const DEFAULTS_SOURCE_NAME: &str = "built-in defaults";
 
 /// Builds a configuration from its sources. [`NodeConfig::load`](super::NodeConfig::load) and
 /// [`ClientConfig::load`](super::ClientConfig::load) cover the usual case; use this to inject
@@ -164,17 +157,6 @@ impl Provenance {
     /// An error for a `key` whose value breaks a rule.
     pub fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError::InvalidValue { key: key.to_owned(), origin: self.origin(key), reason: reason.into() }
-    }
-}
-
-/// Names where a value came from, given its provider's metadata and the key's path.
-pub(crate) fn origin_of(metadata: &Metadata, path: &[String]) -> String {
-    match &metadata.source {
-        Some(Source::File(file)) => file.display().to_string(),
-        _ if metadata.name == ENV_SOURCE_NAME => {
-            format!("environment variable {}", env_var_for(&path.join(".")))
-        }
-        _ => metadata.name.to_string(),
     }
 }
 

@@ -9,13 +9,14 @@
 //! "command-line flags".
 //!
 //! Every table denies unknown keys, and every error names the key and the file or variable it
-//! came from (see [`ConfigError`]). The keys documented in DESIGN.md are a contract; the example
-//! files in `deploy/examples/` show all of them.
+//! came from (see [`ConfigError`]). The keys documented in docs/OPERATIONS.md are a
+//! contract; the example files in `deploy/examples/` show all of them.
 
 mod client;
 mod error;
 mod load;
 mod node;
+mod origin;
 mod wiring;
 
 use std::fmt;
@@ -27,14 +28,13 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use client::ClientConfig;
-pub use error::{ConfigError, env_var_for};
-pub use load::{
-    CLIENT_SYSTEM_CONFIG_FILE, ConfigLoader, ENV_PREFIX, NODE_CONFIG_FILE, Provenance, host_name,
-};
+pub use error::ConfigError;
+pub use load::{CLIENT_SYSTEM_CONFIG_FILE, ConfigLoader, NODE_CONFIG_FILE, Provenance, host_name};
 pub use node::{
     AgentsConfig, AuditConfig, AuthorizationConfig, FactsConfig, LogConfig, LogFormat, NodeConfig,
-    PuppetConfig, RegistrationConfig, UnconfiguredPolicy,
+    RegistrationConfig, UnconfiguredPolicy,
 };
+pub use origin::{ENV_PREFIX, env_var_for};
 pub use wiring::{WiringError, broker_settings};
 
 use crate::broker::{BrokerSettings, StompDialect, Transport};

@@ -11,6 +11,8 @@ use super::{
     BrokerConfig, ConfigError, ConfigLoader, Provenance, SecurityConfig, TlsConfig, defaults, lenient_string,
     one_or_many, positive, validate_collective,
 };
+use crate::agents::AgentSettings;
+use crate::agents::puppet::PuppetSettings;
 use crate::broker::BrokerSettings;
 
 /// Everything `batond` reads at start (and again on reload). Obtain one with
@@ -111,34 +113,9 @@ pub struct AgentsConfig {
     /// The root directory the `resource` agent reads and writes: `/`, or a container's tree.
     #[serde(default = "default_resource_root")]
     pub resource_root: PathBuf,
-    /// How the `puppet` agent runs Puppet.
+    /// How the `puppet` agent runs Puppet (the agent's own settings type).
     #[serde(default)]
-    pub puppet: PuppetConfig,
-}
-
-/// The `[agents.puppet]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PuppetConfig {
-    /// The `puppet` executable.
-    #[serde(default = "default_puppet_command")]
-    pub command: PathBuf,
-    /// Arguments added to every puppet command (e.g. `["--confdir", "/srv/puppet"]`).
-    #[serde(default)]
-    pub extra_args: Vec<String>,
-    /// Masterless: `runonce` applies this manifest with `puppet apply`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifest: Option<PathBuf>,
-}
-
-fn default_puppet_command() -> PathBuf {
-    PathBuf::from("puppet")
-}
-
-impl Default for PuppetConfig {
-    fn default() -> Self {
-        PuppetConfig { command: default_puppet_command(), extra_args: Vec::new(), manifest: None }
-    }
+    pub puppet: PuppetSettings,
 }
 
 fn default_max_processes() -> usize {
@@ -151,16 +128,12 @@ fn default_resource_root() -> PathBuf {
 
 impl AgentsConfig {
     /// The settings the agents take.
-    pub fn settings(&self) -> crate::agents::AgentSettings {
-        crate::agents::AgentSettings {
+    pub fn settings(&self) -> AgentSettings {
+        AgentSettings {
             dir: Some(self.dir.clone()),
             resource_root: self.resource_root.clone(),
             max_processes: self.max_processes,
-            puppet: crate::agents::puppet::PuppetSettings {
-                command: self.puppet.command.clone(),
-                extra_args: self.puppet.extra_args.clone(),
-                manifest: self.puppet.manifest.clone(),
-            },
+            puppet: self.puppet.clone(),
         }
     }
 }
@@ -180,7 +153,7 @@ impl Default for AgentsConfig {
             max_concurrency: default_max_concurrency(),
             max_processes: default_max_processes(),
             resource_root: default_resource_root(),
-            puppet: PuppetConfig::default(),
+            puppet: PuppetSettings::default(),
         }
     }
 }

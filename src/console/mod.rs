@@ -17,6 +17,8 @@ pub mod registry;
 pub mod server;
 pub mod store;
 
+pub use auth::{PublicOrigin, UsersError, add_user};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! The request pipeline: from bytes off the broker to a signed reply.
 //!
-//! The steps run in the order DESIGN.md fixes: size, signature, age and ttl, replay, filter,
-//! agent and action, authorization, input validation, run with a timeout, audit, signed reply.
+//! The steps run in the order docs/ARCHITECTURE.md gives (`node`): size, signature, age and
+//! ttl, replay, filter, agent and action, authorization, input validation, run with a timeout,
+//! audit, signed reply.
 //! Each step is counted in [`Stats`]. Nothing here can panic on what arrives from the network:
 //! a bad message costs one counter, one audit line and (where the sender is proven) one reply.
 //!

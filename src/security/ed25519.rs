@@ -148,11 +148,11 @@ pub fn generate(name: &str) -> (String, String) {
     let signing = SigningKey::from_bytes(&secret);
     let private = format!(
         "# baton ed25519 private key: keep it secret (mode 600)\nname = {name}\nsecret = {}\n",
-        hex(&secret)
+        super::hex::encode(&secret)
     );
     let public = format!(
         "# baton ed25519 public key: copy it into the trusted_keys_dir of whoever must trust {name}\nname = {name}\npublic = {}\n",
-        hex(&signing.verifying_key().to_bytes())
+        super::hex::encode(&signing.verifying_key().to_bytes())
     );
     (private, public)
 }
@@ -256,14 +256,7 @@ fn hex_key(text: &str, what: &str, path: &Path) -> Result<[u8; 32], Ed25519Error
     if text.len() != 64 || !text.is_ascii() {
         return Err(format(format!("{what} must be 64 hex digits, found {} characters", text.len())));
     }
-    let mut key = [0u8; 32];
-    for (index, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16)
-            .map_err(|_| format(format!("{what} is not hexadecimal")))?;
-    }
-    Ok(key)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    super::hex::decode(text)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| format(format!("{what} is not hexadecimal")))
 }

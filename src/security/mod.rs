@@ -15,11 +15,15 @@
 //!
 //! The submodules: [`psk`] (the pre-shared key and its HMAC), [`ed25519`] (per-party keys and
 //! the directory of trusted public keys), [`freshness`] (request age and
-//! ttl), [`replay`] (the bounded window of request ids seen) and [`tls`] (rustls client
-//! configuration and handshake error explanations). Everything here is synchronous.
+//! ttl), [`replay`] (the bounded window of request ids seen), [`tls`] (rustls client
+//! configuration and handshake error explanations), [`password`] (PBKDF2 password hashes),
+//! [`constant_time`] (the one comparison of secrets) and [`hex`]. Everything here is synchronous.
 
+pub mod constant_time;
 pub mod ed25519;
 pub mod freshness;
+pub mod hex;
+pub mod password;
 pub mod psk;
 pub mod replay;
 pub mod tls;

@@ -134,7 +134,7 @@ impl Psk {
 
     /// Whether `signature` is the HMAC-SHA256 of `parts`, compared in constant time.
     pub fn verify(&self, parts: &[&[u8]], signature: &[u8]) -> bool {
-        self.mac_over(parts).verify_slice(signature).is_ok()
+        super::constant_time::eq(&self.sign(parts), signature)
     }
 
     fn mac_over(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
@@ -164,7 +164,7 @@ fn strip_one_newline(key: &[u8]) -> &[u8] {
 }
 
 fn fingerprint(key: &[u8]) -> String {
-    Sha256::digest(key)[..8].iter().map(|byte| format!("{byte:02x}")).collect()
+    super::hex::encode(&Sha256::digest(key)[..8])
 }
 
 fn placeholder_reason(key: &[u8]) -> Option<String> {

@@ -99,23 +99,38 @@ pub trait NodeView {
 
 /// Looks a dotted key up in structured facts: `os.family` is `facts["os"]["family"]`, and
 /// `disks.0.size` indexes into an array. A key that exists as written (flat facts whose names
-/// contain dots, such as `"os.family"` at the top level) wins over the dotted path.
+/// contain dots, such as `"os.family"` at the top level) wins over the dotted path, at every
+/// level. This is the one dotted-key walker: the node, the console, `rpcutil get_fact` and the
+/// tests all look facts up with it, so they cannot disagree about what a key names.
 pub fn dotted_fact<'facts>(
     facts: &'facts serde_json::Value,
     dotted_key: &str,
 ) -> Option<&'facts serde_json::Value> {
-    if let Some(found) = child_value(facts, dotted_key) {
+    walk(|segment| child_value(facts, segment), dotted_key)
+}
+
+/// [`dotted_fact`] over facts held as a JSON object's map (as a node holds them).
+pub fn dotted_fact_in<'facts>(
+    facts: &'facts serde_json::Map<String, serde_json::Value>,
+    dotted_key: &str,
+) -> Option<&'facts serde_json::Value> {
+    walk(|segment| facts.get(segment), dotted_key)
+}
+
+/// The walk itself, given how to take one step (`child`) from where it stands.
+fn walk<'facts>(
+    child: impl Fn(&str) -> Option<&'facts serde_json::Value>,
+    dotted_key: &str,
+) -> Option<&'facts serde_json::Value> {
+    if let Some(found) = child(dotted_key) {
         return Some(found);
     }
     // Every dot is a possible boundary between nested keys; only prefixes that exist are
     // followed, so with ordinary facts this walks a single path.
-    for (dot, _) in dotted_key.match_indices('.') {
+    dotted_key.match_indices('.').find_map(|(dot, _)| {
         let (head, rest) = (&dotted_key[..dot], &dotted_key[dot + 1..]);
-        if let Some(found) = child_value(facts, head).and_then(|child| dotted_fact(child, rest)) {
-            return Some(found);
-        }
-    }
-    None
+        child(head).and_then(|inner| dotted_fact(inner, rest))
+    })
 }
 
 fn child_value<'facts>(value: &'facts serde_json::Value, segment: &str) -> Option<&'facts serde_json::Value> {
