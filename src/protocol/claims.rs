@@ -169,6 +169,58 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{FilterSpec, Request, to_cbor};
+
+    #[test]
+    fn reads_the_claims_of_a_request_as_our_encoder_writes_it() {
+        let request = Request {
+            id: Uuid::from_u128(7),
+            sender: "ci@runner".to_owned(),
+            caller: "user=ci".to_owned(),
+            collective: "baton".to_owned(),
+            agent: "service".to_owned(),
+            action: "restart".to_owned(),
+            filter: FilterSpec { fact: vec!["role=web".to_owned()], ..FilterSpec::default() },
+            time_ms: 1,
+            ttl_secs: 60,
+            reply_to: "baton.reply.x".to_owned(),
+            data: serde_json::json!({"service": "nginx"}).as_object().cloned().unwrap_or_default(),
+        };
+        let claimed = dangerous_claimed_request(&to_cbor(&request));
+        assert_eq!(
+            claimed,
+            ClaimedRequest {
+                id: Some(request.id),
+                sender: request.sender,
+                caller: request.caller,
+                collective: request.collective,
+                agent: request.agent,
+                action: request.action,
+            }
+        );
+        // Truncated anywhere, it keeps what it read and never panics.
+        let bytes = to_cbor(&Request { caller: "x".repeat(300), ..empty_request() });
+        for end in 0..bytes.len() {
+            let partial = dangerous_claimed_request(&bytes[..end]);
+            assert!(partial.caller.is_empty(), "a caller over the limit is left out");
+        }
+    }
+
+    fn empty_request() -> Request {
+        Request {
+            id: Uuid::nil(),
+            sender: String::new(),
+            caller: String::new(),
+            collective: String::new(),
+            agent: String::new(),
+            action: String::new(),
+            filter: FilterSpec::default(),
+            time_ms: 0,
+            ttl_secs: 0,
+            reply_to: String::new(),
+            data: serde_json::Map::new(),
+        }
+    }
 
     #[test]
     fn skips_deep_and_wide_nesting_without_reading_past_the_end() {
