@@ -196,14 +196,17 @@ fn a_reply_to_naming_another_nodes_queue_is_refused() {
     let node02 = fleet.daemon_stats("node02");
     assert_eq!(node02["malformed"], 0, "node01 published into node02's queue: {node02:?}");
     assert_eq!(node01.get("bad_reply_to"), Some(&json!(1)), "{node01:?}");
-    assert_eq!(node01["ok"], 1, "only daemon_stats itself ran: {node01:?}");
     assert!(raw.next_reply(Duration::from_millis(500)).is_none());
-    let refusal = fleet
+    // (The harness's start-up pings make node01's `ok` count vary; its audit log says that the
+    // misdirected request was refused and nothing else.)
+    let lines: Vec<serde_json::Value> = fleet
         .node("node01")
         .audit_lines()
         .into_iter()
-        .find(|line| line["request_id"] == misdirected.id.to_string())
-        .expect("the refusal is audited");
+        .filter(|line| line["request_id"] == misdirected.id.to_string())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let refusal = &lines[0];
     assert_eq!(refusal["outcome"], "refused");
     assert!(
         refusal["reason"].as_str().is_some_and(|reason| reason.contains("not a client reply queue")),
