@@ -105,8 +105,21 @@ fn callers_are_proven_and_policies_apply_to_them() {
         assert_eq!(reply["status"], 1, "{reply}");
         let message = reply["message"].as_str().unwrap_or_default();
         assert!(message.contains("not authorized: user=bob may not run hello#greet"), "{message}");
-        assert!(message.contains("hello.policy: no rule matched; policy default deny"), "{message}");
+        // The rule is for the audit log, not for the refused caller (issue 12, finding 11).
+        assert!(!message.contains("hello.policy"), "{message}");
     }
+    let refusal = fleet
+        .node("n1")
+        .audit_lines()
+        .into_iter()
+        .find(|line| line["outcome"] == "refused" && line["caller"] == "user=bob")
+        .expect("bob's refusal is audited");
+    assert!(
+        refusal["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("hello.policy: no rule matched; policy default deny")),
+        "{refusal}"
+    );
 
     // Mallory's key is not trusted anywhere: every node refuses, none answers.
     let output = setup.baton_as(

@@ -104,7 +104,7 @@ fn check_policy_error(text: &str, fragment: &str) {
 fn policy_mistakes_are_refused_naming_the_line() {
     check_policy_error("policy default maybe\n", "expected \"policy default allow\"");
     check_policy_error("# ok\npermit\t*\t*\t*\t*\n", "a rule starts with allow or deny");
-    check_policy_error("allow\t*\t*\n", "expected 4 or 5 tab-separated fields");
+    check_policy_error("allow\t*\t*\n", "expected 4 to 6 tab-separated fields");
     check_policy_error("allow\t*\t*\t(role=web\t*\n", "fact condition");
     check_policy_error("allow\t*\t*\t*\tnot (\n", "class condition");
 }
@@ -231,6 +231,7 @@ fn ed25519_pipeline(policy: &str) -> (Pipeline, Arc<Stats>, Ed25519, Ed25519, Ed
         max_message_bytes: 64 * 1024,
         clock_skew: Duration::from_secs(30),
         replay_capacity: 100,
+        max_ttl_secs: 3600,
         action_timeout: Duration::from_secs(5),
     };
     let pipeline = Pipeline::new(

@@ -179,7 +179,7 @@ fn node_errors() {
     let cases: &[(&str, &str)] = &[
         (
             "brokr = 1\n",
-            r#"unknown key "brokr" in {file} (known keys: identity, collectives, broker, tls, security, facts, agents, authorization, audit, registration, log)"#,
+            r#"unknown key "brokr" in {file} (known keys: identity, collectives, broker, tls, security, facts, agents, authorization, audit, registration, log, requests)"#,
         ),
         (
             "[broker]\nurlz = [\"amqp://mq1\"]\n",
@@ -222,6 +222,10 @@ fn node_errors() {
             r#"missing "broker.urls": set it in {file} or BATON_BROKER__URLS"#,
         ),
         ("[broker]\nurls = []\n", r#"missing "broker.urls": set it in {file} or BATON_BROKER__URLS"#),
+        (
+            "[broker]\nurls = [\"amqp://mq1/baton\"]\n[security]\npsk_file = \"/p\"\n[requests]\nmax_ttl_secs = 86401\n",
+            r#"invalid value for "requests.max_ttl_secs" in {file}: 86401 is not between 1 and 86400 seconds (the protocol's longest ttl)"#,
+        ),
         (urls, r#"missing "security.psk_file": set it in {file} or BATON_SECURITY__PSK_FILE"#),
         (
             "[broker]\nurls = [\"stomp://mq1\"]\ntransport = \"amqp\"\n",

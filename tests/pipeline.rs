@@ -1,16 +1,22 @@
 //! The node's request pipeline without a broker: each step in the documented order, what it
 //! answers, what it counts and what it audits.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use baton::agents::{ActionContext, AgentRegistry};
 use baton::broker::Destination;
+use baton::config::UnconfiguredPolicy;
 use baton::node::audit::AuditLog;
 use baton::node::facts::{Classes, Facts, NodeInventory};
+use baton::node::filter_cache::FilterCache;
 use baton::node::pipeline::{NodeSnapshot, Pipeline, PipelineSettings};
+use baton::node::policy::{Authorization, Policy};
 use baton::node::stats::Stats;
-use baton::protocol::{FilterSpec, Reply, Request, StatusCode, new_request_id, now_ms};
+use baton::protocol::filter::{FilterErrorReason, REGEX_COMPILE_BUDGET};
+use baton::protocol::{Filter, FilterSpec, Reply, Request, StatusCode, new_request_id, now_ms};
 use baton::security::{Psk, Security};
 use serde_json::{Value, json};
 
@@ -28,6 +34,12 @@ struct Node {
 }
 
 fn node() -> Node {
+    node_with(1000, None)
+}
+
+/// A node with a replay window of `replay_capacity` ids and, when given, `rpcutil_policy` as
+/// the rpcutil agent's policy file (other agents allowed).
+fn node_with(replay_capacity: usize, rpcutil_policy: Option<&str>) -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
     let audit_path = dir.path().join("audit.log");
     let audit = Arc::new(AuditLog::open(&audit_path).expect("audit log"));
@@ -44,12 +56,23 @@ fn node() -> Node {
         agents: registry.summaries().into(),
         stats: stats.clone(),
     };
-    let snapshot = NodeSnapshot { inventory, context, registry, authorization: Default::default() };
+    let authorization = match rpcutil_policy {
+        Some(text) => {
+            let policy = Policy::parse(text, Path::new("/etc/baton/policy/rpcutil.policy")).expect("policy");
+            Authorization::from_policies(
+                BTreeMap::from([("rpcutil".to_owned(), policy)]),
+                UnconfiguredPolicy::Allow,
+            )
+        }
+        None => Authorization::default(),
+    };
+    let snapshot = NodeSnapshot { inventory, context, registry, authorization: Arc::new(authorization) };
     let settings = PipelineSettings {
         identity: "node01".to_string(),
         max_message_bytes: 64 * 1024,
         clock_skew: Duration::from_secs(30),
-        replay_capacity: 1000,
+        replay_capacity,
+        max_ttl_secs: 3600,
         action_timeout: Duration::from_secs(5),
     };
     let pipeline = Pipeline::new(settings, Arc::new(security(KEY)), snapshot, stats.clone(), Some(audit));
@@ -169,4 +192,199 @@ fn bytes_that_do_not_open_are_refused_counted_and_audited() {
     assert_eq!(bad_signature["outcome"], "refused");
     assert_eq!(bad_signature["unverified"], true, "claims of an unverified message are marked");
     assert_eq!(bad_signature["caller"], "user=tester");
+}
+
+fn sealed(request: &Request) -> Vec<u8> {
+    security(KEY).seal_request(request)
+}
+
+fn from(caller: &str, mut request: Request) -> Request {
+    request.caller = caller.to_string();
+    request
+}
+
+fn audit_lines(node: &Node) -> Vec<Value> {
+    let audit = std::fs::read_to_string(&node.audit_path).expect("audit log");
+    audit.lines().map(|line| serde_json::from_str(line).expect("JSON line")).collect()
+}
+
+/// Regression, security review finding 3: request ids entered the replay window before the
+/// filter and authorization, so a caller allowed nothing, sending long-ttl requests that
+/// matched no node or were refused, filled the window and every other caller was refused
+/// ("replay window is full") fleet-wide. Now only requests that passed both are remembered,
+/// and even an allowed caller holds at most its share of the window.
+#[test]
+fn a_caller_without_permissions_cannot_fill_the_replay_window_for_others() {
+    let policy = "policy default allow\ndeny\tuser=mallory\t*\t*\t*\n";
+    let node = node_with(64, Some(policy));
+    for _ in 0..200 {
+        let mut elsewhere = from("user=mallory", request("rpcutil", "ping", json!({})));
+        elsewhere.ttl_secs = 3600;
+        elsewhere.filter.fact.push("role=db".to_string());
+        assert!(answer(&node, &sealed(&elsewhere)).is_none());
+        let mut denied = from("user=mallory", request("rpcutil", "ping", json!({})));
+        denied.ttl_secs = 3600;
+        let reply = answer(&node, &sealed(&denied)).expect("a refusal is answered");
+        assert_eq!(reply.status, StatusCode::Aborted, "{reply:?}");
+    }
+    // An allowed caller flooding the node is held to its share: 64 / 8 ids.
+    let mut flood_answered = 0;
+    for _ in 0..100 {
+        let flood = from("user=flood", request("rpcutil", "ping", json!({})));
+        flood_answered += usize::from(answer(&node, &sealed(&flood)).is_some());
+    }
+    assert_eq!(flood_answered, 8, "user=flood holds its share of the window and no more");
+    assert_eq!(counter(&node, "replay_window_full"), 92);
+
+    let alice = from("user=alice", request("rpcutil", "ping", json!({})));
+    let reply = answer(&node, &sealed(&alice)).expect("another caller is still answered");
+    assert_eq!(reply.status, StatusCode::Ok, "{reply:?}");
+    assert_eq!(counter(&node, "unauthorized"), 200);
+    assert_eq!(counter(&node, "filtered"), 200);
+}
+
+/// A replay is still refused, whether the first copy ran or was refused by policy: the
+/// window remembers allowed requests, and refusing a denied request again costs nothing.
+#[test]
+fn a_replay_of_an_admitted_request_is_still_refused() {
+    let node = node_with(64, None);
+    let bytes = sealed(&request("rpcutil", "ping", json!({})));
+    assert!(answer(&node, &bytes).is_some());
+    assert!(answer(&node, &bytes).is_none());
+    assert_eq!(counter(&node, "replayed"), 1);
+}
+
+/// Regression, finding 3: a request may ask for a ttl up to a day, and holds its place in the
+/// replay window that long. A node now accepts at most `requests.max_ttl_secs` (an hour by
+/// default) and says so.
+#[test]
+fn a_ttl_over_the_node_maximum_is_refused_with_a_message() {
+    let node = node();
+    let mut long = request("rpcutil", "ping", json!({}));
+    long.ttl_secs = 3601;
+    let reply = answer(&node, &sealed(&long)).expect("answered");
+    assert_eq!(reply.status, StatusCode::InvalidData, "{reply:?}");
+    assert!(reply.status_message.contains("over this node's maximum of 3600 s"), "{reply:?}");
+    assert!(reply.status_message.contains("requests.max_ttl_secs"), "{reply:?}");
+    let mut hour = request("rpcutil", "ping", json!({}));
+    hour.ttl_secs = 3600;
+    assert_eq!(answer(&node, &sealed(&hour)).map(|reply| reply.status), Some(StatusCode::Ok));
+}
+
+/// Regression, security review finding 10: a node published its reply into whatever queue
+/// `reply_to` named, other nodes' queues included. Now only a client reply queue of the
+/// request's collective is answered; anything else is counted, audited, and not answered.
+#[test]
+fn replies_go_only_to_a_client_reply_queue_of_the_collective() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let node = node();
+    let hostile = [
+        ("baton.node.node02", "baton"),
+        ("baton.reply.x,baton.node.node02", "baton"),
+        ("other.reply.abc", "baton"),
+        ("other.reply.abc", "other"),
+        ("baton.broadcast", "baton"),
+        ("", "baton"),
+    ];
+    for (reply_to, collective) in hostile {
+        let mut misdirected = request("rpcutil", "ping", json!({}));
+        misdirected.reply_to = reply_to.to_string();
+        misdirected.collective = collective.to_string();
+        let sealed_reply = runtime.block_on(node.pipeline.handle(&sealed(&misdirected)));
+        assert!(sealed_reply.is_none(), "{reply_to:?} in {collective:?} was answered");
+    }
+    assert_eq!(counter(&node, "bad_reply_to"), hostile.len() as u64);
+    assert_eq!(counter(&node, "ok"), 0);
+    let refusals = audit_lines(&node);
+    assert!(
+        refusals.iter().all(|line| line["outcome"] == "refused"
+            && line["reason"].as_str().is_some_and(|reason| reason.contains("not a client reply queue"))),
+        "{refusals:?}"
+    );
+    // A good one still is.
+    assert!(answer(&node, &sealed(&request("rpcutil", "ping", json!({})))).is_some());
+}
+
+/// Regression, security review finding 11: a refused caller learned the node's agent list
+/// and the policy rule's file, line and conditions. It now gets "not authorized" or
+/// "unknown agent"; the rule goes to the audit log.
+#[test]
+fn a_refused_caller_learns_neither_the_agents_nor_the_rule() {
+    let policy = "policy default allow\ndeny\tuser=mallory\tget_fact\trole=web\tnginx\n";
+    let node = node_with(64, Some(policy));
+    let denied = from("user=mallory", request("rpcutil", "get_fact", json!({"fact": "role"})));
+    let reply = answer(&node, &sealed(&denied)).expect("answered");
+    assert_eq!(reply.status, StatusCode::Aborted);
+    assert_eq!(reply.status_message, "not authorized: user=mallory may not run rpcutil#get_fact on node01");
+    let unknown = answer(&node, &sealed(&request("nosuch", "ping", json!({})))).expect("answered");
+    assert_eq!(unknown.status, StatusCode::UnknownAction);
+    assert_eq!(unknown.status_message, "unknown agent \"nosuch\" on node01");
+
+    let audit = audit_lines(&node);
+    let refusal = audit.iter().find(|line| line["status"] == 1).expect("the refusal is audited");
+    let reason = refusal["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("rpcutil.policy line 2 (deny user=mallory get_fact role=web nginx)"), "{reason}");
+}
+
+/// The design gap of the review: policies can restrict by input value, with the filter
+/// language's comparisons and regexes, against the inputs as validated.
+#[test]
+fn policies_restrict_by_input_value() {
+    let policy = "\
+policy default deny
+deny\t*\tget_fact\t*\t*\tfact=/^secret/
+allow\tuser=ops\tget_fact\t*\t*\tfact=/^(role|rack)$/
+allow\t*\tping\t*\t*\t*
+";
+    let node = node_with(64, Some(policy));
+    let status = |caller: &str, action: &str, data: Value| {
+        answer(&node, &sealed(&from(caller, request("rpcutil", action, data)))).map(|reply| reply.status)
+    };
+    assert_eq!(status("user=ops", "get_fact", json!({"fact": "role"})), Some(StatusCode::Ok));
+    assert_eq!(status("user=ops", "get_fact", json!({"fact": "rack"})), Some(StatusCode::Ok));
+    assert_eq!(status("user=ops", "get_fact", json!({"fact": "roles"})), Some(StatusCode::Aborted));
+    assert_eq!(status("user=ops", "get_fact", json!({"fact": "secret_role"})), Some(StatusCode::Aborted));
+    assert_eq!(status("user=dev", "get_fact", json!({"fact": "role"})), Some(StatusCode::Aborted));
+    // No input to match: no rule with input conditions matches, so the default denies.
+    assert_eq!(status("user=ops", "get_fact", json!({})), Some(StatusCode::Aborted));
+    assert_eq!(status("user=dev", "ping", json!({})), Some(StatusCode::Ok));
+
+    for (text, fragment) in [
+        ("allow\t*\t*\t*\t*\tfact=~", "input condition \"fact=~\""),
+        ("allow\t*\t*\t*\t*\tfact=/(/", "input condition"),
+        ("allow\t*\t*\t*\t*\t*\textra", "expected 4 to 6"),
+    ] {
+        let error = Policy::parse(text, Path::new("x.policy")).expect_err(text).to_string();
+        assert!(error.contains(fragment), "{text:?}: {error}");
+    }
+}
+
+/// Regression, security review finding 8: 32 regexes near the size limit cost every node about
+/// 160 ms of CPU per request, before authorization. A filter's regexes now share a compile
+/// budget, the same on client and node: ordinary regexes fit many times over, big ones do not.
+#[test]
+fn a_filter_cannot_spend_more_than_its_regex_compile_budget() {
+    let ordinary: Vec<String> =
+        (0..32).map(|index| format!("/^web{index}[0-9]+\\.example\\.com$/")).collect();
+    let spec = FilterSpec { identity: ordinary, ..FilterSpec::default() };
+    let filter = Filter::compile(&spec).expect("32 ordinary regexes fit the budget");
+    assert!(filter.compile_cost() <= REGEX_COMPILE_BUDGET);
+
+    // Each of these needs more than a quarter of the per-regex size limit (a Unicode \\w is
+    // big): three fit the budget, a fourth does not.
+    let big: Vec<String> = (0..4).map(|index| format!("/\\w{{10}}{index}/")).collect();
+    let fits = FilterSpec { identity: big[..3].to_vec(), ..FilterSpec::default() };
+    Filter::compile(&fits).expect("three big regexes fit the budget");
+    let spec = FilterSpec { identity: big, ..FilterSpec::default() };
+    let error = Filter::compile(&spec).expect_err("four big regexes are over the budget");
+    assert!(matches!(error.reason, FilterErrorReason::RegexBudget { .. }), "{error}");
+    assert!(error.to_string().contains("compile budget"), "{error}");
+
+    // The node compiles each distinct filter once.
+    let mut cache = FilterCache::default();
+    let spec = FilterSpec { class: vec!["/^role::web/".to_string()], ..FilterSpec::default() };
+    let first = cache.compile(&spec).expect("compiles");
+    let second = cache.compile(&spec).expect("compiles");
+    assert!(Arc::ptr_eq(&first, &second), "the second request reuses the compiled filter");
+    assert_eq!(cache.len(), 1);
 }

@@ -390,40 +390,45 @@ fn id(number: u128) -> Uuid {
     Uuid::from_u128(number)
 }
 
+/// A caller per number, so that tests of the window as a whole do not meet the caller share.
+fn caller(number: impl std::fmt::Display) -> String {
+    format!("user=u{number}")
+}
+
 #[test]
 fn a_duplicate_id_is_refused_until_it_expires() {
     let mut window = ReplayWindow::new(10);
-    assert_eq!(window.check_and_remember(id(1), 1_000, 0), Ok(()));
-    assert_eq!(window.check_and_remember(id(1), 1_000, 500), Err(Replayed::Duplicate { id: id(1) }));
+    assert_eq!(window.remember(id(1), &caller(1), 1_000, 0), Ok(()));
+    assert_eq!(window.remember(id(1), &caller(1), 1_000, 500), Err(Replayed::Duplicate { id: id(1) }));
     // The expiry is inclusive: at 1000 the request is still fresh, so still a replay.
-    assert_eq!(window.check_and_remember(id(1), 1_000, 1_000), Err(Replayed::Duplicate { id: id(1) }));
-    assert_eq!(window.check_and_remember(id(2), 2_000, 1_001), Ok(()));
+    assert_eq!(window.remember(id(1), &caller(1), 1_000, 1_000), Err(Replayed::Duplicate { id: id(1) }));
+    assert_eq!(window.remember(id(2), &caller(2), 2_000, 1_001), Ok(()));
     assert_eq!(window.len(), 1, "id 1 was forgotten once it expired");
-    assert_eq!(window.check_and_remember(id(1), 3_000, 1_002), Ok(()));
+    assert_eq!(window.remember(id(1), &caller(1), 3_000, 1_002), Ok(()));
 }
 
 #[test]
 fn a_full_window_refuses_new_ids_instead_of_forgetting_fresh_ones() {
     let mut window = ReplayWindow::new(3);
     for number in 1..=3 {
-        assert_eq!(window.check_and_remember(id(number), 1_000 + number as u64, 0), Ok(()));
+        assert_eq!(window.remember(id(number), &caller(number), 1_000 + number as u64, 0), Ok(()));
     }
     assert_eq!(
-        window.check_and_remember(id(4), 5_000, 10),
+        window.remember(id(4), &caller(4), 5_000, 10),
         Err(Replayed::WindowFull { capacity: 3, retry_after_ms: 992 })
     );
     // Nothing was forgotten to make room: every remembered id is still refused.
     for number in 1..=3 {
         assert_eq!(
-            window.check_and_remember(id(number), 1_000, 20),
+            window.remember(id(number), &caller(number), 1_000, 20),
             Err(Replayed::Duplicate { id: id(number) })
         );
     }
     // Once the oldest expires, there is room again.
-    assert_eq!(window.check_and_remember(id(4), 5_000, 1_002), Ok(()));
+    assert_eq!(window.remember(id(4), &caller(4), 5_000, 1_002), Ok(()));
     assert_eq!(window.len(), 3);
     let message = Replayed::WindowFull { capacity: 3, retry_after_ms: 992 }.to_string();
-    assert!(message.contains("raise its capacity"), "{message}");
+    assert!(message.contains("raise security.replay_window"), "{message}");
 }
 
 #[test]
@@ -433,7 +438,7 @@ fn a_steady_stream_stays_within_capacity() {
         // Ten ids per millisecond, each fresh for 50 ms: about 500 live at once.
         let now = step / 10;
         window
-            .check_and_remember(id(u128::from(step)), now + 50, now)
+            .remember(id(u128::from(step)), &caller(step % 16), now + 50, now)
             .expect("the window is big enough for this rate");
         assert!(window.len() <= 520, "expired ids must be evicted, len {}", window.len());
     }

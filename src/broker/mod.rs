@@ -11,7 +11,10 @@
 
 mod amqp;
 pub mod backoff;
+mod reply_address;
 pub mod stomp;
+
+pub use reply_address::{MAX_REPLY_SUFFIX_CHARS, is_reply_address_of, reply_address};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -253,7 +256,7 @@ impl Broker {
             Some(name) => (name.to_string(), true),
             None => (uuid::Uuid::new_v4().simple().to_string(), false),
         };
-        let address = format!("{collective}.reply.{suffix}");
+        let address = reply_address(collective, &suffix);
         let subscription = self
             .subscribe(SubscriptionKind::Reply { collective: collective.to_string(), suffix, persistent })
             .await?;

@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub registration: RegistrationConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub requests: RequestsConfig,
     #[serde(skip)]
     provenance: Provenance,
 }
@@ -60,6 +62,7 @@ const TOP_LEVEL: TopLevelKeys = TopLevelKeys {
         "audit",
         "registration",
         "log",
+        "requests",
     ],
 };
 
@@ -211,6 +214,27 @@ impl Default for RegistrationConfig {
     }
 }
 
+/// The `[requests]` table: limits on what a node accepts from callers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsConfig {
+    /// The longest ttl a request may carry, in seconds (1 to 86 400; default 3 600). A request
+    /// with a longer ttl is answered "invalid" without running: each accepted request holds a
+    /// place in the replay window for its whole ttl.
+    #[serde(default = "default_max_ttl_secs")]
+    pub max_ttl_secs: u32,
+}
+
+fn default_max_ttl_secs() -> u32 {
+    crate::security::DEFAULT_NODE_MAX_TTL_SECS
+}
+
+impl Default for RequestsConfig {
+    fn default() -> Self {
+        RequestsConfig { max_ttl_secs: default_max_ttl_secs() }
+    }
+}
+
 /// The `[log]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,6 +311,16 @@ impl NodeConfig {
         positive(provenance, "facts.poll_interval_secs", self.facts.poll_interval_secs)?;
         positive(provenance, "agents.max_concurrency", self.agents.max_concurrency as u64)?;
         positive(provenance, "agents.max_processes", self.agents.max_processes as u64)?;
+        if !(1..=crate::security::MAX_TTL_SECS).contains(&self.requests.max_ttl_secs) {
+            return Err(provenance.invalid(
+                "requests.max_ttl_secs",
+                format!(
+                    "{} is not between 1 and {} seconds (the protocol's longest ttl)",
+                    self.requests.max_ttl_secs,
+                    crate::security::MAX_TTL_SECS
+                ),
+            ));
+        }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(provenance.invalid(
                 "log.level",

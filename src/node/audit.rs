@@ -22,6 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::protocol::claims::ClaimedRequest;
 use crate::protocol::message::{Request, StatusCode};
 
 /// What the node did with a request.
@@ -86,26 +87,21 @@ impl AuditRecord {
     }
 
     /// A refusal of a message that could not be verified. The request fields are what the
-    /// message claims (empty when it claims nothing readable) and the record says so.
-    pub fn unverified(claimed: Option<&Request>, reason: impl Into<String>) -> AuditRecord {
-        let mut record = match claimed {
-            Some(request) => AuditRecord::for_request(request, Outcome::Refused, None, reason),
-            None => AuditRecord {
-                time: rfc3339_millis(SystemTime::now()),
-                request_id: Uuid::nil(),
-                sender: String::new(),
-                caller: String::new(),
-                agent: String::new(),
-                action: String::new(),
-                collective: String::new(),
-                outcome: Outcome::Refused,
-                status: None,
-                unverified: false,
-                reason: reason.into(),
-            },
-        };
-        record.unverified = true;
-        record
+    /// message claims (empty where it claims nothing readable) and the record says so.
+    pub fn unverified(claimed: &ClaimedRequest, reason: impl Into<String>) -> AuditRecord {
+        AuditRecord {
+            time: rfc3339_millis(SystemTime::now()),
+            request_id: claimed.id.unwrap_or_else(Uuid::nil),
+            sender: claimed.sender.clone(),
+            caller: claimed.caller.clone(),
+            agent: claimed.agent.clone(),
+            action: claimed.action.clone(),
+            collective: claimed.collective.clone(),
+            outcome: Outcome::Refused,
+            status: None,
+            unverified: true,
+            reason: reason.into(),
+        }
     }
 }
 

@@ -255,6 +255,7 @@ impl Emulator {
                 max_message_bytes: config.broker.max_message_bytes,
                 clock_skew: Duration::from_secs(config.security.clock_skew_secs),
                 replay_capacity: config.security.replay_window,
+                max_ttl_secs: config.requests.max_ttl_secs,
                 action_timeout: MAX_ACTION_TIMEOUT,
             };
             nodes.push(Arc::new(Pipeline::new(

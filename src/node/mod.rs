@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod emulator;
 pub mod facts;
+pub mod filter_cache;
 pub mod pipeline;
 pub mod policy;
 pub mod stats;
@@ -79,6 +80,7 @@ impl Node {
             max_message_bytes: config.broker.max_message_bytes,
             clock_skew: Duration::from_secs(config.security.clock_skew_secs),
             replay_capacity: config.security.replay_window,
+            max_ttl_secs: config.requests.max_ttl_secs,
             action_timeout: MAX_ACTION_TIMEOUT,
         };
         let pipeline = Arc::new(Pipeline::new(settings, security, snapshot, stats, audit.clone()));
@@ -303,8 +305,8 @@ async fn consume(
                 let reply = pipeline.finish(&request, outcome);
                 tokio::spawn(send_reply(broker.clone(), pipeline.clone(), reply, permit));
             }
-            Admission::Unauthorized(request, outcome) => {
-                let reply = pipeline.finish_unauthorized(&request, outcome);
+            Admission::Unauthorized(request, outcome, rule) => {
+                let reply = pipeline.finish_unauthorized(&request, outcome, &rule);
                 tokio::spawn(send_reply(broker.clone(), pipeline.clone(), reply, permit));
             }
             Admission::Run(admitted) => {

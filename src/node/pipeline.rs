@@ -1,8 +1,10 @@
 //! The request pipeline: from bytes off the broker to a signed reply.
 //!
-//! The steps run in the order docs/ARCHITECTURE.md gives (`node`): size, signature, age and
-//! ttl, replay, filter, agent and action, authorization, input validation, run with a timeout,
-//! audit, signed reply.
+//! The steps run in the order docs/ARCHITECTURE.md gives (`node`): size, signature, reply
+//! destination, age and ttl, replay, filter, agent and action, authorization, input validation,
+//! run with a timeout, audit, signed reply. The replay step is split: a replay of an id already taken is refused at
+//! its place in the order, but an id is only remembered once its request passed the filter and
+//! authorization, so requests for other nodes or refused by policy take no room in the window.
 //! Each step is counted in [`Stats`]. Nothing here can panic on what arrives from the network:
 //! a bad message costs one counter, one audit line and (where the sender is proven) one reply.
 //!
@@ -10,7 +12,7 @@
 //! [`Pipeline::admit`] does every check synchronously, and [`Pipeline::execute`] runs the
 //! action and seals the reply.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use futures_util::FutureExt;
 use std::time::Duration;
@@ -20,16 +22,16 @@ use tracing::{debug, warn};
 use serde_json::{Map, Value};
 
 use crate::agents::{ActionContext, ActionOutcome, Agent, AgentRegistry, Call};
-use crate::broker::Destination;
+use crate::broker::{Destination, is_reply_address_of};
 use crate::node::audit::{AuditLog, AuditRecord, Outcome};
 use crate::node::facts::NodeInventory;
+use crate::node::filter_cache::FilterCache;
 use crate::node::policy::Authorization;
 use crate::node::stats::Stats;
-use crate::protocol::filter::Filter;
-use crate::protocol::from_cbor;
+use crate::protocol::claims::{ClaimedRequest, dangerous_claimed_request};
 use crate::protocol::{Reply, Request, StatusCode, now_ms};
-use crate::security::replay::ReplayWindow;
-use crate::security::{OpenError, Security, Verified, check_age, expires_at_ms};
+use crate::security::replay::{ReplayWindow, Replayed};
+use crate::security::{OpenError, Security, Verified, check_age, check_ttl_within, expires_at_ms};
 
 /// Everything the pipeline knows about this node at one moment; swapped whole on reload so a
 /// request always sees one consistent set of facts, classes and agents.
@@ -48,6 +50,8 @@ pub struct PipelineSettings {
     pub max_message_bytes: usize,
     pub clock_skew: Duration,
     pub replay_capacity: usize,
+    /// The longest ttl accepted (`requests.max_ttl_secs`); a longer one is answered status 4.
+    pub max_ttl_secs: u32,
     /// The longest any action may run, whatever its definition declares; an action is stopped
     /// at the shorter of this and its agent's timeout and answered with status 5.
     pub action_timeout: Duration,
@@ -60,7 +64,8 @@ pub enum Admission {
     /// Answer at once without running anything (unknown action, invalid input, ...).
     Answer(Verified<Request>, ActionOutcome),
     /// Refused by an authorization policy: answer "not authorized" (status 1) without running.
-    Unauthorized(Verified<Request>, ActionOutcome),
+    /// The last field names the rule that refused it, for the audit log only.
+    Unauthorized(Verified<Request>, ActionOutcome, String),
     /// Run this agent's action, then answer.
     Run(Admitted),
 }
@@ -86,6 +91,7 @@ pub struct Pipeline {
     settings: PipelineSettings,
     security: Arc<Security>,
     replay: Mutex<ReplayWindow>,
+    filters: Mutex<FilterCache>,
     snapshot: RwLock<Arc<NodeSnapshot>>,
     pub stats: Arc<Stats>,
     audit: Option<Arc<AuditLog>>,
@@ -100,7 +106,15 @@ impl Pipeline {
         audit: Option<Arc<AuditLog>>,
     ) -> Pipeline {
         let replay = Mutex::new(ReplayWindow::new(settings.replay_capacity));
-        Pipeline { settings, security, replay, snapshot: RwLock::new(Arc::new(snapshot)), stats, audit }
+        Pipeline {
+            settings,
+            security,
+            replay,
+            filters: Mutex::new(FilterCache::default()),
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            stats,
+            audit,
+        }
     }
 
     pub fn identity(&self) -> &str {
@@ -156,29 +170,49 @@ impl Pipeline {
             return Admission::Dropped;
         }
 
+        let snapshot = self.snapshot();
+        // Before anything can be answered: a node publishes replies only into a client reply
+        // queue of the request's collective, one this node serves, never into another node's
+        // queue or whatever else a request names (security review finding 10).
+        let serves_collective =
+            snapshot.context.collectives.iter().any(|served| *served == request.collective);
+        if !serves_collective || !is_reply_address_of(&request.reply_to, &request.collective) {
+            Stats::count(&counters.bad_reply_to);
+            let reason = format!(
+                "reply_to {:?} is not a client reply queue ({}.reply.<id>) of collective {:?}, or this node \
+                 does not serve that collective; no reply sent (a broken or hostile client)",
+                shortened(&request.reply_to),
+                shortened(&request.collective),
+                shortened(&request.collective),
+            );
+            self.audit_refusal(&request, reason);
+            return Admission::Dropped;
+        }
+
         let now = now_ms();
-        if let Err(stale) =
-            check_age(request.time_ms, request.ttl_secs, now, self.settings.clock_skew.as_millis() as u64)
-        {
+        let skew_ms = self.settings.clock_skew.as_millis() as u64;
+        if let Err(stale) = check_age(request.time_ms, request.ttl_secs, now, skew_ms) {
             Stats::count(&counters.expired);
             self.audit_refusal(&request, format!("expired: {stale}"));
             return Admission::Dropped;
         }
+        if let Err(too_long) = check_ttl_within(request.ttl_secs, self.settings.max_ttl_secs) {
+            // Fresh and signed, so the sender gets told why; nothing is remembered or run.
+            let outcome = ActionOutcome::fail(StatusCode::InvalidData, too_long.to_string());
+            return Admission::Answer(request, outcome);
+        }
 
-        let expires_at =
-            expires_at_ms(request.time_ms, request.ttl_secs, self.settings.clock_skew.as_millis() as u64);
-        let remembered = match self.replay.lock() {
-            Ok(mut window) => window.check_and_remember(request.id, expires_at, now),
-            Err(poisoned) => poisoned.into_inner().check_and_remember(request.id, expires_at, now),
-        };
-        if let Err(replay) = remembered {
+        // A replay of a request this node already took is refused here, before anything is
+        // spent on it; the id is only remembered further down, once the request is known to be
+        // for this node and allowed (security review finding 3).
+        if let Err(replay) = self.replay_window().seen(request.id, now) {
             Stats::count(&counters.replayed);
             self.audit_refusal(&request, format!("replay: {replay}"));
             return Admission::Dropped;
         }
 
-        let snapshot = self.snapshot();
-        match Filter::compile(&request.filter) {
+        let compiled = self.filters.lock().unwrap_or_else(PoisonError::into_inner).compile(&request.filter);
+        match compiled {
             Ok(filter) if filter.matches(&snapshot.inventory) => {}
             Ok(_) => {
                 Stats::count(&counters.filtered);
@@ -194,16 +228,15 @@ impl Pipeline {
         }
 
         let Some(agent) = snapshot.registry.agent(&request.agent).cloned() else {
-            let message = format!(
-                "unknown agent \"{}\" on {} (agents here: {})",
-                request.agent,
-                self.settings.identity,
-                snapshot.registry.names().join(", ")
-            );
+            // The caller may not be allowed anything here: it learns only that this agent is
+            // missing, not which agents the node has (security review finding 11).
+            debug!(request = %request.id, agent = %request.agent, agents = ?snapshot.registry.names(), "unknown agent");
+            let message = format!("unknown agent \"{}\" on {}", request.agent, self.settings.identity);
             return Admission::Answer(request, ActionOutcome::fail(StatusCode::UnknownAction, message));
         };
         let definition = agent.definition().clone();
         let Some(action) = definition.action(&request.action) else {
+            // The actions are the agent's published definition (`baton doc`), not a secret.
             let message = format!(
                 "agent \"{}\" has no action \"{}\" (actions: {})",
                 request.agent,
@@ -213,30 +246,57 @@ impl Pipeline {
             return Admission::Answer(request, ActionOutcome::fail(StatusCode::UnknownAction, message));
         };
 
-        let decision = snapshot.authorization.decide(
+        // Inputs are checked before the policy decides, so that input conditions in policies
+        // see validated values with defaults filled in; the caller still hears "not authorized"
+        // before it hears anything about its inputs.
+        let inputs = action.validate_inputs(&request.agent, &request.action, &request.data);
+        let decision = snapshot.authorization.decide_request(
             &request.caller,
             &request.agent,
             &request.action,
             &snapshot.inventory,
+            inputs.as_ref().ok(),
         );
         if !decision.allowed {
             warn!(node = %self.settings.identity, caller = %request.caller, agent = %request.agent,
                 action = %request.action, rule = %decision.rule, "request not authorized");
+            // Which rule refused it goes to the audit log and the node's log, not to the
+            // caller (security review finding 11).
             let message = format!(
-                "not authorized: {} may not run {}#{} on {} ({})",
-                request.caller, request.agent, request.action, self.settings.identity, decision.rule
+                "not authorized: {} may not run {}#{} on {}",
+                request.caller, request.agent, request.action, self.settings.identity
             );
-            return Admission::Unauthorized(request, ActionOutcome::fail(StatusCode::Aborted, message));
+            let outcome = ActionOutcome::fail(StatusCode::Aborted, message);
+            return Admission::Unauthorized(request, outcome, decision.rule);
+        }
+
+        let expires_at = expires_at_ms(request.time_ms, request.ttl_secs, skew_ms);
+        if let Err(refusal) = self.replay_window().remember(request.id, &request.caller, expires_at, now) {
+            let counter = match refusal {
+                Replayed::Duplicate { .. } => &counters.replayed,
+                Replayed::WindowFull { .. } | Replayed::CallerShareFull { .. } => {
+                    &counters.replay_window_full
+                }
+            };
+            Stats::count(counter);
+            self.audit_refusal(&request, format!("replay: {refusal}"));
+            return Admission::Dropped;
         }
 
         // The client checks inputs too, but a request may come from anything holding a key.
-        match action.validate_inputs(&request.agent, &request.action, &request.data) {
+        match inputs {
             Ok(inputs) => Admission::Run(Admitted { request, agent, snapshot, inputs }),
             Err(error) => {
                 let message = format!("{error} (refused by {})", self.settings.identity);
                 Admission::Answer(request, ActionOutcome::fail(error.status(), message))
             }
         }
+    }
+
+    fn replay_window(&self) -> MutexGuard<'_, ReplayWindow> {
+        // A panic while holding the lock cannot leave the window inconsistent in a way that
+        // opens a replay hole (each insert is one map and one set insert); keep using it.
+        self.replay.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs an admitted action with its timeout. Never panics and never hangs past the timeout.
@@ -297,18 +357,32 @@ impl Pipeline {
             StatusCode::UnknownAction => Stats::count(&counters.unknown_action),
             StatusCode::Aborted | StatusCode::UnknownError => Stats::count(&counters.failed),
         }
-        self.seal(request, outcome, Outcome::Accepted)
+        let reason = outcome.message.clone();
+        self.seal(request, outcome, Outcome::Accepted, reason)
     }
 
     /// Counts, audits and seals the "not authorized" answer to a request a policy refused.
-    /// Counted as `unauthorized`, not as a failed action: nothing ran.
-    pub fn finish_unauthorized(&self, request: &Verified<Request>, outcome: ActionOutcome) -> SealedReply {
+    /// Counted as `unauthorized`, not as a failed action: nothing ran. The audit line names
+    /// the `rule` that refused it; the reply does not.
+    pub fn finish_unauthorized(
+        &self,
+        request: &Verified<Request>,
+        outcome: ActionOutcome,
+        rule: &str,
+    ) -> SealedReply {
         Stats::count(&self.stats.counters.unauthorized);
-        self.seal(request, outcome, Outcome::Refused)
+        let reason = format!("{} ({rule})", outcome.message);
+        self.seal(request, outcome, Outcome::Refused, reason)
     }
 
-    fn seal(&self, request: &Verified<Request>, outcome: ActionOutcome, audited_as: Outcome) -> SealedReply {
-        self.audit(request, audited_as, Some(outcome.status), outcome.message.clone());
+    fn seal(
+        &self,
+        request: &Verified<Request>,
+        outcome: ActionOutcome,
+        audited_as: Outcome,
+        reason: String,
+    ) -> SealedReply {
+        self.audit(request, audited_as, Some(outcome.status), reason);
 
         let reply = Reply {
             request_id: request.id,
@@ -333,7 +407,9 @@ impl Pipeline {
         match self.admit(body) {
             Admission::Dropped => None,
             Admission::Answer(request, outcome) => Some(self.finish(&request, outcome)),
-            Admission::Unauthorized(request, outcome) => Some(self.finish_unauthorized(&request, outcome)),
+            Admission::Unauthorized(request, outcome, rule) => {
+                Some(self.finish_unauthorized(&request, outcome, &rule))
+            }
             Admission::Run(admitted) => {
                 let outcome = self.run(&admitted).await;
                 Some(self.finish(&admitted.request, outcome))
@@ -355,8 +431,8 @@ impl Pipeline {
         Stats::count(counter);
         warn!(node = %self.settings.identity, %error, "request refused");
         if let Some(audit) = &self.audit {
-            let claimed = dangerous_claimed_request(body, self.settings.max_message_bytes);
-            let record = AuditRecord::unverified(claimed.as_ref(), format!("{error}"));
+            let claimed = dangerous_claimed(body, self.settings.max_message_bytes);
+            let record = AuditRecord::unverified(&claimed, format!("{error}"));
             if let Err(error) = audit.write(&record) {
                 warn!(%error, "cannot write the audit log");
             }
@@ -379,8 +455,22 @@ impl Pipeline {
 }
 
 /// What a message that failed verification claims to be, for the audit line only: nothing in
-/// it is trusted or acted on, and the audit record marks it unverified.
-fn dangerous_claimed_request(body: &[u8], limit: usize) -> Option<Request> {
-    let envelope = crate::protocol::Envelope::decode(body, limit).ok()?;
-    from_cbor(&envelope.payload, limit, "request").ok()
+/// it is trusted or acted on, the payload is never decoded in full (see
+/// [`dangerous_claimed_request`]), and the audit record marks it unverified.
+fn dangerous_claimed(body: &[u8], limit: usize) -> ClaimedRequest {
+    match crate::protocol::Envelope::decode(body, limit) {
+        Ok(envelope) => dangerous_claimed_request(&envelope.payload),
+        Err(_) => ClaimedRequest::default(),
+    }
+}
+
+/// The longest text from a request that a refusal repeats.
+const MAX_REPEATED_CHARS: usize = 128;
+
+/// `text` cut to [`MAX_REPEATED_CHARS`], for repeating a request's field in a refusal.
+fn shortened(text: &str) -> &str {
+    match text.char_indices().nth(MAX_REPEATED_CHARS) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
 }

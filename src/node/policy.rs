@@ -9,21 +9,31 @@
 //! allow   user=alice                *                  *                *
 //! allow   user=bob user=carol       status restart     role=web         *
 //! deny    *                         stop               *                production
+//! deny    *                         *                  *                *     service=/\.target$/
+//! allow   user=dave                 restart            *                *     service=/^(nginx|app)$/
 //! ```
 //!
 //! Fields are separated by tabs (a line without tabs may use spaces, when no field holds a
 //! space): `allow` or `deny`, the callers (`*` or caller ids separated by spaces), the actions
 //! (`*` or names), the facts (`*`, fact comparisons as `-F` takes them, all of which must
-//! match, or one compound expression as `-S` takes it) and, optionally, the classes (`*`, class
-//! names that must all be present, or a compound expression). The first rule that matches
-//! decides; when none does, the `policy default` line does (deny when there is none). An agent
-//! without a policy file gets `authorization.unconfigured`.
+//! match, or one compound expression as `-S` takes it), optionally the classes (`*`, class
+//! names that must all be present, or a compound expression) and, beyond MCollective's format,
+//! optionally the inputs: `*`, or conditions on the request's inputs written exactly like fact
+//! comparisons (`service=/^(nginx|app)$/`, `count<=10`, `unit!=/\.target$/`), all of which must
+//! match, or one compound expression of them. Input conditions are the filter language's, so
+//! a regex means the same in a policy as in `-F`. They see the inputs after validation against
+//! the agent's definition, defaults filled in; an input the request does not have never
+//! matches, and a request whose inputs are invalid matches no rule with input conditions. The
+//! first rule that matches decides; when none does, the `policy default` line does (deny when
+//! there is none). An agent without a policy file gets `authorization.unconfigured`.
 //!
 //! Policies are loaded whole: a file with a mistake refuses to load, naming the file and line,
 //! so a typo never silently opens (or closes) a node.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
 
 use crate::config::{AuthorizationConfig, UnconfiguredPolicy};
 use crate::protocol::filter::{Filter, FilterSpec, NodeView};
@@ -64,6 +74,8 @@ struct Rule {
     actions: Option<Vec<String>>,
     facts: Option<Filter>,
     classes: Option<Filter>,
+    /// Conditions on the request's validated inputs; `None` matches any inputs.
+    inputs: Option<Filter>,
 }
 
 /// What the policy said about one request, and which rule said it.
@@ -135,7 +147,8 @@ impl Authorization {
         self.policies.len()
     }
 
-    /// Decides whether `caller` may run `agent#action` on `node`.
+    /// Decides whether `caller` may run `agent#action` on `node`, with no inputs known: rules
+    /// with input conditions do not match.
     pub fn decide<N: NodeView + ?Sized>(
         &self,
         caller: &str,
@@ -143,8 +156,21 @@ impl Authorization {
         action: &str,
         node: &N,
     ) -> Decision {
+        self.decide_request(caller, agent, action, node, None)
+    }
+
+    /// Decides whether `caller` may run `agent#action` on `node` with `inputs` (validated
+    /// against the agent's definition; `None` when they are not valid).
+    pub fn decide_request<N: NodeView + ?Sized>(
+        &self,
+        caller: &str,
+        agent: &str,
+        action: &str,
+        node: &N,
+        inputs: Option<&Map<String, Value>>,
+    ) -> Decision {
         match self.policies.get(agent) {
-            Some(policy) => policy.decide(caller, action, node),
+            Some(policy) => policy.decide(caller, action, node, inputs),
             None => Decision {
                 allowed: self.unconfigured == UnconfiguredPolicy::Allow,
                 rule: format!(
@@ -192,11 +218,11 @@ impl Policy {
             } else {
                 words
             };
-            if !(4..=5).contains(&fields.len()) {
+            if !(4..=6).contains(&fields.len()) {
                 return Err(syntax(
                     line,
                     format!(
-                        "expected 4 or 5 tab-separated fields (allow|deny, callers, actions, facts, classes), found {}",
+                        "expected 4 to 6 tab-separated fields (allow|deny, callers, actions, facts, classes, inputs), found {}",
                         fields.len()
                     ),
                 ));
@@ -212,11 +238,17 @@ impl Policy {
                 |field: &str| (field != "*").then(|| field.split_whitespace().map(str::to_owned).collect());
             let facts = match fields[3] {
                 "*" => None,
-                field => Some(compile_facts(field).map_err(|reason| syntax(line, reason))?),
+                field => Some(compile_comparisons(field, "fact").map_err(|reason| syntax(line, reason))?),
             };
             let classes = match fields.get(4).copied() {
                 None | Some("*") => None,
                 Some(field) => Some(compile_classes(field).map_err(|reason| syntax(line, reason))?),
+            };
+            let inputs = match fields.get(5).copied() {
+                None | Some("*") => None,
+                Some(field) => {
+                    Some(compile_comparisons(field, "input").map_err(|reason| syntax(line, reason))?)
+                }
             };
             policy.rules.push(Rule {
                 line,
@@ -226,12 +258,19 @@ impl Policy {
                 actions: list(fields[2]),
                 facts,
                 classes,
+                inputs,
             });
         }
         Ok(policy)
     }
 
-    fn decide<N: NodeView + ?Sized>(&self, caller: &str, action: &str, node: &N) -> Decision {
+    fn decide<N: NodeView + ?Sized>(
+        &self,
+        caller: &str,
+        action: &str,
+        node: &N,
+        inputs: Option<&Map<String, Value>>,
+    ) -> Decision {
         let file_name = self
             .file
             .file_name()
@@ -243,7 +282,11 @@ impl Policy {
                 rule.actions.as_ref().is_none_or(|actions| actions.iter().any(|listed| listed == action));
             let facts_match = rule.facts.as_ref().is_none_or(|filter| filter.matches(node));
             let classes_match = rule.classes.as_ref().is_none_or(|filter| filter.matches(node));
-            if caller_matches && action_matches && facts_match && classes_match {
+            let inputs_match = rule
+                .inputs
+                .as_ref()
+                .is_none_or(|filter| inputs.is_some_and(|inputs| filter.matches(&InputView { inputs })));
+            if caller_matches && action_matches && facts_match && classes_match && inputs_match {
                 return Decision {
                     allowed: rule.allow,
                     rule: format!("{file_name} line {} ({})", rule.line, rule.text),
@@ -260,8 +303,9 @@ impl Policy {
     }
 }
 
-/// Fact conditions: every word a `-F` comparison, or else the whole field one `-S` expression.
-fn compile_facts(field: &str) -> Result<Filter, String> {
+/// Comparisons of facts or inputs (`what`): every word a `-F` comparison, or else the whole
+/// field one `-S` expression.
+fn compile_comparisons(field: &str, what: &str) -> Result<Filter, String> {
     let as_facts =
         FilterSpec { fact: field.split_whitespace().map(str::to_owned).collect(), ..FilterSpec::default() };
     match Filter::compile(&as_facts) {
@@ -269,7 +313,7 @@ fn compile_facts(field: &str) -> Result<Filter, String> {
         Err(_) => Filter::compile(&FilterSpec { select: vec![field.to_owned()], ..FilterSpec::default() })
             .map_err(|error| {
                 format!(
-                    "fact condition {field:?} is neither fact comparisons nor a compound expression: {error}"
+                    "{what} condition {field:?} is neither comparisons (KEY=VALUE, KEY=/RE/, ...) nor a compound expression: {error}"
                 )
             }),
     }
@@ -285,4 +329,36 @@ fn compile_classes(field: &str) -> Result<Filter, String> {
         FilterSpec { class: field.split_whitespace().map(str::to_owned).collect(), ..FilterSpec::default() }
     };
     Filter::compile(&spec).map_err(|error| format!("class condition {field:?} is invalid: {error}"))
+}
+
+/// A request's inputs seen as a node with those inputs for facts, so that input conditions are
+/// evaluated by the filter language itself. It has no identity, classes or agents.
+struct InputView<'a> {
+    inputs: &'a Map<String, Value>,
+}
+
+impl NodeView for InputView<'_> {
+    fn identity(&self) -> &str {
+        ""
+    }
+
+    fn has_class(&self, _class: &str) -> bool {
+        false
+    }
+
+    fn classes(&self) -> &[String] {
+        &[]
+    }
+
+    fn fact(&self, key: &str) -> Option<&Value> {
+        self.inputs.get(key)
+    }
+
+    fn has_agent(&self, _agent: &str) -> bool {
+        false
+    }
+
+    fn agents(&self) -> &[String] {
+        &[]
+    }
 }

@@ -5,6 +5,7 @@
 //! definitions (DDL) with the input checks and summaries they drive. Everything here is
 //! safe to call on bytes an attacker chose; decoding never panics.
 
+pub mod claims;
 pub mod ddl;
 pub mod filter;
 pub mod message;

@@ -5,9 +5,14 @@
 //! [`expires_at_ms`], is how long the replay window must remember the request's id: an id
 //! forgotten any earlier could be replayed while the request still looks fresh.
 
-/// The longest ttl a request may ask for: one day. A longer ttl is refused because the replay
+/// The longest ttl the protocol allows: one day. A longer ttl is refused because the replay
 /// window would have to remember the id for that long.
 pub const MAX_TTL_SECS: u32 = 24 * 60 * 60;
+
+/// The longest ttl a node accepts unless configured otherwise (`requests.max_ttl_secs`): one
+/// hour. Every accepted request holds a place in the replay window for its whole ttl, so a
+/// node keeps ttls short (security review finding 3).
+pub const DEFAULT_NODE_MAX_TTL_SECS: u32 = 60 * 60;
 
 /// Why a request's time or ttl is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +29,19 @@ pub enum Stale {
     FromFuture { ahead_ms: u64, allowance_ms: u64 },
     #[error("request ttl of {ttl_secs} s is invalid: it must be between 1 and {MAX_TTL_SECS} seconds")]
     InvalidTtl { ttl_secs: u32 },
+    #[error(
+        "request ttl of {ttl_secs} s is over this node's maximum of {max_ttl_secs} s: send it \
+         with a shorter ttl (the client's ttl_secs), or raise requests.max_ttl_secs on the node"
+    )]
+    TtlOverNodeMaximum { ttl_secs: u32, max_ttl_secs: u32 },
+}
+
+/// Checks a request's ttl against the node's own maximum, which is at most [`MAX_TTL_SECS`].
+pub fn check_ttl_within(ttl_secs: u32, max_ttl_secs: u32) -> Result<(), Stale> {
+    if ttl_secs > max_ttl_secs {
+        return Err(Stale::TtlOverNodeMaximum { ttl_secs, max_ttl_secs });
+    }
+    Ok(())
 }
 
 /// Checks that a request created at `request_time_ms` with `ttl_secs` is acceptable at `now_ms`.

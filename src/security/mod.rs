@@ -38,7 +38,9 @@ use crate::protocol::message::{
 };
 
 pub use ed25519::{Ed25519, Ed25519Error};
-pub use freshness::{MAX_TTL_SECS, Stale, check_age, expires_at_ms};
+pub use freshness::{
+    DEFAULT_NODE_MAX_TTL_SECS, MAX_TTL_SECS, Stale, check_age, check_ttl_within, expires_at_ms,
+};
 pub use psk::{KeyError, Psk};
 pub use replay::{ReplayWindow, Replayed};
 pub use tls::{TlsError, TlsSettings, client_config, explain_handshake_error};

@@ -20,7 +20,8 @@
 //! Filter text arrives from the network on every node, so compiling is bounded: each flag's text
 //! is at most [`MAX_EXPRESSION_BYTES`], all of them together at most [`MAX_FILTER_BYTES`],
 //! expressions nest at most [`MAX_DEPTH`] levels, and a filter holds at most [`MAX_REGEXES`]
-//! regular expressions, each limited to [`REGEX_SIZE_LIMIT`] bytes compiled. Matching a compiled
+//! regular expressions, each limited to [`REGEX_SIZE_LIMIT`] bytes compiled and all of them
+//! together to a compile budget of [`REGEX_COMPILE_BUDGET`]. Matching a compiled
 //! filter against a node does not allocate.
 
 mod fact;
@@ -46,11 +47,20 @@ pub const MAX_REGEXES: usize = 32;
 /// The most memory one compiled regular expression may take, in bytes (see
 /// [`regex::RegexBuilder::size_limit`]).
 pub const REGEX_SIZE_LIMIT: usize = 512 * 1024;
+/// The size limit a regex is first built under; one that needs more is built again under
+/// limits four times larger, up to [`REGEX_SIZE_LIMIT`] (see `pattern.rs`).
+pub const REGEX_FIRST_SIZE_LIMIT: usize = 32 * 1024;
+/// The sum of the size limits all of one filter's regexes may be built under, attempts that
+/// needed a larger limit included: what bounds the CPU a node spends compiling one filter.
+/// 32 ASCII-only regexes fit (each is built under the first limit), a dozen using Unicode
+/// classes such as `\w`, or three that need nearly [`REGEX_SIZE_LIMIT`]; compiling it costs
+/// an eighth of what 32 regexes at the size limit did.
+pub const REGEX_COMPILE_BUDGET: usize = 2 * 1024 * 1024;
 
 /// A filter as it travels in a request: the source text of each flag, unparsed. Every node
 /// parses it with the same parser as the client, so the meaning cannot drift between them.
 /// All lists are ANDed together; an empty spec matches every node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FilterSpec {
     /// `-I`: an identity or `/regex/`. Several `-I` are ORed among themselves (MCollective).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -151,6 +161,7 @@ pub struct Filter {
     facts: Vec<FactTest>,
     agents: Vec<Pattern>,
     selects: Vec<Expr>,
+    compile_cost: usize,
 }
 
 impl Filter {
@@ -163,7 +174,14 @@ impl Filter {
         let facts = compile_each(&mut compiler, FilterFlag::Fact, &spec.fact)?;
         let agents = compile_each(&mut compiler, FilterFlag::Agent, &spec.agent)?;
         let selects = compile_each(&mut compiler, FilterFlag::Select, &spec.select)?;
-        Ok(Filter { spec: spec.clone(), identities, classes, facts, agents, selects })
+        let compile_cost = compiler.compile_charged();
+        Ok(Filter { spec: spec.clone(), identities, classes, facts, agents, selects, compile_cost })
+    }
+
+    /// What compiling this filter's regexes was charged against [`REGEX_COMPILE_BUDGET`], in
+    /// bytes: a bound on the memory its regexes hold, for callers that keep compiled filters.
+    pub fn compile_cost(&self) -> usize {
+        self.compile_cost
     }
 
     /// The source this filter was compiled from, as it goes on the wire.
@@ -429,6 +447,11 @@ pub enum FilterErrorReason {
     BadRegex { pattern: String, message: String },
     #[error("regex /{pattern}/ needs more than {limit} bytes once compiled; simplify it")]
     RegexTooBig { pattern: String, limit: usize },
+    #[error(
+        "regex /{pattern}/ is over the filter's compile budget of {limit} bytes shared by all its \
+         regexes; use fewer or simpler regexes (or plain names, which cost nothing)"
+    )]
+    RegexBudget { pattern: String, limit: usize },
     #[error("expected KEY<op>VALUE with one of == != < > <= >= =~")]
     FactSyntax,
     #[error("unknown operator {operator:?} at column {column}; use one of == != < > <= >= =~")]
