@@ -18,7 +18,7 @@ use crate::agents::catalog::Catalog;
 use crate::client::{CallOutcome, RequestSpec, Targets};
 use crate::config::ClientConfig;
 use crate::protocol::FilterSpec;
-use crate::protocol::ddl::{Definition, DisplayPolicy, InputType, describe_summary};
+use crate::protocol::ddl::{Definition, DisplayPolicy, InputType};
 
 /// The catalog of definitions this client knows: built-in, plus `definitions_dir`. Problems
 /// with local definition files are warnings; the nodes check inputs anyway.
@@ -101,16 +101,6 @@ pub fn with_display_policy(config: &ClientConfig, request: &RequestSpec, output:
         });
     }
     output
-}
-
-/// Human lines for computed aggregates.
-pub fn aggregate_lines(aggregates: &Map<String, Value>) -> Vec<String> {
-    let mut lines = Vec::new();
-    for (output, result) in aggregates {
-        lines.extend(describe_summary(output, result));
-        lines.push(String::new());
-    }
-    lines
 }
 
 /// `baton agents`: which agents the targeted nodes have.

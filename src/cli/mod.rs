@@ -11,6 +11,7 @@ mod console;
 pub mod exit;
 pub mod extras;
 pub mod render;
+pub mod summary;
 
 use std::io::IsTerminal;
 use std::time::Duration;

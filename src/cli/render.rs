@@ -324,7 +324,7 @@ impl Renderer {
         let counts = outcome.counts();
         if !outcome.aggregates.is_empty() {
             println!();
-            for line in super::agents::aggregate_lines(&outcome.aggregates) {
+            for line in super::summary::aggregate_lines(&outcome.aggregates) {
                 println!("{line}");
             }
         }
