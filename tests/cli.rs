@@ -63,7 +63,11 @@ fn parsing() {
 fn check_inputs(args: &[&str], expected: Result<serde_json::Value, &str>) {
     let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
     match (parse_inputs(&args), expected) {
-        (Ok(data), Ok(want)) => assert_eq!(serde_json::Value::Object(data), want, "{args:?}"),
+        (Ok(data), Ok(want)) => {
+            let data: serde_json::Map<String, serde_json::Value> =
+                data.into_iter().map(|(key, text)| (key, serde_json::Value::String(text))).collect();
+            assert_eq!(serde_json::Value::Object(data), want, "{args:?}")
+        }
         (Err(failure), Err(fragment)) => {
             let message = failure.error.to_string();
             assert!(message.contains(fragment), "{args:?}: {message:?} should contain {fragment:?}");
@@ -85,4 +89,39 @@ fn key_value_inputs() {
     check_inputs(&["role"], Err("is not KEY=VALUE"));
     check_inputs(&["=web"], Err("empty name"));
     check_inputs(&["a=1", "a=2"], Err("given twice"));
+}
+
+/// Regression: `baton rpc` loaded the client configuration twice and read `definitions_dir`
+/// once for the inputs, once for the timeout, once for the display policy and once for the
+/// aggregates, so a bad definition file warned several times (twice even before connecting).
+/// Here the broker cannot be reached (exit 5): what happens before connecting warns once.
+#[test]
+fn a_bad_definition_file_warns_once_before_connecting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broken = dir.path().join("definitions").join("broken");
+    std::fs::create_dir_all(&broken).expect("agent dir");
+    std::fs::write(broken.join("definition.json"), "{ not json").expect("bad definition");
+    std::fs::write(dir.path().join("psk"), "a-test-key-that-is-long-enough-to-be-accepted").expect("psk");
+    let config = dir.path().join("client.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "definitions_dir = {:?}\n[broker]\nurls = [\"amqp://baton:baton@127.0.0.1:1/baton\"]\n[security]\nscheme = \"psk\"\npsk_file = {:?}\n",
+            dir.path().join("definitions"),
+            dir.path().join("psk"),
+        ),
+    )
+    .expect("config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("--config")
+        .arg(&config)
+        .args(["rpc", "rpcutil", "ping", "-t", "1"])
+        .env_remove("BATON_LOG")
+        .output()
+        .expect("run baton");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "the broker is unreachable: {stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|line| line.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "one warning for one bad file, got {warnings:#?}");
+    assert!(warnings[0].contains("broken/definition.json"), "{warnings:?}");
 }

@@ -1,0 +1,43 @@
+//! `baton facts FACT`: how many of the matched nodes have each value of one fact.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::cli::args::{Cli, DiscoveryArgs, FilterArgs, OutputArgs};
+use crate::cli::exit::{Exit, Failure};
+use crate::cli::plan::{compile_filter, load_config};
+use crate::cli::render::Renderer;
+use crate::cli::targets::TargetPlan;
+use crate::client::{Event, Targets};
+
+pub async fn run(
+    cli: &Cli,
+    fact: &str,
+    filter_args: &FilterArgs,
+    discovery: &DiscoveryArgs,
+    output: &OutputArgs,
+) -> Result<Exit, Failure> {
+    let filter = compile_filter(filter_args)?;
+    let config = load_config(cli, filter_args.collective.as_ref())?;
+    let target_plan = TargetPlan::new(&filter, discovery, &config)?;
+    let client = super::connect(&config).await?;
+    let discovered = target_plan.find(&client, &filter).await?;
+    let mut renderer = Renderer::new(output, cli.verbose);
+    let data = Map::from_iter([("fact".to_owned(), Value::String(fact.to_owned()))]);
+    let request = super::rpcutil("get_fact", data, filter);
+    if discovered.nodes.is_empty() {
+        client.close().await;
+        renderer.nothing_matched(&request.agent, &request.action, &discovered);
+        return Ok(Exit::NothingMatched);
+    }
+    let targets = Targets::Nodes(discovered.nodes.clone());
+    let timeout = Duration::from_secs(config.timeout_secs);
+    renderer.start_progress(discovered.nodes.len());
+    let outcome = client
+        .call(&request, &targets, timeout, None, &mut |event: &Event<'_>| renderer.progress_event(event))
+        .await?;
+    client.close().await;
+    renderer.fact_report(fact, &outcome, &discovered);
+    Ok(Exit::for_outcome(&outcome))
+}
