@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
-use super::args::{DiscoveryArgs, DiscoveryMethod};
+use super::args::{Cli, DiscoveryArgs, DiscoveryMethod, FilterArgs};
 use super::exit::Failure;
-use super::plan::seconds;
+use super::plan::{compile_filter, load_config, seconds};
 use crate::client::Client;
 use crate::client::discovery::{self, Discovered, ResultSet};
 use crate::config::ClientConfig;
@@ -89,4 +89,28 @@ impl TargetPlan {
         };
         Ok(Discovered { nodes, elapsed: started.elapsed() })
     }
+}
+
+/// What a command that acts on discovered nodes has once it found them.
+pub struct Found {
+    pub config: ClientConfig,
+    pub filter: Filter,
+    pub client: Client,
+    pub discovered: Discovered,
+}
+
+/// The start shared by `discover`, `facts` and `agents`: the filter, the configuration and the
+/// discovery flags are checked (before connecting), then the client connects and finds the
+/// targets.
+pub async fn connect_and_find(
+    cli: &Cli,
+    filter_args: &FilterArgs,
+    discovery: &DiscoveryArgs,
+) -> Result<Found, Failure> {
+    let filter = compile_filter(filter_args)?;
+    let config = load_config(cli, filter_args.collective.as_ref())?;
+    let plan = TargetPlan::new(&filter, discovery, &config)?;
+    let client = Client::connect(&config).await?;
+    let discovered = plan.find(&client, &filter).await?;
+    Ok(Found { config, filter, client, discovered })
 }

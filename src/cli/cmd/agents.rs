@@ -8,10 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::cli::args::{Cli, DiscoveryArgs, FilterArgs, OutputArgs};
 use crate::cli::exit::{Exit, Failure};
-use crate::cli::plan::{compile_filter, load_config};
 use crate::cli::render::Renderer;
 use crate::cli::report::{AgentSummary, AgentsReport, print_as};
-use crate::cli::targets::TargetPlan;
+use crate::cli::targets::{Found, connect_and_find};
 use crate::client::Targets;
 
 /// `baton agents`: which agents the targeted nodes have.
@@ -21,11 +20,7 @@ pub async fn run(
     discovery: &DiscoveryArgs,
     output: &OutputArgs,
 ) -> Result<Exit, Failure> {
-    let filter = compile_filter(filter_args)?;
-    let config = load_config(cli, filter_args.collective.as_ref())?;
-    let target_plan = TargetPlan::new(&filter, discovery, &config)?;
-    let client = super::connect(&config).await?;
-    let discovered = target_plan.find(&client, &filter).await?;
+    let Found { config, filter, client, discovered } = connect_and_find(cli, filter_args, discovery).await?;
     let request = super::rpcutil("agent_inventory", Map::new(), filter);
     if discovered.nodes.is_empty() {
         client.close().await;

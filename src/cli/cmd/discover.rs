@@ -3,9 +3,8 @@
 
 use crate::cli::args::{Cli, DiscoveryArgs, FilterArgs, OutputArgs};
 use crate::cli::exit::{Exit, Failure};
-use crate::cli::plan::{compile_filter, load_config};
 use crate::cli::render::Renderer;
-use crate::cli::targets::TargetPlan;
+use crate::cli::targets::{Found, connect_and_find};
 
 pub async fn run(
     cli: &Cli,
@@ -13,11 +12,7 @@ pub async fn run(
     discovery: &DiscoveryArgs,
     output: &OutputArgs,
 ) -> Result<Exit, Failure> {
-    let filter = compile_filter(filter_args)?;
-    let config = load_config(cli, filter_args.collective.as_ref())?;
-    let targets = TargetPlan::new(&filter, discovery, &config)?;
-    let client = super::connect(&config).await?;
-    let discovered = targets.find(&client, &filter).await?;
+    let Found { client, discovered, .. } = connect_and_find(cli, filter_args, discovery).await?;
     client.close().await;
     Renderer::new(output, cli.verbose).discovered(&discovered);
     Ok(if discovered.nodes.is_empty() { Exit::NothingMatched } else { Exit::Ok })

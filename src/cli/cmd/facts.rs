@@ -6,9 +6,8 @@ use serde_json::{Map, Value};
 
 use crate::cli::args::{Cli, DiscoveryArgs, FilterArgs, OutputArgs};
 use crate::cli::exit::{Exit, Failure};
-use crate::cli::plan::{compile_filter, load_config};
 use crate::cli::render::Renderer;
-use crate::cli::targets::TargetPlan;
+use crate::cli::targets::{Found, connect_and_find};
 use crate::client::{Event, Targets};
 
 pub async fn run(
@@ -18,11 +17,7 @@ pub async fn run(
     discovery: &DiscoveryArgs,
     output: &OutputArgs,
 ) -> Result<Exit, Failure> {
-    let filter = compile_filter(filter_args)?;
-    let config = load_config(cli, filter_args.collective.as_ref())?;
-    let target_plan = TargetPlan::new(&filter, discovery, &config)?;
-    let client = super::connect(&config).await?;
-    let discovered = target_plan.find(&client, &filter).await?;
+    let Found { config, filter, client, discovered } = connect_and_find(cli, filter_args, discovery).await?;
     let mut renderer = Renderer::new(output, cli.verbose);
     let data = Map::from_iter([("fact".to_owned(), Value::String(fact.to_owned()))]);
     let request = super::rpcutil("get_fact", data, filter);
