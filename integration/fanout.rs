@@ -258,7 +258,8 @@ fn a_bad_definition_file_warns_once_per_rpc() {
     for args in [&["rpc", "rpcutil", "ping"][..], &["rpc", "rpcutil", "ping", "--json"]] {
         let output = crate::harness::run_baton(&config, args, None);
         assert_eq!(output.code, 0, "{args:?}: {output:?}");
-        let warnings: Vec<&str> = output.stderr.lines().filter(|line| line.contains("warning")).collect();
+        let warnings: Vec<&str> =
+            output.stderr.lines().filter(|line| line.starts_with("baton: warning:")).collect();
         assert_eq!(warnings.len(), 1, "{args:?}: one warning for one bad file, got {warnings:#?}");
         assert!(warnings[0].contains("broken/definition.json"), "{warnings:?}");
     }
