@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tracing::warn;
@@ -30,7 +30,7 @@ use crate::agents::catalog::Catalog;
 use crate::broker::Broker;
 use crate::client::report::OutcomeReport;
 use crate::client::{
-    self, CallOutcome, Client, ClientSettings, Event, PreparedRequest, RequestText, Targets,
+    self, CallOutcome, Client, ClientSettings, Event, NodeReply, PreparedRequest, RequestText, Targets,
 };
 use crate::config::ClientConfig;
 use crate::protocol::filter::FilterSpec;
@@ -107,6 +107,43 @@ pub fn parse_strict_filter(text: &str) -> Result<FilterSpec, serde_json::Error> 
     strict_filter(&mut serde_json::Deserializer::from_str(text))
 }
 
+/// What the page is told about a job, in order, as server-sent events (`{"type": ...}`): it
+/// started, its request is being sent, each node's reply or unreachability, a reply from a node
+/// not targeted, and its end (the record with the outcome). The shape of the console's event
+/// API lives here only.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobEvent<'a> {
+    Started {
+        job: &'a JobRecord,
+    },
+    /// The client announces a request just before it publishes it: the publish may still fail
+    /// (the broker down), so this says `sending`, not `sent`.
+    Sending {
+        request_id: uuid::Uuid,
+        targets: Option<usize>,
+    },
+    Reply {
+        reply: &'a NodeReply,
+    },
+    Unreachable {
+        node: &'a str,
+    },
+    Unexpected {
+        reply: &'a NodeReply,
+    },
+    Finished {
+        job: &'a JobRecord,
+    },
+}
+
+impl JobEvent<'_> {
+    /// The event as the JSON the page reads.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 /// One job's live events, in order, and whether it has finished.
 pub struct LiveJob {
     events: Mutex<Vec<Value>>,
@@ -174,7 +211,7 @@ impl Drop for FinishGuard {
                 }
             });
         }
-        self.live.push(json!({"type": "finished", "job": record}), true);
+        self.live.push(JobEvent::Finished { job: &record }.to_json(), true);
     }
 }
 
@@ -363,7 +400,7 @@ impl Jobs {
             jobs.push_back((id.clone(), live.clone()));
             evict_finished(&mut jobs, LIVE_JOBS);
         }
-        live.push(json!({"type": "started", "job": &record}), false);
+        live.push(JobEvent::Started { job: &record }.to_json(), false);
         let store = self.store.clone();
         let guard = FinishGuard { live: live.clone(), record: Some(record.clone()), store: store.clone() };
         tokio::spawn(async move {
@@ -371,18 +408,16 @@ impl Jobs {
             let _permits = permits;
             let events = live.clone();
             let mut on_event = move |event: &Event<'_>| {
-                let value = match event {
-                    // The client announces a request just before it publishes it: the publish
-                    // may still fail (the broker down), so this says `sending`, not `sent`.
+                let event = match event {
                     Event::Sent { request_id, targets } => {
-                        json!({"type": "sending", "request_id": request_id.to_string(), "targets": targets})
+                        JobEvent::Sending { request_id: *request_id, targets: *targets }
                     }
-                    Event::Reply(reply) => json!({"type": "reply", "reply": reply}),
-                    Event::Unreachable(node) => json!({"type": "unreachable", "node": node}),
-                    Event::Unexpected(reply) => json!({"type": "unexpected", "reply": reply}),
+                    Event::Reply(reply) => JobEvent::Reply { reply },
+                    Event::Unreachable(node) => JobEvent::Unreachable { node },
+                    Event::Unexpected(reply) => JobEvent::Unexpected { reply },
                     _ => return,
                 };
-                events.push(value, false);
+                events.push(event.to_json(), false);
             };
             let targets = Targets::Nodes(targets);
             let result = client.call_prepared(&prepared, &targets, &mut on_event).await;
@@ -402,7 +437,7 @@ impl Jobs {
             if let Err(error) = store.call(move |store| store.save_job(&saved)).await {
                 warn!(job = %record.id, %error, "cannot record the finished job");
             }
-            live.push(json!({"type": "finished", "job": record}), true);
+            live.push(JobEvent::Finished { job: &record }.to_json(), true);
         });
         Ok(id)
     }
