@@ -372,7 +372,7 @@ fn sighup_loads_new_agents_and_policies() {
             agent: "diskfree".to_owned(),
             action: "usage".to_owned(),
             data: serde_json::Map::new(),
-            filter: FilterSpec::default(),
+            filter: baton::protocol::filter::Filter::default(),
         };
         let outcome = client
             .call(

@@ -238,3 +238,29 @@ fn nothing_matched_exits_4_and_unknown_action_fails_with_status_2(wire: Wire) {
         "{missing:?}"
     );
 }
+
+/// Regression: one `baton rpc` read `definitions_dir` four times (for the inputs, the timeout,
+/// the display policy and the aggregates), so one bad definition file printed its warning four
+/// times. The catalog is now loaded once per command, and the run still answers with the
+/// aggregates of a good definition.
+#[test]
+fn a_bad_definition_file_warns_once_per_rpc() {
+    let fleet = Fleet::start(vec![NodeSpec::new("web01", json!({"role": "web"}), &[])]);
+    let definitions = tempfile::tempdir().expect("definitions dir");
+    let broken = definitions.path().join("broken");
+    std::fs::create_dir(&broken).expect("agent dir");
+    std::fs::write(broken.join("definition.json"), "{ not json").expect("bad definition");
+    let config = fleet.client_config_with(
+        &fleet.wire,
+        &format!("definitions_dir = {:?}\n", definitions.path().display().to_string()),
+        "",
+    );
+    for args in [&["rpc", "rpcutil", "ping"][..], &["rpc", "rpcutil", "ping", "--json"]] {
+        let output = crate::harness::run_baton(&config, args, None);
+        assert_eq!(output.code, 0, "{args:?}: {output:?}");
+        let warnings: Vec<&str> =
+            output.stderr.lines().filter(|line| line.starts_with("baton: warning:")).collect();
+        assert_eq!(warnings.len(), 1, "{args:?}: one warning for one bad file, got {warnings:#?}");
+        assert!(warnings[0].contains("broken/definition.json"), "{warnings:?}");
+    }
+}

@@ -63,7 +63,11 @@ fn parsing() {
 fn check_inputs(args: &[&str], expected: Result<serde_json::Value, &str>) {
     let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
     match (parse_inputs(&args), expected) {
-        (Ok(data), Ok(want)) => assert_eq!(serde_json::Value::Object(data), want, "{args:?}"),
+        (Ok(data), Ok(want)) => {
+            let data: serde_json::Map<String, serde_json::Value> =
+                data.into_iter().map(|(key, text)| (key, serde_json::Value::String(text))).collect();
+            assert_eq!(serde_json::Value::Object(data), want, "{args:?}")
+        }
         (Err(failure), Err(fragment)) => {
             let message = failure.error.to_string();
             assert!(message.contains(fragment), "{args:?}: {message:?} should contain {fragment:?}");
@@ -85,4 +89,155 @@ fn key_value_inputs() {
     check_inputs(&["role"], Err("is not KEY=VALUE"));
     check_inputs(&["=web"], Err("empty name"));
     check_inputs(&["a=1", "a=2"], Err("given twice"));
+}
+
+/// Regression: `baton rpc` loaded the client configuration twice and read `definitions_dir`
+/// once for the inputs, once for the timeout, once for the display policy and once for the
+/// aggregates, so a bad definition file warned several times (twice even before connecting).
+/// Here the broker cannot be reached (exit 5): what happens before connecting warns once.
+#[test]
+fn a_bad_definition_file_warns_once_before_connecting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broken = dir.path().join("definitions").join("broken");
+    std::fs::create_dir_all(&broken).expect("agent dir");
+    std::fs::write(broken.join("definition.json"), "{ not json").expect("bad definition");
+    std::fs::write(dir.path().join("psk"), "a-test-key-that-is-long-enough-to-be-accepted").expect("psk");
+    let config = dir.path().join("client.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "definitions_dir = {:?}\n[broker]\nurls = [\"amqp://baton:baton@127.0.0.1:1/baton\"]\n[security]\nscheme = \"psk\"\npsk_file = {:?}\n",
+            dir.path().join("definitions"),
+            dir.path().join("psk"),
+        ),
+    )
+    .expect("config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("--config")
+        .arg(&config)
+        .args(["rpc", "rpcutil", "ping", "-t", "1"])
+        .env_remove("BATON_LOG")
+        .output()
+        .expect("run baton");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "the broker is unreachable: {stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|line| line.starts_with("baton: warning:")).collect();
+    assert_eq!(warnings.len(), 1, "one warning for one bad file, got {warnings:#?}");
+    assert!(warnings[0].contains("broken/definition.json"), "{warnings:?}");
+}
+
+/// Prepares `agent action KEY=VALUE...` with the built-in definitions and a configured timeout
+/// of 10 s, as `baton rpc` and the console both do: `Ok((data, timeout secs, display))` or
+/// `Err(fragment of the message)`.
+fn check_prepare(
+    words: &[&str],
+    filter: &[&str],
+    expected: Result<(serde_json::Value, u64, Option<&str>), &str>,
+) {
+    use baton::agents::catalog::Catalog;
+    use baton::client::{RequestText, prepare};
+    let inputs: Vec<String> = words[2..].iter().map(|word| word.to_string()).collect();
+    let text = RequestText {
+        agent: words[0].to_owned(),
+        action: words[1].to_owned(),
+        inputs: parse_inputs(&inputs).expect("KEY=VALUE"),
+        filter: baton::protocol::FilterSpec {
+            fact: filter.iter().map(|fact| fact.to_string()).collect(),
+            ..Default::default()
+        },
+    };
+    let result = prepare(&Catalog::builtin(), text, std::time::Duration::from_secs(10), None);
+    match (result, expected) {
+        (Ok(prepared), Ok((data, timeout, display))) => {
+            assert_eq!(serde_json::Value::Object(prepared.spec.data.clone()), data, "{words:?}");
+            assert_eq!(prepared.timeout.as_secs(), timeout, "{words:?}");
+            let shown = prepared.display().map(|policy| serde_json::to_value(policy).expect("policy"));
+            assert_eq!(shown.as_ref().and_then(|policy| policy.as_str()), display, "{words:?}");
+            assert_eq!(prepared.spec.filter.spec().fact, filter, "the filter travels as given");
+        }
+        (Err(error), Err(fragment)) => {
+            assert!(error.to_string().contains(fragment), "{words:?}: {error} lacks {fragment:?}")
+        }
+        (got, wanted) => panic!("{words:?}: got {got:?}, wanted {wanted:?}"),
+    }
+}
+
+/// One request preparation for the CLI and the console: names, filter, typed inputs, the
+/// "declared timeout + 5 s" rule and the display policy.
+#[test]
+fn requests_are_prepared_by_the_definition() {
+    use serde_json::json;
+    check_prepare(&["rpcutil", "ping"], &[], Ok((json!({}), 15, Some("always"))));
+    check_prepare(
+        &["rpcutil", "get_fact", "fact=os.family"],
+        &["role=web"],
+        Ok((json!({"fact": "os.family"}), 15, Some("always"))),
+    );
+    check_prepare(
+        &["service", "restart", "service=nginx"],
+        &[],
+        Ok((json!({"service": "nginx"}), 65, Some("failed"))),
+    );
+    check_prepare(&["puppet", "status"], &[], Ok((json!({}), 605, Some("always"))));
+    // No definition: the texts go as they are, the configured timeout applies, no policy.
+    check_prepare(
+        &["diskfree", "usage", "mount=/", "n=3"],
+        &[],
+        Ok((json!({"mount": "/", "n": "3"}), 10, None)),
+    );
+    check_prepare(&["rpcutil", "reboot"], &[], Err("no action \"reboot\""));
+    check_prepare(&["rpcutil", "get_fact"], &[], Err("input \"fact\" is required"));
+    check_prepare(&["rpcutil", "get_fact", "fact=a b"], &[], Err("must match"));
+    check_prepare(&["rpcutil", "ping", "extra=1"], &[], Err("has no input \"extra\""));
+    check_prepare(&["rpcutil", "ping"], &["role"], Err("role"));
+    check_prepare(&["RpcUtil", "ping"], &[], Err("is not an agent and action"));
+    check_prepare(&["rpcutil", "ping-now"], &[], Err("is not an agent and action"));
+}
+
+/// Runs the real `baton` with a configuration whose broker cannot be reached (port 1).
+fn baton_without_broker(args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("psk"), "a-test-key-that-is-long-enough-to-be-accepted").expect("psk");
+    let config = dir.path().join("client.toml");
+    let text = format!(
+        "[broker]\nurls = [\"amqp://baton:baton@127.0.0.1:1/baton\"]\n[security]\nscheme = \"psk\"\npsk_file = {:?}\n",
+        dir.path().join("psk"),
+    );
+    std::fs::write(&config, text).expect("config");
+    std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .env_remove("BATON_LOG")
+        .output()
+        .expect("run baton")
+}
+
+/// The validation stage checks every flag before connecting: with no broker to reach, each of
+/// these is still a usage error (exit 2) that names the mistake, never a broker error (exit 5).
+/// Regression: the discovery flags used to be checked only after connecting, so with the broker
+/// down these exited 5 ("cannot reach broker") instead of naming the mistake.
+#[test]
+fn every_flag_is_checked_before_connecting() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["rpc", "rpcutil", "ping", "--dm", "flatfile"], "--dm flatfile needs --nodes FILE"),
+        (&["rpc", "rpcutil", "ping", "--dm", "stdin", "-F", "role=web"], "filters cannot be combined"),
+        (&["rpc", "rpcutil", "ping", "--only", "failed"], "--only picks from the results"),
+        (&["rpc", "rpcutil", "ping", "--dt=-1"], "not a number of seconds"),
+        (&["rpc", "rpcutil", "ping", "-t", "0"], "not a number of seconds"),
+        (&["rpc", "rpcutil", "ping", "--batch", "0"], "--batch must be at least 1"),
+        (&["rpc", "rpcutil", "ping", "--limit", "0%"], "--limit must be at least 1"),
+        (&["rpc", "rpcutil", "ping", "--reply-to", "later", "--batch", "2"], "--reply-to cannot be combined"),
+        (&["rpc", "rpcutil", "get_fact", "fact=a b"], "must match"),
+        (&["rpc", "rpcutil", "ping", "-S", "role=web and ("], "("),
+        (&["discover", "--dm", "flatfile"], "--dm flatfile needs --nodes FILE"),
+        (&["facts", "role", "--nodes", "hosts.txt", "-C", "nginx"], "filters cannot be combined"),
+        (&["agents", "--only", "ok"], "--only picks from the results"),
+    ];
+    for (args, fragment) in cases {
+        let output = baton_without_broker(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(fragment), "{args:?}: stderr should mention {fragment:?}: {stderr}");
+    }
 }

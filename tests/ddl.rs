@@ -1,9 +1,16 @@
 //! Agent definitions: parsing and refusing definitions, converting `KEY=VALUE` by type,
 //! validating inputs (with the status a node answers), output defaults and aggregates.
 
+use baton::cli::summary::summary_lines;
 use baton::protocol::StatusCode;
 use baton::protocol::ddl::{ActionDefinition, Aggregate, Definition};
 use serde_json::{Map, Value, json};
+
+/// A computed aggregate with the output's label, as `summarize` returns it.
+fn labelled(mut result: Value, label: &str) -> Value {
+    result["display_as"] = json!(label);
+    result
+}
 
 /// A definition with one action `act` whose inputs are given; the rest is fixed.
 fn definition_with(inputs: Value) -> Definition {
@@ -211,12 +218,12 @@ fn aggregates_summarise_outputs_across_nodes() {
         summary["count"],
         json!({"function": "sum", "display_as": "Count", "value": 5, "count": 2, "ignored": 1})
     );
-    assert_eq!(baton::protocol::ddl::describe_summary("count", &summary["count"]), ["Sum of Count: 5"]);
+    assert_eq!(summary_lines("count", &summary["count"]), ["Sum of Count: 5"]);
 
     let average = Aggregate::Average { output: "load".to_owned() };
     let result = average.compute([json!(1.0), json!(2.0)].iter());
     assert_eq!(result["value"], json!(1.5));
-    assert_eq!(average.describe("Load", &result), ["Average of Load: 1.50"]);
+    assert_eq!(summary_lines("load", &labelled(result, "Load")), ["Average of Load: 1.50"]);
 
     let flags = Aggregate::BooleanSummary {
         output: "enabled".to_owned(),
@@ -225,7 +232,10 @@ fn aggregates_summarise_outputs_across_nodes() {
     };
     let result = flags.compute([json!(true), json!(false), json!(true)].iter());
     assert_eq!(result["counts"], json!({"on": 2, "off": 1}));
-    assert_eq!(flags.describe("Enabled", &result), ["Summary of Enabled:", "   off = 1", "    on = 2"]);
+    assert_eq!(
+        summary_lines("enabled", &labelled(result, "Enabled")),
+        ["Summary of Enabled:", "   off = 1", "    on = 2"]
+    );
 }
 
 #[test]

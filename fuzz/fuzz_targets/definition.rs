@@ -32,7 +32,7 @@ fuzz_target!(|bytes: &[u8]| {
         let _ = action.undeclared_outputs(&outputs);
         let summary = action.summarize(&[&outputs, &data]);
         for (output, result) in &summary {
-            let _ = baton::protocol::ddl::describe_summary(output, result);
+            let _ = baton::cli::summary::summary_lines(output, result);
         }
     }
     // What parses must serialize and parse back to the same definition.

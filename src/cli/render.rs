@@ -9,14 +9,23 @@ use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::args::{Display, OutputArgs};
 use super::exit::Failure;
+use super::report::{
+    BatchFinishedLine, BatchStartedLine, CallSummary, CollectionReport, CollectionStats, CollectionSummary,
+    DetachedReport, DiscoverReport, DiscoverStats, DiscoverSummary, ErrorReport, FactReport, InventoryReport,
+    NoResponseLine, NodeLine, NothingMatchedLine, NothingMatchedReport, NothingMatchedStats, PingReport,
+    PingTime, RequestNoResponseLine, RolloutReport, RolloutSummary, Selection, SentLine, StoppedLine,
+    StoppedReport, line, print_as, print_document, print_line, stop_reason,
+};
 use crate::client::detached::{Collection, DetachedRequest};
 use crate::client::discovery::Discovered;
+use crate::client::report::{OutcomeReport, Stats, round2};
 use crate::client::rollout::Ordered;
-use crate::client::{CallOutcome, Event, NodeReply, RequestSpec, RolloutOutcome, Stopped};
+use crate::client::{CallOutcome, Event, RolloutOutcome};
+use crate::protocol::ddl::plain_text as plain;
 
 /// ANSI colours used on a terminal.
 const RED: &str = "31";
@@ -117,29 +126,22 @@ impl Renderer {
         }
         match event {
             Event::Sent { request_id, targets } => {
-                print_line(&json!({"type": "sent", "request_id": request_id, "targets": targets}))
+                print_line(&line("sent", SentLine { request_id: *request_id, targets: *targets }))
             }
-            Event::Reply(reply) => print_line(&reply_line("reply", reply)),
-            Event::Unreachable(node) => print_line(&json!({"type": "unreachable", "node": node})),
-            Event::Unexpected(reply) => print_line(&reply_line("unexpected", reply)),
+            Event::Reply(reply) => print_line(&line("reply", reply)),
+            Event::Unreachable(node) => print_line(&line("unreachable", NodeLine { node })),
+            Event::Unexpected(reply) => print_line(&line("unexpected", reply)),
             Event::BatchStarted { index, of, nodes } => {
-                print_line(&json!({"type": "batch_started", "index": index, "of": of, "nodes": nodes}))
+                print_line(&line("batch_started", BatchStartedLine { index: *index, of: *of, nodes }))
             }
             Event::BatchFinished { batch, of } => {
-                let mut line = json!({"type": "batch_finished", "of": of});
-                if let (Value::Object(line), Ok(Value::Object(fields))) =
-                    (&mut line, serde_json::to_value(batch))
-                {
-                    line.extend(fields);
-                }
-                print_line(&line);
+                print_line(&line("batch_finished", BatchFinishedLine { of: *of, batch }))
             }
             Event::Skipped { nodes, stopped } => {
-                print_line(
-                    &json!({"type": "stopped", "skipped": nodes.len(), "reason": stop_reason(stopped), "failures": stopped.failures, "max_failures": stopped.max_failures, "after_batch": stopped.after_batch}),
-                );
+                let stopped = StoppedReport::new(stopped);
+                print_line(&line("stopped", StoppedLine { skipped: nodes.len(), stopped }));
                 for node in nodes.iter() {
-                    print_line(&json!({"type": "skipped", "node": node}));
+                    print_line(&line("skipped", NodeLine { node }));
                 }
             }
         }
@@ -170,16 +172,18 @@ impl Renderer {
 
     pub fn ping_summary(&mut self, outcome: &CallOutcome) {
         if self.output.json {
-            let replies: Vec<Value> =
-                outcome.replies.iter().map(|reply| json!({"node": reply.node, "ms": reply.ms})).collect();
-            print_document(&json!({
-                "request_id": outcome.request_id,
-                "replies": replies,
-                "no_response": outcome.no_response,
-                "unreachable": outcome.unreachable,
-                "unexpected": outcome.unexpected.iter().map(|reply| &reply.node).collect::<Vec<_>>(),
-                "stats": stats_json(outcome, None),
-            }));
+            print_document(&PingReport {
+                request_id: outcome.request_id,
+                replies: outcome
+                    .replies
+                    .iter()
+                    .map(|reply| PingTime { node: &reply.node, ms: reply.ms })
+                    .collect(),
+                no_response: &outcome.no_response,
+                unreachable: &outcome.unreachable,
+                unexpected: outcome.unexpected.iter().map(|reply| reply.node.as_str()).collect(),
+                stats: Stats::of(outcome, None),
+            });
             return;
         }
         if self.output.jsonl {
@@ -202,21 +206,19 @@ impl Renderer {
 
     pub fn discovered(&mut self, discovered: &Discovered) {
         let discovery_ms = discovered.elapsed.as_secs_f64() * 1000.0;
-        if self.is_machine() {
-            let document = json!({
-                "nodes": discovered.nodes,
-                "stats": {"discovered": discovered.nodes.len(), "discovery_ms": round2(discovery_ms)},
-            });
-            if self.output.jsonl {
-                for node in &discovered.nodes {
-                    print_line(&json!({"type": "node", "node": node}));
-                }
-                print_line(
-                    &json!({"type": "summary", "discovered": discovered.nodes.len(), "discovery_ms": round2(discovery_ms)}),
-                );
-            } else {
-                print_document(&document);
+        if self.output.jsonl {
+            for node in &discovered.nodes {
+                print_line(&line("node", NodeLine { node }));
             }
+            let summary =
+                DiscoverSummary { discovered: discovered.nodes.len(), discovery_ms: round2(discovery_ms) };
+            print_line(&line("summary", summary));
+            return;
+        }
+        if self.output.json {
+            let stats =
+                DiscoverStats { discovered: discovered.nodes.len(), discovery_ms: round2(discovery_ms) };
+            print_document(&DiscoverReport { nodes: &discovered.nodes, stats });
             return;
         }
         for node in &discovered.nodes {
@@ -230,29 +232,31 @@ impl Renderer {
         }
     }
 
-    pub fn nothing_matched(&mut self, request: &RequestSpec, discovered: &Discovered) {
+    /// What a command prints when no node matched the filter, for `agent#action`.
+    pub fn nothing_matched(&mut self, agent: &str, action: &str, discovered: &Discovered) {
         let discovery_ms = round2(discovered.elapsed.as_secs_f64() * 1000.0);
         let message = "No nodes matched the filter; nothing was sent";
         if self.output.json {
-            print_document(&json!({
-                "request_id": Value::Null,
-                "agent": request.agent,
-                "action": request.action,
-                "targeted": [],
-                "replies": [],
-                "no_response": [],
-                "unexpected": [],
-                "skipped": [],
-                "batches": [],
-                "stopped": Value::Null,
-                "aggregates": {},
-                "message": message,
-                "stats": {"targeted": 0, "ok": 0, "failed": 0, "no_response": 0, "skipped": 0, "discovery_ms": discovery_ms, "total_ms": discovery_ms},
-            }));
+            print_document(&NothingMatchedReport {
+                request_id: None,
+                agent,
+                action,
+                targeted: [],
+                replies: [],
+                no_response: [],
+                unexpected: [],
+                skipped: [],
+                batches: [],
+                stopped: None,
+                aggregates: serde_json::Map::new(),
+                message,
+                stats: NothingMatchedStats::new(Some(discovery_ms)),
+            });
         } else if self.output.jsonl {
-            print_line(
-                &json!({"type": "summary", "targeted": 0, "ok": 0, "failed": 0, "no_response": 0, "skipped": 0, "message": message}),
-            );
+            print_line(&line(
+                "summary",
+                NothingMatchedLine { stats: NothingMatchedStats::new(None), message },
+            ));
         } else {
             eprintln!("{message} (check the filter, or raise --dt if the fleet is slow to answer)");
         }
@@ -264,24 +268,22 @@ impl Renderer {
         self.finish_progress();
         let discovery_ms = discovered.elapsed.as_secs_f64() * 1000.0;
         let selection =
-            json!({"candidates": ordered.candidates, "selected": ordered.nodes.len(), "seed": ordered.seed});
+            Selection { candidates: ordered.candidates, selected: ordered.nodes.len(), seed: ordered.seed };
+        let mut call = OutcomeReport::new(&rollout.call, Some(discovery_ms));
+        call.stats.batches = Some(rollout.batches.len());
+        call.stats.planned_batches = Some(rollout.planned_batches);
+        let stopped = rollout.stopped.as_ref().map(StoppedReport::new);
         if self.output.json {
-            let mut document = outcome_json(&rollout.call, Some(discovery_ms));
-            document["batches"] = json!(rollout.batches);
-            document["stopped"] = json!(rollout.stopped.as_ref().map(stopped_json));
-            document["selection"] = selection;
-            document["stats"]["batches"] = json!(rollout.batches.len());
-            document["stats"]["planned_batches"] = json!(rollout.planned_batches);
-            print_document(&document);
+            print_document(&RolloutReport { call, batches: &rollout.batches, stopped, selection });
             return;
         }
         if self.output.jsonl {
-            let mut extra = serde_json::Map::new();
-            extra.insert("batches".to_string(), json!(rollout.batches.len()));
-            extra.insert("planned_batches".to_string(), json!(rollout.planned_batches));
-            extra.insert("stopped".to_string(), json!(rollout.stopped.as_ref().map(stopped_json)));
-            extra.insert("selection".to_string(), selection);
-            self.trailer_lines_with(&rollout.call, Some(discovery_ms), extra);
+            self.no_response_lines(&rollout.call);
+            let request_id = rollout.call.request_id;
+            print_line(&line(
+                "summary",
+                RolloutSummary { request_id, stats: call.stats, stopped, selection },
+            ));
             return;
         }
         self.human_summary(&rollout.call, discovery_ms);
@@ -324,8 +326,8 @@ impl Renderer {
         let counts = outcome.counts();
         if !outcome.aggregates.is_empty() {
             println!();
-            for line in super::agents::aggregate_lines(&outcome.aggregates) {
-                println!("{line}");
+            for text in super::summary::aggregate_lines(&outcome.aggregates) {
+                println!("{text}");
             }
         }
         println!();
@@ -370,25 +372,23 @@ impl Renderer {
 
     /// What `baton rpc --reply-to` prints: the request id and how to collect the replies.
     pub fn detached(&mut self, sent: &DetachedRequest, state_file: Option<&Path>) {
-        let document = json!({
-            "request_id": sent.request_id,
-            "agent": sent.agent,
-            "action": sent.action,
-            "reply_to": sent.name,
-            "queue": sent.queue,
-            "targeted": sent.targets,
-            "unreachable": sent.unreachable,
-            "state_file": state_file.map(|path| path.display().to_string()),
-            "collect": format!("baton replies {} --request {}", sent.name, sent.request_id),
-        });
+        let document = DetachedReport {
+            request_id: sent.request_id,
+            agent: &sent.agent,
+            action: &sent.action,
+            reply_to: &sent.name,
+            queue: &sent.queue,
+            targeted: &sent.targets,
+            unreachable: &sent.unreachable,
+            state_file: state_file.map(|path| path.display().to_string()),
+            collect: format!("baton replies {} --request {}", sent.name, sent.request_id),
+        };
         if self.output.json {
             print_document(&document);
             return;
         }
         if self.output.jsonl {
-            let mut line = document;
-            line["type"] = json!("sent");
-            print_line(&line);
+            print_line(&line("sent", document));
             return;
         }
         println!("Request sent with id: {}", sent.request_id);
@@ -424,40 +424,34 @@ impl Renderer {
             totals.no_response += counts.no_response;
             replies += outcome.replies.len() + outcome.unexpected.len();
         }
-        let stats = json!({
-            "requests": collection.requests.len(),
-            "replies": replies,
-            "ok": totals.ok,
-            "failed": totals.failed,
-            "no_response": totals.no_response,
-            "dropped": collection.dropped,
-            "put_back": collection.put_back,
-            "total_ms": collection.total_ms,
-        });
+        let stats = CollectionStats {
+            requests: collection.requests.len(),
+            replies,
+            ok: totals.ok,
+            failed: totals.failed,
+            no_response: totals.no_response,
+            dropped: collection.dropped,
+            put_back: collection.put_back,
+            total_ms: collection.total_ms,
+        };
         if self.output.json {
-            let requests: Vec<Value> =
-                collection.requests.iter().map(|outcome| outcome_json(outcome, None)).collect();
-            print_document(&json!({"queue": collection.queue, "requests": requests, "stats": stats}));
+            let requests =
+                collection.requests.iter().map(|outcome| OutcomeReport::new(outcome, None)).collect();
+            print_document(&CollectionReport { queue: &collection.queue, requests, stats });
             return;
         }
         if self.output.jsonl {
             for outcome in &collection.requests {
                 for node in &outcome.no_response {
-                    print_line(
-                        &json!({"type": "no_response", "request_id": outcome.request_id, "node": node}),
-                    );
+                    print_line(&line(
+                        "no_response",
+                        RequestNoResponseLine { request_id: outcome.request_id, node },
+                    ));
                 }
-                let mut line = json!({"type": "request_summary", "request_id": outcome.request_id});
-                if let (Value::Object(line), Value::Object(stats)) = (&mut line, stats_json(outcome, None)) {
-                    line.extend(stats);
-                }
-                print_line(&line);
+                let summary = CallSummary { request_id: outcome.request_id, stats: Stats::of(outcome, None) };
+                print_line(&line("request_summary", summary));
             }
-            let mut summary = json!({"type": "summary", "queue": collection.queue});
-            if let (Value::Object(summary), Value::Object(stats)) = (&mut summary, stats) {
-                summary.extend(stats);
-            }
-            print_line(&summary);
+            print_line(&line("summary", CollectionSummary { queue: &collection.queue, stats }));
             return;
         }
         if collection.requests.is_empty() {
@@ -483,18 +477,15 @@ impl Renderer {
         let inventory_data = inventory.replies.first().filter(|reply| reply.is_ok()).map(|reply| &reply.data);
         let stats_data = stats.replies.first().filter(|reply| reply.is_ok()).map(|reply| &reply.data);
         if self.is_machine() {
-            let document = json!({
-                "node": node,
-                "inventory": inventory_data,
-                "daemon_stats": stats_data,
-                "no_response": inventory.no_response,
-                "errors": inventory.replies.iter().chain(stats.replies.iter()).filter(|reply| !reply.is_ok()).map(|reply| &reply.message).collect::<Vec<_>>(),
-            });
-            if self.output.jsonl {
-                print_line(&document);
-            } else {
-                print_document(&document);
-            }
+            let errors = inventory.replies.iter().chain(stats.replies.iter()).filter(|reply| !reply.is_ok());
+            let document = InventoryReport {
+                node,
+                inventory: inventory_data,
+                daemon_stats: stats_data,
+                no_response: &inventory.no_response,
+                errors: errors.map(|reply| reply.message.as_str()).collect(),
+            };
+            print_as(&document, self.output.jsonl);
             return;
         }
         let Some(data) = inventory_data else {
@@ -551,20 +542,13 @@ impl Renderer {
             values.entry(value).or_default().push(reply.node.clone());
         }
         if self.is_machine() {
-            let mut document = outcome_json(outcome, Some(discovered.elapsed.as_secs_f64() * 1000.0));
-            document["fact"] = json!(fact);
-            document["values"] = json!(
-                values
-                    .iter()
-                    .map(|(value, nodes)| (value.clone(), json!(nodes.len())))
-                    .collect::<serde_json::Map<_, _>>()
-            );
-            document["nodes_by_value"] = json!(values);
-            if self.output.jsonl {
-                print_line(&document);
-            } else {
-                print_document(&document);
-            }
+            let document = FactReport {
+                call: OutcomeReport::new(outcome, Some(discovered.elapsed.as_secs_f64() * 1000.0)),
+                fact,
+                values: values.iter().map(|(value, nodes)| (value.as_str(), nodes.len())).collect(),
+                nodes_by_value: &values,
+            };
+            print_as(&document, self.output.jsonl);
             return;
         }
         println!("Report for fact: {fact}");
@@ -615,33 +599,22 @@ impl Renderer {
         }
     }
 
-    fn trailer_lines(&self, outcome: &CallOutcome, discovery_ms: Option<f64>) {
-        self.trailer_lines_with(outcome, discovery_ms, serde_json::Map::new());
-    }
-
-    /// One line per silent node, then the summary line with the stats and `extra` fields.
-    fn trailer_lines_with(
-        &self,
-        outcome: &CallOutcome,
-        discovery_ms: Option<f64>,
-        extra: serde_json::Map<String, Value>,
-    ) {
+    /// One `no_response` line per silent node.
+    fn no_response_lines(&self, outcome: &CallOutcome) {
         for node in &outcome.no_response {
-            print_line(
-                &json!({"type": "no_response", "node": node, "unreachable": outcome.unreachable.contains(node)}),
-            );
+            let unreachable = outcome.unreachable.contains(node);
+            print_line(&line("no_response", NoResponseLine { node, unreachable }));
         }
-        let mut summary = json!({"type": "summary", "request_id": outcome.request_id});
-        if let (Value::Object(summary), Value::Object(stats)) =
-            (&mut summary, stats_json(outcome, discovery_ms))
-        {
-            summary.extend(stats);
-            summary.extend(extra);
-        }
-        print_line(&summary);
     }
 
-    fn write_reply(&self, out: &mut impl Write, reply: &NodeReply) -> std::io::Result<()> {
+    /// The `--jsonl` end of a single call: one line per silent node, then the summary line.
+    fn trailer_lines(&self, outcome: &CallOutcome, discovery_ms: Option<f64>) {
+        self.no_response_lines(outcome);
+        let summary = CallSummary { request_id: outcome.request_id, stats: Stats::of(outcome, discovery_ms) };
+        print_line(&line("summary", summary));
+    }
+
+    fn write_reply(&self, out: &mut impl Write, reply: &crate::client::NodeReply) -> std::io::Result<()> {
         if reply.is_ok() {
             writeln!(out, "{:<40} {}", reply.node, self.paint(reply.status_text, GREEN))?;
         } else {
@@ -654,23 +627,6 @@ impl Renderer {
         }
         writeln!(out)
     }
-}
-
-/// Why a rollout stopped, in words.
-fn stop_reason(stopped: &Stopped) -> String {
-    format!(
-        "{} failure(s) after batch {} exceed --max-failures {}",
-        stopped.failures, stopped.after_batch, stopped.max_failures
-    )
-}
-
-fn stopped_json(stopped: &Stopped) -> Value {
-    json!({
-        "reason": stop_reason(stopped),
-        "failures": stopped.failures,
-        "max_failures": stopped.max_failures,
-        "after_batch": stopped.after_batch,
-    })
 }
 
 /// Node names in columns, four to a line, as MCollective lists silent nodes.
@@ -686,62 +642,10 @@ fn print_columns(nodes: &[String]) {
 pub fn failure(output: &OutputArgs, failure: &Failure) {
     let message = format!("{:#}", failure.error);
     if output.json || output.jsonl {
-        let document = json!({"type": "error", "error": message, "exit_code": failure.exit.code()});
-        if output.json {
-            print_document(&document);
-        } else {
-            print_line(&document);
-        }
+        let document = line("error", ErrorReport { error: &message, exit_code: failure.exit.code() });
+        print_as(&document, output.jsonl);
     } else {
         eprintln!("baton: error: {message}");
-    }
-}
-
-fn outcome_json(outcome: &CallOutcome, discovery_ms: Option<f64>) -> Value {
-    json!({
-        "request_id": outcome.request_id,
-        "agent": outcome.agent,
-        "action": outcome.action,
-        "targeted": outcome.targeted,
-        "replies": outcome.replies,
-        "no_response": outcome.no_response,
-        "unreachable": outcome.unreachable,
-        "unexpected": outcome.unexpected,
-        "skipped": outcome.skipped,
-        "aggregates": outcome.aggregates,
-        "stats": stats_json(outcome, discovery_ms),
-    })
-}
-
-fn stats_json(outcome: &CallOutcome, discovery_ms: Option<f64>) -> Value {
-    let counts = outcome.counts();
-    json!({
-        "targeted": counts.targeted,
-        "ok": counts.ok,
-        "failed": counts.failed,
-        "no_response": counts.no_response,
-        "skipped": counts.skipped,
-        "unexpected": outcome.unexpected.len(),
-        "discovery_ms": discovery_ms.map(round2),
-        "first_reply_ms": outcome.first_reply_ms,
-        "last_reply_ms": outcome.last_reply_ms,
-        "total_ms": outcome.total_ms,
-    })
-}
-
-fn reply_line(kind: &str, reply: &NodeReply) -> Value {
-    let mut line = json!({"type": kind});
-    if let (Value::Object(line), Ok(Value::Object(fields))) = (&mut line, serde_json::to_value(reply)) {
-        line.extend(fields);
-    }
-    line
-}
-
-/// A JSON value as a person reads it: strings without quotes.
-fn plain(value: &Value) -> String {
-    match value {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -755,19 +659,4 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
         }
         other => out.push((prefix.to_string(), plain(other))),
     }
-}
-
-fn round2(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
-}
-
-fn print_document(document: &Value) {
-    let text = serde_json::to_string_pretty(document).unwrap_or_else(|_| "{}".to_string());
-    println!("{text}");
-}
-
-fn print_line(line: &Value) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{line}");
-    let _ = stdout.flush();
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::{Client, ClientError, RequestSpec, Targets, unique_sorted};
-use crate::protocol::filter::FilterSpec;
+use crate::protocol::filter::Filter;
 
 /// The shortest quiet period that ends discovery early.
 const MIN_QUIET: Duration = Duration::from_millis(300);
@@ -26,7 +26,7 @@ pub struct Discovered {
 /// Broadcast discovery with `filter`, waiting at most `timeout`.
 pub async fn broadcast(
     client: &Client,
-    filter: &FilterSpec,
+    filter: &Filter,
     timeout: Duration,
 ) -> Result<Discovered, ClientError> {
     let started = Instant::now();

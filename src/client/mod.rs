@@ -9,6 +9,8 @@
 pub mod detached;
 pub mod discovery;
 pub mod outcome;
+pub mod prepare;
+pub mod report;
 pub mod rollout;
 
 use std::collections::{BTreeSet, HashMap};
@@ -24,11 +26,12 @@ use uuid::Uuid;
 
 use crate::broker::{Broker, BrokerError, ConnectMode, Delivery, Destination, ReplyQueue};
 use crate::config::ClientConfig;
-use crate::protocol::filter::{Filter, FilterError, FilterSpec};
+use crate::protocol::filter::{Filter, FilterError};
 use crate::protocol::{Reply, Request, new_request_id, now_ms};
 use crate::security::{Security, Verified};
 
 pub use outcome::{CallOutcome, NodeReply, Tally};
+pub use prepare::{PrepareError, PreparedRequest, RequestText, prepare};
 pub use rollout::{Amount, BatchRecord, RolloutOptions, RolloutOutcome, Stopped};
 
 /// How many directed publishes may wait for their broker confirms at once.
@@ -69,13 +72,14 @@ pub struct ClientSettings {
     pub max_message_bytes: usize,
 }
 
-/// What to ask.
+/// What to ask. The filter is held compiled, so it is compiled once for the whole command, however
+/// many requests (batches) go out with it; its source text is what travels.
 #[derive(Debug, Clone)]
 pub struct RequestSpec {
     pub agent: String,
     pub action: String,
     pub data: Map<String, Value>,
-    pub filter: FilterSpec,
+    pub filter: Filter,
 }
 
 /// Where to send it.
@@ -179,8 +183,7 @@ impl Client {
         self.dropped_replies.load(Ordering::Relaxed)
     }
 
-    /// Builds and signs a request. The filter is compiled first so that a bad one is a usage
-    /// error before anything is sent.
+    /// Builds and signs a request.
     pub fn build_request(&self, spec: &RequestSpec) -> Result<(Request, Vec<u8>), ClientError> {
         self.build_request_to(spec, &self.reply_address)
     }
@@ -192,7 +195,6 @@ impl Client {
         spec: &RequestSpec,
         reply_to: &str,
     ) -> Result<(Request, Vec<u8>), ClientError> {
-        Filter::compile(&spec.filter)?;
         let request = Request {
             id: new_request_id(),
             sender: self.settings.identity.clone(),
@@ -200,7 +202,7 @@ impl Client {
             collective: self.settings.collective.clone(),
             agent: spec.agent.clone(),
             action: spec.action.clone(),
-            filter: spec.filter.clone(),
+            filter: spec.filter.spec().clone(),
             time_ms: now_ms(),
             ttl_secs: u32::try_from(self.settings.ttl.as_secs()).unwrap_or(u32::MAX),
             reply_to: reply_to.to_string(),
@@ -304,6 +306,19 @@ impl Client {
             }
         }
         Ok(tally.finish(started))
+    }
+
+    /// Sends a prepared request ([`prepare`]) and waits as long as it says; the outcome carries
+    /// the aggregates its definition declares.
+    pub async fn call_prepared(
+        &self,
+        prepared: &PreparedRequest,
+        targets: &Targets,
+        on_event: &mut (dyn FnMut(&Event<'_>) + Send),
+    ) -> Result<CallOutcome, ClientError> {
+        let mut outcome = self.call(&prepared.spec, targets, prepared.timeout, None, on_event).await?;
+        outcome.aggregates = prepared.aggregates(&outcome);
+        Ok(outcome)
     }
 
     /// Publishes the same sealed request to each node's own queue, many in flight at once.

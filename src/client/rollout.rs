@@ -17,7 +17,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::outcome::CallOutcome;
-use super::{Client, ClientError, Event, RequestSpec, Targets};
+use super::{Client, ClientError, Event, PreparedRequest, RequestSpec, Targets};
 
 /// A number of nodes, given either as a count or as a percentage of the targets
 /// (`--batch 5`, `--batch 20%`).
@@ -97,8 +97,6 @@ pub struct RolloutOptions {
     pub batch_sleep: Duration,
     /// Failures tolerated before no further batch is sent; `None` never stops.
     pub max_failures: Option<Amount>,
-    /// How long each batch waits for its replies.
-    pub timeout: Duration,
 }
 
 /// The order of the targets and how it was chosen.
@@ -206,11 +204,12 @@ pub struct RolloutOutcome {
 }
 
 impl Client {
-    /// Sends `spec` to `nodes` (already in rollout order, see [`order_targets`]) batch by
-    /// batch, reporting each step to `on_event`. `nodes` must not be empty.
+    /// Sends the prepared request to `nodes` (already in rollout order, see [`order_targets`])
+    /// batch by batch, each batch waiting the request's timeout, reporting each step to
+    /// `on_event`. `nodes` must not be empty. The merged outcome carries the aggregates.
     pub async fn rollout(
         &self,
-        spec: &RequestSpec,
+        prepared: &PreparedRequest,
         nodes: &[String],
         options: &RolloutOptions,
         on_event: &mut (dyn FnMut(&Event<'_>) + Send),
@@ -236,8 +235,9 @@ impl Client {
             }
             on_event(&Event::BatchStarted { index, of: planned_batches, nodes: batch });
             let started_ms = started.elapsed().as_millis() as u64;
-            let outcome =
-                self.call(spec, &Targets::Nodes(batch.clone()), options.timeout, None, on_event).await?;
+            let outcome = self
+                .call(&prepared.spec, &Targets::Nodes(batch.clone()), prepared.timeout, None, on_event)
+                .await?;
             let counts = outcome.counts();
             let record = BatchRecord {
                 index,
@@ -265,8 +265,14 @@ impl Client {
                 break;
             }
         }
-        let call =
-            merge(spec, nodes, outcomes, stopped.is_some().then(|| plan[batches.len()..].concat()), started);
+        let mut call = merge(
+            &prepared.spec,
+            nodes,
+            outcomes,
+            stopped.is_some().then(|| plan[batches.len()..].concat()),
+            started,
+        );
+        call.aggregates = prepared.aggregates(&call);
         Ok(RolloutOutcome { call, batches, planned_batches, stopped })
     }
 }

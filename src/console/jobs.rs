@@ -1,12 +1,12 @@
 //! Jobs: one request the console sends for a logged-in user, its per-node results as they
 //! arrive, and its place in the history.
 //!
-//! A job is checked before anything is sent, exactly as `baton rpc` checks: the filter is
-//! compiled, each input's text is converted by its declared type
-//! ([`ActionDefinition::parse_cli_value`]) and the inputs are validated
-//! ([`ActionDefinition::validate_inputs`]). It goes to the registered nodes the filter selects
+//! A job is prepared by [`client::prepare`], as `baton rpc` is: the names and the filter are
+//! checked, each input's text is converted by its declared type and the inputs are validated,
+//! and the reply timeout follows the definition. It goes to the registered nodes the filter selects
 //! (quiet ones excluded), through the same [`Client`] the CLI uses, so every target ends
-//! replied, unreachable or silent. Each event is kept in the job and announced on a `watch`
+//! replied, unreachable or silent, and the outcome (with its aggregates) is the same
+//! [`OutcomeReport`] document `baton rpc --json` prints. Each event is kept in the job and announced on a `watch`
 //! channel; the page follows it with server-sent events, from the start whenever it connects.
 //! Finished jobs are written to the [`Store`].
 //!
@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tracing::warn;
@@ -28,9 +28,12 @@ use super::registry::Registry;
 use super::store::{JobRecord, Store};
 use crate::agents::catalog::Catalog;
 use crate::broker::Broker;
-use crate::client::{CallOutcome, Client, ClientSettings, Event, RequestSpec, Targets};
+use crate::client::report::OutcomeReport;
+use crate::client::{
+    self, CallOutcome, Client, ClientSettings, Event, NodeReply, PreparedRequest, RequestText, Targets,
+};
 use crate::config::ClientConfig;
-use crate::protocol::filter::{Filter, FilterSpec};
+use crate::protocol::filter::FilterSpec;
 use crate::protocol::now_ms;
 use crate::security::{Ed25519, Security};
 
@@ -104,6 +107,43 @@ pub fn parse_strict_filter(text: &str) -> Result<FilterSpec, serde_json::Error> 
     strict_filter(&mut serde_json::Deserializer::from_str(text))
 }
 
+/// What the page is told about a job, in order, as server-sent events (`{"type": ...}`): it
+/// started, its request is being sent, each node's reply or unreachability, a reply from a node
+/// not targeted, and its end (the record with the outcome). The shape of the console's event
+/// API lives here only.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobEvent<'a> {
+    Started {
+        job: &'a JobRecord,
+    },
+    /// The client announces a request just before it publishes it: the publish may still fail
+    /// (the broker down), so this says `sending`, not `sent`.
+    Sending {
+        request_id: uuid::Uuid,
+        targets: Option<usize>,
+    },
+    Reply {
+        reply: &'a NodeReply,
+    },
+    Unreachable {
+        node: &'a str,
+    },
+    Unexpected {
+        reply: &'a NodeReply,
+    },
+    Finished {
+        job: &'a JobRecord,
+    },
+}
+
+impl JobEvent<'_> {
+    /// The event as the JSON the page reads.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 /// One job's live events, in order, and whether it has finished.
 pub struct LiveJob {
     events: Mutex<Vec<Value>>,
@@ -171,7 +211,7 @@ impl Drop for FinishGuard {
                 }
             });
         }
-        self.live.push(json!({"type": "finished", "job": record}), true);
+        self.live.push(JobEvent::Finished { job: &record }.to_json(), true);
     }
 }
 
@@ -286,61 +326,34 @@ impl Jobs {
         Ok((client, caller))
     }
 
-    /// Converts and checks the inputs as `baton rpc` does: by declared type, then validated
-    /// against the action's definition. Without a definition, the texts go as they are.
-    pub fn check_inputs(&self, request: &JobRequest) -> Result<Map<String, Value>, JobError> {
-        let texts =
-            request.inputs.iter().filter(|(_, value)| !value.is_null() && value.as_str() != Some("")).map(
-                |(key, value)| {
-                    let text = match value {
-                        Value::String(text) => text.clone(),
-                        other => other.to_string(),
-                    };
-                    (key.clone(), text)
-                },
-            );
-        let Some(definition) = self.catalog.definition(&request.agent) else {
-            return Ok(texts.map(|(key, text)| (key, Value::String(text))).collect());
+    /// Prepares the request as `baton rpc` does ([`client::prepare`]): names, filter, inputs
+    /// by declared type and validated, the reply timeout. Empty form fields are left out.
+    pub fn prepare(&self, request: &JobRequest) -> Result<PreparedRequest, JobError> {
+        let inputs = request
+            .inputs
+            .iter()
+            .filter(|(_, value)| !value.is_null() && value.as_str() != Some(""))
+            .map(|(key, value)| (key.clone(), crate::protocol::ddl::plain_text(value)))
+            .collect();
+        let text = RequestText {
+            agent: request.agent.clone(),
+            action: request.action.clone(),
+            inputs,
+            filter: request.filter.clone(),
         };
-        let declared = definition.require_action(&request.action).map_err(JobError::Invalid)?;
-        let mut typed = Map::new();
-        for (key, text) in texts {
-            let value = declared
-                .parse_cli_value(&request.agent, &request.action, &key, &text)
-                .map_err(|error| JobError::Invalid(error.to_string()))?;
-            typed.insert(key, value);
-        }
-        declared
-            .validate_inputs(&request.agent, &request.action, &typed)
-            .map_err(|error| JobError::Invalid(error.to_string()))?;
-        Ok(typed)
-    }
-
-    /// How long to wait for replies: the configured timeout, or longer when the agent's
-    /// actions may run longer (as `baton rpc` does).
-    fn timeout(&self, agent: &str) -> Duration {
-        let declared = self.catalog.definition(agent).map_or(0, |definition| definition.metadata.timeout);
-        let secs = if declared >= self.config.timeout_secs { declared + 5 } else { self.config.timeout_secs };
-        Duration::from_secs(secs)
+        let configured = Duration::from_secs(self.config.timeout_secs);
+        client::prepare(&self.catalog, text, configured, None)
+            .map_err(|error| JobError::Invalid(error.to_string()))
     }
 
     /// Checks and starts a job; returns its id at once. Results arrive on [`Jobs::live`].
     pub async fn start(&self, requester: &Requester, request: JobRequest) -> Result<String, JobError> {
-        if !crate::protocol::ddl::is_agent_name(&request.agent)
-            || !crate::protocol::ddl::is_agent_name(&request.action)
-        {
-            return Err(JobError::Invalid(format!(
-                "\"{}#{}\" is not an agent and action",
-                request.agent, request.action
-            )));
-        }
-        let filter =
-            Filter::compile(&request.filter).map_err(|error| JobError::Invalid(error.to_string()))?;
-        let data = self.check_inputs(&request)?;
+        let prepared = self.prepare(&request)?;
+        let filter = &prepared.spec.filter;
         let now = now_ms();
         let targets = match &request.nodes {
             Some(nodes) => {
-                let known = self.registry.targets(&filter, now);
+                let known = self.registry.targets(filter, now);
                 if let Some(unknown) = nodes.iter().find(|node| !known.contains(node)) {
                     return Err(JobError::Invalid(format!(
                         "node {unknown:?} is not among the selected nodes that are registered and not quiet"
@@ -351,7 +364,7 @@ impl Jobs {
                 nodes.dedup();
                 nodes
             }
-            None => self.registry.targets(&filter, now),
+            None => self.registry.targets(filter, now),
         };
         if targets.is_empty() {
             return Err(JobError::Invalid(
@@ -360,14 +373,8 @@ impl Jobs {
         }
         let permits = self.reserve(requester)?;
         let (client, caller) = self.client_for(requester).await?;
-        let spec = RequestSpec {
-            agent: request.agent.clone(),
-            action: request.action.clone(),
-            data: data.clone(),
-            filter: request.filter.clone(),
-        };
         // Sign once now, so a request too large or otherwise unsendable fails here, not later.
-        client.build_request(&spec)?;
+        client.build_request(&prepared.spec)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let record = JobRecord {
             id: id.clone(),
@@ -375,7 +382,7 @@ impl Jobs {
             caller: caller.clone(),
             agent: request.agent.clone(),
             action: request.action.clone(),
-            inputs: Value::Object(data),
+            inputs: Value::Object(prepared.spec.data.clone()),
             filter: serde_json::to_value(&request.filter).unwrap_or_default(),
             targets: targets.clone(),
             started_ms: now,
@@ -393,48 +400,31 @@ impl Jobs {
             jobs.push_back((id.clone(), live.clone()));
             evict_finished(&mut jobs, LIVE_JOBS);
         }
-        live.push(json!({"type": "started", "job": &record}), false);
-        let timeout = self.timeout(&request.agent);
+        live.push(JobEvent::Started { job: &record }.to_json(), false);
         let store = self.store.clone();
-        let summary = self
-            .catalog
-            .definition(&request.agent)
-            .and_then(|definition| definition.action(&request.action))
-            .cloned();
         let guard = FinishGuard { live: live.clone(), record: Some(record.clone()), store: store.clone() };
         tokio::spawn(async move {
             let _guard = guard;
             let _permits = permits;
             let events = live.clone();
             let mut on_event = move |event: &Event<'_>| {
-                let value = match event {
-                    // The client announces a request just before it publishes it: the publish
-                    // may still fail (the broker down), so this says `sending`, not `sent`.
+                let event = match event {
                     Event::Sent { request_id, targets } => {
-                        json!({"type": "sending", "request_id": request_id.to_string(), "targets": targets})
+                        JobEvent::Sending { request_id: *request_id, targets: *targets }
                     }
-                    Event::Reply(reply) => json!({"type": "reply", "reply": reply}),
-                    Event::Unreachable(node) => json!({"type": "unreachable", "node": node}),
-                    Event::Unexpected(reply) => json!({"type": "unexpected", "reply": reply}),
+                    Event::Reply(reply) => JobEvent::Reply { reply },
+                    Event::Unreachable(node) => JobEvent::Unreachable { node },
+                    Event::Unexpected(reply) => JobEvent::Unexpected { reply },
                     _ => return,
                 };
-                events.push(value, false);
+                events.push(event.to_json(), false);
             };
             let targets = Targets::Nodes(targets);
-            let result = client.call(&spec, &targets, timeout, None, &mut on_event).await;
+            let result = client.call_prepared(&prepared, &targets, &mut on_event).await;
             let mut record = record;
             record.finished_ms = Some(now_ms());
             match result {
-                Ok(mut outcome) => {
-                    if let Some(action) = &summary {
-                        let outputs: Vec<&Map<String, Value>> = outcome
-                            .replies
-                            .iter()
-                            .filter(|reply| reply.is_ok())
-                            .map(|reply| &reply.data)
-                            .collect();
-                        outcome.aggregates = action.summarize(&outputs);
-                    }
+                Ok(outcome) => {
                     record.state = "finished".to_owned();
                     record.outcome = outcome_json(&outcome);
                 }
@@ -447,7 +437,7 @@ impl Jobs {
             if let Err(error) = store.call(move |store| store.save_job(&saved)).await {
                 warn!(job = %record.id, %error, "cannot record the finished job");
             }
-            live.push(json!({"type": "finished", "job": record}), true);
+            live.push(JobEvent::Finished { job: &record }.to_json(), true);
         });
         Ok(id)
     }
@@ -494,18 +484,9 @@ fn evict_finished(jobs: &mut VecDeque<(String, Arc<LiveJob>)>, keep: usize) {
     });
 }
 
-/// A finished call as the page and the history show it.
+/// A finished call as the page and the history show it: the document of `baton rpc --json`.
 pub fn outcome_json(outcome: &CallOutcome) -> Value {
-    json!({
-        "request_id": outcome.request_id.to_string(),
-        "replies": outcome.replies,
-        "no_response": outcome.no_response,
-        "unreachable": outcome.unreachable,
-        "unexpected": outcome.unexpected,
-        "aggregates": outcome.aggregates,
-        "counts": outcome.counts(),
-        "total_ms": outcome.total_ms,
-    })
+    serde_json::to_value(OutcomeReport::new(outcome, None)).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{self, AllowedHosts, RequestOrigin, Sessions, Users};
-use super::jobs::{JobError, JobRequest, Jobs, Requester};
+use super::jobs::{JobError, JobEvent, JobRequest, Jobs, Requester};
 use super::registry::Registry;
 use super::store::Store;
 use crate::protocol::filter::{Filter, FilterSpec};
@@ -410,7 +410,7 @@ async fn job_events(
             .await
             .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job {id}")))?;
-        let event = json!({"type": "finished", "job": job});
+        let event = JobEvent::Finished { job: &job }.to_json();
         let once = futures_util::stream::once(async move {
             Ok::<_, Infallible>(SseEvent::default().data(event.to_string()))
         });

@@ -242,6 +242,14 @@ function followJob(id, onEvent) {
   });
 }
 
+// A finished job's counts and total time: the outcome's `stats`, as `baton rpc --json` has them
+// (history recorded by an earlier version kept them as `counts` and `total_ms`).
+function outcomeStats(outcome) {
+  if (!outcome) return null;
+  if (outcome.stats) return outcome.stats;
+  return outcome.counts ? { ...outcome.counts, total_ms: outcome.total_ms } : null;
+}
+
 // A live result view: one row per node as replies arrive, then aggregates and silent nodes.
 function jobView(container, title) {
   container.hidden = false;
@@ -287,14 +295,14 @@ function jobView(container, title) {
   function finish(job) {
     container.dataset.state = job.state;
     const outcome = job.outcome;
-    if (job.state !== "finished" || !outcome || !outcome.counts) {
+    const counts = outcomeStats(outcome);
+    if (job.state !== "finished" || !counts) {
       // failed, abandoned (the console stopped while it ran), or still running in an old record
       counter.textContent = job.state;
       footer.append(el("p", { class: "error", text: (outcome && outcome.error) || `the job is ${job.state}` }));
       return;
     }
-    const counts = outcome.counts;
-    counter.textContent = `${counts.ok} OK, ${counts.failed} failed, ${counts.no_response} no response, of ${counts.targeted} in ${outcome.total_ms} ms`;
+    counter.textContent = `${counts.ok} OK, ${counts.failed} failed, ${counts.no_response} no response, of ${counts.targeted} in ${counts.total_ms} ms`;
     bar.style.width = "100%";
     const aggregates = Object.entries(outcome.aggregates || {});
     if (aggregates.length) {
@@ -305,7 +313,7 @@ function jobView(container, title) {
     for (const node of silent) {
       rows.append(el("tr", { dataset: { node, status: "no-response" } },
         el("td", { text: node }), el("td", { class: "failed", text: "no response" }),
-        el("td", { class: "muted", text: `nothing within ${Math.round(outcome.total_ms / 1000)} s` }), el("td")));
+        el("td", { class: "muted", text: `nothing within ${Math.round(counts.total_ms / 1000)} s` }), el("td")));
     }
     footer.append(el("p", { class: silent.length ? "silent no-response" : "muted no-response" },
       silent.length ? `No response from: ${silent.join(", ")}` : "Every targeted node answered."));
@@ -681,7 +689,7 @@ async function loadHistory() {
   const body = $("history-table").querySelector("tbody");
   body.replaceChildren();
   for (const job of data.jobs) {
-    const counts = job.outcome && job.outcome.counts;
+    const counts = outcomeStats(job.outcome);
     const error = job.outcome && job.outcome.error;
     const outcome = job.state === "finished" && counts
       ? `${counts.ok} OK, ${counts.failed} failed, ${counts.no_response} no response`

@@ -227,6 +227,20 @@ impl Filter {
     }
 }
 
+/// The empty filter: it matches every node.
+impl Default for Filter {
+    fn default() -> Filter {
+        Filter {
+            spec: FilterSpec::default(),
+            identities: Vec::new(),
+            classes: Vec::new(),
+            facts: Vec::new(),
+            agents: Vec::new(),
+            selects: Vec::new(),
+        }
+    }
+}
+
 /// Explains the filter in words; see [`Filter::describe`].
 impl fmt::Display for Filter {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {

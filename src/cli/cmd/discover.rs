@@ -1,0 +1,19 @@
+//! `baton discover` (alias `find`): the nodes a filter matches, one per line or as JSON that
+//! `baton rpc --dm stdin` takes back.
+
+use crate::cli::args::{Cli, DiscoveryArgs, FilterArgs, OutputArgs};
+use crate::cli::exit::{Exit, Failure};
+use crate::cli::render::Renderer;
+use crate::cli::targets::{Found, connect_and_find};
+
+pub async fn run(
+    cli: &Cli,
+    filter_args: &FilterArgs,
+    discovery: &DiscoveryArgs,
+    output: &OutputArgs,
+) -> Result<Exit, Failure> {
+    let Found { client, discovered, .. } = connect_and_find(cli, filter_args, discovery).await?;
+    client.close().await;
+    Renderer::new(output, cli.verbose).discovered(&discovered);
+    Ok(if discovered.nodes.is_empty() { Exit::NothingMatched } else { Exit::Ok })
+}
