@@ -237,6 +237,7 @@ impl Default for Filter {
             facts: Vec::new(),
             agents: Vec::new(),
             selects: Vec::new(),
+            compile_cost: 0,
         }
     }
 }
