@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton::agents::resource::{parse_dpkg_status, parse_group, parse_hosts, parse_passwd};
-use baton::agents::{ActionContext, AgentRegistry};
+use baton::agents::{ActionContext, ActionOutcome, Agent, AgentRegistry, Call};
 use baton::node::facts::{Classes, Facts, NodeInventory};
 use baton::node::pipeline::{NodeSnapshot, Pipeline, PipelineSettings};
 use baton::node::policy::{Authorization, Policy};
@@ -308,4 +308,197 @@ fn the_pipeline_proves_callers_then_authorizes_then_validates() {
         undeclared.status_message
     );
     assert_eq!(counter("invalid_input"), 2);
+}
+
+// ---- files the node trusts (issue 12, findings 6 and 9) ------------------------------------
+
+/// Runs one action of `agent` the way the node does, with a minimal context.
+fn call_agent(agent: &dyn Agent, action: &str, data: Value) -> ActionOutcome {
+    let stats = Arc::new(Stats::default());
+    let context = ActionContext {
+        identity: "web01".to_owned(),
+        collectives: vec!["baton".to_owned()].into(),
+        facts: Arc::new(serde_json::Map::new()),
+        classes: Vec::new().into(),
+        agents: Vec::new().into(),
+        stats,
+    };
+    let data = data.as_object().cloned().unwrap_or_default();
+    let call =
+        Call { action, data: &data, request_id: new_request_id(), caller: "user=tester", sender: "tester" };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(agent.call(call, &context))
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The uid of `nobody`: a user who is neither root nor the test's own user.
+const NOBODY: u32 = 65534;
+
+fn chown_nobody(path: &Path) {
+    assert_eq!(
+        std::fs::metadata("/proc/self").map(|metadata| std::os::unix::fs::MetadataExt::uid(&metadata)).ok(),
+        Some(0),
+        "these tests give files to nobody, which needs root (CI runs them as root)"
+    );
+    std::os::unix::fs::chown(path, Some(NOBODY), None).expect("chown nobody");
+}
+
+/// An external agent `hello` in `dir/agents/hello` that answers `greet`.
+fn write_hello_agent(dir: &Path) -> std::path::PathBuf {
+    let agents = dir.join("agents");
+    let hello = agents.join("hello");
+    std::fs::create_dir_all(&hello).expect("agent dir");
+    chmod(&agents, 0o755);
+    chmod(&hello, 0o755);
+    std::fs::write(
+        hello.join("definition.json"),
+        r#"{"metadata": {"name": "hello", "description": "says hello", "author": "t", "version": "1",
+            "license": "MIT", "url": "https://example.com", "timeout": 10},
+            "actions": {"greet": {"description": "greets", "inputs": {},
+            "outputs": {"greeting": {"description": "the greeting", "display_as": "Greeting"}}}}}"#,
+    )
+    .expect("definition");
+    chmod(&hello.join("definition.json"), 0o644);
+    std::fs::write(hello.join("agent"), "#!/bin/sh\necho '{\"data\": {\"greeting\": \"hello\"}}'\n")
+        .expect("agent");
+    chmod(&hello.join("agent"), 0o755);
+    agents
+}
+
+fn load_external(agents: &Path) -> (Vec<baton::agents::external::ExternalAgent>, Vec<String>) {
+    baton::agents::external::load_dir(agents, Arc::new(tokio::sync::Semaphore::new(2)))
+}
+
+/// Regression (finding 6): only "others may write" was checked, so an agent owned by nobody,
+/// a group-writable one, or one in a directory anyone may change was loaded and run as root.
+#[test]
+fn external_agents_whose_files_others_could_change_are_not_loaded() {
+    type Spoil = fn(&Path);
+    let cases: [(&str, Spoil, &str); 5] = [
+        ("executable owned by nobody", |agents| chown_nobody(&agents.join("hello/agent")), "chown root"),
+        ("group-writable executable", |agents| chmod(&agents.join("hello/agent"), 0o775), "chmod go-w"),
+        (
+            "group-writable definition",
+            |agents| chmod(&agents.join("hello/definition.json"), 0o664),
+            "chmod go-w",
+        ),
+        ("agent directory writable by all", |agents| chmod(&agents.join("hello"), 0o777), "chmod go-w"),
+        ("agents directory owned by nobody", |agents| chown_nobody(agents), "chown root"),
+    ];
+    for (case, spoil, fix) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agents = write_hello_agent(dir.path());
+        let (loaded, problems) = load_external(&agents);
+        assert_eq!(loaded.len(), 1, "{case}: the untouched agent loads: {problems:?}");
+        spoil(&agents);
+        let (loaded, problems) = load_external(&agents);
+        assert!(loaded.is_empty(), "{case}: loaded anyway");
+        let problem = problems.join("\n");
+        assert!(problem.contains("is not trusted") && problem.contains(fix), "{case}: {problem}");
+    }
+}
+
+/// Regression (finding 6): files were checked only at load; an agent replaced after load by
+/// someone who could write it ran as root.
+#[test]
+fn an_external_agent_is_checked_again_before_every_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = write_hello_agent(dir.path());
+    let (mut loaded, problems) = load_external(&agents);
+    let agent = loaded.pop().unwrap_or_else(|| panic!("loads: {problems:?}"));
+    let ran = call_agent(&agent, "greet", json!({}));
+    assert_eq!(ran.status, StatusCode::Ok, "{ran:?}");
+    assert_eq!(ran.data["greeting"], "hello");
+
+    let executable = agents.join("hello/agent");
+    std::fs::write(&executable, "#!/bin/sh\ntouch pwned\necho '{\"data\": {\"greeting\": \"owned\"}}'\n")
+        .expect("replace");
+    chown_nobody(&executable);
+    let refused = call_agent(&agent, "greet", json!({}));
+    assert_eq!(refused.status, StatusCode::UnknownError, "{refused:?}");
+    assert!(
+        refused.message.contains("agent hello not run") && refused.message.contains("owned by uid 65534"),
+        "{}",
+        refused.message
+    );
+    assert!(!agents.join("hello/pwned").exists(), "the replaced program ran");
+
+    std::os::unix::fs::chown(&executable, Some(0), None).expect("chown root");
+    chmod(&agents.join("hello"), 0o777);
+    let refused = call_agent(&agent, "greet", json!({}));
+    assert!(refused.message.contains("chmod go-w"), "{}", refused.message);
+    assert!(!agents.join("hello/pwned").exists(), "the replaced program ran");
+}
+
+/// Regression (finding 9): a private key of mode 0640 was accepted although the documentation
+/// says a key group or others can read is refused. The PSK is as secret.
+#[test]
+fn secret_keys_readable_by_group_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = baton::security::ed25519::generate("user=alice");
+    let key = dir.path().join("alice.key");
+    std::fs::write(&key, &private).expect("write");
+    let trusted = dir.path().join("trusted");
+    std::fs::create_dir(&trusted).expect("dir");
+    std::fs::write(trusted.join("alice.pub"), &public).expect("write");
+    for mode in [0o640, 0o604, 0o660] {
+        chmod(&key, mode);
+        let error = Ed25519::load(&key, &trusted).expect_err("group or others may read it").to_string();
+        assert!(error.contains(&format!("has mode {mode:o}")) && error.contains("chmod 600"), "{error}");
+    }
+    chmod(&key, 0o600);
+    Ed25519::load(&key, &trusted).expect("mode 600 loads");
+
+    let psk = dir.path().join("psk");
+    std::fs::write(&psk, "9f8e7d6c5b4a39281706f5e4d3c2b1a0\n").expect("write");
+    chmod(&psk, 0o640);
+    let error = baton::security::Psk::from_file(&psk).expect_err("group-readable PSK").to_string();
+    assert!(error.contains("PSK file") && error.contains("chmod 600"), "{error}");
+    chmod(&psk, 0o600);
+    baton::security::Psk::from_file(&psk).expect("mode 600 loads");
+}
+
+/// Regression (finding 6 for keys and policies): a trusted key, a private key or a policy in
+/// a directory others may change, or owned by another user, was accepted.
+#[test]
+fn keys_and_policies_others_could_change_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = baton::security::ed25519::generate("user=alice");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("dir");
+    chmod(&keys, 0o755);
+    let key = keys.join("alice.key");
+    std::fs::write(&key, &private).expect("write");
+    chmod(&key, 0o600);
+    let trusted = dir.path().join("trusted");
+    std::fs::create_dir(&trusted).expect("dir");
+    chmod(&trusted, 0o755);
+    std::fs::write(trusted.join("alice.pub"), &public).expect("write");
+    chmod(&trusted.join("alice.pub"), 0o644);
+    Ed25519::load(&key, &trusted).expect("trusted files load");
+
+    chmod(&keys, 0o775);
+    let error = Ed25519::load(&key, &trusted).expect_err("key in a group-writable dir").to_string();
+    assert!(error.contains(&format!("chmod go-w {}", keys.display())), "{error}");
+    chmod(&keys, 0o755);
+
+    chown_nobody(&trusted.join("alice.pub"));
+    let error = Ed25519::load(&key, &trusted).expect_err("a trusted key owned by nobody").to_string();
+    assert!(error.contains("trusted public key") && error.contains("chown root"), "{error}");
+
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).expect("dir");
+    chmod(&policies, 0o755);
+    std::fs::write(policies.join("rpcutil.policy"), "policy default deny\n").expect("write");
+    chmod(&policies.join("rpcutil.policy"), 0o664);
+    let config =
+        baton::config::AuthorizationConfig { policy_dir: Some(policies.clone()), ..Default::default() };
+    let error = Authorization::load(&config).map(|_| ()).expect_err("group-writable policy").to_string();
+    assert!(error.contains("policy file") && error.contains("chmod go-w"), "{error}");
+    chmod(&policies.join("rpcutil.policy"), 0o644);
+    Authorization::load(&config).expect("a trusted policy loads");
 }

@@ -16,9 +16,11 @@
 //! The submodules: [`psk`] (the pre-shared key and its HMAC), [`ed25519`] (per-party keys and
 //! the directory of trusted public keys), [`freshness`] (request age and
 //! ttl), [`replay`] (the bounded window of request ids seen) and [`tls`] (rustls client
-//! configuration and handshake error explanations). Everything here is synchronous.
+//! configuration and handshake error explanations). [`file_trust`] decides whether a key,
+//! policy or agent file on disk may be trusted. Everything here is synchronous.
 
 pub mod ed25519;
+pub mod file_trust;
 pub mod freshness;
 pub mod psk;
 pub mod replay;
