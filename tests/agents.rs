@@ -502,3 +502,31 @@ fn keys_and_policies_others_could_change_are_refused() {
     chmod(&policies.join("rpcutil.policy"), 0o644);
     Authorization::load(&config).expect("a trusted policy loads");
 }
+
+// ---- the puppet agent (issue 12, finding 1) -------------------------------------------------
+
+/// Regression (finding 1): tags went to Puppet as their own argument after `--tags`, and the
+/// agent itself checked neither tags nor message; only the definition stood between a caller
+/// and Puppet's options. The agent now refuses both before running anything (no Puppet is
+/// needed to see that: the checks come first).
+#[test]
+fn the_puppet_agent_refuses_tags_and_messages_that_are_not_plain_values() {
+    let puppet = baton::agents::puppet::Puppet::new(baton::agents::puppet::PuppetSettings {
+        command: "/nonexistent/puppet".into(),
+        ..Default::default()
+    });
+    for tags in ["--noop", "-d", "web,--noop", "a,,b", "a b", "tag=x"] {
+        let refused = call_agent(&puppet, "runonce", json!({ "tags": tags }));
+        assert_eq!(refused.status, StatusCode::InvalidData, "{tags:?}: {refused:?}");
+        assert!(refused.message.contains("are not Puppet tags"), "{}", refused.message);
+    }
+    for message in ["two\nlines", "bell\u{7}", "nul\u{0}"] {
+        let refused = call_agent(&puppet, "disable", json!({ "message": message }));
+        assert_eq!(refused.status, StatusCode::InvalidData, "{message:?}: {refused:?}");
+        assert!(refused.message.contains("control characters"), "{}", refused.message);
+    }
+    // Valid tags get as far as running Puppet, which is missing here.
+    let ran = call_agent(&puppet, "runonce", json!({ "tags": "web,nginx::config,_x.y-z" }));
+    assert_eq!(ran.status, StatusCode::Aborted, "{ran:?}");
+    assert!(ran.message.contains("is Puppet installed?"), "{}", ran.message);
+}
