@@ -530,3 +530,94 @@ fn the_puppet_agent_refuses_tags_and_messages_that_are_not_plain_values() {
     assert_eq!(ran.status, StatusCode::Aborted, "{ran:?}");
     assert!(ran.message.contains("is Puppet installed?"), "{}", ran.message);
 }
+
+// ---- package names (issue 12, finding 2) ---------------------------------------------------
+
+fn installed_version(package: &str) -> Option<String> {
+    let output = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Abbrev} ${Version}", "--", package])
+        .output()
+        .expect("dpkg-query runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.strip_prefix("ii  ").map(str::to_owned)
+}
+
+/// Names apt would read as something else: a marker, an option, a pattern, a glob, or (not
+/// being exactly a package) a regular expression.
+const NOT_PACKAGE_NAMES: &[(&str, &str)] = &[
+    // First, so that the check before the fix only ever ran apt-get on this one: "install
+    // hello-" means "remove hello", which is not installed here.
+    ("hello-", "is not a Debian package name"),
+    ("zz-no-such-package-baton", "apt knows no package named exactly"),
+    ("--version", "is not a Debian package name"),
+    ("-o", "is not a Debian package name"),
+    ("c*rl", "is not a Debian package name"),
+    ("?name(curl)", "is not a Debian package name"),
+    ("~ncurl", "is not a Debian package name"),
+    ("cur[l]", "is not a Debian package name"),
+    ("curl/stable", "is not a Debian package name"),
+    ("Curl", "is not a Debian package name"),
+    ("c", "is not a Debian package name"),
+    ("curl:", "is not a Debian package name"),
+    ("cur.", "apt knows no package named exactly"),
+    ("curl+", "apt knows no package named exactly"),
+];
+
+/// Regression (finding 2): the name rule let a trailing `-` or `+` through ("install curl-"
+/// removed curl) and apt-get retried a name that is not exactly a package as a pattern.
+#[test]
+fn package_names_apt_would_read_as_instructions_are_refused() {
+    assert_eq!(installed_version("hello"), None, "the test needs the package hello not installed");
+    let curl_before = installed_version("curl");
+    let package = baton::agents::package::Package::new();
+    for (name, fragment) in NOT_PACKAGE_NAMES {
+        // Each "exactly a package" check asks apt-cache, which takes seconds: once is enough.
+        let actions: &[&str] = if fragment.starts_with("apt knows") {
+            &["install"]
+        } else {
+            &["install", "update", "uninstall"]
+        };
+        for action in actions {
+            let refused = call_agent(&package, action, json!({ "package": name }));
+            assert_eq!(refused.status, StatusCode::InvalidData, "{action} {name:?}: {refused:?}");
+            assert!(refused.message.contains(fragment), "{action} {name:?}: {}", refused.message);
+        }
+    }
+    let refused = call_agent(&package, "install", json!({ "package": "curl", "version": "-1" }));
+    assert_eq!(refused.status, StatusCode::InvalidData, "{refused:?}");
+    assert!(refused.message.contains("is not a Debian version"), "{}", refused.message);
+    assert_eq!(installed_version("curl"), curl_before, "curl is as it was");
+
+    // Exact names pass, `.` and `+` included.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    for name in ["curl", "libc6:amd64", "g++", "python3.11"] {
+        baton::agents::package_name::check_name(name).unwrap_or_else(|refused| panic!("{name}: {refused:?}"));
+    }
+    for name in ["libc6:amd64", "python3.11"] {
+        runtime
+            .block_on(baton::agents::package_name::check_known(name, Duration::from_secs(60)))
+            .unwrap_or_else(|refused| panic!("{name}: {refused:?}"));
+    }
+}
+
+/// Regression (finding 2): `resource create type=package` had the same gap.
+#[test]
+fn resource_create_refuses_the_same_package_names() {
+    assert_eq!(installed_version("hello"), None, "the test needs the package hello not installed");
+    let resource = baton::agents::resource::Resource::new("/".into());
+    let syntax_and_one_unknown = NOT_PACKAGE_NAMES
+        .iter()
+        .filter(|(name, fragment)| !fragment.starts_with("apt knows") || *name == "curl+");
+    for (name, fragment) in syntax_and_one_unknown {
+        let refused =
+            call_agent(&resource, "create", json!({ "type": "package", "title": name, "properties": {} }));
+        assert_eq!(refused.status, StatusCode::InvalidData, "{name:?}: {refused:?}");
+        assert!(refused.message.contains(fragment), "{name:?}: {}", refused.message);
+    }
+    let refused = call_agent(
+        &resource,
+        "create",
+        json!({ "type": "package", "title": "curl", "properties": { "ensure": "--purge" } }),
+    );
+    assert_eq!(refused.status, StatusCode::InvalidData, "{refused:?}");
+}

@@ -16,6 +16,7 @@ pub mod catalog;
 mod command;
 pub mod external;
 pub mod package;
+pub mod package_name;
 pub mod puppet;
 pub mod resource;
 pub mod rpcutil;

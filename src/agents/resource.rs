@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::{ActionContext, ActionOutcome, Agent, BoxFuture, Call, builtin_definition, required_string};
+use super::{
+    ActionContext, ActionOutcome, Agent, BoxFuture, Call, builtin_definition, package_name, required_string,
+};
 use crate::protocol::StatusCode;
 use crate::protocol::ddl::Definition;
 
@@ -406,8 +408,12 @@ impl Resource {
         wanted: &Properties,
         timeout: Duration,
     ) -> Result<bool, ActionOutcome> {
+        package_name::check_name(name)?;
         let installed = parse_dpkg_status(&self.read("var/lib/dpkg/status")?);
         let ensure = wanted.get("ensure").and_then(Value::as_str).unwrap_or("present");
+        if !matches!(ensure, "present" | "installed" | "latest" | "absent") {
+            package_name::check_version(ensure)?;
+        }
         let current =
             installed.get(name).and_then(|properties| properties.get("ensure")).and_then(Value::as_str);
         let satisfied = match (ensure, current) {
@@ -432,8 +438,9 @@ impl Resource {
             }
             version => format!("{name}={version}"),
         };
+        package_name::check_known(name, timeout).await?;
         let mut apt = tokio::process::Command::new("apt-get");
-        apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-y", "-q", "install", &target]);
+        apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-y", "-q", "install", "--", &target]);
         let finished = super::command::run(apt, b"", timeout, 256 * 1024)
             .await
             .map_err(|error| aborted(format!("cannot install {target}: {error}")))?;
@@ -448,8 +455,9 @@ impl Resource {
     }
 
     async fn remove_package(&self, name: &str, timeout: Duration) -> Result<bool, ActionOutcome> {
+        package_name::check_known(name, timeout).await?;
         let mut apt = tokio::process::Command::new("apt-get");
-        apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-y", "-q", "remove", name]);
+        apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-y", "-q", "remove", "--", name]);
         let finished = super::command::run(apt, b"", timeout, 256 * 1024)
             .await
             .map_err(|error| aborted(format!("cannot remove {name}: {error}")))?;
