@@ -621,3 +621,46 @@ fn resource_create_refuses_the_same_package_names() {
     );
     assert_eq!(refused.status, StatusCode::InvalidData, "{refused:?}");
 }
+
+// ---- the service agent (issue 12, finding 13) -----------------------------------------------
+
+/// Regression (finding 13): the service agent started any unit, `reboot.target` and
+/// `poweroff.target` included. Only services may now be started, stopped or restarted.
+#[test]
+fn the_service_agent_changes_services_only() {
+    let service = baton::agents::service::Service::new();
+    let refused_units = [
+        ("reboot.target", "is a .target unit"),
+        ("poweroff.target", "is a .target unit"),
+        ("multi-user.target", "is a .target unit"),
+        ("ssh.socket", "is a .socket unit"),
+        ("apt-daily.timer", "is a .timer unit"),
+        ("home.mount", "is a .mount unit"),
+        ("reboot.target.service", "is a .target unit"),
+        ("reboot", "stops, reboots or suspends the machine"),
+        ("systemd-poweroff", "stops, reboots or suspends the machine"),
+        ("systemd-reboot.service", "stops, reboots or suspends the machine"),
+        ("halt", "stops, reboots or suspends the machine"),
+        ("sendsigs", "stops, reboots or suspends the machine"),
+        ("-.slice", "starts with a letter or digit"),
+    ];
+    for (unit, fragment) in refused_units {
+        for action in ["start", "stop", "restart"] {
+            let refused = call_agent(&service, action, json!({ "service": unit }));
+            assert_eq!(refused.status, StatusCode::InvalidData, "{action} {unit}: {refused:?}");
+            assert!(
+                refused.message.contains(fragment) && refused.message.contains("services only"),
+                "{action} {unit}: {}",
+                refused.message
+            );
+        }
+    }
+    // A service by either spelling goes on to the service manager (none here: no such service).
+    for unit in ["baton-no-such-service", "baton-no-such-service.service", "getty@tty1"] {
+        let tried = call_agent(&service, "start", json!({ "service": unit }));
+        assert_ne!(tried.status, StatusCode::InvalidData, "{unit}: {tried:?}");
+    }
+    // Asking about a target changes nothing and stays allowed.
+    let status = call_agent(&service, "status", json!({ "service": "reboot.target" }));
+    assert_ne!(status.status, StatusCode::InvalidData, "{status:?}");
+}
