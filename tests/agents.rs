@@ -664,3 +664,100 @@ fn the_service_agent_changes_services_only() {
     let status = call_agent(&service, "status", json!({ "service": "reboot.target" }));
     assert_ne!(status.status, StatusCode::InvalidData, "{status:?}");
 }
+
+// ---- the resource agent's root (issue 12, finding 4) ----------------------------------------
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n";
+const HOST_PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nhostonly:x:1200:1200::/home/hostonly:/bin/sh\n";
+
+/// A resource root `dir/root` with an `etc/passwd`, and a "host" tree `dir/host` outside it.
+fn resource_tree() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    let host = dir.path().join("host");
+    std::fs::create_dir_all(root.join("etc")).expect("root/etc");
+    std::fs::create_dir_all(host.join("etc")).expect("host/etc");
+    std::fs::write(root.join("etc/passwd"), PASSWD).expect("passwd");
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").expect("group");
+    std::fs::write(host.join("etc/passwd"), HOST_PASSWD).expect("host passwd");
+    std::fs::write(host.join("etc/group"), "root:x:0:\n").expect("host group");
+    (dir, root, host)
+}
+
+fn create_deploy_user(resource: &baton::agents::resource::Resource) -> ActionOutcome {
+    call_agent(
+        resource,
+        "create",
+        json!({"type": "user", "title": "deploy", "properties": {"uid": 1500, "gid": 1500, "shell": "/bin/bash"}}),
+    )
+}
+
+/// Regression (finding 4): `write_replacing` wrote through a planted `etc/.passwd.baton-new`
+/// link, to a file outside the root (for a container's tree, a file on the host).
+#[test]
+fn a_planted_temporary_link_is_replaced_not_written_through() {
+    let (_dir, root, host) = resource_tree();
+    std::os::unix::fs::symlink(host.join("etc/passwd"), root.join("etc/.passwd.baton-new")).expect("plant");
+    let resource = baton::agents::resource::Resource::new(root.clone());
+    let created = create_deploy_user(&resource);
+    assert_eq!(created.status, StatusCode::Ok, "{created:?}");
+    assert_eq!(std::fs::read_to_string(host.join("etc/passwd")).expect("host passwd"), HOST_PASSWD);
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).expect("passwd");
+    assert!(passwd.contains("deploy:x:1500:1500"), "{passwd}");
+    assert!(!root.join("etc/.passwd.baton-new").exists(), "no temporary left behind");
+}
+
+/// Regression (finding 4): a linked `etc`, or a linked `etc/passwd`, was followed out of the
+/// root on reads (and on writes, for `etc`). Both are now refused, naming the link.
+#[test]
+fn links_on_the_way_to_a_resource_file_are_refused() {
+    type Plant = fn(&Path, &Path);
+    let plants: [(&str, Plant, &str); 2] = [
+        (
+            "linked etc",
+            |root, host| {
+                std::fs::remove_dir_all(root.join("etc")).expect("rm etc");
+                std::os::unix::fs::symlink(host.join("etc"), root.join("etc")).expect("plant");
+            },
+            "/etc is a symbolic link",
+        ),
+        (
+            "linked etc/passwd",
+            |root, host| {
+                std::fs::remove_file(root.join("etc/passwd")).expect("rm passwd");
+                std::os::unix::fs::symlink(host.join("etc/passwd"), root.join("etc/passwd")).expect("plant");
+            },
+            "/etc/passwd is a symbolic link",
+        ),
+    ];
+    for (case, plant, fragment) in plants {
+        let (_dir, root, host) = resource_tree();
+        plant(&root, &host);
+        let resource = baton::agents::resource::Resource::new(root.clone());
+        let find = call_agent(&resource, "find", json!({"type": "user", "title": "hostonly"}));
+        assert_eq!(find.status, StatusCode::Aborted, "{case}: read through the link: {find:?}");
+        assert!(find.message.contains(fragment), "{case}: {}", find.message);
+        let search = call_agent(&resource, "search", json!({"type": "user"}));
+        assert_eq!(search.status, StatusCode::Aborted, "{case}: {search:?}");
+        let created = create_deploy_user(&resource);
+        assert_eq!(created.status, StatusCode::Aborted, "{case}: {created:?}");
+        assert!(created.message.contains(fragment), "{case}: {}", created.message);
+        assert_eq!(std::fs::read_to_string(host.join("etc/passwd")).expect("host"), HOST_PASSWD, "{case}");
+    }
+}
+
+/// A rewritten file keeps its mode and its owner and group (etc/shadow is root:shadow 0640).
+#[test]
+fn a_rewritten_resource_file_keeps_mode_and_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let (_dir, root, _host) = resource_tree();
+    std::fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").expect("shadow");
+    chmod(&root.join("etc/shadow"), 0o640);
+    std::os::unix::fs::chown(root.join("etc/shadow"), Some(0), Some(42)).expect("chown");
+    let resource = baton::agents::resource::Resource::new(root.clone());
+    let created = create_deploy_user(&resource);
+    assert_eq!(created.status, StatusCode::Ok, "{created:?}");
+    let shadow = std::fs::metadata(root.join("etc/shadow")).expect("shadow");
+    assert_eq!((shadow.mode() & 0o7777, shadow.uid(), shadow.gid()), (0o640, 0, 42));
+    assert!(std::fs::read_to_string(root.join("etc/shadow")).expect("read").contains("deploy:!:"));
+}

@@ -19,6 +19,7 @@ pub mod package;
 pub mod package_name;
 pub mod puppet;
 pub mod resource;
+pub mod rooted;
 pub mod rpcutil;
 pub mod service;
 
