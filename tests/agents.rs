@@ -761,3 +761,95 @@ fn a_rewritten_resource_file_keeps_mode_and_owner() {
     assert_eq!((shadow.mode() & 0o7777, shadow.uid(), shadow.gid()), (0o640, 0, 42));
     assert!(std::fs::read_to_string(root.join("etc/shadow")).expect("read").contains("deploy:!:"));
 }
+
+// ---- what resource create may change (issue 12, finding 5) ----------------------------------
+
+const ACCOUNTS_PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\nalice:x:1001:1001:Alice:/home/alice:/bin/sh\n";
+const ACCOUNTS_GROUP: &str = "root:x:0:\nsudo:x:27:\nalice:x:1001:\n";
+
+fn accounts_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("etc")).expect("etc");
+    std::fs::write(dir.path().join("etc/passwd"), ACCOUNTS_PASSWD).expect("passwd");
+    std::fs::write(dir.path().join("etc/group"), ACCOUNTS_GROUP).expect("group");
+    dir
+}
+
+fn create(
+    resource: &baton::agents::resource::Resource,
+    kind: &str,
+    title: &str,
+    properties: Value,
+) -> ActionOutcome {
+    call_agent(resource, "create", json!({"type": kind, "title": title, "properties": properties}))
+}
+
+/// Regression (finding 5): `resource create` accepted uid and gid 0, rewrote existing system
+/// accounts (root's shell became /tmp/x) and took NUL bytes in text fields: it amounted to
+/// root. By default it now refuses each, saying which node setting would allow it.
+#[test]
+fn resource_create_refuses_root_ids_system_accounts_and_control_characters() {
+    let dir = accounts_tree();
+    let resource = baton::agents::resource::Resource::new(dir.path().to_owned());
+    let refusals = [
+        ("user", "mallory", json!({"uid": 0}), "uid 0 is root's"),
+        ("user", "mallory", json!({"gid": 0}), "gid 0 is root's"),
+        ("user", "alice", json!({"uid": 0}), "uid 0 is root's"),
+        ("user", "root", json!({"shell": "/tmp/x"}), "user root is a system user"),
+        ("user", "daemon", json!({"shell": "/bin/sh"}), "user daemon is a system user"),
+        ("user", "mallory", json!({"uid": 5}), "uid 5 is a system id"),
+        ("user", "alice", json!({"gid": 27}), "gid 27 is a system id"),
+        ("user", "sudo", json!({}), "gid 27 is a system id"),
+        ("group", "sudo", json!({"members": ["alice"]}), "group sudo is a system group"),
+        ("group", "wheel2", json!({"gid": 0}), "gid 0 is root's"),
+        ("user", "mallory", json!({"comment": "a\u{0}b"}), "holds control characters"),
+        ("user", "mallory", json!({"shell": "/bin/sh\u{1b}[2J"}), "holds control characters"),
+        ("user", "alice", json!({"home": "/home/\u{7f}"}), "holds control characters"),
+    ];
+    for (kind, title, properties, fragment) in refusals {
+        let refused = create(&resource, kind, title, properties.clone());
+        assert_eq!(refused.status, StatusCode::InvalidData, "{kind} {title} {properties}: {refused:?}");
+        assert!(refused.message.contains(fragment), "{kind} {title} {properties}: {}", refused.message);
+        assert!(refused.message.contains("agents.resource."), "names the setting: {}", refused.message);
+    }
+    assert_eq!(std::fs::read_to_string(dir.path().join("etc/passwd")).expect("passwd"), ACCOUNTS_PASSWD);
+    assert_eq!(std::fs::read_to_string(dir.path().join("etc/group")).expect("group"), ACCOUNTS_GROUP);
+
+    // Regular accounts stay open, and re-creating a system account exactly as it is changes
+    // nothing, so cloning identical accounts still works.
+    let ok = create(&resource, "user", "alice", json!({"shell": "/bin/bash", "comment": "Alice Liddell"}));
+    assert_eq!((ok.status, ok.data.get("changed")), (StatusCode::Ok, Some(&json!(true))), "{ok:?}");
+    let ok = create(&resource, "user", "bob", json!({"uid": 1500, "gid": 1500}));
+    assert_eq!(ok.status, StatusCode::Ok, "{ok:?}");
+    let same = create(&resource, "user", "root", json!({"uid": 0, "gid": 0, "shell": "/bin/bash"}));
+    assert_eq!((same.status, same.data.get("changed")), (StatusCode::Ok, Some(&json!(false))), "{same:?}");
+}
+
+#[test]
+fn the_node_configuration_can_lift_each_resource_limit() {
+    let dir = accounts_tree();
+    let limits = baton::agents::resource::ResourceLimits {
+        first_regular_id: 500,
+        allow_root_ids: true,
+        allow_system_accounts: true,
+        allow_control_characters: true,
+    };
+    let resource = baton::agents::resource::Resource::with_limits(dir.path().to_owned(), limits);
+    for (kind, title, properties) in [
+        ("user", "toor", json!({"uid": 0, "gid": 0})),
+        ("user", "root", json!({"shell": "/bin/zsh"})),
+        ("group", "sudo", json!({"members": ["alice"]})),
+        ("user", "svc", json!({"uid": 600, "comment": "tab\there"})),
+    ] {
+        let done = create(&resource, kind, title, properties.clone());
+        assert_eq!(done.status, StatusCode::Ok, "{kind} {title} {properties}: {done:?}");
+    }
+    let passwd = std::fs::read_to_string(dir.path().join("etc/passwd")).expect("passwd");
+    assert!(passwd.contains("toor:x:0:0:") && passwd.contains("root:x:0:0:root:/root:/bin/zsh"), "{passwd}");
+    // The boundary is the node's: 600 is regular at 500, 450 is not.
+    let limits = baton::agents::resource::ResourceLimits { first_regular_id: 500, ..Default::default() };
+    let resource = baton::agents::resource::Resource::with_limits(dir.path().to_owned(), limits);
+    assert_eq!(create(&resource, "user", "svc", json!({"shell": "/bin/sh"})).status, StatusCode::Ok);
+    let refused = create(&resource, "user", "svc2", json!({"uid": 450}));
+    assert!(refused.message.contains("uid 450 is a system id (below 500)"), "{}", refused.message);
+}

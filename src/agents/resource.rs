@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+pub use super::resource_limits::ResourceLimits;
 use super::rooted::Rooted;
 use super::{
     ActionContext, ActionOutcome, Agent, BoxFuture, Call, builtin_definition, package_name, required_string,
@@ -44,15 +45,22 @@ const UNIT_DIRS: &[&str] = &["etc/systemd/system", "lib/systemd/system", "usr/li
 pub struct Resource {
     definition: Arc<Definition>,
     tree: Rooted,
+    limits: ResourceLimits,
     /// One change at a time: two creates must not both read, then both write, `etc/passwd`.
     writing: tokio::sync::Mutex<()>,
 }
 
 impl Resource {
+    /// The agent on `root` with the default limits on `create`.
     pub fn new(root: PathBuf) -> Resource {
+        Resource::with_limits(root, ResourceLimits::default())
+    }
+
+    pub fn with_limits(root: PathBuf, limits: ResourceLimits) -> Resource {
         Resource {
             definition: builtin_definition("resource"),
             tree: Rooted::new(root),
+            limits,
             writing: tokio::sync::Mutex::new(()),
         }
     }
@@ -259,6 +267,24 @@ impl Resource {
         if current.as_ref() == Some(&properties) {
             return Ok(false);
         }
+        // The limits apply to changes only: re-creating an account exactly as it is (a clone
+        // of identical root accounts) changes nothing and is not refused.
+        if let Some(current) = &current {
+            self.limits.check_change("user", name, current.get("uid").and_then(Value::as_u64))?;
+        }
+        for (key, value) in wanted {
+            if let Some(text) = value.as_str() {
+                self.limits.check_text(key, text)?;
+            }
+        }
+        // Ids given are checked; a new account's are checked even when not given, since one
+        // named after a system group gets that group's gid (a user "sudo" in group sudo).
+        for key in ["uid", "gid"] {
+            if current.is_none() || wanted.contains_key(key) {
+                let id = properties.get(key).and_then(Value::as_u64).unwrap_or_default();
+                self.limits.check_id(name, key, id)?;
+            }
+        }
         let line = format!(
             "{name}:x:{}:{}:{}:{}:{}",
             properties.get("uid").and_then(Value::as_u64).unwrap_or_default(),
@@ -319,6 +345,14 @@ impl Resource {
         }
         if current.as_ref() == Some(&properties) {
             return Ok(false);
+        }
+        if let Some(current) = &current {
+            self.limits.check_change("group", name, current.get("gid").and_then(Value::as_u64))?;
+        }
+        if let Some(gid) = properties.get("gid").and_then(Value::as_u64)
+            && (current.is_none() || wanted.contains_key("gid"))
+        {
+            self.limits.check_id(name, "gid", gid)?;
         }
         let members: Vec<String> = properties
             .get("members")

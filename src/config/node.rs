@@ -111,6 +111,9 @@ pub struct AgentsConfig {
     /// The root directory the `resource` agent reads and writes: `/`, or a container's tree.
     #[serde(default = "default_resource_root")]
     pub resource_root: PathBuf,
+    /// The `[agents.resource]` table: what `resource create` may change (docs/OPERATIONS.md).
+    #[serde(default)]
+    pub resource: crate::agents::resource::ResourceLimits,
     /// How the `puppet` agent runs Puppet.
     #[serde(default)]
     pub puppet: PuppetConfig,
@@ -155,6 +158,7 @@ impl AgentsConfig {
         crate::agents::AgentSettings {
             dir: Some(self.dir.clone()),
             resource_root: self.resource_root.clone(),
+            resource: self.resource.clone(),
             max_processes: self.max_processes,
             puppet: crate::agents::puppet::PuppetSettings {
                 command: self.puppet.command.clone(),
@@ -180,6 +184,7 @@ impl Default for AgentsConfig {
             max_concurrency: default_max_concurrency(),
             max_processes: default_max_processes(),
             resource_root: default_resource_root(),
+            resource: Default::default(),
             puppet: PuppetConfig::default(),
         }
     }
