@@ -484,3 +484,40 @@ fn package_and_service_agents_query_the_real_system() {
     let bad = fleet.baton(&["rpc", "service", "status", "service=nginx;reboot"]);
     assert_eq!(bad.code, 2, "{bad:?}");
 }
+
+/// Regression (issue 12, finding 6): an external agent's files were checked only at load, so
+/// one replaced afterwards by someone who could write it ran as root. A real node now checks
+/// the executable before every run and refuses to run it, saying what to fix.
+#[test]
+fn a_node_refuses_to_run_an_agent_that_became_untrusted_after_load() {
+    use std::os::unix::fs::PermissionsExt;
+    let (fleet, agents) = fleet_with_agents(&["hello"], &[("trust01", json!({}))]);
+    let greet =
+        || baton_with_definitions(&fleet, &agents, &["rpc", "hello", "greet", "name=world", "--json"]);
+    let output = greet();
+    assert_eq!(output.code, 0, "{output:?}");
+
+    let executable = agents.join("hello/agent");
+    let original = std::fs::read_to_string(&executable).expect("agent");
+    let marker = fleet.dir.path().join("replaced-agent-ran");
+    std::fs::write(&executable, format!("#!/bin/sh\ntouch {:?}\n{}", marker.display().to_string(), original))
+        .expect("replace");
+    std::fs::set_permissions(&executable, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+    let output = greet();
+    assert_eq!(output.code, 1, "{output:?}");
+    let document = output.json();
+    let refused = reply(&document, "trust01");
+    assert_eq!(refused["status"], 5, "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("agent hello not run")
+            && message.contains(&format!("chmod go-w {}", executable.display())),
+        "{message}"
+    );
+    assert!(!marker.exists(), "the replaced agent ran");
+
+    std::fs::set_permissions(&executable, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let output = greet();
+    assert_eq!(output.code, 0, "trusted again, it runs: {output:?}");
+    assert!(marker.exists(), "the (now trusted) replacement ran");
+}

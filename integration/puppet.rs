@@ -90,3 +90,54 @@ fn puppet_runs_once_and_reports_the_real_agent_state() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(data(&run)["changed"], false, "{run:?}");
 }
+
+/// Regression (issue 12, finding 1): the disable message was passed as its own argument after
+/// `--disable`, so `message=--agent_disabled_lockfile=/PATH` made the real Puppet create that
+/// file as root and `message=--logdest=/PATH` append its log to any file. Tags had the same
+/// shape. Now the message is only ever a message, and tags must be Puppet tags.
+#[test]
+fn a_disable_message_or_tags_never_become_puppet_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let made = dir.path().join("made-by-puppet");
+    std::fs::write(
+        dir.path().join("site.pp"),
+        format!("file {{ {:?}: content => \"managed\\n\" }}\n", made.display().to_string()),
+    )
+    .expect("manifest");
+    let planted_lock = dir.path().join("planted-lock");
+    let planted_log = dir.path().join("planted-log");
+    let config = puppet_config(dir.path());
+    let fleet = Fleet::start_in(dir, None, vec![NodeSpec::new("pup02", json!({}), &[]).with_config(&config)]);
+    let puppet = |args: &[&str]| {
+        let mut full = vec!["rpc", "puppet"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["-I", "pup02", "-t", "300", "--json"]);
+        fleet.baton(&full)
+    };
+
+    for (message, planted) in [
+        (format!("--agent_disabled_lockfile={}", planted_lock.display()), &planted_lock),
+        (format!("--logdest={}", planted_log.display()), &planted_log),
+    ] {
+        let disable = puppet(&["disable", &format!("message={message}")]);
+        assert_eq!(disable.code, 0, "{disable:?}");
+        assert!(!planted.exists(), "Puppet read the message {message:?} as an option and wrote {planted:?}");
+        let state = data(&puppet(&["status"]));
+        assert_eq!(state["status"], "disabled", "{state}");
+        assert_eq!(state["disable_message"], message.as_str(), "the message is kept verbatim: {state}");
+        let enable = puppet(&["enable"]);
+        assert_eq!(enable.code, 0, "{enable:?}");
+        assert_eq!(data(&enable)["status"], "idling", "{enable:?}");
+    }
+
+    for tags in ["--noop", "-d", "web,--noop", "a,,b"] {
+        let refused = puppet(&["runonce", &format!("tags={tags}")]);
+        assert_eq!(refused.code, 2, "tags {tags:?} must be refused before anything runs: {refused:?}");
+        let error = refused.json()["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains("input \"tags\" must match"), "{refused:?}");
+    }
+    assert!(!made.exists(), "no run happened");
+    let run = puppet(&["runonce", "tags=file,site"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(made.exists(), "a run with valid tags applies the tagged resources: {run:?}");
+}

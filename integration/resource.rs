@@ -177,3 +177,83 @@ fn resources_found_on_one_node_are_cloned_onto_others() {
         "{reply}"
     );
 }
+
+/// Regression (issue 12, finding 5): cloning spread a uid-0 account from one node to another,
+/// and `create` rewrote root's own entry. Nodes now refuse both unless their configuration
+/// says otherwise (`[agents.resource]`), which this checks on a real batond.
+#[test]
+fn nodes_refuse_to_clone_root_accounts_unless_configured_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let roots = dir.path().join("roots");
+    prepare_root(
+        &roots.join("source"),
+        &format!("{BASE_PASSWD}toor:x:0:0:backdoor:/root:/bin/bash\n"),
+        BASE_GROUP,
+        BASE_HOSTS,
+    );
+    for target in ["strict", "lenient"] {
+        prepare_root(&roots.join(target), BASE_PASSWD, BASE_GROUP, BASE_HOSTS);
+    }
+    let spec = |identity: &str, extra: &str| {
+        NodeSpec::new(identity, json!({}), &[]).with_config(&format!(
+            "[agents]\nresource_root = {:?}\n{extra}",
+            roots.join(identity).display().to_string()
+        ))
+    };
+    let fleet = Fleet::start_in(
+        dir,
+        None,
+        vec![
+            spec("source", ""),
+            spec("strict", ""),
+            spec("lenient", "[agents.resource]\nallow_root_ids = true\nallow_system_accounts = true\n"),
+        ],
+    );
+    let found =
+        fleet.baton(&["rpc", "resource", "find", "type=user", "title=toor", "-I", "source", "--json"]);
+    let properties = format!("properties={}", data_of(&found, "source")["properties"]);
+    assert!(properties.contains("\"uid\":0"), "{properties}");
+
+    let create = |title: &str, properties: &str| {
+        fleet.baton(&[
+            "rpc",
+            "resource",
+            "create",
+            "type=user",
+            &format!("title={title}"),
+            properties,
+            "-I",
+            "strict",
+            "-I",
+            "lenient",
+            "--json",
+        ])
+    };
+    let reply_of = |output: &crate::harness::BatonOutput, node: &str| {
+        output.json()["replies"]
+            .as_array()
+            .and_then(|replies| replies.iter().find(|reply| reply["node"] == node).cloned())
+            .unwrap_or_else(|| panic!("no reply from {node}: {output:?}"))
+    };
+    for (title, properties, fragment) in [
+        ("toor", properties.as_str(), "uid 0 is root's"),
+        ("root", "properties={\"shell\": \"/tmp/x\"}", "user root is a system user"),
+    ] {
+        let created = create(title, properties);
+        let strict = reply_of(&created, "strict");
+        assert_eq!(strict["status"], 4, "{strict}");
+        assert!(strict["message"].as_str().is_some_and(|message| message.contains(fragment)), "{strict}");
+        let lenient = reply_of(&created, "lenient");
+        assert_eq!(lenient["status"], 0, "{lenient}");
+    }
+    let strict_passwd =
+        std::fs::read_to_string(fleet.dir.path().join("roots/strict/etc/passwd")).expect("passwd");
+    assert_eq!(strict_passwd, BASE_PASSWD, "the strict node's accounts are untouched");
+    let lenient_passwd =
+        std::fs::read_to_string(fleet.dir.path().join("roots/lenient/etc/passwd")).expect("passwd");
+    assert!(
+        lenient_passwd.contains("toor:x:0:0:backdoor:/root:/bin/bash")
+            && lenient_passwd.contains("root:x:0:0:root:/root:/tmp/x"),
+        "{lenient_passwd}"
+    );
+}

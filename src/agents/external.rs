@@ -25,6 +25,10 @@
 //! and running past the definition's timeout (the whole process group is then killed, so the
 //! program's children go too). At most [`super::AgentSettings::max_processes`] agent programs
 //! run at once; more wait their turn, inside their timeout.
+//!
+//! Both files, and every directory above them, must be owned by root or the daemon's user and
+//! not writable by group or others ([`crate::security::file_trust`]): checked at load, and the
+//! executable again before every run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +41,7 @@ use super::command::{self, RunError};
 use super::{ActionContext, ActionOutcome, Agent, BoxFuture, Call};
 use crate::protocol::StatusCode;
 use crate::protocol::ddl::Definition;
+use crate::security::file_trust::{Purpose, check_trusted};
 
 /// The definition file in an agent's directory.
 pub const DEFINITION_FILE: &str = "definition.json";
@@ -82,7 +87,7 @@ impl ExternalAgent {
         }
         let executable = directory.join(EXECUTABLE_FILE);
         check_executable(&executable)?;
-        check_not_writable_by_others(&definition_path)?;
+        check_trusted(&definition_path, Purpose::AgentDefinition).map_err(|error| error.to_string())?;
         Ok(ExternalAgent {
             definition: Arc::new(definition),
             executable,
@@ -96,6 +101,12 @@ impl ExternalAgent {
         let Ok(_permit) = self.limiter.acquire().await else {
             return ActionOutcome::fail(StatusCode::UnknownError, "the node is shutting down");
         };
+        // Checked again on every run, not only at load: a file replaced since (or a directory
+        // made writable since) must not run as the daemon's user.
+        if let Err(error) = check_trusted(&self.executable, Purpose::ExternalAgent) {
+            tracing::warn!(agent = name, %error, "external agent not run: its file is not trusted");
+            return ActionOutcome::fail(StatusCode::UnknownError, format!("agent {name} not run: {error}"));
+        }
         let document = json!({
             "protocol": PROTOCOL,
             "agent": name,
@@ -311,22 +322,6 @@ fn check_executable(path: &Path) -> Result<(), String> {
     if metadata.permissions().mode() & 0o111 == 0 {
         return Err(format!("{} is not executable (chmod +x it)", path.display()));
     }
-    check_not_writable_by_others(path)
-}
-
-/// The node runs these files, often as root: anyone who may change them could run anything.
-fn check_not_writable_by_others(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|error| format!("cannot read {}: {error}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o002 != 0 {
-        return Err(format!(
-            "{} may be changed by any user (mode {:o}); run chmod o-w on it",
-            path.display(),
-            mode & 0o7777
-        ));
-    }
-    Ok(())
+    // The node runs this file, often as root: anyone who may change it could run anything.
+    check_trusted(path, Purpose::ExternalAgent).map_err(|error| error.to_string())
 }

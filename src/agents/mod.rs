@@ -16,8 +16,11 @@ pub mod catalog;
 mod command;
 pub mod external;
 pub mod package;
+pub mod package_name;
 pub mod puppet;
 pub mod resource;
+pub mod resource_limits;
+pub mod rooted;
 pub mod rpcutil;
 pub mod service;
 
@@ -161,6 +164,8 @@ pub struct AgentSettings {
     /// The root directory the `resource` agent reads and writes (`/` on a real node; a
     /// container's or a test's directory tree otherwise).
     pub resource_root: PathBuf,
+    /// What the `resource` agent's `create` may change.
+    pub resource: resource::ResourceLimits,
     /// How many external agent processes may run at once.
     pub max_processes: usize,
     pub puppet: puppet::PuppetSettings,
@@ -171,6 +176,7 @@ impl Default for AgentSettings {
         AgentSettings {
             dir: None,
             resource_root: PathBuf::from("/"),
+            resource: resource::ResourceLimits::default(),
             max_processes: 8,
             puppet: puppet::PuppetSettings::default(),
         }
@@ -195,7 +201,10 @@ impl AgentRegistry {
         registry.insert(Arc::new(rpcutil::Rpcutil::new()));
         registry.insert(Arc::new(service::Service::new()));
         registry.insert(Arc::new(package::Package::new()));
-        registry.insert(Arc::new(resource::Resource::new(settings.resource_root.clone())));
+        registry.insert(Arc::new(resource::Resource::with_limits(
+            settings.resource_root.clone(),
+            settings.resource.clone(),
+        )));
         registry.insert(Arc::new(puppet::Puppet::new(settings.puppet.clone())));
         registry
     }

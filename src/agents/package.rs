@@ -4,6 +4,10 @@
 //! so a package's configuration questions never hang an action. Every action reports the
 //! package's state afterwards (`ensure`: the installed version, or `absent`), so a failed
 //! install still says where the node stands.
+//!
+//! A name reaches apt-get only once it has Debian's syntax and apt knows a package of exactly
+//! that name ([`super::package_name`]), and always after `--`: never a marker, an option, a
+//! pattern or an expression.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +15,9 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio::process::Command;
 
-use super::command;
 use super::service::last_lines;
 use super::{ActionContext, ActionOutcome, Agent, BoxFuture, Call, builtin_definition, required_string};
+use super::{command, package_name};
 use crate::protocol::StatusCode;
 use crate::protocol::ddl::Definition;
 
@@ -64,20 +68,15 @@ async fn run(
     timeout: Duration,
 ) -> Result<ActionOutcome, ActionOutcome> {
     let package = required_string(data, "package")?;
+    package_name::check_name(package)?;
     if action == "status" {
         let installed = query(package, timeout).await?;
         return Ok(ActionOutcome::ok(outputs(package, installed.as_ref(), None)));
     }
-    let target = match (action, data.get("version").and_then(Value::as_str)) {
-        ("install", Some(version)) => format!("{package}={version}"),
-        _ => package.to_owned(),
-    };
-    let mut apt = Command::new("apt-get");
-    apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-y", "-q", "-o", "Dpkg::Options::=--force-confold"]);
-    match action {
-        "install" => apt.args(["install", &target]),
-        "update" => apt.args(["install", "--only-upgrade", &target]),
-        "uninstall" => apt.args(["remove", &target]),
+    let verb: &[&str] = match action {
+        "install" => &["install"],
+        "update" => &["install", "--only-upgrade"],
+        "uninstall" => &["remove"],
         other => {
             return Err(ActionOutcome::fail(
                 StatusCode::UnknownAction,
@@ -85,6 +84,19 @@ async fn run(
             ));
         }
     };
+    let target = match (action, data.get("version").and_then(Value::as_str)) {
+        ("install", Some(version)) => {
+            package_name::check_version(version)?;
+            format!("{package}={version}")
+        }
+        _ => package.to_owned(),
+    };
+    package_name::check_known(package, timeout).await?;
+    let mut apt = Command::new("apt-get");
+    apt.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-y", "-q", "-o", "Dpkg::Options::=--force-confold"])
+        .args(verb)
+        .args(["--", &target]);
     let finished = command::run(apt, b"", timeout, MAX_OUTPUT).await.map_err(|error| {
         ActionOutcome::fail(StatusCode::Aborted, format!("cannot {action} {package}: {error}"))
     })?;
@@ -102,7 +114,7 @@ async fn run(
 /// The installed version of `package`, or `None` when it is not installed.
 pub async fn query(package: &str, timeout: Duration) -> Result<Option<Installed>, ActionOutcome> {
     let mut dpkg = Command::new("dpkg-query");
-    dpkg.args(["-W", "-f=${db:Status-Abbrev}\t${Version}\t${Architecture}\n", package]);
+    dpkg.args(["-W", "-f=${db:Status-Abbrev}\t${Version}\t${Architecture}\n", "--", package]);
     let finished = command::run(dpkg, b"", timeout, MAX_OUTPUT).await.map_err(|error| {
         ActionOutcome::fail(StatusCode::Aborted, format!("cannot query {package}: {error}"))
     })?;

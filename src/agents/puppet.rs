@@ -13,6 +13,12 @@
 //! why), then runs `puppet agent --onetime --no-daemonize`, or `puppet apply MANIFEST` when
 //! [`PuppetSettings::manifest`] is set (masterless sites, and tests), with
 //! `--detailed-exitcodes` so that "changed something" and "failed" can be told apart.
+//!
+//! A caller's text never becomes a Puppet option: the disable message and the tags are passed
+//! joined to their option (`--disable=MESSAGE`, `--tags=TAGS`), so a value starting with `-`
+//! stays a value (as its own argument, `--disable --logdest=/PATH` made Puppet append its log
+//! to any file, as root). Tags must also have Puppet's tag syntax, and the message no control
+//! characters.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,7 +91,7 @@ impl Agent for Puppet {
                 "disable" => {
                     let message =
                         call.data.get("message").and_then(Value::as_str).unwrap_or("disabled by baton");
-                    self.set_enabled(Some(message)).await
+                    self.disable(message).await
                 }
                 other => Err(ActionOutcome::fail(
                     StatusCode::UnknownAction,
@@ -238,6 +244,8 @@ impl Puppet {
     }
 
     async fn runonce(&self, data: &Map<String, Value>) -> Result<ActionOutcome, ActionOutcome> {
+        let tags = data.get("tags").and_then(Value::as_str).filter(|tags| !tags.is_empty());
+        tags.map(check_tags).transpose()?;
         let state = self.status().await?;
         if !state.enabled {
             return Err(ActionOutcome::fail(
@@ -266,9 +274,8 @@ impl Puppet {
         if data.get("noop").and_then(Value::as_bool).unwrap_or(false) {
             args.push("--noop".into());
         }
-        if let Some(tags) = data.get("tags").and_then(Value::as_str).filter(|tags| !tags.is_empty()) {
-            args.push("--tags".into());
-            args.push(tags.to_owned());
+        if let Some(tags) = tags {
+            args.push(format!("--tags={tags}"));
         }
         let argument_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let command = self.command(&argument_refs);
@@ -296,9 +303,14 @@ impl Puppet {
         }
     }
 
+    async fn disable(&self, message: &str) -> Result<ActionOutcome, ActionOutcome> {
+        check_message(message)?;
+        self.set_enabled(Some(message)).await
+    }
+
     async fn set_enabled(&self, disable_message: Option<&str>) -> Result<ActionOutcome, ActionOutcome> {
         let command = match disable_message {
-            Some(message) => self.command(&["agent", "--disable", message]),
+            Some(message) => self.command(&["agent", &format!("--disable={message}")]),
             None => self.command(&["agent", "--enable"]),
         };
         let what = if disable_message.is_some() { "disable Puppet" } else { "enable Puppet" };
@@ -320,6 +332,38 @@ impl Puppet {
         }
         Ok(ActionOutcome::ok(data))
     }
+}
+
+/// Refuses tags that are not Puppet tags: comma-separated, each a letter, digit or `_` followed
+/// by letters, digits and `_ : . -` (Puppet's own rule, in ASCII).
+fn check_tags(tags: &str) -> Result<(), ActionOutcome> {
+    let is_tag = |tag: &str| {
+        let mut bytes = tag.bytes();
+        matches!(bytes.next(), Some(first) if first.is_ascii_alphanumeric() || first == b'_')
+            && bytes.all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b':' | b'.' | b'-'))
+    };
+    if tags.split(',').all(is_tag) {
+        Ok(())
+    } else {
+        Err(ActionOutcome::fail(
+            StatusCode::InvalidData,
+            format!(
+                "tags {tags:?} are not Puppet tags: give comma-separated tags, each starting with a letter, digit or _ and holding only letters, digits and _ : . -"
+            ),
+        ))
+    }
+}
+
+/// Refuses a disable message with control characters: Puppet writes it into its lock file and
+/// `status` shows it to people.
+fn check_message(message: &str) -> Result<(), ActionOutcome> {
+    if message.chars().any(char::is_control) {
+        return Err(ActionOutcome::fail(
+            StatusCode::InvalidData,
+            format!("the disable message {message:?} holds control characters; give plain text"),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads `last_run_summary.yaml`, or `None` when Puppet never ran (or the file is unreadable).

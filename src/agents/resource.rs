@@ -15,7 +15,9 @@
 //! `find` returns one resource's properties in exactly the shape `create` accepts, so cloning a
 //! resource is `find` on one node and `create` with its properties on others. `create` changes
 //! only the properties it is given; files are rewritten whole (a temporary file renamed over
-//! the old one, keeping its mode), one change at a time. Creating a package installs it with
+//! the old one, keeping its mode and owner), one change at a time. Every file is reached from
+//! the root without following a symbolic link ([`super::rooted`]): a link in the tree is
+//! refused, never followed out of it. Creating a package installs it with
 //! `apt-get`, which only makes sense on the node's own root; elsewhere it is refused.
 
 use std::collections::BTreeMap;
@@ -25,7 +27,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::{ActionContext, ActionOutcome, Agent, BoxFuture, Call, builtin_definition, required_string};
+pub use super::resource_limits::ResourceLimits;
+use super::rooted::Rooted;
+use super::{
+    ActionContext, ActionOutcome, Agent, BoxFuture, Call, builtin_definition, package_name, required_string,
+};
 use crate::protocol::StatusCode;
 use crate::protocol::ddl::Definition;
 
@@ -38,18 +44,29 @@ const UNIT_DIRS: &[&str] = &["etc/systemd/system", "lib/systemd/system", "usr/li
 /// The built-in `resource` agent.
 pub struct Resource {
     definition: Arc<Definition>,
-    root: PathBuf,
+    tree: Rooted,
+    limits: ResourceLimits,
     /// One change at a time: two creates must not both read, then both write, `etc/passwd`.
     writing: tokio::sync::Mutex<()>,
 }
 
 impl Resource {
+    /// The agent on `root` with the default limits on `create`.
     pub fn new(root: PathBuf) -> Resource {
-        Resource { definition: builtin_definition("resource"), root, writing: tokio::sync::Mutex::new(()) }
+        Resource::with_limits(root, ResourceLimits::default())
+    }
+
+    pub fn with_limits(root: PathBuf, limits: ResourceLimits) -> Resource {
+        Resource {
+            definition: builtin_definition("resource"),
+            tree: Rooted::new(root),
+            limits,
+            writing: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        self.tree.root()
     }
 }
 
@@ -130,10 +147,6 @@ impl Kind {
 type Properties = Map<String, Value>;
 
 impl Resource {
-    fn path(&self, relative: &str) -> PathBuf {
-        self.root.join(relative)
-    }
-
     fn find(&self, data: &Map<String, Value>) -> Result<ActionOutcome, ActionOutcome> {
         let kind = Kind::parse(required_string(data, "type")?)?;
         let title = required_string(data, "title")?;
@@ -211,18 +224,14 @@ impl Resource {
 
     /// A file under the root; a missing file is empty (a minimal tree has no `etc/hosts`).
     fn read(&self, relative: &str) -> Result<String, ActionOutcome> {
-        let path = self.path(relative);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(text),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            Err(error) => Err(aborted(format!("cannot read {}: {error}", path.display()))),
+        match self.tree.read(relative) {
+            Ok(text) => Ok(text.unwrap_or_default()),
+            Err(error) => Err(aborted(error.to_string())),
         }
     }
 
     fn write(&self, relative: &str, text: &str) -> Result<(), ActionOutcome> {
-        let path = self.path(relative);
-        write_replacing(&path, text)
-            .map_err(|error| aborted(format!("cannot write {}: {error}", path.display())))
+        self.tree.write_replacing(relative, text).map_err(|error| aborted(error.to_string()))
     }
 
     fn create_user(&self, name: &str, wanted: &Properties) -> Result<bool, ActionOutcome> {
@@ -258,6 +267,24 @@ impl Resource {
         if current.as_ref() == Some(&properties) {
             return Ok(false);
         }
+        // The limits apply to changes only: re-creating an account exactly as it is (a clone
+        // of identical root accounts) changes nothing and is not refused.
+        if let Some(current) = &current {
+            self.limits.check_change("user", name, current.get("uid").and_then(Value::as_u64))?;
+        }
+        for (key, value) in wanted {
+            if let Some(text) = value.as_str() {
+                self.limits.check_text(key, text)?;
+            }
+        }
+        // Ids given are checked; a new account's are checked even when not given, since one
+        // named after a system group gets that group's gid (a user "sudo" in group sudo).
+        for key in ["uid", "gid"] {
+            if current.is_none() || wanted.contains_key(key) {
+                let id = properties.get(key).and_then(Value::as_u64).unwrap_or_default();
+                self.limits.check_id(name, key, id)?;
+            }
+        }
         let line = format!(
             "{name}:x:{}:{}:{}:{}:{}",
             properties.get("uid").and_then(Value::as_u64).unwrap_or_default(),
@@ -270,8 +297,7 @@ impl Resource {
         if current.is_none() {
             // A new account gets a locked password and, like useradd -U, a group of its own
             // when none of that name exists.
-            let shadow_path = self.path("etc/shadow");
-            if shadow_path.exists() {
+            if self.tree.kind("etc/shadow").is_some() {
                 let shadow = self.read("etc/shadow")?;
                 if !shadow.lines().any(|line| line.split(':').next() == Some(name)) {
                     self.write(
@@ -319,6 +345,14 @@ impl Resource {
         }
         if current.as_ref() == Some(&properties) {
             return Ok(false);
+        }
+        if let Some(current) = &current {
+            self.limits.check_change("group", name, current.get("gid").and_then(Value::as_u64))?;
+        }
+        if let Some(gid) = properties.get("gid").and_then(Value::as_u64)
+            && (current.is_none() || wanted.contains_key("gid"))
+        {
+            self.limits.check_id(name, "gid", gid)?;
         }
         let members: Vec<String> = properties
             .get("members")
@@ -406,8 +440,12 @@ impl Resource {
         wanted: &Properties,
         timeout: Duration,
     ) -> Result<bool, ActionOutcome> {
+        package_name::check_name(name)?;
         let installed = parse_dpkg_status(&self.read("var/lib/dpkg/status")?);
         let ensure = wanted.get("ensure").and_then(Value::as_str).unwrap_or("present");
+        if !matches!(ensure, "present" | "installed" | "latest" | "absent") {
+            package_name::check_version(ensure)?;
+        }
         let current =
             installed.get(name).and_then(|properties| properties.get("ensure")).and_then(Value::as_str);
         let satisfied = match (ensure, current) {
@@ -419,10 +457,10 @@ impl Resource {
         if satisfied {
             return Ok(false);
         }
-        if self.root != Path::new("/") {
+        if self.root() != Path::new("/") {
             return Err(aborted(format!(
                 "cannot install packages under {}: apt-get manages the node's own root only (install {name} there with the package agent or the image build)",
-                self.root.display()
+                self.root().display()
             )));
         }
         let target = match ensure {
@@ -432,8 +470,9 @@ impl Resource {
             }
             version => format!("{name}={version}"),
         };
+        package_name::check_known(name, timeout).await?;
         let mut apt = tokio::process::Command::new("apt-get");
-        apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-y", "-q", "install", &target]);
+        apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-y", "-q", "install", "--", &target]);
         let finished = super::command::run(apt, b"", timeout, 256 * 1024)
             .await
             .map_err(|error| aborted(format!("cannot install {target}: {error}")))?;
@@ -448,8 +487,9 @@ impl Resource {
     }
 
     async fn remove_package(&self, name: &str, timeout: Duration) -> Result<bool, ActionOutcome> {
+        package_name::check_known(name, timeout).await?;
         let mut apt = tokio::process::Command::new("apt-get");
-        apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-y", "-q", "remove", name]);
+        apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-y", "-q", "remove", "--", name]);
         let finished = super::command::run(apt, b"", timeout, 256 * 1024)
             .await
             .map_err(|error| aborted(format!("cannot remove {name}: {error}")))?;
@@ -465,7 +505,7 @@ impl Resource {
     fn services(&self) -> BTreeMap<String, Properties> {
         let mut services = BTreeMap::new();
         for dir in UNIT_DIRS {
-            for name in file_names(&self.path(dir)) {
+            for name in self.tree.names(dir) {
                 if let Some(service) = name.strip_suffix(".service")
                     && !service.ends_with('@')
                 {
@@ -479,7 +519,7 @@ impl Resource {
                 }
             }
         }
-        for script in file_names(&self.path("etc/init.d")) {
+        for script in self.tree.names("etc/init.d") {
             if script.starts_with('.') || script == "README" {
                 continue;
             }
@@ -496,15 +536,17 @@ impl Resource {
 
     fn unit_enabled(&self, service: &str) -> bool {
         let unit = format!("{service}.service");
-        file_names(&self.path("etc/systemd/system"))
+        self.tree
+            .names("etc/systemd/system")
             .iter()
             .filter(|name| name.ends_with(".wants"))
-            .any(|wants| self.path("etc/systemd/system").join(wants).join(&unit).symlink_metadata().is_ok())
+            .any(|wants| self.tree.kind(&format!("etc/systemd/system/{wants}/{unit}")).is_some())
     }
 
     fn init_script_enabled(&self, script: &str) -> bool {
         (2..=5).any(|level| {
-            file_names(&self.path(&format!("etc/rc{level}.d")))
+            self.tree
+                .names(&format!("etc/rc{level}.d"))
                 .iter()
                 .any(|link| link.starts_with('S') && link.get(3..) == Some(script))
         })
@@ -515,7 +557,7 @@ impl Resource {
         let Some(current) = services.get(name) else {
             return Err(aborted(format!(
                 "there is no service {name} under {} to configure: install the package that provides it first",
-                self.root.display()
+                self.root().display()
             )));
         };
         let Some(enable) = wanted.get("enable") else {
@@ -531,32 +573,27 @@ impl Resource {
             let unit = format!("{name}.service");
             let target = UNIT_DIRS
                 .iter()
-                .map(|dir| (format!("/{dir}/{unit}"), self.path(dir).join(&unit)))
-                .find(|(_, path)| path.exists())
-                .map(|(inside, _)| inside)
+                .find(|dir| self.tree.kind(&format!("{dir}/{unit}")).is_some())
+                .map(|dir| format!("/{dir}/{unit}"))
                 .unwrap_or_default();
-            (self.path("etc/systemd/system/multi-user.target.wants").join(unit), target)
+            (format!("etc/systemd/system/multi-user.target.wants/{unit}"), target)
         } else {
-            (self.path("etc/rc2.d").join(format!("S01{name}")), format!("../init.d/{name}"))
+            (format!("etc/rc2.d/S01{name}"), format!("../init.d/{name}"))
         };
         let result = if enable {
-            link.parent()
-                .map(std::fs::create_dir_all)
-                .transpose()
-                .and_then(|_| std::os::unix::fs::symlink(&target, &link))
+            self.tree.symlink(&target, &link)
         } else if systemd {
-            std::fs::remove_file(&link)
+            self.tree.remove(&link)
         } else {
             // Disabling an init script removes its start links in every runlevel.
-            (2..=5)
-                .flat_map(|level| {
-                    let dir = self.path(&format!("etc/rc{level}.d"));
-                    file_names(&dir)
-                        .into_iter()
-                        .filter(|entry| entry.starts_with('S') && entry.get(3..) == Some(name))
-                        .map(move |entry| dir.join(entry))
-                })
-                .try_for_each(std::fs::remove_file)
+            (2..=5).try_for_each(|level| {
+                let dir = format!("etc/rc{level}.d");
+                self.tree
+                    .names(&dir)
+                    .into_iter()
+                    .filter(|entry| entry.starts_with('S') && entry.get(3..) == Some(name))
+                    .try_for_each(|entry| self.tree.remove(&format!("{dir}/{entry}")))
+            })
         };
         result.map_err(|error| aborted(format!("cannot change whether {name} starts at boot: {error}")))?;
         Ok(true)
@@ -667,29 +704,6 @@ fn replace_or_append(text: &str, key: &str, separator: char, line: &str) -> Stri
         lines.push(line);
     }
     lines.join("\n") + "\n"
-}
-
-/// Writes `text` to a temporary file beside `path` and renames it over `path`, keeping the
-/// old file's mode, so a reader never sees half a file.
-fn write_replacing(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).map(|metadata| metadata.permissions().mode()).unwrap_or(0o644);
-    let file_name = path.file_name().and_then(|name| name.to_str()).unwrap_or("file");
-    let temporary = path.with_file_name(format!(".{file_name}.baton-new"));
-    std::fs::write(&temporary, text)?;
-    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&temporary, path)
-}
-
-fn file_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().into_string().ok())
-        .collect();
-    names.sort();
-    names
 }
 
 fn check_account_name(name: &str) -> Result<(), ActionOutcome> {

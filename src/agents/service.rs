@@ -5,6 +5,13 @@
 //! installed). A service's status is what the manager's `status` says: running when it exits 0,
 //! stopped otherwise. A failed start, stop or restart answers status 1 with the manager's own
 //! error output.
+//!
+//! Only services are started, stopped and restarted: a name with no unit suffix (which
+//! systemctl reads as `NAME.service`) or ending in `.service`. Other unit types are refused
+//! (`reboot.target`, `poweroff.target`, sockets, mounts, timers: starting one can stop the
+//! machine or pull in anything), and so are the names that mean stopping the machine
+//! (`reboot`, `systemd-poweroff`, and the init scripts `halt`, `sendsigs`, ...). `status` may
+//! ask about any unit.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -102,6 +109,9 @@ async fn run(
     timeout: Duration,
 ) -> Result<ActionOutcome, ActionOutcome> {
     let service = required_string(data, "service")?;
+    if action != "status" {
+        check_service_unit(service)?;
+    }
     let manager = Manager::detect();
     // Without systemd every service is an init script; asking `service` about one that does not
     // exist says "unrecognized service", which must not read as "stopped".
@@ -154,6 +164,66 @@ fn outputs(status: &str, manager: Manager) -> Map<String, Value> {
     data.insert("status".to_owned(), json!(status));
     data.insert("manager".to_owned(), json!(manager.name()));
     data
+}
+
+/// systemd's unit types other than `service`: starting any of them is not starting a service.
+const OTHER_UNIT_TYPES: &[&str] =
+    &["target", "socket", "device", "mount", "automount", "swap", "path", "timer", "slice", "scope"];
+
+/// Services (and init scripts) whose start, stop or restart stops or reboots the machine, or
+/// takes it out of service. `systemd-` names are compared without that prefix.
+const MACHINE_STATE_NAMES: &[&str] = &[
+    "reboot",
+    "poweroff",
+    "halt",
+    "kexec",
+    "shutdown",
+    "soft-reboot",
+    "emergency",
+    "rescue",
+    "default",
+    "ctrl-alt-del",
+    "exit",
+    "suspend",
+    "hibernate",
+    "hybrid-sleep",
+    "suspend-then-hibernate",
+    "sleep",
+    "sendsigs",
+    "killprocs",
+    "umountfs",
+    "umountroot",
+    "umountnfs.sh",
+    "single",
+    "rc",
+    "rcs",
+];
+
+/// Refuses to start, stop or restart anything but a plain service (see the module docs).
+fn check_service_unit(unit: &str) -> Result<(), ActionOutcome> {
+    let refuse = |why: String| {
+        Err(ActionOutcome::fail(
+            StatusCode::InvalidData,
+            format!(
+                "refusing to change {unit:?}: {why}; the service agent starts, stops and restarts services only"
+            ),
+        ))
+    };
+    if !unit.starts_with(|first: char| first.is_ascii_alphanumeric()) {
+        return refuse("a unit name starts with a letter or digit".to_owned());
+    }
+    let base = unit.strip_suffix(".service").unwrap_or(unit);
+    if let Some((_, suffix)) = base.rsplit_once('.')
+        && OTHER_UNIT_TYPES.contains(&suffix)
+    {
+        return refuse(format!("it is a .{suffix} unit, not a service"));
+    }
+    let name = base.to_ascii_lowercase();
+    let name = name.strip_prefix("systemd-").unwrap_or(&name);
+    if MACHINE_STATE_NAMES.contains(&name) {
+        return refuse("it stops, reboots or suspends the machine".to_owned());
+    }
+    Ok(())
 }
 
 /// The last few lines of a command's error output (or its standard output when that is empty).

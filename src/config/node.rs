@@ -13,6 +13,7 @@ use super::{
 };
 use crate::agents::AgentSettings;
 use crate::agents::puppet::PuppetSettings;
+use crate::agents::resource::ResourceLimits;
 use crate::broker::BrokerSettings;
 
 /// Everything `batond` reads at start (and again on reload). Obtain one with
@@ -116,6 +117,9 @@ pub struct AgentsConfig {
     /// The root directory the `resource` agent reads and writes: `/`, or a container's tree.
     #[serde(default = "default_resource_root")]
     pub resource_root: PathBuf,
+    /// The `[agents.resource]` table: what `resource create` may change (docs/OPERATIONS.md).
+    #[serde(default)]
+    pub resource: ResourceLimits,
     /// How the `puppet` agent runs Puppet (the agent's own settings type).
     #[serde(default)]
     pub puppet: PuppetSettings,
@@ -135,6 +139,7 @@ impl AgentsConfig {
         AgentSettings {
             dir: Some(self.dir.clone()),
             resource_root: self.resource_root.clone(),
+            resource: self.resource.clone(),
             max_processes: self.max_processes,
             puppet: self.puppet.clone(),
         }
@@ -156,6 +161,7 @@ impl Default for AgentsConfig {
             max_concurrency: default_max_concurrency(),
             max_processes: default_max_processes(),
             resource_root: default_resource_root(),
+            resource: Default::default(),
             puppet: PuppetSettings::default(),
         }
     }

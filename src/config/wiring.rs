@@ -34,11 +34,7 @@ impl SecurityConfig {
         match self.scheme {
             SchemeKind::Psk => {
                 let path = self.psk_file.as_deref().ok_or(WiringError::NoPskFile)?;
-                let psk = Psk::from_file(path)?;
-                if psk.world_readable() {
-                    tracing::warn!(file = %path.display(), "the PSK file is readable by other users (chmod 600 it)");
-                }
-                Ok(Security::Psk(psk))
+                Ok(Security::Psk(Psk::from_file(path)?))
             }
             SchemeKind::Ed25519 => {
                 let key_file = self.key_file.as_deref().ok_or(WiringError::NoKeyFile)?;

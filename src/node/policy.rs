@@ -99,6 +99,9 @@ pub enum PolicyError {
     TooLarge { file: PathBuf },
     #[error("policy file {} line {line}: {reason}", file.display())]
     Syntax { file: PathBuf, line: usize, reason: String },
+    /// A policy file others could change (see [`crate::security::file_trust`]).
+    #[error(transparent)]
+    Untrusted(#[from] crate::security::file_trust::UntrustedFile),
 }
 
 impl Authorization {
@@ -121,6 +124,7 @@ impl Authorization {
             let Some(agent) = file.file_stem().and_then(|stem| stem.to_str()).map(str::to_owned) else {
                 continue;
             };
+            crate::security::file_trust::check_trusted(&file, crate::security::file_trust::Purpose::Policy)?;
             let metadata = std::fs::metadata(&file)
                 .map_err(|source| PolicyError::Read { file: file.clone(), source })?;
             if metadata.len() > MAX_POLICY_BYTES {

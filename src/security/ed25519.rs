@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
+use super::file_trust::{Purpose, check_trusted};
+
 /// The largest key file read, in bytes: a key file is three short lines.
 const MAX_KEY_FILE_BYTES: u64 = 4096;
 
@@ -43,11 +45,9 @@ pub enum Ed25519Error {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{} is not a baton ed25519 key file: {reason} (make one with `baton keygen`)", path.display())]
     Format { path: PathBuf, reason: String },
-    #[error(
-        "private key file {} has mode {mode:o}: other users may read or change it (run `chmod 600 {}`)",
-        path.display(), path.display()
-    )]
-    Permissions { path: PathBuf, mode: u32 },
+    /// A key file others could read or replace (see [`super::file_trust`]).
+    #[error(transparent)]
+    Untrusted(#[from] super::file_trust::UntrustedFile),
     #[error("cannot read trusted keys directory {}: {source} (create it and copy public keys into it)", path.display())]
     Directory { path: PathBuf, source: std::io::Error },
     #[error("trusted keys {} and {} both name \"{name}\"; remove one", first.display(), second.display())]
@@ -167,16 +167,8 @@ pub fn is_key_name(name: &str) -> bool {
 }
 
 fn read_private_key(path: &Path) -> Result<(String, SigningKey), Ed25519Error> {
-    use std::os::unix::fs::PermissionsExt;
     let text = read_key_file(path)?;
-    let mode = std::fs::metadata(path)
-        .map_err(|source| Ed25519Error::Read { path: path.to_owned(), source })?
-        .permissions()
-        .mode()
-        & 0o7777;
-    if mode & 0o027 != 0 {
-        return Err(Ed25519Error::Permissions { path: path.to_owned(), mode });
-    }
+    check_trusted(path, Purpose::PrivateKey)?;
     let fields = parse_fields(&text, path)?;
     let name = required(&fields, "name", path)?;
     let secret = hex_key(required(&fields, "secret", path)?, "secret", path)?;
@@ -197,6 +189,8 @@ fn read_trusted_dir(dir: &Path) -> Result<Trusted, Ed25519Error> {
     let mut trusted = Trusted::new();
     for file in files {
         let text = read_key_file(&file)?;
+        // Whoever can add or change a file here can sign as anyone.
+        check_trusted(&file, Purpose::TrustedKey)?;
         let fields = parse_fields(&text, &file)?;
         let name = required(&fields, "name", &file)?.to_owned();
         let public = hex_key(required(&fields, "public", &file)?, "public", &file)?;

@@ -17,10 +17,12 @@
 //! the directory of trusted public keys), [`freshness`] (request age and
 //! ttl), [`replay`] (the bounded window of request ids seen), [`tls`] (rustls client
 //! configuration and handshake error explanations), [`password`] (PBKDF2 password hashes),
-//! [`constant_time`] (the one comparison of secrets) and [`hex`]. Everything here is synchronous.
+//! [`constant_time`] (the one comparison of secrets) and [`hex`]. [`file_trust`] decides whether
+//! a key, policy or agent file on disk may be trusted. Everything here is synchronous.
 
 pub mod constant_time;
 pub mod ed25519;
+pub mod file_trust;
 pub mod freshness;
 pub mod hex;
 pub mod password;

@@ -51,7 +51,6 @@ const MIN_DISTINCT_BYTES: usize = 5;
 pub struct Psk {
     key: Vec<u8>,
     key_id: String,
-    world_readable: bool,
 }
 
 /// Why a PSK was refused. Every message names where the key came from and what to do.
@@ -71,18 +70,15 @@ pub enum KeyError {
     TooShort { origin: String, length: usize },
     #[error("{origin} looks like a placeholder, not a random key: {why} ({MAKE_A_KEY})")]
     Placeholder { origin: String, why: String },
-    #[error(
-        "PSK file {} has mode {mode:o}: other users can replace the key \
-         (run `chmod 600 {}` and make it owned by the user baton runs as)",
-        path.display(), path.display()
-    )]
-    Permissions { path: PathBuf, mode: u32 },
+    /// A key file others could read or replace (see [`super::file_trust`]).
+    #[error(transparent)]
+    Untrusted(#[from] super::file_trust::UntrustedFile),
 }
 
 impl Psk {
     /// Reads and checks a key file. One trailing newline (`\n` or `\r\n`) is not part of the
-    /// key; anything else is. A file that group or others may write is refused; one that others
-    /// may read is accepted but reported by [`Psk::world_readable`] for the caller to warn about.
+    /// key; anything else is. A file that group or others may read or write, or that sits in a
+    /// directory others may change, is refused ([`super::file_trust`]).
     pub fn from_file(path: &Path) -> Result<Psk, KeyError> {
         use std::io::Read;
         let read_error = |source| KeyError::Read { path: path.to_owned(), source };
@@ -92,12 +88,10 @@ impl Psk {
         if metadata.len() > MAX_KEY_FILE_BYTES {
             return Err(KeyError::FileTooLarge { path: path.to_owned(), size: metadata.len() });
         }
-        let world_readable = check_mode(path, &metadata)?;
+        super::file_trust::check_trusted(path, super::file_trust::Purpose::Psk)?;
         let mut contents = Vec::new();
         file.take(MAX_KEY_FILE_BYTES).read_to_end(&mut contents).map_err(read_error)?;
-        let mut psk = Psk::from_bytes(&contents, &format!("PSK file {}", path.display()))?;
-        psk.world_readable = world_readable;
-        Ok(psk)
+        Psk::from_bytes(&contents, &format!("PSK file {}", path.display()))
     }
 
     /// Checks a key given directly. `origin` says where it came from, for error messages
@@ -113,18 +107,12 @@ impl Psk {
         if let Some(why) = placeholder_reason(key) {
             return Err(KeyError::Placeholder { origin: origin.to_owned(), why });
         }
-        Ok(Psk { key: key.to_vec(), key_id: fingerprint(key), world_readable: false })
+        Ok(Psk { key: key.to_vec(), key_id: fingerprint(key) })
     }
 
     /// The key's fingerprint: the first 8 bytes of its SHA-256, in hex. Safe to log.
     pub fn key_id(&self) -> &str {
         &self.key_id
-    }
-
-    /// Whether the key file may be read by every user on the machine. The key still works;
-    /// the caller should warn, since any local user could then sign requests.
-    pub fn world_readable(&self) -> bool {
-        self.world_readable
     }
 
     /// HMAC-SHA256 over the concatenation of `parts`.
@@ -151,11 +139,7 @@ impl Psk {
 impl fmt::Debug for Psk {
     // The key itself must never reach a log line through `{:?}`.
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("Psk")
-            .field("key_id", &self.key_id)
-            .field("world_readable", &self.world_readable)
-            .finish_non_exhaustive()
+        formatter.debug_struct("Psk").field("key_id", &self.key_id).finish_non_exhaustive()
     }
 }
 
@@ -187,22 +171,6 @@ fn placeholder_reason(key: &[u8]) -> Option<String> {
         return Some(format!("it uses only {distinct_count} distinct characters"));
     }
     None
-}
-
-/// Refuses a key file that others can write; returns whether others can read it.
-#[cfg(unix)]
-fn check_mode(path: &Path, metadata: &std::fs::Metadata) -> Result<bool, KeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = metadata.permissions().mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(KeyError::Permissions { path: path.to_owned(), mode });
-    }
-    Ok(mode & 0o004 != 0)
-}
-
-#[cfg(not(unix))]
-fn check_mode(_path: &Path, _metadata: &std::fs::Metadata) -> Result<bool, KeyError> {
-    Ok(false)
 }
 
 #[cfg(test)]
@@ -254,7 +222,7 @@ mod tests {
     fn hmac_matches_rfc_4231_test_case_2() {
         // RFC 4231 case 2 uses the key "Jefe", too short for a PSK; the MAC itself is what is
         // checked here, so build the struct directly.
-        let psk = Psk { key: b"Jefe".to_vec(), key_id: String::new(), world_readable: false };
+        let psk = Psk { key: b"Jefe".to_vec(), key_id: String::new() };
         let signature = psk.sign(&[b"what do ya want ", b"for nothing?"]);
         let hex: String = signature.iter().map(|byte| format!("{byte:02x}")).collect();
         assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
