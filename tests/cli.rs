@@ -101,7 +101,7 @@ fn a_bad_definition_file_warns_once_before_connecting() {
     let broken = dir.path().join("definitions").join("broken");
     std::fs::create_dir_all(&broken).expect("agent dir");
     std::fs::write(broken.join("definition.json"), "{ not json").expect("bad definition");
-    std::fs::write(dir.path().join("psk"), "a-test-key-that-is-long-enough-to-be-accepted").expect("psk");
+    write_private_psk(&dir.path().join("psk"));
     let config = dir.path().join("client.toml");
     std::fs::write(
         &config,
@@ -197,7 +197,7 @@ fn requests_are_prepared_by_the_definition() {
 /// Runs the real `baton` with a configuration whose broker cannot be reached (port 1).
 fn baton_without_broker(args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("psk"), "a-test-key-that-is-long-enough-to-be-accepted").expect("psk");
+    write_private_psk(&dir.path().join("psk"));
     let config = dir.path().join("client.toml");
     let text = format!(
         "[broker]\nurls = [\"amqp://baton:baton@127.0.0.1:1/baton\"]\n[security]\nscheme = \"psk\"\npsk_file = {:?}\n",
@@ -240,4 +240,11 @@ fn every_flag_is_checked_before_connecting() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(fragment), "{args:?}: stderr should mention {fragment:?}: {stderr}");
     }
+}
+
+/// A PSK file as an operator must keep it: mode 600, or the client refuses it (file trust).
+fn write_private_psk(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, "a-test-key-that-is-long-enough-to-be-accepted").expect("psk");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod psk");
 }

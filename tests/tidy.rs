@@ -127,7 +127,7 @@ const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ("protocol", &[]),
     ("security", &["protocol"]),
     ("broker", &[]),
-    ("agents", &["protocol"]),
+    ("agents", &["protocol", "security::file_trust"]),
     ("config", &["security", "broker", "agents"]),
     ("node", &["protocol", "security", "broker", "agents", "config"]),
     ("client", &["protocol", "security", "broker", "config", "agents::catalog"]),
