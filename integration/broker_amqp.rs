@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton::broker::{
-    Broker, BrokerError, BrokerSettings, ConnectMode, Delivery, Destination, Incoming, StompDialect,
-    Transport,
+    Broker, BrokerError, BrokerSettings, ConnectMode, Delivery, Destination, Incoming, ReplyQueue,
+    StompDialect, Transport,
 };
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -28,6 +28,11 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// collectives of their own).
 fn broker_url() -> String {
     broker().var("BATON_RABBITMQ_ADMIN_URL")
+}
+
+/// The admin URL, parsed, for tests that build URLs of their own from its parts.
+fn admin_uri() -> lapin::uri::AMQPUri {
+    broker_url().parse().expect("bin/broker env prints a valid AMQP URL")
 }
 
 fn settings(urls: Vec<String>) -> BrokerSettings {
@@ -52,12 +57,42 @@ async fn connect(url: &str) -> Broker {
         .expect("the test broker is reachable")
 }
 
+/// Runs `body` with what most tests need: a connection to the private broker as its admin, an
+/// inspector beside it, and a collective of its own, whose exchanges are deleted afterwards.
+/// Holds the shared-broker lock, so a test that restarts the broker waits.
+fn on_the_broker(body: impl AsyncFnOnce(&Broker, &Inspector, String)) {
+    let _broker = shared_broker();
+    block_on(async {
+        let url = broker_url();
+        let broker = connect(&url).await;
+        let inspector = Inspector::new(&url).await;
+        let collective = unique_collective();
+        body(&broker, &inspector, collective.clone()).await;
+        inspector.delete_exchanges(&collective).await;
+        broker.close().await;
+    })
+}
+
 async fn receive(messages: &mut mpsc::Receiver<Incoming>) -> Vec<u8> {
     tokio::time::timeout(PATIENCE, messages.recv())
         .await
         .expect("a message arrives")
         .expect("the subscription is still open")
         .body
+}
+
+/// Publishes `text` to `destination`, fresh for a minute; returns what the broker said.
+async fn send(broker: &Broker, destination: Destination, text: &[u8]) -> Delivery {
+    let publish = broker.publish(destination.clone(), text.to_vec(), Duration::from_secs(60));
+    publish.await.unwrap_or_else(|error| panic!("publishing to {destination:?}: {error}"))
+}
+
+/// Publishes `text` to the reply queue's own address and receives it there; returns what the
+/// broker said about the publish.
+async fn round_trip(broker: &Broker, replies: &mut ReplyQueue, text: &[u8]) -> Delivery {
+    let delivery = send(broker, Destination::Reply(replies.address.clone()), text).await;
+    assert_eq!(receive(&mut replies.messages).await, text);
+    delivery
 }
 
 /// A plain lapin connection for looking at and cleaning up what the transport made.
@@ -118,12 +153,7 @@ impl Inspector {
 
 #[test]
 fn broadcast_reaches_exactly_the_nodes_with_the_agent() {
-    let _broker = shared_broker();
-    block_on(async {
-        let url = broker_url();
-        let broker = connect(&url).await;
-        let inspector = Inspector::new(&url).await;
-        let collective = unique_collective();
+    on_the_broker(async |broker, inspector, collective| {
         let agents = |names: &[&str]| names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
         let mut web01 = broker
             .subscribe_node(&collective, "web01", &agents(&["rpcutil", "service"]))
@@ -137,101 +167,61 @@ fn broadcast_reaches_exactly_the_nodes_with_the_agent() {
             broker.subscribe_node(&collective, "db01", &agents(&["package"])).await.expect("db01 subscribes");
 
         let broadcast = Destination::Broadcast { collective: collective.clone(), agent: "rpcutil".into() };
-        let delivery = broker
-            .publish(broadcast, b"ping".to_vec(), Duration::from_secs(60))
-            .await
-            .expect("broadcast published");
+        let delivery = send(broker, broadcast, b"ping").await;
         assert_eq!(delivery, Delivery::Routed);
         assert_eq!(receive(&mut web01.messages).await, b"ping");
         assert_eq!(receive(&mut web02.messages).await, b"ping");
         // db01 must not have the broadcast: the first thing it gets is a later directed message.
         let to_db01 = Destination::Node { collective: collective.clone(), identity: "db01".into() };
-        broker
-            .publish(to_db01, b"directed".to_vec(), Duration::from_secs(60))
-            .await
-            .expect("directed published");
+        send(broker, to_db01, b"directed").await;
         assert_eq!(receive(&mut db01.messages).await, b"directed");
 
         for node in ["web01", "web02", "db01"] {
             inspector.delete_queue(&format!("{collective}.node.{node}")).await;
         }
-        inspector.delete_exchanges(&collective).await;
-        broker.close().await;
     })
 }
 
 #[test]
 fn a_message_nobody_can_receive_comes_back_unroutable() {
-    let _broker = shared_broker();
-    block_on(async {
-        let url = broker_url();
-        let broker = connect(&url).await;
-        let inspector = Inspector::new(&url).await;
-        let collective = unique_collective();
+    on_the_broker(async |broker, _inspector, collective| {
         let check = async |destination: Destination| {
-            let delivery = broker
-                .publish(destination.clone(), b"hello?".to_vec(), Duration::from_secs(60))
-                .await
-                .expect("published");
+            let delivery = send(broker, destination.clone(), b"hello?").await;
             assert_eq!(delivery, Delivery::Unroutable, "publishing to {destination:?}");
         };
         check(Destination::Node { collective: collective.clone(), identity: "ghost".into() }).await;
         check(Destination::Broadcast { collective: collective.clone(), agent: "nobody-has-this".into() })
             .await;
         check(Destination::Reply(format!("{collective}.reply.gone"))).await;
-        inspector.delete_exchanges(&collective).await;
-        broker.close().await;
     })
 }
 
 #[test]
 fn replies_reach_the_reply_queue_and_named_queues_keep_them() {
-    let _broker = shared_broker();
-    block_on(async {
-        let url = broker_url();
-        let broker = connect(&url).await;
-        let inspector = Inspector::new(&url).await;
-        let collective = unique_collective();
-
+    on_the_broker(async |broker, inspector, collective| {
         let mut replies = broker.reply_queue(&collective, None).await.expect("reply queue");
         assert!(replies.address.starts_with(&format!("{collective}.reply.")), "address {}", replies.address);
-        let delivery = broker
-            .publish(Destination::Reply(replies.address.clone()), b"pong".to_vec(), Duration::from_secs(60))
-            .await
-            .expect("reply published");
-        assert_eq!(delivery, Delivery::Routed);
-        assert_eq!(receive(&mut replies.messages).await, b"pong");
+        assert_eq!(round_trip(broker, &mut replies, b"pong").await, Delivery::Routed);
 
         // A named queue outlives its reader: replies sent while nobody listens are collected later.
         let named = broker.reply_queue(&collective, Some("later")).await.expect("named reply queue");
         assert_eq!(named.address, format!("{collective}.reply.later"));
         drop(named);
-        let delivery = broker
-            .publish(
-                Destination::Reply(format!("{collective}.reply.later")),
-                b"while you were away".to_vec(),
-                Duration::from_secs(60),
-            )
-            .await
-            .expect("reply to the named queue published");
+        let delivery =
+            send(broker, Destination::Reply(format!("{collective}.reply.later")), b"while you were away")
+                .await;
         assert_eq!(delivery, Delivery::Routed);
         let mut named =
             broker.reply_queue(&collective, Some("later")).await.expect("named reply queue again");
         assert_eq!(receive(&mut named.messages).await, b"while you were away");
 
         inspector.delete_queue(&format!("{collective}.reply.later")).await;
-        broker.close().await;
     })
 }
 
 #[test]
 fn messages_expire_after_their_ttl() {
-    let _broker = shared_broker();
-    block_on(async {
-        let url = broker_url();
-        let broker = connect(&url).await;
-        let inspector = Inspector::new(&url).await;
-        let collective = unique_collective();
+    on_the_broker(async |broker, inspector, collective| {
         let queue = format!("{collective}.node.sleepy");
         inspector.declare_queue(&queue).await;
         let sleepy = Destination::Node { collective: collective.clone(), identity: "sleepy".into() };
@@ -245,21 +235,16 @@ fn messages_expire_after_their_ttl() {
         assert_eq!(inspector.message_count(&queue).await, 0, "the message expired");
 
         // Control: the same publish with a long ttl stays.
-        broker.publish(sleepy, b"fresh".to_vec(), Duration::from_secs(60)).await.expect("published");
+        send(broker, sleepy, b"fresh").await;
         assert_eq!(inspector.message_count(&queue).await, 1, "the message stays");
 
         inspector.delete_queue(&queue).await;
-        broker.close().await;
     })
 }
 
 #[test]
 fn an_oversized_message_is_refused_before_sending() {
-    let _broker = shared_broker();
-    block_on(async {
-        let url = broker_url();
-        let broker = connect(&url).await;
-        let collective = unique_collective();
+    on_the_broker(async |broker, _inspector, collective| {
         let error = broker
             .publish(
                 Destination::Node { collective, identity: "web01".into() },
@@ -269,7 +254,6 @@ fn an_oversized_message_is_refused_before_sending() {
             .await
             .expect_err("too large");
         assert!(matches!(error, BrokerError::TooLarge { size: 65537, limit: 65536 }), "{error:?}");
-        broker.close().await;
     })
 }
 
@@ -277,8 +261,7 @@ fn an_oversized_message_is_refused_before_sending() {
 fn a_wrong_password_is_named_as_a_login_failure() {
     let _broker = shared_broker();
     block_on(async {
-        let url = broker_url();
-        let parsed: lapin::uri::AMQPUri = url.parse().expect("test URL parses");
+        let parsed = admin_uri();
         let bad = format!(
             "amqp://{}:wrong-password@{}:{}/%2f",
             parsed.authority.userinfo.username, parsed.authority.host, parsed.authority.port
@@ -395,15 +378,7 @@ fn connecting_fails_over_to_the_next_url() {
                 .await
                 .unwrap_or_else(|error| panic!("{mode:?}: the second URL works: {error}"));
             let mut replies = broker.reply_queue(&unique_collective(), None).await.expect("reply queue");
-            broker
-                .publish(
-                    Destination::Reply(replies.address.clone()),
-                    b"via the second URL".to_vec(),
-                    Duration::from_secs(60),
-                )
-                .await
-                .expect("published");
-            assert_eq!(receive(&mut replies.messages).await, b"via the second URL");
+            round_trip(&broker, &mut replies, b"via the second URL").await;
             broker.close().await;
         }
     })
@@ -411,38 +386,25 @@ fn connecting_fails_over_to_the_next_url() {
 
 #[test]
 fn registrations_reach_the_console() {
-    let _broker = shared_broker();
-    block_on(async {
-        let url = broker_url();
-        let broker = connect(&url).await;
-        let inspector = Inspector::new(&url).await;
-        let collective = unique_collective();
+    on_the_broker(async |broker, _inspector, collective| {
         let mut registrations =
             broker.subscribe_registrations(&collective).await.expect("console subscribes");
         for node in ["web01", "db01"] {
-            let delivery = broker
-                .publish(
-                    Destination::Registration { collective: collective.clone(), identity: node.into() },
-                    node.as_bytes().to_vec(),
-                    Duration::from_secs(60),
-                )
-                .await
-                .expect("registration published");
+            let delivery = send(
+                broker,
+                Destination::Registration { collective: collective.clone(), identity: node.into() },
+                node.as_bytes(),
+            )
+            .await;
             assert_eq!(delivery, Delivery::Routed);
             assert_eq!(receive(&mut registrations.messages).await, node.as_bytes());
         }
-        inspector.delete_exchanges(&collective).await;
-        broker.close().await;
     })
 }
 
 #[test]
 fn many_publishes_in_flight_are_each_confirmed_and_delivered() {
-    let _broker = shared_broker();
-    block_on(async {
-        let url = broker_url();
-        let broker = connect(&url).await;
-        let collective = unique_collective();
+    on_the_broker(async |broker, _inspector, collective| {
         let mut replies = broker.reply_queue(&collective, None).await.expect("reply queue");
         const COUNT: usize = 3000;
         let started = std::time::Instant::now();
@@ -474,7 +436,6 @@ fn many_publishes_in_flight_are_each_confirmed_and_delivered() {
         }
         eprintln!("{COUNT} confirmed publishes took {:?}", started.elapsed());
         assert_eq!(receiving.await.expect("receiver task"), COUNT);
-        broker.close().await;
     })
 }
 
@@ -517,8 +478,7 @@ impl CuttableProxy {
 fn subscriptions_survive_a_dropped_connection() {
     let _broker = shared_broker();
     block_on(async {
-        let url = broker_url();
-        let parsed: lapin::uri::AMQPUri = url.parse().expect("test URL parses");
+        let parsed = admin_uri();
         let target = tokio::net::lookup_host((parsed.authority.host.as_str(), parsed.authority.port))
             .await
             .expect("broker host resolves")
@@ -529,7 +489,7 @@ fn subscriptions_survive_a_dropped_connection() {
         let vhost = if parsed.vhost == "/" { "%2f".to_string() } else { parsed.vhost.clone() };
         let proxied = format!("amqp://{}:{}@127.0.0.1:{}/{vhost}", user.username, user.password, proxy.port);
         let broker = connect(&proxied).await;
-        let inspector = Inspector::new(&url).await;
+        let inspector = Inspector::new(&broker_url()).await;
         let collective = unique_collective();
         let mut node = broker
             .subscribe_node(&collective, "web01", &["rpcutil".to_string()])
@@ -537,20 +497,14 @@ fn subscriptions_survive_a_dropped_connection() {
             .expect("node subscribes");
         let mut replies = broker.reply_queue(&collective, None).await.expect("reply queue");
         let to_node = Destination::Node { collective: collective.clone(), identity: "web01".into() };
-        broker
-            .publish(to_node.clone(), b"before".to_vec(), Duration::from_secs(60))
-            .await
-            .expect("published before the cut");
+        send(&broker, to_node.clone(), b"before").await;
         assert_eq!(receive(&mut node.messages).await, b"before");
 
         proxy.cut_all();
 
         // Publishing waits for the reconnection; the old receivers get what is sent after it.
         let broadcast = Destination::Broadcast { collective: collective.clone(), agent: "rpcutil".into() };
-        let delivery = broker
-            .publish(broadcast, b"after".to_vec(), Duration::from_secs(60))
-            .await
-            .expect("published after the cut");
+        let delivery = send(&broker, broadcast, b"after").await;
         assert_eq!(delivery, Delivery::Routed);
         // Delivery is at least once: "before" may come again if its ack was lost in the cut.
         let mut next = receive(&mut node.messages).await;
@@ -558,16 +512,7 @@ fn subscriptions_survive_a_dropped_connection() {
             next = receive(&mut node.messages).await;
         }
         assert_eq!(next, b"after");
-        let delivery = broker
-            .publish(
-                Destination::Reply(replies.address.clone()),
-                b"reply after".to_vec(),
-                Duration::from_secs(60),
-            )
-            .await
-            .expect("reply published after the cut");
-        assert_eq!(delivery, Delivery::Routed);
-        assert_eq!(receive(&mut replies.messages).await, b"reply after");
+        assert_eq!(round_trip(&broker, &mut replies, b"reply after").await, Delivery::Routed);
 
         inspector.delete_queue(&format!("{collective}.node.web01")).await;
         inspector.delete_exchanges(&collective).await;
@@ -577,11 +522,7 @@ fn subscriptions_survive_a_dropped_connection() {
 
 #[test]
 fn closing_ends_subscriptions_and_refuses_further_use() {
-    let _broker = shared_broker();
-    block_on(async {
-        let url = broker_url();
-        let broker = connect(&url).await;
-        let collective = unique_collective();
+    on_the_broker(async |broker, _inspector, collective| {
         let mut replies = broker.reply_queue(&collective, None).await.expect("reply queue");
         broker.close().await;
         let ended =
