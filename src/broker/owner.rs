@@ -305,16 +305,16 @@ impl<T: Transport> Owner<T> {
         ttl: Duration,
         reply: oneshot::Sender<Result<Delivery, BrokerError>>,
     ) {
-        let wait = self.settings.connect_timeout;
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now() + self.settings.connect_timeout;
         let Ok(permit) = Arc::clone(&self.publish_permits).acquire_owned().await else {
             let _ = reply.send(Err(BrokerError::Closed));
             return;
         };
         let sessions = self.sessions.subscribe();
+        let settings = Arc::clone(&self.settings);
         tokio::spawn(async move {
             let message = Outgoing { destination, body, ttl };
-            let result = publish(sessions, &message, deadline, wait).await;
+            let result = publish(sessions, &message, deadline, &settings).await;
             // The caller may have given up; that is its business.
             let _ = reply.send(result);
             drop(permit);
@@ -479,18 +479,16 @@ async fn publish<T: Transport>(
     mut sessions: watch::Receiver<Option<Arc<Live<T>>>>,
     message: &Outgoing,
     deadline: Instant,
-    wait: Duration,
+    settings: &BrokerSettings,
 ) -> Result<Delivery, BrokerError> {
     /// Enough to survive a dropped connection and a dropped channel; more would hide a bug.
     const ATTEMPTS: usize = 3;
     let mut last_reason = None;
-    let mut operation = None;
     for _ in 0..ATTEMPTS {
         let Some(live) = connected_session(&mut sessions, deadline).await else {
             break;
         };
         let session = &live.session;
-        operation.get_or_insert_with(|| session.publish_operation(&message.destination));
         match session.publish(message).await {
             Ok(delivery) => return Ok(delivery),
             Err(OperationError::Fatal(error)) => return Err(error),
@@ -500,12 +498,12 @@ async fn publish<T: Transport>(
             }
         }
     }
-    let operation = operation.unwrap_or_else(|| format!("publish to {:?}", message.destination));
+    let operation = T::publish_operation(&message.destination, settings);
     match last_reason {
         Some(reason) if Instant::now() < deadline => {
             Err(BrokerError::Refused { operation, reason: format!("it kept failing: {reason}") })
         }
-        _ => Err(BrokerError::Disconnected { operation, seconds: whole_seconds(wait) }),
+        _ => Err(BrokerError::Disconnected { operation, seconds: whole_seconds(settings.connect_timeout) }),
     }
 }
 

@@ -51,8 +51,8 @@ pub(super) trait Transport: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = Result<Forwarder, OperationError>> + Send;
 
     /// What a publish to `destination` is called in errors: `publish to exchange "x" with key
-    /// "y"`, `send to /topic/y`.
-    fn publish_operation(&self, destination: &Destination) -> String;
+    /// "y"`, `send to /topic/y`. Needs no session: a publish may fail before one exists.
+    fn publish_operation(destination: &Destination, settings: &BrokerSettings) -> String;
 
     /// Publishes `message` once on this session and waits for the broker's answer.
     /// [`OperationError::Transient`] means: try again on the next session.

@@ -74,7 +74,7 @@ impl Transport for Session {
         Ok(Box::pin(topology::forward(channel, consumer, subscriber, max_message_bytes)))
     }
 
-    fn publish_operation(&self, destination: &Destination) -> String {
+    fn publish_operation(destination: &Destination, _settings: &BrokerSettings) -> String {
         Route::of(destination).describe()
     }
 

@@ -100,8 +100,8 @@ impl Transport for Session {
         Ok(Box::pin(async move { forward(&this.connection, &stomp_ids, routed, subscriber).await }))
     }
 
-    fn publish_operation(&self, destination: &Destination) -> String {
-        format!("send to {}", dialect::send_destination(self.settings.dialect, destination))
+    fn publish_operation(destination: &Destination, settings: &BrokerSettings) -> String {
+        format!("send to {}", dialect::send_destination(settings.dialect, destination))
     }
 
     /// What a RECEIPT proves is only that the broker took the frame, hence
