@@ -34,6 +34,7 @@
 mod harness;
 
 mod agents;
+mod broker_amqp;
 mod console;
 mod ed25519;
 mod emulator;

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use baton::broker::{StompDialect, Transport};
+use baton::broker::{StompDialect, Transport, redact};
 use baton::config::{
     ConfigError, ConfigLoader, DialectKind, LogFormat, NodeConfig, SchemeKind, TransportKind,
-    UnconfiguredPolicy, redact,
+    UnconfiguredPolicy,
 };
 
 /// A node file with just what is required.

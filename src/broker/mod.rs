@@ -6,13 +6,21 @@
 //! ([`Destination`]); each transport maps them onto its own topology (see docs/PROTOCOL.md).
 //!
 //! The handle speaks a closed, transport-neutral [`Command`] enum to the connection task over a
-//! bounded channel, with replies on `oneshot` channels; [`Broker::connect`] picks the task by
-//! [`Transport`]. Dropping every [`Broker`] handle closes the connection.
+//! bounded channel, with replies on `oneshot` channels. That task is written once (`owner`),
+//! generic over what a transport does (`transport`); [`Broker::connect`] picks the transport by
+//! [`Transport`]. `redact` and `wording` word URLs, durations and failed connections the same
+//! way for both. Dropping every [`Broker`] handle closes the connection.
 
 mod amqp;
 pub mod backoff;
+mod owner;
+mod redact;
 mod reply_address;
 pub mod stomp;
+mod transport;
+mod wording;
+
+pub use redact::redact;
 
 pub use reply_address::{MAX_REPLY_SUFFIX_CHARS, is_reply_address_of, reply_address};
 
@@ -32,6 +40,22 @@ pub enum Destination {
     Reply(String),
     /// The registration exchange of `collective` (AMQP: exchange `C.registration`, key `node.<identity>`).
     Registration { collective: String, identity: String },
+}
+
+/// Shorthands for the tables of destinations in the transports' tests.
+#[cfg(test)]
+impl Destination {
+    fn broadcast(collective: &str, agent: &str) -> Destination {
+        Destination::Broadcast { collective: collective.into(), agent: agent.into() }
+    }
+
+    fn node(collective: &str, identity: &str) -> Destination {
+        Destination::Node { collective: collective.into(), identity: identity.into() }
+    }
+
+    fn registration(collective: &str, identity: &str) -> Destination {
+        Destination::Registration { collective: collective.into(), identity: identity.into() }
+    }
 }
 
 /// What the broker said about a published message.
@@ -203,8 +227,8 @@ impl Broker {
         let max_message_bytes = settings.max_message_bytes;
         let (commands, command_receiver) = mpsc::channel(COMMAND_CAPACITY);
         match settings.transport {
-            Transport::Amqp => amqp::start(settings, mode, command_receiver).await?,
-            Transport::Stomp => stomp::start(settings, mode, command_receiver).await?,
+            Transport::Amqp => owner::start::<amqp::Session>(settings, mode, command_receiver).await?,
+            Transport::Stomp => owner::start::<stomp::Session>(settings, mode, command_receiver).await?,
         }
         Ok(Broker { commands, max_message_bytes })
     }

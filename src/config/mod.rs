@@ -37,7 +37,7 @@ pub use node::{
 pub use origin::{ENV_PREFIX, env_var_for};
 pub use wiring::{WiringError, broker_settings};
 
-use crate::broker::{BrokerSettings, StompDialect, Transport};
+use crate::broker::{BrokerSettings, StompDialect, Transport, redact};
 
 /// The `[broker]` table, shared by node and client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,23 +218,6 @@ fn url_transport(url: &str) -> Result<TransportKind, String> {
         return Err(format!("{:?} names no host", redact(url)));
     }
     Ok(transport)
-}
-
-/// The URL with any password replaced, safe to print in an error or a log.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info.split_once(':').map_or(user_info, |(user, _)| user);
-            let hidden = if user_info.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
 }
 
 /// The `[tls]` table, used by `amqps://` and `stomp+ssl://` URLs.

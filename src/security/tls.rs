@@ -201,28 +201,41 @@ fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// Explains a failed TLS handshake with `host` in words a person can act on.
 ///
-/// Accepts a `rustls::Error`, an `io::Error` from tokio-rustls (which wraps the rustls error),
-/// or any error whose source chain holds one of those; anything unrecognised is shown as is.
+/// Accepts a `rustls::Error`, an `io::Error` from tokio-rustls or lapin (which wrap the rustls
+/// error, sometimes twice), or any error whose source chain holds one of those; anything
+/// unrecognised is shown as is. Both transports word their TLS failures with this, so a TLS
+/// problem reads the same over AMQP and STOMP.
 pub fn explain_handshake_error(error: &(dyn StdError + 'static), host: &str) -> String {
+    if let Some(rustls_error) = find_rustls_error(error) {
+        return explain_rustls_error(rustls_error, host);
+    }
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(error) = current {
-        if let Some(rustls_error) = error.downcast_ref::<rustls::Error>() {
-            return explain_rustls_error(rustls_error, host);
-        }
-        if let Some(io_error) = error.downcast_ref::<io::Error>() {
-            // io::Error's `source()` skips the error it wraps, so look inside explicitly.
-            if let Some(rustls_error) =
-                io_error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                return explain_rustls_error(rustls_error, host);
-            }
-            if let Some(explained) = explain_io_error(io_error) {
-                return explained;
-            }
+        if let Some(explained) = error.downcast_ref::<io::Error>().and_then(explain_io_error) {
+            return explained;
         }
         current = error.source();
     }
     error.to_string()
+}
+
+/// The rustls error inside `error`, however deeply wrapped: `io::Error`'s `source()` skips the
+/// error it wraps, so this looks inside each `io::Error` explicitly.
+pub fn find_rustls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(rustls_error) = error.downcast_ref::<rustls::Error>() {
+            return Some(rustls_error);
+        }
+        current = match error.downcast_ref::<io::Error>() {
+            Some(io_error) => io_error.get_ref().map(|inner| {
+                let inner: &(dyn StdError + 'static) = inner;
+                inner
+            }),
+            None => error.source(),
+        };
+    }
+    None
 }
 
 fn explain_io_error(error: &io::Error) -> Option<String> {
@@ -390,6 +403,11 @@ mod tests {
         assert!(explain_handshake_error(&wrapped, "mq1").contains("check tls.ca"));
         let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof");
         assert!(explain_handshake_error(&eof, "mq1").contains("closed the connection"));
+        let twice = io::Error::other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        ));
+        assert!(explain_handshake_error(&twice, "mq1").contains("check tls.ca"));
         let unrelated = io::Error::other("something else");
         assert_eq!(explain_handshake_error(&unrelated, "mq1"), "something else");
     }

@@ -25,11 +25,12 @@ use lapin::options::{
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer, ErrorKind, ExchangeKind};
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use tokio::sync::mpsc;
 
-use super::connect::{Endpoint, whole_seconds};
-use crate::broker::{BrokerError, Delivery, Destination, Incoming, SubscriptionKind};
+use super::connect::Endpoint;
+use crate::broker::transport::{ForwardEnd, OperationError};
+use crate::broker::wording::whole_seconds;
+use crate::broker::{BrokerError, BrokerSettings, Delivery, Destination, Incoming, SubscriptionKind};
 
 /// Unacked deliveries per subscription the broker may send ahead of the subscriber.
 pub(super) const PREFETCH: u16 = 256;
@@ -37,23 +38,17 @@ pub(super) const PREFETCH: u16 = 256;
 /// How long a named (persistent) reply queue survives unused: a day.
 const NAMED_REPLY_QUEUE_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// An operation failed: either for good (tell the caller) or because the connection or a
-/// channel went away (try again on the next connection).
-#[derive(Debug)]
-pub(super) enum OperationError {
-    Fatal(BrokerError),
-    Transient(lapin::Error),
-}
-
-impl From<BrokerError> for OperationError {
-    fn from(error: BrokerError) -> Self {
-        OperationError::Fatal(error)
+impl From<lapin::Error> for OperationError {
+    /// A lapin error that [`classify`] did not sort as a refusal: the connection or a channel
+    /// went away, so the operation may work on the next connection.
+    fn from(error: lapin::Error) -> Self {
+        OperationError::Transient(error.to_string())
     }
 }
 
 /// Where a logical destination goes on RabbitMQ.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Route {
+pub(in crate::broker) struct Route {
     pub exchange: String,
     pub routing_key: String,
 }
@@ -74,7 +69,7 @@ impl Route {
         }
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         if self.exchange.is_empty() {
             format!("publish to queue \"{}\"", self.routing_key)
         } else {
@@ -96,11 +91,10 @@ fn node_queue(collective: &str, identity: &str) -> String {
 }
 
 /// One live connection and what this module keeps about it.
-pub(super) struct Session {
+pub(in crate::broker) struct Session {
     pub connection: Connection,
     pub endpoint: Endpoint,
-    /// Counts connections since start; subscriptions remember which one they were set up on.
-    pub generation: u64,
+    pub settings: Arc<BrokerSettings>,
     /// Reopened by whichever publish finds it closed (a broker error closes a channel).
     publish_channel: tokio::sync::Mutex<Channel>,
     /// Exchanges known to exist on this connection; a new connection checks again.
@@ -111,13 +105,13 @@ impl Session {
     pub async fn open(
         connection: Connection,
         endpoint: Endpoint,
-        generation: u64,
+        settings: Arc<BrokerSettings>,
     ) -> Result<Session, lapin::Error> {
         let publish_channel = open_confirm_channel(&connection).await?;
         Ok(Session {
             connection,
             endpoint,
-            generation,
+            settings,
             publish_channel: tokio::sync::Mutex::new(publish_channel),
             known_exchanges: Mutex::new(HashSet::new()),
         })
@@ -162,7 +156,7 @@ impl Session {
         if self.exchange_known(exchange) {
             return Ok(());
         }
-        let probe = self.connection.create_channel().await.map_err(OperationError::Transient)?;
+        let probe = self.connection.create_channel().await.map_err(OperationError::from)?;
         let passive = probe
             .exchange_declare(
                 exchange.into(),
@@ -182,7 +176,7 @@ impl Session {
                 return Err(classify(error, &format!("check exchange \"{exchange}\""), self.user()));
             }
         }
-        let declarer = self.connection.create_channel().await.map_err(OperationError::Transient)?;
+        let declarer = self.connection.create_channel().await.map_err(OperationError::from)?;
         let declared = declarer
             .exchange_declare(
                 exchange.into(),
@@ -215,8 +209,8 @@ impl Session {
         node_queue_expiry: Duration,
     ) -> Result<(Channel, Consumer), OperationError> {
         let user = self.user().to_string();
-        let channel = self.connection.create_channel().await.map_err(OperationError::Transient)?;
-        channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(OperationError::Transient)?;
+        let channel = self.connection.create_channel().await.map_err(OperationError::from)?;
+        channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(OperationError::from)?;
         let queue = match kind {
             SubscriptionKind::Node { collective, identity, agents } => {
                 let queue = node_queue(collective, identity);
@@ -284,7 +278,7 @@ impl Session {
     }
 
     /// Publishes once on this connection. `Transient` means: try again on a new connection.
-    pub async fn publish(
+    pub async fn publish_to(
         &self,
         route: &Route,
         body: &[u8],
@@ -295,7 +289,7 @@ impl Session {
         if !route.exchange.is_empty() {
             self.ensure_exchange(&route.exchange).await?;
         }
-        let channel = self.publish_channel().await.map_err(OperationError::Transient)?;
+        let channel = self.publish_channel().await.map_err(OperationError::from)?;
         let properties = BasicProperties::default().with_expiration(ttl.as_millis().to_string().into());
         let confirm = channel
             .basic_publish(
@@ -337,81 +331,6 @@ impl Session {
     }
 }
 
-/// Publishes `body` to `destination`, waiting for a connection until `deadline` and retrying
-/// on the next connection when one drops mid-publish. A retried message may arrive twice;
-/// nodes drop the duplicate by request id (replay window) and clients by reply identity.
-pub(super) async fn publish(
-    mut sessions: watch::Receiver<Option<Arc<Session>>>,
-    destination: Destination,
-    body: Vec<u8>,
-    ttl: Duration,
-    deadline: Instant,
-    confirm_timeout: Duration,
-    wait: Duration,
-) -> Result<Delivery, BrokerError> {
-    /// Enough to survive a dropped connection and a dropped channel; more would hide a bug.
-    const ATTEMPTS: usize = 3;
-    let route = Route::of(&destination);
-    let mut last_error = None;
-    for _ in 0..ATTEMPTS {
-        let Some(session) = connected_session(&mut sessions, deadline).await else {
-            break;
-        };
-        match session.publish(&route, &body, ttl, confirm_timeout).await {
-            Ok(delivery) => return Ok(delivery),
-            Err(OperationError::Fatal(error)) => return Err(error),
-            Err(OperationError::Transient(error)) => {
-                tracing::debug!(%error, destination = ?destination, "publish interrupted; retrying");
-                last_error = Some(error);
-            }
-        }
-    }
-    let operation = route.describe();
-    match last_error {
-        Some(error) if Instant::now() < deadline => {
-            Err(BrokerError::Refused { operation, reason: format!("it kept failing: {error}") })
-        }
-        _ => Err(BrokerError::Disconnected { operation, seconds: whole_seconds(wait) }),
-    }
-}
-
-/// The current session once it is connected, or `None` at `deadline`.
-pub(super) async fn connected_session(
-    sessions: &mut watch::Receiver<Option<Arc<Session>>>,
-    deadline: Instant,
-) -> Option<Arc<Session>> {
-    loop {
-        let current = sessions.borrow_and_update().clone();
-        if let Some(session) = current
-            && session.is_connected()
-        {
-            return Some(session);
-        }
-        // Checked on change, and every so often: a session can die before the owner notices.
-        let poll = Instant::now() + Duration::from_millis(50);
-        tokio::select! {
-            changed = sessions.changed() => {
-                if changed.is_err() {
-                    return None;
-                }
-            }
-            () = tokio::time::sleep_until(poll.min(deadline)) => {}
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-    }
-}
-
-/// Why a forwarder stopped.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum ForwardEnd {
-    /// The subscriber dropped its receiver; nothing more to do.
-    Unsubscribed,
-    /// The consumer stopped (connection lost, queue deleted): set it up again.
-    ConsumerEnded,
-}
-
 /// Most deliveries one acknowledgement covers (see [`forward`]).
 const MAX_ACK_BATCH: usize = 64;
 
@@ -451,9 +370,9 @@ pub(super) async fn forward(
                 Some(Ok(delivery)) => delivery,
                 Some(Err(error)) => {
                     tracing::debug!(%error, queue = %consumer.queue(), "consumer stopped");
-                    return ForwardEnd::ConsumerEnded;
+                    return ForwardEnd::Interrupted;
                 }
-                None => return ForwardEnd::ConsumerEnded,
+                None => return ForwardEnd::Interrupted,
             },
         };
         batch.push((permit, delivery));
@@ -464,11 +383,11 @@ pub(super) async fn forward(
                 Some(Some(Ok(delivery))) => batch.push((permit, delivery)),
                 Some(Some(Err(error))) => {
                     tracing::debug!(%error, queue = %consumer.queue(), "consumer stopped");
-                    ended = Some(ForwardEnd::ConsumerEnded);
+                    ended = Some(ForwardEnd::Interrupted);
                     break;
                 }
                 Some(None) => {
-                    ended = Some(ForwardEnd::ConsumerEnded);
+                    ended = Some(ForwardEnd::Interrupted);
                     break;
                 }
                 // Nothing else has arrived: hand over what there is.
@@ -586,11 +505,11 @@ fn broker_text(error: &lapin::Error) -> String {
 /// Sorts a lapin error into "tell the caller" (the broker refused) or "retry on reconnect".
 fn classify(error: lapin::Error, operation: &str, user: &str) -> OperationError {
     let ErrorKind::ProtocolError(amqp_error) = error.kind() else {
-        return OperationError::Transient(error);
+        return OperationError::from(error);
     };
     let AMQPErrorKind::Soft(soft) = amqp_error.kind() else {
         // A hard error closes the connection; the next connection may do better.
-        return OperationError::Transient(error);
+        return OperationError::from(error);
     };
     let reason = amqp_error.get_message().to_string();
     let refused =
@@ -619,10 +538,8 @@ mod tests {
 
     #[test]
     fn destinations_map_onto_the_documented_topology() {
-        let broadcast = |c: &str, a: &str| Destination::Broadcast { collective: c.into(), agent: a.into() };
-        let node = |c: &str, i: &str| Destination::Node { collective: c.into(), identity: i.into() };
-        let registration =
-            |c: &str, i: &str| Destination::Registration { collective: c.into(), identity: i.into() };
+        let (broadcast, node, registration) =
+            (Destination::broadcast, Destination::node, Destination::registration);
         check(broadcast("baton", "rpcutil"), "baton.broadcast", "agent.rpcutil");
         check(broadcast("dc1", "service"), "dc1.broadcast", "agent.service");
         check(node("baton", "web01"), "", "baton.node.web01");

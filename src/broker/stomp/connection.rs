@@ -26,8 +26,9 @@ use tokio_rustls::TlsConnector;
 
 use super::dialect::ErrorText;
 use super::frame::{Command, Decoder, Frame, FrameError, Item};
-use crate::broker::amqp::connect::{describe_tls, find_rustls_error, redact, seconds_text};
-use crate::broker::{BrokerError, BrokerSettings, StompDialect};
+use crate::broker::transport::{self, UrlProblem, tls_target};
+use crate::broker::wording::{self, seconds_text};
+use crate::broker::{BrokerSettings, StompDialect};
 
 /// The heart-beat interval we offer and ask for. The broker may ask for slower ones; a broker
 /// silent for twice the agreed interval is taken for dead.
@@ -41,15 +42,13 @@ const OUTGOING_CAPACITY: usize = 1024;
 
 /// One broker URL, parsed once, with what messages need to name it.
 #[derive(Clone)]
-pub(super) struct Endpoint {
+pub(in crate::broker) struct Endpoint {
     pub host: String,
     pub port: u16,
     pub login: Option<String>,
     pub passcode: Option<String>,
     /// The URL's path: RabbitMQ's virtual host (sent as the `host` header).
     pub vhost: Option<String>,
-    /// The URL as given, password replaced by `***`.
-    pub redacted: String,
     /// The connector and the name the server certificate must be valid for (TLS only).
     pub tls: Option<(TlsConnector, String)>,
 }
@@ -68,42 +67,19 @@ impl Endpoint {
     }
 }
 
-/// Parses and checks every URL up front, so a typo is a configuration error, not a retry loop.
-pub(super) fn endpoints(settings: &BrokerSettings) -> Result<Vec<Endpoint>, BrokerError> {
-    settings
-        .urls
-        .iter()
-        .map(|url| {
-            let redacted = redact(url);
-            let parsed = parse_url(url).map_err(|reason| {
-                BrokerError::Config(format!(
-                    "broker URL {redacted} is not a valid STOMP URL: {reason} \
-                     (expected stomp[+ssl]://user:password@host:port[/vhost])"
-                ))
-            })?;
-            let tls = if parsed.tls {
-                let Some(config) = &settings.tls else {
-                    return Err(BrokerError::Config(format!(
-                        "broker URL {redacted} uses TLS but no CA is configured \
-                         (set tls.ca, or use a stomp:// URL)"
-                    )));
-                };
-                let server_name = settings.tls_server_name.clone().unwrap_or_else(|| parsed.host.clone());
-                Some((TlsConnector::from(Arc::clone(config)), server_name))
-            } else {
-                None
-            };
-            Ok(Endpoint {
-                host: parsed.host,
-                port: parsed.port,
-                login: parsed.login,
-                passcode: parsed.passcode,
-                vhost: parsed.vhost,
-                redacted,
-                tls,
-            })
-        })
-        .collect()
+impl transport::Endpoint for Endpoint {
+    fn parse(url: &str, settings: &BrokerSettings) -> Result<Endpoint, UrlProblem> {
+        let form = "stomp[+ssl]://user:password@host:port[/vhost]";
+        let parsed = parse_url(url).map_err(|reason| UrlProblem::Invalid { reason, form })?;
+        let tls = if parsed.tls {
+            let (config, server_name) = tls_target(settings, &parsed.host, "a stomp:// URL")?;
+            Some((TlsConnector::from(config), server_name))
+        } else {
+            None
+        };
+        let ParsedUrl { host, port, login, passcode, vhost, .. } = parsed;
+        Ok(Endpoint { host, port, login, passcode, vhost, tls })
+    }
 }
 
 /// The parts of a `stomp://` or `stomp+ssl://` URL.
@@ -223,9 +199,9 @@ pub(super) async fn open(endpoint: &Endpoint, settings: &BrokerSettings) -> Resu
 
 async fn handshake(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Opened, String> {
     let address = endpoint.address();
-    let tcp = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-        .await
-        .map_err(|error| describe_io_error(&error, endpoint))?;
+    let failed = |error: std::io::Error| describe_io_error(&error, endpoint, settings.connect_timeout);
+    let tcp =
+        tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await.map_err(failed)?;
     // Frames are small and latency matters more than packet count.
     let _ = tcp.set_nodelay(true);
     let stream: Box<dyn Stream> = match &endpoint.tls {
@@ -234,7 +210,7 @@ async fn handshake(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Ope
             let name = ServerName::try_from(server_name.clone()).map_err(|_| {
                 format!("\"{server_name}\" is not a valid TLS server name (set tls.server_name)")
             })?;
-            Box::new(connector.connect(name, tcp).await.map_err(|error| describe_io_error(&error, endpoint))?)
+            Box::new(connector.connect(name, tcp).await.map_err(failed)?)
         }
     };
     let (mut reader, mut writer) = tokio::io::split(stream);
@@ -258,8 +234,8 @@ async fn handshake(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Ope
     let beat = HEARTBEAT.as_millis().to_string();
     connect = connect.header("heart-beat", format!("{beat},{beat}"));
     let bytes = connect.to_bytes().map_err(|error| error.to_string())?;
-    writer.write_all(&bytes).await.map_err(|error| describe_io_error(&error, endpoint))?;
-    writer.flush().await.map_err(|error| describe_io_error(&error, endpoint))?;
+    writer.write_all(&bytes).await.map_err(failed)?;
+    writer.flush().await.map_err(failed)?;
 
     let mut decoder = Decoder::new(settings.max_message_bytes.saturating_add(FRAME_HEADROOM));
     let mut buffer = Vec::with_capacity(16 * 1024);
@@ -281,7 +257,7 @@ async fn handshake(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Ope
                 ));
             }
         }
-        let read = reader.read(&mut chunk).await.map_err(|error| describe_io_error(&error, endpoint))?;
+        let read = reader.read(&mut chunk).await.map_err(failed)?;
         if read == 0 {
             return Err(format!(
                 "{address} closed the connection during the STOMP handshake (is this a STOMP port, and \
@@ -340,24 +316,9 @@ fn parse_heart_beat(text: &str) -> Option<(u64, u64)> {
 }
 
 /// Turns a failed TCP or TLS step into a sentence a person can act on.
-fn describe_io_error(error: &std::io::Error, endpoint: &Endpoint) -> String {
-    if let Some(tls_error) = find_rustls_error(error) {
-        let expected = endpoint.tls.as_ref().map_or(endpoint.host.as_str(), |(_, name)| name.as_str());
-        return describe_tls(tls_error, expected);
-    }
-    let address = endpoint.address();
-    match error.kind() {
-        std::io::ErrorKind::ConnectionRefused => {
-            format!("connection refused at {address} (is the broker running?)")
-        }
-        std::io::ErrorKind::ConnectionReset
-        | std::io::ErrorKind::ConnectionAborted
-        | std::io::ErrorKind::UnexpectedEof => format!(
-            "{address} closed the connection during the handshake (is this a STOMP port, and does it \
-             expect TLS?): {error}"
-        ),
-        _ => format!("cannot connect to {address}: {error}"),
-    }
+fn describe_io_error(error: &std::io::Error, endpoint: &Endpoint, timeout: Duration) -> String {
+    let tls_host = endpoint.tls.as_ref().map_or(endpoint.host.as_str(), |(_, name)| name.as_str());
+    wording::connect_failure(error, &endpoint.address(), "STOMP", tls_host, timeout)
 }
 
 /// How the broker answered a frame sent with a `receipt` header.
@@ -429,10 +390,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// One live STOMP connection. Cheap to share: publish tasks and forwarders hold it in an `Arc`.
-pub(super) struct Session {
+pub(in crate::broker) struct Session {
     pub endpoint: Endpoint,
-    /// Counts connections since start; subscriptions remember which one they were set up on.
-    pub generation: u64,
     outgoing: mpsc::Sender<Vec<u8>>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
@@ -440,7 +399,7 @@ pub(super) struct Session {
 
 impl Session {
     /// Starts the reader and writer tasks on an opened connection.
-    pub fn start(opened: Opened, endpoint: Endpoint, generation: u64) -> Session {
+    pub fn start(opened: Opened, endpoint: Endpoint) -> Session {
         let (ended, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             receipts: Mutex::new(HashMap::new()),
@@ -449,10 +408,10 @@ impl Session {
         });
         let (outgoing, frames) = mpsc::channel(OUTGOING_CAPACITY);
         let Opened { reader, writer, buffer, decoder, send_every, expect_every, server } = opened;
-        tracing::debug!(url = %endpoint.redacted, %server, ?send_every, ?expect_every, "STOMP session up");
+        tracing::debug!(address = %endpoint.address(), %server, ?send_every, ?expect_every, "STOMP session up");
         tokio::spawn(write_loop(writer, frames, send_every, Arc::clone(&shared)));
         tokio::spawn(read_loop(reader, buffer, decoder, expect_every, Arc::clone(&shared)));
-        Session { endpoint, generation, outgoing, shared, next_id: AtomicU64::new(0) }
+        Session { endpoint, outgoing, shared, next_id: AtomicU64::new(0) }
     }
 
     pub fn is_alive(&self) -> bool {

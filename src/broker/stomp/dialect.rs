@@ -260,10 +260,8 @@ mod tests {
 
     #[test]
     fn destinations_map_onto_each_dialect() {
-        let broadcast = |c: &str, a: &str| Destination::Broadcast { collective: c.into(), agent: a.into() };
-        let node = |c: &str, i: &str| Destination::Node { collective: c.into(), identity: i.into() };
-        let registration =
-            |c: &str, i: &str| Destination::Registration { collective: c.into(), identity: i.into() };
+        let (broadcast, node, registration) =
+            (Destination::broadcast, Destination::node, Destination::registration);
         let reply = |address: &str| Destination::Reply(address.into());
         use StompDialect::{ActiveMq, RabbitMq};
         check(ActiveMq, broadcast("baton", "rpcutil"), "/topic/baton.agent.rpcutil");

@@ -1,0 +1,557 @@
+//! The one task that owns a broker connection, for every transport.
+//!
+//! The owner takes [`Command`]s from every [`Broker`] handle, reconnects with backoff and
+//! jitter along the URL list when the session ends (noticed by the transport, or by a health
+//! check every [`HEALTH_CHECK_INTERVAL`] in case the transport's notice was missed), and sets up
+//! every live subscription again on the new session; subscribers keep their receivers
+//! throughout. Publishes do not pass through the owner one by one: each runs in a task of its
+//! own (bounded by a semaphore) that publishes on the current session and waits for its own
+//! answer (a confirm, a RECEIPT), so many publishes are in flight at once.
+//!
+//! What the transports do differently is behind [`Transport`]; nothing here names AMQP or STOMP.
+//!
+//! [`Broker`]: crate::broker::Broker
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::backoff::Backoff;
+use super::redact::redact;
+use super::transport::{Endpoint, ForwardEnd, OperationError, Outgoing, Transport, UrlProblem};
+use super::wording::whole_seconds;
+use super::{
+    BrokerError, BrokerSettings, Command, ConnectMode, Delivery, Destination, Incoming,
+    SUBSCRIPTION_CAPACITY, Subscription, SubscriptionKind,
+};
+
+/// Publishes in flight at once; the owner stops taking commands (backpressure) beyond this.
+const MAX_PUBLISHES_IN_FLIGHT: u32 = 8192;
+
+/// Longest wait before setting up again a subscription that failed to set up.
+const SETUP_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often the owner looks at the session's state in case it missed the transport's notice
+/// of its end (lapin, for one, may report a lost connection only through its status).
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Connects as `mode` says, then leaves the connection to a spawned owner task.
+pub(super) async fn start<T: Transport>(
+    settings: BrokerSettings,
+    mode: ConnectMode,
+    commands: mpsc::Receiver<Command>,
+) -> Result<(), BrokerError> {
+    let endpoints = parse_urls::<T>(&settings)?;
+    let settings = Arc::new(settings);
+    let mut backoff = Backoff::new(settings.max_backoff);
+    let mut failures = Vec::new();
+    let mut next = 0;
+    let (session, endpoint_index) = loop {
+        let (url, endpoint) = &endpoints[next % endpoints.len()];
+        match T::open(endpoint.clone(), Arc::clone(&settings)).await {
+            Ok(session) => break (session, next % endpoints.len()),
+            Err(reason) => match mode {
+                ConnectMode::FailFast => {
+                    failures.push(format!("{url}: {reason}"));
+                    if failures.len() == endpoints.len() {
+                        return Err(BrokerError::Unreachable { attempts: failures });
+                    }
+                }
+                ConnectMode::Persistent => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%url, %reason, retry_in = ?delay, "cannot connect to the broker");
+                    tokio::time::sleep(delay).await;
+                }
+            },
+        }
+        next += 1;
+    };
+    tracing::info!(url = %endpoints[endpoint_index].0, transport = T::NAME, "connected to the broker");
+    let (sessions, _) = watch::channel(None);
+    let (ended_sender, ended) = mpsc::channel(64);
+    let owner = Owner {
+        settings,
+        endpoints,
+        next_endpoint: endpoint_index + 1,
+        backoff,
+        generation: 0,
+        last_failure: None,
+        sessions,
+        subscriptions: HashMap::new(),
+        next_subscription_id: 0,
+        pending: Vec::new(),
+        ended_sender,
+        ended,
+        publish_permits: Arc::new(Semaphore::new(MAX_PUBLISHES_IN_FLIGHT as usize)),
+    };
+    tokio::spawn(owner.run(commands, session, endpoint_index));
+    Ok(())
+}
+
+/// Redacts and parses every URL up front, so that a typo is a configuration error, not a retry
+/// loop, and no password reaches a message.
+fn parse_urls<T: Transport>(settings: &BrokerSettings) -> Result<Vec<(String, T::Endpoint)>, BrokerError> {
+    let parse = |url: &String| {
+        let redacted = redact(url);
+        let reason = match T::Endpoint::parse(url, settings) {
+            Ok(endpoint) => return Ok((redacted, endpoint)),
+            Err(UrlProblem::Invalid { reason, form }) => {
+                format!("is not a valid {} URL: {reason} (expected {form})", T::NAME)
+            }
+            Err(UrlProblem::TlsWithoutCa { plain }) => {
+                format!("uses TLS but no CA is configured (set tls.ca, or use {plain})")
+            }
+        };
+        Err(BrokerError::Config(format!("broker URL {redacted} {reason}")))
+    };
+    settings.urls.iter().map(parse).collect()
+}
+
+/// The current session, as the owner knows it.
+struct Live<T> {
+    session: Arc<T>,
+    /// Counts connections since start; subscriptions remember which one they were set up on.
+    generation: u64,
+    /// Its URL, password hidden.
+    url: String,
+}
+
+/// A subscription the owner keeps alive across reconnections.
+struct LiveSubscription {
+    kind: SubscriptionKind,
+    subscriber: mpsc::Sender<Incoming>,
+    /// The session it is set up on, or `None` while it needs setting up.
+    generation: Option<u64>,
+}
+
+/// A subscribe that arrived while disconnected (or hit a transient error), with its deadline.
+struct PendingSubscribe {
+    kind: SubscriptionKind,
+    reply: oneshot::Sender<Result<Subscription, BrokerError>>,
+    deadline: Instant,
+}
+
+/// A forwarder reporting that it stopped.
+struct Ended {
+    subscription: u64,
+    generation: u64,
+    why: ForwardEnd,
+}
+
+type Attempt<S> = Pin<Box<dyn Future<Output = (usize, Result<S, String>)> + Send>>;
+type SessionEnd = Pin<Box<dyn Future<Output = String> + Send>>;
+
+struct Owner<T: Transport> {
+    settings: Arc<BrokerSettings>,
+    /// Every URL, redacted, and as the transport parsed it.
+    endpoints: Vec<(String, T::Endpoint)>,
+    /// Index (modulo the list) of the URL the next reconnection tries: failover goes round.
+    next_endpoint: usize,
+    backoff: Backoff,
+    /// The generation of the newest session; each connection gets the next one.
+    generation: u64,
+    /// Why the connection was last lost or a reconnection failed (URL redacted): what a
+    /// subscribe that times out while disconnected reports.
+    last_failure: Option<String>,
+    /// The current session, `None` while disconnected; publish tasks watch it.
+    sessions: watch::Sender<Option<Arc<Live<T>>>>,
+    subscriptions: HashMap<u64, LiveSubscription>,
+    next_subscription_id: u64,
+    pending: Vec<PendingSubscribe>,
+    ended_sender: mpsc::Sender<Ended>,
+    ended: mpsc::Receiver<Ended>,
+    publish_permits: Arc<Semaphore>,
+}
+
+impl<T: Transport> Owner<T> {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, first: T, first_endpoint: usize) {
+        // Resolves when the current session ends. Kept here rather than in `self`: it need not
+        // be `Sync`, and `self` is borrowed across awaits.
+        let mut session_end: Option<SessionEnd> = Some(Box::pin(first.ended()));
+        let mut retry_setup_at = self.install(first, first_endpoint).await;
+        let mut attempt: Option<Attempt<T>> = None;
+        let mut reconnect_at: Option<Instant> = None;
+        let mut health = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+        loop {
+            let connected = self.current().is_some();
+            let pending_deadline = self.pending.iter().map(|pending| pending.deadline).min();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                    Some(Command::Close { reply }) => {
+                        commands.close();
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(Command::Publish { destination, body, ttl, reply }) => {
+                        self.spawn_publish(destination, body, ttl, reply).await;
+                    }
+                    Some(Command::Subscribe { kind, reply }) => {
+                        let deadline = Instant::now() + self.settings.connect_timeout;
+                        self.pending.push(PendingSubscribe { kind, reply, deadline });
+                        if connected {
+                            self.serve_pending().await;
+                        }
+                    }
+                },
+                reason = wait_end(&mut session_end), if connected => {
+                    session_end = None;
+                    reconnect_at = Some(self.lose(&reason));
+                }
+                _ = health.tick() => {
+                    if connected && !self.session_alive() {
+                        session_end = None;
+                        reconnect_at = Some(self.lose("the connection is no longer open"));
+                    }
+                }
+                () = sleep_until_some(reconnect_at), if !connected && attempt.is_none() => {
+                    reconnect_at = None;
+                    let index = self.next_endpoint % self.endpoints.len();
+                    self.next_endpoint += 1;
+                    let endpoint = self.endpoints[index].1.clone();
+                    let settings = Arc::clone(&self.settings);
+                    attempt = Some(Box::pin(async move { (index, T::open(endpoint, settings).await) }));
+                }
+                (index, result) = run_attempt(&mut attempt), if attempt.is_some() => {
+                    attempt = None;
+                    let url = &self.endpoints[index].0;
+                    match result {
+                        Ok(session) => {
+                            tracing::info!(%url, transport = T::NAME, "reconnected to the broker");
+                            self.backoff.reset();
+                            session_end = Some(Box::pin(session.ended()));
+                            retry_setup_at = self.install(session, index).await;
+                        }
+                        Err(reason) => {
+                            let delay = self.backoff.next_delay();
+                            tracing::warn!(%url, %reason, retry_in = ?delay, "cannot reconnect to the broker");
+                            self.last_failure = Some(format!("{url}: {reason}"));
+                            reconnect_at = Some(Instant::now() + delay);
+                        }
+                    }
+                }
+                Some(ended) = self.ended.recv() => {
+                    if self.subscription_ended(ended) && retry_setup_at.is_none() {
+                        // Not at once: a queue deleted under us may be a broker being reconfigured.
+                        retry_setup_at = Some(Instant::now() + Backoff::INITIAL);
+                    }
+                }
+                () = sleep_until_some(retry_setup_at), if connected => {
+                    retry_setup_at = None;
+                    if !self.setup_subscriptions().await {
+                        retry_setup_at = Some(self.setup_retry_time());
+                    }
+                }
+                () = sleep_until_some(pending_deadline) => self.expire_pending(),
+            }
+        }
+    }
+
+    fn current(&self) -> Option<Arc<Live<T>>> {
+        self.sessions.borrow().clone()
+    }
+
+    fn session_alive(&self) -> bool {
+        self.current().is_some_and(|live| live.session.is_alive())
+    }
+
+    /// When to try again to set up subscriptions that failed (e.g. an exclusive reply queue
+    /// the broker still holds for the connection that just died).
+    fn setup_retry_time(&self) -> Instant {
+        Instant::now() + self.settings.max_backoff.min(SETUP_RETRY_INTERVAL)
+    }
+
+    /// Makes `session` current and brings every subscription back onto it. Returns when to
+    /// retry the subscriptions that could not be set up, if any.
+    async fn install(&mut self, session: T, endpoint: usize) -> Option<Instant> {
+        self.generation += 1;
+        let url = self.endpoints[endpoint].0.clone();
+        let live = Live { session: Arc::new(session), generation: self.generation, url };
+        self.sessions.send_replace(Some(Arc::new(live)));
+        for subscription in self.subscriptions.values_mut() {
+            subscription.generation = None;
+        }
+        let all_done = self.setup_subscriptions().await;
+        self.serve_pending().await;
+        (!all_done).then(|| self.setup_retry_time())
+    }
+
+    /// Records that the session ended; returns when to try reconnecting.
+    fn lose(&mut self, reason: &str) -> Instant {
+        if let Some(live) = self.sessions.send_replace(None) {
+            let url = &live.url;
+            tracing::warn!(%url, %reason, "lost the connection to the broker; reconnecting");
+            self.last_failure = Some(format!("{url}: {reason}"));
+        }
+        for subscription in self.subscriptions.values_mut() {
+            subscription.generation = None;
+        }
+        Instant::now() + self.backoff.next_delay()
+    }
+
+    async fn spawn_publish(
+        &self,
+        destination: Destination,
+        body: Vec<u8>,
+        ttl: Duration,
+        reply: oneshot::Sender<Result<Delivery, BrokerError>>,
+    ) {
+        let deadline = Instant::now() + self.settings.connect_timeout;
+        let Ok(permit) = Arc::clone(&self.publish_permits).acquire_owned().await else {
+            let _ = reply.send(Err(BrokerError::Closed));
+            return;
+        };
+        let sessions = self.sessions.subscribe();
+        let settings = Arc::clone(&self.settings);
+        tokio::spawn(async move {
+            let message = Outgoing { destination, body, ttl };
+            let result = publish(sessions, &message, deadline, &settings).await;
+            // The caller may have given up; that is its business.
+            let _ = reply.send(result);
+            drop(permit);
+        });
+    }
+
+    /// Sets up every subscription that is not on the current session. Returns false if some
+    /// could not be set up and should be tried again later.
+    async fn setup_subscriptions(&mut self) -> bool {
+        let Some(session) = self.current() else {
+            return true;
+        };
+        self.subscriptions.retain(|_, subscription| !subscription.subscriber.is_closed());
+        let mut all_done = true;
+        let ids: Vec<u64> = self.subscriptions.keys().copied().collect();
+        for id in ids {
+            let Some(subscription) = self.subscriptions.get(&id) else {
+                continue;
+            };
+            if subscription.generation == Some(session.generation) {
+                continue;
+            }
+            let kind = subscription.kind.clone();
+            let subscriber = subscription.subscriber.clone();
+            match self.establish(&session, id, &kind, subscriber).await {
+                Ok(()) => {
+                    if let Some(subscription) = self.subscriptions.get_mut(&id) {
+                        subscription.generation = Some(session.generation);
+                    }
+                }
+                Err(error) => {
+                    all_done = false;
+                    tracing::error!(subscription = ?kind, %error, "cannot restore a subscription; will retry");
+                }
+            }
+        }
+        all_done
+    }
+
+    /// Answers the subscribes waiting for a connection, now that there is one.
+    async fn serve_pending(&mut self) {
+        let Some(session) = self.current() else {
+            return;
+        };
+        let waiting = std::mem::take(&mut self.pending);
+        for pending in waiting {
+            if pending.reply.is_closed() {
+                continue;
+            }
+            let id = self.next_subscription_id;
+            let (subscriber, messages) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+            match self.establish(&session, id, &pending.kind, subscriber.clone()).await {
+                Ok(()) => {
+                    self.next_subscription_id += 1;
+                    self.subscriptions.insert(
+                        id,
+                        LiveSubscription {
+                            kind: pending.kind,
+                            subscriber,
+                            generation: Some(session.generation),
+                        },
+                    );
+                    let _ = pending.reply.send(Ok(Subscription { messages }));
+                }
+                Err(OperationError::Fatal(error)) => {
+                    let _ = pending.reply.send(Err(error));
+                }
+                Err(OperationError::Transient(reason)) => {
+                    // The connection is probably going; the next one serves it, or the deadline.
+                    tracing::debug!(%reason, "subscribe interrupted; waiting for the connection");
+                    self.pending.push(pending);
+                }
+            }
+        }
+    }
+
+    /// Sets up `kind` on `session` and spawns its forwarder, which reports its end.
+    async fn establish(
+        &self,
+        session: &Live<T>,
+        id: u64,
+        kind: &SubscriptionKind,
+        subscriber: mpsc::Sender<Incoming>,
+    ) -> Result<(), OperationError> {
+        let forwarder = session.session.subscribe(kind, subscriber).await?;
+        let ended = self.ended_sender.clone();
+        let generation = session.generation;
+        tokio::spawn(async move {
+            let why = forwarder.await;
+            // The owner is gone at shutdown; nothing left to tell.
+            let _ = ended.send(Ended { subscription: id, generation, why }).await;
+        });
+        Ok(())
+    }
+
+    /// Handles a forwarder's end; true if the subscription needs setting up again.
+    fn subscription_ended(&mut self, ended: Ended) -> bool {
+        if ended.why == ForwardEnd::Unsubscribed {
+            self.subscriptions.remove(&ended.subscription);
+            return false;
+        }
+        let alive = self.session_alive();
+        let Some(subscription) = self.subscriptions.get_mut(&ended.subscription) else {
+            return false;
+        };
+        if subscription.generation != Some(ended.generation) {
+            // Already replaced on a newer connection.
+            return false;
+        }
+        subscription.generation = None;
+        if alive {
+            tracing::warn!(subscription = ?subscription.kind,
+                "the broker stopped a subscription (queue deleted?); setting it up again");
+        }
+        alive
+    }
+
+    fn expire_pending(&mut self) {
+        let now = Instant::now();
+        let waiting = std::mem::take(&mut self.pending);
+        for pending in waiting {
+            if pending.deadline <= now {
+                let error = match (&self.last_failure, self.current().is_none()) {
+                    // Say why the broker cannot be used, not just that it cannot.
+                    (Some(failure), true) => BrokerError::Unreachable { attempts: vec![failure.clone()] },
+                    _ => BrokerError::Disconnected {
+                        operation: format!("subscribe ({:?})", pending.kind),
+                        seconds: whole_seconds(self.settings.connect_timeout),
+                    },
+                };
+                let _ = pending.reply.send(Err(error));
+            } else {
+                self.pending.push(pending);
+            }
+        }
+    }
+
+    /// Waits (bounded) for in-flight publishes, then says goodbye to the broker.
+    async fn shutdown(&mut self) {
+        let drained = tokio::time::timeout(
+            self.settings.connect_timeout * 2,
+            self.publish_permits.acquire_many(MAX_PUBLISHES_IN_FLIGHT),
+        )
+        .await;
+        if drained.is_err() {
+            tracing::warn!("closing the broker connection with publishes still unanswered");
+        }
+        self.publish_permits.close();
+        for pending in std::mem::take(&mut self.pending) {
+            let _ = pending.reply.send(Err(BrokerError::Closed));
+        }
+        if let Some(live) = self.sessions.send_replace(None) {
+            live.session.close().await;
+        }
+    }
+}
+
+/// Publishes `body` to `destination`, waiting for a connection until `deadline` and retrying on
+/// the next connection when one drops before the broker answered. A retried message may arrive
+/// twice; nodes drop the duplicate by request id (replay window) and clients by reply identity.
+async fn publish<T: Transport>(
+    mut sessions: watch::Receiver<Option<Arc<Live<T>>>>,
+    message: &Outgoing,
+    deadline: Instant,
+    settings: &BrokerSettings,
+) -> Result<Delivery, BrokerError> {
+    /// Enough to survive a dropped connection and a dropped channel; more would hide a bug.
+    const ATTEMPTS: usize = 3;
+    let mut last_reason = None;
+    for _ in 0..ATTEMPTS {
+        let Some(live) = connected_session(&mut sessions, deadline).await else {
+            break;
+        };
+        let session = &live.session;
+        match session.publish(message).await {
+            Ok(delivery) => return Ok(delivery),
+            Err(OperationError::Fatal(error)) => return Err(error),
+            Err(OperationError::Transient(reason)) => {
+                tracing::debug!(%reason, destination = ?message.destination, "publish interrupted; retrying");
+                last_reason = Some(reason);
+            }
+        }
+    }
+    let operation = T::publish_operation(&message.destination, settings);
+    match last_reason {
+        Some(reason) if Instant::now() < deadline => {
+            Err(BrokerError::Refused { operation, reason: format!("it kept failing: {reason}") })
+        }
+        _ => Err(BrokerError::Disconnected { operation, seconds: whole_seconds(settings.connect_timeout) }),
+    }
+}
+
+/// The current session once it is alive, or `None` at `deadline`.
+async fn connected_session<T: Transport>(
+    sessions: &mut watch::Receiver<Option<Arc<Live<T>>>>,
+    deadline: Instant,
+) -> Option<Arc<Live<T>>> {
+    loop {
+        let current = sessions.borrow_and_update().clone();
+        if let Some(live) = current
+            && live.session.is_alive()
+        {
+            return Some(live);
+        }
+        // Checked on change, and every so often: a session can end before the owner notices.
+        let poll = Instant::now() + Duration::from_millis(50);
+        tokio::select! {
+            changed = sessions.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
+            }
+            () = tokio::time::sleep_until(poll.min(deadline)) => {}
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
+
+async fn wait_end(end: &mut Option<SessionEnd>) -> String {
+    match end {
+        Some(end) => end.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_attempt<S>(attempt: &mut Option<Attempt<S>>) -> (usize, Result<S, String>) {
+    match attempt {
+        Some(attempt) => attempt.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_some(when: Option<Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(when).await,
+        None => std::future::pending().await,
+    }
+}
