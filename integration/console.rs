@@ -12,8 +12,8 @@
 //! directories in the test's temporary tree, so nothing on the machine is touched.
 //!
 //! Needs `/usr/bin/chromium` and `npm ci` in `integration/console` (both done by `bin/test`).
-//! Without them the browser test is skipped with a message, unless `BATON_REQUIRE_BROWSER=1`
-//! (set by `bin/test`), which makes it fail instead.
+//! Without them the browser tests fail, naming what to install: a skipped browser test would
+//! pass without running.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,8 +36,8 @@ const BASE_PASSWD: &str =
 const BASE_GROUP: &str = "root:x:0:\ndaemon:x:1:\n";
 const BASE_HOSTS: &str = "127.0.0.1\tlocalhost\n";
 
-/// Where the e2e script and its `node_modules` are, when the browser test can run.
-fn browser_setup() -> Option<PathBuf> {
+/// Where the e2e script and its `node_modules` are; panics naming what is missing.
+fn browser_setup() -> PathBuf {
     let dir = repo_root().join("integration/console");
     let mut missing = Vec::new();
     if !Path::new(CHROMIUM).exists() {
@@ -49,15 +49,12 @@ fn browser_setup() -> Option<PathBuf> {
     if Command::new("node").arg("--version").output().is_err() {
         missing.push("node (apt-get install nodejs)".to_owned());
     }
-    if missing.is_empty() {
-        return Some(dir);
-    }
-    let message = format!("the console's browser test needs: {}", missing.join(", "));
-    if std::env::var("BATON_REQUIRE_BROWSER").is_ok_and(|value| value == "1") {
-        panic!("{message} (BATON_REQUIRE_BROWSER=1; bin/test installs them)");
-    }
-    eprintln!("SKIPPED: {message}; bin/test installs them and sets BATON_REQUIRE_BROWSER=1");
-    None
+    assert!(
+        missing.is_empty(),
+        "the console's browser test needs: {} (bin/test installs them)",
+        missing.join(", ")
+    );
+    dir
 }
 
 fn prepare_root(root: &Path, passwd: &str, group: &str) {
@@ -179,7 +176,7 @@ fn reply_of(output: &BatonOutput, node: &str) -> Value {
 
 #[test]
 fn the_console_manages_real_nodes_in_a_browser() {
-    let Some(script_dir) = browser_setup() else { return };
+    let script_dir = browser_setup();
     assert!(
         Command::new("puppet").arg("--version").output().is_ok_and(|output| output.status.success()),
         "puppet is not installed: apt-get install puppet (bin/test installs it)"
@@ -298,7 +295,7 @@ fn the_console_manages_real_nodes_in_a_browser() {
 
 #[test]
 fn with_ed25519_the_console_signs_as_the_logged_in_user_with_their_own_key() {
-    let Some(script_dir) = browser_setup() else { return };
+    let script_dir = browser_setup();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_owned();
     // The nodes trust two callers: alice, and the console's own key (for the harness's pings).

@@ -126,7 +126,7 @@ fn no_unwrap_outside_tests() {
 const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ("protocol", &[]),
     ("security", &["protocol"]),
-    ("broker", &[]),
+    ("broker", &["security::tls"]),
     ("agents", &["protocol", "security::file_trust"]),
     ("config", &["security", "broker", "agents"]),
     ("node", &["protocol", "security", "broker", "agents", "config"]),
@@ -316,7 +316,9 @@ fn the_import_table_reads_paths_as_rust_does() {
 /// is missing.
 fn early_returns_on_missing_variables(dir: &Path) -> Vec<String> {
     let mut violations = Vec::new();
-    for path in source_files(dir) {
+    // This file holds the rule's own examples, as string literals the self-test feeds it.
+    let this_file = Path::new(file!()).file_name();
+    for path in source_files(dir).into_iter().filter(|path| path.file_name() != this_file) {
         let text = std::fs::read_to_string(&path).expect("read test source");
         let code: Vec<&str> = text.lines().map(|line| line.split("//").next().unwrap_or("")).collect();
         for index in early_returns(&code) {
