@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod args;
+#[cfg(feature = "console")]
 mod console;
 pub mod exit;
 pub mod extras;
@@ -72,6 +73,12 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
             agents::doc(cli, agent, collective.clone(), output).await
         }
         Command::Keygen { name, dir, force } => agents::keygen(cli, name.as_deref(), dir, *force),
+        #[cfg(not(feature = "console"))]
+        Command::Console { .. } => Err(Failure::usage(anyhow!(
+            "this baton was built without the web console; rebuild it with the default features \
+             (cargo feature `console`) to run `baton console`"
+        ))),
+        #[cfg(feature = "console")]
         Command::Console { listen, users, add_user, database, registration_interval, user_keys, origins } => {
             match (add_user, users) {
                 (Some(name), Some(users)) => console::add_user(users, name),
