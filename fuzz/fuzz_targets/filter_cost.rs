@@ -5,12 +5,11 @@
 //! accepted compiles and matches within libFuzzer's per-input `-timeout` (the fuzz step of
 //! `bin/test` sets it), which reports a slow input as a crash; no clock is read here.
 //!
-//! The input is split on NUL bytes into flags. In each, the first byte picks the flag (`-I`,
-//! `-C`, `-F`, `-A` or `-S`), the second how many times the rest is repeated (1 to 256), so
-//! that small inputs reach texts past the limits; the rest, read as UTF-8 (lossily), is the text.
+//! The input is read by [`baton_fuzz::filter_spec`], with a repeat count per flag so that small
+//! inputs reach texts past the limits.
 #![no_main]
 
-use baton::protocol::filter::{Filter, FilterSpec, MAX_EXPRESSION_BYTES, MAX_FILTER_BYTES, NodeView};
+use baton::protocol::filter::{Filter, MAX_EXPRESSION_BYTES, MAX_FILTER_BYTES, NodeView};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -42,19 +41,7 @@ impl NodeView for Node {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut spec = FilterSpec::default();
-    for chunk in data.split(|byte| *byte == 0) {
-        let [selector, repeat, text @ ..] = chunk else { continue };
-        let text = String::from_utf8_lossy(text).repeat(usize::from(*repeat) + 1);
-        let list = match selector % 5 {
-            0 => &mut spec.identity,
-            1 => &mut spec.class,
-            2 => &mut spec.fact,
-            3 => &mut spec.agent,
-            _ => &mut spec.select,
-        };
-        list.push(text);
-    }
+    let spec = baton_fuzz::filter_spec(data, true);
     let texts = || [&spec.identity, &spec.class, &spec.fact, &spec.agent, &spec.select].into_iter().flatten();
     let longest = texts().map(String::len).max().unwrap_or(0);
     let total: usize = texts().map(String::len).sum();
