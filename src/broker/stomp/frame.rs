@@ -138,13 +138,13 @@ impl Frame {
     /// holds a line break, or whose header name holds a `:`. On error `out` is left as it was.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let start = out.len();
-        let encoded = self.encode_head(out);
-        let head_bytes = out.len() - start;
-        if encoded.is_ok() && head_bytes > MAX_HEADER_BYTES {
-            out.truncate(start);
-            return Err(EncodeError::HeadTooLarge { command: self.command, bytes: head_bytes });
-        }
-        if let Err(error) = encoded {
+        let head = self.encode_head(out).and_then(|()| match out.len() - start {
+            bytes if bytes > MAX_HEADER_BYTES => {
+                Err(EncodeError::HeadTooLarge { command: self.command, bytes })
+            }
+            _ => Ok(()),
+        });
+        if let Err(error) = head {
             out.truncate(start);
             return Err(error);
         }
