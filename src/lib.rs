@@ -12,6 +12,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+#[cfg(feature = "console")]
 pub mod console;
 pub mod node;
 pub mod protocol;

@@ -1,7 +1,9 @@
 //! The STOMP 1.2 frame codec: round trips, header escaping, partial input, garbage and oversize.
 //! Hermetic: bytes in, frames or errors out.
 
-use baton::broker::stomp::frame::{Command, Decoder, EncodeError, Frame, FrameError, Item, MAX_HEADERS};
+use baton::broker::stomp::frame::{
+    Command, Decoder, EncodeError, Frame, FrameError, Item, MAX_HEADER_BYTES, MAX_HEADERS,
+};
 
 const LIMIT: usize = 4096;
 
@@ -220,6 +222,107 @@ fn a_given_content_length_is_replaced_by_the_real_one() {
     let frame = Frame::new(Command::Send).header("content-length", "999").body(b"abc".to_vec());
     let bytes = frame.to_bytes().expect("encodable");
     assert_eq!(bytes, b"SEND\ncontent-length:3\n\nabc\0");
+}
+
+/// The decoder's own output always decodes: a frame at the header limit gets a
+/// `content-length` added and escaping can lengthen its head, so the encoder refuses what the
+/// decoder would (issue 12, finding 14: the `stomp_frame` fuzz target found a 128-header frame
+/// whose re-encoding the decoder refused with `TooManyHeaders`).
+#[test]
+fn what_the_encoder_writes_the_decoder_reads() {
+    let headers = |count: usize, value: &str| -> Vec<(String, String)> {
+        (0..count).map(|index| (format!("h{index}"), value.to_string())).collect()
+    };
+    let frame = |headers: Vec<(String, String)>, body: &[u8]| Frame {
+        command: Command::Message,
+        headers,
+        body: body.to_vec(),
+    };
+    // Heads of 60 000 unescaped bytes that escaping makes longer than the limit.
+    let colons = ":".repeat(60_000 / MAX_HEADERS);
+    let cases = [
+        frame(headers(MAX_HEADERS, "v"), b"body"),
+        frame(headers(MAX_HEADERS - 1, "v"), b"body"),
+        frame(headers(MAX_HEADERS, "v"), b""),
+        frame(headers(MAX_HEADERS, &colons), b""),
+        frame(headers(MAX_HEADERS - 1, &"v".repeat(60_000 / MAX_HEADERS)), b"body"),
+    ];
+    let mut round_trips = 0;
+    for original in cases {
+        let description =
+            format!("{} headers of {} bytes", original.headers.len(), original.headers[0].1.len());
+        match original.to_bytes() {
+            Ok(bytes) => {
+                let items = decode_all(&bytes, bytes.len());
+                let mut expected = original.clone();
+                if !expected.body.is_empty() {
+                    expected.headers.push(("content-length".to_string(), expected.body.len().to_string()));
+                }
+                assert_eq!(
+                    items,
+                    Ok(vec![Item::Frame(expected)]),
+                    "{description}: its encoding does not decode"
+                );
+                round_trips += 1;
+            }
+            Err(EncodeError::TooManyHeaders { count, .. }) => {
+                assert_eq!(count, MAX_HEADERS + 1, "{description}");
+            }
+            Err(EncodeError::HeadTooLarge { bytes, .. }) => {
+                assert!(bytes > MAX_HEADER_BYTES, "{description}: refused at {bytes} bytes");
+            }
+            Err(error) => panic!("{description}: {error}"),
+        }
+    }
+    // The limits refuse only what the decoder would: frames just inside them still go out.
+    assert_eq!(round_trips, 3);
+}
+
+/// A peer trickling a head of almost `MAX_HEADER_BYTES` one byte per read must cost work
+/// linear in the bytes sent (issue 12, finding 12: the decoder re-parsed the whole head on every
+/// read, 4 s of CPU for 60 KB over 18 s). Counted, not timed: `Decoder::work`.
+#[test]
+fn a_head_trickled_in_a_byte_at_a_time_costs_linear_work() {
+    let mut input = b"MESSAGE\n".to_vec();
+    for index in 0..MAX_HEADERS - 1 {
+        input.extend_from_slice(format!("h{index:03}:{}\n", "v".repeat(480)).as_bytes());
+    }
+    input.extend_from_slice(b"\nbody\0");
+    assert!(input.len() > 60_000 && input.len() < MAX_HEADER_BYTES, "{} bytes", input.len());
+
+    let mut decoder = Decoder::new(1 << 20);
+    let mut buffer = Vec::new();
+    let mut items = Vec::new();
+    for &byte in &input {
+        buffer.push(byte);
+        while let Some(item) = decoder.decode(&mut buffer).expect("a well-formed frame") {
+            items.push(item);
+        }
+    }
+    assert!(matches!(items.as_slice(), [Item::Frame(frame)] if frame.headers.len() == MAX_HEADERS - 1));
+    // Each byte is searched once and moved at most once; a rescan per read would be ~n²/2.
+    let bytes = input.len() as u64;
+    assert!(decoder.work() <= 2 * bytes, "{} bytes cost {} bytes of work", bytes, decoder.work());
+}
+
+/// A read full of heart-beats (or small frames) costs linear work too: decoded bytes leave the
+/// buffer in one go, not one memmove of the rest per item.
+#[test]
+fn a_read_full_of_small_items_costs_linear_work() {
+    let mut input = vec![b'\n'; 32 * 1024];
+    for _ in 0..1024 {
+        input.extend_from_slice(b"RECEIPT\nreceipt-id:r\n\n\0\r\n");
+    }
+    let mut decoder = Decoder::new(LIMIT);
+    let mut buffer = input.clone();
+    let mut count = 0;
+    while decoder.decode(&mut buffer).expect("well-formed").is_some() {
+        count += 1;
+    }
+    assert_eq!(count, 32 * 1024 + 2 * 1024);
+    assert!(buffer.is_empty());
+    let bytes = input.len() as u64;
+    assert!(decoder.work() <= 2 * bytes, "{} bytes cost {} bytes of work", bytes, decoder.work());
 }
 
 /// Bytes from a broker are hostile: any byte soup must decode to items or an error, never

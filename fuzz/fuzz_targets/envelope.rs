@@ -24,20 +24,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(envelope) = Envelope::decode(data, limit) {
         let again = Envelope::decode(&envelope.encode(), usize::MAX)
             .expect("an envelope that decoded once re-encodes to one that decodes");
-        assert_eq!(
-            again, envelope,
-            "envelope changed in an encode/decode round trip"
-        );
+        assert_eq!(again, envelope, "envelope changed in an encode/decode round trip");
     }
     let _ = SECURITY.open_request(data, limit);
     let _ = SECURITY.open_reply(data, limit);
     let _ = SECURITY.open_registration(data, limit);
 
-    for kind in [
-        PayloadKind::Request,
-        PayloadKind::Reply,
-        PayloadKind::Registration,
-    ] {
+    for kind in [PayloadKind::Request, PayloadKind::Reply, PayloadKind::Registration] {
         let sealed = SECURITY.seal(kind, data.to_vec()).encode();
         let opened = match kind {
             PayloadKind::Request => SECURITY.open_request(&sealed, usize::MAX).map(drop),

@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use baton::protocol::filter::{Filter, FilterSpec, NodeView, dotted_fact};
+use baton::protocol::filter::{Filter, NodeView, dotted_fact};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
@@ -64,21 +64,7 @@ fn node() -> &'static Node {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut spec = FilterSpec::default();
-    for chunk in data.split(|byte| *byte == 0) {
-        let Some((selector, text)) = chunk.split_first() else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(text).into_owned();
-        let list = match selector % 5 {
-            0 => &mut spec.identity,
-            1 => &mut spec.class,
-            2 => &mut spec.fact,
-            3 => &mut spec.agent,
-            _ => &mut spec.select,
-        };
-        list.push(text);
-    }
+    let spec = baton_fuzz::filter_spec(data, false);
     match Filter::compile(&spec) {
         Ok(filter) => {
             let node: &dyn NodeView = node();

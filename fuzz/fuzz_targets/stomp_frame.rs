@@ -2,12 +2,12 @@
 //!
 //! Whatever the bytes, and however reads split them, decoding must return frames, heart-beats
 //! or an error, never panic, never hold more than the frame limit, and give the same items
-//! whether the input arrives whole or in two pieces. Every decoded frame that can be encoded
-//! must decode again to itself (plus the `content-length` the encoder adds).
+//! whether the input arrives whole or in two pieces. Every decoded frame the encoder accepts
+//! must decode again to itself (with the `content-length` the encoder writes for a body).
 
 #![no_main]
 
-use baton::broker::stomp::frame::{Decoder, FrameError, Item};
+use baton::broker::stomp::frame::{Decoder, EncodeError, Frame, FrameError, Item};
 use libfuzzer_sys::fuzz_target;
 
 const LIMIT: usize = 64 * 1024;
@@ -42,13 +42,35 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole_error.is_some(), halves_error.is_some(), "errors depend on how reads split the input");
     for item in whole {
         let Item::Frame(frame) = item else { continue };
-        let Ok(bytes) = frame.to_bytes() else { continue };
-        let (again, error) = decode(&[&bytes]);
-        assert!(error.is_none(), "a re-encoded frame fails to decode: {error:?}");
-        let Some(Item::Frame(decoded)) = again.into_iter().next() else {
-            panic!("a re-encoded frame decodes to nothing");
-        };
-        assert_eq!(decoded.command, frame.command);
-        assert_eq!(decoded.body, frame.body);
+        round_trip(&frame);
     }
 });
+
+/// What the encoder writes, the decoder reads back: the same frame, with the `content-length`
+/// the encoder puts on a body (and only there). The encoder may refuse a frame, but only for
+/// one of its documented reasons.
+fn round_trip(frame: &Frame) {
+    let bytes = match frame.to_bytes() {
+        Ok(bytes) => bytes,
+        Err(
+            EncodeError::Unescapable { .. }
+            | EncodeError::TooManyHeaders { .. }
+            | EncodeError::HeadTooLarge { .. },
+        ) => {
+            return;
+        }
+    };
+    let mut decoder = Decoder::new(bytes.len());
+    let mut buffer = bytes;
+    let decoded = decoder.decode(&mut buffer);
+    let mut expected = frame.clone();
+    expected.headers.retain(|(name, _)| name != "content-length");
+    if !expected.body.is_empty() {
+        expected.headers.push(("content-length".to_string(), expected.body.len().to_string()));
+    }
+    assert_eq!(decoded, Ok(Some(Item::Frame(expected))), "a re-encoded frame decodes to something else");
+    assert!(
+        buffer.is_empty() || decoder.decode(&mut buffer) == Ok(None),
+        "a re-encoded frame left bytes behind"
+    );
+}

@@ -149,6 +149,7 @@ pub enum Command {
         output: OutputArgs,
     },
     /// Serve the web console: browse nodes, run actions from forms, clone resources, control Puppet.
+    #[cfg(feature = "console")]
     #[command(after_help = CONSOLE_EXAMPLES)]
     Console {
         /// The address to listen on. Anything but a loopback address needs --users; 0.0.0.0 and
@@ -179,6 +180,15 @@ pub enum Command {
         /// refused; needed to --listen on 0.0.0.0 or ::.
         #[arg(long = "origin", value_name = "URL", value_parser = crate::console::PublicOrigin::parse)]
         origins: Vec<crate::console::PublicOrigin>,
+    },
+    /// The web console is not in this build (built without the cargo feature `console`).
+    // Kept as a command so that `baton console` says why it is missing instead of "unrecognized
+    // subcommand".
+    #[cfg(not(feature = "console"))]
+    #[command(disable_help_flag = true)]
+    Console {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        ignored: Vec<String>,
     },
     /// Print a shell completion script for bash, zsh or fish.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
@@ -225,6 +235,7 @@ Examples:
   baton replies later --request \"$id\"
   baton replies later --wait 60 --json";
 
+#[cfg(feature = "console")]
 const CONSOLE_EXAMPLES: &str = "\
 Examples:
   baton console                                   (http://127.0.0.1:8080, no login)
@@ -440,6 +451,7 @@ pub struct OutputArgs {
 }
 
 /// `--listen`: an address, or a host name and port (`localhost:8080`), resolved here.
+#[cfg(feature = "console")]
 fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
     use std::net::ToSocketAddrs;
     if let Ok(address) = text.parse() {

@@ -9,6 +9,7 @@
 
 pub mod args;
 mod cmd;
+#[cfg(feature = "console")]
 mod console;
 pub mod exit;
 pub mod extras;
@@ -82,6 +83,12 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
             cmd::doc::run(cli, agent, collective.clone(), output).await
         }
         Command::Keygen { name, dir, force } => cmd::keygen::run(cli, name.as_deref(), dir, *force),
+        #[cfg(not(feature = "console"))]
+        Command::Console { .. } => Err(Failure::usage(anyhow!(
+            "this baton was built without the web console; rebuild it with the default features \
+             (cargo feature `console`) to run `baton console`"
+        ))),
+        #[cfg(feature = "console")]
         Command::Console { listen, users, add_user, database, registration_interval, user_keys, origins } => {
             match (add_user, users) {
                 (Some(name), Some(users)) => console::add_user(users, name),

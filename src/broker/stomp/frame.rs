@@ -132,16 +132,38 @@ impl Frame {
     /// Appends the wire form of this frame to `out`. A non-empty body always gets a
     /// `content-length` (any given one is replaced), so bodies may hold NUL bytes.
     ///
-    /// Fails only for handshake frames (which cannot escape) whose header holds a line break, or
-    /// whose header name holds a `:`.
+    /// What this encodes, [`Decoder`] decodes: a frame whose head would be over
+    /// [`MAX_HEADERS`] headers or [`MAX_HEADER_BYTES`] bytes (the added `content-length` and
+    /// escaping included) is refused, as are handshake frames (which cannot escape) whose header
+    /// holds a line break, or whose header name holds a `:`. On error `out` is left as it was.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        let head = self.encode_head(out).and_then(|()| match out.len() - start {
+            bytes if bytes > MAX_HEADER_BYTES => {
+                Err(EncodeError::HeadTooLarge { command: self.command, bytes })
+            }
+            _ => Ok(()),
+        });
+        if let Err(error) = head {
+            out.truncate(start);
+            return Err(error);
+        }
+        out.extend_from_slice(&self.body);
+        out.push(0);
+        Ok(())
+    }
+
+    /// The command, headers and blank line.
+    fn encode_head(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let given = self.headers.iter().filter(|(name, _)| name != "content-length");
+        let count = given.clone().count() + usize::from(!self.body.is_empty());
+        if count > MAX_HEADERS {
+            return Err(EncodeError::TooManyHeaders { command: self.command, count });
+        }
         let escape = self.command.escapes_headers();
         out.extend_from_slice(self.command.as_str().as_bytes());
         out.push(b'\n');
-        for (name, value) in &self.headers {
-            if name == "content-length" {
-                continue;
-            }
+        for (name, value) in given {
             if escape {
                 escape_into(name, out);
                 out.push(b':');
@@ -161,8 +183,6 @@ impl Frame {
             out.extend_from_slice(format!("content-length:{}\n", self.body.len()).as_bytes());
         }
         out.push(b'\n');
-        out.extend_from_slice(&self.body);
-        out.push(0);
         Ok(())
     }
 
@@ -182,6 +202,16 @@ pub enum EncodeError {
          breaks (or a ':' in the name)"
     )]
     Unescapable { command: Command, name: String },
+    #[error(
+        "a {command} frame would carry {count} headers (content-length included), over the \
+         {MAX_HEADERS} a STOMP peer accepts: send fewer headers"
+    )]
+    TooManyHeaders { command: Command, count: usize },
+    #[error(
+        "a {command} frame's header section would be {bytes} bytes (escaped), over the \
+         {MAX_HEADER_BYTES} a STOMP peer accepts: send shorter headers"
+    )]
+    HeadTooLarge { command: Command, bytes: usize },
 }
 
 /// What the peer sent that is not STOMP 1.2. Any of these ends the connection.
@@ -220,55 +250,103 @@ pub enum Item {
 }
 
 /// Incremental STOMP decoder: feed it the bytes read so far, take items off the front.
+///
+/// Decoding costs time linear in the bytes received, however a peer splits them: the decoder
+/// remembers how far it has looked (lines of a head already parsed, body bytes already searched
+/// for their NUL), so no byte is looked at twice, and it removes what it has decoded from the
+/// buffer in one go when it needs more input rather than after every item.
 #[derive(Debug)]
 pub struct Decoder {
     max_frame_bytes: usize,
     state: State,
+    /// Bytes at the front of the caller's buffer already decoded. Removing from the front of a
+    /// `Vec` moves everything behind it, so removing after every item would cost the square of
+    /// a read full of small items (heart-beats); they go when the decoder needs more input.
+    consumed: usize,
+    /// Bytes searched or moved so far: see [`Decoder::work`].
+    work: u64,
 }
 
 #[derive(Debug)]
 enum State {
     /// Waiting for (the rest of) a command and its headers.
-    Head,
+    Head(Head),
     /// Headers parsed; waiting for the body and its NUL.
     Body {
         frame: Frame,
         head_bytes: usize,
         length: Option<usize>,
-        /// Bytes of the buffer already searched for NUL (bodies without content-length).
+        /// Bytes of the body already searched for NUL (bodies without content-length).
         scanned: usize,
     },
     /// Throwing away an oversized body: `remaining` bytes plus the NUL.
     Skip { frame: Frame, declared: usize, remaining: usize },
 }
 
+/// A head read so far. Offsets count from the first byte of the frame.
+#[derive(Debug, Default)]
+struct Head {
+    command: Option<Command>,
+    headers: Vec<(String, String)>,
+    /// Where the line being read starts.
+    line_start: usize,
+    /// How far the line being read has been searched for its end.
+    scanned: usize,
+}
+
 impl Decoder {
     /// A decoder that refuses frames larger than `max_frame_bytes` (headers and body).
     pub fn new(max_frame_bytes: usize) -> Decoder {
-        Decoder { max_frame_bytes, state: State::Head }
+        Decoder { max_frame_bytes, state: State::Head(Head::default()), consumed: 0, work: 0 }
     }
 
-    /// Takes one item off the front of `buffer`. `Ok(None)` means: read more bytes and call
-    /// again. After an error the connection must be closed: the stream is out of step.
+    /// Takes one item off the front of `buffer`. `Ok(None)` means: append more bytes to `buffer`
+    /// and call again; by then every decoded byte has been removed from it. Between calls the
+    /// caller only appends: the decoder remembers positions in `buffer`. After an error the
+    /// connection must be closed: the stream is out of step.
     pub fn decode(&mut self, buffer: &mut Vec<u8>) -> Result<Option<Item>, FrameError> {
+        let item = self.next_item(buffer)?;
+        if item.is_none() && self.consumed > 0 {
+            self.work += (buffer.len() - self.consumed) as u64;
+            buffer.drain(..self.consumed);
+            self.consumed = 0;
+        }
+        Ok(item)
+    }
+
+    /// Bytes this decoder has searched (for line ends and NULs) or moved (removing decoded bytes
+    /// from the buffer) so far. It stays within a small multiple of the bytes fed, whatever the
+    /// input and however reads split it; exposed so that tests can check that without a clock.
+    pub fn work(&self) -> u64 {
+        self.work
+    }
+
+    fn next_item(&mut self, buffer: &[u8]) -> Result<Option<Item>, FrameError> {
         loop {
-            match std::mem::replace(&mut self.state, State::Head) {
-                State::Head => {
-                    if buffer.first() == Some(&b'\n') {
-                        buffer.drain(..1);
-                        return Ok(Some(Item::HeartBeat));
+            let input = &buffer[self.consumed..];
+            match std::mem::take(&mut self.state) {
+                State::Head(mut head) => {
+                    if head.line_start == 0 {
+                        let beat = if input.starts_with(b"\n") {
+                            1
+                        } else if input.starts_with(b"\r\n") {
+                            2
+                        } else {
+                            0
+                        };
+                        if beat > 0 {
+                            self.consumed += beat;
+                            return Ok(Some(Item::HeartBeat));
+                        }
                     }
-                    if buffer.starts_with(b"\r\n") {
-                        buffer.drain(..2);
-                        return Ok(Some(Item::HeartBeat));
-                    }
-                    let Some((frame, head_bytes)) = parse_head(buffer)? else {
-                        if buffer.len() > MAX_HEADER_BYTES + 1 {
+                    let Some((frame, head_bytes)) = head.read(input, &mut self.work)? else {
+                        if input.len() > MAX_HEADER_BYTES + 1 {
                             return Err(FrameError::HeadersTooLarge { limit: MAX_HEADER_BYTES });
                         }
+                        self.state = State::Head(head);
                         return Ok(None);
                     };
-                    buffer.drain(..head_bytes);
+                    self.consumed += head_bytes;
                     let length = match frame.value("content-length") {
                         Some(text) => Some(parse_length(text)?),
                         None => None,
@@ -282,50 +360,52 @@ impl Decoder {
                 }
                 State::Body { mut frame, head_bytes, length, scanned } => match length {
                     Some(length) => {
-                        if buffer.len() <= length {
+                        if input.len() <= length {
                             self.state = State::Body { frame, head_bytes, length: Some(length), scanned };
                             return Ok(None);
                         }
-                        if buffer[length] != 0 {
+                        if input[length] != 0 {
                             return Err(FrameError::MissingNul { length });
                         }
-                        frame.body = buffer.drain(..=length).take(length).collect();
+                        frame.body = input[..length].to_vec();
+                        self.consumed += length + 1;
                         return Ok(Some(Item::Frame(frame)));
                     }
-                    None => match buffer[scanned..].iter().position(|&byte| byte == 0) {
-                        Some(offset) => {
-                            let end = scanned + offset;
+                    None => match find(input, scanned, 0, &mut self.work) {
+                        Some(end) => {
                             // Checked here too, so the outcome never depends on how reads split.
                             let size = head_bytes + end + 1;
                             if size > self.max_frame_bytes {
                                 return Err(FrameError::TooLarge { size, limit: self.max_frame_bytes });
                             }
-                            frame.body = buffer.drain(..=end).take(end).collect();
+                            frame.body = input[..end].to_vec();
+                            self.consumed += end + 1;
                             return Ok(Some(Item::Frame(frame)));
                         }
                         None => {
-                            let size = head_bytes + buffer.len();
+                            let size = head_bytes + input.len();
                             if size > self.max_frame_bytes {
                                 return Err(FrameError::TooLarge { size, limit: self.max_frame_bytes });
                             }
-                            let scanned = buffer.len();
+                            let scanned = input.len();
                             self.state = State::Body { frame, head_bytes, length: None, scanned };
                             return Ok(None);
                         }
                     },
                 },
                 State::Skip { frame, declared, remaining } => {
-                    let take = remaining.min(buffer.len());
-                    buffer.drain(..take);
+                    let take = remaining.min(input.len());
+                    self.consumed += take;
                     let remaining = remaining - take;
-                    if remaining > 0 || buffer.is_empty() {
+                    let rest = &input[take..];
+                    if remaining > 0 || rest.is_empty() {
                         self.state = State::Skip { frame, declared, remaining };
                         return Ok(None);
                     }
-                    if buffer[0] != 0 {
+                    if rest[0] != 0 {
                         return Err(FrameError::MissingNul { length: declared });
                     }
-                    buffer.drain(..1);
+                    self.consumed += 1;
                     return Ok(Some(Item::Oversized { frame, declared }));
                 }
             }
@@ -333,44 +413,66 @@ impl Decoder {
     }
 }
 
-/// Parses the command and headers at the front of `buffer`, if they are complete. Returns the
-/// frame (without body) and the number of bytes its head took.
-fn parse_head(buffer: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
-    let mut start = 0;
-    let mut command = None;
-    let mut headers = Vec::new();
-    while let Some(offset) = buffer[start..].iter().position(|&byte| byte == b'\n') {
-        let end = start + offset;
-        let line = buffer[start..end].strip_suffix(b"\r").unwrap_or(&buffer[start..end]);
-        start = end + 1;
-        let Some(command) = command else {
-            command = Some(Command::parse(line).ok_or_else(|| {
-                FrameError::UnknownCommand(String::from_utf8_lossy(&line[..line.len().min(40)]).into_owned())
-            })?);
-            continue;
-        };
-        if start > MAX_HEADER_BYTES {
-            // Also when the head is complete, so the outcome never depends on how reads split.
-            return Err(FrameError::HeadersTooLarge { limit: MAX_HEADER_BYTES });
-        }
-        if line.is_empty() {
-            return Ok(Some((Frame { command, headers, body: Vec::new() }, start)));
-        }
-        if headers.len() == MAX_HEADERS {
-            return Err(FrameError::TooManyHeaders { limit: MAX_HEADERS });
-        }
-        let text = std::str::from_utf8(line).map_err(|_| FrameError::NotUtf8)?;
-        let Some((name, value)) = text.split_once(':') else {
-            return Err(FrameError::MalformedHeader(shorten(text)));
-        };
-        if command.escapes_headers() {
-            let bad_escape = || FrameError::BadEscape(shorten(text));
-            headers.push((unescape(name).ok_or_else(bad_escape)?, unescape(value).ok_or_else(bad_escape)?));
-        } else {
-            headers.push((name.to_string(), value.to_string()));
-        }
+impl Default for State {
+    fn default() -> State {
+        State::Head(Head::default())
     }
-    Ok(None)
+}
+
+impl Head {
+    /// Parses the lines of `input` (the frame so far) completed since the last call. Returns the
+    /// frame (without body) and the length of its head once the blank line ending it is in.
+    fn read(&mut self, input: &[u8], work: &mut u64) -> Result<Option<(Frame, usize)>, FrameError> {
+        while let Some(end) = find(input, self.scanned, b'\n', work) {
+            let line = &input[self.line_start..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            self.line_start = end + 1;
+            self.scanned = end + 1;
+            let Some(command) = self.command else {
+                self.command = Some(Command::parse(line).ok_or_else(|| {
+                    FrameError::UnknownCommand(
+                        String::from_utf8_lossy(&line[..line.len().min(40)]).into_owned(),
+                    )
+                })?);
+                continue;
+            };
+            if self.line_start > MAX_HEADER_BYTES {
+                // Also when the head is complete, so the outcome never depends on how reads split.
+                return Err(FrameError::HeadersTooLarge { limit: MAX_HEADER_BYTES });
+            }
+            if line.is_empty() {
+                let headers = std::mem::take(&mut self.headers);
+                return Ok(Some((Frame { command, headers, body: Vec::new() }, self.line_start)));
+            }
+            if self.headers.len() == MAX_HEADERS {
+                return Err(FrameError::TooManyHeaders { limit: MAX_HEADERS });
+            }
+            self.headers.push(parse_header(command, line)?);
+        }
+        self.scanned = input.len();
+        Ok(None)
+    }
+}
+
+/// The position of the first `byte` in `input` at or after `from`, adding the bytes looked at
+/// to `work`.
+fn find(input: &[u8], from: usize, byte: u8, work: &mut u64) -> Option<usize> {
+    let found = input[from..].iter().position(|&candidate| candidate == byte);
+    *work += found.map_or(input.len() - from, |offset| offset + 1) as u64;
+    found.map(|offset| from + offset)
+}
+
+/// One `name:value` header line, unescaped if `command` escapes its headers.
+fn parse_header(command: Command, line: &[u8]) -> Result<(String, String), FrameError> {
+    let text = std::str::from_utf8(line).map_err(|_| FrameError::NotUtf8)?;
+    let Some((name, value)) = text.split_once(':') else {
+        return Err(FrameError::MalformedHeader(shorten(text)));
+    };
+    if !command.escapes_headers() {
+        return Ok((name.to_string(), value.to_string()));
+    }
+    let bad_escape = || FrameError::BadEscape(shorten(text));
+    Ok((unescape(name).ok_or_else(bad_escape)?, unescape(value).ok_or_else(bad_escape)?))
 }
 
 fn parse_length(text: &str) -> Result<usize, FrameError> {
