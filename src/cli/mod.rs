@@ -20,7 +20,6 @@ pub mod summary;
 pub mod targets;
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use args::{Cli, Command};
 use cmd::replies::RepliesArgs;
@@ -84,7 +83,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
         }
         Command::Keygen { name, dir, force } => cmd::keygen::run(cli, name.as_deref(), dir, *force),
         #[cfg(not(feature = "console"))]
-        Command::Console { .. } => Err(Failure::usage(anyhow!(
+        Command::Console { .. } => Err(Failure::usage(anyhow::anyhow!(
             "this baton was built without the web console; rebuild it with the default features \
              (cargo feature `console`) to run `baton console`"
         ))),
@@ -97,7 +96,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
                         listen: *listen,
                         users: users.clone(),
                         database: database.clone().unwrap_or_else(crate::console::default_database),
-                        registration_interval: Duration::from_secs(*registration_interval),
+                        registration_interval: std::time::Duration::from_secs(*registration_interval),
                         user_keys: user_keys.clone(),
                         origins: origins.clone(),
                     };
