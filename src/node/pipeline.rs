@@ -2,9 +2,10 @@
 //!
 //! The steps run in the order docs/ARCHITECTURE.md gives (`node`): size, signature, reply
 //! destination, age and ttl, replay, filter, agent and action, authorization, input validation,
-//! run with a timeout, audit, signed reply. The replay step is split: a replay of an id already taken is refused at
-//! its place in the order, but an id is only remembered once its request passed the filter and
-//! authorization, so requests for other nodes or refused by policy take no room in the window.
+//! run with a timeout, audit, signed reply. The replay step is split: a replay of an id already
+//! taken is refused at its place in the order, but an id is only remembered once its request
+//! passed the filter and authorization, so requests for other nodes or refused by policy take
+//! no room in the window.
 //! Each step is counted in [`Stats`]. Nothing here can panic on what arrives from the network:
 //! a bad message costs one counter, one audit line and (where the sender is proven) one reply.
 //!
