@@ -273,15 +273,21 @@ impl Pipeline {
 
         let expires_at = expires_at_ms(request.time_ms, request.ttl_secs, skew_ms);
         if let Err(refusal) = self.replay_window().remember(request.id, &request.caller, expires_at, now) {
-            let counter = match refusal {
-                Replayed::Duplicate { .. } => &counters.replayed,
+            self.audit_refusal(&request, format!("replay: {refusal}"));
+            return match refusal {
+                Replayed::Duplicate { .. } => {
+                    Stats::count(&counters.replayed);
+                    Admission::Dropped
+                }
+                // An authorized caller sending faster than the window allows is told so at
+                // once (status 5, the window's own message), instead of waiting out its
+                // timeout for a reply that never comes; nothing runs, nothing is remembered.
                 Replayed::WindowFull { .. } | Replayed::CallerShareFull { .. } => {
-                    &counters.replay_window_full
+                    Stats::count(&counters.replay_window_full);
+                    let message = format!("{refusal} (refused by {})", self.settings.identity);
+                    Admission::Answer(request, ActionOutcome::fail(StatusCode::UnknownError, message))
                 }
             };
-            Stats::count(counter);
-            self.audit_refusal(&request, format!("replay: {refusal}"));
-            return Admission::Dropped;
         }
 
         // The client checks inputs too, but a request may come from anything holding a key.
