@@ -364,14 +364,7 @@ impl Drop for Stopped {
 fn a_console_started_after_the_nodes_lists_a_thousand_of_them_at_once() {
     let script_dir = browser_setup();
     let fleet = Fleet::start(Vec::new());
-    let config = format!(
-        "identity = \"emulator\"\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\nnode_queue_expiry_secs = 60\n\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n",
-        collective = fleet.collective,
-        url = Wire::amqp().node_url,
-        psk = fleet.dir.path().join("psk"),
-    );
-    let config_path = fleet.dir.path().join("emulator.toml");
-    std::fs::write(&config_path, config).expect("write emulator config");
+    let config_path = crate::emulator::emulator_config(&fleet);
     let log = fleet.dir.path().join("emulator.log");
     let mut emulator = Stopped(
         Command::new(env!("CARGO_BIN_EXE_baton-emulator"))
@@ -399,7 +392,13 @@ fn a_console_started_after_the_nodes_lists_a_thousand_of_them_at_once() {
         "",
         &json!({"count": FLEET, "first": "emu-00001", "last": "emu-01000"}),
     );
-    let log = console.log();
+    // The console waits out its whole reply timeout before it says how many answered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = console.log();
+    while !log.contains("node list filled") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        log = console.log();
+    }
     let filled = log.lines().find(|line| line.contains("node list filled from the fleet's inventories"));
     assert!(
         filled.is_some_and(|line| line.contains(&FLEET.to_string())),
