@@ -26,6 +26,13 @@ What it does, in one run (see docs/PERFORMANCE.md for the tables it prints):
      lapin alone (no signing, no CBOR; the same acks and confirms as Baton, and --bare without
      them) to N raw responders, and the ratio of Baton's median to it.
 
+With --console N it measures the web console instead (docs/PERFORMANCE.md, "The console at
+fleet size"): baton-emulator with N virtual nodes that never register, a `baton console`
+started after them (so its list comes from the inventories it asks for at start), and
+integration/console/bench.mjs in Debian's headless Chromium timing, over --runs fresh pages, the
+load of the whole list, its JSON, a search, a sort, a page turn and a filter in the CLI's
+language. `--profile debug` uses the debug binaries (no release build).
+
 Nothing here is asserted: it measures and prints. It is not part of bin/test.
 """
 
@@ -73,12 +80,16 @@ def build():
     subprocess.run(["cargo", "build", "--release", "--bins", "--examples"], cwd=REPO, check=True)
 
 
+# The binaries measured: release by default, debug with --profile debug.
+BINARIES = RELEASE
+
+
 def binary(name):
-    return os.path.join(RELEASE, name)
+    return os.path.join(BINARIES, name)
 
 
 def example(name):
-    return os.path.join(RELEASE, "examples", name)
+    return os.path.join(BINARIES, "examples", name)
 
 
 def memory_kb(pid):
@@ -190,12 +201,12 @@ class Workspace:
         return os.waitstatus_to_exitcode(status), document, wall, usage.ru_utime + usage.ru_stime
 
 
-def start_emulator(workspace, count):
+def start_emulator(workspace, count, extra=()):
     config = workspace.node_config("emulator")
     out = open(os.path.join(workspace.dir, f"emulator-{count}.out"), "w+")
     err = open(os.path.join(workspace.dir, f"emulator-{count}.log"), "w")
     process = subprocess.Popen(
-        [binary("baton-emulator"), "--config", config, "--count", str(count)], stdout=out, stderr=err
+        [binary("baton-emulator"), "--config", config, "--count", str(count), *extra], stdout=out, stderr=err
     )
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -441,6 +452,71 @@ def table(single, results, machine):
     return "\n".join(lines)
 
 
+def console_bench(root, env, count, runs):
+    """The console listing `count` emulated nodes: load, search, sort, page and filter times."""
+    workspace = Workspace(root, env, "console")
+    emulator, ready = start_emulator(workspace, count, ["--no-registration"])
+    log(f"emulator: {ready}")
+    console = None
+    try:
+        console_log = os.path.join(workspace.dir, "console.log")
+        env_console = dict(os.environ, BATON_LOG="info,lapin=error", XDG_STATE_HOME=workspace.state)
+        console = subprocess.Popen(
+            [binary("baton"), "--config", workspace.client, "console", "--listen", "127.0.0.1:0",
+             "--database", os.path.join(workspace.dir, "console.sqlite")],
+            stdout=subprocess.DEVNULL, stderr=open(console_log, "w"), env=env_console,
+        )
+        deadline = time.time() + 120
+        url = None
+        while time.time() < deadline and url is None:
+            with open(console_log) as text:
+                match = re.search(r"listening on (\S+)", text.read())
+            url = match.group(1).rstrip("/") if match else None
+            if url is None:
+                if console.poll() is not None:
+                    raise SystemExit(f"baton console exited with {console.returncode}; see {console_log}")
+                time.sleep(0.2)
+        if url is None:
+            raise SystemExit(f"baton console did not listen within 120 s; see {console_log}")
+        log(f"console at {url}; timing {runs} page loads in Chromium")
+        measured = subprocess.run(
+            ["node", os.path.join(REPO, "integration/console/bench.mjs")],
+            cwd=os.path.join(REPO, "integration/console"),
+            env=dict(os.environ, BATON_CONSOLE_URL=url, BATON_BENCH_COUNT=str(count), BATON_BENCH_RUNS=str(runs)),
+            check=True, capture_output=True, text=True,
+        )
+        document = json.loads(measured.stdout)
+    finally:
+        if console is not None:
+            stop(console)
+        stop(emulator)
+        workspace.delete_node_queues(count)
+    return {
+        name: {"median_ms": median(values), "p95_ms": percentile(values, 0.95), "samples": values}
+        for name, values in document["samples"].items()
+    }
+
+
+CONSOLE_STEPS = [
+    ("load", "open the page until all nodes are known and the first page is drawn"),
+    ("nodes_api", "GET /api/nodes (every node, with its facts, as JSON)"),
+    ("search", "type a search (10 of them match) until the next frame"),
+    ("clear_search", "clear the search (all of them again)"),
+    ("sort", "sort by last seen"),
+    ("next_page", "turn to the next page"),
+    ("filter", "apply an identity filter (/^emu-00[0-4]/, 499 nodes) until the list is redrawn"),
+]
+
+
+def console_table(count, results, machine):
+    lines = [f"Console with {count} emulated nodes ({machine}):", "",
+             "| step | median | p95 |", "|---|---|---|"]
+    for name, what in CONSOLE_STEPS:
+        result = results[name]
+        lines.append(f"| {what} | {result['median_ms']:.0f} ms | {result['p95_ms']:.0f} ms |")
+    return "\n".join(lines)
+
+
 def machine_description():
     cores = os.cpu_count()
     with open("/proc/meminfo") as meminfo:
@@ -459,13 +535,32 @@ def main():
     parser.add_argument("--skip-single", action="store_true", help="skip the single batond measurements")
     parser.add_argument("--no-bare", action="store_true", help="skip the raw run without acks and confirms")
     parser.add_argument("--out", default=os.path.join(REPO, "bench-results.json"), help="JSON results file")
+    parser.add_argument("--console", type=int, metavar="N", help="measure the web console listing N nodes instead")
+    parser.add_argument("--profile", choices=["release", "debug"], default="release", help="which binaries to run")
     args = parser.parse_args()
 
-    machine = machine_description()
+    global BINARIES
+    BINARIES = os.path.join(TARGET, args.profile)
+    machine = machine_description() + f", {args.profile} build"
     env = broker_env()
     if not args.skip_build:
-        build()
+        profile = ["--release"] if args.profile == "release" else []
+        if args.console:
+            log(f"{args.profile} build (baton, baton-emulator, example rawamqp)")
+            subprocess.run(["cargo", "build", *profile, "--bin", "baton", "--bin", "baton-emulator",
+                            "--example", "rawamqp"], cwd=REPO, check=True)
+        else:
+            build()
     root = tempfile.mkdtemp(prefix="baton-bench-")
+    if args.console:
+        try:
+            results = console_bench(root, env, args.console, args.runs)
+            with open(args.out, "w") as out:
+                json.dump({"machine": machine, "console": {"count": args.console, "steps": results}}, out, indent=2)
+            print(console_table(args.console, results, machine))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return
     try:
         single = None if args.skip_single else single_node(root, env, args.load_seconds)
         results = []

@@ -343,6 +343,69 @@ fn with_ed25519_the_console_signs_as_the_logged_in_user_with_their_own_key() {
     browser(&script_dir, &console, "unsigned", "bob", &json!({"error": "cannot sign as user=bob"}));
 }
 
+/// How many emulated nodes the fleet-size test lists.
+const FLEET: usize = 1000;
+
+/// A child process stopped when dropped (a failed test must not leave it running).
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A console started after the nodes lists them at once: these 1,000 emulated nodes never
+/// register (`--no-registration`), so the console only knows them because it asked the fleet
+/// for its inventories at start. The browser pages, sorts and searches the list, one compact
+/// row per node.
+#[test]
+fn a_console_started_after_the_nodes_lists_a_thousand_of_them_at_once() {
+    let script_dir = browser_setup();
+    let fleet = Fleet::start(Vec::new());
+    let config_path = crate::emulator::emulator_config(&fleet);
+    let log = fleet.dir.path().join("emulator.log");
+    let mut emulator = Stopped(
+        Command::new(env!("CARGO_BIN_EXE_baton-emulator"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--count", &FLEET.to_string(), "--seed", "7", "--no-registration"])
+            .env_remove("BATON_LOG")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn baton-emulator"),
+    );
+    let mut stdout = std::io::BufReader::new(emulator.0.stdout.take().expect("emulator stdout"));
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut ready).expect("the emulator's first line");
+    if !ready.starts_with(&format!("ready nodes={FLEET}")) {
+        panic!("the emulator is not ready: {ready:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    let client = fleet.client_config("");
+    let console = ConsoleProcess::start(&client, fleet.dir.path(), &[]);
+    browser(
+        &script_dir,
+        &console,
+        "fleet",
+        "",
+        &json!({"count": FLEET, "first": "emu-00001", "last": "emu-01000"}),
+    );
+    // The console waits out its whole reply timeout before it says how many answered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = console.log();
+    while !log.contains("node list filled") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        log = console.log();
+    }
+    let filled = log.lines().find(|line| line.contains("node list filled from the fleet's inventories"));
+    assert!(
+        filled.is_some_and(|line| line.contains(&FLEET.to_string())),
+        "the console says how many nodes it took:\n{log}"
+    );
+}
+
 /// The console follows registrations as the least-privileged client user, on every transport:
 /// its queue is named as the broker lets a client declare one. Regression: the queue was first
 /// named `<collective>.console.<uuid>`, which RabbitMQ refuses to `baton-client`.

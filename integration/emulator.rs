@@ -44,9 +44,9 @@ fn expected(matches: impl Fn(&serde_json::Map<String, serde_json::Value>, &[Stri
         .collect()
 }
 
-/// Starts the emulator on a fresh collective and waits for its "ready" line.
-fn start() -> Emulated {
-    let fleet = Fleet::start(Vec::new());
+/// Writes the configuration of an emulator serving `fleet`'s collective with its key (over
+/// AMQP), and returns its path.
+pub fn emulator_config(fleet: &Fleet) -> std::path::PathBuf {
     let config = format!(
         "identity = \"emulator\"\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\nnode_queue_expiry_secs = 60\n\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n",
         collective = fleet.collective,
@@ -55,6 +55,13 @@ fn start() -> Emulated {
     );
     let config_path = fleet.dir.path().join("emulator.toml");
     std::fs::write(&config_path, config).expect("write emulator config");
+    config_path
+}
+
+/// Starts the emulator on a fresh collective and waits for its "ready" line.
+fn start() -> Emulated {
+    let fleet = Fleet::start(Vec::new());
+    let config_path = emulator_config(&fleet);
     let log = std::fs::File::create(fleet.dir.path().join("emulator.log")).expect("log file");
     let mut emulator = Command::new(env!("CARGO_BIN_EXE_baton-emulator"))
         .arg("--config")

@@ -244,3 +244,53 @@ fn every_builtin_definition_is_valid() {
         baton::agents::builtin_definitions().iter().map(|definition| definition.name().to_owned()).collect();
     assert_eq!(names, ["package", "puppet", "resource", "rpcutil", "service"]);
 }
+
+#[test]
+fn an_action_is_read_only_only_when_its_definition_says_so() {
+    // Absent means "changes something": the console then asks for confirmation.
+    assert!(!action(&demo()).read_only);
+    let mut document = serde_json::to_value(demo()).expect("serializes");
+    assert!(document["actions"]["act"].get("read_only").is_none(), "false is not written out");
+    document["actions"]["act"]["read_only"] = json!(true);
+    let declared = Definition::from_json(document.to_string().as_bytes(), "test").expect("valid");
+    assert!(action(&declared).read_only);
+    assert_eq!(serde_json::to_value(&declared).expect("serializes")["actions"]["act"]["read_only"], true);
+    document["actions"]["act"]["read_only"] = json!("yes");
+    assert!(Definition::from_json(document.to_string().as_bytes(), "test").is_err(), "a boolean only");
+
+    // The built-in agents: what only reads is declared so, what changes anything is not.
+    let mut read_only = Vec::new();
+    let mut changing = Vec::new();
+    for definition in baton::agents::builtin_definitions() {
+        for (name, action) in &definition.actions {
+            let entry = format!("{}#{name}", definition.name());
+            if action.read_only { read_only.push(entry) } else { changing.push(entry) }
+        }
+    }
+    assert_eq!(
+        changing,
+        [
+            "package#install",
+            "package#uninstall",
+            "package#update",
+            "puppet#disable",
+            "puppet#enable",
+            "puppet#runonce",
+            "resource#create",
+            "service#restart",
+            "service#start",
+            "service#stop",
+        ]
+    );
+    assert!(read_only.iter().filter(|entry| entry.starts_with("rpcutil#")).count() == 8, "{read_only:?}");
+    for entry in [
+        "package#status",
+        "puppet#status",
+        "puppet#last_run_summary",
+        "resource#find",
+        "resource#search",
+        "service#status",
+    ] {
+        assert!(read_only.contains(&entry.to_owned()), "{entry} is read-only: {read_only:?}");
+    }
+}

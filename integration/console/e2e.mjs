@@ -74,6 +74,23 @@ async function openTab(page, name) {
   await page.waitForSelector(`#tab-${name}:not([hidden])`);
 }
 
+// Waits for the confirmation dialog, checks it names `count` nodes, and answers it.
+async function confirmDialog(page, count, answer, screenshot) {
+  await page.waitForSelector("#confirm[open]", { timeout: WAIT });
+  const title = await page.textContent("#confirm-title");
+  const nodes = `${count} node${count === 1 ? "" : "s"}`;
+  check(title.includes(`changes things on ${nodes}`), `the confirmation says: ${title}`);
+  check((await page.textContent("#confirm-yes")) === `Run on ${nodes}`, await page.textContent("#confirm-yes"));
+  if (screenshot) await shot(page, screenshot);
+  await page.click(answer ? "#confirm-yes" : "#confirm-no");
+  await page.waitForSelector("#confirm", { state: "hidden" });
+}
+
+// Whether nothing is wider than the window (no sideways scrolling of the page).
+async function fitsWidth(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth);
+}
+
 async function login(page) {
   await page.goto(url);
   await page.waitForSelector("#login-view:not([hidden])", { timeout: WAIT });
@@ -86,19 +103,21 @@ async function login(page) {
 }
 
 // Runs the form of the advanced tasks tab and waits for the job to finish.
-async function runTask(page, agent, action, inputs) {
-  await startTask(page, agent, action, inputs);
+async function runTask(page, agent, action, inputs, rollout) {
+  await startTask(page, agent, action, inputs, rollout);
   await page.waitForSelector("#task-output[data-state]", { timeout: WAIT * 2 });
 }
 
 // Runs the form of the advanced tasks tab, without waiting.
-async function startTask(page, agent, action, inputs) {
+async function startTask(page, agent, action, inputs, rollout = {}) {
   await openTab(page, "tasks");
   await page.selectOption("#task-agent", agent);
   await page.selectOption("#task-action", action);
   for (const [name, value] of Object.entries(inputs)) {
     await page.fill(`#input-${name}`, value);
   }
+  await page.fill("#task-batch", rollout.batch || "");
+  await page.fill("#task-max-failures", rollout.maxFailures || "");
   await page.click("#task-run");
 }
 
@@ -241,19 +260,70 @@ async function main(page) {
     check(login.status === 200 && cookie.includes("HttpOnly") && cookie.includes("; Secure"), `login via the proxy: ${login.status} ${cookie}`);
   });
 
-  await step("run an action from its form and watch the results arrive", async () => {
+  await step("run a read-only action from its form at once and watch the results arrive", async () => {
     await runTask(page, "rpcutil", "get_fact", { fact: "role" });
+    check(!(await page.$("#confirm[open]")), "a read-only action asks no confirmation");
     await waitForRows(page, "#task-output tbody tr", expect.web, { sorted: true });
     for (const node of expect.web) {
       const row = await page.textContent(`#task-output tbody tr[data-node="${node}"]`);
-      check(row.includes("OK") && row.includes("value: web"), `${node}: ${row}`);
+      // The definition's labels, not the output keys.
+      check(row.includes("OK") && row.includes("Value: web") && !row.includes("value: web"), `${node}: ${row}`);
     }
     check((await page.getAttribute("#task-output", "data-state")) === "finished", "job not finished");
     const aggregate = await page.textContent("#task-output .aggregates");
     check(aggregate.includes("web: 2"), `aggregate: ${aggregate}`);
+    const above = await page.evaluate(() => {
+      const aggregates = document.querySelector("#task-output .aggregates");
+      const table = document.querySelector("#task-output table.results");
+      return Boolean(aggregates.compareDocumentPosition(table) & Node.DOCUMENT_POSITION_FOLLOWING);
+    });
+    check(above, "the aggregates are above the nodes' rows");
     const silent = await page.textContent("#task-output .no-response");
     check(silent.includes("Every targeted node answered"), silent);
     await shot(page, "task-results");
+  });
+
+  await step("a new action's form does not show the previous job's results", async () => {
+    await page.selectOption("#task-action", "ping");
+    check(await page.$("#task-output[hidden]"), "the get_fact results are gone under ping's form");
+    await page.selectOption("#task-action", "get_fact");
+    check(await page.$("#task-output[hidden]"), "and they do not come back");
+  });
+
+  await step("a changing action asks first, naming the node count; declining sends nothing", async () => {
+    await openTab(page, "tasks");
+    await page.selectOption("#task-agent", "service");
+    await page.selectOption("#task-action", "restart");
+    check((await page.textContent("#task-kind")).includes("asks for confirmation"), await page.textContent("#task-kind"));
+    await page.fill("#input-service", "baton-e2e-no-such-service");
+    await page.click("#task-run");
+    await confirmDialog(page, expect.web.length, false, "confirm");
+    await page.waitForSelector("#task-error:not([hidden])");
+    check((await page.textContent("#task-error")).includes("not confirmed: nothing was sent"), await page.textContent("#task-error"));
+    check(await page.$("#task-output[hidden]"), "no job was started");
+    // The console itself refuses a changing action without a confirmation for its node count.
+    const refused = await page.evaluate(async (count) => {
+      const { csrf } = await (await fetch("/api/session")).json();
+      const send = (extra) => fetch("/api/jobs", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+        body: JSON.stringify({ agent: "service", action: "restart", inputs: { service: "baton-e2e-no-such-service" }, filter: { class: ["role::web"] }, ...extra }),
+      }).then(async (response) => `${response.status} ${(await response.json()).error}`);
+      return [await send({}), await send({ confirmed_nodes: count + 1 })];
+    }, expect.web.length);
+    check(refused[0].startsWith(`400 service#restart changes things on ${expect.web.length} nodes`), refused[0]);
+    check(refused[1].includes("the selection changed"), refused[1]);
+  });
+
+  await step("the task form sends in batches, like baton rpc --batch", async () => {
+    await runTask(page, "rpcutil", "ping", {}, { batch: "1", maxFailures: "0" });
+    await waitForRows(page, "#task-output tbody tr", expect.web, { sorted: true });
+    const id = await page.getAttribute("#task-output", "data-job");
+    const job = await page.evaluate(async (id) => (await (await fetch(`/api/jobs/${id}`)).json()).job, id);
+    check(job.outcome.stats.batches === expect.web.length, `batches: ${JSON.stringify(job.outcome.stats)}`);
+    check(job.outcome.batches.every((batch) => batch.nodes.length === 1), JSON.stringify(job.outcome.batches));
+    await page.fill("#task-batch", "");
+    await page.fill("#task-max-failures", "");
   });
 
   await step("find a user on one node and clone it onto two others", async () => {
@@ -269,8 +339,10 @@ async function main(page) {
     await page.click(`${row} button`);
     await page.waitForSelector("#clone-form:not([hidden])");
     check((await page.inputValue("#clone-source")) === clone.source, "the source is the node that has it");
+    check((await page.$$("#clone-targets input:checked")).length === 0, "no target is checked for the user");
+    await page.click("#clone-lacking");
     const targets = await page.$$eval("#clone-targets input:checked", (boxes) => boxes.map((box) => box.value).sort());
-    check(targets.join(",") === clone.targets.join(","), `targets offered: ${targets}`);
+    check(targets.join(",") === clone.targets.join(","), `the nodes that lack it: ${targets}`);
     if (expect.differs) {
       // A resource every node has, with other properties on one of them.
       const differs = `#resource-table tbody tr[data-resource="${expect.differs}"]`;
@@ -279,6 +351,7 @@ async function main(page) {
     }
     await shot(page, "resources");
     await page.click("#clone-run");
+    await confirmDialog(page, clone.targets.length, true);
     await page.waitForSelector("#clone-output[data-state=finished]", { timeout: WAIT });
     await waitForRows(page, "#clone-output tbody tr", clone.targets, { sorted: true });
     for (const node of clone.targets) {
@@ -286,7 +359,7 @@ async function main(page) {
       check(status === "0", `${node}: status ${status}`);
     }
     await shot(page, "resource-clone");
-    await page.click("#resource-browse");
+    // The matrix is searched again after the clone, without asking: the user is on every node now.
     await page.waitForFunction(
       (row) => document.querySelector(row)?.dataset.differs === "no",
       row,
@@ -307,10 +380,15 @@ async function main(page) {
     await page.waitForFunction(() => document.querySelector("#puppet-waiting").dataset.waiting === "0", null, { timeout: WAIT });
     check(!(await page.$('#puppet-table tr[data-waiting="yes"]')), "no puppet row is left waiting");
     check((await page.textContent(`#puppet-table tr[data-node="${node}"] [data-field="status"]`)) === "idling", "idling first");
-    await page.uncheck("#puppet-all");
+    check(!(await page.isChecked("#puppet-all")), "'all' is not pre-checked");
+    check((await page.$$("#puppet-table tbody input:checked")).length === 0, "no node is pre-checked");
+    await page.click("#puppet-runonce");
+    await page.waitForSelector("#puppet-error:not([hidden])");
+    check((await page.textContent("#puppet-error")).includes("check at least one node"), await page.textContent("#puppet-error"));
     await page.check(`#puppet-table tr[data-node="${node}"] input[type=checkbox]`);
     await page.fill("#puppet-message", message);
     await page.click("#puppet-disable");
+    await confirmDialog(page, 1, true);
     await page.waitForFunction(
       (node) => document.querySelector(`#puppet-table tr[data-node="${node}"] [data-field="status"]`)?.textContent === "disabled",
       node,
@@ -327,10 +405,11 @@ async function main(page) {
     const other = expect.runonce;
     await page.check(`#puppet-table tr[data-node="${other}"] input[type=checkbox]`);
     await page.click("#puppet-runonce");
+    await confirmDialog(page, 2, true);
     await page.waitForSelector("#puppet-output[data-state=finished]", { timeout: WAIT * 3 });
     await waitForRows(page, "#puppet-output tbody tr", [node, other].sort(), { sorted: true });
     const ran = await page.textContent(`#puppet-output tbody tr[data-node="${other}"]`);
-    check(ran.includes("OK") && ran.includes("changed: true"), `${other}: ${ran}`);
+    check(ran.includes("OK") && ran.includes("Changed: true"), `${other}: ${ran}`);
     const refused = await page.textContent(`#puppet-output tbody tr[data-node="${node}"]`);
     check(refused.includes("Puppet is disabled, not running it"), `${node}: ${refused}`);
     await page.waitForFunction(
@@ -338,6 +417,13 @@ async function main(page) {
       other,
       { timeout: WAIT },
     );
+    // The run's counts and duration, from its summary; the date in ISO 8601 (UTC).
+    await page.waitForSelector(`#puppet-table tr[data-node="${other}"] [data-field="resources"]`, { timeout: WAIT });
+    const cell = async (field) => page.textContent(`#puppet-table tr[data-node="${other}"] [data-field="${field}"]`);
+    check(Number(await cell("resources")) >= 1, `resources: ${await cell("resources")}`);
+    check(/^\d+$/.test(await cell("changed")) && (await cell("failures")) === "0", `changed ${await cell("changed")}, failures ${await cell("failures")}`);
+    check(/^\d+\.\d s$/.test(await cell("duration")), `duration: ${await cell("duration")}`);
+    check(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \(\d+s ago\)$/.test(await cell("lastrun")), `last run: ${await cell("lastrun")}`);
     await shot(page, "puppet");
   });
 
@@ -349,9 +435,32 @@ async function main(page) {
       check(text.includes(what), `history lacks ${what}: ${text}`);
     }
     check(text.includes(process.env.BATON_CONSOLE_USER), "history names the user");
+    // The Puppet view's own status refreshes do not flood it; they are there when asked for.
+    check(!text.includes("puppet#status") && !text.includes("puppet#last_run_summary"), `automatic refreshes listed: ${text}`);
+    check(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$/.test(await page.textContent("#history-table tbody tr td")), "ISO 8601 dates");
+    await page.check("#history-automatic");
+    await page.waitForFunction(() => document.querySelector("#history-table tbody").textContent.includes("puppet#status"));
+    await page.uncheck("#history-automatic");
+    await page.waitForFunction(() => !document.querySelector("#history-table tbody").textContent.includes("puppet#status"));
     await page.click("#history-table tbody tr >> text=resource#create");
     await page.waitForSelector("#history-detail tbody tr");
+    const placed = await page.evaluate(() => {
+      const detail = document.querySelector("#history-detail").closest("tr");
+      return detail && detail.previousElementSibling.classList.contains("chosen") && detail.previousElementSibling.textContent.includes("resource#create");
+    });
+    check(placed, "the detail opens right under its row");
     await shot(page, "history");
+  });
+
+  await step("at 400 px wide nothing overflows the window", async () => {
+    await page.setViewportSize({ width: 400, height: 800 });
+    for (const tab of ["nodes", "tasks", "resources", "puppet", "history"]) {
+      await openTab(page, tab);
+      check(await fitsWidth(page), `the ${tab} tab is wider than 400 px: ${await page.evaluate(() => document.documentElement.scrollWidth)}`);
+    }
+    await openTab(page, "nodes");
+    await shot(page, "narrow");
+    await page.setViewportSize({ width: 1360, height: 860 });
   });
 }
 
@@ -381,6 +490,33 @@ async function silent(page) {
     const row = await page.getAttribute(`#task-output tbody tr[data-node="${expect.silent}"]`, "data-status");
     check(row === "no-response", `${expect.silent}: ${row}`);
     await shot(page, "no-response");
+  });
+  await step("while waiting, the nodes still awaited are listed; a job can be cancelled", async () => {
+    await startTask(page, "rpcutil", "ping", {});
+    await page.waitForFunction(
+      (silent) => {
+        const awaiting = document.querySelector("#task-output .awaiting");
+        return awaiting && awaiting.dataset.count === "1" && awaiting.textContent.includes(silent);
+      },
+      expect.silent,
+      { timeout: WAIT },
+    );
+    await shot(page, "awaiting");
+    await page.click("#task-output button.cancel");
+    await page.waitForSelector("#task-output[data-state=cancelled]", { timeout: WAIT });
+    const text = await page.textContent("#task-output");
+    check(text.includes(`Cancelled by ${process.env.BATON_CONSOLE_USER}`), text);
+    check(text.includes(`cancelled by ${process.env.BATON_CONSOLE_USER} with ${expect.live.length} of ${expect.live.length + 1} nodes answered; 1 still awaited`), text);
+    const id = await page.getAttribute("#task-output", "data-job");
+    const job = await page.evaluate(async (id) => (await (await fetch(`/api/jobs/${id}`)).json()).job, id);
+    check(job.state === "cancelled" && job.outcome.awaited.join() === expect.silent, JSON.stringify(job.outcome));
+  });
+  await step("a batched job stops at its max failures and skips the rest", async () => {
+    // Sorted, the stopped node is the first batch: it fails by silence, and nothing more is sent.
+    await runTask(page, "rpcutil", "ping", {}, { batch: "1", maxFailures: "0" });
+    const skipped = await page.textContent("#task-output .skipped");
+    for (const node of expect.live) check(skipped.includes(node), `skipped: ${skipped}`);
+    check((await page.textContent("#task-output")).includes(`${expect.live.length} skipped`), await page.textContent("#task-output"));
   });
 }
 
@@ -425,7 +561,47 @@ async function unsigned(page) {
   });
 }
 
-const phases = { main, silent, restart, signed, unsigned };
+// A console without login, started after 1,000 nodes that never register.
+async function fleet(page) {
+  const count = expect.count;
+  await step("every node is listed at once, though none has registered", async () => {
+    await page.goto(url);
+    await page.waitForSelector("#app:not([hidden])", { timeout: WAIT });
+    await page.waitForSelector(`#node-count[data-shown="${count}"]`, { timeout: WAIT });
+    check((await page.textContent("#selection")).startsWith(`${count} nodes selected`), await page.textContent("#selection"));
+  });
+  await step("the list is paged, with one compact row per node", async () => {
+    const rows = await page.$$eval("#node-table tbody tr", (rows) => rows.map((row) => row.getBoundingClientRect().height));
+    check(rows.length === 50, `${rows.length} rows on the first page`);
+    check(rows.every((height) => height < 40), `row heights: ${Math.max(...rows)} px`);
+    check((await page.textContent("#node-count")).startsWith(`1–50 of ${count}`), await page.textContent("#node-count"));
+    check((await rowNodes(page, "#node-table tbody tr"))[0] === expect.first, "sorted by identity");
+    await shot(page, "thousand");
+    await page.click("#node-next");
+    check((await page.textContent("#node-page")) === `page 2 of ${count / 50}`, await page.textContent("#node-page"));
+    check((await rowNodes(page, "#node-table tbody tr"))[0] === "emu-00051", "the second page starts at the 51st");
+  });
+  await step("sort by a column, both ways", async () => {
+    await page.click('#node-table th[data-sort="identity"]');
+    await page.waitForFunction((last) => document.querySelector("#node-table tbody tr")?.dataset.node === last, expect.last);
+    check((await page.textContent("#node-page")).startsWith("page 1 of"), "sorting goes back to the first page");
+    await page.click('#node-table th[data-sort="identity"]');
+    await page.waitForFunction((first) => document.querySelector("#node-table tbody tr")?.dataset.node === first, expect.first);
+  });
+  await step("search the list", async () => {
+    await page.fill("#node-search", "emu-0099");
+    await page.waitForSelector('#node-count[data-shown="10"]');
+    const shown = await rowNodes(page, "#node-table tbody tr");
+    check(shown.length === 10 && shown.every((node) => node.startsWith("emu-0099")), `found: ${shown}`);
+    await page.fill("#node-search", "no such node anywhere");
+    await page.waitForSelector('#node-count[data-shown="0"]');
+    check((await page.textContent("#node-count")).startsWith(`none of ${count} matches`), await page.textContent("#node-count"));
+    await page.fill("#node-search", "");
+    await page.waitForSelector(`#node-count[data-shown="${count}"]`);
+  });
+}
+
+const phases = { main, silent, restart, signed, unsigned, fleet };
 if (!phases[phase]) {
   console.error(`usage: node e2e.mjs ${Object.keys(phases).join("|")}`);
   process.exit(2);

@@ -29,8 +29,10 @@ use super::store::{JobRecord, Store};
 use crate::agents::catalog::Catalog;
 use crate::broker::Broker;
 use crate::client::report::OutcomeReport;
+use crate::client::rollout::{RolloutOutcome, order_targets};
 use crate::client::{
-    self, CallOutcome, Client, ClientSettings, Event, NodeReply, PreparedRequest, RequestText, Targets,
+    self, Amount, CallOutcome, Client, ClientSettings, Event, NodeReply, PreparedRequest, RequestText,
+    RolloutOptions, Targets,
 };
 use crate::config::ClientConfig;
 use crate::protocol::filter::FilterSpec;
@@ -76,6 +78,84 @@ pub struct JobRequest {
     /// Explicit targets instead of every registered node the filter selects (a clone's targets).
     #[serde(default)]
     pub nodes: Option<Vec<String>>,
+    /// For an action its definition does not declare read-only: how many nodes the user
+    /// confirmed it may touch. The job is refused unless that is how many it targets.
+    #[serde(default)]
+    pub confirmed_nodes: Option<usize>,
+    /// Nodes per batch (`5` or `20%`), as `baton rpc --batch`; empty or absent: all at once.
+    #[serde(default)]
+    pub batch: Option<String>,
+    /// Failures tolerated before no further batch is sent (`2` or `10%`), as `--max-failures`.
+    #[serde(default)]
+    pub max_failures: Option<String>,
+    /// Sent by the page on its own (a status refresh), not asked for: see [`JobRecord::automatic`].
+    #[serde(default)]
+    pub automatic: bool,
+}
+
+impl JobRequest {
+    /// A request for `agent#action` with these inputs, to explicit `nodes` or to the filter's.
+    pub fn new(agent: &str, action: &str, inputs: Map<String, Value>, filter: FilterSpec) -> JobRequest {
+        JobRequest {
+            agent: agent.to_owned(),
+            action: action.to_owned(),
+            inputs,
+            filter,
+            nodes: None,
+            confirmed_nodes: None,
+            batch: None,
+            max_failures: None,
+            automatic: false,
+        }
+    }
+
+    /// The rollout the form asked for (batch size, max failures), or `None` to send at once.
+    fn rollout(&self) -> Result<Option<RolloutOptions>, JobError> {
+        let amount = |text: &Option<String>, what: &str| -> Result<Option<Amount>, JobError> {
+            match text.as_deref().map(str::trim).filter(|text| !text.is_empty()) {
+                None => Ok(None),
+                Some(text) => {
+                    text.parse().map(Some).map_err(|error| JobError::Invalid(format!("{what}: {error}")))
+                }
+            }
+        };
+        let batch = amount(&self.batch, "batch size")?;
+        let max_failures = amount(&self.max_failures, "max failures")?;
+        if matches!(batch, Some(Amount::Count(0) | Amount::Percent(0))) {
+            return Err(JobError::Invalid("batch size: at least 1 node (or 1%)".to_owned()));
+        }
+        if batch.is_none() && max_failures.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(RolloutOptions { batch, batch_sleep: Duration::ZERO, max_failures }))
+    }
+}
+
+/// Refuses an action that changes something unless the user confirmed it for exactly the
+/// number of nodes it is about to go to (the selection may have changed since the page asked).
+/// `read_only` is what the action's definition declares; without one an action changes things.
+pub fn check_confirmed(
+    what: &str,
+    read_only: bool,
+    confirmed: Option<usize>,
+    targets: usize,
+) -> Result<(), JobError> {
+    if read_only {
+        return Ok(());
+    }
+    let nodes = |count: usize| format!("{count} node{}", if count == 1 { "" } else { "s" });
+    match confirmed {
+        Some(count) if count == targets => Ok(()),
+        Some(count) => Err(JobError::Invalid(format!(
+            "{what} was confirmed for {} but would now go to {}: the selection changed; check it and confirm again",
+            nodes(count),
+            nodes(targets)
+        ))),
+        None => Err(JobError::Invalid(format!(
+            "{what} changes things on {}: it needs a confirmation naming that count (it is not declared read-only)",
+            nodes(targets)
+        ))),
+    }
 }
 
 /// The filter as the page sends it: [`FilterSpec`]'s keys and no others. A misspelt key
@@ -132,6 +212,22 @@ pub enum JobEvent<'a> {
     Unexpected {
         reply: &'a NodeReply,
     },
+    /// A batched job is about to send batch `index` (1-based) of `of` to these nodes.
+    Batch {
+        index: usize,
+        of: usize,
+        nodes: &'a [String],
+    },
+    /// A batched job stopped at its max failures: these nodes are not sent the request.
+    Skipped {
+        nodes: &'a [String],
+        failures: usize,
+        max_failures: usize,
+    },
+    /// Someone asked to cancel the job: nothing more is sent or waited for.
+    Cancelled {
+        by: &'a str,
+    },
     Finished {
         job: &'a JobRecord,
     },
@@ -148,11 +244,46 @@ impl JobEvent<'_> {
 pub struct LiveJob {
     events: Mutex<Vec<Value>>,
     progress: watch::Sender<(usize, bool)>,
+    /// Who asked to cancel it, once someone did.
+    cancel: watch::Sender<Option<String>>,
 }
 
 impl LiveJob {
     fn new() -> LiveJob {
-        LiveJob { events: Mutex::new(Vec::new()), progress: watch::channel((0, false)).0 }
+        LiveJob {
+            events: Mutex::new(Vec::new()),
+            progress: watch::channel((0, false)).0,
+            cancel: watch::channel(None).0,
+        }
+    }
+
+    /// Asks the job to stop: no further batch is sent and no more replies are awaited.
+    /// Returns false when it had finished already.
+    pub fn cancel(&self, by: &str) -> bool {
+        if self.is_finished() {
+            return false;
+        }
+        self.cancel.send_if_modified(|cancel| {
+            if cancel.is_some() {
+                return false;
+            }
+            *cancel = Some(by.to_owned());
+            true
+        });
+        true
+    }
+
+    /// Resolves with who cancelled the job, once someone does.
+    async fn cancelled(&self) -> String {
+        let mut cancel = self.cancel.subscribe();
+        loop {
+            if let Some(by) = cancel.borrow_and_update().clone() {
+                return by;
+            }
+            if cancel.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     fn push(&self, event: Value, last: bool) {
@@ -371,6 +502,10 @@ impl Jobs {
                 "no registered node that is not quiet matches the filter".to_owned(),
             ));
         }
+        let read_only = prepared.definition.as_ref().is_some_and(|action| action.read_only);
+        let what = format!("{}#{}", request.agent, request.action);
+        check_confirmed(&what, read_only, request.confirmed_nodes, targets.len())?;
+        let rollout = request.rollout()?;
         let permits = self.reserve(requester)?;
         let (client, caller) = self.client_for(requester).await?;
         // Sign once now, so a request too large or otherwise unsendable fails here, not later.
@@ -389,6 +524,7 @@ impl Jobs {
             finished_ms: None,
             state: "running".to_owned(),
             outcome: Value::Null,
+            automatic: request.automatic,
         };
         let saved = record.clone();
         if let Err(error) = self.store.call(move |store| store.save_job(&saved)).await {
@@ -415,22 +551,52 @@ impl Jobs {
                     Event::Reply(reply) => JobEvent::Reply { reply },
                     Event::Unreachable(node) => JobEvent::Unreachable { node },
                     Event::Unexpected(reply) => JobEvent::Unexpected { reply },
-                    _ => return,
+                    Event::BatchStarted { index, of, nodes } => {
+                        JobEvent::Batch { index: *index, of: *of, nodes }
+                    }
+                    Event::Skipped { nodes, stopped } => JobEvent::Skipped {
+                        nodes,
+                        failures: stopped.failures,
+                        max_failures: stopped.max_failures,
+                    },
+                    Event::BatchFinished { .. } => return,
                 };
                 events.push(event.to_json(), false);
             };
-            let targets = Targets::Nodes(targets);
-            let result = client.call_prepared(&prepared, &targets, &mut on_event).await;
+            let call = async {
+                match &rollout {
+                    None => client
+                        .call_prepared(&prepared, &Targets::Nodes(targets.clone()), &mut on_event)
+                        .await
+                        .map(|outcome| outcome_json(&outcome)),
+                    Some(options) => {
+                        let ordered = order_targets(&targets, None, None);
+                        client
+                            .rollout(&prepared, &ordered.nodes, options, &mut on_event)
+                            .await
+                            .map(|outcome| rollout_json(&outcome))
+                    }
+                }
+            };
+            let result = tokio::select! {
+                result = call => Ok(result),
+                by = live.cancelled() => Err(by),
+            };
             let mut record = record;
             record.finished_ms = Some(now_ms());
             match result {
-                Ok(outcome) => {
+                Ok(Ok(outcome)) => {
                     record.state = "finished".to_owned();
-                    record.outcome = outcome_json(&outcome);
+                    record.outcome = outcome;
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     record.state = "failed".to_owned();
                     record.outcome = json!({"error": error.to_string()});
+                }
+                Err(by) => {
+                    live.push(JobEvent::Cancelled { by: &by }.to_json(), false);
+                    record.state = "cancelled".to_owned();
+                    record.outcome = cancelled_outcome(&record.targets, &live.events_from(0), &by);
                 }
             }
             let saved = record.clone();
@@ -465,6 +631,19 @@ impl Jobs {
         Ok((mine, total))
     }
 
+    /// Cancels a running job for `requester`: nothing more is sent or waited for. Requests
+    /// already sent cannot be called back. `Ok(false)` when it had finished already.
+    pub fn cancel(&self, requester: &Requester, id: &str) -> Result<bool, JobError> {
+        let live = self.live(id).ok_or_else(|| JobError::Invalid(format!("job {id} is not running")))?;
+        Ok(live.cancel(&requester.name()))
+    }
+
+    /// The client that sends as the console itself (its own key and caller), for what the
+    /// console asks on its own: the inventory at start.
+    pub async fn own_client(&self) -> Result<Arc<Client>, JobError> {
+        Ok(self.client_for(&Requester { user: None }).await?.0)
+    }
+
     /// The live events of a job started since the console started (the latest [`LIVE_JOBS`]).
     pub fn live(&self, id: &str) -> Option<Arc<LiveJob>> {
         let jobs = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -487,6 +666,48 @@ fn evict_finished(jobs: &mut VecDeque<(String, Arc<LiveJob>)>, keep: usize) {
 /// A finished call as the page and the history show it: the document of `baton rpc --json`.
 pub fn outcome_json(outcome: &CallOutcome) -> Value {
     serde_json::to_value(OutcomeReport::new(outcome, None)).unwrap_or_default()
+}
+
+/// A finished batched job: the merged call's document, with its batches and why it stopped.
+fn rollout_json(rollout: &RolloutOutcome) -> Value {
+    let mut report = OutcomeReport::new(&rollout.call, None);
+    report.stats.batches = Some(rollout.batches.len());
+    report.stats.planned_batches = Some(rollout.planned_batches);
+    let mut document = serde_json::to_value(report).unwrap_or_default();
+    document["batches"] = serde_json::to_value(&rollout.batches).unwrap_or_default();
+    document["stopped"] = serde_json::to_value(&rollout.stopped).unwrap_or_default();
+    document
+}
+
+/// What is known of a cancelled job, from its events: the replies that had arrived, the
+/// nodes that were unreachable, and those still awaited when it was cancelled.
+fn cancelled_outcome(targets: &[String], events: &[Value], by: &str) -> Value {
+    let replies: Vec<&Value> =
+        events.iter().filter(|event| event["type"] == "reply").map(|event| &event["reply"]).collect();
+    let unreachable: Vec<&str> = events
+        .iter()
+        .filter(|event| event["type"] == "unreachable")
+        .filter_map(|event| event["node"].as_str())
+        .collect();
+    let awaited: Vec<&String> = targets
+        .iter()
+        .filter(|node| {
+            !unreachable.contains(&node.as_str())
+                && !replies.iter().any(|reply| reply["node"] == node.as_str())
+        })
+        .collect();
+    json!({
+        "error": format!(
+            "cancelled by {by} with {} of {} nodes answered; {} still awaited (a request already sent may still run there)",
+            replies.len(),
+            targets.len(),
+            awaited.len()
+        ),
+        "cancelled_by": by,
+        "replies": replies,
+        "unreachable": unreachable,
+        "awaited": awaited,
+    })
 }
 
 #[cfg(test)]
@@ -540,6 +761,66 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_changing_action_needs_a_confirmation_for_exactly_its_targets() {
+        assert!(check_confirmed("rpcutil#ping", true, None, 204).is_ok(), "read-only: no confirmation");
+        assert!(check_confirmed("puppet#runonce", false, Some(3), 3).is_ok());
+        let missing =
+            check_confirmed("puppet#runonce", false, None, 204).expect_err("unconfirmed").to_string();
+        assert!(missing.contains("puppet#runonce changes things on 204 nodes"), "{missing}");
+        let changed = check_confirmed("service#restart", false, Some(3), 4).expect_err("stale").to_string();
+        assert!(changed.contains("confirmed for 3 nodes but would now go to 4"), "{changed}");
+        assert!(check_confirmed("service#restart", false, Some(1), 1).is_ok());
+    }
+
+    #[test]
+    fn batch_size_and_max_failures_are_read_like_the_cli_reads_them() {
+        let form = |batch: &str, max: &str| {
+            let mut request = JobRequest::new("puppet", "runonce", Map::new(), FilterSpec::default());
+            request.batch = Some(batch.to_owned());
+            request.max_failures = Some(max.to_owned());
+            request.rollout()
+        };
+        assert!(form("", " ").expect("empty fields").is_none(), "empty fields: all at once");
+        let options = form("5", "10%").expect("valid").expect("a rollout");
+        assert_eq!(
+            (options.batch, options.max_failures),
+            (Some(Amount::Count(5)), Some(Amount::Percent(10)))
+        );
+        let only_max = form("", "0").expect("valid").expect("a rollout");
+        assert_eq!((only_max.batch, only_max.max_failures), (None, Some(Amount::Count(0))));
+        assert!(form("0", "").expect_err("zero").to_string().contains("at least 1 node"));
+        assert!(form("five", "").expect_err("words").to_string().starts_with("batch size: \"five\""));
+        assert!(form("", "200%").expect_err("percent").to_string().starts_with("max failures: 200%"));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_job_says_who_cancelled_it_and_which_nodes_were_awaited() {
+        let job = live(false);
+        let waiting = {
+            let job = job.clone();
+            tokio::spawn(async move { job.cancelled().await })
+        };
+        assert!(job.cancel("alice"));
+        assert!(job.cancel("bob"), "still running: the first one counts");
+        assert_eq!(waiting.await.expect("joined"), "alice");
+        let events = [
+            json!({"type": "reply", "reply": {"node": "web01", "status": 0}}),
+            json!({"type": "unreachable", "node": "web02"}),
+        ];
+        let targets = ["web01", "web02", "web03", "web04"].map(str::to_owned);
+        let outcome = cancelled_outcome(&targets, &events, "alice");
+        assert_eq!(outcome["awaited"], json!(["web03", "web04"]));
+        assert_eq!(outcome["replies"][0]["node"], "web01");
+        assert_eq!(outcome["unreachable"], json!(["web02"]));
+        let message = outcome["error"].as_str().expect("a message");
+        assert!(
+            message.starts_with("cancelled by alice with 1 of 4 nodes answered; 2 still awaited"),
+            "{message}"
+        );
+        assert!(!live(true).cancel("alice"), "a finished job cannot be cancelled");
+    }
+
     #[tokio::test]
     async fn a_job_task_that_dies_still_finishes_its_job() {
         let store = Arc::new(Store::in_memory().expect("store"));
@@ -557,6 +838,7 @@ mod tests {
             finished_ms: None,
             state: "running".to_owned(),
             outcome: Value::Null,
+            automatic: false,
         };
         let guard = FinishGuard { live: job.clone(), record: Some(record), store };
         let task = tokio::spawn(async move {

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::agents::catalog::Catalog;
 use crate::broker::{Broker, ConnectMode};
@@ -202,6 +202,24 @@ pub async fn run(
         password_checks: tokio::sync::Semaphore::new(server::PASSWORD_CHECKS),
         login_throttle: auth::LoginThrottle::default(),
         behind_proxy: !options.origins.is_empty(),
+    });
+    // Nodes that registered before the console started are listed at once, not when they next
+    // register: the fleet is asked for its inventories while the page is being served.
+    let filling = console.clone();
+    let fill_timeout = Duration::from_secs(config.timeout_secs);
+    tokio::spawn(async move {
+        let filled = match filling.jobs.own_client().await {
+            Ok(client) => registry::fill(filling.registry.clone(), client, fill_timeout)
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match filled {
+            Ok(nodes) => info!(nodes, "node list filled from the fleet's inventories"),
+            Err(error) => {
+                warn!(%error, "cannot ask the fleet for its inventories; nodes are listed as they register")
+            }
+        }
     });
     on_listening(address);
     let served = tokio::select! {

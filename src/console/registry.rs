@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 
 use super::store::{Store, StoredNode};
 use crate::broker::{Broker, BrokerError};
+use crate::client::{Client, ClientError, Event, NodeReply, RequestSpec, Targets};
 use crate::protocol::filter::{Filter, NodeView, dotted_fact};
 use crate::protocol::{Registration, now_ms};
 use crate::security::{Security, Verified};
@@ -171,6 +172,39 @@ impl Registry {
         if proves_sender && key != identity {
             return Err(Rejection::WrongKey { identity, key });
         }
+        self.take(registration, now_ms)
+    }
+
+    /// Takes a node's answer to the console's own `rpcutil inventory` (sent at start, see
+    /// [`fill`]) as if the node had just registered. The client verified the reply, and with
+    /// `ed25519` it only accepts replies signed by the key of the node they name.
+    pub fn accept_inventory(&self, reply: &NodeReply, now_ms: u64) -> Result<(), Rejection> {
+        let identity = reply.node.clone();
+        if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN || identity.chars().any(char::is_control)
+        {
+            return Err(Rejection::BadIdentity(identity));
+        }
+        let strings = |key: &str| -> Vec<String> {
+            reply.data[key].as_array().map_or_else(Vec::new, |values| {
+                values.iter().filter_map(|value| value.as_str().map(str::to_owned)).collect()
+            })
+        };
+        let registration = Registration {
+            identity,
+            collectives: strings("collectives"),
+            facts: reply.data["facts"].as_object().cloned().unwrap_or_default(),
+            classes: strings("classes"),
+            agents: strings("agents"),
+            version: reply.data["version"].as_str().unwrap_or_default().to_owned(),
+            time_ms: now_ms,
+        };
+        self.take(registration, now_ms)
+    }
+
+    /// Keeps a registration whose sender is known, unless it is for another collective, from
+    /// the future, too old, or older than the one held.
+    fn take(&self, registration: Registration, now_ms: u64) -> Result<(), Rejection> {
+        let identity = registration.identity.clone();
         if !registration.collectives.contains(&self.collective) {
             return Err(Rejection::OtherCollective { identity, collective: self.collective.clone() });
         }
@@ -307,6 +341,54 @@ pub async fn follow(
     }
 }
 
+/// Asks every node of the collective for its inventory once, at start, and takes each answer
+/// as it arrives ([`Registry::accept_inventory`]): a console started after the nodes lists
+/// them at once, instead of when they next register (up to one registration interval later).
+/// Waits the whole `timeout` (nothing is in a hurry at start, and a large fleet's replies
+/// spread out). Returns how many nodes answered and were taken.
+pub async fn fill(
+    registry: Arc<Registry>,
+    client: Arc<Client>,
+    timeout: Duration,
+) -> Result<usize, ClientError> {
+    let spec = RequestSpec {
+        agent: "rpcutil".to_owned(),
+        action: "inventory".to_owned(),
+        data: serde_json::Map::new(),
+        filter: Filter::default(),
+    };
+    // Taking a node writes the store: on a blocking thread, off the client's event callback.
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<NodeReply>();
+    let taker = tokio::spawn(async move {
+        let mut taken = 0;
+        while let Some(reply) = received.recv().await {
+            let registry = registry.clone();
+            let accepted =
+                tokio::task::spawn_blocking(move || registry.accept_inventory(&reply, now_ms())).await;
+            match accepted {
+                Ok(Ok(())) => taken += 1,
+                Ok(Err(rejection @ Rejection::OtherCollective { .. })) => {
+                    debug!(%rejection, "inventory ignored")
+                }
+                Ok(Err(rejection)) => warn!(%rejection, "inventory at start not taken"),
+                Err(_) => {}
+            }
+        }
+        taken
+    });
+    let mut forward = |event: &Event<'_>| {
+        if let Event::Reply(reply) = event
+            && reply.is_ok()
+        {
+            let _ = sender.send((*reply).clone());
+        }
+    };
+    let called = client.call(&spec, &Targets::Broadcast, timeout, None, &mut forward).await;
+    drop(sender);
+    let taken = taker.await.unwrap_or(0);
+    called.map(|_| taken)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -346,6 +428,62 @@ mod tests {
 
     fn identities(nodes: &[NodeSummary]) -> Vec<&str> {
         nodes.iter().map(|node| node.identity.as_str()).collect()
+    }
+
+    fn inventory_reply(node: &str, collectives: &[&str]) -> NodeReply {
+        NodeReply {
+            node: node.to_owned(),
+            status: 0,
+            status_text: "OK",
+            message: String::new(),
+            data: json!({
+                "identity": node,
+                "facts": {"role": "web", "os": {"family": "Debian"}},
+                "classes": ["nginx"],
+                "agents": ["rpcutil", "puppet"],
+                "collectives": collectives,
+                "main_collective": collectives.first(),
+                "version": "0.2.0",
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+            ms: 1.0,
+        }
+    }
+
+    #[test]
+    fn an_inventory_answered_at_start_lists_the_node_like_a_registration() {
+        let registry = registry(Arc::new(Store::in_memory().expect("store")));
+        registry.accept_inventory(&inventory_reply("web01", &["baton"]), 5_000).expect("taken");
+        let nodes = registry.matching(
+            &filter(FilterSpec { fact: vec!["os.family=Debian".to_owned()], ..FilterSpec::default() }),
+            5_000,
+        );
+        assert_eq!(identities(&nodes), ["web01"]);
+        assert_eq!(
+            (nodes[0].state, nodes[0].version.as_str(), nodes[0].last_seen_ms),
+            ("live", "0.2.0", 5_000)
+        );
+        assert_eq!((nodes[0].classes.clone(), nodes[0].agents.len()), (vec!["nginx".to_owned()], 2));
+        assert!(matches!(
+            registry.accept_inventory(&inventory_reply("db01", &["other"]), 5_000),
+            Err(Rejection::OtherCollective { .. })
+        ));
+        assert!(matches!(
+            registry.accept_inventory(&inventory_reply("bad\nname", &["baton"]), 5_000),
+            Err(Rejection::BadIdentity(_))
+        ));
+        // A registration that came in meanwhile is newer: the inventory does not roll it back.
+        let security = psk();
+        registry
+            .accept(verified(&security, &registration("db02", "db", 9_000)), false, 9_000)
+            .expect("registered");
+        assert!(matches!(
+            registry.accept_inventory(&inventory_reply("db02", &["baton"]), 8_000),
+            Err(Rejection::Stale(_))
+        ));
+        assert_eq!(identities(&registry.matching(&filter(FilterSpec::default()), 9_000)), ["db02", "web01"]);
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/jobs", get(history).post(start_job))
         .route("/api/jobs/{id}", get(job))
         .route("/api/jobs/{id}/events", get(job_events))
+        .route("/api/jobs/{id}/cancel", post(cancel_job))
         .route("/api/resources/clone", post(clone_resource))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(console)
@@ -370,11 +371,22 @@ async fn start_job(
     Ok(Json(json!({"id": id})))
 }
 
-async fn history(State(console): State<Arc<Console>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+#[derive(Deserialize)]
+struct HistoryQuery {
+    /// Also list the jobs the page sent on its own (status refreshes).
+    #[serde(default)]
+    automatic: bool,
+}
+
+async fn history(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(query): Query<HistoryQuery>,
+) -> ApiResult<Json<Value>> {
     console.guard(&headers, Change::No)?;
     let jobs = console
         .store
-        .call(|store| store.recent_jobs(HISTORY_PAGE))
+        .call(move |store| store.recent_jobs(HISTORY_PAGE, query.automatic))
         .await
         .map_err(|error| ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
     Ok(Json(json!({"jobs": jobs})))
@@ -392,6 +404,18 @@ async fn job(
         Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}"))),
         Err(error) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())),
     }
+}
+
+/// Cancels a running job: nothing more is sent or waited for; its record says who cancelled
+/// it and which nodes were still awaited.
+async fn cancel_job(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let requester = console.guard(&headers, Change::Yes)?;
+    let cancelled = console.jobs.cancel(&requester, &id)?;
+    Ok(Json(json!({"id": id, "cancelled": cancelled})))
 }
 
 /// Streams a job's events: everything so far, then each new one, ending after `finished`.
@@ -453,6 +477,9 @@ struct CloneRequest {
     targets: Vec<String>,
     #[serde(default, deserialize_with = "super::jobs::strict_filter")]
     filter: FilterSpec,
+    /// How many nodes the user confirmed the create may touch (see [`super::jobs::check_confirmed`]).
+    #[serde(default)]
+    confirmed_nodes: Option<usize>,
 }
 
 /// Clones a resource: `resource find` on the source node, then `resource create` with the
@@ -483,13 +510,10 @@ async fn clone_resource(
         }
         inputs
     };
-    let find = JobRequest {
-        agent: "resource".to_owned(),
-        action: "find".to_owned(),
-        inputs: inputs(None),
-        filter: clone.filter.clone(),
-        nodes: Some(vec![clone.source.clone()]),
-    };
+    // Nothing is looked up before the create is known to be confirmed for these targets.
+    super::jobs::check_confirmed("resource#create", false, clone.confirmed_nodes, clone.targets.len())?;
+    let mut find = JobRequest::new("resource", "find", inputs(None), clone.filter.clone());
+    find.nodes = Some(vec![clone.source.clone()]);
     let find_id = console.jobs.start(&requester, find).await?;
     let live = console
         .jobs
@@ -526,13 +550,14 @@ async fn clone_resource(
             format!("{} has no {} {:?} to clone", clone.source, clone.kind, clone.title),
         ));
     }
-    let create = JobRequest {
-        agent: "resource".to_owned(),
-        action: "create".to_owned(),
-        inputs: inputs(Some(&reply["data"]["properties"])),
-        filter: clone.filter.clone(),
-        nodes: Some(clone.targets.clone()),
-    };
+    let mut create = JobRequest::new(
+        "resource",
+        "create",
+        inputs(Some(&reply["data"]["properties"])),
+        clone.filter.clone(),
+    );
+    create.nodes = Some(clone.targets.clone());
+    create.confirmed_nodes = clone.confirmed_nodes;
     let id = console.jobs.start(&requester, create).await?;
     Ok(Json(json!({"id": id, "find_job": find_id, "properties": reply["data"]["properties"]})))
 }

@@ -75,10 +75,15 @@ pub struct JobRecord {
     pub targets: Vec<String>,
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
-    /// `running`, `finished`, `failed` or `abandoned` (the console stopped while it ran).
+    /// `running`, `finished`, `failed`, `cancelled` or `abandoned` (the console stopped while
+    /// it ran).
     pub state: String,
     /// The per-node outcomes, aggregates and counts, once finished.
     pub outcome: Value,
+    /// Sent by the page on its own (a status refresh), not asked for by the user: the history
+    /// leaves it out unless asked to show it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub automatic: bool,
 }
 
 /// The console's database.
@@ -243,14 +248,22 @@ impl Store {
 
     /// The most recent jobs, newest first, as summaries: the outcome holds only its counts
     /// and error (the whole record is [`Store::job`]).
-    pub fn recent_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+    /// Automatic jobs (status refreshes) are left out unless `automatic` is true, so that they
+    /// cannot push what people asked for off the page.
+    pub fn recent_jobs(&self, limit: usize, automatic: bool) -> Result<Vec<JobRecord>, StoreError> {
         let connection = self.lock();
         let mut statement =
-            connection.prepare("SELECT record FROM jobs ORDER BY started_ms DESC, rowid DESC LIMIT ?1")?;
-        let rows = statement.query_map(params![limit as i64], |row| row.get::<_, String>(0))?;
+            connection.prepare("SELECT record FROM jobs ORDER BY started_ms DESC, rowid DESC")?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
         let mut jobs = Vec::new();
         for row in rows {
+            if jobs.len() == limit {
+                break;
+            }
             let mut job: JobRecord = serde_json::from_str(&row?)?;
+            if job.automatic && !automatic {
+                continue;
+            }
             job.outcome = summary_of(&job.outcome);
             jobs.push(job);
         }
@@ -258,10 +271,11 @@ impl Store {
     }
 }
 
-/// An outcome's counts and error, without the per-node replies.
+/// An outcome's counts (`stats`; `counts` in records of earlier versions) and error, without
+/// the per-node replies.
 fn summary_of(outcome: &Value) -> Value {
     let mut summary = serde_json::Map::new();
-    for key in ["counts", "error"] {
+    for key in ["stats", "counts", "error"] {
         if let Some(value) = outcome.get(key) {
             summary.insert(key.to_owned(), value.clone());
         }
@@ -326,6 +340,7 @@ mod tests {
                 finished_ms: None,
                 state: "running".to_owned(),
                 outcome: Value::Null,
+                automatic: false,
             };
             store.save_job(&job).expect("save job");
             store
@@ -342,7 +357,7 @@ mod tests {
         assert_eq!(nodes[1].registration.time_ms, 2);
         let job = store.job("j1").expect("query").expect("found");
         assert_eq!((job.state.as_str(), job.finished_ms), ("finished", Some(200)));
-        assert_eq!(store.recent_jobs(10).expect("recent").len(), 1);
+        assert_eq!(store.recent_jobs(10, true).expect("recent").len(), 1);
         store.forget_node("db01").expect("forget");
         assert_eq!(store.nodes().expect("nodes").len(), 1);
         use std::os::unix::fs::PermissionsExt;
@@ -364,7 +379,31 @@ mod tests {
             finished_ms: None,
             state: state.to_owned(),
             outcome,
+            automatic: false,
         }
+    }
+
+    #[test]
+    fn the_history_leaves_automatic_jobs_out_unless_asked() {
+        let store = Store::in_memory().expect("store");
+        let stats = json!({"stats": {"ok": 1}, "replies": [{"node": "web01"}]});
+        for started in 1..=5 {
+            let refresh = JobRecord {
+                automatic: true,
+                ..job(&format!("refresh{started}"), "finished", started, stats.clone())
+            };
+            store.save_job(&refresh).expect("save");
+        }
+        store.save_job(&job("asked", "finished", 0, stats.clone())).expect("save");
+        let asked = store.recent_jobs(2, false).expect("recent");
+        assert_eq!(
+            asked.iter().map(|job| job.id.as_str()).collect::<Vec<_>>(),
+            ["asked"],
+            "five refreshes since"
+        );
+        assert_eq!(asked[0].outcome, json!({"stats": {"ok": 1}}), "the counts without the replies");
+        let all = store.recent_jobs(2, true).expect("recent");
+        assert_eq!(all.iter().map(|job| job.id.as_str()).collect::<Vec<_>>(), ["refresh5", "refresh4"]);
     }
 
     #[test]
@@ -382,7 +421,7 @@ mod tests {
         assert_eq!(abandoned.state, "abandoned");
         assert_eq!(abandoned.outcome["error"], ABANDONED);
         assert_eq!(store.job("done").expect("query").expect("found").outcome, replies, "the whole record");
-        let summaries = store.recent_jobs(10).expect("recent");
+        let summaries = store.recent_jobs(10, true).expect("recent");
         assert_eq!(summaries.iter().map(|job| job.id.as_str()).collect::<Vec<_>>(), ["done", "running"]);
         assert_eq!(summaries[0].outcome, json!({"counts": {"ok": 1}}), "the history has no replies");
         assert_eq!(summaries[1].outcome, json!({"error": ABANDONED}));

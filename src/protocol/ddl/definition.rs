@@ -62,6 +62,11 @@ pub struct ActionDefinition {
     /// Which nodes' replies the client shows by default.
     #[serde(default)]
     pub display: DisplayPolicy,
+    /// The action only reads: it changes nothing on the node. The console runs such actions
+    /// without asking for confirmation; every other action is treated as changing something.
+    /// Absent means `false`, the safe side.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
     #[serde(default)]
     pub inputs: BTreeMap<String, InputDefinition>,
     #[serde(default)]
