@@ -92,26 +92,16 @@ class baton::client (
   case $security_scheme {
     'psk': {
       if $psk == undef { fail('baton::client: security_scheme psk needs psk (the shared key)') }
-      file { $psk_file:
-        ensure    => file,
-        owner     => 'root',
-        group     => 'root',
-        mode      => '0600',
-        content   => Sensitive("${psk.unwrap}\n"),
-        show_diff => false,
+      baton::secret { $psk_file:
+        content => Sensitive("${psk.unwrap}\n"),
       }
     }
     default: {
       if $private_key == undef {
         fail('baton::client: security_scheme ed25519 needs private_key (baton keygen --name user=<login>)')
       }
-      file { $key_file:
-        ensure    => file,
-        owner     => 'root',
-        group     => 'root',
-        mode      => '0600',
-        content   => $private_key,
-        show_diff => false,
+      baton::secret { $key_file:
+        content => $private_key,
       }
       baton::trusted_keys { $trusted_dir:
         keys => $trusted_node_keys,

@@ -159,24 +159,14 @@ class baton::node (
   }
 
   if $security_scheme == 'psk' {
-    file { $psk_file:
-      ensure    => file,
-      owner     => 'root',
-      group     => 'root',
-      mode      => '0600',
-      content   => Sensitive("${psk.unwrap}\n"),
-      show_diff => false,
-      notify    => Exec['baton-reload'],
+    baton::secret { $psk_file:
+      content => Sensitive("${psk.unwrap}\n"),
+      notify  => Exec['baton-reload'],
     }
   } else {
-    file { $key_file:
-      ensure    => file,
-      owner     => 'root',
-      group     => 'root',
-      mode      => '0600',
-      content   => $private_key,
-      show_diff => false,
-      notify    => Exec['baton-reload'],
+    baton::secret { $key_file:
+      content => $private_key,
+      notify  => Exec['baton-reload'],
     }
     baton::trusted_keys { $trusted_dir:
       keys => $trusted_keys,
