@@ -160,6 +160,8 @@ pub struct NodeSpec {
     pub extra_config: String,
     /// Connect this node with another wire than the fleet's (mixed-transport fleets).
     pub wire: Option<Wire>,
+    /// Environment variables for this node's process (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeSpec {
@@ -172,12 +174,19 @@ impl NodeSpec {
             security: None,
             extra_config: String::new(),
             wire: None,
+            env: Vec::new(),
         }
     }
 
     /// The same node with more configuration tables.
     pub fn with_config(mut self, extra_config: &str) -> NodeSpec {
         self.extra_config.push_str(extra_config);
+        self
+    }
+
+    /// The same node with one more environment variable.
+    pub fn with_env(mut self, name: &str, value: &str) -> NodeSpec {
+        self.env.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -481,6 +490,7 @@ impl Fleet {
             .arg("--config")
             .arg(&config_path)
             .env_remove("BATON_LOG")
+            .envs(spec.env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

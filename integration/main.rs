@@ -13,6 +13,8 @@
 //! - `console`: the web console in headless Chromium (Playwright) against real nodes: login,
 //!   filtering, actions, cloning a user, Puppet; signing as the logged-in user with ed25519;
 //!   following registrations; refusing to listen beyond loopback without a login.
+//! - `deploy`: a log file without escape codes; systemd's READY/RELOADING notifications; the
+//!   Puppet module writing a working node and client, adding an agent, rotating a caller's key.
 //! - `ed25519`: callers proven by their own keys: unknown callers refused, policies per caller,
 //!   re-signed requests refused, replies accepted only from trusted nodes.
 //! - `emulator`: fifty virtual nodes of `baton-emulator` answering through RabbitMQ as `batond`s.
@@ -36,6 +38,7 @@ mod harness;
 mod agents;
 mod broker_amqp;
 mod console;
+mod deploy;
 mod ed25519;
 mod emulator;
 mod fanout;

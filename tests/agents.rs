@@ -180,12 +180,50 @@ fn ed25519_key_files_load_and_bad_ones_are_refused() {
     assert!(error.contains("chmod 600"), "{error}");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 
-    std::fs::write(trusted.join("again.pub"), &public).expect("write");
-    let error = Ed25519::load(&key, &trusted).expect_err("duplicate").to_string();
-    assert!(error.contains("both name \"user=alice\""), "{error}");
+    // A second key of the same name is a rotation in progress: both are trusted.
+    let (_, rotated) = baton::security::ed25519::generate("user=alice");
+    std::fs::write(trusted.join("again.pub"), &rotated).expect("write");
+    let loaded = Ed25519::load(&key, &trusted).expect("two keys of one name load");
+    assert_eq!(loaded.trusted_count(), 2);
     std::fs::write(trusted.join("again.pub"), "name = x\npublic = zz\n").expect("write");
     let error = Ed25519::load(&key, &trusted).expect_err("bad hex").to_string();
     assert!(error.contains("must be 64 hex digits"), "{error}");
+}
+
+#[test]
+fn ed25519_accepts_each_key_of_a_name_being_rotated_until_it_is_removed() {
+    use baton::security::ed25519::{VerifyFailure, generate};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trusted = dir.path().join("trusted");
+    std::fs::create_dir(&trusted).expect("dir");
+    let private_key = |file: &str, text: &str| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    };
+    let (old_private, old_public) = generate("user=alice");
+    let (new_private, new_public) = generate("user=alice");
+    let (other_private, _) = generate("user=alice");
+    let (node_private, _) = generate("web01");
+    std::fs::write(trusted.join("alice.pub"), old_public).expect("write");
+    std::fs::write(trusted.join("alice-2.pub"), new_public).expect("write");
+    let old = Ed25519::load(&private_key("old.key", &old_private), &trusted).expect("old key");
+    let new = Ed25519::load(&private_key("new.key", &new_private), &trusted).expect("new key");
+    let other = Ed25519::load(&private_key("other.key", &other_private), &trusted).expect("other key");
+    let node_key = private_key("node.key", &node_private);
+    let parts: [&[u8]; 2] = [b"request", b"payload"];
+
+    let node = Ed25519::load(&node_key, &trusted).expect("node");
+    assert_eq!(node.verify("user=alice", &parts, &old.sign(&parts)), Ok(()));
+    assert_eq!(node.verify("user=alice", &parts, &new.sign(&parts)), Ok(()));
+    assert_eq!(node.verify("user=alice", &parts, &other.sign(&parts)), Err(VerifyFailure::BadSignature));
+
+    std::fs::remove_file(trusted.join("alice.pub")).expect("retire the old key");
+    let node = Ed25519::load(&node_key, &trusted).expect("node, reloaded");
+    assert_eq!(node.verify("user=alice", &parts, &old.sign(&parts)), Err(VerifyFailure::BadSignature));
+    assert_eq!(node.verify("user=alice", &parts, &new.sign(&parts)), Ok(()));
 }
 
 fn request(caller: &str, agent: &str, action: &str, data: Value) -> Request {

@@ -1,6 +1,7 @@
 //! `batond`: the node daemon. Parses flags, loads the configuration, sets up logging and
 //! signals, and runs the node.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,8 +15,9 @@ use tokio::sync::Notify;
 #[command(
     name = "batond",
     version,
-    after_help = "Signals: SIGTERM/SIGINT drain in-flight work and stop; SIGHUP reloads facts and classes and \
-                  reopens the audit log.\n\nExit codes: 0 stopped cleanly; 2 configuration, key or file \
+    after_help = "Signals: SIGTERM/SIGINT drain in-flight work and stop; SIGHUP reloads keys, facts, classes, \
+                  agents and policies and reopens the audit log. Under systemd (NOTIFY_SOCKET), readiness \
+                  is reported once subscribed.\n\nExit codes: 0 stopped cleanly; 2 configuration, key or file \
                   error at start.\n\nExamples:\n  batond --config /etc/baton/node.toml\n  batond --config \
                   node.toml --check\n  BATON_LOG=debug batond --log-format json"
 )]
@@ -30,6 +32,9 @@ struct Args {
     /// Check the configuration, key, TLS and fact files, print the node's identity, and exit.
     #[arg(long)]
     check: bool,
+    /// Print batond(8), generated from these flags, and exit (for packaging).
+    #[arg(long, hide = true)]
+    man: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -40,6 +45,10 @@ enum FormatFlag {
 
 fn main() {
     let args = Args::parse();
+    if args.man {
+        print_man_page();
+        return;
+    }
     let config = match NodeConfig::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(error) => fail(anyhow::Error::from(error)),
@@ -54,7 +63,12 @@ fn main() {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: under systemd, or redirected to a file, escape
+    // codes would end up in the journal and in log shippers as noise.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let json = match args.log_format {
         Some(FormatFlag::Json) => true,
         Some(FormatFlag::Text) => false,
@@ -72,6 +86,17 @@ fn main() {
     if let Err(error) = runtime.block_on(run(config, args.check)) {
         fail(error);
     }
+}
+
+/// batond(8) from the one clap definition above, so the page cannot disagree with the flags.
+fn print_man_page() {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut page = Vec::new();
+    if let Err(error) = clap_mangen::Man::new(Args::command()).section("8").render(&mut page) {
+        fail(anyhow::anyhow!("cannot render the manual page: {error}"));
+    }
+    let _ = std::io::stdout().lock().write_all(&page);
 }
 
 fn fail(error: anyhow::Error) -> ! {

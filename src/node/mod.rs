@@ -3,9 +3,10 @@
 //! [`run`] is `batond`'s whole life: connect to the broker (retrying for as long as it takes),
 //! subscribe the node's queue in every collective, feed each message through the
 //! [`pipeline::Pipeline`] with bounded concurrency, publish the signed replies, publish the
-//! node's inventory for registration, reload facts when they change, reload agents and
+//! node's inventory for registration, reload facts when they change, reload keys, agents and
 //! authorization policies on SIGHUP (binding the node's queue for agents that appeared), and on
 //! shutdown stop taking messages and drain what is in flight before closing the connection.
+//! `systemd` tells systemd when the node is ready, reloading and stopping.
 
 pub mod audit;
 pub mod emulator;
@@ -14,6 +15,7 @@ pub mod filter_cache;
 pub mod pipeline;
 pub mod policy;
 pub mod stats;
+pub mod systemd;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -126,6 +128,7 @@ impl Node {
             stop.subscribe(),
         ));
         info!(node = %self.config.identity, collectives = ?self.config.collectives, agents = ?self.registry.names(), "ready");
+        systemd::ready("subscribed; answering requests");
 
         let mut fact_stamp = self.fact_source.stamp();
         let mut poll = tokio::time::interval(Duration::from_secs(self.config.facts.poll_interval_secs));
@@ -133,7 +136,9 @@ impl Node {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = reload.notified() => {
-                    info!("reloading facts, classes, agents and policies (SIGHUP)");
+                    info!("reloading keys, facts, classes, agents and policies (SIGHUP)");
+                    systemd::reloading();
+                    self.reload_keys();
                     let agents_before = self.registry.names();
                     self.reload_agents_and_policies();
                     self.reload(&mut fact_stamp);
@@ -156,6 +161,7 @@ impl Node {
                     {
                         error!(%error, "cannot reopen the audit log");
                     }
+                    systemd::ready("reloaded; answering requests");
                 }
                 _ = poll.tick() => {
                     if self.fact_source.changed_since(&fact_stamp) {
@@ -167,6 +173,7 @@ impl Node {
         }
 
         info!("shutting down: no new requests; draining in-flight actions");
+        systemd::stopping();
         let _ = stop.send(());
         consumers.stop().await;
         registration.abort();
@@ -201,6 +208,21 @@ impl Node {
             )));
         }
         Ok(Consumers { stop, handles })
+    }
+
+    /// Loads the PSK, or this node's private key and the trusted callers' keys, again: a key
+    /// rotation needs no restart. Keys that do not load keep the previous ones in force, as
+    /// a policy with a mistake does.
+    fn reload_keys(&self) {
+        match self.config.security.load_security() {
+            Ok(security) => {
+                info!(scheme = security.scheme(), key = security.key_id(), "keys reloaded");
+                self.pipeline.replace_security(security);
+            }
+            Err(error) => {
+                error!(error = %format!("{error:#}"), "keys not reloaded; the previous keys stay in force")
+            }
+        }
     }
 
     /// Loads the agents directory and the policies again. A policy that does not load keeps

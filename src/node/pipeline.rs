@@ -90,7 +90,9 @@ pub struct SealedReply {
 /// One node's request pipeline. Shared between tasks behind an `Arc`.
 pub struct Pipeline {
     settings: PipelineSettings,
-    security: Arc<Security>,
+    /// Swapped whole on SIGHUP, so a rotated key or trusted-keys directory takes effect
+    /// without a restart.
+    security: RwLock<Arc<Security>>,
     replay: Mutex<ReplayWindow>,
     filters: Mutex<FilterCache>,
     snapshot: RwLock<Arc<NodeSnapshot>>,
@@ -109,7 +111,7 @@ impl Pipeline {
         let replay = Mutex::new(ReplayWindow::new(settings.replay_capacity));
         Pipeline {
             settings,
-            security,
+            security: RwLock::new(security),
             replay,
             filters: Mutex::new(FilterCache::default()),
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -122,8 +124,23 @@ impl Pipeline {
         &self.settings.identity
     }
 
-    pub fn security(&self) -> &Security {
-        &self.security
+    /// The keys in force now.
+    pub fn security(&self) -> Arc<Security> {
+        // As for the snapshot: a poisoned lock still holds a whole value.
+        match self.security.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the keys (SIGHUP: a rotated key or a changed trusted-keys directory). Requests
+    /// already being checked finish with the keys they started with.
+    pub fn replace_security(&self, security: Security) {
+        let security = Arc::new(security);
+        match self.security.write() {
+            Ok(mut guard) => *guard = security,
+            Err(poisoned) => *poisoned.into_inner() = security,
+        }
     }
 
     /// The current snapshot of facts, classes and agents.
@@ -150,7 +167,8 @@ impl Pipeline {
         let counters = &self.stats.counters;
         Stats::count(&counters.received);
 
-        let request = match self.security.open_request(body, self.settings.max_message_bytes) {
+        let security = self.security();
+        let request = match security.open_request(body, self.settings.max_message_bytes) {
             Ok(request) => request,
             Err(error) => {
                 self.refuse_unopened(body, &error);
@@ -158,7 +176,7 @@ impl Pipeline {
             }
         };
 
-        if self.security.proves_callers() && request.caller != request.key_id() {
+        if security.proves_callers() && request.caller != request.key_id() {
             // With ed25519 the key proves who signed; a request naming another caller is a
             // request re-signed by someone else, or a misconfigured client.
             Stats::count(&counters.bad_signature);
@@ -403,7 +421,7 @@ impl Pipeline {
         };
         SealedReply {
             destination: Destination::Reply(request.reply_to.clone()),
-            bytes: self.security.seal_reply(&reply),
+            bytes: self.security().seal_reply(&reply),
             ttl: Duration::from_secs(u64::from(request.ttl_secs.max(1))),
         }
     }

@@ -16,7 +16,10 @@
 //! ```
 //!
 //! A public key file has `name` and `public` (the 32-byte key in hex); a trusted-keys directory
-//! holds any number of them (`*.pub`). [`generate`] makes a pair (`baton keygen`).
+//! holds any number of them (`*.pub`). Several files may carry the same name: that is a key
+//! rotation in progress, and a signature by any of that name's keys is accepted, so a fleet can
+//! trust the new key everywhere before the old one is retired (docs/OPERATIONS.md, "Rotating
+//! keys"). [`generate`] makes a pair (`baton keygen`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,7 +37,8 @@ const MAX_KEY_FILE_BYTES: u64 = 4096;
 pub struct Ed25519 {
     name: String,
     signing: SigningKey,
-    trusted: BTreeMap<String, VerifyingKey>,
+    /// Every trusted key of each name: more than one while a rotation is under way.
+    trusted: BTreeMap<String, Vec<VerifyingKey>>,
     trusted_dir: PathBuf,
 }
 
@@ -50,8 +54,6 @@ pub enum Ed25519Error {
     Untrusted(#[from] super::file_trust::UntrustedFile),
     #[error("cannot read trusted keys directory {}: {source} (create it and copy public keys into it)", path.display())]
     Directory { path: PathBuf, source: std::io::Error },
-    #[error("trusted keys {} and {} both name \"{name}\"; remove one", first.display(), second.display())]
-    DuplicateName { name: String, first: PathBuf, second: PathBuf },
 }
 
 /// Why a signature was not accepted.
@@ -68,12 +70,7 @@ impl Ed25519 {
     pub fn load(key_file: &Path, trusted_dir: &Path) -> Result<Ed25519, Ed25519Error> {
         let (name, signing) = read_private_key(key_file)?;
         let trusted = read_trusted_dir(trusted_dir)?;
-        Ok(Ed25519 {
-            name,
-            signing,
-            trusted: trusted.into_iter().map(|(name, (key, _))| (name, key)).collect(),
-            trusted_dir: trusted_dir.to_owned(),
-        })
+        Ok(Ed25519 { name, signing, trusted, trusted_dir: trusted_dir.to_owned() })
     }
 
     /// Builds a scheme from keys in memory (tests and tools).
@@ -82,18 +79,16 @@ impl Ed25519 {
         secret: [u8; 32],
         trusted: impl IntoIterator<Item = (String, [u8; 32])>,
     ) -> Result<Ed25519, String> {
-        let trusted = trusted
-            .into_iter()
-            .map(|(name, public)| {
-                VerifyingKey::from_bytes(&public)
-                    .map(|key| (name.clone(), key))
-                    .map_err(|error| format!("public key {name}: {error}"))
-            })
-            .collect::<Result<_, _>>()?;
+        let mut keys: BTreeMap<String, Vec<VerifyingKey>> = BTreeMap::new();
+        for (name, public) in trusted {
+            let key =
+                VerifyingKey::from_bytes(&public).map_err(|error| format!("public key {name}: {error}"))?;
+            keys.entry(name).or_default().push(key);
+        }
         Ok(Ed25519 {
             name: name.to_owned(),
             signing: SigningKey::from_bytes(&secret),
-            trusted,
+            trusted: keys,
             trusted_dir: PathBuf::new(),
         })
     }
@@ -108,9 +103,9 @@ impl Ed25519 {
         self.signing.verifying_key().to_bytes()
     }
 
-    /// How many public keys are trusted.
+    /// How many public keys are trusted (a name being rotated counts each of its keys).
     pub fn trusted_count(&self) -> usize {
-        self.trusted.len()
+        self.trusted.values().map(Vec::len).sum()
     }
 
     /// Where the trusted keys came from, for messages.
@@ -123,11 +118,17 @@ impl Ed25519 {
         self.signing.sign(&parts.concat()).to_bytes().to_vec()
     }
 
-    /// Verifies a signature over the concatenation of `parts` with the trusted key `key_id`.
+    /// Verifies a signature over the concatenation of `parts` with a trusted key named
+    /// `key_id` (any of them, while that name's key is being rotated).
     pub fn verify(&self, key_id: &str, parts: &[&[u8]], signature: &[u8]) -> Result<(), VerifyFailure> {
-        let key = self.trusted.get(key_id).ok_or(VerifyFailure::UnknownKey)?;
+        let keys = self.trusted.get(key_id).ok_or(VerifyFailure::UnknownKey)?;
         let signature = Signature::from_slice(signature).map_err(|_| VerifyFailure::BadSignature)?;
-        key.verify_strict(&parts.concat(), &signature).map_err(|_| VerifyFailure::BadSignature)
+        let message = parts.concat();
+        if keys.iter().any(|key| key.verify_strict(&message, &signature).is_ok()) {
+            Ok(())
+        } else {
+            Err(VerifyFailure::BadSignature)
+        }
     }
 }
 
@@ -175,7 +176,7 @@ fn read_private_key(path: &Path) -> Result<(String, SigningKey), Ed25519Error> {
     Ok((name.to_owned(), SigningKey::from_bytes(&secret)))
 }
 
-type Trusted = BTreeMap<String, (VerifyingKey, PathBuf)>;
+type Trusted = BTreeMap<String, Vec<VerifyingKey>>;
 
 fn read_trusted_dir(dir: &Path) -> Result<Trusted, Ed25519Error> {
     let entries =
@@ -198,10 +199,7 @@ fn read_trusted_dir(dir: &Path) -> Result<Trusted, Ed25519Error> {
             path: file.clone(),
             reason: format!("not an ed25519 public key: {error}"),
         })?;
-        if let Some((_, first)) = trusted.get(&name) {
-            return Err(Ed25519Error::DuplicateName { name, first: first.clone(), second: file });
-        }
-        trusted.insert(name, (key, file));
+        trusted.entry(name).or_default().push(key);
     }
     Ok(trusted)
 }
