@@ -21,8 +21,9 @@
 #   (SIGHUP) when keys, agents, policies or facts change.
 # @param reload_command
 #   What reloads batond when keys, agents or policies change. Default with manage_service:
-#   systemctl reload batond. Without manage_service and without this: nothing (batond
-#   re-reads facts by itself, the rest at its next SIGHUP).
+#   systemctl try-reload-or-restart batond (a stopped batond is no error). Without
+#   manage_service and without this: nothing (batond re-reads facts by itself, the rest at its
+#   next SIGHUP).
 class baton (
   String $root = '',
   String[1] $config_dir = '/etc/baton',
@@ -39,7 +40,7 @@ class baton (
   # `true` when nothing is to be reloaded: the exec below then does nothing.
   $reload = $reload_command ? {
     undef   => $manage_service ? {
-      true    => 'systemctl reload batond',
+      true    => 'systemctl try-reload-or-restart batond',
       default => 'true',
     },
     default => $reload_command,
