@@ -1,6 +1,7 @@
 //! `[metrics] listen`: a real batond's `/metrics` accepted by Prometheus's own `promtool check
 //! metrics`, counters that move after a ping, and `/healthz` following the broker connection,
-//! which the test cuts with a proxy it controls (the shared broker keeps running).
+//! which the test cuts with a proxy it controls (the shared broker keeps running); the
+//! console's own `/metrics`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
@@ -11,6 +12,7 @@ use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::console::ConsoleProcess;
 use crate::harness::{Fleet, NodeSpec, Wire, broker, loopback_listener};
 
 #[test]
@@ -71,6 +73,37 @@ fn metrics_pass_promtool_count_a_ping_and_health_follows_the_broker() {
     );
     let output = fleet.baton(&["ping", "-I", "metrics01", "--json"]);
     assert_eq!(output.code, 0, "the node answers again after the broker returned: {output:?}");
+}
+
+#[test]
+fn the_console_serves_its_own_metrics_which_promtool_accepts() {
+    let fleet = Fleet::start(vec![
+        NodeSpec::new("console01", json!({}), &[]).with_config("[registration]\ninterval_secs = 1\n"),
+    ]);
+    let config = fleet.client_config("");
+    let console = ConsoleProcess::start(&config, fleet.dir.path(), &["--registration-interval", "1"]);
+    let address: SocketAddr =
+        console.url.trim_start_matches("http://").parse().expect("the console's address");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let (status, text) = http_get(address, "/metrics");
+        assert_eq!(status, 200, "{text}\n{}", console.log());
+        if sample(&text, "baton_console_registry_nodes") == Some(1.0) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never showed in the registry:\n{text}\n{}",
+            console.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    promtool_accepts(&text);
+    for series in
+        ["baton_console_jobs_started_total", "baton_console_jobs_running", "baton_console_sse_clients"]
+    {
+        assert_eq!(sample(&text, series), Some(0.0), "{series}:\n{text}");
+    }
 }
 
 /// Runs `promtool check metrics` (Debian's `prometheus` package) on `text`; fails the test

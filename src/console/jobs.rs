@@ -273,6 +273,11 @@ impl Jobs {
         }
     }
 
+    /// Jobs waiting for replies now.
+    pub fn running(&self) -> usize {
+        MAX_RUNNING.saturating_sub(self.running.available_permits())
+    }
+
     /// The definitions known now (a copy: fetching one for a job adds to it).
     pub fn catalog(&self) -> Catalog {
         self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
