@@ -10,8 +10,9 @@
 //! - `agents`: external agents (shell, Python) through the broker; a hanging one killed with its
 //!   children at its timeout, a crashing one reporting its stderr; input checks on the client
 //!   (exit 2) and on the node (status 3 and 4).
-//! - `collectives`: `rabbitmq/baton-rabbitmq` adds a sub-collective to the running broker; a
-//!   node in it starts once it is declared and `-T` reaches exactly its nodes.
+//! - `collectives`: `rabbitmq/baton-rabbitmq` prepares a vhost with least-privilege users that
+//!   nodes and clients use, and adds a sub-collective to the running broker; a node in it
+//!   starts once it is declared and `-T` reaches exactly its nodes.
 //! - `console`: the web console in headless Chromium (Playwright) against real nodes: login,
 //!   filtering, actions, cloning a user, Puppet; signing as the logged-in user with ed25519;
 //!   following registrations; refusing to listen beyond loopback without a login.
