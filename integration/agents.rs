@@ -250,12 +250,17 @@ fn every_status_code_comes_from_a_real_path_with_a_useful_message() {
     check(&["hello", "greet", "name=ok"], 0, "");
     check(&["broken", "crash"], 1, "not authorized: user=tester may not run broken#crash on status01");
     check(&["broken", "refuse"], 1, "the widget is locked");
-    // The client has no definition of `broken`, so this reaches the node, which answers 2.
-    check(
-        &["broken", "explode"],
-        2,
-        "agent \"broken\" has no action \"explode\" (actions: crash, garbage, refuse, undeclared)",
-    );
+    // The client fetches `broken`'s definition from the node and refuses the unknown action
+    // itself (exit 2); a request built without the client's checks reaches the node, which
+    // answers 2 in the same words.
+    let unknown_action =
+        "agent \"broken\" has no action \"explode\" (actions: crash, garbage, refuse, undeclared)";
+    let output = fleet.baton(&["rpc", "broken", "explode", "-I", "status01", "--json"]);
+    assert_eq!(output.code, 2, "{output:?}");
+    assert_eq!(output.json()["error"], unknown_action, "{output:?}");
+    let explode = raw_call(&fleet, "status01", "broken", "explode", json!({}));
+    assert_eq!(explode.status, StatusCode::UnknownAction, "{explode:?}");
+    assert!(explode.status_message.contains(unknown_action), "{explode:?}");
     check(&["nosuchagent", "run"], 2, "unknown agent \"nosuchagent\" on status01");
     check(&["hang", "forever"], 5, "did not finish within 2 s");
 
@@ -520,4 +525,53 @@ fn a_node_refuses_to_run_an_agent_that_became_untrusted_after_load() {
     let output = greet();
     assert_eq!(output.code, 0, "trusted again, it runs: {output:?}");
     assert!(marker.exists(), "the (now trusted) replacement ran");
+}
+
+#[test]
+fn definitions_travel_from_the_nodes_to_a_client_without_them() {
+    let (fleet, agents) = fleet_with_agents(&["loadcheck"], &[("load01", json!({})), ("load02", json!({}))]);
+    let cache = fleet.dir.path().join("xdg-cache/baton/definitions/loadcheck");
+    assert!(!cache.exists(), "nothing cached before the first call");
+
+    // No definitions_dir: the definition comes from a node, so "0.5" goes out as a float.
+    let output = fleet.baton(&["rpc", "loadcheck", "check", "max_load=0.5", "--json"]);
+    assert_eq!(output.code, 0, "{output:?}");
+    let document = output.json();
+    assert_eq!(reply(&document, "load01")["data"]["threshold"], json!(0.5), "{document}");
+    // Aggregates from the fetched definition.
+    assert_eq!(document["aggregates"]["threshold"]["value"], json!(1.0), "{document}");
+    let cached: Vec<_> = std::fs::read_dir(&cache).expect("cache dir").filter_map(Result::ok).collect();
+    assert_eq!(cached.len(), 1, "one cached definition, named by its hash: {cached:?}");
+    let name = cached[0].file_name().to_string_lossy().into_owned();
+    assert!(name.len() == 37 && name.ends_with(".json"), "{name}");
+
+    // From the cache: typed inputs are checked before sending, and outputs get their labels.
+    let output = fleet.baton(&["rpc", "loadcheck", "check", "max_load=lots"]);
+    assert_eq!(output.code, 2, "{output:?}");
+    assert!(output.stderr.contains("must be a float"), "{}", output.stderr);
+    let output = fleet.baton(&["rpc", "loadcheck", "check", "max_load=2", "-I", "load01"]);
+    assert_eq!(output.code, 0, "{output:?}");
+    assert!(output.stdout.contains("Threshold"), "{}", output.stdout);
+    assert!(output.stdout.contains("Sum of Threshold: 2"), "{}", output.stdout);
+
+    // A local definitions_dir still wins, even when it disagrees with the nodes: here it
+    // declares max_load a string, so the node refuses it (status 4), as before definitions
+    // travelled.
+    let local = fleet.dir.path().join("local-definitions/loadcheck");
+    std::fs::create_dir_all(&local).expect("local definitions dir");
+    let definition = std::fs::read_to_string(agents.join("loadcheck/definition.json")).expect("definition");
+    std::fs::write(
+        local.join("definition.json"),
+        definition.replace("\"type\": \"float\"", "\"type\": \"string\""),
+    )
+    .expect("write local definition");
+    let output = baton_with_definitions(
+        &fleet,
+        local.parent().expect("definitions dir"),
+        &["rpc", "loadcheck", "check", "max_load=0.5", "-I", "load01", "--json"],
+    );
+    let document = output.json();
+    assert_eq!(reply(&document, "load01")["status"], 4, "{document}");
+    let message = reply(&document, "load01")["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("input \"max_load\" must be a float"), "{message}");
 }

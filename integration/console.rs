@@ -80,14 +80,14 @@ fn node_config(dir: &Path, identity: &str) -> String {
 }
 
 /// A running `baton console`, stopped when dropped.
-struct ConsoleProcess {
+pub(crate) struct ConsoleProcess {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     log: PathBuf,
 }
 
 impl ConsoleProcess {
-    fn start(config: &Path, dir: &Path, extra: &[&str]) -> ConsoleProcess {
+    pub(crate) fn start(config: &Path, dir: &Path, extra: &[&str]) -> ConsoleProcess {
         let log = dir.join(format!("console-{}.log", uuid::Uuid::new_v4().simple()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
         command
@@ -116,7 +116,7 @@ impl ConsoleProcess {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

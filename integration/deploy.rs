@@ -17,6 +17,7 @@ use crate::harness::{
     BatonOutput, Fleet, NodeSpec, Wire, declare_collective, repo_root, run_baton, shared_broker,
     unique_collective,
 };
+use crate::metrics::{free_local_address, http_get};
 
 #[test]
 fn a_log_written_to_a_file_has_no_escape_codes() {
@@ -127,6 +128,8 @@ struct Site {
     node_key: KeyPair,
     alice_old: KeyPair,
     alice_new: KeyPair,
+    /// Where baton::node's `metrics_listen` puts the node's `/metrics` and `/healthz`.
+    metrics: std::net::SocketAddr,
 }
 
 /// What changes between the applies.
@@ -177,7 +180,7 @@ impl Site {
             "class {{ 'baton':\n  root => {root},\n  manage_packages => false,\n  manage_service => false,\n  {reload}\n}}\n\
              class {{ 'baton::node':\n  identity => 'puppet01',\n  collectives => [{collective}],\n  broker_urls => [{node_url}],\n  \
              security_scheme => 'ed25519',\n  private_key => Sensitive({node_key}),\n  trusted_keys => {callers},\n  \
-             audit_file => '/var/log/baton/audit.log',\n}}\n\
+             audit_file => '/var/log/baton/audit.log',\n  metrics_listen => {metrics},\n}}\n\
              class {{ 'baton::client':\n  collective => {collective},\n  broker_urls => [{client_url}],\n  \
              security_scheme => 'ed25519',\n  caller => 'user=alice',\n  private_key => Sensitive({client_key}),\n  \
              trusted_node_keys => {nodes},\n  timeout_secs => 10,\n}}\n{agent}",
@@ -186,6 +189,7 @@ impl Site {
             node_url = quoted(&self.wire.node_url),
             client_url = quoted(&self.wire.client_url),
             node_key = quoted(&self.node_key.private),
+            metrics = quoted(&self.metrics.to_string()),
             callers = trusted(&callers),
             client_key = quoted(&apply.client_key.private),
             nodes = trusted(&[("puppet01", &self.node_key, "puppet01")]),
@@ -285,6 +289,7 @@ fn puppet_module_configures_a_node_an_agent_and_rotates_a_callers_key() {
         node_key: keypair("puppet01"),
         alice_old: keypair("user=alice"),
         alice_new: keypair("user=alice"),
+        metrics: free_local_address(),
     };
     let client = site.config("client.toml");
 
@@ -297,6 +302,9 @@ fn puppet_module_configures_a_node_an_agent_and_rotates_a_callers_key() {
     });
     let node = site.start_node();
     wait_until_answering(&site, &node, &client);
+    // metrics_listen reached node.toml: the node serves its health there.
+    let (health, body) = http_get(site.metrics, "/healthz");
+    assert_eq!(health, 200, "healthz of the node Puppet configured: {body}\n{}", node.log());
     // The facts file holds Puppet's own facts, and the classes are the ones Puppet applied.
     let puppet_version =
         String::from_utf8(Command::new("puppet").arg("--version").output().expect("puppet").stdout)

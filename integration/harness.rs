@@ -142,6 +142,18 @@ fn write_secret(path: &Path, contents: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod key file");
 }
 
+/// A listener on a free loopback port and a runtime of its own (one worker) to serve it from
+/// a synchronous test: fake brokers and proxies. The runtime must live as long as the listener
+/// serves. Returns the runtime, the listener and its port.
+pub fn loopback_listener() -> (tokio::runtime::Runtime, tokio::net::TcpListener, u16) {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let listener =
+        runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind a loopback port");
+    let port = listener.local_addr().expect("listener address").port();
+    (runtime, listener, port)
+}
+
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
 }
@@ -162,6 +174,8 @@ pub struct NodeSpec {
     pub wire: Option<Wire>,
     /// Environment variables for this node's process (e.g. `NOTIFY_SOCKET`).
     pub env: Vec<(String, String)>,
+    /// Collectives this node serves besides the fleet's (sub-collectives).
+    pub also_in: Vec<String>,
 }
 
 impl NodeSpec {
@@ -175,7 +189,14 @@ impl NodeSpec {
             extra_config: String::new(),
             wire: None,
             env: Vec::new(),
+            also_in: Vec::new(),
         }
+    }
+
+    /// The same node, serving `collective` too (after the fleet's own).
+    pub fn also_in(mut self, collective: &str) -> NodeSpec {
+        self.also_in.push(collective.to_string());
+        self
     }
 
     /// The same node with more configuration tables.
@@ -473,9 +494,9 @@ impl Fleet {
             None => format!("scheme = \"psk\"\npsk_file = {psk_file:?}\n"),
         };
         let config = format!(
-            "identity = {identity:?}\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\n{broker_extra}max_backoff_secs = 2\n\n{tls}\n[security]\n{security}\n[facts]\npoll_interval_secs = 1\nfiles = [{facts:?}]\nclasses_file = {classes:?}\n\n[audit]\nfile = {audit:?}\n\n{extra}\n",
+            "identity = {identity:?}\ncollectives = {collectives:?}\n\n[broker]\nurls = [{url:?}]\n{broker_extra}max_backoff_secs = 2\n\n{tls}\n[security]\n{security}\n[facts]\npoll_interval_secs = 1\nfiles = [{facts:?}]\nclasses_file = {classes:?}\n\n[audit]\nfile = {audit:?}\n\n{extra}\n",
             identity = spec.identity,
-            collective = self.collective,
+            collectives = std::iter::once(&self.collective).chain(&spec.also_in).collect::<Vec<_>>(),
             url = wire.node_url,
             broker_extra = wire.broker_extra(),
             facts = node_dir.join("facts.json"),
@@ -661,6 +682,10 @@ pub fn run_baton(config: &Path, args: &[&str], stdin: Option<&str>) -> BatonOutp
     use std::io::Write;
     let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
     command.arg("--config").arg(config).args(args).env_remove("BATON_LOG");
+    // Definitions fetched from nodes are cached per fleet, never in the user's own cache.
+    if let Some(dir) = config.parent() {
+        command.env("XDG_CACHE_HOME", dir.join("xdg-cache"));
+    }
     command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().expect("spawn baton");

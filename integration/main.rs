@@ -10,6 +10,9 @@
 //! - `agents`: external agents (shell, Python) through the broker; a hanging one killed with its
 //!   children at its timeout, a crashing one reporting its stderr; input checks on the client
 //!   (exit 2) and on the node (status 3 and 4).
+//! - `collectives`: `rabbitmq/baton-rabbitmq` prepares a vhost with least-privilege users that
+//!   nodes and clients use, and adds a sub-collective to the running broker; a node in it
+//!   starts once it is declared and `-T` reaches exactly its nodes.
 //! - `console`: the web console in headless Chromium (Playwright) against real nodes: login,
 //!   filtering, actions, cloning a user, Puppet; signing as the logged-in user with ed25519;
 //!   following registrations; refusing to listen beyond loopback without a login.
@@ -22,6 +25,8 @@
 //!   JSON and exit codes, over every transport.
 //! - `hostile`: wrong keys, replays, expired, oversized and random messages: refused, counted,
 //!   audited, and the node keeps answering.
+//! - `metrics`: a node's `/metrics` checked by `promtool`, counters after a ping, `/healthz`
+//!   while the node's broker connection is cut and after it returns.
 //! - `puppet`: the `puppet` agent over the real Puppet: a run of a local manifest, status, last
 //!   run summary, disable and enable.
 //! - `reload`: a running node picks up new facts and classes without a restart, and stops cleanly.
@@ -37,12 +42,14 @@ mod harness;
 
 mod agents;
 mod broker_amqp;
+mod collectives;
 mod console;
 mod deploy;
 mod ed25519;
 mod emulator;
 mod fanout;
 mod hostile;
+mod metrics;
 mod puppet;
 mod reload;
 mod resilience;

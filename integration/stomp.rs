@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use baton::broker::{Broker, BrokerError, BrokerSettings, ConnectMode, Destination, StompDialect, Transport};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::harness::{
-    Fleet, NodeSpec, Wire, activemq, block_on, broker, exclusive_activemq, run_baton, run_broker_script,
-    shared_activemq, shared_broker, unique_collective,
+    Fleet, NodeSpec, Wire, activemq, block_on, broker, exclusive_activemq, loopback_listener, run_baton,
+    run_broker_script, shared_activemq, shared_broker, unique_collective,
 };
 
 #[test]
@@ -242,13 +242,7 @@ struct MutingProxy {
 
 impl MutingProxy {
     fn start(upstream: SocketAddr) -> MutingProxy {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind proxy");
-        let port = listener.local_addr().expect("proxy address").port();
+        let (runtime, listener, port) = loopback_listener();
         let mute = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicUsize::new(0));
         let (muted, counted) = (Arc::clone(&mute), Arc::clone(&connections));
@@ -291,13 +285,7 @@ struct FakeBroker {
 
 impl FakeBroker {
     fn start(answers: Vec<Vec<u8>>) -> FakeBroker {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind fake broker");
-        let port = listener.local_addr().expect("fake broker address").port();
+        let (runtime, listener, port) = loopback_listener();
         let connections = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&connections);
         let answers = Arc::new(answers);

@@ -179,7 +179,7 @@ fn node_errors() {
     let cases: &[(&str, &str)] = &[
         (
             "brokr = 1\n",
-            r#"unknown key "brokr" in {file} (known keys: identity, collectives, broker, tls, security, facts, agents, authorization, audit, registration, log, requests)"#,
+            r#"unknown key "brokr" in {file} (known keys: identity, collectives, broker, tls, security, facts, agents, authorization, audit, registration, log, requests, metrics)"#,
         ),
         (
             "[broker]\nurlz = [\"amqp://mq1\"]\n",

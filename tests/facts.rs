@@ -43,7 +43,7 @@ fn fact_files_merge_in_order_over_builtins() {
     );
     let json =
         dir.write("later.json", r#"{"role": "db", "location": {"rack": "r7"}, "list": [{"name": "eth0"}]}"#);
-    let source = FactSource { files: vec![yaml, json], classes_file: None };
+    let source = FactSource { files: vec![yaml, json], classes_file: None, facter: None };
     let (facts, classes, warnings) = load(&source);
     assert!(warnings.is_empty(), "{warnings:?}");
     assert!(classes.as_slice().is_empty());
@@ -104,7 +104,7 @@ fn broken_fact_files_name_the_file_and_line() {
     let dir = Dir::new();
     let check = |name: &str, text: &str, expected: &str| {
         let path = dir.write(name, text);
-        let source = FactSource { files: vec![path.clone()], classes_file: None };
+        let source = FactSource { files: vec![path.clone()], classes_file: None, facter: None };
         let error = source.load().expect_err("a broken fact file is an error");
         let expected = expected.replace("{file}", &path.display().to_string());
         assert_eq!(error.to_string(), expected, "for {name}");
@@ -135,7 +135,7 @@ fn broken_fact_files_name_the_file_and_line() {
 fn broken_yaml_error_carries_line_as_a_field() {
     let dir = Dir::new();
     let path = dir.write("facts.yaml", "ok: 1\nbad: [\n");
-    let source = FactSource { files: vec![path.clone()], classes_file: None };
+    let source = FactSource { files: vec![path.clone()], classes_file: None, facter: None };
     match source.load() {
         Err(FactsError::Parse { path: error_path, line, .. }) => {
             assert_eq!(error_path, path);
@@ -157,7 +157,8 @@ fn classes_file_parsing() {
 
     let dir = Dir::new();
     let classes_file = dir.write("classes.txt", "settings\nrole::web\n");
-    let (_, classes, warnings) = load(&FactSource { files: vec![], classes_file: Some(classes_file) });
+    let (_, classes, warnings) =
+        load(&FactSource { files: vec![], classes_file: Some(classes_file), facter: None });
     assert!(warnings.is_empty());
     assert!(classes.contains("role::web"));
     assert!(!classes.contains("role::db"));
@@ -168,8 +169,11 @@ fn missing_files_are_warnings() {
     let dir = Dir::new();
     let classes_file = dir.path("no-classes.txt");
     let fact_file = dir.path("no-facts.yaml");
-    let (facts, classes, warnings) =
-        load(&FactSource { files: vec![fact_file.clone()], classes_file: Some(classes_file.clone()) });
+    let (facts, classes, warnings) = load(&FactSource {
+        files: vec![fact_file.clone()],
+        classes_file: Some(classes_file.clone()),
+        facter: None,
+    });
     assert!(classes.as_slice().is_empty());
     assert!(facts.lookup("kernel").is_some(), "built-ins still load");
     assert_eq!(
@@ -193,7 +197,11 @@ fn change_detection() {
     let dir = Dir::new();
     let facts_file = dir.write("facts.yaml", "role: web\n");
     let classes_file = dir.path("classes.txt");
-    let source = FactSource { files: vec![facts_file.clone()], classes_file: Some(classes_file.clone()) };
+    let source = FactSource {
+        files: vec![facts_file.clone()],
+        classes_file: Some(classes_file.clone()),
+        facter: None,
+    };
     let stamp = source.stamp();
     assert!(!source.changed_since(&stamp), "nothing changed yet");
 
@@ -530,4 +538,34 @@ fn get_fact_reports_the_value_filters_match_on() {
             assert_eq!(reported, matched_on, "get_fact {key} on {identity}");
         }
     }
+}
+
+#[test]
+fn facter_facts_merge_over_builtins_and_under_fact_files() {
+    // The real Facter of Debian's puppet package (bin/test installs it).
+    let dir = Dir::new();
+    let file = dir.write("override.yaml", "kernel: from-the-file\n");
+    let source = FactSource { files: vec![file], classes_file: None, facter: Some("facter".to_owned()) };
+    let (facts, _, warnings) = load(&source);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // Only Facter reports its own version: the built-in facts do not.
+    assert!(facts.lookup("facterversion").and_then(Value::as_str).is_some_and(|version| !version.is_empty()));
+    assert!(facts.lookup("os.family").is_some_and(Value::is_string));
+    assert_eq!(facts.lookup("kernel"), Some(&json!("from-the-file")), "a fact file has the last word");
+}
+
+#[test]
+fn a_facter_that_fails_is_a_warning_not_an_error() {
+    let source = FactSource { files: vec![], classes_file: None, facter: Some("false".to_owned()) };
+    let (facts, _, warnings) = load(&source);
+    assert!(facts.lookup("os.family").is_some_and(Value::is_string), "built-in facts remain");
+    assert!(facts.lookup("facterversion").is_none());
+    match warnings.as_slice() {
+        [Warning::Facter { reason }] => assert!(reason.contains("false --json failed"), "{reason}"),
+        other => panic!("expected one Facter warning, got {other:?}"),
+    }
+    let source =
+        FactSource { files: vec![], classes_file: None, facter: Some("/nonexistent/facter".to_owned()) };
+    let (_, _, warnings) = load(&source);
+    assert!(warnings.iter().any(|warning| warning.to_string().contains("install Facter")), "{warnings:?}");
 }

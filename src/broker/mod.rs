@@ -16,6 +16,7 @@ pub mod backoff;
 mod owner;
 mod redact;
 mod reply_address;
+mod status;
 pub mod stomp;
 mod transport;
 mod wording;
@@ -23,6 +24,7 @@ mod wording;
 pub use redact::redact;
 
 pub use reply_address::{MAX_REPLY_SUFFIX_CHARS, is_reply_address_of, reply_address};
+pub use status::ConnectionStatus;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -221,14 +223,28 @@ impl Broker {
     /// task owns the connection and restores it (with failover along the URL list) whenever it
     /// drops.
     pub async fn connect(settings: BrokerSettings, mode: ConnectMode) -> Result<Broker, BrokerError> {
+        Broker::connect_reporting(settings, mode, Arc::default()).await
+    }
+
+    /// [`Broker::connect`], keeping `status` up to date from the first attempt on (a node's
+    /// health check and metrics read it, also while it is still trying to connect).
+    pub async fn connect_reporting(
+        settings: BrokerSettings,
+        mode: ConnectMode,
+        status: Arc<ConnectionStatus>,
+    ) -> Result<Broker, BrokerError> {
         if settings.urls.is_empty() {
             return Err(BrokerError::Config("no broker URL configured (set broker.urls)".to_string()));
         }
         let max_message_bytes = settings.max_message_bytes;
         let (commands, command_receiver) = mpsc::channel(COMMAND_CAPACITY);
         match settings.transport {
-            Transport::Amqp => owner::start::<amqp::Session>(settings, mode, command_receiver).await?,
-            Transport::Stomp => owner::start::<stomp::Session>(settings, mode, command_receiver).await?,
+            Transport::Amqp => {
+                owner::start::<amqp::Session>(settings, mode, status, command_receiver).await?
+            }
+            Transport::Stomp => {
+                owner::start::<stomp::Session>(settings, mode, status, command_receiver).await?
+            }
         }
         Ok(Broker { commands, max_message_bytes })
     }

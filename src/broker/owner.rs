@@ -26,7 +26,7 @@ use super::redact::redact;
 use super::transport::{Endpoint, ForwardEnd, OperationError, Outgoing, Transport, UrlProblem};
 use super::wording::whole_seconds;
 use super::{
-    BrokerError, BrokerSettings, Command, ConnectMode, Delivery, Destination, Incoming,
+    BrokerError, BrokerSettings, Command, ConnectMode, ConnectionStatus, Delivery, Destination, Incoming,
     SUBSCRIPTION_CAPACITY, Subscription, SubscriptionKind,
 };
 
@@ -44,6 +44,7 @@ const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 pub(super) async fn start<T: Transport>(
     settings: BrokerSettings,
     mode: ConnectMode,
+    status: Arc<ConnectionStatus>,
     commands: mpsc::Receiver<Command>,
 ) -> Result<(), BrokerError> {
     let endpoints = parse_urls::<T>(&settings)?;
@@ -88,6 +89,7 @@ pub(super) async fn start<T: Transport>(
         ended_sender,
         ended,
         publish_permits: Arc::new(Semaphore::new(MAX_PUBLISHES_IN_FLIGHT as usize)),
+        status,
     };
     tokio::spawn(owner.run(commands, session, endpoint_index));
     Ok(())
@@ -166,6 +168,8 @@ struct Owner<T: Transport> {
     ended_sender: mpsc::Sender<Ended>,
     ended: mpsc::Receiver<Ended>,
     publish_permits: Arc<Semaphore>,
+    /// What health checks and metrics see; updated at every turn of the loop.
+    status: Arc<ConnectionStatus>,
 }
 
 impl<T: Transport> Owner<T> {
@@ -179,6 +183,7 @@ impl<T: Transport> Owner<T> {
         let mut health = tokio::time::interval(HEALTH_CHECK_INTERVAL);
         loop {
             let connected = self.current().is_some();
+            self.report_status(connected);
             let pending_deadline = self.pending.iter().map(|pending| pending.deadline).min();
             tokio::select! {
                 command = commands.recv() => match command {
@@ -256,6 +261,17 @@ impl<T: Transport> Owner<T> {
         }
     }
 
+    /// Publishes the connection's state for health checks: a few atomic stores, over a handful
+    /// of subscriptions, so cheap enough for every turn of the loop.
+    fn report_status(&self, connected: bool) {
+        let generation = self.current().map(|live| live.generation);
+        let all_live = self
+            .subscriptions
+            .values()
+            .all(|subscription| subscription.subscriber.is_closed() || subscription.generation == generation);
+        self.status.set(connected, all_live);
+    }
+
     fn current(&self) -> Option<Arc<Live<T>>> {
         self.sessions.borrow().clone()
     }
@@ -273,6 +289,9 @@ impl<T: Transport> Owner<T> {
     /// Makes `session` current and brings every subscription back onto it. Returns when to
     /// retry the subscriptions that could not be set up, if any.
     async fn install(&mut self, session: T, endpoint: usize) -> Option<Instant> {
+        if self.generation > 0 {
+            self.status.count_reconnect();
+        }
         self.generation += 1;
         let url = self.endpoints[endpoint].0.clone();
         let live = Live { session: Arc::new(session), generation: self.generation, url };
@@ -469,6 +488,7 @@ impl<T: Transport> Owner<T> {
         if let Some(live) = self.sessions.send_replace(None) {
             live.session.close().await;
         }
+        self.status.set(false, false);
     }
 }
 

@@ -57,7 +57,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
                 reply_to: reply_to.as_deref(),
                 output,
             };
-            RpcPlan::new(cli, &args)?.run(cli.verbose).await
+            RpcPlan::new(cli, &args).await?.run(cli.verbose).await
         }
         Command::Replies { name, request, wait, collective, output } => {
             let args =

@@ -6,6 +6,7 @@
 //! The CLI, the console and the tests all drive Baton through this module, so what they see
 //! is accounted the same way: every targeted node ends up replied, unreachable or silent.
 
+pub mod definitions;
 pub mod detached;
 pub mod discovery;
 pub mod outcome;

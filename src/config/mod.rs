@@ -31,8 +31,8 @@ pub use client::ClientConfig;
 pub use error::ConfigError;
 pub use load::{CLIENT_SYSTEM_CONFIG_FILE, ConfigLoader, NODE_CONFIG_FILE, Provenance, host_name};
 pub use node::{
-    AgentsConfig, AuditConfig, AuthorizationConfig, FactsConfig, LogConfig, LogFormat, NodeConfig,
-    RegistrationConfig, UnconfiguredPolicy,
+    AgentsConfig, AuditConfig, AuthorizationConfig, FactsConfig, LogConfig, LogFormat, MetricsConfig,
+    NodeConfig, RegistrationConfig, UnconfiguredPolicy,
 };
 pub use origin::{ENV_PREFIX, env_var_for};
 pub use wiring::{WiringError, broker_settings};

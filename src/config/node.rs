@@ -47,6 +47,8 @@ pub struct NodeConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub requests: RequestsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(skip)]
     provenance: Provenance,
 }
@@ -64,6 +66,7 @@ const TOP_LEVEL: TopLevelKeys = TopLevelKeys {
         "registration",
         "log",
         "requests",
+        "metrics",
     ],
 };
 
@@ -84,6 +87,10 @@ pub struct FactsConfig {
     /// How often the daemon checks the files for changes (it also reloads on SIGHUP).
     #[serde(default = "default_poll_interval_secs")]
     pub poll_interval_secs: u64,
+    /// Also take facts from `facter --json` (at start, on SIGHUP and when a file changes),
+    /// merged over the built-in facts and under the files.
+    #[serde(default)]
+    pub facter: bool,
 }
 
 fn default_poll_interval_secs() -> u64 {
@@ -96,6 +103,7 @@ impl Default for FactsConfig {
             files: Vec::new(),
             classes_file: None,
             poll_interval_secs: default_poll_interval_secs(),
+            facter: false,
         }
     }
 }
@@ -239,6 +247,17 @@ impl Default for RequestsConfig {
     fn default() -> Self {
         RequestsConfig { max_ttl_secs: default_max_ttl_secs() }
     }
+}
+
+/// The `[metrics]` table: Prometheus metrics and a health check over HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to serve `/metrics` (Prometheus text) and `/healthz`, e.g. `127.0.0.1:9330`.
+    /// Absent: no HTTP listener at all. Anyone who can reach it can read the counters (never
+    /// a secret), so keep it on loopback or a monitoring network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// The `[log]` table.

@@ -28,6 +28,7 @@ use super::registry::Registry;
 use super::store::{JobRecord, Store};
 use crate::agents::catalog::Catalog;
 use crate::broker::Broker;
+use crate::client::definitions::{self, Completion, DefinitionCache, complete_catalog};
 use crate::client::report::OutcomeReport;
 use crate::client::rollout::{RolloutOutcome, order_targets};
 use crate::client::{
@@ -365,7 +366,10 @@ pub struct Jobs {
     broker: Broker,
     security: Arc<Security>,
     user_keys: Option<PathBuf>,
-    catalog: Catalog,
+    /// Built-in and `definitions_dir` definitions, plus those fetched from nodes as jobs need
+    /// them (`client::definitions`).
+    catalog: std::sync::RwLock<Catalog>,
+    definitions_cache: Option<DefinitionCache>,
     registry: Arc<Registry>,
     store: Arc<Store>,
     clients: tokio::sync::Mutex<HashMap<Requester, Arc<Client>>>,
@@ -389,7 +393,8 @@ impl Jobs {
             broker,
             security,
             user_keys,
-            catalog,
+            catalog: std::sync::RwLock::new(catalog),
+            definitions_cache: DefinitionCache::user(),
             registry,
             store,
             clients: tokio::sync::Mutex::default(),
@@ -399,8 +404,32 @@ impl Jobs {
         }
     }
 
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// Jobs waiting for replies now.
+    pub fn running(&self) -> usize {
+        MAX_RUNNING.saturating_sub(self.running.available_permits())
+    }
+
+    /// The definitions known now (a copy: fetching one for a job adds to it).
+    pub fn catalog(&self) -> Catalog {
+        self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Makes sure the catalog has `agent`'s definition if any node has it, as `baton rpc`
+    /// does: cached, or asked of the nodes through `requester`'s client.
+    async fn complete_catalog(&self, requester: &Requester, agent: &str) {
+        let mut catalog = self.catalog();
+        let fetch = async {
+            let (client, _) = self.client_for(requester).await?;
+            let timeout = Duration::from_secs(self.config.discovery_timeout_secs.max(1));
+            Ok::<_, JobError>(definitions::fetch(&client, agent, timeout).await?)
+        };
+        let completion = complete_catalog(&mut catalog, self.definitions_cache.as_ref(), agent, fetch).await;
+        if completion != Completion::NotNeeded
+            && let Some(definition) = catalog.definition(agent)
+        {
+            let mut shared = self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            shared.insert(definition.clone());
+        }
     }
 
     /// The caller requests name for `requester`, and the security to sign them with.
@@ -473,12 +502,13 @@ impl Jobs {
             filter: request.filter.clone(),
         };
         let configured = Duration::from_secs(self.config.timeout_secs);
-        client::prepare(&self.catalog, text, configured, None)
+        client::prepare(&self.catalog(), text, configured, None)
             .map_err(|error| JobError::Invalid(error.to_string()))
     }
 
     /// Checks and starts a job; returns its id at once. Results arrive on [`Jobs::live`].
     pub async fn start(&self, requester: &Requester, request: JobRequest) -> Result<String, JobError> {
+        self.complete_catalog(requester, &request.agent).await;
         let prepared = self.prepare(&request)?;
         let filter = &prepared.spec.filter;
         let now = now_ms();

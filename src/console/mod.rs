@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod jobs;
+pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod store;
@@ -49,6 +50,9 @@ pub struct ConsoleOptions {
 /// Why the console did not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
+    /// The console's metrics could not be set up (a bug: the names are fixed).
+    #[error("cannot set up the console's metrics: {0}")]
+    Metrics(String),
     #[error(
         "refusing to listen on {0} without a login: give --users FILE (add users with: baton console --users FILE --add-user NAME), or listen on 127.0.0.1"
     )]
@@ -202,6 +206,7 @@ pub async fn run(
         password_checks: tokio::sync::Semaphore::new(server::PASSWORD_CHECKS),
         login_throttle: auth::LoginThrottle::default(),
         behind_proxy: !options.origins.is_empty(),
+        metrics: metrics::ConsoleMetrics::new().map_err(|error| ConsoleError::Metrics(error.to_string()))?,
     });
     // Nodes that registered before the console started are listed at once, not when they next
     // register: the fleet is asked for its inventories while the page is being served.

@@ -234,6 +234,15 @@ impl Registry {
     }
 
     /// Registrations dropped so far: bad signature, wrong key, malformed.
+    /// How many nodes the registry knows, quiet ones included.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
     }

@@ -57,6 +57,7 @@ pub struct Console {
     /// Reached through a reverse proxy (`--origin` given): a login from a loopback peer names
     /// its client in `X-Real-IP`.
     pub behind_proxy: bool,
+    pub metrics: super::metrics::ConsoleMetrics,
 }
 
 /// How many password checks may run at once.
@@ -151,6 +152,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/jobs/{id}/events", get(job_events))
         .route("/api/jobs/{id}/cancel", post(cancel_job))
         .route("/api/resources/clone", post(clone_resource))
+        .route("/metrics", get(metrics))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(console)
 }
@@ -354,6 +356,17 @@ async fn agents(State(console): State<Arc<Console>>, headers: HeaderMap) -> ApiR
     Ok(Json(json!({"agents": definitions})))
 }
 
+/// The console's own metrics (`console::metrics`): no login, but the `Host` check.
+async fn metrics(State(console): State<Arc<Console>>, headers: HeaderMap) -> ApiResult<Response> {
+    let host = Console::header(&headers, "host").unwrap_or_default();
+    if !console.hosts.allows(host) {
+        return Err(ApiError(StatusCode::FORBIDDEN, auth::Refusal::Host(host.to_owned()).to_string()));
+    }
+    let text =
+        console.metrics.render(console.registry.len(), console.jobs.running(), console.registry.rejected());
+    Ok(([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response())
+}
+
 /// A request body that does not parse (an unknown filter key, a missing field) is the
 /// user's to fix: 400 with serde's words, which name the key and the valid ones.
 fn bad_json(rejection: JsonRejection) -> ApiError {
@@ -368,6 +381,7 @@ async fn start_job(
     let requester = console.guard(&headers, Change::Yes)?;
     let Json(request) = request.map_err(bad_json)?;
     let id = console.jobs.start(&requester, request).await?;
+    console.metrics.job_started();
     Ok(Json(json!({"id": id})))
 }
 
@@ -441,9 +455,11 @@ async fn job_events(
         return Ok(Sse::new(once).into_response());
     };
     let progress = live.subscribe();
+    // Counted while the stream lives: the guard goes with it.
+    let client = console.metrics.sse_client();
     let batches = futures_util::stream::unfold(
-        (live, progress, 0usize, false),
-        |(live, mut progress, next, done)| async move {
+        (live, progress, 0usize, false, client),
+        |(live, mut progress, next, done, client)| async move {
             if done {
                 return None;
             }
@@ -452,7 +468,7 @@ async fn job_events(
                 if !events.is_empty() {
                     let finished = events.iter().any(|event| event["type"] == "finished");
                     let next = next + events.len();
-                    return Some((events, (live, progress, next, finished)));
+                    return Some((events, (live, progress, next, finished, client)));
                 }
                 if progress.changed().await.is_err() {
                     return None;

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod emulator;
 pub mod facts;
 pub mod filter_cache;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod stats;
@@ -30,6 +31,7 @@ use crate::broker::{Broker, BrokerSettings, ConnectMode, Delivery, Destination, 
 use crate::config::NodeConfig;
 use crate::node::audit::AuditLog;
 use crate::node::facts::{FactSource, NodeInventory};
+use crate::node::metrics::{Exporter, Health};
 use crate::node::pipeline::{Admission, NodeSnapshot, Pipeline, PipelineSettings, SealedReply};
 use crate::node::policy::Authorization;
 use crate::node::stats::Stats;
@@ -52,6 +54,7 @@ pub struct Node {
     agent_settings: AgentSettings,
     registry: AgentRegistry,
     authorization: Arc<Authorization>,
+    health: Arc<Health>,
 }
 
 impl Node {
@@ -95,6 +98,7 @@ impl Node {
             agent_settings,
             registry,
             authorization,
+            health: Arc::default(),
         })
     }
 
@@ -109,7 +113,15 @@ impl Node {
         reload: Arc<Notify>,
     ) -> anyhow::Result<()> {
         let (stop, _) = broadcast::channel::<()>(1);
-        let connect = Broker::connect(self.broker_settings.clone(), ConnectMode::Persistent);
+        if let Some(listen) = self.config.metrics.listen {
+            let exporter = Exporter::new(self.pipeline.stats.clone(), self.health.clone())?;
+            metrics::serve(listen, Arc::new(exporter)).await?;
+        }
+        let connect = Broker::connect_reporting(
+            self.broker_settings.clone(),
+            ConnectMode::Persistent,
+            self.health.broker.clone(),
+        );
         tokio::pin!(shutdown);
         let broker = tokio::select! {
             broker = connect => broker.context("cannot connect to the broker")?,
@@ -119,6 +131,7 @@ impl Node {
 
         let concurrency = Arc::new(Semaphore::new(self.config.agents.max_concurrency));
         let mut consumers = self.subscribe(&broker, &concurrency).await?;
+        self.health.set_subscribed(true);
         let registration = tokio::spawn(register_periodically(
             self.pipeline.clone(),
             broker.clone(),

@@ -28,7 +28,7 @@ use crate::node::audit::{AuditLog, AuditRecord, Outcome};
 use crate::node::facts::NodeInventory;
 use crate::node::filter_cache::FilterCache;
 use crate::node::policy::Authorization;
-use crate::node::stats::Stats;
+use crate::node::stats::{Stats, UNKNOWN_LABEL};
 use crate::protocol::claims::{ClaimedRequest, dangerous_claimed_request};
 use crate::protocol::{Reply, Request, StatusCode, now_ms};
 use crate::security::replay::{ReplayWindow, Replayed};
@@ -328,6 +328,8 @@ impl Pipeline {
     pub async fn run(&self, admitted: &Admitted) -> ActionOutcome {
         let Admitted { request, agent, snapshot, inputs } = admitted;
         let timeout = agent.timeout().min(self.settings.action_timeout);
+        // Admitted, so the agent and action exist here: bounded labels.
+        let _running = self.stats.actions.running(&request.agent, &request.action);
         let call = Call {
             action: &request.action,
             data: inputs,
@@ -408,6 +410,8 @@ impl Pipeline {
         reason: String,
     ) -> SealedReply {
         self.audit(request, audited_as, Some(outcome.status), reason);
+        let (agent, action) = self.known_labels(&request.agent, &request.action);
+        self.stats.actions.answered(agent, action, outcome.status);
 
         let reply = Reply {
             request_id: request.id,
@@ -423,6 +427,17 @@ impl Pipeline {
             destination: Destination::Reply(request.reply_to.clone()),
             bytes: self.security().seal_reply(&reply),
             ttl: Duration::from_secs(u64::from(request.ttl_secs.max(1))),
+        }
+    }
+
+    /// The agent and action as metric labels: their names if this node has them, else
+    /// [`UNKNOWN_LABEL`], so that requests cannot create series without bound.
+    fn known_labels<'a>(&self, agent: &'a str, action: &'a str) -> (&'a str, &'a str) {
+        let snapshot = self.snapshot();
+        match snapshot.registry.agent(agent) {
+            Some(found) if found.definition().action(action).is_some() => (agent, action),
+            Some(_) => (agent, UNKNOWN_LABEL),
+            None => (UNKNOWN_LABEL, UNKNOWN_LABEL),
         }
     }
 

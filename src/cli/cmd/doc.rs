@@ -2,19 +2,15 @@
 //! (built-in and `definitions_dir`), or asked of the nodes that have the agent
 //! (`rpcutil definition`).
 
-use std::time::Duration;
-
 use anyhow::anyhow;
-use serde_json::{Map, Value};
 
 use crate::cli::args::{Cli, OutputArgs};
 use crate::cli::exit::{Exit, Failure};
 use crate::cli::plan::load_catalog;
 use crate::cli::report::print_as;
-use crate::client::Targets;
+use crate::client::definitions::{self, DefinitionCache};
 use crate::config::ClientConfig;
 use crate::protocol::ddl::{Definition, DisplayPolicy, InputType};
-use crate::protocol::filter::{Filter, FilterSpec};
 
 /// `baton doc AGENT`: help generated from the agent's definition.
 pub async fn run(
@@ -59,26 +55,18 @@ pub async fn run(
     Ok(Exit::Ok)
 }
 
-/// Asks the nodes that have `agent` for its definition; the first valid answer wins.
+/// Asks the nodes that have `agent` for its definition (the first valid answer wins) and
+/// caches it for `baton rpc` and the console (`client::definitions`).
 async fn definition_from_nodes(config: &ClientConfig, agent: &str) -> Result<Option<Definition>, Failure> {
-    let client = super::connect(config).await?;
-    let filter = Filter::compile(&FilterSpec { agent: vec![agent.to_owned()], ..FilterSpec::default() })
-        .map_err(Failure::usage)?;
-    let data = Map::from_iter([("agent".to_owned(), Value::String(agent.to_owned()))]);
-    let request = super::rpcutil("definition", data, filter);
-    let timeout = Duration::from_secs(config.discovery_timeout_secs.max(1));
-    let outcome = client
-        .call(&request, &Targets::Broadcast, timeout, Some(Duration::from_millis(300)), &mut |_| {})
-        .await?;
-    client.close().await;
-    for reply in outcome.replies.iter().filter(|reply| reply.is_ok()) {
-        let Some(document) = reply.data.get("definition") else { continue };
-        let origin = format!("node {}", reply.node);
-        if let Ok(definition) = Definition::from_json(document.to_string().as_bytes(), &origin) {
-            return Ok(Some(definition));
-        }
+    let Some((definition, document)) = definitions::fetch_connected(config, agent).await? else {
+        return Ok(None);
+    };
+    if let Some(cache) = DefinitionCache::user()
+        && let Err(error) = cache.store(&definition, &document)
+    {
+        tracing::warn!(dir = %cache.dir().display(), %error, "cannot cache the definition");
     }
-    Ok(None)
+    Ok(Some(definition))
 }
 
 /// The help text `baton doc` prints for a definition.

@@ -4,7 +4,9 @@
 //! [`RpcPlan::new`] is the validation stage: the configuration is loaded once and the catalog of
 //! definitions read once, the request is prepared by `client::prepare` (names, the filter
 //! compiled once, inputs converted and checked, the timeout), and the rollout, discovery and
-//! reply-queue flags are checked, all before anything connects.
+//! reply-queue flags are checked, all before anything connects (but for one `rpcutil
+//! definition` request when the agent's definition is not known here, see
+//! `client::definitions`).
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use crate::cli::exit::{Exit, Failure};
 use crate::cli::plan::{load_catalog, load_config, parse_inputs, seconds};
 use crate::cli::render::Renderer;
 use crate::cli::targets::TargetPlan;
+use crate::client::definitions::{DefinitionCache, complete_catalog, fetch_connected};
 use crate::client::detached;
 use crate::client::rollout::order_targets;
 use crate::client::{Amount, Client, Event, PreparedRequest, RequestText, RolloutOptions, prepare};
@@ -46,11 +49,17 @@ pub struct RpcArgs<'a> {
 }
 
 impl RpcPlan {
-    /// Checks every flag; nothing here touches the network.
-    pub fn new(cli: &Cli, args: &RpcArgs<'_>) -> Result<RpcPlan, Failure> {
+    /// Checks every flag. Nothing here touches the network, except for an agent whose
+    /// definition is neither built in, nor in `definitions_dir`, nor freshly cached: then one
+    /// `rpcutil definition` request asks the nodes that have it (`client::definitions`).
+    pub async fn new(cli: &Cli, args: &RpcArgs<'_>) -> Result<RpcPlan, Failure> {
         let inputs = parse_inputs(args.inputs)?;
         let config = load_config(cli, args.filter.collective.as_ref())?;
-        let catalog = load_catalog(Some(&config));
+        let mut catalog = load_catalog(Some(&config));
+        let cache = DefinitionCache::user();
+        let fetch = fetch_connected(&config, args.agent);
+        let completion = complete_catalog(&mut catalog, cache.as_ref(), args.agent, fetch).await;
+        tracing::debug!(agent = args.agent, ?completion, "definition");
         let text = RequestText {
             agent: args.agent.to_owned(),
             action: args.action.to_owned(),

@@ -17,6 +17,7 @@
 
 mod builtin;
 pub mod classes;
+mod facter;
 pub mod inventory;
 pub mod source;
 

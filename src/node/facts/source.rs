@@ -20,6 +20,8 @@ pub enum Warning {
     MissingClassesFile { path: PathBuf },
     /// A configured fact file does not exist: its facts are absent.
     MissingFactFile { path: PathBuf },
+    /// `facts.facter` is on but Facter gave no facts; the reason says why.
+    Facter { reason: String },
 }
 
 impl fmt::Display for Warning {
@@ -37,6 +39,9 @@ impl fmt::Display for Warning {
                  facts.files)",
                 path.display()
             ),
+            Warning::Facter { reason } => {
+                write!(f, "no facts from Facter: {reason}; the node has its other facts")
+            }
         }
     }
 }
@@ -84,6 +89,8 @@ pub struct FactSource {
     /// Fact files, merged in order over the built-in facts.
     pub files: Vec<PathBuf>,
     pub classes_file: Option<PathBuf>,
+    /// Facter to run for facts (`facter --json`), merged before the files; `None`: no Facter.
+    pub facter: Option<String>,
 }
 
 /// The state of a [`FactSource`]'s files at one moment, to tell later whether any changed.
@@ -103,7 +110,11 @@ struct FileState {
 impl FactSource {
     /// The sources named by the `[facts]` configuration table.
     pub fn from_config(config: &crate::config::FactsConfig) -> FactSource {
-        FactSource { files: config.files.clone(), classes_file: config.classes_file.clone() }
+        FactSource {
+            files: config.files.clone(),
+            classes_file: config.classes_file.clone(),
+            facter: config.facter.then(|| "facter".to_owned()),
+        }
     }
 
     /// Reads the built-in facts, every fact file and the classes file. Missing files are
@@ -114,6 +125,12 @@ impl FactSource {
     pub fn load(&self) -> Result<(Facts, Classes, Vec<Warning>), FactsError> {
         let mut warnings = Vec::new();
         let mut facts = Facts::builtin();
+        if let Some(program) = &self.facter {
+            match super::facter::facts(program) {
+                Ok(overlay) => facts.merge(overlay),
+                Err(reason) => warnings.push(Warning::Facter { reason }),
+            }
+        }
         for path in &self.files {
             match read_fact_file(path)? {
                 Some(overlay) => facts.merge(overlay),

@@ -53,6 +53,9 @@
 #   A level or tracing filter directives.
 # @param max_concurrency
 #   Actions running at once.
+# @param metrics_listen
+#   host:port where batond serves Prometheus metrics (/metrics) and health (/healthz); undef
+#   for none. Keep it on loopback or a monitoring network.
 class baton::node (
   Array[String[1], 1] $broker_urls,
   String[1] $identity = $facts['networking']['fqdn'],
@@ -75,6 +78,7 @@ class baton::node (
   Enum['text', 'json'] $log_format = 'text',
   String[1] $log_level = 'info',
   Integer[1] $max_concurrency = 16,
+  Optional[Pattern[/\A[^\s]+:[0-9]+\z/]] $metrics_listen = undef,
 ) {
   include baton
   $config = $baton::config
@@ -145,6 +149,7 @@ class baton::node (
         log_format      => $log_format,
         log_level       => $log_level,
         max_concurrency => $max_concurrency,
+        metrics_listen  => $metrics_listen,
     }),
   }
 
