@@ -241,6 +241,23 @@ impl Site {
         run_baton(config, args, None)
     }
 
+    /// Puppet's client configuration without its `definitions_dir`, in a directory (and so a
+    /// definitions cache) of its own.
+    fn client_without_definitions(&self) -> PathBuf {
+        let puppet_config = std::fs::read_to_string(self.config("client.toml")).expect("client.toml");
+        let config: String = puppet_config
+            .lines()
+            .filter(|line| !line.starts_with("definitions_dir"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_ne!(config, puppet_config, "client.toml names no definitions_dir:\n{puppet_config}");
+        let dir = self.dir.path().join("bare-client");
+        std::fs::create_dir_all(&dir).expect("create bare-client");
+        let path = dir.join("client.toml");
+        std::fs::write(&path, config).expect("write client config");
+        path
+    }
+
     /// A client configuration like Puppet's, signing with another private key (a caller who
     /// has not switched to the new key yet).
     fn client_with_key(&self, key: &KeyPair) -> PathBuf {
@@ -345,6 +362,16 @@ fn puppet_module_configures_a_node_an_agent_and_rotates_a_callers_key() {
     let typed =
         site.baton(&client, &["rpc", "hello", "greet", "name=World", "shout=maybe", "-I", "puppet01"]);
     assert_eq!(typed.code, 2, "a non-boolean shout is refused before sending: {typed:?}");
+    // A client that Puppet gave no definitions (no definitions_dir): it learns hello's
+    // definition from the node, with the same typed inputs and aggregates.
+    let bare = site.client_without_definitions();
+    let learned =
+        site.baton(&bare, &["rpc", "hello", "greet", "name=World", "shout=true", "-I", "puppet01", "--json"]);
+    assert_eq!(learned.code, 0, "{learned:?}\n{}", node.log());
+    assert_eq!(learned.json()["aggregates"]["length"]["value"], 27, "{learned:?}");
+    let learned_typed =
+        site.baton(&bare, &["rpc", "hello", "greet", "name=World", "shout=maybe", "-I", "puppet01"]);
+    assert_eq!(learned_typed.code, 2, "the fetched definition types shout: {learned_typed:?}");
     let old_client = site.client_with_key(&site.alice_old);
     let old_during_rotation = site.baton(&old_client, &["ping", "-I", "puppet01", "--json"]);
     assert_eq!(old_during_rotation.code, 0, "the old key is still trusted: {old_during_rotation:?}");
