@@ -10,6 +10,9 @@
 //! - `agents`: external agents (shell, Python) through the broker; a hanging one killed with its
 //!   children at its timeout, a crashing one reporting its stderr; input checks on the client
 //!   (exit 2) and on the node (status 3 and 4).
+//! - `cluster`: ten nodes on the three-member RabbitMQ cluster answer again, without a restart,
+//!   after the member they use stops (twice, another member each time), and a batched rollout
+//!   across each loss accounts for every node once and runs nothing twice.
 //! - `console`: the web console in headless Chromium (Playwright) against real nodes: login,
 //!   filtering, actions, cloning a user, Puppet; signing as the logged-in user with ed25519;
 //!   following registrations; refusing to listen beyond loopback without a login.
@@ -20,6 +23,8 @@
 //!   JSON and exit codes, over every transport.
 //! - `hostile`: wrong keys, replays, expired, oversized and random messages: refused, counted,
 //!   audited, and the node keeps answering.
+//! - `identity`: a second `batond` with a live node's identity is refused, naming it and what
+//!   to do, and the first answers all 20 directed requests, over every transport.
 //! - `puppet`: the `puppet` agent over the real Puppet: a run of a local manifest, status, last
 //!   run summary, disable and enable.
 //! - `reload`: a running node picks up new facts and classes without a restart, and stops cleanly.
@@ -35,11 +40,13 @@ mod harness;
 
 mod agents;
 mod broker_amqp;
+mod cluster;
 mod console;
 mod ed25519;
 mod emulator;
 mod fanout;
 mod hostile;
+mod identity;
 mod puppet;
 mod reload;
 mod resilience;
