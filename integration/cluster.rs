@@ -104,14 +104,9 @@ fn watch_outage(
             _ => {}
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = fleet
-                .nodes
-                .iter()
-                .map(|node| format!("--- {} ---\n{}", node.spec.identity, node.log()))
-                .collect();
             panic!(
                 "the nodes did not all answer within 180 s of the member stop: {output:?}\n{}",
-                logs.join("\n")
+                fleet.logs()
             );
         }
     }

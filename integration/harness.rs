@@ -566,15 +566,7 @@ impl Fleet {
                 return;
             }
             if Instant::now() > deadline {
-                let logs: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .map(|node| format!("--- {} ---\n{}", node.spec.identity, node.log()))
-                    .collect();
-                panic!(
-                    "nodes did not start answering within 60 s; last ping: {output:?}\n{}",
-                    logs.join("\n")
-                );
+                panic!("nodes did not start answering within 60 s; last ping: {output:?}\n{}", self.logs());
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -597,6 +589,13 @@ impl Fleet {
             );
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// Every node's log, each under its identity, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let logs: Vec<String> =
+            self.nodes.iter().map(|node| format!("--- {} ---\n{}", node.spec.identity, node.log())).collect();
+        logs.join("\n")
     }
 
     pub fn node(&self, identity: &str) -> &RunningNode {
