@@ -318,6 +318,38 @@ mod tests {
     }
 
     #[test]
+    fn each_dialect_claims_an_identity_where_its_broker_enforces_it() {
+        let claim = SubscriptionKind::Claim { collective: "baton".into(), identity: "web01".into() };
+        let frames = subscribe_frames(StompDialect::RabbitMq, &claim, Duration::from_secs(60));
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].value("destination"), Some("/queue/baton.node.web01:claim"));
+        assert_eq!(frames[0].value("exclusive"), Some("true"));
+        assert_eq!(connect_claim(StompDialect::RabbitMq, "web01"), None);
+        // ActiveMQ: nothing to subscribe, the connection's client-id is the claim.
+        assert!(subscribe_frames(StompDialect::ActiveMq, &claim, Duration::from_secs(60)).is_empty());
+        assert_eq!(
+            connect_claim(StompDialect::ActiveMq, "web01"),
+            Some(("client-id", "baton-node.web01".into()))
+        );
+    }
+
+    #[test]
+    fn claim_refusals_are_told_from_other_errors() {
+        let error = |message: &str| ErrorText { message: message.into(), detail: String::new() };
+        let activemq = error(
+            "javax.jms.InvalidClientIDException: Broker: localhost - Client: baton-node.web01 already connected from tcp://127.0.0.1:40000",
+        );
+        let rabbitmq = error(
+            "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'baton.node.web01:claim' in vhost 'baton'",
+        );
+        let login = error("User name [baton-node] or password is invalid.");
+        assert!(refuses_claim(StompDialect::ActiveMq, &activemq));
+        assert!(refuses_claim(StompDialect::RabbitMq, &rabbitmq));
+        assert!(!refuses_claim(StompDialect::ActiveMq, &login));
+        assert!(!refuses_claim(StompDialect::RabbitMq, &login));
+    }
+
+    #[test]
     fn rabbitmq_node_subscriptions_bind_the_amqp_node_queue() {
         let kind = SubscriptionKind::Node {
             collective: "baton".into(),
