@@ -48,6 +48,7 @@ fn settings(urls: Vec<String>) -> BrokerSettings {
         max_message_bytes: 64 * 1024,
         // Short, so that a test that panics before cleaning up leaves no queue behind for long.
         node_queue_expiry: Duration::from_secs(60),
+        claimed_identity: None,
     }
 }
 

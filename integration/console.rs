@@ -433,6 +433,7 @@ fn the_client_user_may_follow_registrations(wire: Wire) {
         max_backoff: Duration::from_secs(1),
         max_message_bytes: 1 << 20,
         node_queue_expiry: Duration::from_secs(60),
+        claimed_identity: None,
     };
     let psk = Psk::from_file(&fleet.dir.path().join("psk")).expect("the fleet's key");
     let security = Security::Psk(psk);

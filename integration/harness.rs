@@ -48,15 +48,29 @@ pub fn activemq() -> &'static BrokerEnv {
     ENV.get_or_init(|| start_private("activemq"))
 }
 
+/// Starts the private three-member RabbitMQ cluster if it is not running (idempotent) and
+/// reads its environment (`BATON_CLUSTER_*`).
+pub fn rabbitmq_cluster() -> &'static BrokerEnv {
+    static ENV: OnceLock<BrokerEnv> = OnceLock::new();
+    ENV.get_or_init(|| start_private("rabbitmq-cluster"))
+}
+
 /// Runs `bin/broker COMMAND TARGET` and fails the test, with its output, if it fails.
 pub fn run_broker_script(command: &str, target: &str) {
+    run_broker_args(&[command, target]);
+}
+
+/// Runs `bin/broker ARGS...` (e.g. `stop-member rabbitmq-cluster 2`) and fails the test, with
+/// its output, if it fails.
+pub fn run_broker_args(args: &[&str]) {
     let output = Command::new(repo_root().join("bin/broker"))
-        .args([command, target])
+        .args(args)
         .output()
-        .unwrap_or_else(|error| panic!("run bin/broker {command} {target}: {error}"));
+        .unwrap_or_else(|error| panic!("run bin/broker {}: {error}", args.join(" ")));
     assert!(
         output.status.success(),
-        "bin/broker {command} {target} failed:\n{}{}",
+        "bin/broker {} failed:\n{}{}",
+        args.join(" "),
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
@@ -89,6 +103,9 @@ static BROKER_LOCK: RwLock<()> = RwLock::new(());
 /// The same for the private ActiveMQ.
 static ACTIVEMQ_LOCK: RwLock<()> = RwLock::new(());
 
+/// The same for the private RabbitMQ cluster, whose tests stop and start members.
+static CLUSTER_LOCK: RwLock<()> = RwLock::new(());
+
 pub fn shared_broker() -> RwLockReadGuard<'static, ()> {
     BROKER_LOCK.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -105,6 +122,14 @@ pub fn exclusive_activemq() -> RwLockWriteGuard<'static, ()> {
     ACTIVEMQ_LOCK.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+pub fn shared_cluster() -> RwLockReadGuard<'static, ()> {
+    CLUSTER_LOCK.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn exclusive_cluster() -> RwLockWriteGuard<'static, ()> {
+    CLUSTER_LOCK.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A fresh collective name for one test.
 pub fn unique_collective() -> String {
     format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
@@ -113,7 +138,12 @@ pub fn unique_collective() -> String {
 /// Declares a collective's exchanges with the admin account, as an operator would in
 /// definitions.json for a real collective.
 pub fn declare_collective(collective: &str) {
-    let url = broker().var("BATON_RABBITMQ_ADMIN_URL");
+    declare_collective_at(&broker().var("BATON_RABBITMQ_ADMIN_URL"), collective);
+}
+
+/// As [`declare_collective`], through the admin URL `url` (a cluster member's).
+pub fn declare_collective_at(url: &str, collective: &str) {
+    let url = url.to_string();
     let collective = collective.to_string();
     block_on(async move {
         let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
@@ -133,6 +163,11 @@ pub fn declare_collective(collective: &str) {
         }
         let _ = connection.close(200, "done".into()).await;
     });
+}
+
+/// The TOML list for a wire's URL field (one URL, or several separated by commas).
+fn toml_urls(urls: &str) -> String {
+    format!("{:?}", urls.split(',').collect::<Vec<_>>())
 }
 
 /// Writes a key file readable by its owner only, as an operator should.
@@ -223,9 +258,12 @@ impl NodeSpec {
 pub enum BrokerKind {
     RabbitMq,
     ActiveMq,
+    /// The three-member cluster of `bin/broker start rabbitmq-cluster`.
+    RabbitMqCluster,
 }
 
-/// Which URLs, STOMP dialect and TLS settings nodes and clients use.
+/// Which URLs, STOMP dialect and TLS settings nodes and clients use. A URL field may hold
+/// several URLs separated by commas (a cluster's members), written as the `urls` list.
 #[derive(Debug, Clone)]
 pub struct Wire {
     pub node_url: String,
@@ -307,6 +345,22 @@ impl Wire {
         }
     }
 
+    /// AMQP to the three-member cluster: nodes list the members in order (so they use member 1
+    /// first), the client lists them from member 3 (so it stays on a member the tests keep).
+    pub fn amqp_cluster() -> Wire {
+        let cluster = rabbitmq_cluster();
+        let clients = cluster.var("BATON_CLUSTER_CLIENT_URLS");
+        let mut members: Vec<&str> = clients.split(',').collect();
+        members.rotate_right(1);
+        Wire {
+            node_url: cluster.var("BATON_CLUSTER_NODE_URLS"),
+            client_url: members.join(","),
+            tls_ca: None,
+            dialect: None,
+            broker: BrokerKind::RabbitMqCluster,
+        }
+    }
+
     /// The `[broker]` lines after `urls` (the dialect, for STOMP).
     fn broker_extra(&self) -> String {
         match self.dialect {
@@ -327,6 +381,7 @@ impl Wire {
         match self.broker {
             BrokerKind::RabbitMq => shared_broker(),
             BrokerKind::ActiveMq => shared_activemq(),
+            BrokerKind::RabbitMqCluster => shared_cluster(),
         }
     }
 }
@@ -453,8 +508,13 @@ impl Fleet {
     ) -> Fleet {
         let collective = unique_collective();
         let rabbitmq_wires = std::iter::once(&wire).chain(specs.iter().filter_map(|spec| spec.wire.as_ref()));
-        if rabbitmq_wires.into_iter().any(|wire| wire.broker == BrokerKind::RabbitMq) {
+        let kinds: Vec<BrokerKind> = rabbitmq_wires.map(|wire| wire.broker).collect();
+        if kinds.contains(&BrokerKind::RabbitMq) {
             declare_collective(&collective);
+        }
+        if kinds.contains(&BrokerKind::RabbitMqCluster) {
+            let admin_urls = rabbitmq_cluster().var("BATON_CLUSTER_ADMIN_URLS");
+            declare_collective_at(admin_urls.split(',').next().expect("a member"), &collective);
         }
         let psk = uuid::Uuid::new_v4().simple().to_string();
         write_secret(&dir.path().join("psk"), &psk);
@@ -494,10 +554,10 @@ impl Fleet {
             None => format!("scheme = \"psk\"\npsk_file = {psk_file:?}\n"),
         };
         let config = format!(
-            "identity = {identity:?}\ncollectives = {collectives:?}\n\n[broker]\nurls = [{url:?}]\n{broker_extra}max_backoff_secs = 2\n\n{tls}\n[security]\n{security}\n[facts]\npoll_interval_secs = 1\nfiles = [{facts:?}]\nclasses_file = {classes:?}\n\n[audit]\nfile = {audit:?}\n\n{extra}\n",
+            "identity = {identity:?}\ncollectives = {collectives:?}\n\n[broker]\nurls = {url}\n{broker_extra}max_backoff_secs = 2\n\n{tls}\n[security]\n{security}\n[facts]\npoll_interval_secs = 1\nfiles = [{facts:?}]\nclasses_file = {classes:?}\n\n[audit]\nfile = {audit:?}\n\n{extra}\n",
             identity = spec.identity,
             collectives = std::iter::once(&self.collective).chain(&spec.also_in).collect::<Vec<_>>(),
-            url = wire.node_url,
+            url = toml_urls(&wire.node_url),
             broker_extra = wire.broker_extra(),
             facts = node_dir.join("facts.json"),
             classes = node_dir.join("classes.txt"),
@@ -537,15 +597,7 @@ impl Fleet {
                 return;
             }
             if Instant::now() > deadline {
-                let logs: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .map(|node| format!("--- {} ---\n{}", node.spec.identity, node.log()))
-                    .collect();
-                panic!(
-                    "nodes did not start answering within 60 s; last ping: {output:?}\n{}",
-                    logs.join("\n")
-                );
+                panic!("nodes did not start answering within 60 s; last ping: {output:?}\n{}", self.logs());
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -568,6 +620,13 @@ impl Fleet {
             );
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// Every node's log, each under its identity, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let logs: Vec<String> =
+            self.nodes.iter().map(|node| format!("--- {} ---\n{}", node.spec.identity, node.log())).collect();
+        logs.join("\n")
     }
 
     pub fn node(&self, identity: &str) -> &RunningNode {
@@ -597,9 +656,9 @@ impl Fleet {
             None => format!("scheme = \"psk\"\npsk_file = {:?}\n", self.dir.path().join("psk")),
         };
         let config = format!(
-            "identity = \"tester\"\ncaller = \"user=tester\"\ncollective = {collective:?}\ntimeout_secs = 10\ndiscovery_timeout_secs = 3\n{top_level}\n[broker]\nurls = [{url:?}]\n{broker_extra}\n{tls}\n[security]\n{security}{extra}",
+            "identity = \"tester\"\ncaller = \"user=tester\"\ncollective = {collective:?}\ntimeout_secs = 10\ndiscovery_timeout_secs = 3\n{top_level}\n[broker]\nurls = {url}\n{broker_extra}\n{tls}\n[security]\n{security}{extra}",
             collective = self.collective,
-            url = wire.client_url,
+            url = toml_urls(&wire.client_url),
             broker_extra = wire.broker_extra(),
             tls = wire.tls_table(),
         );

@@ -10,6 +10,9 @@
 //! - `agents`: external agents (shell, Python) through the broker; a hanging one killed with its
 //!   children at its timeout, a crashing one reporting its stderr; input checks on the client
 //!   (exit 2) and on the node (status 3 and 4).
+//! - `cluster`: ten nodes on the three-member RabbitMQ cluster answer again, without a restart,
+//!   after the member they use stops (twice, another member each time), and a batched rollout
+//!   across each loss accounts for every node once and runs nothing twice.
 //! - `collectives`: `rabbitmq/baton-rabbitmq` prepares a vhost with least-privilege users that
 //!   nodes and clients use, and adds a sub-collective to the running broker; a node in it
 //!   starts once it is declared and `-T` reaches exactly its nodes.
@@ -25,6 +28,8 @@
 //!   JSON and exit codes, over every transport.
 //! - `hostile`: wrong keys, replays, expired, oversized and random messages: refused, counted,
 //!   audited, and the node keeps answering.
+//! - `identity`: a second `batond` with a live node's identity is refused, naming it and what
+//!   to do, and the first answers all 20 directed requests, over every transport.
 //! - `metrics`: a node's `/metrics` checked by `promtool`, counters after a ping, `/healthz`
 //!   while the node's broker connection is cut and after it returns.
 //! - `puppet`: the `puppet` agent over the real Puppet: a run of a local manifest, status, last
@@ -42,6 +47,7 @@ mod harness;
 
 mod agents;
 mod broker_amqp;
+mod cluster;
 mod collectives;
 mod console;
 mod deploy;
@@ -49,6 +55,7 @@ mod ed25519;
 mod emulator;
 mod fanout;
 mod hostile;
+mod identity;
 mod metrics;
 mod puppet;
 mod reload;

@@ -165,6 +165,7 @@ fn settings(url: String, dialect: StompDialect) -> BrokerSettings {
         max_backoff: Duration::from_secs(1),
         max_message_bytes: 1 << 20,
         node_queue_expiry: Duration::from_secs(60),
+        claimed_identity: None,
     }
 }
 

@@ -44,6 +44,13 @@ pub enum Destination {
     Registration { collective: String, identity: String },
 }
 
+/// The queue whose exclusive holder owns `identity` in `collective` (AMQP and RabbitMQ's STOMP):
+/// `<C>.node.<identity>:claim`, under the node user's `<C>.node.` permissions, and never a node
+/// queue, since an identity cannot contain `:`.
+fn claim_queue(collective: &str, identity: &str) -> String {
+    format!("{collective}.node.{identity}:claim")
+}
+
 /// Shorthands for the tables of destinations in the transports' tests.
 #[cfg(test)]
 impl Destination {
@@ -101,6 +108,11 @@ pub struct BrokerSettings {
     pub max_message_bytes: usize,
     /// How long an idle node queue survives its node (AMQP `x-expires`).
     pub node_queue_expiry: Duration,
+    /// `batond` only: the identity this connection claims for itself alone. ActiveMQ carries
+    /// the claim on the connection (STOMP `client-id`, which it refuses to a second live
+    /// connection); AMQP and RabbitMQ's STOMP carry it on [`Broker::claim_identity`]'s
+    /// exclusive queue instead. See docs/PROTOCOL.md, "Duplicate identities".
+    pub claimed_identity: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +157,16 @@ pub enum BrokerError {
          {seconds} s (it keeps reconnecting in the background)"
     )]
     Disconnected { operation: String, seconds: u64 },
+    /// Another live connection holds the identity this process claims: two processes with one
+    /// identity would take turns with its requests, so this one must not start.
+    #[error(
+        "identity \"{identity}\" is already in use by another process connected to the broker \
+         ({detail}); two processes with one identity would take turns with its requests, so this \
+         one stops. Stop the other process (a cloned machine, or an old batond still running), or \
+         give this node its own `identity` in node.toml; if the other process is already gone, \
+         start again once the broker has noticed (within its heart-beat timeout)"
+    )]
+    IdentityInUse { identity: String, detail: String },
     /// Bad settings (an unparsable URL, an unsupported scheme).
     #[error("{0}")]
     Config(String),
@@ -211,6 +233,10 @@ pub(crate) enum SubscriptionKind {
     },
     /// The console's view of node registrations, through its own queue `queue`.
     Registrations { collective: String, queue: String },
+    /// `batond`'s claim on its identity in `collective`: held for this connection alone,
+    /// refused with [`BrokerError::IdentityInUse`] while another connection holds it. No
+    /// message ever arrives on it.
+    Claim { collective: String, identity: String },
 }
 
 impl Broker {
@@ -282,6 +308,22 @@ impl Broker {
             collective: collective.to_string(),
             identity: identity.to_string(),
             agents: agents.to_vec(),
+        })
+        .await
+    }
+
+    /// Node side: claims `identity` in `collective` for this connection alone, before
+    /// [`Broker::subscribe_node`], so that a second process with the same identity is refused
+    /// ([`BrokerError::IdentityInUse`]) instead of sharing the node's queue. Held until the
+    /// returned subscription is dropped, and claimed again after every reconnection.
+    pub async fn claim_identity(
+        &self,
+        collective: &str,
+        identity: &str,
+    ) -> Result<Subscription, BrokerError> {
+        self.subscribe(SubscriptionKind::Claim {
+            collective: collective.to_string(),
+            identity: identity.to_string(),
         })
         .await
     }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::redact::redact;
-use super::transport::{Endpoint, ForwardEnd, OperationError, Outgoing, Transport, UrlProblem};
+use super::transport::{Endpoint, ForwardEnd, OpenError, OperationError, Outgoing, Transport, UrlProblem};
 use super::wording::whole_seconds;
 use super::{
     BrokerError, BrokerSettings, Command, ConnectMode, ConnectionStatus, Delivery, Destination, Incoming,
@@ -56,7 +56,10 @@ pub(super) async fn start<T: Transport>(
         let (url, endpoint) = &endpoints[next % endpoints.len()];
         match T::open(endpoint.clone(), Arc::clone(&settings)).await {
             Ok(session) => break (session, next % endpoints.len()),
-            Err(reason) => match mode {
+            // Another process holds our identity: waiting or trying another URL of the same
+            // broker cannot help, and running beside it is what the claim prevents.
+            Err(OpenError::IdentityInUse(error)) => return Err(error),
+            Err(OpenError::Failed(reason)) => match mode {
                 ConnectMode::FailFast => {
                     failures.push(format!("{url}: {reason}"));
                     if failures.len() == endpoints.len() {
@@ -145,7 +148,7 @@ struct Ended {
     why: ForwardEnd,
 }
 
-type Attempt<S> = Pin<Box<dyn Future<Output = (usize, Result<S, String>)> + Send>>;
+type Attempt<S> = Pin<Box<dyn Future<Output = (usize, Result<S, OpenError>)> + Send>>;
 type SessionEnd = Pin<Box<dyn Future<Output = String> + Send>>;
 
 struct Owner<T: Transport> {
@@ -236,6 +239,8 @@ impl<T: Transport> Owner<T> {
                             session_end = Some(Box::pin(session.ended()));
                             retry_setup_at = self.install(session, index).await;
                         }
+                        // An identity refused here is most likely still held by our own lost
+                        // connection until the broker notices: keep trying, as for any failure.
                         Err(reason) => {
                             let delay = self.backoff.next_delay();
                             tracing::warn!(%url, %reason, retry_in = ?delay, "cannot reconnect to the broker");
@@ -562,7 +567,7 @@ async fn wait_end(end: &mut Option<SessionEnd>) -> String {
     }
 }
 
-async fn run_attempt<S>(attempt: &mut Option<Attempt<S>>) -> (usize, Result<S, String>) {
+async fn run_attempt<S>(attempt: &mut Option<Attempt<S>>) -> (usize, Result<S, OpenError>) {
     match attempt {
         Some(attempt) => attempt.await,
         None => std::future::pending().await,

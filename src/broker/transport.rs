@@ -28,12 +28,12 @@ pub(super) trait Transport: Send + Sync + Sized + 'static {
     /// The transport's name in logs and errors: `AMQP`, `STOMP`.
     const NAME: &'static str;
 
-    /// Connects to `endpoint` within `settings.connect_timeout`. The error is a sentence saying
-    /// why, meant to follow the redacted URL.
+    /// Connects to `endpoint` within `settings.connect_timeout`. The error says why, meant to
+    /// follow the redacted URL.
     fn open(
         endpoint: Self::Endpoint,
         settings: Arc<BrokerSettings>,
-    ) -> impl Future<Output = Result<Self, String>> + Send;
+    ) -> impl Future<Output = Result<Self, OpenError>> + Send;
 
     /// False once the connection is gone, even before [`Transport::ended`] has said so.
     fn is_alive(&self) -> bool;
@@ -67,6 +67,33 @@ pub(super) trait Endpoint: Clone + Send + Sync + Sized + 'static {
     /// Parses and checks `url` (see [`tls_target`]); the owner words the problem, with the URL
     /// redacted.
     fn parse(url: &str, settings: &BrokerSettings) -> Result<Self, UrlProblem>;
+}
+
+/// Why a session could not be opened.
+#[derive(Debug)]
+pub(super) enum OpenError {
+    /// A sentence saying why; the next URL, or a later attempt, may do better.
+    Failed(String),
+    /// The broker refused the identity this connection claims
+    /// ([`BrokerSettings::claimed_identity`]): another live connection holds it. Fatal on the
+    /// first connection; on a reconnection the broker may still hold our own lost connection,
+    /// so the owner tries again.
+    IdentityInUse(BrokerError),
+}
+
+impl From<String> for OpenError {
+    fn from(reason: String) -> Self {
+        OpenError::Failed(reason)
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Failed(reason) => formatter.write_str(reason),
+            OpenError::IdentityInUse(error) => error.fmt(formatter),
+        }
+    }
 }
 
 /// Why a URL cannot be used.

@@ -127,6 +127,7 @@ impl BrokerConfig {
             max_backoff: Duration::from_secs(self.max_backoff_secs),
             max_message_bytes: self.max_message_bytes,
             node_queue_expiry: Duration::from_secs(self.node_queue_expiry_secs),
+            claimed_identity: None,
         }
     }
 

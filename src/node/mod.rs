@@ -62,11 +62,12 @@ impl Node {
     /// an empty or placeholder key, unreadable files or bad TLS settings, naming what is wrong.
     pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
         let security = Arc::new(config.security.load_security().context("cannot load the message key")?);
-        let broker_settings = crate::config::broker_settings(
+        let mut broker_settings = crate::config::broker_settings(
             &config.broker,
             &config.tls,
             format!("batond {}", config.identity),
         )?;
+        broker_settings.claimed_identity = Some(config.identity.clone());
         let audit = match &config.audit.file {
             Some(path) => Some(Arc::new(AuditLog::open(path).context("cannot open the audit log")?)),
             None => None,
@@ -129,6 +130,8 @@ impl Node {
         };
         info!(node = %self.config.identity, "connected to the broker");
 
+        // Claimed before the node's queues are consumed, and held until the end of `run`.
+        let _claims = self.claim_identity(&broker).await?;
         let concurrency = Arc::new(Semaphore::new(self.config.agents.max_concurrency));
         let mut consumers = self.subscribe(&broker, &concurrency).await?;
         self.health.set_subscribed(true);
@@ -199,6 +202,20 @@ impl Node {
         }
         broker.close().await;
         Ok(())
+    }
+
+    /// Claims the node's identity in every collective, so that a second process with the same
+    /// identity is refused instead of taking turns with this one on its queue.
+    async fn claim_identity(&self, broker: &Broker) -> anyhow::Result<Vec<Subscription>> {
+        let mut claims = Vec::new();
+        for collective in &self.config.collectives {
+            let claim = broker
+                .claim_identity(collective, &self.config.identity)
+                .await
+                .with_context(|| format!("cannot join collective {collective}"))?;
+            claims.push(claim);
+        }
+        Ok(claims)
     }
 
     /// Subscribes the node's queue in every collective, bound for the current agents, and

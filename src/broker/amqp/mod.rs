@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use self::connect::Endpoint;
 use self::topology::Route;
 pub(super) use self::topology::Session;
-use crate::broker::transport::{Forwarder, OperationError, Outgoing, Transport};
+use crate::broker::transport::{Forwarder, OpenError, OperationError, Outgoing, Transport};
 use crate::broker::wording::whole_seconds;
 use crate::broker::{BrokerError, BrokerSettings, Delivery, Destination, Incoming, SubscriptionKind};
 
@@ -28,11 +28,13 @@ impl Transport for Session {
 
     const NAME: &'static str = "AMQP";
 
-    async fn open(endpoint: Endpoint, settings: Arc<BrokerSettings>) -> Result<Session, String> {
+    /// AMQP has no claim on the connection itself: the identity is claimed per collective by
+    /// [`SubscriptionKind::Claim`]'s exclusive queue (see `topology`).
+    async fn open(endpoint: Endpoint, settings: Arc<BrokerSettings>) -> Result<Session, OpenError> {
         let connection = connect::open(&endpoint, &settings).await?;
         Session::open(connection, endpoint, settings)
             .await
-            .map_err(|error| format!("connected, but could not open a channel: {error}"))
+            .map_err(|error| OpenError::Failed(format!("connected, but could not open a channel: {error}")))
     }
 
     fn is_alive(&self) -> bool {

@@ -30,7 +30,9 @@ use tokio::sync::mpsc;
 use super::connect::Endpoint;
 use crate::broker::transport::{ForwardEnd, OperationError};
 use crate::broker::wording::whole_seconds;
-use crate::broker::{BrokerError, BrokerSettings, Delivery, Destination, Incoming, SubscriptionKind};
+use crate::broker::{
+    BrokerError, BrokerSettings, Delivery, Destination, Incoming, SubscriptionKind, claim_queue,
+};
 
 /// Unacked deliveries per subscription the broker may send ahead of the subscriber.
 pub(super) const PREFETCH: u16 = 256;
@@ -263,6 +265,29 @@ impl Session {
                 declare_queue(&channel, queue, options, None, &user).await?;
                 bind(&channel, queue, &exchange, "node.#", &user).await?;
                 queue.clone()
+            }
+            SubscriptionKind::Claim { collective, identity } => {
+                // An exclusive queue belongs to one connection: the broker refuses it to any
+                // other (RESOURCE_LOCKED) until that connection is gone, and deletes it then.
+                let queue = claim_queue(collective, identity);
+                let options = QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                };
+                let declared =
+                    channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await;
+                match declared {
+                    Ok(_) => {}
+                    Err(error) if soft_error_code(&error) == Some(405) => {
+                        return Err(OperationError::Fatal(BrokerError::IdentityInUse {
+                            identity: identity.clone(),
+                            detail: format!("the broker holds queue \"{queue}\" for another connection"),
+                        }));
+                    }
+                    Err(error) => return Err(classify(error, &format!("declare queue \"{queue}\""), &user)),
+                }
+                queue
             }
         };
         let consumer = channel

@@ -24,11 +24,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-use super::dialect::ErrorText;
+use super::dialect::{self, ErrorText};
 use super::frame::{Command, Decoder, Frame, FrameError, Item};
-use crate::broker::transport::{self, UrlProblem, tls_target};
+use crate::broker::transport::{self, OpenError, UrlProblem, tls_target};
 use crate::broker::wording::{self, seconds_text};
-use crate::broker::{BrokerSettings, StompDialect};
+use crate::broker::{BrokerError, BrokerSettings, StompDialect};
 
 /// The heart-beat interval we offer and ask for. The broker may ask for slower ones; a broker
 /// silent for twice the agreed interval is taken for dead.
@@ -185,19 +185,19 @@ pub(super) struct Opened {
 
 /// Connects to `endpoint` (TCP, TLS, CONNECT/CONNECTED) within `settings.connect_timeout`.
 /// The error is a sentence saying why, meant to follow the redacted URL.
-pub(super) async fn open(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Opened, String> {
+pub(super) async fn open(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Opened, OpenError> {
     let timeout = settings.connect_timeout;
     match tokio::time::timeout(timeout, handshake(endpoint, settings)).await {
         Ok(result) => result,
-        Err(_elapsed) => Err(format!(
+        Err(_elapsed) => Err(OpenError::Failed(format!(
             "no STOMP handshake with {} within {} (is the host up, and is this a STOMP port?)",
             endpoint.address(),
             seconds_text(timeout)
-        )),
+        ))),
     }
 }
 
-async fn handshake(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Opened, String> {
+async fn handshake(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Opened, OpenError> {
     let address = endpoint.address();
     let failed = |error: std::io::Error| describe_io_error(&error, endpoint, settings.connect_timeout);
     let tcp =
@@ -231,6 +231,13 @@ async fn handshake(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Ope
     if let Some(passcode) = &endpoint.passcode {
         connect = connect.header("passcode", passcode.clone());
     }
+    if let Some((name, value)) = settings
+        .claimed_identity
+        .as_deref()
+        .and_then(|identity| dialect::connect_claim(settings.dialect, identity))
+    {
+        connect = connect.header(name, value);
+    }
     let beat = HEARTBEAT.as_millis().to_string();
     connect = connect.header("heart-beat", format!("{beat},{beat}"));
     let bytes = connect.to_bytes().map_err(|error| error.to_string())?;
@@ -245,24 +252,24 @@ async fn handshake(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Ope
             Ok(Some(Item::Frame(frame))) => break frame,
             Ok(Some(Item::HeartBeat)) => continue,
             Ok(Some(Item::Oversized { frame, declared })) => {
-                return Err(format!(
+                return Err(OpenError::Failed(format!(
                     "the broker answered CONNECT with a {declared}-byte {} frame (is this a STOMP port?)",
                     frame.command
-                ));
+                )));
             }
             Ok(None) => {}
             Err(error) => {
-                return Err(format!(
+                return Err(OpenError::Failed(format!(
                     "the broker sent a malformed frame during the STOMP handshake: {error} (is this a STOMP port?)"
-                ));
+                )));
             }
         }
         let read = reader.read(&mut chunk).await.map_err(failed)?;
         if read == 0 {
-            return Err(format!(
+            return Err(OpenError::Failed(format!(
                 "{address} closed the connection during the STOMP handshake (is this a STOMP port, and \
                  does it expect TLS?)"
-            ));
+            )));
         }
         buffer.extend_from_slice(&chunk[..read]);
     };
@@ -270,24 +277,32 @@ async fn handshake(endpoint: &Endpoint, settings: &BrokerSettings) -> Result<Ope
         Command::Connected => {}
         Command::Error => {
             let error = ErrorText::of(&connected);
-            return Err(format!(
+            if let Some(identity) = &settings.claimed_identity
+                && dialect::refuses_claim(settings.dialect, &error)
+            {
+                return Err(OpenError::IdentityInUse(BrokerError::IdentityInUse {
+                    identity: identity.clone(),
+                    detail: format!("the broker refused this connection's client-id: {}", error.text()),
+                }));
+            }
+            return Err(OpenError::Failed(format!(
                 "the broker refused the connection for user \"{}\": {} (check the URL's user, password{})",
                 endpoint.user(),
                 error.text(),
                 if settings.dialect == StompDialect::RabbitMq { " and vhost" } else { "" }
-            ));
+            )));
         }
         other => {
-            return Err(format!(
+            return Err(OpenError::Failed(format!(
                 "the broker answered CONNECT with {other} instead of CONNECTED (is this a STOMP port?)"
-            ));
+            )));
         }
     }
     if connected.value("version").is_some_and(|version| version != "1.2") {
-        return Err(format!(
+        return Err(OpenError::Failed(format!(
             "the broker speaks STOMP {}, Baton needs 1.2",
             connected.value("version").unwrap_or_default()
-        ));
+        )));
     }
     let (server_every, server_wants) = match connected.value("heart-beat") {
         Some(text) => parse_heart_beat(text)

@@ -21,7 +21,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::frame::{Command, Frame};
-use crate::broker::{BrokerError, Delivery, Destination, StompDialect, SubscriptionKind};
+use crate::broker::{BrokerError, Delivery, Destination, StompDialect, SubscriptionKind, claim_queue};
 
 /// Unacknowledged messages per STOMP subscription the broker may send ahead of us.
 pub(super) const PREFETCH: usize = 256;
@@ -147,6 +147,16 @@ pub(super) fn subscribe_frames(
                 ]
             }
         }
+        // ActiveMQ has no exclusive queues, and its exclusive consumers only stand by: the claim
+        // is the connection's `client-id` (see `connect_claim`), so there is nothing to subscribe.
+        (StompDialect::ActiveMq, SubscriptionKind::Claim { .. }) => Vec::new(),
+        (StompDialect::RabbitMq, SubscriptionKind::Claim { collective, identity }) => vec![
+            // An exclusive queue, as over AMQP: RabbitMQ refuses it to any other connection.
+            subscribe(format!("/queue/{}", claim_queue(collective, identity)))
+                .header("durable", "false")
+                .header("auto-delete", "true")
+                .header("exclusive", "true"),
+        ],
         (StompDialect::RabbitMq, SubscriptionKind::Registrations { collective, queue }) => vec![
             subscribe(format!("/exchange/{collective}.registration/node.#"))
                 .header("x-queue-name", queue.clone())
@@ -154,6 +164,26 @@ pub(super) fn subscribe_frames(
                 .header("auto-delete", "true")
                 .header("exclusive", "true"),
         ],
+    }
+}
+
+/// The CONNECT header by which a connection claims `identity` for itself alone, where the
+/// broker enforces it on the connection: ActiveMQ refuses a `client-id` that a live connection
+/// already uses. RabbitMQ ignores `client-id`; there the claim is an exclusive queue.
+pub(super) fn connect_claim(dialect: StompDialect, identity: &str) -> Option<(&'static str, String)> {
+    match dialect {
+        StompDialect::ActiveMq => Some(("client-id", format!("baton-node.{identity}"))),
+        StompDialect::RabbitMq => None,
+    }
+}
+
+/// True when `error` refuses a claim: ActiveMQ's `InvalidClientIDException` ("Client: ... already
+/// connected"), RabbitMQ's RESOURCE_LOCKED on an exclusive queue another connection holds.
+pub(super) fn refuses_claim(dialect: StompDialect, error: &ErrorText) -> bool {
+    let text = error.text().to_ascii_lowercase();
+    match dialect {
+        StompDialect::ActiveMq => text.contains("invalidclientid") || text.contains("already connected"),
+        StompDialect::RabbitMq => text.contains("resource_locked") || text.contains("exclusive access"),
     }
 }
 
@@ -285,6 +315,38 @@ mod tests {
         for (destination, expected) in cases {
             assert_eq!(resource_name(destination), expected, "{destination}");
         }
+    }
+
+    #[test]
+    fn each_dialect_claims_an_identity_where_its_broker_enforces_it() {
+        let claim = SubscriptionKind::Claim { collective: "baton".into(), identity: "web01".into() };
+        let frames = subscribe_frames(StompDialect::RabbitMq, &claim, Duration::from_secs(60));
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].value("destination"), Some("/queue/baton.node.web01:claim"));
+        assert_eq!(frames[0].value("exclusive"), Some("true"));
+        assert_eq!(connect_claim(StompDialect::RabbitMq, "web01"), None);
+        // ActiveMQ: nothing to subscribe, the connection's client-id is the claim.
+        assert!(subscribe_frames(StompDialect::ActiveMq, &claim, Duration::from_secs(60)).is_empty());
+        assert_eq!(
+            connect_claim(StompDialect::ActiveMq, "web01"),
+            Some(("client-id", "baton-node.web01".into()))
+        );
+    }
+
+    #[test]
+    fn claim_refusals_are_told_from_other_errors() {
+        let error = |message: &str| ErrorText { message: message.into(), detail: String::new() };
+        let activemq = error(
+            "javax.jms.InvalidClientIDException: Broker: localhost - Client: baton-node.web01 already connected from tcp://127.0.0.1:40000",
+        );
+        let rabbitmq = error(
+            "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'baton.node.web01:claim' in vhost 'baton'",
+        );
+        let login = error("User name [baton-node] or password is invalid.");
+        assert!(refuses_claim(StompDialect::ActiveMq, &activemq));
+        assert!(refuses_claim(StompDialect::RabbitMq, &rabbitmq));
+        assert!(!refuses_claim(StompDialect::ActiveMq, &login));
+        assert!(!refuses_claim(StompDialect::RabbitMq, &login));
     }
 
     #[test]

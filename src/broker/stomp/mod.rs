@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use self::connection::{Answer, Delivered, Ending, Endpoint};
 use self::dialect::{ErrorText, PREFETCH};
 use self::frame::{Command as FrameCommand, Frame};
-use crate::broker::transport::{ForwardEnd, Forwarder, OperationError, Outgoing, Transport};
+use crate::broker::transport::{ForwardEnd, Forwarder, OpenError, OperationError, Outgoing, Transport};
 use crate::broker::wording::whole_seconds;
 use crate::broker::{BrokerError, BrokerSettings, Delivery, Destination, Incoming, SubscriptionKind};
 
@@ -43,7 +43,7 @@ impl Transport for Session {
 
     const NAME: &'static str = "STOMP";
 
-    async fn open(endpoint: Endpoint, settings: Arc<BrokerSettings>) -> Result<Session, String> {
+    async fn open(endpoint: Endpoint, settings: Arc<BrokerSettings>) -> Result<Session, OpenError> {
         let opened = connection::open(&endpoint, &settings).await?;
         Ok(Session { connection: connection::Session::start(opened, endpoint), settings })
     }
@@ -65,6 +65,17 @@ impl Transport for Session {
         let session = &self.connection;
         let wait = self.settings.connect_timeout;
         let frames = dialect::subscribe_frames(self.settings.dialect, kind, self.settings.node_queue_expiry);
+        if frames.is_empty() {
+            // A claim the connection itself carries (ActiveMQ's client-id): it lasts as long as
+            // the connection, which is what its forwarder waits for.
+            let ending = self.connection.ending();
+            return Ok(Box::pin(async move {
+                tokio::select! {
+                    () = subscriber.closed() => ForwardEnd::Unsubscribed,
+                    _ = wait_end(ending) => ForwardEnd::Interrupted,
+                }
+            }));
+        }
         // Each STOMP subscription has at most PREFETCH unacknowledged messages in flight.
         let (route, routed) = mpsc::channel(PREFETCH * frames.len().max(1) + 16);
         let mut stomp_ids = Vec::with_capacity(frames.len());
@@ -75,8 +86,16 @@ impl Transport for Session {
                 return Err(OperationError::Transient("the connection ended".to_string()));
             }
             stomp_ids.push(stomp_id.clone());
-            let refused = |error: &ErrorText| {
-                dialect::refused(&format!("subscribe to {destination}"), session.endpoint.user(), error)
+            let refused = |error: &ErrorText| match kind {
+                SubscriptionKind::Claim { identity, .. }
+                    if dialect::refuses_claim(self.settings.dialect, error) =>
+                {
+                    BrokerError::IdentityInUse {
+                        identity: identity.clone(),
+                        detail: format!("the broker holds {destination} for another connection"),
+                    }
+                }
+                _ => dialect::refused(&format!("subscribe to {destination}"), session.endpoint.user(), error),
             };
             let failure = match session.request(frame.header("id", stomp_id), wait).await {
                 Answer::Receipt => continue,

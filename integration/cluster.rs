@@ -1,0 +1,160 @@
+//! A three-member RabbitMQ cluster (`bin/broker start rabbitmq-cluster`) losing the member its
+//! nodes use: ten `batond`s fail over along their URL list and answer again without a restart,
+//! and a batched rollout running across the loss accounts for every node exactly once, with no
+//! node running its request twice. Then the member comes back and another one is stopped.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::{BatonOutput, Fleet, NodeSpec, Wire, exclusive_cluster, run_baton, run_broker_args};
+
+/// Stops and starts a member of the cluster.
+fn member(command: &str, number: u32) {
+    run_broker_args(&[command, "rabbitmq-cluster", &number.to_string()]);
+}
+
+#[test]
+fn ten_nodes_answer_again_after_their_member_stops_and_a_rollout_across_the_loss_accounts_for_all() {
+    let _cluster = exclusive_cluster();
+    let specs: Vec<NodeSpec> =
+        (1..=10).map(|n| NodeSpec::new(&format!("member{n:02}"), json!({}), &[])).collect();
+    let identities: Vec<String> = specs.iter().map(|spec| spec.identity.clone()).collect();
+    // Nodes list the members 1, 2, 3 and connect to member 1; the client lists 3, 1, 2.
+    let mut fleet = Fleet::start_unguarded(Wire::amqp_cluster(), specs);
+    let pids: Vec<u32> = fleet.nodes.iter().map(|node| node.child.id()).collect();
+
+    // Member 1 is the nodes' member; once it is back, the nodes are on member 2 (the next URL).
+    for stopped in [1, 2] {
+        let rollout = {
+            let config = fleet.client_config("");
+            let mut args: Vec<String> =
+                ["rpc", "rpcutil", "ping", "--batch", "1", "--batch-sleep", "2", "-t", "5", "--json"]
+                    .map(String::from)
+                    .to_vec();
+            for identity in &identities {
+                args.extend(["-I".to_string(), identity.clone()]);
+            }
+            std::thread::spawn(move || {
+                run_baton(&config, &args.iter().map(String::as_str).collect::<Vec<_>>(), None)
+            })
+        };
+        // Let the first batches go out on the member that is about to stop.
+        std::thread::sleep(Duration::from_secs(1));
+        let stopping = Instant::now();
+        let stopper = std::thread::spawn(move || member("stop-member", stopped));
+        let outage = watch_outage(&fleet, &identities, &stopper);
+        stopper.join().expect("stop-member");
+        let stop_took = stopping.elapsed();
+        // The bound: every node answers again, the same processes, no restart.
+        fleet.wait_until_answering(&identities);
+        // Figures for docs/PERFORMANCE.md.
+        match outage {
+            Some(outage) => eprintln!(
+                "cluster: member {stopped} stopped in {stop_took:?}; the nodes were out for {outage:?} (first failed ping to all answering)"
+            ),
+            None => eprintln!(
+                "cluster: member {stopped} stopped in {stop_took:?}; no ping saw the nodes out (back within one ping)"
+            ),
+        }
+
+        let output = rollout.join().expect("the rollout thread");
+        let (replied, silent) = check_accounting(&fleet, &output, &identities);
+        eprintln!(
+            "cluster: the rollout across the loss: {replied} replied, {silent} no response, 0 unaccounted"
+        );
+        member("start-member", stopped);
+    }
+
+    // Nobody restarted the nodes: the same processes answered throughout.
+    for (node, pid) in fleet.nodes.iter_mut().zip(pids) {
+        assert_eq!(node.child.id(), pid);
+        assert!(
+            node.child.try_wait().expect("node status").is_none(),
+            "{} exited:\n{}",
+            node.spec.identity,
+            node.log()
+        );
+    }
+}
+
+/// Pings every node, again and again, until the member stop is over: from the first ping that
+/// did not get every reply to the first one after it that did. `None` if no ping failed.
+fn watch_outage(
+    fleet: &Fleet,
+    identities: &[String],
+    stopper: &std::thread::JoinHandle<()>,
+) -> Option<Duration> {
+    let mut args = vec!["ping".to_string()];
+    for identity in identities {
+        args.extend(["-I".to_string(), identity.clone()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut first_failure = None;
+    loop {
+        let sent = Instant::now();
+        let output = fleet.baton(&args);
+        let answered = output.code == 0;
+        match (answered, first_failure) {
+            (false, None) => first_failure = Some(sent),
+            (true, Some(failed)) => return Some(Instant::now() - failed),
+            (true, None) if stopper.is_finished() => return None,
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "the nodes did not all answer within 180 s of the member stop: {output:?}\n{}",
+                fleet.logs()
+            );
+        }
+    }
+}
+
+/// Every targeted node is in exactly one of replies, no response and skipped; a node that
+/// replied ran the request once, and no node ran it twice. Returns how many replied and how
+/// many did not.
+fn check_accounting(fleet: &Fleet, output: &BatonOutput, identities: &[String]) -> (usize, usize) {
+    let document = output.json();
+    let listed = |field: &str| -> Vec<String> {
+        document[field]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {field} in {output:?}"))
+            .iter()
+            .map(|item| {
+                item.as_str().map_or_else(|| item["node"].as_str().expect("node").to_string(), str::to_string)
+            })
+            .collect()
+    };
+    let (replies, silent, skipped) = (listed("replies"), listed("no_response"), listed("skipped"));
+    let mut all: Vec<String> = replies.iter().chain(&silent).chain(&skipped).cloned().collect();
+    all.sort();
+    assert_eq!(all, identities, "each node accounted for exactly once: {output:?}");
+    assert!(output.code == 0 || output.code == 3, "exit 0, or 3 for silent nodes: {output:?}");
+    assert_eq!(document["stats"]["targeted"], json!(10), "{output:?}");
+
+    let request_ids: BTreeSet<String> = document["batches"]
+        .as_array()
+        .expect("batches")
+        .iter()
+        .map(|batch| batch["request_id"].as_str().expect("request id").to_string())
+        .collect();
+    for identity in identities {
+        let ran = fleet
+            .node(identity)
+            .audit_lines()
+            .iter()
+            .filter(|line| {
+                line["outcome"] == json!("accepted")
+                    && line["request_id"].as_str().is_some_and(|id| request_ids.contains(id))
+            })
+            .count();
+        assert!(ran <= 1, "{identity} ran the rollout's request {ran} times");
+        if replies.contains(identity) {
+            assert_eq!(ran, 1, "{identity} replied, so it ran the request once");
+        }
+    }
+    assert!(skipped.is_empty(), "without --max-failures nothing is skipped: {output:?}");
+    (replies.len(), silent.len())
+}
