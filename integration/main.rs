@@ -27,6 +27,8 @@
 //! - `resource`: the `resource` agent browsing and cloning users, groups and host entries.
 //! - `rollout`: batches in order, `--max-failures` (silent nodes count), one JSON document per
 //!   exit code, `--jsonl` streaming, discover-then-act and retries, the terminal, fire-and-forget.
+//! - `rollout_ci`: rollouts for CI: a canary batch, a health check (an external agent) between
+//!   batches that stops the rollout, its retries.
 //! - `stomp`: AMQP and STOMP on one RabbitMQ reaching each other, ActiveMQ restarts, missing
 //!   heart-beats, malformed frames from a fake peer.
 //! - `tls`: AMQPS and STOMP over TLS with certificate and host name verification.
@@ -45,5 +47,6 @@ mod reload;
 mod resilience;
 mod resource;
 mod rollout;
+mod rollout_ci;
 mod stomp;
 mod tls;

@@ -2,7 +2,7 @@
 
 use baton::cli::exit::Exit;
 use baton::client::discovery::{ResultSet, parse_node_input};
-use baton::client::rollout::{Ordered, order_targets, plan_batches};
+use baton::client::rollout::{Ordered, order_targets, plan_batches, plan_rollout};
 use baton::client::{Amount, CallOutcome, RolloutOutcome, Stopped};
 use serde_json::json;
 
@@ -115,6 +115,21 @@ fn batches_are_consecutive_slices_of_the_order() {
     check_batches(10, Some(Amount::Percent(25)), &[3, 3, 3, 1]);
     check_batches(3, Some(Amount::Percent(1)), &[1, 1, 1]);
     check_batches(0, Some(Amount::Count(2)), &[]);
+}
+
+#[test]
+fn a_canary_is_a_first_batch_of_its_own_and_the_rest_follow_in_batch_sizes() {
+    let sizes = |total: usize, canary: Option<usize>, batch: Option<Amount>| {
+        let all = nodes(total);
+        let plan = plan_rollout(&all, canary, batch);
+        assert_eq!(plan.concat(), all, "the plan keeps the order");
+        plan.iter().map(Vec::len).collect::<Vec<usize>>()
+    };
+    assert_eq!(sizes(10, Some(1), Some(Amount::Count(3))), [1, 3, 3, 3]);
+    assert_eq!(sizes(10, Some(2), None), [2, 8], "without --batch the rest go at once");
+    assert_eq!(sizes(10, Some(1), Some(Amount::Percent(20))), [1, 2, 2, 2, 2, 1], "20% of all 10");
+    assert_eq!(sizes(3, Some(5), Some(Amount::Count(2))), [3], "a canary as large as the targets");
+    assert_eq!(sizes(10, None, Some(Amount::Count(4))), [4, 4, 2], "no canary: plain batches");
 }
 
 /// The JSON of an earlier `baton rpc --json` run: web01 OK, web02 failed, web03 silent,
@@ -234,7 +249,8 @@ fn outcome(replies: &[(&str, u8)], no_response: &[&str], skipped: &[&str]) -> Ca
 
 fn check_exit(call: CallOutcome, stopped: bool, expected: Exit) {
     let stopped = stopped.then_some(Stopped { failures: 1, max_failures: 0, after_batch: 1 });
-    let rollout = RolloutOutcome { call, batches: Vec::new(), planned_batches: 2, stopped };
+    let rollout =
+        RolloutOutcome { call, batches: Vec::new(), planned_batches: 2, stopped, nodes: Default::default() };
     assert_eq!(Exit::for_rollout(&rollout), expected, "{rollout:?}");
 }
 

@@ -1,0 +1,349 @@
+//! Rollouts a CI pipeline can trust, against real nodes: a canary batch, a health check
+//! between batches (the external `health` agent of `tests/fixtures/agents`, unhealthy on a node
+//! while a marker file exists), stopping on a failed check.
+//!
+//! Which nodes received the action is read from the nodes' own audit logs.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::agents::install_agents;
+use crate::harness::{BatonOutput, Fleet, NodeSpec};
+use crate::rollout::{audited, nodes_that_saw, strings};
+
+/// Ten nodes, r01 to r10, with the `hello` and `health` agents, and a client configuration
+/// that knows their definitions.
+struct HealthFleet {
+    fleet: Fleet,
+    agents: PathBuf,
+    config: PathBuf,
+    /// `XDG_STATE_HOME` of every `baton` run here.
+    state: tempfile::TempDir,
+}
+
+impl HealthFleet {
+    fn start() -> HealthFleet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agents = install_agents(dir.path(), &["hello", "health"]);
+        let agents_config = format!("[agents]\ndir = {:?}\n", agents.display().to_string());
+        let specs = (1..=10)
+            .map(|index| {
+                NodeSpec::new(&format!("r{index:02}"), json!({"index": index}), &[])
+                    .with_config(&agents_config)
+            })
+            .collect();
+        let fleet = Fleet::start_in(dir, None, specs);
+        let config = fleet.client_config_with(
+            &fleet.wire,
+            &format!("definitions_dir = {:?}\n", agents.display().to_string()),
+            "",
+        );
+        HealthFleet { fleet, agents, config, state: tempfile::tempdir().expect("state dir") }
+    }
+
+    /// Makes `node`'s health check fail, saying `why`.
+    fn break_node(&self, node: &str, why: &str) {
+        std::fs::write(self.agents.join("health").join(format!("unhealthy-{node}")), why).expect("marker");
+    }
+
+    fn fix_node(&self, node: &str) {
+        std::fs::remove_file(self.agents.join("health").join(format!("unhealthy-{node}")))
+            .expect("remove marker");
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("BATON_LOG")
+            .env("XDG_STATE_HOME", self.state.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    fn baton(&self, args: &[&str]) -> BatonOutput {
+        let output = self.command(args).output().expect("run baton");
+        BatonOutput {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+fn names(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    range.map(|index| format!("r{index:02}")).collect()
+}
+
+fn jsonl(output: &BatonOutput) -> Vec<Value> {
+    output
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line:?}: {error}")))
+        .collect()
+}
+
+/// Every batch's request id and nodes, from `--jsonl` `batch_finished` lines.
+fn finished_batches(lines: &[Value]) -> Vec<(String, Vec<String>)> {
+    lines
+        .iter()
+        .filter(|line| line["type"] == "batch_finished")
+        .map(|line| (line["request_id"].as_str().expect("request id").to_string(), strings(&line["nodes"])))
+        .collect()
+}
+
+#[test]
+fn a_failed_health_check_stops_the_rollout_and_later_nodes_never_get_the_action() {
+    let ci = HealthFleet::start();
+    ci.break_node("r05", "disk full");
+    let output = ci.baton(&[
+        "rpc",
+        "hello",
+        "greet",
+        "name=rollout",
+        "--batch",
+        "2",
+        "--batch-sleep",
+        "0",
+        "--check",
+        "health check",
+        "--max-failures",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(output.code, 1, "{output:?}");
+    let document = output.json();
+    let batches = document["batches"].as_array().expect("batches");
+    assert_eq!(batches.len(), 3, "stopped after the batch holding r05: {document}");
+    assert_eq!(strings(&batches[2]["nodes"]), ["r05", "r06"]);
+    assert_eq!(batches[2]["ok"], 2, "the action itself succeeded on r05: {document}");
+    let check = &batches[2]["check"];
+    assert_eq!(check["check"], "health check");
+    assert_eq!(strings(&check["ok"]), ["r06"]);
+    assert_eq!(check["failed"][0]["node"], "r05", "{check}");
+    assert_eq!(check["failed"][0]["message"], "unhealthy: disk full", "{check}");
+    assert_eq!(document["stopped"]["failures"], 1, "{document}");
+    assert_eq!(document["stopped"]["after_batch"], 3, "{document}");
+    assert_eq!(strings(&document["nodes"]["ok"]), ["r01", "r02", "r03", "r04", "r06"]);
+    assert_eq!(strings(&document["nodes"]["check_failed"]), ["r05"]);
+    assert_eq!(strings(&document["nodes"]["skipped"]), names(7..=10));
+    assert_eq!(strings(&document["skipped"]), names(7..=10));
+
+    // The nodes' own audit logs: nobody after r06 received the action, or the check.
+    assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=6));
+    assert_eq!(nodes_that_saw(&ci.fleet, "health", "check"), names(1..=6));
+    for batch in batches {
+        let request_id = batch["request_id"].as_str().expect("request id");
+        let seen: Vec<String> = audited(&ci.fleet, request_id).into_keys().collect();
+        assert_eq!(seen, strings(&batch["nodes"]), "batch {} went to exactly its nodes", batch["index"]);
+    }
+
+    // The rollout's saved state: what succeeded, what failed and what never started.
+    let rollout_id = document["rollout_id"].as_str().expect("a tracked rollout has an id").to_string();
+    let status = ci.baton(&["rollout", "status", &rollout_id, "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let status = status.json();
+    assert_eq!(status["status"], "stopped", "{status}");
+    assert_eq!(strings(&status["nodes"]["ok"]), ["r01", "r02", "r03", "r04", "r06"]);
+    assert_eq!(strings(&status["nodes"]["check_failed"]), ["r05"]);
+    assert_eq!(strings(&status["nodes"]["skipped"]), names(7..=10));
+    assert_eq!(strings(&status["remaining"]), ["r05", "r07", "r08", "r09", "r10"]);
+
+    // Fixed, and resumed: the remaining nodes get the action, the ones that succeeded do not
+    // get it again (their audit logs hold one `hello greet` each).
+    ci.fix_node("r05");
+    let resumed = ci.baton(&["rollout", "resume", &rollout_id, "--json"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let resumed = resumed.json();
+    assert_eq!(resumed["rollout_id"], rollout_id.as_str());
+    assert_eq!(strings(&resumed["targeted"]), ["r05", "r07", "r08", "r09", "r10"], "{resumed}");
+    assert_eq!(strings(&resumed["nodes"]["ok"]), names(1..=10), "the whole rollout is done: {resumed}");
+    let greets = |node: &str| {
+        ci.fleet
+            .node(node)
+            .audit_lines()
+            .iter()
+            .filter(|line| line["agent"] == "hello" && line["action"] == "greet")
+            .count()
+    };
+    for node in names(1..=10) {
+        let expected = if node == "r05" { 2 } else { 1 };
+        assert_eq!(greets(&node), expected, "{node} got the action {expected} time(s) in all");
+    }
+    let status = ci.baton(&["rollout", "status", &rollout_id]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(status.stdout.contains("finished after 2 run(s), 10 node(s)"), "{status:?}");
+    assert!(status.stdout.contains("Every node succeeded; nothing is left to resume."), "{status:?}");
+    let again = ci.baton(&["rollout", "resume", &rollout_id, "--json"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json()["remaining"], json!([]), "{again:?}");
+    assert_eq!(greets("r07"), 1, "a finished rollout sends nothing");
+    let unknown = ci.baton(&["rollout", "status", "0b6f2c3e-0000-4000-8000-000000000000", "--json"]);
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+
+    // People see each check, the failing node with its message, and why it stopped.
+    ci.break_node("r02", "out of memory");
+    let human = ci.baton(&[
+        "rpc",
+        "hello",
+        "greet",
+        "name=people",
+        "-I",
+        "r01",
+        "-I",
+        "r02",
+        "-I",
+        "r03",
+        "--batch",
+        "2",
+        "--batch-sleep",
+        "0",
+        "--check",
+        "health check",
+        "--max-failures",
+        "0",
+    ]);
+    assert_eq!(human.code, 1, "{human:?}");
+    assert!(human.stdout.contains("Check of batch 1 (health check): 1 ok, 1 failed: r02"), "{human:?}");
+    assert!(human.stdout.contains("Health check failed on 1 node(s):"), "{human:?}");
+    assert!(human.stdout.contains("unhealthy: out of memory"), "{human:?}");
+    assert!(
+        human.stdout.contains("Rollout stopped: 1 failure(s) after batch 1 exceed --max-failures 0"),
+        "{human:?}"
+    );
+}
+
+#[test]
+fn a_canary_goes_first_and_a_check_is_retried_before_it_counts() {
+    let ci = HealthFleet::start();
+    // r04 is unhealthy; with --check-retries 2 the check is asked three times, and the node
+    // is fixed by then only if someone fixes it: nobody does, so it counts.
+    ci.break_node("r04", "still starting");
+    let output = ci.baton(&[
+        "rpc",
+        "hello",
+        "greet",
+        "name=canary",
+        "--canary",
+        "1",
+        "--batch",
+        "3",
+        "--batch-sleep",
+        "0",
+        "--check",
+        "health check",
+        "--check-retries",
+        "2",
+        "--check-wait",
+        "0.2",
+        "--max-failures",
+        "0",
+        "--jsonl",
+    ]);
+    assert_eq!(output.code, 1, "{output:?}");
+    let lines = jsonl(&output);
+    let batches = finished_batches(&lines);
+    let planned: Vec<Vec<String>> = batches.iter().map(|(_, nodes)| nodes.clone()).collect();
+    assert_eq!(planned, [names(1..=1), names(2..=4)], "a canary of 1, then batches of 3: {lines:?}");
+    for (request_id, nodes) in &batches {
+        let seen: Vec<String> = audited(&ci.fleet, request_id).into_keys().collect();
+        assert_eq!(&seen, nodes, "the audit logs show batch {request_id} reached exactly its nodes");
+    }
+    assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=4));
+    let checks: Vec<&Value> = lines.iter().filter(|line| line["type"] == "check_result").collect();
+    assert_eq!(checks.len(), 2, "{lines:?}");
+    assert_eq!(checks[0]["attempts"], 1, "the canary's check passed at once: {}", checks[0]);
+    assert_eq!(checks[1]["attempts"], 3, "r04's check was retried twice: {}", checks[1]);
+    assert_eq!(strings(&checks[1]["ok"]), ["r02", "r03"]);
+    assert_eq!(checks[1]["failed"][0]["node"], "r04");
+    // The check's retries reached only r04: three check requests in its audit log, one in
+    // each of the others'.
+    let check_lines = |node: &str| {
+        ci.fleet.node(node).audit_lines().iter().filter(|line| line["agent"] == "health").count()
+    };
+    assert_eq!(check_lines("r04"), 3);
+    assert_eq!(check_lines("r03"), 1);
+    let summary = lines.last().expect("summary");
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert_eq!(summary["skipped"], 6, "{summary}");
+
+    // A check that is not an agent and action is a usage error, before anything is sent.
+    let bad = ci.baton(&["rpc", "hello", "greet", "name=x", "--check", "health", "--json"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.json()["error"].as_str().is_some_and(|error| error.contains("--check")), "{bad:?}");
+}
+
+#[test]
+fn a_rollout_whose_client_was_killed_is_finished_by_another_process() {
+    let ci = HealthFleet::start();
+    let mut child = ci
+        .command(&[
+            "rpc",
+            "hello",
+            "greet",
+            "name=killed",
+            "--batch",
+            "2",
+            "--batch-sleep",
+            "3",
+            "--check",
+            "health check",
+            "--max-failures",
+            "0",
+            "--jsonl",
+        ])
+        .spawn()
+        .expect("spawn baton");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut rollout_id = None;
+    loop {
+        let line = lines.next().expect("a line before the end").expect("read line");
+        let parsed: Value = serde_json::from_str(&line).unwrap_or_else(|error| panic!("{line:?}: {error}"));
+        if parsed["type"] == "started" {
+            rollout_id = parsed["rollout_id"].as_str().map(str::to_owned);
+        }
+        if parsed["type"] == "batch_finished" && parsed["index"] == 2 {
+            break;
+        }
+    }
+    // SIGKILL, in the pause before batch 3: nothing of baton's gets to run after this.
+    child.kill().expect("SIGKILL baton");
+    child.wait().expect("wait");
+    let rollout_id = rollout_id.expect("a started line came first");
+
+    let status = ci.baton(&["rollout", "status", &rollout_id, "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let status = status.json();
+    assert_eq!(status["status"], "running", "a killed rollout never said it ended: {status}");
+    let done_before = strings(&status["nodes"]["ok"]);
+    assert!(done_before.starts_with(&names(1..=4)), "batches 1 and 2 were saved before their line: {status}");
+
+    let resumed = ci.baton(&["rollout", "resume", &rollout_id, "--jsonl"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let lines = jsonl(&resumed);
+    assert_eq!(lines[0]["type"], "started", "{lines:?}");
+    assert_eq!(lines[0]["run"], 2, "{lines:?}");
+    let sent_again = strings(&lines[0]["nodes"]);
+    assert!(sent_again.iter().all(|node| !done_before.contains(node)), "{sent_again:?} vs {done_before:?}");
+    let status = ci.baton(&["rollout", "status", &rollout_id, "--json"]).json();
+    assert_eq!(status["status"], "finished", "{status}");
+    assert_eq!(strings(&status["nodes"]["ok"]), names(1..=10), "{status}");
+    for node in &done_before {
+        let greets = ci
+            .fleet
+            .node(node)
+            .audit_lines()
+            .iter()
+            .filter(|line| line["agent"] == "hello" && line["action"] == "greet")
+            .count();
+        assert_eq!(greets, 1, "{node} succeeded before the kill and never got the action again");
+    }
+    assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=10));
+}
