@@ -347,3 +347,90 @@ fn a_rollout_whose_client_was_killed_is_finished_by_another_process() {
     }
     assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=10));
 }
+
+/// The command lines of the `yaml` blocks of docs/CLI.md's "Rollouts from CI" chapter, block by
+/// block: every line that is (or whose `- ` item is) a `baton` command.
+fn ci_examples() -> Vec<Vec<String>> {
+    let doc = std::fs::read_to_string(crate::harness::repo_root().join("docs/CLI.md")).expect("docs/CLI.md");
+    let start = doc.find("\n## Rollouts from CI\n").expect("the chapter is in docs/CLI.md");
+    let chapter = &doc[start + 1..];
+    let chapter = &chapter[..chapter.find("\n## ").unwrap_or(chapter.len())];
+    chapter
+        .split("```yaml\n")
+        .skip(1)
+        .map(|block| {
+            let block = &block[..block.find("```").expect("a closed block")];
+            block
+                .lines()
+                .map(|line| line.trim().trim_start_matches("- ").to_string())
+                .filter(|line| line.starts_with("baton "))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_ci_examples_of_the_docs_run_as_written() {
+    let ci = HealthFleet::start();
+    let examples = ci_examples();
+    let sizes: Vec<usize> = examples.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [2, 3], "GitHub Actions and GitLab CI, as the chapter shows them: {examples:?}");
+    let workspace = tempfile::tempdir().expect("workspace");
+    let baton_dir = PathBuf::from(env!("CARGO_BIN_EXE_baton")).parent().expect("bin dir").to_path_buf();
+    let path = format!("{}:{}", baton_dir.display(), std::env::var("PATH").unwrap_or_default());
+    // One job step: bash with pipefail, as GitHub's `shell: bash` and GitLab's runner do.
+    let step = |line: &str| {
+        let output = Command::new("bash")
+            .args(["-eo", "pipefail", "-c", line])
+            .current_dir(workspace.path())
+            .env("PATH", &path)
+            .env("BATON_CONFIG", &ci.config)
+            .env("XDG_STATE_HOME", workspace.path().join(".baton-state"))
+            .env_remove("BATON_LOG")
+            .output()
+            .expect("run bash");
+        let code = output.status.code().unwrap_or(-1);
+        (
+            code,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    // GitHub Actions: the rollout stops at the unhealthy r03 (exit 1), and the failure step
+    // shows what is left.
+    ci.break_node("r03", "migrations pending");
+    let (code, stdout, stderr) = step(&examples[0][0]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let lines: Vec<Value> =
+        stdout.lines().map(|line| serde_json::from_str(line).expect("JSON line")).collect();
+    let planned: Vec<Vec<String>> = finished_batches(&lines).into_iter().map(|(_, nodes)| nodes).collect();
+    assert_eq!(planned, [names(1..=1), names(2..=3)], "{stdout}");
+    assert!(workspace.path().join("rollout.jsonl").exists(), "tee kept the stream");
+    let (code, stdout, stderr) = step(&examples[0][1]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("check_failed      1  r03"), "{stdout}");
+    assert!(stdout.contains("8 node(s) remain: baton rollout resume "), "{stdout}");
+    ci.fix_node("r03");
+
+    // GitLab CI: the deploy job fails at r05, the manual resume job finishes the rollout.
+    ci.break_node("r05", "port 443 closed");
+    let (code, stdout, stderr) = step(&examples[1][0]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let deployed: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace.path().join("rollout.json")).expect("rollout.json"),
+    )
+    .expect("one JSON document");
+    assert_eq!(strings(&deployed["nodes"]["check_failed"]), ["r05"], "{deployed}");
+    ci.fix_node("r05");
+    let (code, stdout, stderr) = step(&examples[1][1]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let resumed: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace.path().join("resumed.json")).expect("resumed.json"),
+    )
+    .expect("one JSON document");
+    assert_eq!(strings(&resumed["nodes"]["ok"]), names(1..=10), "{resumed}");
+    let (code, stdout, stderr) = step(&examples[1][2]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("finished after 2 run(s), 10 node(s)"), "{stdout}");
+}
