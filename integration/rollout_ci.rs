@@ -54,6 +54,16 @@ impl HealthFleet {
             .expect("remove marker");
     }
 
+    /// How many `hello greet` requests `node`'s audit log holds.
+    fn greets(&self, node: &str) -> usize {
+        self.fleet
+            .node(node)
+            .audit_lines()
+            .iter()
+            .filter(|line| line["agent"] == "hello" && line["action"] == "greet")
+            .count()
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
         command
@@ -165,17 +175,9 @@ fn a_failed_health_check_stops_the_rollout_and_later_nodes_never_get_the_action(
     assert_eq!(resumed["rollout_id"], rollout_id.as_str());
     assert_eq!(strings(&resumed["targeted"]), ["r05", "r07", "r08", "r09", "r10"], "{resumed}");
     assert_eq!(strings(&resumed["nodes"]["ok"]), names(1..=10), "the whole rollout is done: {resumed}");
-    let greets = |node: &str| {
-        ci.fleet
-            .node(node)
-            .audit_lines()
-            .iter()
-            .filter(|line| line["agent"] == "hello" && line["action"] == "greet")
-            .count()
-    };
     for node in names(1..=10) {
         let expected = if node == "r05" { 2 } else { 1 };
-        assert_eq!(greets(&node), expected, "{node} got the action {expected} time(s) in all");
+        assert_eq!(ci.greets(&node), expected, "{node} got the action {expected} time(s) in all");
     }
     let status = ci.baton(&["rollout", "status", &rollout_id]);
     assert_eq!(status.code, 0, "{status:?}");
@@ -184,7 +186,7 @@ fn a_failed_health_check_stops_the_rollout_and_later_nodes_never_get_the_action(
     let again = ci.baton(&["rollout", "resume", &rollout_id, "--json"]);
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(again.json()["remaining"], json!([]), "{again:?}");
-    assert_eq!(greets("r07"), 1, "a finished rollout sends nothing");
+    assert_eq!(ci.greets("r07"), 1, "a finished rollout sends nothing");
     let unknown = ci.baton(&["rollout", "status", "0b6f2c3e-0000-4000-8000-000000000000", "--json"]);
     assert_eq!(unknown.code, 2, "{unknown:?}");
 
@@ -223,8 +225,8 @@ fn a_failed_health_check_stops_the_rollout_and_later_nodes_never_get_the_action(
 #[test]
 fn a_canary_goes_first_and_a_check_is_retried_before_it_counts() {
     let ci = HealthFleet::start();
-    // r04 is unhealthy; with --check-retries 2 the check is asked three times, and the node
-    // is fixed by then only if someone fixes it: nobody does, so it counts.
+    // r04 stays unhealthy: with --check-retries 2 its check is asked three times before it
+    // counts as a failure.
     ci.break_node("r04", "still starting");
     let output = ci.baton(&[
         "rpc",
@@ -336,14 +338,7 @@ fn a_rollout_whose_client_was_killed_is_finished_by_another_process() {
     assert_eq!(status["status"], "finished", "{status}");
     assert_eq!(strings(&status["nodes"]["ok"]), names(1..=10), "{status}");
     for node in &done_before {
-        let greets = ci
-            .fleet
-            .node(node)
-            .audit_lines()
-            .iter()
-            .filter(|line| line["agent"] == "hello" && line["action"] == "greet")
-            .count();
-        assert_eq!(greets, 1, "{node} succeeded before the kill and never got the action again");
+        assert_eq!(ci.greets(node), 1, "{node} succeeded before the kill and never got the action again");
     }
     assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=10));
 }

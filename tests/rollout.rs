@@ -314,3 +314,48 @@ fn command_line_errors_are_json_when_json_was_asked_for() {
     check_usage_json(&["rpc", "a", "b", "--batch", "x"], None);
     check_usage_json(&["rpc", "--help", "--json"], None);
 }
+
+#[test]
+fn a_rollout_record_is_saved_as_each_node_changes_and_resumes_only_what_did_not_succeed() {
+    use baton::client::Event;
+    use baton::client::NodeState;
+    use baton::client::journal::{Journal, RolloutRequest, RolloutStatus};
+
+    let dir = tempfile::tempdir().expect("state dir");
+    let order = nodes(4);
+    let request = RolloutRequest {
+        agent: "hello".into(),
+        action: "greet".into(),
+        inputs: vec![("name".into(), "ci".into())],
+        batch: Some("2".into()),
+        ..RolloutRequest::default()
+    };
+    let mut journal = Journal::create(dir.path(), "baton", request.clone(), &order).expect("create");
+    let id = journal.record().rollout_id.to_string();
+    for (node, state) in [("n01", NodeState::Ok), ("n02", NodeState::CheckFailed), ("n03", NodeState::Sent)] {
+        journal.observe(&Event::NodeState { node, state }).expect("observe");
+    }
+    // `sent` alone is not written (it is, with the batch's request going out); the others are.
+    let reopened = Journal::open(dir.path(), &id).expect("open");
+    let record = reopened.record();
+    assert_eq!(record.request, request);
+    assert_eq!(record.status, RolloutStatus::Running);
+    assert_eq!(record.nodes_in(NodeState::Ok), ["n01"]);
+    assert_eq!(record.nodes_in(NodeState::CheckFailed), ["n02"]);
+    assert_eq!(record.remaining(), ["n02", "n03", "n04"], "every node but the one that succeeded, in order");
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir.path()).expect("dir").map(|entry| entry.expect("entry").file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "one file, no partial one left behind: {leftovers:?}");
+
+    let mut resumed = Journal::open(dir.path(), &id).expect("open");
+    assert_eq!(resumed.resume().expect("resume"), ["n02", "n03", "n04"]);
+    let record = Journal::open(dir.path(), &id).expect("open").record().clone();
+    assert_eq!(record.runs, 2);
+    assert_eq!(record.nodes_in(NodeState::Pending), ["n02", "n03", "n04"]);
+    assert_eq!(record.nodes_in(NodeState::Ok), ["n01"]);
+
+    let error = Journal::open(dir.path(), "not-an-id").expect_err("not a uuid");
+    assert!(error.to_string().contains("is not a rollout id"), "{error}");
+    let error = Journal::open(dir.path(), "0b6f2c3e-0000-4000-8000-000000000000").expect_err("unknown");
+    assert!(error.to_string().contains("no rollout 0b6f2c3e-0000-4000-8000-000000000000"), "{error}");
+}
