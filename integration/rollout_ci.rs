@@ -429,3 +429,142 @@ fn the_ci_examples_of_the_docs_run_as_written() {
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("finished after 2 run(s), 10 node(s)"), "{stdout}");
 }
+
+/// A consumer of `<collective>.events` that is not Baton's code: a queue of its own, declared
+/// and bound with plain lapin calls under the client account (which may read `C.events`), as a
+/// dashboard would.
+struct EventsConsumer {
+    runtime: tokio::runtime::Runtime,
+    _connection: lapin::Connection,
+    consumer: lapin::Consumer,
+}
+
+impl EventsConsumer {
+    fn bind(fleet: &Fleet, key: &str) -> EventsConsumer {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let queue = format!("{}.reply.dashboard{}", fleet.collective, uuid::Uuid::new_v4().simple());
+        let exchange = format!("{}.events", fleet.collective);
+        let url = crate::harness::Wire::amqp().client_url;
+        let (connection, consumer) = runtime.block_on(async {
+            let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+                .await
+                .expect("consumer connection");
+            let channel = connection.create_channel().await.expect("channel");
+            let options = lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(queue.as_str().into(), options, Default::default())
+                .await
+                .expect("declare queue");
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.into(),
+                    Default::default(),
+                    Default::default(),
+                )
+                .await
+                .expect("bind to C.events");
+            let options = lapin::options::BasicConsumeOptions { no_ack: true, ..Default::default() };
+            let consumer = channel
+                .basic_consume(queue.as_str().into(), "dashboard".into(), options, Default::default())
+                .await
+                .expect("consume");
+            (connection, consumer)
+        });
+        EventsConsumer { runtime, _connection: connection, consumer }
+    }
+
+    /// The next `count` events as (routing key, body), in the order the broker delivered them;
+    /// fewer if the queue stays empty for `quiet`.
+    fn take(&mut self, count: usize, quiet: std::time::Duration) -> Vec<(String, String)> {
+        use futures_util::StreamExt;
+        let consumer = &mut self.consumer;
+        self.runtime.block_on(async {
+            let mut events = Vec::new();
+            while events.len() < count {
+                match tokio::time::timeout(quiet, consumer.next()).await {
+                    Ok(Some(Ok(delivery))) => events.push((
+                        delivery.routing_key.to_string(),
+                        String::from_utf8(delivery.data).expect("a UTF-8 JSON event"),
+                    )),
+                    _ => break,
+                }
+            }
+            events
+        })
+    }
+}
+
+#[test]
+fn a_consumer_of_the_events_exchange_sees_the_jsonl_stream_in_order() {
+    let ci = HealthFleet::start();
+    let mut dashboard = EventsConsumer::bind(&ci.fleet, "rollout.#");
+    ci.break_node("r04", "too slow");
+    let output = ci.baton(&[
+        "rpc",
+        "hello",
+        "greet",
+        "name=events",
+        "--canary",
+        "1",
+        "--batch",
+        "3",
+        "--batch-sleep",
+        "0",
+        "--check",
+        "health check",
+        "--max-failures",
+        "0",
+        "--jsonl",
+    ]);
+    assert_eq!(output.code, 1, "{output:?}");
+    let printed: Vec<&str> = output.stdout.lines().collect();
+    let events = dashboard.take(printed.len() + 1, std::time::Duration::from_secs(10));
+    let bodies: Vec<&str> = events.iter().map(|(_, body)| body.as_str()).collect();
+    assert_eq!(bodies, printed, "the same events, byte for byte, in the same order");
+    let lines = jsonl(&output);
+    let kinds: Vec<&str> = lines.iter().map(|line| line["type"].as_str().expect("type")).collect();
+    for kind in [
+        "started",
+        "batch_started",
+        "reply",
+        "check_result",
+        "batch_finished",
+        "stopped",
+        "skipped",
+        "summary",
+    ] {
+        assert!(kinds.contains(&kind), "a {kind} event: {kinds:?}");
+    }
+    assert_eq!(kinds.first(), Some(&"started"));
+    assert_eq!(kinds.last(), Some(&"summary"));
+    let rollout_id = lines[0]["rollout_id"].as_str().expect("rollout id");
+    for ((key, _), kind) in events.iter().zip(&kinds) {
+        assert_eq!(
+            key,
+            &format!("rollout.{rollout_id}.{kind}"),
+            "routing keys name the rollout and the event"
+        );
+    }
+
+    // Without --jsonl the events still go to the broker, the same kinds in the same order.
+    let human = ci.baton(&["rollout", "resume", rollout_id]);
+    assert_eq!(human.code, 1, "r04 is still unhealthy: {human:?}");
+    let events = dashboard.take(1000, std::time::Duration::from_secs(3));
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|(_, body)| {
+            serde_json::from_str::<Value>(body).expect("JSON")["type"].as_str().expect("type").to_string()
+        })
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("started"), "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("summary"), "{kinds:?}");
+    let started: Value = serde_json::from_str(&events[0].1).expect("JSON");
+    assert_eq!(started["run"], 2, "{started}");
+    assert_eq!(strings(&started["nodes"]), names(4..=10), "{started}");
+}

@@ -40,6 +40,9 @@ pub enum Destination {
     Reply(String),
     /// The registration exchange of `collective` (AMQP: exchange `C.registration`, key `node.<identity>`).
     Registration { collective: String, identity: String },
+    /// The events exchange of `collective`, which anyone may follow (AMQP: exchange `C.events`,
+    /// key `key`); the body is JSON, not a sealed message.
+    Events { collective: String, key: String },
 }
 
 /// Shorthands for the tables of destinations in the transports' tests.

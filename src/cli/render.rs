@@ -20,10 +20,11 @@ use super::report::{
     FactReport, InventoryReport, NoResponseLine, NodeLine, NothingMatchedLine, NothingMatchedReport,
     NothingMatchedStats, PingReport, PingTime, RequestNoResponseLine, RolloutReport, RolloutStatusReport,
     RolloutSummary, Selection, SentLine, StartedLine, StoppedLine, StoppedReport, line, nodes_by_state,
-    print_as, print_document, print_line, stop_reason,
+    print_as, print_document, print_line, print_text_line, stop_reason,
 };
 use crate::client::detached::{Collection, DetachedRequest};
 use crate::client::discovery::Discovered;
+use crate::client::events::EventPublisher;
 use crate::client::journal::RolloutRecord;
 use crate::client::report::{OutcomeReport, Stats, round2};
 use crate::client::rollout::Ordered;
@@ -44,6 +45,8 @@ pub struct Renderer {
     show_batches: bool,
     /// Colour human output: stdout is a terminal and NO_COLOR is not set.
     colour: bool,
+    /// A tracked rollout's events, published to the broker as the `--jsonl` lines are printed.
+    events: Option<EventPublisher>,
 }
 
 /// Whether human output may be coloured: only on a terminal, and never with `NO_COLOR` set
@@ -56,7 +59,39 @@ impl Renderer {
     pub fn new(output: &OutputArgs, verbose: u8) -> Renderer {
         let colour = !(output.json || output.jsonl)
             && colour_allowed(std::io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-        Renderer { output: output.clone(), verbose, progress: None, show_batches: false, colour }
+        Renderer {
+            output: output.clone(),
+            verbose,
+            progress: None,
+            show_batches: false,
+            colour,
+            events: None,
+        }
+    }
+
+    /// Publishes every event line to the broker too, from now on.
+    pub fn publish_events(&mut self, events: EventPublisher) {
+        self.events = Some(events);
+    }
+
+    /// Stops publishing events, handing back the publisher so the caller can wait for the last.
+    pub fn take_events(&mut self) -> Option<EventPublisher> {
+        self.events.take()
+    }
+
+    /// One event line: printed with `--jsonl`, and published as is when the rollout's events
+    /// go to the broker, so a consumer of `C.events` reads exactly what `--jsonl` prints.
+    fn emit(&self, kind: &str, body: impl serde::Serialize) {
+        if !self.output.jsonl && self.events.is_none() {
+            return;
+        }
+        let text = serde_json::to_string(&line(kind, body)).unwrap_or_else(|_| "{}".to_string());
+        if self.output.jsonl {
+            print_text_line(&text);
+        }
+        if let Some(events) = &self.events {
+            events.publish(kind, &text);
+        }
     }
 
     /// Prints a line as each batch starts.
@@ -123,34 +158,31 @@ impl Renderer {
 
     pub fn rpc_event(&mut self, event: &Event<'_>) {
         self.progress_event(event);
-        if !self.output.jsonl {
-            if !self.output.json {
-                self.human_event(event);
-            }
-            return;
+        if !self.is_machine() {
+            self.human_event(event);
         }
         match event {
             Event::Sent { request_id, targets } => {
-                print_line(&line("sent", SentLine { request_id: *request_id, targets: *targets }))
+                self.emit("sent", SentLine { request_id: *request_id, targets: *targets })
             }
-            Event::Reply(reply) => print_line(&line("reply", reply)),
-            Event::Unreachable(node) => print_line(&line("unreachable", NodeLine { node })),
-            Event::Unexpected(reply) => print_line(&line("unexpected", reply)),
+            Event::Reply(reply) => self.emit("reply", reply),
+            Event::Unreachable(node) => self.emit("unreachable", NodeLine { node }),
+            Event::Unexpected(reply) => self.emit("unexpected", reply),
             Event::BatchStarted { index, of, nodes } => {
-                print_line(&line("batch_started", BatchStartedLine { index: *index, of: *of, nodes }))
+                self.emit("batch_started", BatchStartedLine { index: *index, of: *of, nodes })
             }
             Event::BatchFinished { batch, of } => {
-                print_line(&line("batch_finished", BatchFinishedLine { of: *of, batch }))
+                self.emit("batch_finished", BatchFinishedLine { of: *of, batch })
             }
             Event::Skipped { nodes, stopped } => {
                 let stopped = StoppedReport::new(stopped);
-                print_line(&line("stopped", StoppedLine { skipped: nodes.len(), stopped }));
+                self.emit("stopped", StoppedLine { skipped: nodes.len(), stopped });
                 for node in nodes.iter() {
-                    print_line(&line("skipped", NodeLine { node }));
+                    self.emit("skipped", NodeLine { node });
                 }
             }
             Event::CheckFinished { index, check } => {
-                print_line(&line("check_result", CheckResultLine { index: *index, check }))
+                self.emit("check_result", CheckResultLine { index: *index, check })
             }
             // Replies and checks already say it; the state journal is what needs these.
             Event::NodeState { .. } => {}
@@ -303,6 +335,16 @@ impl Renderer {
         call.stats.batches = Some(rollout.batches.len());
         call.stats.planned_batches = Some(rollout.planned_batches);
         let stopped = rollout.stopped.as_ref().map(StoppedReport::new);
+        // The last lines of --jsonl, and the rollout's last events: silent nodes, the summary.
+        self.no_response_lines(&rollout.call);
+        let summary = RolloutSummary {
+            request_id: rollout.call.request_id,
+            rollout_id,
+            stats: call.stats,
+            stopped: rollout.stopped.as_ref().map(StoppedReport::new),
+            selection,
+        };
+        self.emit("summary", summary);
         if self.output.json {
             print_document(&RolloutReport {
                 rollout_id,
@@ -312,15 +354,8 @@ impl Renderer {
                 stopped,
                 selection,
             });
-            return;
         }
-        if self.output.jsonl {
-            self.no_response_lines(&rollout.call);
-            let request_id = rollout.call.request_id;
-            print_line(&line(
-                "summary",
-                RolloutSummary { request_id, rollout_id, stats: call.stats, stopped, selection },
-            ));
+        if self.is_machine() {
             return;
         }
         self.human_summary(&rollout.call, discovery_ms);
@@ -353,19 +388,16 @@ impl Renderer {
 
     /// A tracked rollout starts (or resumes): its id, where its state is kept, and its nodes.
     pub fn rollout_started(&mut self, record: &RolloutRecord, nodes: &[String], state_file: &Path) {
-        if self.output.json {
-            return;
-        }
-        if self.output.jsonl {
-            let started = StartedLine {
-                rollout_id: record.rollout_id,
-                agent: &record.request.agent,
-                action: &record.request.action,
-                run: record.runs,
-                nodes,
-                state_file: &state_file.display().to_string(),
-            };
-            print_line(&line("started", started));
+        let started = StartedLine {
+            rollout_id: record.rollout_id,
+            agent: &record.request.agent,
+            action: &record.request.action,
+            run: record.runs,
+            nodes,
+            state_file: &state_file.display().to_string(),
+        };
+        self.emit("started", started);
+        if self.is_machine() {
             return;
         }
         let verb = if record.runs > 1 { "resumed" } else { "started" };
@@ -734,7 +766,7 @@ impl Renderer {
     fn no_response_lines(&self, outcome: &CallOutcome) {
         for node in &outcome.no_response {
             let unreachable = outcome.unreachable.contains(node);
-            print_line(&line("no_response", NoResponseLine { node, unreachable }));
+            self.emit("no_response", NoResponseLine { node, unreachable });
         }
     }
 

@@ -188,7 +188,7 @@ pub fn nodes_by_state(states: &BTreeMap<String, NodeState>) -> BTreeMap<&'static
 }
 
 /// Which of the candidates were picked (`--limit`), and with which seed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct Selection {
     pub candidates: usize,
     pub selected: usize,
@@ -286,8 +286,13 @@ pub fn print_document(document: &impl Serialize) {
 
 /// Prints one `--jsonl` line on stdout, flushed at once so a reader sees it as it happens.
 pub fn print_line(line: &impl Serialize) {
+    print_text_line(&serde_json::to_string(line).unwrap_or_else(|_| "{}".to_string()));
+}
+
+/// Prints one `--jsonl` line already serialized, flushed at once.
+pub fn print_text_line(text: &str) {
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{}", serde_json::to_string(line).unwrap_or_else(|_| "{}".to_string()));
+    let _ = writeln!(stdout, "{text}");
     let _ = stdout.flush();
 }
 

@@ -8,6 +8,7 @@
 
 pub mod detached;
 pub mod discovery;
+pub mod events;
 pub mod journal;
 pub mod outcome;
 pub mod prepare;

@@ -66,6 +66,9 @@ impl Route {
             Destination::Registration { collective, identity } => {
                 Route { exchange: registration_exchange(collective), routing_key: format!("node.{identity}") }
             }
+            Destination::Events { collective, key } => {
+                Route { exchange: format!("{collective}.events"), routing_key: key.clone() }
+            }
         }
     }
 
@@ -545,5 +548,10 @@ mod tests {
         check(node("baton", "web01"), "", "baton.node.web01");
         check(Destination::Reply("baton.reply.abc".into()), "", "baton.reply.abc");
         check(registration("baton", "web01"), "baton.registration", "node.web01");
+        check(
+            Destination::Events { collective: "baton".into(), key: "rollout.r1.summary".into() },
+            "baton.events",
+            "rollout.r1.summary",
+        );
     }
 }

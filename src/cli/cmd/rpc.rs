@@ -215,6 +215,7 @@ impl RpcPlan {
             return Ok(if sent.unreachable.is_empty() { Exit::Ok } else { Exit::NoResponse });
         }
         if let Some(journal) = &journal {
+            renderer.publish_events(client.event_publisher(journal.record().rollout_id));
             renderer.rollout_started(journal.record(), &ordered.nodes, journal.path());
         }
         renderer.start_progress(ordered.nodes.len());
@@ -235,6 +236,9 @@ impl RpcPlan {
             outcome.nodes = journal.finish(&outcome)?;
         }
         renderer.rollout_summary(&outcome, &discovered, &ordered, rollout_id);
+        if let Some(events) = renderer.take_events() {
+            events.finish().await;
+        }
         Ok(Exit::for_rollout(&outcome))
     }
 }
