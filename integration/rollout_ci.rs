@@ -64,7 +64,7 @@ impl HealthFleet {
             .count()
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
         command
             .arg("--config")
@@ -78,7 +78,7 @@ impl HealthFleet {
         command
     }
 
-    fn baton(&self, args: &[&str]) -> BatonOutput {
+    fn baton<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> BatonOutput {
         let output = self.command(args).output().expect("run baton");
         BatonOutput {
             code: output.status.code().unwrap_or(-1),
@@ -86,6 +86,15 @@ impl HealthFleet {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
     }
+}
+
+/// `baton rpc hello greet name=NAME`, checked by `health check` and stopping at the first
+/// failure, with `flags` (the batches, the output).
+fn greet_rollout(name: &str, flags: &[&str]) -> Vec<String> {
+    let common =
+        ["rpc", "hello", "greet", &format!("name={name}"), "--check", "health check", "--max-failures", "0"]
+            .map(str::to_owned);
+    common.into_iter().chain(flags.iter().map(|flag| flag.to_string())).collect()
 }
 
 fn names(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
@@ -113,21 +122,7 @@ fn finished_batches(lines: &[Value]) -> Vec<(String, Vec<String>)> {
 fn a_failed_health_check_stops_the_rollout_and_later_nodes_never_get_the_action() {
     let ci = HealthFleet::start();
     ci.break_node("r05", "disk full");
-    let output = ci.baton(&[
-        "rpc",
-        "hello",
-        "greet",
-        "name=rollout",
-        "--batch",
-        "2",
-        "--batch-sleep",
-        "0",
-        "--check",
-        "health check",
-        "--max-failures",
-        "0",
-        "--json",
-    ]);
+    let output = ci.baton(&greet_rollout("rollout", &["--batch", "2", "--batch-sleep", "0", "--json"]));
     assert_eq!(output.code, 1, "{output:?}");
     let document = output.json();
     let batches = document["batches"].as_array().expect("batches");
@@ -192,26 +187,10 @@ fn a_failed_health_check_stops_the_rollout_and_later_nodes_never_get_the_action(
 
     // People see each check, the failing node with its message, and why it stopped.
     ci.break_node("r02", "out of memory");
-    let human = ci.baton(&[
-        "rpc",
-        "hello",
-        "greet",
-        "name=people",
-        "-I",
-        "r01",
-        "-I",
-        "r02",
-        "-I",
-        "r03",
-        "--batch",
-        "2",
-        "--batch-sleep",
-        "0",
-        "--check",
-        "health check",
-        "--max-failures",
-        "0",
-    ]);
+    let human = ci.baton(&greet_rollout(
+        "people",
+        &["-I", "r01", "-I", "r02", "-I", "r03", "--batch", "2", "--batch-sleep", "0"],
+    ));
     assert_eq!(human.code, 1, "{human:?}");
     assert!(human.stdout.contains("Check of batch 1 (health check): 1 ok, 1 failed: r02"), "{human:?}");
     assert!(human.stdout.contains("Health check failed on 1 node(s):"), "{human:?}");
@@ -286,21 +265,7 @@ fn a_canary_goes_first_and_a_check_is_retried_before_it_counts() {
 fn a_rollout_whose_client_was_killed_is_finished_by_another_process() {
     let ci = HealthFleet::start();
     let mut child = ci
-        .command(&[
-            "rpc",
-            "hello",
-            "greet",
-            "name=killed",
-            "--batch",
-            "2",
-            "--batch-sleep",
-            "3",
-            "--check",
-            "health check",
-            "--max-failures",
-            "0",
-            "--jsonl",
-        ])
+        .command(&greet_rollout("killed", &["--batch", "2", "--batch-sleep", "3", "--jsonl"]))
         .spawn()
         .expect("spawn baton");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -505,23 +470,10 @@ fn a_consumer_of_the_events_exchange_sees_the_jsonl_stream_in_order() {
     let ci = HealthFleet::start();
     let mut dashboard = EventsConsumer::bind(&ci.fleet, "rollout.#");
     ci.break_node("r04", "too slow");
-    let output = ci.baton(&[
-        "rpc",
-        "hello",
-        "greet",
-        "name=events",
-        "--canary",
-        "1",
-        "--batch",
-        "3",
-        "--batch-sleep",
-        "0",
-        "--check",
-        "health check",
-        "--max-failures",
-        "0",
-        "--jsonl",
-    ]);
+    let output = ci.baton(&greet_rollout(
+        "events",
+        &["--canary", "1", "--batch", "3", "--batch-sleep", "0", "--events", "--jsonl"],
+    ));
     assert_eq!(output.code, 1, "{output:?}");
     let printed: Vec<&str> = output.stdout.lines().collect();
     let events = dashboard.take(printed.len() + 1, std::time::Duration::from_secs(10));
@@ -552,7 +504,8 @@ fn a_consumer_of_the_events_exchange_sees_the_jsonl_stream_in_order() {
         );
     }
 
-    // Without --jsonl the events still go to the broker, the same kinds in the same order.
+    // Without --jsonl the events still go to the broker (a resume publishes them as the
+    // rollout's --events asked), the same kinds in the same order.
     let human = ci.baton(&["rollout", "resume", rollout_id]);
     assert_eq!(human.code, 1, "r04 is still unhealthy: {human:?}");
     let events = dashboard.take(1000, std::time::Duration::from_secs(3));

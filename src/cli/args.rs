@@ -245,11 +245,11 @@ Every rollout with --batch, --canary, --check or --max-failures prints its id an
 state in $XDG_STATE_HOME/baton/rollouts as each node's result arrives.
 
 Examples:
-  baton rpc service restart service=nginx --canary 1 --batch 5 --check 'health check' --max-failures 0
+  baton rpc service restart service=nginx --batch 5 --check 'health check' --max-failures 0
   # Rollout 3f2b…: stopped at --max-failures; fix the node, then:
   baton rollout status 3f2b6c1e-8d1a-4c52-9e3f-0a4b5c6d7e8f
   baton rollout resume 3f2b6c1e-8d1a-4c52-9e3f-0a4b5c6d7e8f
-  id=$(baton rpc hello greet name=ci --batch 2 --jsonl | jq -r 'select(.type == \"started\") | .rollout_id')
+  id=$(baton rpc hello greet name=ci --batch 2 --json | jq -r .rollout_id)
   baton rollout status \"$id\" --json";
 
 /// `baton rollout ...`.
@@ -356,6 +356,11 @@ pub struct RolloutArgs {
     /// Times a failing or silent check is tried again before it counts (default 0).
     #[arg(long, value_name = "N", requires = "check")]
     pub check_retries: Option<u32>,
+    /// Also publish the rollout's events (the --jsonl lines) to the collective's topic exchange
+    /// C.events, for dashboards and other pipelines; the broker user needs write permission on
+    /// it (rabbitmq/definitions.json grants it).
+    #[arg(long)]
+    pub events: bool,
     /// Only N of the targets (or N%), picked at random; the seed used is shown.
     #[arg(long = "limit", value_name = "N|N%", conflicts_with = "one")]
     pub limit: Option<Amount>,

@@ -39,6 +39,9 @@ pub struct RolloutRequest {
     pub check_wait_secs: Option<f64>,
     pub check_retries: Option<u32>,
     pub timeout_secs: Option<f64>,
+    /// `--events`: the rollout's events go to `C.events` too.
+    #[serde(default)]
+    pub events: bool,
 }
 
 /// Where a rollout as a whole stands.

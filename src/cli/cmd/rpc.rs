@@ -74,6 +74,7 @@ impl RpcPlan {
         };
         let rollout = args.rollout;
         let tracked = rollout.batch.is_some()
+            || rollout.events
             || rollout.canary.is_some()
             || rollout.check.is_some()
             || rollout.max_failures.is_some();
@@ -108,6 +109,7 @@ impl RpcPlan {
             check_wait: saved.check_wait_secs,
             check_retries: saved.check_retries,
             timeout: saved.timeout_secs,
+            events: saved.events,
             ..RolloutArgs::default()
         };
         let text = RequestText {
@@ -139,9 +141,10 @@ impl RpcPlan {
                 || rollout.max_failures.is_some()
                 || rollout.canary.is_some()
                 || rollout.check.is_some()
+                || rollout.events
             {
                 return Err(Failure::usage(anyhow!(
-                    "--reply-to cannot be combined with --batch, --canary, --check or --max-failures: a rollout must see each batch's replies to decide on the next"
+                    "--reply-to cannot be combined with --batch, --canary, --check, --events or --max-failures: a rollout must see each batch's replies to decide on the next"
                 )));
             }
             detached::check_queue_name(name)?;
@@ -215,7 +218,9 @@ impl RpcPlan {
             return Ok(if sent.unreachable.is_empty() { Exit::Ok } else { Exit::NoResponse });
         }
         if let Some(journal) = &journal {
-            renderer.publish_events(client.event_publisher(journal.record().rollout_id));
+            if journal.record().request.events {
+                renderer.publish_events(client.event_publisher(journal.record().rollout_id));
+            }
             renderer.rollout_started(journal.record(), &ordered.nodes, journal.path());
         }
         renderer.start_progress(ordered.nodes.len());
@@ -258,6 +263,7 @@ fn saved_request(text: &RequestText, rollout: &RolloutArgs) -> RolloutRequest {
         check_wait_secs: rollout.check_wait,
         check_retries: rollout.check_retries,
         timeout_secs: rollout.timeout,
+        events: rollout.events,
     }
 }
 
