@@ -150,7 +150,7 @@ pub fn declare_collective_at(url: &str, collective: &str) {
             .await
             .expect("admin connection to the private broker");
         let channel = connection.create_channel().await.expect("admin channel");
-        for suffix in ["broadcast", "registration"] {
+        for suffix in ["broadcast", "registration", "events"] {
             channel
                 .exchange_declare(
                     format!("{collective}.{suffix}").as_str().into(),

@@ -39,6 +39,10 @@
 //! - `resource`: the `resource` agent browsing and cloning users, groups and host entries.
 //! - `rollout`: batches in order, `--max-failures` (silent nodes count), one JSON document per
 //!   exit code, `--jsonl` streaming, discover-then-act and retries, the terminal, fire-and-forget.
+//! - `rollout_ci`: rollouts for CI: a canary batch, a health check (an external agent) between
+//!   batches that stops the rollout, its retries; `baton rollout status` and `resume` after a
+//!   fix and after the client was SIGKILLed; a plain AMQP consumer of `C.events` receiving the
+//!   `--jsonl` stream in order; the CI examples of docs/CLI.md run as written.
 //! - `stomp`: AMQP and STOMP on one RabbitMQ reaching each other, ActiveMQ restarts, missing
 //!   heart-beats, malformed frames from a fake peer.
 //! - `tls`: AMQPS and STOMP over TLS with certificate and host name verification.
@@ -62,5 +66,6 @@ mod reload;
 mod resilience;
 mod resource;
 mod rollout;
+mod rollout_ci;
 mod stomp;
 mod tls;

@@ -49,7 +49,7 @@ fn three_nodes() -> Fleet {
 
 /// Runs `baton` with extra environment variables (and `NO_COLOR`, `XDG_STATE_HOME` removed
 /// unless given), optionally feeding stdin.
-fn baton_env(fleet: &Fleet, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> BatonOutput {
+pub fn baton_env(fleet: &Fleet, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> BatonOutput {
     let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
     command
         .arg("--config")
@@ -76,7 +76,7 @@ fn baton_env(fleet: &Fleet, args: &[&str], env: &[(&str, &str)], stdin: Option<&
 }
 
 /// The audit lines of every node for one request id, as (node, time) pairs.
-fn audited(fleet: &Fleet, request_id: &str) -> BTreeMap<String, String> {
+pub fn audited(fleet: &Fleet, request_id: &str) -> BTreeMap<String, String> {
     let mut seen = BTreeMap::new();
     for node in &fleet.nodes {
         for line in node.audit_lines() {
@@ -92,7 +92,7 @@ fn audited(fleet: &Fleet, request_id: &str) -> BTreeMap<String, String> {
 }
 
 /// Every node that has an audit line for `agent#action` at all.
-fn nodes_that_saw(fleet: &Fleet, agent: &str, action: &str) -> Vec<String> {
+pub fn nodes_that_saw(fleet: &Fleet, agent: &str, action: &str) -> Vec<String> {
     fleet
         .nodes
         .iter()
@@ -121,7 +121,7 @@ fn audit_ms(time: &str) -> i64 {
     ((days * 24 + hms[0]) * 60 + hms[1]) * 60_000 + hms[2] * 1000 + millis.parse::<i64>().expect("millis")
 }
 
-fn strings(value: &Value) -> Vec<String> {
+pub fn strings(value: &Value) -> Vec<String> {
     value
         .as_array()
         .unwrap_or_else(|| panic!("not an array: {value}"))

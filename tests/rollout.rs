@@ -2,7 +2,7 @@
 
 use baton::cli::exit::Exit;
 use baton::client::discovery::{ResultSet, parse_node_input};
-use baton::client::rollout::{Ordered, order_targets, plan_batches};
+use baton::client::rollout::{Ordered, order_targets, plan_batches, plan_rollout};
 use baton::client::{Amount, CallOutcome, RolloutOutcome, Stopped};
 use serde_json::json;
 
@@ -115,6 +115,21 @@ fn batches_are_consecutive_slices_of_the_order() {
     check_batches(10, Some(Amount::Percent(25)), &[3, 3, 3, 1]);
     check_batches(3, Some(Amount::Percent(1)), &[1, 1, 1]);
     check_batches(0, Some(Amount::Count(2)), &[]);
+}
+
+#[test]
+fn a_canary_is_a_first_batch_of_its_own_and_the_rest_follow_in_batch_sizes() {
+    let sizes = |total: usize, canary: Option<usize>, batch: Option<Amount>| {
+        let all = nodes(total);
+        let plan = plan_rollout(&all, canary, batch);
+        assert_eq!(plan.concat(), all, "the plan keeps the order");
+        plan.iter().map(Vec::len).collect::<Vec<usize>>()
+    };
+    assert_eq!(sizes(10, Some(1), Some(Amount::Count(3))), [1, 3, 3, 3]);
+    assert_eq!(sizes(10, Some(2), None), [2, 8], "without --batch the rest go at once");
+    assert_eq!(sizes(10, Some(1), Some(Amount::Percent(20))), [1, 2, 2, 2, 2, 1], "20% of all 10");
+    assert_eq!(sizes(3, Some(5), Some(Amount::Count(2))), [3], "a canary as large as the targets");
+    assert_eq!(sizes(10, None, Some(Amount::Count(4))), [4, 4, 2], "no canary: plain batches");
 }
 
 /// The JSON of an earlier `baton rpc --json` run: web01 OK, web02 failed, web03 silent,
@@ -234,7 +249,8 @@ fn outcome(replies: &[(&str, u8)], no_response: &[&str], skipped: &[&str]) -> Ca
 
 fn check_exit(call: CallOutcome, stopped: bool, expected: Exit) {
     let stopped = stopped.then_some(Stopped { failures: 1, max_failures: 0, after_batch: 1 });
-    let rollout = RolloutOutcome { call, batches: Vec::new(), planned_batches: 2, stopped };
+    let rollout =
+        RolloutOutcome { call, batches: Vec::new(), planned_batches: 2, stopped, nodes: Default::default() };
     assert_eq!(Exit::for_rollout(&rollout), expected, "{rollout:?}");
 }
 
@@ -297,4 +313,49 @@ fn command_line_errors_are_json_when_json_was_asked_for() {
     check_usage_json(&["rpc", "a", "b", "--limit", "101%", "--json"], Some("between 0 and 100"));
     check_usage_json(&["rpc", "a", "b", "--batch", "x"], None);
     check_usage_json(&["rpc", "--help", "--json"], None);
+}
+
+#[test]
+fn a_rollout_record_is_saved_as_each_node_changes_and_resumes_only_what_did_not_succeed() {
+    use baton::client::Event;
+    use baton::client::NodeState;
+    use baton::client::journal::{Journal, RolloutRequest, RolloutStatus};
+
+    let dir = tempfile::tempdir().expect("state dir");
+    let order = nodes(4);
+    let request = RolloutRequest {
+        agent: "hello".into(),
+        action: "greet".into(),
+        inputs: vec![("name".into(), "ci".into())],
+        batch: Some("2".into()),
+        ..RolloutRequest::default()
+    };
+    let mut journal = Journal::create(dir.path(), "baton", request.clone(), &order).expect("create");
+    let id = journal.record().rollout_id.to_string();
+    for (node, state) in [("n01", NodeState::Ok), ("n02", NodeState::CheckFailed), ("n03", NodeState::Sent)] {
+        journal.observe(&Event::NodeState { node, state }).expect("observe");
+    }
+    // `sent` alone is not written (it is, with the batch's request going out); the others are.
+    let reopened = Journal::open(dir.path(), &id).expect("open");
+    let record = reopened.record();
+    assert_eq!(record.request, request);
+    assert_eq!(record.status, RolloutStatus::Running);
+    assert_eq!(record.nodes_in(NodeState::Ok), ["n01"]);
+    assert_eq!(record.nodes_in(NodeState::CheckFailed), ["n02"]);
+    assert_eq!(record.remaining(), ["n02", "n03", "n04"], "every node but the one that succeeded, in order");
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir.path()).expect("dir").map(|entry| entry.expect("entry").file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "one file, no partial one left behind: {leftovers:?}");
+
+    let mut resumed = Journal::open(dir.path(), &id).expect("open");
+    assert_eq!(resumed.resume().expect("resume"), ["n02", "n03", "n04"]);
+    let record = Journal::open(dir.path(), &id).expect("open").record().clone();
+    assert_eq!(record.runs, 2);
+    assert_eq!(record.nodes_in(NodeState::Pending), ["n02", "n03", "n04"]);
+    assert_eq!(record.nodes_in(NodeState::Ok), ["n01"]);
+
+    let error = Journal::open(dir.path(), "not-an-id").expect_err("not a uuid");
+    assert!(error.to_string().contains("is not a rollout id"), "{error}");
+    let error = Journal::open(dir.path(), "0b6f2c3e-0000-4000-8000-000000000000").expect_err("unknown");
+    assert!(error.to_string().contains("no rollout 0b6f2c3e-0000-4000-8000-000000000000"), "{error}");
 }

@@ -42,6 +42,9 @@ pub enum Destination {
     Reply(String),
     /// The registration exchange of `collective` (AMQP: exchange `C.registration`, key `node.<identity>`).
     Registration { collective: String, identity: String },
+    /// The events exchange of `collective`, which anyone may follow (AMQP: exchange `C.events`,
+    /// key `key`); the body is JSON, not a sealed message.
+    Events { collective: String, key: String },
 }
 
 /// The queue whose exclusive holder owns `identity` in `collective` (AMQP and RabbitMQ's STOMP):

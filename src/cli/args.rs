@@ -25,6 +25,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process and never moved around: boxing the large `rpc` variant would only
+// make every match on it noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Ping every node the filter matches and show how fast each answered.
@@ -70,6 +73,12 @@ pub enum Command {
         reply_to: Option<String>,
         #[command(flatten)]
         output: OutputArgs,
+    },
+    /// Show or resume a rollout that stopped, or whose client was killed.
+    #[command(after_help = ROLLOUT_EXAMPLES)]
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
     },
     /// Collect the replies of a fire-and-forget request (`baton rpc ... --reply-to NAME`).
     #[command(after_help = REPLIES_EXAMPLES)]
@@ -217,6 +226,8 @@ Examples:
 
 Rollouts (batches go out in the order shown; a stopped rollout exits 1 and lists skipped nodes):
   baton rpc service restart service=nginx -C nginx --batch 10% --batch-sleep 30 --max-failures 2
+  baton rpc service restart service=nginx -C nginx --canary 1 --batch 5 --check 'health check' \
+      --check-wait 10 --check-retries 2 --max-failures 0
   baton rpc rpcutil ping --limit 5 --limit-seed 42    (the same 5 nodes every time)
   baton rpc rpcutil ping -1                           (any one node)
 
@@ -228,6 +239,39 @@ Retry what did not succeed (sets: ok, failed, no_response, skipped, not_ok):
 Fire and forget:
   baton rpc rpcutil daemon_stats --reply-to nightly
   baton replies nightly --wait 30";
+
+const ROLLOUT_EXAMPLES: &str = "\
+Every rollout with --batch, --canary, --check or --max-failures prints its id and saves its
+state in $XDG_STATE_HOME/baton/rollouts as each node's result arrives.
+
+Examples:
+  baton rpc service restart service=nginx --batch 5 --check 'health check' --max-failures 0
+  # Rollout 3f2b…: stopped at --max-failures; fix the node, then:
+  baton rollout status 3f2b6c1e-8d1a-4c52-9e3f-0a4b5c6d7e8f
+  baton rollout resume 3f2b6c1e-8d1a-4c52-9e3f-0a4b5c6d7e8f
+  id=$(baton rpc hello greet name=ci --batch 2 --json | jq -r .rollout_id)
+  baton rollout status \"$id\" --json";
+
+/// `baton rollout ...`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Show a rollout's nodes: done, failed, skipped and remaining.
+    Status {
+        /// The rollout's id, as printed when it started.
+        id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Continue a rollout with the nodes that did not succeed (failed, silent, skipped or never
+    /// reached), with the same action, inputs, check and rollout flags; a node that succeeded
+    /// is never sent the action again.
+    Resume {
+        /// The rollout's id, as printed when it started.
+        id: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
 
 const REPLIES_EXAMPLES: &str = "\
 Examples:
@@ -271,7 +315,10 @@ impl Command {
             | Command::Inventory { output, .. }
             | Command::Facts { output, .. }
             | Command::Agents { output, .. }
-            | Command::Doc { output, .. } => output.clone(),
+            | Command::Doc { output, .. }
+            | Command::Rollout {
+                command: RolloutCommand::Status { output, .. } | RolloutCommand::Resume { output, .. },
+            } => output.clone(),
             Command::Completions { .. }
             | Command::Man { .. }
             | Command::Keygen { .. }
@@ -295,6 +342,25 @@ pub struct RolloutArgs {
     /// not respond; the nodes never sent to are listed as skipped and baton exits 1.
     #[arg(long, value_name = "N|N%")]
     pub max_failures: Option<Amount>,
+    /// A first batch of N nodes on its own (the canary), then the rest in --batch sizes.
+    #[arg(long, value_name = "N")]
+    pub canary: Option<usize>,
+    /// After each batch, run this action on the batch's nodes whose action succeeded; a check
+    /// that fails, errs or gets no answer counts as a failed node toward --max-failures.
+    #[arg(long, value_name = "'AGENT ACTION [KEY=VALUE ...]'")]
+    pub check: Option<String>,
+    /// Seconds to wait after a batch's action (and between check retries) before checking
+    /// (default 0).
+    #[arg(long, value_name = "SECONDS", requires = "check")]
+    pub check_wait: Option<f64>,
+    /// Times a failing or silent check is tried again before it counts (default 0).
+    #[arg(long, value_name = "N", requires = "check")]
+    pub check_retries: Option<u32>,
+    /// Also publish the rollout's events (the --jsonl lines) to the collective's topic exchange
+    /// C.events, for dashboards and other pipelines; the broker user needs write permission on
+    /// it (rabbitmq/definitions.json grants it).
+    #[arg(long)]
+    pub events: bool,
     /// Only N of the targets (or N%), picked at random; the seed used is shown.
     #[arg(long = "limit", value_name = "N|N%", conflicts_with = "one")]
     pub limit: Option<Amount>,

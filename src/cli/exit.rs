@@ -1,6 +1,6 @@
 //! The documented exit codes, and how every outcome maps onto them.
 
-use crate::client::{CallOutcome, RolloutOutcome};
+use crate::client::{CallOutcome, NodeState, RolloutOutcome};
 
 /// Exit codes of `baton`, as docs/CLI.md documents them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +39,13 @@ impl Exit {
     }
 
     /// The exit code for a rollout: a rollout that stopped early failed (exit 1) even when
-    /// it stopped on silent nodes only, since the skipped nodes never got the request.
+    /// it stopped on silent nodes only, since the skipped nodes never got the request; so did
+    /// one whose health check failed on a node.
     pub fn for_rollout(outcome: &RolloutOutcome) -> Exit {
-        if outcome.stopped.is_some() || !outcome.call.skipped.is_empty() {
+        if outcome.stopped.is_some()
+            || !outcome.call.skipped.is_empty()
+            || outcome.nodes.values().any(|state| *state == NodeState::CheckFailed)
+        {
             Exit::Failed
         } else {
             Exit::for_outcome(&outcome.call)
@@ -67,7 +71,7 @@ impl Exit {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  every targeted node replied OK
-  1  at least one node replied with a failure, or a rollout stopped at --max-failures
+  1  at least one node replied with a failure or failed its --check, or a rollout stopped at --max-failures
   2  usage, input or configuration error (nothing was sent)
   3  at least one targeted node did not reply (and none failed)
   4  nothing matched

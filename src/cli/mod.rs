@@ -21,7 +21,7 @@ pub mod targets;
 
 use std::io::IsTerminal;
 
-use args::{Cli, Command};
+use args::{Cli, Command, RolloutCommand};
 use cmd::replies::RepliesArgs;
 use cmd::rpc::{RpcArgs, RpcPlan};
 use exit::{Exit, Failure};
@@ -58,6 +58,12 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
                 output,
             };
             RpcPlan::new(cli, &args).await?.run(cli.verbose).await
+        }
+        Command::Rollout { command: RolloutCommand::Status { id, output } } => {
+            cmd::rollout::status(id, output)
+        }
+        Command::Rollout { command: RolloutCommand::Resume { id, output } } => {
+            cmd::rollout::resume(cli, id, output).await
         }
         Command::Replies { name, request, wait, collective, output } => {
             let args =

@@ -10,21 +10,25 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::args::{Display, OutputArgs};
 use super::exit::Failure;
 use super::report::{
-    BatchFinishedLine, BatchStartedLine, CallSummary, CollectionReport, CollectionStats, CollectionSummary,
-    DetachedReport, DiscoverReport, DiscoverStats, DiscoverSummary, ErrorReport, FactReport, InventoryReport,
-    NoResponseLine, NodeLine, NothingMatchedLine, NothingMatchedReport, NothingMatchedStats, PingReport,
-    PingTime, RequestNoResponseLine, RolloutReport, RolloutSummary, Selection, SentLine, StoppedLine,
-    StoppedReport, line, print_as, print_document, print_line, stop_reason,
+    BatchFinishedLine, BatchStartedLine, CallSummary, CheckResultLine, CollectionReport, CollectionStats,
+    CollectionSummary, DetachedReport, DiscoverReport, DiscoverStats, DiscoverSummary, ErrorReport,
+    FactReport, InventoryReport, NoResponseLine, NodeLine, NothingMatchedLine, NothingMatchedReport,
+    NothingMatchedStats, PingReport, PingTime, RequestNoResponseLine, RolloutReport, RolloutStatusReport,
+    RolloutSummary, Selection, SentLine, StartedLine, StoppedLine, StoppedReport, line, nodes_by_state,
+    print_as, print_document, print_line, print_text_line, stop_reason,
 };
 use crate::client::detached::{Collection, DetachedRequest};
 use crate::client::discovery::Discovered;
+use crate::client::events::EventPublisher;
+use crate::client::journal::RolloutRecord;
 use crate::client::report::{OutcomeReport, Stats, round2};
 use crate::client::rollout::Ordered;
-use crate::client::{CallOutcome, Event, RolloutOutcome};
+use crate::client::{CallOutcome, Event, NodeState, RolloutOutcome};
 use crate::protocol::ddl::plain_text as plain;
 
 /// ANSI colours used on a terminal.
@@ -41,6 +45,8 @@ pub struct Renderer {
     show_batches: bool,
     /// Colour human output: stdout is a terminal and NO_COLOR is not set.
     colour: bool,
+    /// A tracked rollout's events, published to the broker as the `--jsonl` lines are printed.
+    events: Option<EventPublisher>,
 }
 
 /// Whether human output may be coloured: only on a terminal, and never with `NO_COLOR` set
@@ -53,7 +59,39 @@ impl Renderer {
     pub fn new(output: &OutputArgs, verbose: u8) -> Renderer {
         let colour = !(output.json || output.jsonl)
             && colour_allowed(std::io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-        Renderer { output: output.clone(), verbose, progress: None, show_batches: false, colour }
+        Renderer {
+            output: output.clone(),
+            verbose,
+            progress: None,
+            show_batches: false,
+            colour,
+            events: None,
+        }
+    }
+
+    /// Publishes every event line to the broker too, from now on.
+    pub fn publish_events(&mut self, events: EventPublisher) {
+        self.events = Some(events);
+    }
+
+    /// Stops publishing events, handing back the publisher so the caller can wait for the last.
+    pub fn take_events(&mut self) -> Option<EventPublisher> {
+        self.events.take()
+    }
+
+    /// One event line: printed with `--jsonl`, and published as is when the rollout's events
+    /// go to the broker, so a consumer of `C.events` reads exactly what `--jsonl` prints.
+    fn emit(&self, kind: &str, body: impl serde::Serialize) {
+        if !self.output.jsonl && self.events.is_none() {
+            return;
+        }
+        let text = serde_json::to_string(&line(kind, body)).unwrap_or_else(|_| "{}".to_string());
+        if self.output.jsonl {
+            print_text_line(&text);
+        }
+        if let Some(events) = &self.events {
+            events.publish(kind, &text);
+        }
     }
 
     /// Prints a line as each batch starts.
@@ -112,38 +150,42 @@ impl Renderer {
             | Event::Unexpected(_)
             | Event::BatchStarted { .. }
             | Event::BatchFinished { .. }
-            | Event::Skipped { .. } => {}
+            | Event::Skipped { .. }
+            | Event::NodeState { .. }
+            | Event::CheckFinished { .. } => {}
         }
     }
 
     pub fn rpc_event(&mut self, event: &Event<'_>) {
         self.progress_event(event);
-        if !self.output.jsonl {
-            if !self.output.json {
-                self.human_event(event);
-            }
-            return;
+        if !self.is_machine() {
+            self.human_event(event);
         }
         match event {
             Event::Sent { request_id, targets } => {
-                print_line(&line("sent", SentLine { request_id: *request_id, targets: *targets }))
+                self.emit("sent", SentLine { request_id: *request_id, targets: *targets })
             }
-            Event::Reply(reply) => print_line(&line("reply", reply)),
-            Event::Unreachable(node) => print_line(&line("unreachable", NodeLine { node })),
-            Event::Unexpected(reply) => print_line(&line("unexpected", reply)),
+            Event::Reply(reply) => self.emit("reply", reply),
+            Event::Unreachable(node) => self.emit("unreachable", NodeLine { node }),
+            Event::Unexpected(reply) => self.emit("unexpected", reply),
             Event::BatchStarted { index, of, nodes } => {
-                print_line(&line("batch_started", BatchStartedLine { index: *index, of: *of, nodes }))
+                self.emit("batch_started", BatchStartedLine { index: *index, of: *of, nodes })
             }
             Event::BatchFinished { batch, of } => {
-                print_line(&line("batch_finished", BatchFinishedLine { of: *of, batch }))
+                self.emit("batch_finished", BatchFinishedLine { of: *of, batch })
             }
             Event::Skipped { nodes, stopped } => {
                 let stopped = StoppedReport::new(stopped);
-                print_line(&line("stopped", StoppedLine { skipped: nodes.len(), stopped }));
+                self.emit("stopped", StoppedLine { skipped: nodes.len(), stopped });
                 for node in nodes.iter() {
-                    print_line(&line("skipped", NodeLine { node }));
+                    self.emit("skipped", NodeLine { node });
                 }
             }
+            Event::CheckFinished { index, check } => {
+                self.emit("check_result", CheckResultLine { index: *index, check })
+            }
+            // Replies and checks already say it; the state journal is what needs these.
+            Event::NodeState { .. } => {}
         }
     }
 
@@ -156,6 +198,20 @@ impl Renderer {
             Event::Skipped { nodes, stopped } => {
                 let line = format!("Stopping: {}; {} node(s) skipped", stop_reason(stopped), nodes.len());
                 self.say(&self.paint(&line, RED));
+            }
+            Event::CheckFinished { index, check } => {
+                let not_ok = check.not_ok();
+                let mut line = format!(
+                    "Check of batch {index} ({}): {} ok, {} failed",
+                    check.check,
+                    check.ok.len(),
+                    not_ok.len()
+                );
+                if !not_ok.is_empty() {
+                    line.push_str(&format!(": {}", not_ok.join(" ")));
+                }
+                let colour = if not_ok.is_empty() { GREEN } else { RED };
+                self.say(&self.paint(&line, colour));
             }
             _ => {}
         }
@@ -264,7 +320,13 @@ impl Renderer {
 
     /// The end of `baton rpc`: the whole rollout as one document, the trailer lines, or the
     /// summary for people.
-    pub fn rollout_summary(&mut self, rollout: &RolloutOutcome, discovered: &Discovered, ordered: &Ordered) {
+    pub fn rollout_summary(
+        &mut self,
+        rollout: &RolloutOutcome,
+        discovered: &Discovered,
+        ordered: &Ordered,
+        rollout_id: Option<Uuid>,
+    ) {
         self.finish_progress();
         let discovery_ms = discovered.elapsed.as_secs_f64() * 1000.0;
         let selection =
@@ -273,17 +335,27 @@ impl Renderer {
         call.stats.batches = Some(rollout.batches.len());
         call.stats.planned_batches = Some(rollout.planned_batches);
         let stopped = rollout.stopped.as_ref().map(StoppedReport::new);
+        // The last lines of --jsonl, and the rollout's last events: silent nodes, the summary.
+        self.no_response_lines(&rollout.call);
+        let summary = RolloutSummary {
+            request_id: rollout.call.request_id,
+            rollout_id,
+            stats: call.stats,
+            stopped: rollout.stopped.as_ref().map(StoppedReport::new),
+            selection,
+        };
+        self.emit("summary", summary);
         if self.output.json {
-            print_document(&RolloutReport { call, batches: &rollout.batches, stopped, selection });
-            return;
+            print_document(&RolloutReport {
+                rollout_id,
+                call,
+                nodes: nodes_by_state(&rollout.nodes),
+                batches: &rollout.batches,
+                stopped,
+                selection,
+            });
         }
-        if self.output.jsonl {
-            self.no_response_lines(&rollout.call);
-            let request_id = rollout.call.request_id;
-            print_line(&line(
-                "summary",
-                RolloutSummary { request_id, stats: call.stats, stopped, selection },
-            ));
+        if self.is_machine() {
             return;
         }
         self.human_summary(&rollout.call, discovery_ms);
@@ -295,6 +367,7 @@ impl Renderer {
                 ordered.candidates
             );
         }
+        self.check_failures(rollout);
         if let Some(stopped) = &rollout.stopped {
             println!();
             println!("{}", self.paint(&format!("Rollout stopped: {}", stop_reason(stopped)), RED));
@@ -302,8 +375,98 @@ impl Renderer {
             println!();
             print_columns(&rollout.call.skipped);
         }
+        if let Some(id) = rollout_id
+            && rollout.nodes.values().any(|state| *state != NodeState::Ok)
+        {
+            println!();
+            println!("Nodes that did not succeed are left: baton rollout resume {id}");
+        }
         if self.verbose > 0 {
             self.stats_block(&rollout.call, discovery_ms, Some(rollout));
+        }
+    }
+
+    /// A tracked rollout starts (or resumes): its id, where its state is kept, and its nodes.
+    pub fn rollout_started(&mut self, record: &RolloutRecord, nodes: &[String], state_file: &Path) {
+        let started = StartedLine {
+            rollout_id: record.rollout_id,
+            agent: &record.request.agent,
+            action: &record.request.action,
+            run: record.runs,
+            nodes,
+            state_file: &state_file.display().to_string(),
+        };
+        self.emit("started", started);
+        if self.is_machine() {
+            return;
+        }
+        let verb = if record.runs > 1 { "resumed" } else { "started" };
+        self.say(&format!(
+            "Rollout {} {verb} on {} node(s); see it with: baton rollout status {}",
+            record.rollout_id,
+            nodes.len(),
+            record.rollout_id
+        ));
+    }
+
+    /// `baton rollout status`: where every node of a rollout stands.
+    pub fn rollout_status(&mut self, record: &RolloutRecord) {
+        let remaining = record.remaining();
+        if self.output.json || self.output.jsonl {
+            let report = RolloutStatusReport {
+                rollout_id: record.rollout_id,
+                status: record.status.name(),
+                agent: &record.request.agent,
+                action: &record.request.action,
+                collective: &record.collective,
+                runs: record.runs,
+                nodes: nodes_by_state(&record.nodes),
+                remaining: &remaining,
+                created_ms: record.created_ms,
+                updated_ms: record.updated_ms,
+            };
+            print_as(&report, self.output.jsonl);
+            return;
+        }
+        println!(
+            "Rollout {}: {} {}, {} after {} run(s), {} node(s)",
+            record.rollout_id,
+            record.request.agent,
+            record.request.action,
+            record.status.name(),
+            record.runs,
+            record.order.len()
+        );
+        for state in NodeState::ALL {
+            let nodes = record.nodes_in(state);
+            if !nodes.is_empty() {
+                println!("  {:<13} {:>5}  {}", state.name(), nodes.len(), nodes.join(" "));
+            }
+        }
+        println!();
+        if remaining.is_empty() {
+            println!("Every node succeeded; nothing is left to resume.");
+        } else {
+            println!("{} node(s) remain: baton rollout resume {}", remaining.len(), record.rollout_id);
+        }
+    }
+
+    /// The nodes whose action succeeded but whose health check did not, with the check's answer.
+    fn check_failures(&self, rollout: &RolloutOutcome) {
+        let checks: Vec<_> = rollout.batches.iter().filter_map(|batch| batch.check.as_ref()).collect();
+        let failed: usize = checks.iter().map(|check| check.not_ok().len()).sum();
+        if failed == 0 {
+            return;
+        }
+        println!();
+        println!("{}", self.paint(&format!("Health check failed on {failed} node(s):"), RED));
+        for check in checks {
+            for reply in &check.failed {
+                println!("  {:<20} {}: {}", reply.node, reply.status_text, reply.message);
+            }
+            for node in &check.no_response {
+                println!("  {node:<20} did not answer {}", check.check);
+            }
         }
     }
 
@@ -603,7 +766,7 @@ impl Renderer {
     fn no_response_lines(&self, outcome: &CallOutcome) {
         for node in &outcome.no_response {
             let unreachable = outcome.unreachable.contains(node);
-            print_line(&line("no_response", NoResponseLine { node, unreachable }));
+            self.emit("no_response", NoResponseLine { node, unreachable });
         }
     }
 

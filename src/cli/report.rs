@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::client::report::{OutcomeReport, Stats};
-use crate::client::{BatchRecord, NodeReply, Stopped};
+use crate::client::rollout::nodes_in;
+use crate::client::{BatchRecord, CheckRecord, NodeReply, NodeState, Stopped};
 
 /// One `--jsonl` line: `{"type": KIND, ...the fields of body}`.
 #[derive(Debug, Serialize)]
@@ -130,8 +131,13 @@ pub struct NothingMatchedLine<'a> {
 /// `baton rpc --json`: the outcome of every batch as one call, and how the rollout went.
 #[derive(Debug, Serialize)]
 pub struct RolloutReport<'a> {
+    /// The id `baton rollout status` and `resume` take; `null` for an untracked run.
+    pub rollout_id: Option<Uuid>,
     #[serde(flatten)]
     pub call: OutcomeReport<'a>,
+    /// Every target by its state at the end: `ok`, `failed`, `check_failed`, `no_response`,
+    /// `skipped` (and `sent`, `checking`, `pending`, empty once a rollout has ended).
+    pub nodes: BTreeMap<&'static str, Vec<String>>,
     pub batches: &'a [BatchRecord],
     pub stopped: Option<StoppedReport>,
     pub selection: Selection,
@@ -141,6 +147,7 @@ pub struct RolloutReport<'a> {
 #[derive(Debug, Serialize)]
 pub struct RolloutSummary {
     pub request_id: Uuid,
+    pub rollout_id: Option<Uuid>,
     #[serde(flatten)]
     pub stats: Stats,
     pub stopped: Option<StoppedReport>,
@@ -175,8 +182,13 @@ pub fn stop_reason(stopped: &Stopped) -> String {
     )
 }
 
+/// The targets by state, every state named even when empty.
+pub fn nodes_by_state(states: &BTreeMap<String, NodeState>) -> BTreeMap<&'static str, Vec<String>> {
+    NodeState::ALL.iter().map(|state| (state.name(), nodes_in(states, *state))).collect()
+}
+
 /// Which of the candidates were picked (`--limit`), and with which seed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct Selection {
     pub candidates: usize,
     pub selected: usize,
@@ -274,8 +286,13 @@ pub fn print_document(document: &impl Serialize) {
 
 /// Prints one `--jsonl` line on stdout, flushed at once so a reader sees it as it happens.
 pub fn print_line(line: &impl Serialize) {
+    print_text_line(&serde_json::to_string(line).unwrap_or_else(|_| "{}".to_string()));
+}
+
+/// Prints one `--jsonl` line already serialized, flushed at once.
+pub fn print_text_line(text: &str) {
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{}", serde_json::to_string(line).unwrap_or_else(|_| "{}".to_string()));
+    let _ = writeln!(stdout, "{text}");
     let _ = stdout.flush();
 }
 
@@ -326,6 +343,43 @@ pub struct BatchFinishedLine<'a> {
     pub of: usize,
     #[serde(flatten)]
     pub batch: &'a BatchRecord,
+}
+
+/// The `started` line of `--jsonl`: a tracked rollout starts (run 1) or resumes.
+#[derive(Debug, Serialize)]
+pub struct StartedLine<'a> {
+    pub rollout_id: Uuid,
+    pub agent: &'a str,
+    pub action: &'a str,
+    pub run: u32,
+    /// The nodes this run sends to, in order.
+    pub nodes: &'a [String],
+    pub state_file: &'a str,
+}
+
+/// `baton rollout status --json`.
+#[derive(Debug, Serialize)]
+pub struct RolloutStatusReport<'a> {
+    pub rollout_id: Uuid,
+    /// `running` (or its client was killed), `stopped` or `finished`.
+    pub status: &'static str,
+    pub agent: &'a str,
+    pub action: &'a str,
+    pub collective: &'a str,
+    pub runs: u32,
+    pub nodes: BTreeMap<&'static str, Vec<String>>,
+    /// What `baton rollout resume` would send to, in order.
+    pub remaining: &'a [String],
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// The `check_result` line of `--jsonl`: how batch `index`'s health check went.
+#[derive(Debug, Serialize)]
+pub struct CheckResultLine<'a> {
+    pub index: usize,
+    #[serde(flatten)]
+    pub check: &'a CheckRecord,
 }
 
 /// `baton replies --jsonl`: a node that did not answer one of the requests.

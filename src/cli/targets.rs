@@ -79,6 +79,11 @@ impl TargetPlan {
     }
 
     /// Finds the targets: a file, stdin, plain identities, or broadcast discovery with `filter`.
+    /// Exactly these nodes, in this order (a resumed rollout's remaining nodes).
+    pub fn given(nodes: Vec<String>) -> TargetPlan {
+        TargetPlan { source: Source::Identities(nodes), only: Vec::new() }
+    }
+
     pub async fn find(&self, client: &Client, filter: &Filter) -> Result<Discovered, Failure> {
         let started = Instant::now();
         let nodes = match &self.source {

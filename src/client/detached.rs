@@ -328,11 +328,7 @@ impl Accounts {
 /// Where sent requests are recorded: `$XDG_STATE_HOME/baton/requests`, or
 /// `~/.local/state/baton/requests`.
 pub fn state_dir() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_STATE_HOME").filter(|value| !value.is_empty()) {
-        Some(state) => PathBuf::from(state),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".local/state"),
-    };
-    Some(base.join("baton/requests"))
+    super::state_home().map(|dir| dir.join("requests"))
 }
 
 /// Saves what was sent, so that a later collection knows whom to expect. Returns the file.

@@ -9,6 +9,8 @@
 pub mod definitions;
 pub mod detached;
 pub mod discovery;
+pub mod events;
+pub mod journal;
 pub mod outcome;
 pub mod prepare;
 pub mod report;
@@ -33,7 +35,9 @@ use crate::security::{Security, Verified};
 
 pub use outcome::{CallOutcome, NodeReply, Tally};
 pub use prepare::{PrepareError, PreparedRequest, RequestText, prepare};
-pub use rollout::{Amount, BatchRecord, RolloutOptions, RolloutOutcome, Stopped};
+pub use rollout::{
+    Amount, BatchRecord, CheckOptions, CheckRecord, NodeState, RolloutOptions, RolloutOutcome, Stopped,
+};
 
 /// How many directed publishes may wait for their broker confirms at once.
 const PUBLISH_CONCURRENCY: usize = 256;
@@ -110,6 +114,10 @@ pub enum Event<'a> {
     BatchFinished { batch: &'a BatchRecord, of: usize },
     /// A rollout stopped early: these nodes will not be sent the request.
     Skipped { nodes: &'a [String], stopped: &'a Stopped },
+    /// A rollout's node changed state (sent, replied, checked, skipped).
+    NodeState { node: &'a str, state: NodeState },
+    /// A rollout's health check of batch `index` has finished, retries included.
+    CheckFinished { index: usize, check: &'a CheckRecord },
 }
 
 /// A connected client.
@@ -408,6 +416,16 @@ async fn route_replies(
             }
         }
     }
+}
+
+/// Where this client keeps what it must remember between runs: `$XDG_STATE_HOME/baton`, or
+/// `~/.local/state/baton`.
+pub fn state_home() -> Option<std::path::PathBuf> {
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|value| !value.is_empty()) {
+        Some(state) => std::path::PathBuf::from(state),
+        None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".local/state"),
+    };
+    Some(base.join("baton"))
 }
 
 /// The identities of a node list, deduplicated and sorted.

@@ -8,15 +8,23 @@
 //! counted; once they exceed the allowed number, no further batch is sent and the nodes that
 //! would have been are reported as skipped. A failure is a reply with a non-zero status or a
 //! node that did not answer: a silent node is not known to have done what was asked.
+//!
+//! `--canary N` makes the first batch N nodes, the rest following in `--batch` sizes. A
+//! health check (`--check`) runs another action on each batch's nodes once their action
+//! succeeded; a node whose check fails, errs or stays silent after the retries counts as a
+//! failure too, so a node that did what it was asked but is now unhealthy stops the rollout.
+//! Every node's state (see [`NodeState`]) is reported as it changes, for `--json` and for the
+//! rollout's saved state (`client::rollout_state`) that `baton rollout resume` continues from.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::outcome::CallOutcome;
+use super::outcome::{CallOutcome, NodeReply};
 use super::{Client, ClientError, Event, PreparedRequest, RequestSpec, Targets};
 
 /// A number of nodes, given either as a count or as a percentage of the targets
@@ -97,6 +105,71 @@ pub struct RolloutOptions {
     pub batch_sleep: Duration,
     /// Failures tolerated before no further batch is sent; `None` never stops.
     pub max_failures: Option<Amount>,
+    /// The size of a first batch of its own (`--canary N`).
+    pub canary: Option<usize>,
+    /// The health check run on each batch's nodes after their action.
+    pub check: Option<CheckOptions>,
+}
+
+/// A health check between batches (`--check`, `--check-wait`, `--check-retries`).
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// The check's request, prepared like any other (it may be any agent's action).
+    pub request: PreparedRequest,
+    /// The pause before each attempt, so the nodes can settle after their action.
+    pub wait: Duration,
+    /// How many times a failing or silent check is tried again before it counts.
+    pub retries: u32,
+}
+
+/// Where a node stands in a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Not sent the action yet.
+    Pending,
+    /// Sent the action; no answer yet (a client killed now leaves it here).
+    Sent,
+    /// Its action succeeded and its health check has not passed yet.
+    Checking,
+    /// Its action succeeded, and its check too when there is one.
+    Ok,
+    /// Its action failed.
+    Failed,
+    /// It did not answer the action.
+    NoResponse,
+    /// Its action succeeded but its check failed, erred or stayed silent.
+    CheckFailed,
+    /// Never sent the action because the rollout stopped.
+    Skipped,
+}
+
+impl NodeState {
+    /// Every state, in the order reports list them.
+    pub const ALL: [NodeState; 8] = [
+        NodeState::Ok,
+        NodeState::Failed,
+        NodeState::CheckFailed,
+        NodeState::NoResponse,
+        NodeState::Skipped,
+        NodeState::Sent,
+        NodeState::Checking,
+        NodeState::Pending,
+    ];
+
+    /// The state's name, as JSON and the state file spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Pending => "pending",
+            NodeState::Sent => "sent",
+            NodeState::Checking => "checking",
+            NodeState::Ok => "ok",
+            NodeState::Failed => "failed",
+            NodeState::NoResponse => "no_response",
+            NodeState::CheckFailed => "check_failed",
+            NodeState::Skipped => "skipped",
+        }
+    }
 }
 
 /// The order of the targets and how it was chosen.
@@ -151,6 +224,19 @@ fn shuffle(nodes: &mut [String], seed: u64) {
     }
 }
 
+/// The batches of a rollout: a canary batch of `canary` nodes first when given, then the rest
+/// in batches of `batch` (a percentage is of all the targets, canary included).
+pub fn plan_rollout(nodes: &[String], canary: Option<usize>, batch: Option<Amount>) -> Vec<Vec<String>> {
+    let Some(canary) = canary.filter(|canary| *canary > 0) else { return plan_batches(nodes, batch) };
+    let (first, rest) = nodes.split_at(canary.min(nodes.len()));
+    let size = batch.map_or(rest.len(), |batch| batch.at_least_one_of(nodes.len()));
+    let mut plan = vec![first.to_vec()];
+    if !rest.is_empty() {
+        plan.extend(rest.chunks(size.max(1)).map(<[String]>::to_vec));
+    }
+    plan
+}
+
 /// Splits targets already in rollout order into batches of `batch` nodes (all in one batch
 /// when `None`).
 pub fn plan_batches(nodes: &[String], batch: Option<Amount>) -> Vec<Vec<String>> {
@@ -176,12 +262,41 @@ pub struct BatchRecord {
     pub started_ms: u64,
     /// Milliseconds this batch took, from sending to its last reply or timeout.
     pub ms: u64,
+    /// The health check of the batch's nodes whose action succeeded, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckRecord>,
+}
+
+/// How a batch's health check went, after its retries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckRecord {
+    /// `AGENT ACTION`.
+    pub check: String,
+    /// How many times the check was sent (1 + the retries used).
+    pub attempts: u32,
+    /// One request id per attempt.
+    pub request_ids: Vec<Uuid>,
+    /// The nodes whose check passed.
+    pub ok: Vec<String>,
+    /// The last failing reply of each node whose check still failed.
+    pub failed: Vec<NodeReply>,
+    /// The nodes that did not answer the last attempt.
+    pub no_response: Vec<String>,
+}
+
+impl CheckRecord {
+    /// The nodes whose check did not pass, sorted.
+    pub fn not_ok(&self) -> Vec<String> {
+        super::unique_sorted(
+            self.failed.iter().map(|reply| reply.node.clone()).chain(self.no_response.iter().cloned()),
+        )
+    }
 }
 
 /// Why a rollout stopped before its last batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stopped {
-    /// Failed replies plus silent nodes, over all batches sent.
+    /// Failed replies, silent nodes and failed checks, over all batches sent.
     pub failures: usize,
     /// How many failures `--max-failures` tolerated.
     pub max_failures: usize,
@@ -201,6 +316,20 @@ pub struct RolloutOutcome {
     /// How many batches were planned.
     pub planned_batches: usize,
     pub stopped: Option<Stopped>,
+    /// Every target's state at the end.
+    pub nodes: BTreeMap<String, NodeState>,
+}
+
+impl RolloutOutcome {
+    /// The nodes in `state`, sorted.
+    pub fn nodes_in(&self, state: NodeState) -> Vec<String> {
+        nodes_in(&self.nodes, state)
+    }
+}
+
+/// The nodes of `states` in `state`, sorted.
+pub fn nodes_in(states: &BTreeMap<String, NodeState>, state: NodeState) -> Vec<String> {
+    states.iter().filter(|(_, known)| **known == state).map(|(node, _)| node.clone()).collect()
 }
 
 impl Client {
@@ -221,9 +350,11 @@ impl Client {
             return Err(ClientError::Usage("--batch must be at least 1 node (or 1%)".to_string()));
         }
         let started = Instant::now();
-        let plan = plan_batches(nodes, options.batch);
+        let plan = plan_rollout(nodes, options.canary, options.batch);
         let planned_batches = plan.len();
         let allowed = options.max_failures.map(|amount| amount.at_most_of(nodes.len()));
+        let mut states: BTreeMap<String, NodeState> =
+            nodes.iter().map(|node| (node.clone(), NodeState::Pending)).collect();
         let mut outcomes: Vec<(u64, CallOutcome)> = Vec::new();
         let mut batches = Vec::new();
         let mut stopped = None;
@@ -234,11 +365,43 @@ impl Client {
                 tokio::time::sleep(options.batch_sleep).await;
             }
             on_event(&Event::BatchStarted { index, of: planned_batches, nodes: batch });
+            for node in batch {
+                set_state(&mut states, node, NodeState::Sent, on_event);
+            }
             let started_ms = started.elapsed().as_millis() as u64;
             let outcome = self
                 .call(&prepared.spec, &Targets::Nodes(batch.clone()), prepared.timeout, None, on_event)
                 .await?;
             let counts = outcome.counts();
+            let passed: Vec<String> = outcome
+                .replies
+                .iter()
+                .filter(|reply| reply.is_ok())
+                .map(|reply| reply.node.clone())
+                .collect();
+            let after_action = if options.check.is_some() { NodeState::Checking } else { NodeState::Ok };
+            for reply in &outcome.replies {
+                let state = if reply.is_ok() { after_action } else { NodeState::Failed };
+                set_state(&mut states, &reply.node, state, on_event);
+            }
+            for node in outcome.no_response.iter().chain(&outcome.unreachable) {
+                set_state(&mut states, node, NodeState::NoResponse, on_event);
+            }
+            let check = match &options.check {
+                Some(check) if !passed.is_empty() => {
+                    let record = self.check_batch(check, passed).await?;
+                    for node in &record.ok {
+                        set_state(&mut states, node, NodeState::Ok, on_event);
+                    }
+                    for node in record.not_ok() {
+                        set_state(&mut states, &node, NodeState::CheckFailed, on_event);
+                    }
+                    on_event(&Event::CheckFinished { index, check: &record });
+                    Some(record)
+                }
+                _ => None,
+            };
+            let check_failures = check.as_ref().map_or(0, |check| check.not_ok().len());
             let record = BatchRecord {
                 index,
                 nodes: batch.clone(),
@@ -248,10 +411,11 @@ impl Client {
                 no_response: counts.no_response,
                 started_ms,
                 ms: outcome.total_ms,
+                check,
             };
             on_event(&Event::BatchFinished { batch: &record, of: planned_batches });
             batches.push(record);
-            failures += counts.failed + counts.no_response;
+            failures += counts.failed + counts.no_response + check_failures;
             outcomes.push((started_ms, outcome));
             let rest = &plan[index..];
             if let Some(allowed) = allowed
@@ -259,6 +423,9 @@ impl Client {
                 && !rest.is_empty()
             {
                 let skipped: Vec<String> = rest.iter().flatten().cloned().collect();
+                for node in &skipped {
+                    set_state(&mut states, node, NodeState::Skipped, on_event);
+                }
                 let reason = Stopped { failures, max_failures: allowed, after_batch: index };
                 on_event(&Event::Skipped { nodes: &skipped, stopped: &reason });
                 stopped = Some(reason);
@@ -273,7 +440,61 @@ impl Client {
             started,
         );
         call.aggregates = prepared.aggregates(&call);
-        Ok(RolloutOutcome { call, batches, planned_batches, stopped })
+        Ok(RolloutOutcome { call, batches, planned_batches, stopped, nodes: states })
+    }
+
+    /// Runs the health check on `nodes`, trying the ones that fail or stay silent again up to
+    /// the retries, each attempt after the check's wait. Its replies are not the action's, so
+    /// they are not reported as replies; the record says how it went.
+    async fn check_batch(
+        &self,
+        check: &CheckOptions,
+        nodes: Vec<String>,
+    ) -> Result<CheckRecord, ClientError> {
+        let spec = &check.request.spec;
+        let mut record = CheckRecord {
+            check: format!("{} {}", spec.agent, spec.action),
+            attempts: 0,
+            request_ids: Vec::new(),
+            ok: Vec::new(),
+            failed: Vec::new(),
+            no_response: Vec::new(),
+        };
+        let mut pending = nodes;
+        while !pending.is_empty() && record.attempts <= check.retries {
+            if !check.wait.is_zero() {
+                tokio::time::sleep(check.wait).await;
+            }
+            record.attempts += 1;
+            let outcome = self
+                .call(spec, &Targets::Nodes(pending.clone()), check.request.timeout, None, &mut |_| {})
+                .await?;
+            record.request_ids.push(outcome.request_id);
+            let (ok, failed): (Vec<NodeReply>, Vec<NodeReply>) =
+                outcome.replies.into_iter().partition(NodeReply::is_ok);
+            record.ok.extend(ok.into_iter().map(|reply| reply.node));
+            record.no_response =
+                super::unique_sorted(outcome.no_response.into_iter().chain(outcome.unreachable));
+            record.failed = failed;
+            pending = record.not_ok();
+        }
+        record.ok.sort();
+        Ok(record)
+    }
+}
+
+/// Moves a node to `state` and reports it, when that changes anything.
+fn set_state(
+    states: &mut BTreeMap<String, NodeState>,
+    node: &str,
+    state: NodeState,
+    on_event: &mut (dyn FnMut(&Event<'_>) + Send),
+) {
+    if let Some(known) = states.get_mut(node)
+        && *known != state
+    {
+        *known = state;
+        on_event(&Event::NodeState { node, state });
     }
 }
 

@@ -128,7 +128,14 @@ impl JobRequest {
         if batch.is_none() && max_failures.is_none() {
             return Ok(None);
         }
-        Ok(Some(RolloutOptions { batch, batch_sleep: Duration::ZERO, max_failures }))
+        // Canaries and health checks are the CLI's (`--canary`, `--check`); the form has neither.
+        Ok(Some(RolloutOptions {
+            batch,
+            batch_sleep: Duration::ZERO,
+            max_failures,
+            canary: None,
+            check: None,
+        }))
     }
 }
 
@@ -589,7 +596,11 @@ impl Jobs {
                         failures: stopped.failures,
                         max_failures: stopped.max_failures,
                     },
-                    Event::BatchFinished { .. } => return,
+                    // Per-node states and checks are the CLI's rollout journal; the job's
+                    // events show replies and batches.
+                    Event::BatchFinished { .. } | Event::NodeState { .. } | Event::CheckFinished { .. } => {
+                        return;
+                    }
                 };
                 events.push(event.to_json(), false);
             };

@@ -53,21 +53,31 @@ impl From<lapin::Error> for OperationError {
 pub(in crate::broker) struct Route {
     pub exchange: String,
     pub routing_key: String,
+    /// Ask the broker to return the message when no queue takes it, so that an unroutable
+    /// request is known at once. Not for events: nobody need be listening, and returns for
+    /// them would only be noise on the channel that directed requests share.
+    pub mandatory: bool,
 }
 
 impl Route {
     pub fn of(destination: &Destination) -> Route {
+        let (exchange, routing_key) = Route::address(destination);
+        let mandatory = !matches!(destination, Destination::Events { .. });
+        Route { exchange, routing_key, mandatory }
+    }
+
+    /// The exchange and routing key of a destination.
+    fn address(destination: &Destination) -> (String, String) {
         match destination {
             Destination::Broadcast { collective, agent } => {
-                Route { exchange: broadcast_exchange(collective), routing_key: format!("agent.{agent}") }
+                (broadcast_exchange(collective), format!("agent.{agent}"))
             }
-            Destination::Node { collective, identity } => {
-                Route { exchange: String::new(), routing_key: node_queue(collective, identity) }
-            }
-            Destination::Reply(address) => Route { exchange: String::new(), routing_key: address.clone() },
+            Destination::Node { collective, identity } => (String::new(), node_queue(collective, identity)),
+            Destination::Reply(address) => (String::new(), address.clone()),
             Destination::Registration { collective, identity } => {
-                Route { exchange: registration_exchange(collective), routing_key: format!("node.{identity}") }
+                (registration_exchange(collective), format!("node.{identity}"))
             }
+            Destination::Events { collective, key } => (format!("{collective}.events"), key.clone()),
         }
     }
 
@@ -320,7 +330,7 @@ impl Session {
             .basic_publish(
                 route.exchange.as_str().into(),
                 route.routing_key.as_str().into(),
-                BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+                BasicPublishOptions { mandatory: route.mandatory, ..BasicPublishOptions::default() },
                 body,
                 properties,
             )
@@ -554,11 +564,14 @@ mod tests {
     use super::*;
 
     fn check(destination: Destination, exchange: &str, routing_key: &str) {
+        let route = Route::of(&destination);
         assert_eq!(
-            Route::of(&destination),
-            Route { exchange: exchange.to_string(), routing_key: routing_key.to_string() },
+            (route.exchange.as_str(), route.routing_key.as_str()),
+            (exchange, routing_key),
             "route of {destination:?}"
         );
+        let is_event = matches!(destination, Destination::Events { .. });
+        assert_eq!(route.mandatory, !is_event, "only events may go unrouted silently: {destination:?}");
     }
 
     #[test]
@@ -570,5 +583,10 @@ mod tests {
         check(node("baton", "web01"), "", "baton.node.web01");
         check(Destination::Reply("baton.reply.abc".into()), "", "baton.reply.abc");
         check(registration("baton", "web01"), "baton.registration", "node.web01");
+        check(
+            Destination::Events { collective: "baton".into(), key: "rollout.r1.summary".into() },
+            "baton.events",
+            "rollout.r1.summary",
+        );
     }
 }

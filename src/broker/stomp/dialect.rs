@@ -42,6 +42,9 @@ pub(super) fn send_destination(dialect: StompDialect, destination: &Destination)
         (StompDialect::ActiveMq, Destination::Registration { collective, identity }) => {
             format!("/topic/{collective}.registration.node.{identity}")
         }
+        (StompDialect::ActiveMq, Destination::Events { collective, key }) => {
+            format!("/topic/{collective}.events.{key}")
+        }
         (StompDialect::RabbitMq, Destination::Broadcast { collective, agent }) => {
             format!("/exchange/{collective}.broadcast/agent.{agent}")
         }
@@ -52,6 +55,17 @@ pub(super) fn send_destination(dialect: StompDialect, destination: &Destination)
         (StompDialect::RabbitMq, Destination::Registration { collective, identity }) => {
             format!("/exchange/{collective}.registration/node.{identity}")
         }
+        (StompDialect::RabbitMq, Destination::Events { collective, key }) => {
+            format!("/exchange/{collective}.events/{key}")
+        }
+    }
+}
+
+/// Events are JSON for any consumer; everything else is a sealed CBOR message.
+fn content_type(destination: &Destination) -> &'static str {
+    match destination {
+        Destination::Events { .. } => "application/json",
+        _ => "application/cbor",
     }
 }
 
@@ -65,7 +79,7 @@ pub(super) fn send_frame(
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
     let frame = Frame::new(Command::Send)
         .header("destination", send_destination(dialect, destination))
-        .header("content-type", "application/cbor");
+        .header("content-type", content_type(destination));
     let frame = match dialect {
         // Absolute time in ms since the epoch; ActiveMQ drops the message once it has passed.
         StompDialect::ActiveMq => frame.header("expires", now_ms().saturating_add(ttl_ms).to_string()),
@@ -219,11 +233,13 @@ pub(super) fn classify_error(
     if dialect == StompDialect::RabbitMq
         && lower.contains("not_found")
         && lower.contains("no exchange")
-        && let Destination::Broadcast { collective, .. } | Destination::Registration { collective, .. } =
-            destination
+        && let Destination::Broadcast { collective, .. }
+        | Destination::Registration { collective, .. }
+        | Destination::Events { collective, .. } = destination
     {
         let exchange = match destination {
             Destination::Broadcast { .. } => format!("{collective}.broadcast"),
+            Destination::Events { .. } => format!("{collective}.events"),
             _ => format!("{collective}.registration"),
         };
         return Err(BrokerError::MissingExchange { exchange, user: user.to_string() });
@@ -302,6 +318,9 @@ mod tests {
         check(RabbitMq, node("baton", "web01"), "/amq/queue/baton.node.web01");
         check(RabbitMq, reply("baton.reply.abc"), "/amq/queue/baton.reply.abc");
         check(RabbitMq, registration("dc1", "web01"), "/exchange/dc1.registration/node.web01");
+        let events = || Destination::Events { collective: "dc1".into(), key: "rollout.r1.started".into() };
+        check(ActiveMq, events(), "/topic/dc1.events.rollout.r1.started");
+        check(RabbitMq, events(), "/exchange/dc1.events/rollout.r1.started");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod keygen;
 pub mod ping;
 pub mod replies;
+pub mod rollout;
 pub mod rpc;
 
 use serde_json::Map;

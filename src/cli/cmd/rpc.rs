@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 
+use crate::agents::catalog::Catalog;
 use crate::cli::args::{Cli, DiscoveryArgs, Display, FilterArgs, OutputArgs, RolloutArgs};
 use crate::cli::exit::{Exit, Failure};
 use crate::cli::plan::{load_catalog, load_config, parse_inputs, seconds};
@@ -19,10 +20,14 @@ use crate::cli::render::Renderer;
 use crate::cli::targets::TargetPlan;
 use crate::client::definitions::{DefinitionCache, complete_catalog, fetch_connected};
 use crate::client::detached;
-use crate::client::rollout::order_targets;
-use crate::client::{Amount, Client, Event, PreparedRequest, RequestText, RolloutOptions, prepare};
+use crate::client::journal::{Journal, RolloutRequest, rollouts_dir};
+use crate::client::rollout::{Ordered, order_targets};
+use crate::client::{
+    Amount, CheckOptions, Client, Event, PreparedRequest, RequestText, RolloutOptions, prepare,
+};
 use crate::config::ClientConfig;
 use crate::protocol::ddl::DisplayPolicy;
+use crate::protocol::filter::FilterSpec;
 
 /// Everything `baton rpc` was asked, checked.
 pub struct RpcPlan {
@@ -34,6 +39,17 @@ pub struct RpcPlan {
     limit_seed: Option<u64>,
     reply_to: Option<String>,
     output: OutputArgs,
+    tracking: Tracking,
+}
+
+/// Whether the rollout's state is saved for `baton rollout status` and `resume`.
+enum Tracking {
+    /// A single call, or plain batches without a stop condition: nothing to resume.
+    Untracked,
+    /// A new rollout, saved as typed.
+    New(Box<RolloutRequest>),
+    /// A resumed rollout: the targets are its remaining nodes, in its order.
+    Resume(Box<Journal>),
 }
 
 /// The flags of `baton rpc`, as clap parsed them.
@@ -55,41 +71,116 @@ impl RpcPlan {
     pub async fn new(cli: &Cli, args: &RpcArgs<'_>) -> Result<RpcPlan, Failure> {
         let inputs = parse_inputs(args.inputs)?;
         let config = load_config(cli, args.filter.collective.as_ref())?;
-        let mut catalog = load_catalog(Some(&config));
-        let cache = DefinitionCache::user();
-        let fetch = fetch_connected(&config, args.agent);
-        let completion = complete_catalog(&mut catalog, cache.as_ref(), args.agent, fetch).await;
-        tracing::debug!(agent = args.agent, ?completion, "definition");
         let text = RequestText {
             agent: args.agent.to_owned(),
             action: args.action.to_owned(),
             inputs,
             filter: args.filter.spec(),
         };
-        let timeout = args.rollout.timeout.map(|secs| seconds(Some(secs), 0)).transpose()?;
+        let rollout = args.rollout;
+        let tracked = rollout.batch.is_some()
+            || rollout.events
+            || rollout.canary.is_some()
+            || rollout.check.is_some()
+            || rollout.max_failures.is_some();
+        let tracking = if tracked {
+            Tracking::New(Box::new(saved_request(&text, rollout)))
+        } else {
+            Tracking::Untracked
+        };
+        RpcPlan::build(config, text, args.rollout, Some(args.discovery), args.reply_to, args.output, tracking)
+            .await
+    }
+
+    /// The plan of `baton rollout resume`: what the rollout's record says was typed, checked
+    /// again as it was the first time, sent to the nodes that did not succeed.
+    pub async fn resume(cli: &Cli, journal: Journal, output: &OutputArgs) -> Result<RpcPlan, Failure> {
+        let record = journal.record();
+        let config = load_config(cli, Some(&record.collective))?;
+        let saved = &record.request;
+        let amount = |flag: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|text| {
+                    text.parse::<Amount>()
+                        .map_err(|error| Failure::usage(anyhow!("{flag} in the rollout's record: {error}")))
+                })
+                .transpose()
+        };
+        let rollout = RolloutArgs {
+            batch: amount("--batch", &saved.batch)?,
+            batch_sleep: saved.batch_sleep_secs,
+            max_failures: amount("--max-failures", &saved.max_failures)?,
+            canary: saved.canary,
+            check: saved.check.clone(),
+            check_wait: saved.check_wait_secs,
+            check_retries: saved.check_retries,
+            timeout: saved.timeout_secs,
+            events: saved.events,
+            ..RolloutArgs::default()
+        };
+        let text = RequestText {
+            agent: saved.agent.clone(),
+            action: saved.action.clone(),
+            inputs: saved.inputs.clone(),
+            filter: saved.filter.clone(),
+        };
+        RpcPlan::build(config, text, &rollout, None, None, output, Tracking::Resume(Box::new(journal))).await
+    }
+
+    async fn build(
+        config: ClientConfig,
+        text: RequestText,
+        rollout_args: &RolloutArgs,
+        discovery: Option<&DiscoveryArgs>,
+        reply_to: Option<&str>,
+        output: &OutputArgs,
+        tracking: Tracking,
+    ) -> Result<RpcPlan, Failure> {
+        let mut catalog = load_catalog(Some(&config));
+        // The action's agent and the check's, where their definitions are not known here.
+        let check_agent = rollout_args.check.as_deref().and_then(|check| check.split_whitespace().next());
+        for agent in std::iter::once(text.agent.as_str()).chain(check_agent) {
+            let cache = DefinitionCache::user();
+            let fetch = fetch_connected(&config, agent);
+            let completion = complete_catalog(&mut catalog, cache.as_ref(), agent, fetch).await;
+            tracing::debug!(agent, ?completion, "definition");
+        }
+        let timeout = rollout_args.timeout.map(|secs| seconds(Some(secs), 0)).transpose()?;
         let request = prepare(&catalog, text, Duration::from_secs(config.timeout_secs), timeout)
             .map_err(Failure::usage)?;
-        let rollout = rollout_options(args.rollout)?;
-        if let Some(name) = args.reply_to {
-            if args.rollout.batch.is_some() || args.rollout.max_failures.is_some() {
+        let rollout = rollout_options(rollout_args, &catalog, &config)?;
+        if let Some(name) = reply_to {
+            let rollout = rollout_args;
+            if rollout.batch.is_some()
+                || rollout.max_failures.is_some()
+                || rollout.canary.is_some()
+                || rollout.check.is_some()
+                || rollout.events
+            {
                 return Err(Failure::usage(anyhow!(
-                    "--reply-to cannot be combined with --batch or --max-failures: a rollout must see each batch's replies to decide on the next"
+                    "--reply-to cannot be combined with --batch, --canary, --check, --events or --max-failures: a rollout must see each batch's replies to decide on the next"
                 )));
             }
             detached::check_queue_name(name)?;
         }
-        let targets = TargetPlan::new(&request.spec.filter, args.discovery, &config)?;
-        let mut output = args.output.clone();
+        // A resume's targets are its remaining nodes; anything else finds them as the flags say.
+        let targets = match (discovery, &tracking) {
+            (Some(discovery), _) => TargetPlan::new(&request.spec.filter, discovery, &config)?,
+            (None, Tracking::Resume(journal)) => TargetPlan::given(journal.record().remaining()),
+            (None, _) => TargetPlan::given(Vec::new()),
+        };
+        let mut output = output.clone();
         output.display = output.display.or(request.display().map(display_for));
         Ok(RpcPlan {
             config,
             request,
             targets,
             rollout,
-            limit: args.rollout.limit(),
-            limit_seed: args.rollout.limit_seed,
-            reply_to: args.reply_to.map(str::to_owned),
+            limit: rollout_args.limit(),
+            limit_seed: rollout_args.limit_seed,
+            reply_to: reply_to.map(str::to_owned),
             output,
+            tracking,
         })
     }
 
@@ -101,7 +192,7 @@ impl RpcPlan {
         result
     }
 
-    async fn send(&self, client: &Client, verbose: u8) -> Result<Exit, Failure> {
+    async fn send(self, client: &Client, verbose: u8) -> Result<Exit, Failure> {
         let spec = &self.request.spec;
         let discovered = self.targets.find(client, &spec.filter).await?;
         let mut renderer = Renderer::new(&self.output, verbose);
@@ -109,7 +200,25 @@ impl RpcPlan {
             renderer.nothing_matched(&spec.agent, &spec.action, &discovered);
             return Ok(Exit::NothingMatched);
         }
-        let ordered = order_targets(&discovered.nodes, self.limit, self.limit_seed);
+        let (ordered, mut journal) = match self.tracking {
+            Tracking::Resume(mut journal) => {
+                // The remaining nodes keep the rollout's order: no new order, no new limit.
+                let nodes = journal.resume()?;
+                let candidates = journal.record().order.len();
+                (Ordered { nodes, seed: None, candidates }, Some(*journal))
+            }
+            Tracking::New(request) => {
+                let ordered = order_targets(&discovered.nodes, self.limit, self.limit_seed);
+                let dir = rollouts_dir().ok_or_else(|| {
+                    Failure::usage(anyhow!(
+                        "neither XDG_STATE_HOME nor HOME is set: nowhere to save the rollout's state"
+                    ))
+                })?;
+                let journal = Journal::create(&dir, &self.config.collective, *request, &ordered.nodes)?;
+                (ordered, Some(journal))
+            }
+            Tracking::Untracked => (order_targets(&discovered.nodes, self.limit, self.limit_seed), None),
+        };
         if let Some(name) = &self.reply_to {
             let sent = client.send_detached(spec, &ordered.nodes, name).await?;
             let state_file = detached::state_dir().and_then(|dir| match detached::save_record(&dir, &sent) {
@@ -122,15 +231,53 @@ impl RpcPlan {
             renderer.detached(&sent, state_file.as_deref());
             return Ok(if sent.unreachable.is_empty() { Exit::Ok } else { Exit::NoResponse });
         }
+        if let Some(journal) = &journal {
+            if journal.record().request.events {
+                renderer.publish_events(client.event_publisher(journal.record().rollout_id));
+            }
+            renderer.rollout_started(journal.record(), &ordered.nodes, journal.path());
+        }
         renderer.start_progress(ordered.nodes.len());
-        renderer.show_batches(self.rollout.batch.is_some());
-        let outcome = client
+        renderer.show_batches(self.rollout.batch.is_some() || self.rollout.canary.is_some());
+        let mut outcome = client
             .rollout(&self.request, &ordered.nodes, &self.rollout, &mut |event: &Event<'_>| {
+                // Saved before it is shown: whatever a reader saw is already on disk.
+                if let Some(journal) = journal.as_mut()
+                    && let Err(error) = journal.observe(event)
+                {
+                    tracing::warn!(%error, "the rollout's state is not saved");
+                }
                 renderer.rpc_event(event)
             })
             .await?;
-        renderer.rollout_summary(&outcome, &discovered, &ordered);
+        let rollout_id = journal.as_ref().map(|journal| journal.record().rollout_id);
+        if let Some(journal) = journal.as_mut() {
+            outcome.nodes = journal.finish(&outcome)?;
+        }
+        renderer.rollout_summary(&outcome, &discovered, &ordered, rollout_id);
+        if let Some(events) = renderer.take_events() {
+            events.finish().await;
+        }
         Ok(Exit::for_rollout(&outcome))
+    }
+}
+
+/// The rollout as typed, for its record.
+fn saved_request(text: &RequestText, rollout: &RolloutArgs) -> RolloutRequest {
+    RolloutRequest {
+        agent: text.agent.clone(),
+        action: text.action.clone(),
+        inputs: text.inputs.clone(),
+        filter: text.filter.clone(),
+        canary: rollout.canary,
+        batch: rollout.batch.map(|amount| amount.to_string()),
+        batch_sleep_secs: rollout.batch_sleep,
+        max_failures: rollout.max_failures.map(|amount| amount.to_string()),
+        check: rollout.check.clone(),
+        check_wait_secs: rollout.check_wait,
+        check_retries: rollout.check_retries,
+        timeout_secs: rollout.timeout,
+        events: rollout.events,
     }
 }
 
@@ -143,8 +290,13 @@ fn display_for(policy: DisplayPolicy) -> Display {
     }
 }
 
-/// Checks the rollout flags and turns them into options.
-fn rollout_options(rollout: &RolloutArgs) -> Result<RolloutOptions, Failure> {
+/// Checks the rollout flags and turns them into options; the check is prepared like the
+/// action, against the catalog's definitions.
+fn rollout_options(
+    rollout: &RolloutArgs,
+    catalog: &Catalog,
+    config: &ClientConfig,
+) -> Result<RolloutOptions, Failure> {
     if matches!(rollout.batch, Some(Amount::Count(0) | Amount::Percent(0))) {
         return Err(Failure::usage(anyhow!("--batch must be at least 1 node (or 1%)")));
     }
@@ -160,5 +312,50 @@ fn rollout_options(rollout: &RolloutArgs) -> Result<RolloutOptions, Failure> {
             )));
         }
     };
-    Ok(RolloutOptions { batch: rollout.batch, batch_sleep, max_failures: rollout.max_failures })
+    if rollout.canary == Some(0) {
+        return Err(Failure::usage(anyhow!("--canary must be at least 1 node")));
+    }
+    let check =
+        rollout.check.as_deref().map(|text| check_options(text, rollout, catalog, config)).transpose()?;
+    Ok(RolloutOptions {
+        batch: rollout.batch,
+        batch_sleep,
+        max_failures: rollout.max_failures,
+        canary: rollout.canary,
+        check,
+    })
+}
+
+/// Parses and prepares `--check 'AGENT ACTION [KEY=VALUE ...]'`. The check goes to nodes
+/// already chosen, so it carries no filter of its own.
+fn check_options(
+    text: &str,
+    rollout: &RolloutArgs,
+    catalog: &Catalog,
+    config: &ClientConfig,
+) -> Result<CheckOptions, Failure> {
+    let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+    let [agent, action, inputs @ ..] = words.as_slice() else {
+        return Err(Failure::usage(anyhow!(
+            "--check {text:?} needs an agent and an action, e.g. --check 'health check' or --check 'rpcutil get_fact fact=role'"
+        )));
+    };
+    let text = RequestText {
+        agent: agent.clone(),
+        action: action.clone(),
+        inputs: parse_inputs(inputs)?,
+        filter: FilterSpec::default(),
+    };
+    let request = prepare(catalog, text, Duration::from_secs(config.timeout_secs), None)
+        .map_err(|error| Failure::usage(anyhow!("--check: {error}")))?;
+    let wait = match rollout.check_wait {
+        None => Duration::ZERO,
+        Some(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => Duration::from_secs_f64(secs),
+        Some(secs) => {
+            return Err(Failure::usage(anyhow!(
+                "--check-wait {secs} is not a number of seconds between 0 and 86400"
+            )));
+        }
+    };
+    Ok(CheckOptions { request, wait, retries: rollout.check_retries.unwrap_or(0) })
 }

@@ -1,0 +1,523 @@
+//! Rollouts a CI pipeline can trust, against real nodes: a canary batch, a health check
+//! between batches (the external `health` agent of `tests/fixtures/agents`, unhealthy on a node
+//! while a marker file exists), stopping on a failed check.
+//!
+//! Which nodes received the action is read from the nodes' own audit logs.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::agents::install_agents;
+use crate::harness::{BatonOutput, Fleet, NodeSpec};
+use crate::rollout::{audited, nodes_that_saw, strings};
+
+/// Ten nodes, r01 to r10, with the `hello` and `health` agents, and a client configuration
+/// that knows their definitions.
+struct HealthFleet {
+    fleet: Fleet,
+    agents: PathBuf,
+    config: PathBuf,
+    /// `XDG_STATE_HOME` of every `baton` run here.
+    state: tempfile::TempDir,
+}
+
+impl HealthFleet {
+    fn start() -> HealthFleet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agents = install_agents(dir.path(), &["hello", "health"]);
+        let agents_config = format!("[agents]\ndir = {:?}\n", agents.display().to_string());
+        let specs = (1..=10)
+            .map(|index| {
+                NodeSpec::new(&format!("r{index:02}"), json!({"index": index}), &[])
+                    .with_config(&agents_config)
+            })
+            .collect();
+        let fleet = Fleet::start_in(dir, None, specs);
+        let config = fleet.client_config_with(
+            &fleet.wire,
+            &format!("definitions_dir = {:?}\n", agents.display().to_string()),
+            "",
+        );
+        HealthFleet { fleet, agents, config, state: tempfile::tempdir().expect("state dir") }
+    }
+
+    /// Makes `node`'s health check fail, saying `why`.
+    fn break_node(&self, node: &str, why: &str) {
+        std::fs::write(self.agents.join("health").join(format!("unhealthy-{node}")), why).expect("marker");
+    }
+
+    fn fix_node(&self, node: &str) {
+        std::fs::remove_file(self.agents.join("health").join(format!("unhealthy-{node}")))
+            .expect("remove marker");
+    }
+
+    /// How many `hello greet` requests `node`'s audit log holds.
+    fn greets(&self, node: &str) -> usize {
+        self.fleet
+            .node(node)
+            .audit_lines()
+            .iter()
+            .filter(|line| line["agent"] == "hello" && line["action"] == "greet")
+            .count()
+    }
+
+    fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("BATON_LOG")
+            .env("XDG_STATE_HOME", self.state.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    fn baton<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> BatonOutput {
+        let output = self.command(args).output().expect("run baton");
+        BatonOutput {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// `baton rpc hello greet name=NAME`, checked by `health check` and stopping at the first
+/// failure, with `flags` (the batches, the output).
+fn greet_rollout(name: &str, flags: &[&str]) -> Vec<String> {
+    let common =
+        ["rpc", "hello", "greet", &format!("name={name}"), "--check", "health check", "--max-failures", "0"]
+            .map(str::to_owned);
+    common.into_iter().chain(flags.iter().map(|flag| flag.to_string())).collect()
+}
+
+fn names(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    range.map(|index| format!("r{index:02}")).collect()
+}
+
+fn jsonl(output: &BatonOutput) -> Vec<Value> {
+    output
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line:?}: {error}")))
+        .collect()
+}
+
+/// Every batch's request id and nodes, from `--jsonl` `batch_finished` lines.
+fn finished_batches(lines: &[Value]) -> Vec<(String, Vec<String>)> {
+    lines
+        .iter()
+        .filter(|line| line["type"] == "batch_finished")
+        .map(|line| (line["request_id"].as_str().expect("request id").to_string(), strings(&line["nodes"])))
+        .collect()
+}
+
+#[test]
+fn a_failed_health_check_stops_the_rollout_and_later_nodes_never_get_the_action() {
+    let ci = HealthFleet::start();
+    ci.break_node("r05", "disk full");
+    let output = ci.baton(&greet_rollout("rollout", &["--batch", "2", "--batch-sleep", "0", "--json"]));
+    assert_eq!(output.code, 1, "{output:?}");
+    let document = output.json();
+    let batches = document["batches"].as_array().expect("batches");
+    assert_eq!(batches.len(), 3, "stopped after the batch holding r05: {document}");
+    assert_eq!(strings(&batches[2]["nodes"]), ["r05", "r06"]);
+    assert_eq!(batches[2]["ok"], 2, "the action itself succeeded on r05: {document}");
+    let check = &batches[2]["check"];
+    assert_eq!(check["check"], "health check");
+    assert_eq!(strings(&check["ok"]), ["r06"]);
+    assert_eq!(check["failed"][0]["node"], "r05", "{check}");
+    assert_eq!(check["failed"][0]["message"], "unhealthy: disk full", "{check}");
+    assert_eq!(document["stopped"]["failures"], 1, "{document}");
+    assert_eq!(document["stopped"]["after_batch"], 3, "{document}");
+    assert_eq!(strings(&document["nodes"]["ok"]), ["r01", "r02", "r03", "r04", "r06"]);
+    assert_eq!(strings(&document["nodes"]["check_failed"]), ["r05"]);
+    assert_eq!(strings(&document["nodes"]["skipped"]), names(7..=10));
+    assert_eq!(strings(&document["skipped"]), names(7..=10));
+
+    // The nodes' own audit logs: nobody after r06 received the action, or the check.
+    assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=6));
+    assert_eq!(nodes_that_saw(&ci.fleet, "health", "check"), names(1..=6));
+    for batch in batches {
+        let request_id = batch["request_id"].as_str().expect("request id");
+        let seen: Vec<String> = audited(&ci.fleet, request_id).into_keys().collect();
+        assert_eq!(seen, strings(&batch["nodes"]), "batch {} went to exactly its nodes", batch["index"]);
+    }
+
+    // The rollout's saved state: what succeeded, what failed and what never started.
+    let rollout_id = document["rollout_id"].as_str().expect("a tracked rollout has an id").to_string();
+    let status = ci.baton(&["rollout", "status", &rollout_id, "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let status = status.json();
+    assert_eq!(status["status"], "stopped", "{status}");
+    assert_eq!(strings(&status["nodes"]["ok"]), ["r01", "r02", "r03", "r04", "r06"]);
+    assert_eq!(strings(&status["nodes"]["check_failed"]), ["r05"]);
+    assert_eq!(strings(&status["nodes"]["skipped"]), names(7..=10));
+    assert_eq!(strings(&status["remaining"]), ["r05", "r07", "r08", "r09", "r10"]);
+
+    // Fixed, and resumed: the remaining nodes get the action, the ones that succeeded do not
+    // get it again (their audit logs hold one `hello greet` each).
+    ci.fix_node("r05");
+    let resumed = ci.baton(&["rollout", "resume", &rollout_id, "--json"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let resumed = resumed.json();
+    assert_eq!(resumed["rollout_id"], rollout_id.as_str());
+    assert_eq!(strings(&resumed["targeted"]), ["r05", "r07", "r08", "r09", "r10"], "{resumed}");
+    assert_eq!(strings(&resumed["nodes"]["ok"]), names(1..=10), "the whole rollout is done: {resumed}");
+    for node in names(1..=10) {
+        let expected = if node == "r05" { 2 } else { 1 };
+        assert_eq!(ci.greets(&node), expected, "{node} got the action {expected} time(s) in all");
+    }
+    let status = ci.baton(&["rollout", "status", &rollout_id]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(status.stdout.contains("finished after 2 run(s), 10 node(s)"), "{status:?}");
+    assert!(status.stdout.contains("Every node succeeded; nothing is left to resume."), "{status:?}");
+    let again = ci.baton(&["rollout", "resume", &rollout_id, "--json"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json()["remaining"], json!([]), "{again:?}");
+    assert_eq!(ci.greets("r07"), 1, "a finished rollout sends nothing");
+    let unknown = ci.baton(&["rollout", "status", "0b6f2c3e-0000-4000-8000-000000000000", "--json"]);
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+
+    // People see each check, the failing node with its message, and why it stopped.
+    ci.break_node("r02", "out of memory");
+    let human = ci.baton(&greet_rollout(
+        "people",
+        &["-I", "r01", "-I", "r02", "-I", "r03", "--batch", "2", "--batch-sleep", "0"],
+    ));
+    assert_eq!(human.code, 1, "{human:?}");
+    assert!(human.stdout.contains("Check of batch 1 (health check): 1 ok, 1 failed: r02"), "{human:?}");
+    assert!(human.stdout.contains("Health check failed on 1 node(s):"), "{human:?}");
+    assert!(human.stdout.contains("unhealthy: out of memory"), "{human:?}");
+    assert!(
+        human.stdout.contains("Rollout stopped: 1 failure(s) after batch 1 exceed --max-failures 0"),
+        "{human:?}"
+    );
+}
+
+#[test]
+fn a_canary_goes_first_and_a_check_is_retried_before_it_counts() {
+    let ci = HealthFleet::start();
+    // r04 stays unhealthy: with --check-retries 2 its check is asked three times before it
+    // counts as a failure.
+    ci.break_node("r04", "still starting");
+    let output = ci.baton(&[
+        "rpc",
+        "hello",
+        "greet",
+        "name=canary",
+        "--canary",
+        "1",
+        "--batch",
+        "3",
+        "--batch-sleep",
+        "0",
+        "--check",
+        "health check",
+        "--check-retries",
+        "2",
+        "--check-wait",
+        "0.2",
+        "--max-failures",
+        "0",
+        "--jsonl",
+    ]);
+    assert_eq!(output.code, 1, "{output:?}");
+    let lines = jsonl(&output);
+    let batches = finished_batches(&lines);
+    let planned: Vec<Vec<String>> = batches.iter().map(|(_, nodes)| nodes.clone()).collect();
+    assert_eq!(planned, [names(1..=1), names(2..=4)], "a canary of 1, then batches of 3: {lines:?}");
+    for (request_id, nodes) in &batches {
+        let seen: Vec<String> = audited(&ci.fleet, request_id).into_keys().collect();
+        assert_eq!(&seen, nodes, "the audit logs show batch {request_id} reached exactly its nodes");
+    }
+    assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=4));
+    let checks: Vec<&Value> = lines.iter().filter(|line| line["type"] == "check_result").collect();
+    assert_eq!(checks.len(), 2, "{lines:?}");
+    assert_eq!(checks[0]["attempts"], 1, "the canary's check passed at once: {}", checks[0]);
+    assert_eq!(checks[1]["attempts"], 3, "r04's check was retried twice: {}", checks[1]);
+    assert_eq!(strings(&checks[1]["ok"]), ["r02", "r03"]);
+    assert_eq!(checks[1]["failed"][0]["node"], "r04");
+    // The check's retries reached only r04: three check requests in its audit log, one in
+    // each of the others'.
+    let check_lines = |node: &str| {
+        ci.fleet.node(node).audit_lines().iter().filter(|line| line["agent"] == "health").count()
+    };
+    assert_eq!(check_lines("r04"), 3);
+    assert_eq!(check_lines("r03"), 1);
+    let summary = lines.last().expect("summary");
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert_eq!(summary["skipped"], 6, "{summary}");
+
+    // A check that is not an agent and action is a usage error, before anything is sent.
+    let bad = ci.baton(&["rpc", "hello", "greet", "name=x", "--check", "health", "--json"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.json()["error"].as_str().is_some_and(|error| error.contains("--check")), "{bad:?}");
+}
+
+#[test]
+fn a_rollout_whose_client_was_killed_is_finished_by_another_process() {
+    let ci = HealthFleet::start();
+    let mut child = ci
+        .command(&greet_rollout("killed", &["--batch", "2", "--batch-sleep", "3", "--jsonl"]))
+        .spawn()
+        .expect("spawn baton");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut rollout_id = None;
+    loop {
+        let line = lines.next().expect("a line before the end").expect("read line");
+        let parsed: Value = serde_json::from_str(&line).unwrap_or_else(|error| panic!("{line:?}: {error}"));
+        if parsed["type"] == "started" {
+            rollout_id = parsed["rollout_id"].as_str().map(str::to_owned);
+        }
+        if parsed["type"] == "batch_finished" && parsed["index"] == 2 {
+            break;
+        }
+    }
+    // SIGKILL, in the pause before batch 3: nothing of baton's gets to run after this.
+    child.kill().expect("SIGKILL baton");
+    child.wait().expect("wait");
+    let rollout_id = rollout_id.expect("a started line came first");
+
+    let status = ci.baton(&["rollout", "status", &rollout_id, "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let status = status.json();
+    assert_eq!(status["status"], "running", "a killed rollout never said it ended: {status}");
+    let done_before = strings(&status["nodes"]["ok"]);
+    assert!(done_before.starts_with(&names(1..=4)), "batches 1 and 2 were saved before their line: {status}");
+
+    let resumed = ci.baton(&["rollout", "resume", &rollout_id, "--jsonl"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let lines = jsonl(&resumed);
+    assert_eq!(lines[0]["type"], "started", "{lines:?}");
+    assert_eq!(lines[0]["run"], 2, "{lines:?}");
+    let sent_again = strings(&lines[0]["nodes"]);
+    assert!(sent_again.iter().all(|node| !done_before.contains(node)), "{sent_again:?} vs {done_before:?}");
+    let status = ci.baton(&["rollout", "status", &rollout_id, "--json"]).json();
+    assert_eq!(status["status"], "finished", "{status}");
+    assert_eq!(strings(&status["nodes"]["ok"]), names(1..=10), "{status}");
+    for node in &done_before {
+        assert_eq!(ci.greets(node), 1, "{node} succeeded before the kill and never got the action again");
+    }
+    assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=10));
+}
+
+/// The command lines of the `yaml` blocks of docs/CLI.md's "Rollouts from CI" chapter, block by
+/// block: every line that is (or whose `- ` item is) a `baton` command.
+fn ci_examples() -> Vec<Vec<String>> {
+    let doc = std::fs::read_to_string(crate::harness::repo_root().join("docs/CLI.md")).expect("docs/CLI.md");
+    let start = doc.find("\n## Rollouts from CI\n").expect("the chapter is in docs/CLI.md");
+    let chapter = &doc[start + 1..];
+    let chapter = &chapter[..chapter.find("\n## ").unwrap_or(chapter.len())];
+    chapter
+        .split("```yaml\n")
+        .skip(1)
+        .map(|block| {
+            let block = &block[..block.find("```").expect("a closed block")];
+            block
+                .lines()
+                .map(|line| line.trim().trim_start_matches("- ").to_string())
+                .filter(|line| line.starts_with("baton "))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_ci_examples_of_the_docs_run_as_written() {
+    let ci = HealthFleet::start();
+    let examples = ci_examples();
+    let sizes: Vec<usize> = examples.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [2, 3], "GitHub Actions and GitLab CI, as the chapter shows them: {examples:?}");
+    let workspace = tempfile::tempdir().expect("workspace");
+    let baton_dir = PathBuf::from(env!("CARGO_BIN_EXE_baton")).parent().expect("bin dir").to_path_buf();
+    let path = format!("{}:{}", baton_dir.display(), std::env::var("PATH").unwrap_or_default());
+    // One job step: bash with pipefail, as GitHub's `shell: bash` and GitLab's runner do.
+    let step = |line: &str| {
+        let output = Command::new("bash")
+            .args(["-eo", "pipefail", "-c", line])
+            .current_dir(workspace.path())
+            .env("PATH", &path)
+            .env("BATON_CONFIG", &ci.config)
+            .env("XDG_STATE_HOME", workspace.path().join(".baton-state"))
+            .env_remove("BATON_LOG")
+            .output()
+            .expect("run bash");
+        let code = output.status.code().unwrap_or(-1);
+        (
+            code,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    // GitHub Actions: the rollout stops at the unhealthy r03 (exit 1), and the failure step
+    // shows what is left.
+    ci.break_node("r03", "migrations pending");
+    let (code, stdout, stderr) = step(&examples[0][0]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let lines: Vec<Value> =
+        stdout.lines().map(|line| serde_json::from_str(line).expect("JSON line")).collect();
+    let planned: Vec<Vec<String>> = finished_batches(&lines).into_iter().map(|(_, nodes)| nodes).collect();
+    assert_eq!(planned, [names(1..=1), names(2..=3)], "{stdout}");
+    assert!(workspace.path().join("rollout.jsonl").exists(), "tee kept the stream");
+    let (code, stdout, stderr) = step(&examples[0][1]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("check_failed      1  r03"), "{stdout}");
+    assert!(stdout.contains("8 node(s) remain: baton rollout resume "), "{stdout}");
+    ci.fix_node("r03");
+
+    // GitLab CI: the deploy job fails at r05, the manual resume job finishes the rollout.
+    ci.break_node("r05", "port 443 closed");
+    let (code, stdout, stderr) = step(&examples[1][0]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let deployed: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace.path().join("rollout.json")).expect("rollout.json"),
+    )
+    .expect("one JSON document");
+    assert_eq!(strings(&deployed["nodes"]["check_failed"]), ["r05"], "{deployed}");
+    ci.fix_node("r05");
+    let (code, stdout, stderr) = step(&examples[1][1]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let resumed: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace.path().join("resumed.json")).expect("resumed.json"),
+    )
+    .expect("one JSON document");
+    assert_eq!(strings(&resumed["nodes"]["ok"]), names(1..=10), "{resumed}");
+    let (code, stdout, stderr) = step(&examples[1][2]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("finished after 2 run(s), 10 node(s)"), "{stdout}");
+}
+
+/// A consumer of `<collective>.events` that is not Baton's code: a queue of its own, declared
+/// and bound with plain lapin calls under the client account (which may read `C.events`), as a
+/// dashboard would.
+struct EventsConsumer {
+    runtime: tokio::runtime::Runtime,
+    _connection: lapin::Connection,
+    consumer: lapin::Consumer,
+}
+
+impl EventsConsumer {
+    fn bind(fleet: &Fleet, key: &str) -> EventsConsumer {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let queue = format!("{}.reply.dashboard{}", fleet.collective, uuid::Uuid::new_v4().simple());
+        let exchange = format!("{}.events", fleet.collective);
+        let url = crate::harness::Wire::amqp().client_url;
+        let (connection, consumer) = runtime.block_on(async {
+            let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+                .await
+                .expect("consumer connection");
+            let channel = connection.create_channel().await.expect("channel");
+            let options = lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(queue.as_str().into(), options, Default::default())
+                .await
+                .expect("declare queue");
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.into(),
+                    Default::default(),
+                    Default::default(),
+                )
+                .await
+                .expect("bind to C.events");
+            let options = lapin::options::BasicConsumeOptions { no_ack: true, ..Default::default() };
+            let consumer = channel
+                .basic_consume(queue.as_str().into(), "dashboard".into(), options, Default::default())
+                .await
+                .expect("consume");
+            (connection, consumer)
+        });
+        EventsConsumer { runtime, _connection: connection, consumer }
+    }
+
+    /// The next `count` events as (routing key, body), in the order the broker delivered them;
+    /// fewer if the queue stays empty for `quiet`.
+    fn take(&mut self, count: usize, quiet: std::time::Duration) -> Vec<(String, String)> {
+        use futures_util::StreamExt;
+        let consumer = &mut self.consumer;
+        self.runtime.block_on(async {
+            let mut events = Vec::new();
+            while events.len() < count {
+                match tokio::time::timeout(quiet, consumer.next()).await {
+                    Ok(Some(Ok(delivery))) => events.push((
+                        delivery.routing_key.to_string(),
+                        String::from_utf8(delivery.data).expect("a UTF-8 JSON event"),
+                    )),
+                    _ => break,
+                }
+            }
+            events
+        })
+    }
+}
+
+#[test]
+fn a_consumer_of_the_events_exchange_sees_the_jsonl_stream_in_order() {
+    let ci = HealthFleet::start();
+    let mut dashboard = EventsConsumer::bind(&ci.fleet, "rollout.#");
+    ci.break_node("r04", "too slow");
+    let output = ci.baton(&greet_rollout(
+        "events",
+        &["--canary", "1", "--batch", "3", "--batch-sleep", "0", "--events", "--jsonl"],
+    ));
+    assert_eq!(output.code, 1, "{output:?}");
+    let printed: Vec<&str> = output.stdout.lines().collect();
+    let events = dashboard.take(printed.len() + 1, std::time::Duration::from_secs(10));
+    let bodies: Vec<&str> = events.iter().map(|(_, body)| body.as_str()).collect();
+    assert_eq!(bodies, printed, "the same events, byte for byte, in the same order");
+    let lines = jsonl(&output);
+    let kinds: Vec<&str> = lines.iter().map(|line| line["type"].as_str().expect("type")).collect();
+    for kind in [
+        "started",
+        "batch_started",
+        "reply",
+        "check_result",
+        "batch_finished",
+        "stopped",
+        "skipped",
+        "summary",
+    ] {
+        assert!(kinds.contains(&kind), "a {kind} event: {kinds:?}");
+    }
+    assert_eq!(kinds.first(), Some(&"started"));
+    assert_eq!(kinds.last(), Some(&"summary"));
+    let rollout_id = lines[0]["rollout_id"].as_str().expect("rollout id");
+    for ((key, _), kind) in events.iter().zip(&kinds) {
+        assert_eq!(
+            key,
+            &format!("rollout.{rollout_id}.{kind}"),
+            "routing keys name the rollout and the event"
+        );
+    }
+
+    // Without --jsonl the events still go to the broker (a resume publishes them as the
+    // rollout's --events asked), the same kinds in the same order.
+    let human = ci.baton(&["rollout", "resume", rollout_id]);
+    assert_eq!(human.code, 1, "r04 is still unhealthy: {human:?}");
+    let events = dashboard.take(1000, std::time::Duration::from_secs(3));
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|(_, body)| {
+            serde_json::from_str::<Value>(body).expect("JSON")["type"].as_str().expect("type").to_string()
+        })
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("started"), "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("summary"), "{kinds:?}");
+    let started: Value = serde_json::from_str(&events[0].1).expect("JSON");
+    assert_eq!(started["run"], 2, "{started}");
+    assert_eq!(strings(&started["nodes"]), names(4..=10), "{started}");
+}
