@@ -20,6 +20,9 @@
 //!   JSON and exit codes, over every transport.
 //! - `hostile`: wrong keys, replays, expired, oversized and random messages: refused, counted,
 //!   audited, and the node keeps answering.
+//! - `operator`: what an operator meets in the first hour: discovery reports only nodes that
+//!   answered, `rpc AGENT` asks only nodes with the agent, an empty `--only` named, broker
+//!   refusals worded once, a wrong collective named, SIGHUP following a changed `agents.dir`.
 //! - `puppet`: the `puppet` agent over the real Puppet: a run of a local manifest, status, last
 //!   run summary, disable and enable.
 //! - `reload`: a running node picks up new facts and classes without a restart, and stops cleanly.
@@ -40,6 +43,7 @@ mod ed25519;
 mod emulator;
 mod fanout;
 mod hostile;
+mod operator;
 mod puppet;
 mod reload;
 mod resilience;

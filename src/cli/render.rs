@@ -12,14 +12,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use super::args::{Display, OutputArgs};
-use super::exit::Failure;
+use super::exit::{Exit, Failure};
 use super::report::{
     BatchFinishedLine, BatchStartedLine, CallSummary, CollectionReport, CollectionStats, CollectionSummary,
-    DetachedReport, DiscoverReport, DiscoverStats, DiscoverSummary, ErrorReport, FactReport, InventoryReport,
-    NoResponseLine, NodeLine, NothingMatchedLine, NothingMatchedReport, NothingMatchedStats, PingReport,
-    PingTime, RequestNoResponseLine, RolloutReport, RolloutSummary, Selection, SentLine, StoppedLine,
-    StoppedReport, line, print_as, print_document, print_line, stop_reason,
+    DetachedReport, DiscoverReport, DiscoverStats, DiscoverSummary, ErrorReport, FactReport,
+    InterruptedReport, InterruptedStats, InventoryReport, NoResponseLine, NodeLine, NothingMatchedLine,
+    NothingMatchedReport, NothingMatchedStats, PingReport, PingTime, RequestNoResponseLine, RolloutReport,
+    RolloutSummary, Selection, SentLine, StoppedLine, StoppedReport, line, print_as, print_document,
+    print_line, stop_reason,
 };
+use super::targets::NothingFound;
 use crate::client::detached::{Collection, DetachedRequest};
 use crate::client::discovery::Discovered;
 use crate::client::report::{OutcomeReport, Stats, round2};
@@ -41,6 +43,11 @@ pub struct Renderer {
     show_batches: bool,
     /// Colour human output: stdout is a terminal and NO_COLOR is not set.
     colour: bool,
+    /// The agent `baton rpc AGENT` added to the filter, for the `--json` documents.
+    added_agent_filter: Option<String>,
+    /// The replies and unreachable nodes seen so far, for what Ctrl-C prints.
+    seen_replies: Vec<crate::client::NodeReply>,
+    seen_unreachable: Vec<String>,
 }
 
 /// Whether human output may be coloured: only on a terminal, and never with `NO_COLOR` set
@@ -53,7 +60,27 @@ impl Renderer {
     pub fn new(output: &OutputArgs, verbose: u8) -> Renderer {
         let colour = !(output.json || output.jsonl)
             && colour_allowed(std::io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-        Renderer { output: output.clone(), verbose, progress: None, show_batches: false, colour }
+        Renderer {
+            output: output.clone(),
+            verbose,
+            progress: None,
+            show_batches: false,
+            colour,
+            added_agent_filter: None,
+            seen_replies: Vec::new(),
+            seen_unreachable: Vec::new(),
+        }
+    }
+
+    /// Says that only nodes with `agent` are discovered, because `baton rpc` added `-A agent`
+    /// to the filter: on stderr for people, as `added_agent_filter` in the JSON documents.
+    pub fn added_agent_filter(&mut self, agent: &str) {
+        if !self.is_machine() {
+            eprintln!(
+                "Asking only the nodes that have the agent \"{agent}\" (-A {agent} added to the filter)"
+            );
+        }
+        self.added_agent_filter = Some(agent.to_owned());
     }
 
     /// Prints a line as each batch starts.
@@ -118,6 +145,11 @@ impl Renderer {
 
     pub fn rpc_event(&mut self, event: &Event<'_>) {
         self.progress_event(event);
+        match event {
+            Event::Reply(reply) => self.seen_replies.push((*reply).clone()),
+            Event::Unreachable(node) => self.seen_unreachable.push((*node).to_owned()),
+            _ => {}
+        }
         if !self.output.jsonl {
             if !self.output.json {
                 self.human_event(event);
@@ -204,7 +236,7 @@ impl Renderer {
         self.silent_and_unexpected(outcome);
     }
 
-    pub fn discovered(&mut self, discovered: &Discovered) {
+    pub fn discovered(&mut self, discovered: &Discovered, nothing: &NothingFound) {
         let discovery_ms = discovered.elapsed.as_secs_f64() * 1000.0;
         if self.output.jsonl {
             for node in &discovered.nodes {
@@ -225,7 +257,7 @@ impl Renderer {
             println!("{node}");
         }
         if discovered.nodes.is_empty() {
-            eprintln!("No nodes matched (check the filter, or raise --dt if the fleet is slow to answer)");
+            eprintln!("{} ({})", nothing.message, nothing.next_step);
         }
         if self.verbose > 0 {
             eprintln!("\nDiscovered {} nodes in {discovery_ms:.2} ms", discovered.nodes.len());
@@ -233,9 +265,15 @@ impl Renderer {
     }
 
     /// What a command prints when no node matched the filter, for `agent#action`.
-    pub fn nothing_matched(&mut self, agent: &str, action: &str, discovered: &Discovered) {
+    pub fn nothing_matched(
+        &mut self,
+        agent: &str,
+        action: &str,
+        discovered: &Discovered,
+        nothing: &NothingFound,
+    ) {
         let discovery_ms = round2(discovered.elapsed.as_secs_f64() * 1000.0);
-        let message = "No nodes matched the filter; nothing was sent";
+        let message = nothing.message.as_str();
         if self.output.json {
             print_document(&NothingMatchedReport {
                 request_id: None,
@@ -250,6 +288,7 @@ impl Renderer {
                 stopped: None,
                 aggregates: serde_json::Map::new(),
                 message,
+                added_agent_filter: self.added_agent_filter.as_deref(),
                 stats: NothingMatchedStats::new(Some(discovery_ms)),
             });
         } else if self.output.jsonl {
@@ -258,8 +297,67 @@ impl Renderer {
                 NothingMatchedLine { stats: NothingMatchedStats::new(None), message },
             ));
         } else {
-            eprintln!("{message} (check the filter, or raise --dt if the fleet is slow to answer)");
+            eprintln!("{message} ({})", nothing.next_step);
         }
+    }
+
+    /// What `baton rpc` prints when Ctrl-C ends the wait: the replies so far (by the display
+    /// policy), and the targets still awaited. Returns the exit code of what is known: 1 when
+    /// a node failed, else 3, since the awaited nodes did not reply.
+    pub fn interrupted(&mut self, targets: &[String]) -> Exit {
+        if let Some(bar) = self.progress.take() {
+            bar.finish_and_clear();
+        }
+        let answered: std::collections::BTreeSet<&str> = self
+            .seen_replies
+            .iter()
+            .map(|reply| reply.node.as_str())
+            .chain(self.seen_unreachable.iter().map(String::as_str))
+            .collect();
+        let awaited: Vec<&str> =
+            targets.iter().map(String::as_str).filter(|node| !answered.contains(node)).collect();
+        let ok = self.seen_replies.iter().filter(|reply| reply.is_ok()).count();
+        let failed = self.seen_replies.len() - ok;
+        let exit = if failed > 0 { Exit::Failed } else { Exit::NoResponse };
+        let stats = InterruptedStats {
+            targeted: targets.len(),
+            ok,
+            failed,
+            awaited: awaited.len(),
+            unreachable: self.seen_unreachable.len(),
+        };
+        let report = InterruptedReport {
+            interrupted: true,
+            targeted: targets,
+            replies: &self.seen_replies,
+            unreachable: &self.seen_unreachable,
+            awaited,
+            stats,
+        };
+        if self.output.json {
+            print_document(&report);
+            return exit;
+        }
+        if self.output.jsonl {
+            print_line(&line("interrupted", report));
+            return exit;
+        }
+        self.write_replies(&self.seen_replies);
+        println!();
+        println!(
+            "{}",
+            self.paint(
+                &format!("Interrupted: {} / {} nodes answered, {failed} failed", ok + failed, targets.len()),
+                YELLOW
+            )
+        );
+        if !report.awaited.is_empty() {
+            println!("Still awaited, {} node(s):", report.awaited.len());
+            println!();
+            let awaited: Vec<String> = report.awaited.iter().map(|node| (*node).to_owned()).collect();
+            print_columns(&awaited);
+        }
+        exit
     }
 
     /// The end of `baton rpc`: the whole rollout as one document, the trailer lines, or the
@@ -267,8 +365,12 @@ impl Renderer {
     pub fn rollout_summary(&mut self, rollout: &RolloutOutcome, discovered: &Discovered, ordered: &Ordered) {
         self.finish_progress();
         let discovery_ms = discovered.elapsed.as_secs_f64() * 1000.0;
-        let selection =
-            Selection { candidates: ordered.candidates, selected: ordered.nodes.len(), seed: ordered.seed };
+        let selection = Selection {
+            candidates: ordered.candidates,
+            selected: ordered.nodes.len(),
+            seed: ordered.seed,
+            added_agent_filter: self.added_agent_filter.as_deref(),
+        };
         let mut call = OutcomeReport::new(&rollout.call, Some(discovery_ms));
         call.stats.batches = Some(rollout.batches.len());
         call.stats.planned_batches = Some(rollout.planned_batches);
@@ -310,23 +412,12 @@ impl Renderer {
     /// Failures (or every reply, per `--display`), the "Finished processing" line, silent and
     /// unexpected nodes.
     fn human_summary(&mut self, outcome: &CallOutcome, _discovery_ms: f64) {
-        let mut stdout = std::io::stdout().lock();
-        for reply in &outcome.replies {
-            let shown = match self.output.display.unwrap_or_default() {
-                Display::All => true,
-                Display::Ok => reply.is_ok(),
-                Display::Failed => !reply.is_ok(),
-                Display::None => false,
-            };
-            if shown {
-                let _ = self.write_reply(&mut stdout, reply);
-            }
-        }
-        drop(stdout);
+        self.write_replies(&outcome.replies);
         let counts = outcome.counts();
-        if !outcome.aggregates.is_empty() {
+        let summaries = super::summary::aggregate_lines(&outcome.aggregates);
+        if !summaries.is_empty() {
             println!();
-            for text in super::summary::aggregate_lines(&outcome.aggregates) {
+            for text in summaries {
                 println!("{text}");
             }
         }
@@ -413,7 +504,9 @@ impl Renderer {
     }
 
     /// What `baton replies` prints: each request's replies, as `baton rpc` would.
-    pub fn collection(&mut self, collection: &Collection) {
+    /// The end of `baton replies`: per request, as `baton rpc` would have shown it, each with
+    /// its action's display policy (`displays`, by request) unless `--display` was given.
+    pub fn collection(&mut self, collection: &Collection, displays: &[Option<Display>]) {
         let mut totals = crate::client::outcome::Counts::default();
         let mut replies = 0;
         for outcome in &collection.requests {
@@ -457,7 +550,9 @@ impl Renderer {
         if collection.requests.is_empty() {
             println!("No replies in queue {}", collection.queue);
         }
-        for outcome in &collection.requests {
+        let given = self.output.display;
+        for (index, outcome) in collection.requests.iter().enumerate() {
+            self.output.display = given.or(displays.get(index).copied().flatten());
             println!("Replies to request {} ({}#{}):", outcome.request_id, outcome.agent, outcome.action);
             if outcome.targeted.is_none() {
                 println!(
@@ -468,6 +563,7 @@ impl Renderer {
             self.human_summary(outcome, 0.0);
             println!();
         }
+        self.output.display = given;
         if collection.put_back > 0 {
             println!("{} replies to other requests stay in the queue", collection.put_back);
         }
@@ -612,6 +708,22 @@ impl Renderer {
         self.no_response_lines(outcome);
         let summary = CallSummary { request_id: outcome.request_id, stats: Stats::of(outcome, discovery_ms) };
         print_line(&line("summary", summary));
+    }
+
+    /// A line for each reply the display policy (`--display`, or the action's) shows.
+    fn write_replies(&self, replies: &[crate::client::NodeReply]) {
+        let mut stdout = std::io::stdout().lock();
+        for reply in replies {
+            let shown = match self.output.display.unwrap_or_default() {
+                Display::All => true,
+                Display::Ok => reply.is_ok(),
+                Display::Failed => !reply.is_ok(),
+                Display::None => false,
+            };
+            if shown {
+                let _ = self.write_reply(&mut stdout, reply);
+            }
+        }
     }
 
     fn write_reply(&self, out: &mut impl Write, reply: &crate::client::NodeReply) -> std::io::Result<()> {

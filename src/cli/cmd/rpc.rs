@@ -31,6 +31,8 @@ pub struct RpcPlan {
     limit_seed: Option<u64>,
     reply_to: Option<String>,
     output: OutputArgs,
+    /// The agent added to the filter as `-A AGENT`, when it was.
+    added_agent_filter: Option<String>,
 }
 
 /// The flags of `baton rpc`, as clap parsed them.
@@ -58,7 +60,7 @@ impl RpcPlan {
             filter: args.filter.spec(),
         };
         let timeout = args.rollout.timeout.map(|secs| seconds(Some(secs), 0)).transpose()?;
-        let request = prepare(&catalog, text, Duration::from_secs(config.timeout_secs), timeout)
+        let mut request = prepare(&catalog, text, Duration::from_secs(config.timeout_secs), timeout)
             .map_err(Failure::usage)?;
         let rollout = rollout_options(args.rollout)?;
         if let Some(name) = args.reply_to {
@@ -70,6 +72,15 @@ impl RpcPlan {
             detached::check_queue_name(name)?;
         }
         let targets = TargetPlan::new(&request.spec.filter, args.discovery, &config)?;
+        // Only nodes with the agent are discovered (MCollective did the same): the others
+        // would all answer "unknown agent". Named nodes and node lists are asked as given.
+        let mut added_agent_filter = None;
+        if targets.discovers()
+            && let Some(filter) = request.spec.filter.requiring_agent(args.agent).map_err(Failure::usage)?
+        {
+            request.spec.filter = filter;
+            added_agent_filter = Some(args.agent.to_owned());
+        }
         let mut output = args.output.clone();
         output.display = output.display.or(request.display().map(display_for));
         Ok(RpcPlan {
@@ -81,6 +92,7 @@ impl RpcPlan {
             limit_seed: args.rollout.limit_seed,
             reply_to: args.reply_to.map(str::to_owned),
             output,
+            added_agent_filter,
         })
     }
 
@@ -94,10 +106,13 @@ impl RpcPlan {
 
     async fn send(&self, client: &Client, verbose: u8) -> Result<Exit, Failure> {
         let spec = &self.request.spec;
-        let discovered = self.targets.find(client, &spec.filter).await?;
         let mut renderer = Renderer::new(&self.output, verbose);
+        if let Some(agent) = &self.added_agent_filter {
+            renderer.added_agent_filter(agent);
+        }
+        let discovered = self.targets.find(client, &spec.filter).await?;
         if discovered.nodes.is_empty() {
-            renderer.nothing_matched(&spec.agent, &spec.action, &discovered);
+            renderer.nothing_matched(&spec.agent, &spec.action, &discovered, &self.targets.nothing_found());
             return Ok(Exit::NothingMatched);
         }
         let ordered = order_targets(&discovered.nodes, self.limit, self.limit_seed);
@@ -115,18 +130,23 @@ impl RpcPlan {
         }
         renderer.start_progress(ordered.nodes.len());
         renderer.show_batches(self.rollout.batch.is_some());
-        let outcome = client
-            .rollout(&self.request, &ordered.nodes, &self.rollout, &mut |event: &Event<'_>| {
-                renderer.rpc_event(event)
-            })
-            .await?;
+        // Ctrl-C ends the wait: what is known so far is printed, with the nodes still awaited.
+        let mut on_event = |event: &Event<'_>| renderer.rpc_event(event);
+        let finished = tokio::select! {
+            outcome = client.rollout(&self.request, &ordered.nodes, &self.rollout, &mut on_event) => Some(outcome),
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(outcome) = finished else {
+            return Ok(renderer.interrupted(&ordered.nodes));
+        };
+        let outcome = outcome?;
         renderer.rollout_summary(&outcome, &discovered, &ordered);
         Ok(Exit::for_rollout(&outcome))
     }
 }
 
 /// `--display` as the action's definition has it, when the user gave none.
-fn display_for(policy: DisplayPolicy) -> Display {
+pub(crate) fn display_for(policy: DisplayPolicy) -> Display {
     match policy {
         DisplayPolicy::Ok => Display::Ok,
         DisplayPolicy::Failed => Display::Failed,
