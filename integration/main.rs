@@ -22,7 +22,8 @@
 //!   audited, and the node keeps answering.
 //! - `operator`: what an operator meets in the first hour: discovery reports only nodes that
 //!   answered, `rpc AGENT` asks only nodes with the agent, an empty `--only` named, broker
-//!   refusals worded once, a wrong collective named, SIGHUP following a changed `agents.dir`.
+//!   refusals worded once, a wrong collective named, SIGHUP following a changed `agents.dir`,
+//!   collected replies shown as live, Ctrl-C printing what is known, the bar cleared first.
 //! - `puppet`: the `puppet` agent over the real Puppet: a run of a local manifest, status, last
 //!   run summary, disable and enable.
 //! - `reload`: a running node picks up new facts and classes without a restart, and stops cleanly.

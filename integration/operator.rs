@@ -2,7 +2,9 @@
 //! the private RabbitMQ: discovery reports only nodes that answered, `baton rpc AGENT` asks
 //! only the nodes that have the agent and says so, an empty `--only` selection says what was
 //! empty, broker refusals are worded once by Baton (no library log lines), a collective typo is
-//! named as such, and SIGHUP follows a changed `agents.dir`.
+//! named as such, SIGHUP follows a changed `agents.dir`, `baton replies` shows what the live
+//! command showed and prunes its records, Ctrl-C prints what is known, and the progress bar is
+//! cleared before the first result line.
 
 use std::time::{Duration, Instant};
 
@@ -344,4 +346,20 @@ fn ctrl_c_during_a_wait_prints_what_is_known_and_the_nodes_still_awaited() {
     assert!(stdout.contains("Interrupted: ") && stdout.contains("/ 2 nodes answered, 0 failed"), "{stdout}");
     let awaited = stdout.split_once("Still awaited, ").map(|(_, rest)| rest).unwrap_or_default();
     assert!(awaited.contains("asleep01"), "{stdout}");
+}
+
+/// Regression: on a terminal the finished progress bar was left in place, and the first result
+/// line was written after it. The bar is drawn at its final count, then cleared (the console
+/// crate's `\r\x1b[2K`) before the first result line.
+#[test]
+fn the_progress_bar_is_cleared_before_the_first_result_line() {
+    let fleet =
+        Fleet::start(vec![NodeSpec::new("bar01", json!({}), &[]), NodeSpec::new("bar02", json!({}), &[])]);
+    let (code, terminal) =
+        crate::rollout::in_terminal(&fleet, &["rpc", "rpcutil", "ping", "-I", "bar01", "-I", "bar02"], true);
+    assert_eq!(code, 0, "{terminal:?}");
+    let bar = terminal.rfind("] 2 / 2").unwrap_or_else(|| panic!("the bar reaches 2 / 2: {terminal:?}"));
+    let first_result = terminal.find("bar01").unwrap_or_else(|| panic!("a line per node: {terminal:?}"));
+    assert!(bar < first_result, "{terminal:?}");
+    assert!(terminal[bar..first_result].contains("\r\x1b[2K"), "the bar is cleared first: {terminal:?}");
 }

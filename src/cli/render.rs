@@ -120,10 +120,12 @@ impl Renderer {
         self.progress = Some(bar);
     }
 
-    /// Leaves the finished bar on the terminal, as a record of how far the run got.
+    /// Draws the bar once more at its final count, then clears it, so the first result line
+    /// starts on a clean line (regression: the results were printed after the bar's line).
     fn finish_progress(&mut self) {
         if let Some(bar) = self.progress.take() {
             bar.finish();
+            bar.finish_and_clear();
         }
     }
 
