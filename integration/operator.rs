@@ -363,3 +363,39 @@ fn the_progress_bar_is_cleared_before_the_first_result_line() {
     assert!(bar < first_result, "{terminal:?}");
     assert!(terminal[bar..first_result].contains("\r\x1b[2K"), "the bar is cleared first: {terminal:?}");
 }
+
+/// Regression: a rollout showed nothing per node until the end. Each batch's results are
+/// printed as it finishes, naming the nodes that failed or did not respond.
+#[test]
+fn a_rollout_shows_each_batch_as_it_finishes() {
+    let mut fleet = Fleet::start(vec![
+        NodeSpec::new("step01", json!({}), &[]),
+        NodeSpec::new("step02", json!({}), &[]),
+        NodeSpec::new("step03", json!({}), &[]),
+    ]);
+    fleet.kill("step03");
+    let output = fleet.baton(&[
+        "rpc",
+        "rpcutil",
+        "ping",
+        "-I",
+        "step01",
+        "-I",
+        "step02",
+        "-I",
+        "step03",
+        "--batch",
+        "1",
+        "--batch-sleep",
+        "0",
+        "-t",
+        "2",
+    ]);
+    assert_eq!(output.code, 3, "{output:?}");
+    let first = output.stdout.find("Batch 1/3 done in").unwrap_or_else(|| panic!("{output:?}"));
+    let second = output.stdout.find("Batch 2/3: step02").unwrap_or_else(|| panic!("{output:?}"));
+    assert!(first < second, "batch 1's results come before batch 2 starts: {output:?}");
+    assert!(output.stdout.contains(": 1 ok, 0 failed, 0 no response"), "{output:?}");
+    assert!(output.stdout.contains("Batch 3/3 done in"), "{output:?}");
+    assert!(output.stdout.contains(": 0 ok, 0 failed, 1 no response; no response: step03"), "{output:?}");
+}

@@ -187,6 +187,33 @@ impl Renderer {
             Event::BatchStarted { index, of, nodes } if self.show_batches => {
                 self.say(&format!("Batch {index}/{of}: {}", nodes.join(" ")));
             }
+            // Each batch's results as they come, not only at the end of the rollout.
+            Event::BatchFinished { batch, of } if self.show_batches => {
+                let failed: Vec<&str> = self
+                    .seen_replies
+                    .iter()
+                    .filter(|reply| !reply.is_ok() && batch.nodes.contains(&reply.node))
+                    .map(|reply| reply.node.as_str())
+                    .collect();
+                let silent: Vec<&str> = batch
+                    .nodes
+                    .iter()
+                    .filter(|node| !self.seen_replies.iter().any(|reply| &reply.node == *node))
+                    .map(String::as_str)
+                    .collect();
+                let mut line = format!(
+                    "Batch {}/{of} done in {} ms: {} ok, {} failed, {} no response",
+                    batch.index, batch.ms, batch.ok, batch.failed, batch.no_response
+                );
+                if !failed.is_empty() {
+                    line.push_str(&format!("; failed: {}", failed.join(" ")));
+                }
+                if !silent.is_empty() {
+                    line.push_str(&format!("; no response: {}", silent.join(" ")));
+                }
+                let colour = if failed.is_empty() && silent.is_empty() { GREEN } else { RED };
+                self.say(&self.paint(&line, colour));
+            }
             Event::Skipped { nodes, stopped } => {
                 let line = format!("Stopping: {}; {} node(s) skipped", stop_reason(stopped), nodes.len());
                 self.say(&self.paint(&line, RED));
