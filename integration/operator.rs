@@ -359,7 +359,8 @@ fn the_progress_bar_is_cleared_before_the_first_result_line() {
         crate::rollout::in_terminal(&fleet, &["rpc", "rpcutil", "ping", "-I", "bar01", "-I", "bar02"], true);
     assert_eq!(code, 0, "{terminal:?}");
     let bar = terminal.rfind("] 2 / 2").unwrap_or_else(|| panic!("the bar reaches 2 / 2: {terminal:?}"));
-    let first_result = terminal.find("bar01").unwrap_or_else(|| panic!("a line per node: {terminal:?}"));
+    let result_line = format!("{:<40} OK", "bar01");
+    let first_result = terminal.find(&result_line).unwrap_or_else(|| panic!("a line per node: {terminal:?}"));
     assert!(bar < first_result, "{terminal:?}");
     assert!(terminal[bar..first_result].contains("\r\x1b[2K"), "the bar is cleared first: {terminal:?}");
 }
@@ -398,4 +399,22 @@ fn a_rollout_shows_each_batch_as_it_finishes() {
     assert!(output.stdout.contains(": 1 ok, 0 failed, 0 no response"), "{output:?}");
     assert!(output.stdout.contains("Batch 3/3 done in"), "{output:?}");
     assert!(output.stdout.contains(": 0 ok, 0 failed, 1 no response; no response: step03"), "{output:?}");
+}
+
+/// Regression: on a terminal nothing said which nodes a wait was for; beside the progress bar
+/// the nodes still awaited are named.
+#[test]
+fn a_terminal_names_the_nodes_still_awaited() {
+    let mut fleet = Fleet::start(vec![
+        NodeSpec::new("wake01", json!({}), &[]),
+        NodeSpec::new("sleepy01", json!({}), &[]),
+    ]);
+    fleet.kill("sleepy01");
+    let (code, terminal) = crate::rollout::in_terminal(
+        &fleet,
+        &["rpc", "rpcutil", "ping", "-I", "wake01", "-I", "sleepy01", "-t", "3"],
+        true,
+    );
+    assert_eq!(code, 3, "{terminal:?}");
+    assert!(terminal.contains("] 1 / 2 waiting for: sleepy01"), "{terminal:?}");
 }

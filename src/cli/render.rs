@@ -48,7 +48,12 @@ pub struct Renderer {
     /// The replies and unreachable nodes seen so far, for what Ctrl-C prints.
     seen_replies: Vec<crate::client::NodeReply>,
     seen_unreachable: Vec<String>,
+    /// The nodes of the batch in flight that have not answered yet, named beside the bar.
+    awaited: Vec<String>,
 }
+
+/// Up to this many nodes still awaited are named beside the progress bar; more are counted.
+const AWAITED_NAMED: usize = 5;
 
 /// Whether human output may be coloured: only on a terminal, and never with `NO_COLOR` set
 /// to anything (<https://no-color.org>).
@@ -69,6 +74,7 @@ impl Renderer {
             added_agent_filter: None,
             seen_replies: Vec::new(),
             seen_unreachable: Vec::new(),
+            awaited: Vec::new(),
         }
     }
 
@@ -110,7 +116,7 @@ impl Renderer {
             return;
         }
         let bar = ProgressBar::new(total as u64);
-        let style = ProgressStyle::with_template(" {spinner} [ {bar:60} ] {pos} / {len}")
+        let style = ProgressStyle::with_template(" {spinner} [ {bar:60} ] {pos} / {len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .tick_chars("|/-\\*")
             .progress_chars("=> ");
@@ -132,17 +138,38 @@ impl Renderer {
     /// Advances the progress bar; streams a line per reply with `--jsonl`.
     pub fn progress_event(&mut self, event: &Event<'_>) {
         match event {
-            Event::Reply(_) | Event::Unreachable(_) => {
-                if let Some(bar) = &self.progress {
-                    bar.inc(1);
-                }
+            Event::Reply(reply) => self.answered(&reply.node),
+            Event::Unreachable(node) => self.answered(node),
+            Event::BatchStarted { nodes, .. } => {
+                self.awaited = nodes.to_vec();
+                self.show_awaited();
             }
-            Event::Sent { .. }
-            | Event::Unexpected(_)
-            | Event::BatchStarted { .. }
-            | Event::BatchFinished { .. }
-            | Event::Skipped { .. } => {}
+            Event::BatchFinished { .. } => {
+                self.awaited.clear();
+                self.show_awaited();
+            }
+            Event::Sent { .. } | Event::Unexpected(_) | Event::Skipped { .. } => {}
         }
+    }
+
+    /// Counts one more node accounted for, and names the ones still awaited.
+    fn answered(&mut self, node: &str) {
+        if let Some(bar) = &self.progress {
+            bar.inc(1);
+        }
+        self.awaited.retain(|awaited| awaited != node);
+        self.show_awaited();
+    }
+
+    /// Beside the bar, on a terminal: which nodes the batch in flight still waits for.
+    fn show_awaited(&self) {
+        let Some(bar) = &self.progress else { return };
+        let message = match self.awaited.len() {
+            0 => String::new(),
+            count if count <= AWAITED_NAMED => format!("waiting for: {}", self.awaited.join(" ")),
+            count => format!("waiting for {count} nodes"),
+        };
+        bar.set_message(message);
     }
 
     pub fn rpc_event(&mut self, event: &Event<'_>) {
