@@ -298,8 +298,9 @@ fn a_user_who_may_not_create_a_missing_exchange_is_told_what_to_do() {
         assert_eq!(
             error.to_string(),
             format!(
-                "exchange \"{collective}.broadcast\" does not exist on the broker and user \"{user}\" \
-                 may not create it (declare it, see rabbitmq/definitions.json)"
+                "collective \"{collective}\" does not exist on this broker: exchange \
+                 \"{collective}.broadcast\" is missing and user \"{user}\" may not create it (check -T \
+                 and the collective setting; a new collective is declared as in rabbitmq/definitions.json)"
             )
         );
         // The same user may not declare a client's reply queue either: refused, named.

@@ -32,6 +32,10 @@
 //!   to do, and the first answers all 20 directed requests, over every transport.
 //! - `metrics`: a node's `/metrics` checked by `promtool`, counters after a ping, `/healthz`
 //!   while the node's broker connection is cut and after it returns.
+//! - `operator`: what an operator meets in the first hour: discovery reports only nodes that
+//!   answered, `rpc AGENT` asks only nodes with the agent, an empty `--only` named, broker
+//!   refusals worded once, a wrong collective named, SIGHUP following a changed `agents.dir`,
+//!   collected replies shown as live, Ctrl-C printing what is known, the bar cleared first.
 //! - `puppet`: the `puppet` agent over the real Puppet: a run of a local manifest, status, last
 //!   run summary, disable and enable.
 //! - `reload`: a running node picks up new facts and classes without a restart, and stops cleanly.
@@ -61,6 +65,7 @@ mod fanout;
 mod hostile;
 mod identity;
 mod metrics;
+mod operator;
 mod puppet;
 mod reload;
 mod resilience;

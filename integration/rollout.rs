@@ -516,7 +516,7 @@ fn discover_then_act_and_retry_only_what_failed() {
 
 /// Runs `baton` inside a real pseudo-terminal with `script` and returns what the terminal
 /// received.
-fn in_terminal(fleet: &Fleet, args: &[&str], no_color: bool) -> (i32, String) {
+pub(crate) fn in_terminal(fleet: &Fleet, args: &[&str], no_color: bool) -> (i32, String) {
     let config = fleet.client_config("");
     let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_baton").to_string())
         .chain(["--config".to_string(), config.display().to_string()])

@@ -230,6 +230,8 @@ fn every_flag_is_checked_before_connecting() {
         (&["rpc", "rpcutil", "ping", "--reply-to", "later", "--batch", "2"], "--reply-to cannot be combined"),
         (&["rpc", "rpcutil", "get_fact", "fact=a b"], "must match"),
         (&["rpc", "rpcutil", "ping", "-S", "role=web and ("], "("),
+        // Regression: `>>` was read as `>` and the value `>1`, matching nothing, silently.
+        (&["rpc", "rpcutil", "ping", "-F", "rack>>1"], r#"unknown operator ">>" at column 5"#),
         (&["discover", "--dm", "flatfile"], "--dm flatfile needs --nodes FILE"),
         (&["facts", "role", "--nodes", "hosts.txt", "-C", "nginx"], "filters cannot be combined"),
         (&["agents", "--only", "ok"], "--only picks from the results"),
@@ -247,4 +249,87 @@ fn write_private_psk(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, "a-test-key-that-is-long-enough-to-be-accepted").expect("psk");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod psk");
+}
+
+/// Runs the real `baton` with `args`, no configuration file and `BATON_CONFIG` as given.
+fn baton_plain(args: &[&str], baton_config: Option<&str>) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_baton"));
+    command.args(args).env_remove("BATON_LOG").env_remove("BATON_CONFIG");
+    if let Some(value) = baton_config {
+        command.env("BATON_CONFIG", value);
+    }
+    command.output().expect("run baton")
+}
+
+/// Regression: `keygen --name user=op` wrote `user-op.key` while `baton console --user-keys`
+/// looked for `user=op.key` (and told the user to run that same keygen); and `--dir` had to
+/// exist. One naming now, the key's name as it is, and the directory is made.
+#[test]
+fn keygen_names_the_files_after_the_key_and_makes_the_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = dir.path().join("not").join("yet");
+    let output = baton_plain(&["keygen", "--name", "user=op", "--dir", keys.to_str().expect("utf-8")], None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
+    let (private, public) = baton::security::ed25519::key_pair_paths(&keys, "user=op");
+    assert_eq!(private, keys.join("user=op.key"));
+    assert_eq!(public, keys.join("user=op.pub"));
+    assert!(private.is_file() && public.is_file(), "{stdout}");
+    assert!(stdout.contains(&format!("private key  {}", private.display())), "{stdout}");
+    // The key loads under its name, as the console loads a user's key from --user-keys.
+    let loaded = baton::security::Ed25519::load(&private, &keys).expect("the written key loads");
+    assert_eq!(loaded.key_id(), "user=op");
+}
+
+/// Regression: an empty `BATON_CONFIG` said "a value is required for '--config'"; it now
+/// means no file, as an unset one does (the default files are searched).
+#[test]
+fn an_empty_baton_config_means_no_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["discover"])
+        .env_remove("BATON_LOG")
+        .env("BATON_CONFIG", "")
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("HOME", dir.path())
+        .output()
+        .expect("run baton");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("a value is required"), "{stderr}");
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("missing \"broker.urls\""), "{stderr}");
+}
+
+/// Regression: a missing configuration file's error was printed twice in one line ("No such
+/// file or directory ... : No such file or directory").
+#[test]
+fn a_missing_configuration_file_is_reported_once() {
+    let output = baton_plain(&["ping"], Some("/nonexistent/baton/client.toml"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot read configuration file /nonexistent/baton/client.toml"), "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+}
+
+/// Regression: `baton doc ./definition.json` broadcast a lookup for an agent of that name.
+/// A path is read and checked as a node would load it, with no configuration or broker.
+#[test]
+fn doc_reads_a_definition_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hello = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/agents/hello");
+    let file = hello.join("definition.json");
+    for argument in [file.to_str().expect("utf-8"), hello.to_str().expect("utf-8")] {
+        let output = baton_plain(&["doc", argument], Some("/nonexistent/client.toml"));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{argument}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.starts_with("hello - Greets people"), "{stdout}");
+        assert!(stdout.contains("greet"), "{stdout}");
+    }
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, r#"{"metadata": {"name": "x"}}"#).expect("write");
+    let output = baton_plain(&["doc", broken.to_str().expect("utf-8")], None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&broken.display().to_string()), "the error names the file: {stderr}");
 }

@@ -526,7 +526,7 @@ fn client_every_key_and_errors() {
         &path,
         format!(
             "identity = \"ci@builder\"\ncaller = \"cert=ci\"\ncollective = \"dc1\"\n\
-             timeout_secs = 30\ndiscovery_timeout_secs = 5\nttl_secs = 120\n{CLIENT_MINIMAL}"
+             timeout_secs = 30\ndiscovery_timeout_secs = 5\nttl_secs = 120\nrequest_records_days = 3\n{CLIENT_MINIMAL}"
         ),
     )
     .expect("writable");
@@ -540,6 +540,7 @@ fn client_every_key_and_errors() {
     assert_eq!(config.timeout_secs, 30);
     assert_eq!(config.discovery_timeout_secs, 5);
     assert_eq!(config.ttl_secs, 90);
+    assert_eq!(config.request_records_days, 3);
     let settings = config.broker_settings(None, "baton ci".to_owned());
     assert_eq!(settings.transport, Transport::Amqp);
 
@@ -551,7 +552,7 @@ fn client_every_key_and_errors() {
     assert_eq!(
         error.to_string(),
         format!(
-            r#"unknown key "colective" in {} (known keys: identity, caller, collective, broker, tls, security, timeout_secs, discovery_timeout_secs, ttl_secs, definitions_dir)"#,
+            r#"unknown key "colective" in {} (known keys: identity, caller, collective, broker, tls, security, timeout_secs, discovery_timeout_secs, ttl_secs, definitions_dir, request_records_days)"#,
             path.display()
         )
     );
@@ -620,4 +621,64 @@ fn authorization_settings_load() {
     let node = result.expect("authorization settings load");
     assert_eq!(node.authorization.policy_dir.as_deref(), Some(std::path::Path::new("/etc/baton/policy")));
     assert_eq!(node.authorization.unconfigured, baton::config::UnconfiguredPolicy::Deny);
+}
+
+/// Runs the real `batond --check` on a node configuration of `extra` lines beside a working
+/// identity, broker URL (never contacted) and PSK.
+fn batond_check(dir: &Path, extra: &str) -> (Option<i32>, String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let psk = dir.join("psk");
+    std::fs::write(&psk, "a-test-key-that-is-long-enough-to-be-accepted").expect("psk");
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).expect("chmod psk");
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "identity = \"check01\"\n{extra}\n[broker]\nurls = [\"amqp://n:n@127.0.0.1:1/baton\"]\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n"
+        ),
+    )
+    .expect("config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_batond"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--check")
+        .env_remove("BATON_LOG")
+        .output()
+        .expect("run batond");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
+}
+
+/// Regression: `batond --check` said "configuration OK" with an invalid agent definition (the
+/// daemon then ran without that agent), and never read the TLS files it claimed to check.
+#[test]
+fn batond_check_reads_agent_definitions_and_tls_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agents = dir.path().join("agents");
+    std::fs::create_dir_all(agents.join("typo")).expect("agent dir");
+    std::fs::write(agents.join("typo").join("definition.json"), "{ \"metadata\": ").expect("definition");
+    std::fs::write(agents.join("typo").join("agent"), "#!/bin/sh\n").expect("agent");
+    let tables = format!("[agents]\ndir = {agents:?}\n");
+    let (code, stdout, stderr) = batond_check(dir.path(), &tables);
+    assert_eq!(code, Some(2), "{stdout} {stderr}");
+    assert!(!stdout.contains("configuration OK"), "{stdout}");
+    assert!(stderr.contains("typo"), "the error names the agent's files: {stderr}");
+
+    std::fs::remove_dir_all(agents.join("typo")).expect("remove the bad agent");
+    let (code, stdout, stderr) = batond_check(dir.path(), &tables);
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
+    assert!(stdout.contains("configuration OK: node check01"), "{stdout}");
+
+    // The URL is plain amqp://, yet a configured CA that does not exist is reported.
+    let missing_ca = dir.path().join("no-such-ca.pem");
+    let (code, stdout, stderr) = batond_check(dir.path(), &format!("[tls]\nca = {missing_ca:?}\n"));
+    assert_eq!(code, Some(2), "{stdout} {stderr}");
+    assert!(stderr.contains("no-such-ca.pem"), "{stderr}");
+    let not_a_certificate = dir.path().join("psk");
+    let (code, _, stderr) = batond_check(dir.path(), &format!("[tls]\nca = {not_a_certificate:?}\n"));
+    assert_eq!(code, Some(2), "a PSK is no CA bundle: {stderr}");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let (code, stdout, stderr) =
+        batond_check(dir.path(), &format!("[tls]\nca = {:?}\n", fixtures.join("ca.pem")));
+    assert_eq!(code, Some(0), "a real CA passes: {stdout} {stderr}");
 }

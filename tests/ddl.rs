@@ -1,7 +1,7 @@
 //! Agent definitions: parsing and refusing definitions, converting `KEY=VALUE` by type,
 //! validating inputs (with the status a node answers), output defaults and aggregates.
 
-use baton::cli::summary::summary_lines;
+use baton::cli::summary::{aggregate_lines, summary_lines};
 use baton::protocol::StatusCode;
 use baton::protocol::ddl::{ActionDefinition, Aggregate, Definition};
 use serde_json::{Map, Value, json};
@@ -236,6 +236,17 @@ fn aggregates_summarise_outputs_across_nodes() {
         summary_lines("enabled", &labelled(result, "Enabled")),
         ["Summary of Enabled:", "   off = 1", "    on = 2"]
     );
+}
+
+/// Regression: when every node failed, `baton rpc` printed a "Summary of Status:" header with
+/// nothing under it. A summary with nothing to count prints nothing at all.
+#[test]
+fn a_summary_of_no_replies_prints_nothing() {
+    let summary = Aggregate::Summary { output: "status".to_owned() };
+    let result = labelled(summary.compute(std::iter::empty()), "Status");
+    assert_eq!(summary_lines("status", &result), Vec::<String>::new());
+    let aggregates = Map::from_iter([("status".to_owned(), result)]);
+    assert_eq!(aggregate_lines(&aggregates), Vec::<String>::new());
 }
 
 #[test]

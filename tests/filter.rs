@@ -394,6 +394,10 @@ fn fact_filter_errors() {
     check_err("-F =web", "missing fact name before the operator at column 1");
     check_err("-F role~web", r#"unknown operator "~" at column 5"#);
     check_err("-F role!web", r#"unknown operator "!""#);
+    // Regression: `rack>>1` was read as `>` with the value `>1` and silently matched nothing.
+    check_err("-F 'rack>>1'", r#"unknown operator ">>" at column 5"#);
+    check_err("-F 'rack=!1'", r#"unknown operator "=!" at column 5"#);
+    check_err("-S 'rack>>1'", r#"unknown operator ">>" at column 5"#);
     check_err("-F role=", r#"missing value after "=" at column 5"#);
     check_err("-F 'role=~/[/'", "bad regex /[/: unclosed character class");
     check_err("-F 'role=~['", "bad regex /[/: unclosed character class");

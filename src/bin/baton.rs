@@ -1,9 +1,19 @@
 //! `baton`: the command-line client. Parses flags, sets up logging and runs the command.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+
+/// Parses the command line. An empty `BATON_CONFIG` means no file, as an unset one does
+/// (regression: clap took it for a `--config` without its value).
+fn parse() -> Result<baton::cli::args::Cli, clap::Error> {
+    let mut command = baton::cli::args::Cli::command();
+    if std::env::var_os("BATON_CONFIG").is_some_and(|value| value.is_empty()) {
+        command = command.mut_arg("config", |arg| arg.env(None));
+    }
+    baton::cli::args::Cli::from_arg_matches(&command.try_get_matches()?)
+}
 
 fn main() {
-    let cli = match baton::cli::args::Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(error) => {
             // A script that asked for JSON gets JSON even when the command line is wrong.
@@ -16,17 +26,19 @@ fn main() {
             error.exit();
         }
     };
+    // The broker library's own log lines are not for people: Baton words every broker failure
+    // itself (the user, the vhost, the collective), so lapin speaks only from -vv up.
     let level = match cli.verbose {
-        0 | 1 => "warn",
-        2 => "debug",
-        _ => "trace",
+        0 | 1 => "warn,lapin=off",
+        2 => "debug,lapin=error",
+        _ => "trace,lapin=error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
                 // lapin logs a returned (unroutable) message as a warning; baton reports those
                 // itself, as unreachable nodes.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},lapin=error"))),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();

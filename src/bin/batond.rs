@@ -16,8 +16,9 @@ use tokio::sync::Notify;
     name = "batond",
     version,
     after_help = "Signals: SIGTERM/SIGINT drain in-flight work and stop; SIGHUP reloads keys, facts, classes, \
-                  agents and policies and reopens the audit log. Under systemd (NOTIFY_SOCKET), readiness \
-                  is reported once subscribed.\n\nExit codes: 0 stopped cleanly; 2 configuration, key or file \
+                  policies and agents (re-reading the [agents] table, agents.dir included) and reopens the \
+                  audit log. Under systemd (NOTIFY_SOCKET), readiness is reported once subscribed.\n\nExit \
+                  codes: 0 stopped cleanly; 2 configuration, key or file \
                   error at start.\n\nExamples:\n  batond --config /etc/baton/node.toml\n  batond --config \
                   node.toml --check\n  BATON_LOG=debug batond --log-format json"
 )]
@@ -29,7 +30,8 @@ struct Args {
     /// Log format, overriding the configuration's log.format.
     #[arg(long, value_enum)]
     log_format: Option<FormatFlag>,
-    /// Check the configuration, key, TLS and fact files, print the node's identity, and exit.
+    /// Check the configuration, key, TLS, fact and agent definition files, print the node's
+    /// identity, and exit (2 naming the first file that is wrong).
     #[arg(long)]
     check: bool,
     /// Print batond(8), generated from these flags, and exit (for packaging).
@@ -83,7 +85,7 @@ fn main() {
         Ok(runtime) => runtime,
         Err(error) => fail(anyhow::anyhow!("cannot start the async runtime: {error}")),
     };
-    if let Err(error) = runtime.block_on(run(config, args.check)) {
+    if let Err(error) = runtime.block_on(run(config, args.config, args.check)) {
         fail(error);
     }
 }
@@ -104,12 +106,16 @@ fn fail(error: anyhow::Error) -> ! {
     std::process::exit(2);
 }
 
-async fn run(config: NodeConfig, check: bool) -> anyhow::Result<()> {
+async fn run(config: NodeConfig, path: Option<PathBuf>, check: bool) -> anyhow::Result<()> {
+    if check {
+        baton::node::check(&config)?;
+    }
     let node = baton::node::Node::build(config)?;
     if check {
         println!("configuration OK: node {}", node.pipeline().identity());
         return Ok(());
     }
+    let node = node.rereading(Box::new(move || Ok(NodeConfig::load(path.as_deref())?)));
     let reload = Arc::new(Notify::new());
     let mut hangup = signal(SignalKind::hangup())?;
     let reload_on_hangup = reload.clone();

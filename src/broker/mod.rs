@@ -145,10 +145,14 @@ pub enum BrokerError {
     /// The message is larger than the configured limit; nothing was sent.
     #[error("message is {size} bytes, over the {limit}-byte limit")]
     TooLarge { size: usize, limit: usize },
-    /// An exchange that Baton needs does not exist, and this user may not create it.
+    /// An exchange that Baton needs does not exist, and this user may not create it. Every
+    /// exchange is `<collective>.<kind>`, so the message names the collective: most often it is
+    /// a typo in `-T` or `collective`.
     #[error(
-        "exchange \"{exchange}\" does not exist on the broker and user \"{user}\" may not create it \
-         (declare it, see rabbitmq/definitions.json)"
+        "collective \"{}\" does not exist on this broker: exchange \"{exchange}\" is missing and \
+         user \"{user}\" may not create it (check -T and the collective setting; a new collective \
+         is declared as in rabbitmq/definitions.json)",
+        exchange.rsplit_once('.').map_or(exchange.as_str(), |(collective, _)| collective)
     )]
     MissingExchange { exchange: String, user: String },
     /// A publish was not confirmed in time.

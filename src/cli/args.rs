@@ -120,9 +120,12 @@ pub enum Command {
         output: OutputArgs,
     },
     /// Show an agent's actions, inputs and outputs, generated from its definition.
-    #[command(after_help = "Examples:\n  baton doc service\n  baton doc rpcutil --json")]
+    #[command(
+        after_help = "Examples:\n  baton doc service\n  baton doc rpcutil --json\n  baton doc ./myagent/definition.json   (check a definition file and show its help)"
+    )]
     Doc {
-        /// The agent, e.g. service.
+        /// The agent, e.g. service; or a definition file to check and show (a path with a /,
+        /// or ending in .json; a directory stands for its definition.json).
         agent: String,
         /// The collective to ask when the definition is not known locally.
         #[arg(short = 'T', long, value_name = "NAME")]

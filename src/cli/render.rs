@@ -13,15 +13,17 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::args::{Display, OutputArgs};
-use super::exit::Failure;
+use super::exit::{Exit, Failure};
 use super::report::{
     BatchFinishedLine, BatchStartedLine, CallSummary, CheckResultLine, CollectionReport, CollectionStats,
     CollectionSummary, DetachedReport, DiscoverReport, DiscoverStats, DiscoverSummary, ErrorReport,
-    FactReport, InventoryReport, NoResponseLine, NodeLine, NothingMatchedLine, NothingMatchedReport,
-    NothingMatchedStats, PingReport, PingTime, RequestNoResponseLine, RolloutReport, RolloutStatusReport,
-    RolloutSummary, Selection, SentLine, StartedLine, StoppedLine, StoppedReport, line, nodes_by_state,
-    print_as, print_document, print_line, print_text_line, stop_reason,
+    FactReport, InterruptedReport, InterruptedStats, InventoryReport, NoResponseLine, NodeLine,
+    NothingMatchedLine, NothingMatchedReport, NothingMatchedStats, PingReport, PingTime,
+    RequestNoResponseLine, RolloutReport, RolloutStatusReport, RolloutSummary, Selection, SentLine,
+    StartedLine, StoppedLine, StoppedReport, line, nodes_by_state, print_as, print_document, print_line,
+    print_text_line, stop_reason,
 };
+use super::targets::NothingFound;
 use crate::client::detached::{Collection, DetachedRequest};
 use crate::client::discovery::Discovered;
 use crate::client::events::EventPublisher;
@@ -47,7 +49,17 @@ pub struct Renderer {
     colour: bool,
     /// A tracked rollout's events, published to the broker as the `--jsonl` lines are printed.
     events: Option<EventPublisher>,
+    /// The agent `baton rpc AGENT` added to the filter, for the `--json` documents.
+    added_agent_filter: Option<String>,
+    /// The replies and unreachable nodes seen so far, for what Ctrl-C prints.
+    seen_replies: Vec<crate::client::NodeReply>,
+    seen_unreachable: Vec<String>,
+    /// The nodes of the batch in flight that have not answered yet, named beside the bar.
+    awaited: Vec<String>,
 }
+
+/// Up to this many nodes still awaited are named beside the progress bar; more are counted.
+const AWAITED_NAMED: usize = 5;
 
 /// Whether human output may be coloured: only on a terminal, and never with `NO_COLOR` set
 /// to anything (<https://no-color.org>).
@@ -66,6 +78,10 @@ impl Renderer {
             show_batches: false,
             colour,
             events: None,
+            added_agent_filter: None,
+            seen_replies: Vec::new(),
+            seen_unreachable: Vec::new(),
+            awaited: Vec::new(),
         }
     }
 
@@ -92,6 +108,17 @@ impl Renderer {
         if let Some(events) = &self.events {
             events.publish(kind, &text);
         }
+    }
+
+    /// Says that only nodes with `agent` are discovered, because `baton rpc` added `-A agent`
+    /// to the filter: on stderr for people, as `added_agent_filter` in the JSON documents.
+    pub fn added_agent_filter(&mut self, agent: &str) {
+        if !self.is_machine() {
+            eprintln!(
+                "Asking only the nodes that have the agent \"{agent}\" (-A {agent} added to the filter)"
+            );
+        }
+        self.added_agent_filter = Some(agent.to_owned());
     }
 
     /// Prints a line as each batch starts.
@@ -121,7 +148,7 @@ impl Renderer {
             return;
         }
         let bar = ProgressBar::new(total as u64);
-        let style = ProgressStyle::with_template(" {spinner} [ {bar:60} ] {pos} / {len}")
+        let style = ProgressStyle::with_template(" {spinner} [ {bar:60} ] {pos} / {len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .tick_chars("|/-\\*")
             .progress_chars("=> ");
@@ -131,33 +158,63 @@ impl Renderer {
         self.progress = Some(bar);
     }
 
-    /// Leaves the finished bar on the terminal, as a record of how far the run got.
+    /// Draws the bar once more at its final count, then clears it, so the first result line
+    /// starts on a clean line (regression: the results were printed after the bar's line).
     fn finish_progress(&mut self) {
         if let Some(bar) = self.progress.take() {
             bar.finish();
+            bar.finish_and_clear();
         }
     }
 
     /// Advances the progress bar; streams a line per reply with `--jsonl`.
     pub fn progress_event(&mut self, event: &Event<'_>) {
         match event {
-            Event::Reply(_) | Event::Unreachable(_) => {
-                if let Some(bar) = &self.progress {
-                    bar.inc(1);
-                }
+            Event::Reply(reply) => self.answered(&reply.node),
+            Event::Unreachable(node) => self.answered(node),
+            Event::BatchStarted { nodes, .. } => {
+                self.awaited = nodes.to_vec();
+                self.show_awaited();
+            }
+            Event::BatchFinished { .. } => {
+                self.awaited.clear();
+                self.show_awaited();
             }
             Event::Sent { .. }
             | Event::Unexpected(_)
-            | Event::BatchStarted { .. }
-            | Event::BatchFinished { .. }
             | Event::Skipped { .. }
             | Event::NodeState { .. }
             | Event::CheckFinished { .. } => {}
         }
     }
 
+    /// Counts one more node accounted for, and names the ones still awaited.
+    fn answered(&mut self, node: &str) {
+        if let Some(bar) = &self.progress {
+            bar.inc(1);
+        }
+        self.awaited.retain(|awaited| awaited != node);
+        self.show_awaited();
+    }
+
+    /// Beside the bar, on a terminal: which nodes the batch in flight still waits for.
+    fn show_awaited(&self) {
+        let Some(bar) = &self.progress else { return };
+        let message = match self.awaited.len() {
+            0 => String::new(),
+            count if count <= AWAITED_NAMED => format!("waiting for: {}", self.awaited.join(" ")),
+            count => format!("waiting for {count} nodes"),
+        };
+        bar.set_message(message);
+    }
+
     pub fn rpc_event(&mut self, event: &Event<'_>) {
         self.progress_event(event);
+        match event {
+            Event::Reply(reply) => self.seen_replies.push((*reply).clone()),
+            Event::Unreachable(node) => self.seen_unreachable.push((*node).to_owned()),
+            _ => {}
+        }
         if !self.is_machine() {
             self.human_event(event);
         }
@@ -194,6 +251,33 @@ impl Renderer {
         match event {
             Event::BatchStarted { index, of, nodes } if self.show_batches => {
                 self.say(&format!("Batch {index}/{of}: {}", nodes.join(" ")));
+            }
+            // Each batch's results as they come, not only at the end of the rollout.
+            Event::BatchFinished { batch, of } if self.show_batches => {
+                let failed: Vec<&str> = self
+                    .seen_replies
+                    .iter()
+                    .filter(|reply| !reply.is_ok() && batch.nodes.contains(&reply.node))
+                    .map(|reply| reply.node.as_str())
+                    .collect();
+                let silent: Vec<&str> = batch
+                    .nodes
+                    .iter()
+                    .filter(|node| !self.seen_replies.iter().any(|reply| &reply.node == *node))
+                    .map(String::as_str)
+                    .collect();
+                let mut line = format!(
+                    "Batch {}/{of} done in {} ms: {} ok, {} failed, {} no response",
+                    batch.index, batch.ms, batch.ok, batch.failed, batch.no_response
+                );
+                if !failed.is_empty() {
+                    line.push_str(&format!("; failed: {}", failed.join(" ")));
+                }
+                if !silent.is_empty() {
+                    line.push_str(&format!("; no response: {}", silent.join(" ")));
+                }
+                let colour = if failed.is_empty() && silent.is_empty() { GREEN } else { RED };
+                self.say(&self.paint(&line, colour));
             }
             Event::Skipped { nodes, stopped } => {
                 let line = format!("Stopping: {}; {} node(s) skipped", stop_reason(stopped), nodes.len());
@@ -260,7 +344,7 @@ impl Renderer {
         self.silent_and_unexpected(outcome);
     }
 
-    pub fn discovered(&mut self, discovered: &Discovered) {
+    pub fn discovered(&mut self, discovered: &Discovered, nothing: &NothingFound) {
         let discovery_ms = discovered.elapsed.as_secs_f64() * 1000.0;
         if self.output.jsonl {
             for node in &discovered.nodes {
@@ -281,7 +365,7 @@ impl Renderer {
             println!("{node}");
         }
         if discovered.nodes.is_empty() {
-            eprintln!("No nodes matched (check the filter, or raise --dt if the fleet is slow to answer)");
+            eprintln!("{} ({})", nothing.message, nothing.next_step);
         }
         if self.verbose > 0 {
             eprintln!("\nDiscovered {} nodes in {discovery_ms:.2} ms", discovered.nodes.len());
@@ -289,9 +373,15 @@ impl Renderer {
     }
 
     /// What a command prints when no node matched the filter, for `agent#action`.
-    pub fn nothing_matched(&mut self, agent: &str, action: &str, discovered: &Discovered) {
+    pub fn nothing_matched(
+        &mut self,
+        agent: &str,
+        action: &str,
+        discovered: &Discovered,
+        nothing: &NothingFound,
+    ) {
         let discovery_ms = round2(discovered.elapsed.as_secs_f64() * 1000.0);
-        let message = "No nodes matched the filter; nothing was sent";
+        let message = nothing.message.as_str();
         if self.output.json {
             print_document(&NothingMatchedReport {
                 request_id: None,
@@ -306,6 +396,7 @@ impl Renderer {
                 stopped: None,
                 aggregates: serde_json::Map::new(),
                 message,
+                added_agent_filter: self.added_agent_filter.as_deref(),
                 stats: NothingMatchedStats::new(Some(discovery_ms)),
             });
         } else if self.output.jsonl {
@@ -314,8 +405,67 @@ impl Renderer {
                 NothingMatchedLine { stats: NothingMatchedStats::new(None), message },
             ));
         } else {
-            eprintln!("{message} (check the filter, or raise --dt if the fleet is slow to answer)");
+            eprintln!("{message} ({})", nothing.next_step);
         }
+    }
+
+    /// What `baton rpc` prints when Ctrl-C ends the wait: the replies so far (by the display
+    /// policy), and the targets still awaited. Returns the exit code of what is known: 1 when
+    /// a node failed, else 3, since the awaited nodes did not reply.
+    pub fn interrupted(&mut self, targets: &[String]) -> Exit {
+        if let Some(bar) = self.progress.take() {
+            bar.finish_and_clear();
+        }
+        let answered: std::collections::BTreeSet<&str> = self
+            .seen_replies
+            .iter()
+            .map(|reply| reply.node.as_str())
+            .chain(self.seen_unreachable.iter().map(String::as_str))
+            .collect();
+        let awaited: Vec<&str> =
+            targets.iter().map(String::as_str).filter(|node| !answered.contains(node)).collect();
+        let ok = self.seen_replies.iter().filter(|reply| reply.is_ok()).count();
+        let failed = self.seen_replies.len() - ok;
+        let exit = if failed > 0 { Exit::Failed } else { Exit::NoResponse };
+        let stats = InterruptedStats {
+            targeted: targets.len(),
+            ok,
+            failed,
+            awaited: awaited.len(),
+            unreachable: self.seen_unreachable.len(),
+        };
+        let report = InterruptedReport {
+            interrupted: true,
+            targeted: targets,
+            replies: &self.seen_replies,
+            unreachable: &self.seen_unreachable,
+            awaited,
+            stats,
+        };
+        if self.output.json {
+            print_document(&report);
+            return exit;
+        }
+        if self.output.jsonl {
+            print_line(&line("interrupted", report));
+            return exit;
+        }
+        self.write_replies(&self.seen_replies);
+        println!();
+        println!(
+            "{}",
+            self.paint(
+                &format!("Interrupted: {} / {} nodes answered, {failed} failed", ok + failed, targets.len()),
+                YELLOW
+            )
+        );
+        if !report.awaited.is_empty() {
+            println!("Still awaited, {} node(s):", report.awaited.len());
+            println!();
+            let awaited: Vec<String> = report.awaited.iter().map(|node| (*node).to_owned()).collect();
+            print_columns(&awaited);
+        }
+        exit
     }
 
     /// The end of `baton rpc`: the whole rollout as one document, the trailer lines, or the
@@ -329,8 +479,12 @@ impl Renderer {
     ) {
         self.finish_progress();
         let discovery_ms = discovered.elapsed.as_secs_f64() * 1000.0;
-        let selection =
-            Selection { candidates: ordered.candidates, selected: ordered.nodes.len(), seed: ordered.seed };
+        let selection = Selection {
+            candidates: ordered.candidates,
+            selected: ordered.nodes.len(),
+            seed: ordered.seed,
+            added_agent_filter: self.added_agent_filter.as_deref(),
+        };
         let mut call = OutcomeReport::new(&rollout.call, Some(discovery_ms));
         call.stats.batches = Some(rollout.batches.len());
         call.stats.planned_batches = Some(rollout.planned_batches);
@@ -473,23 +627,12 @@ impl Renderer {
     /// Failures (or every reply, per `--display`), the "Finished processing" line, silent and
     /// unexpected nodes.
     fn human_summary(&mut self, outcome: &CallOutcome, _discovery_ms: f64) {
-        let mut stdout = std::io::stdout().lock();
-        for reply in &outcome.replies {
-            let shown = match self.output.display.unwrap_or_default() {
-                Display::All => true,
-                Display::Ok => reply.is_ok(),
-                Display::Failed => !reply.is_ok(),
-                Display::None => false,
-            };
-            if shown {
-                let _ = self.write_reply(&mut stdout, reply);
-            }
-        }
-        drop(stdout);
+        self.write_replies(&outcome.replies);
         let counts = outcome.counts();
-        if !outcome.aggregates.is_empty() {
+        let summaries = super::summary::aggregate_lines(&outcome.aggregates);
+        if !summaries.is_empty() {
             println!();
-            for text in super::summary::aggregate_lines(&outcome.aggregates) {
+            for text in summaries {
                 println!("{text}");
             }
         }
@@ -576,7 +719,9 @@ impl Renderer {
     }
 
     /// What `baton replies` prints: each request's replies, as `baton rpc` would.
-    pub fn collection(&mut self, collection: &Collection) {
+    /// The end of `baton replies`: per request, as `baton rpc` would have shown it, each with
+    /// its action's display policy (`displays`, by request) unless `--display` was given.
+    pub fn collection(&mut self, collection: &Collection, displays: &[Option<Display>]) {
         let mut totals = crate::client::outcome::Counts::default();
         let mut replies = 0;
         for outcome in &collection.requests {
@@ -620,7 +765,9 @@ impl Renderer {
         if collection.requests.is_empty() {
             println!("No replies in queue {}", collection.queue);
         }
-        for outcome in &collection.requests {
+        let given = self.output.display;
+        for (index, outcome) in collection.requests.iter().enumerate() {
+            self.output.display = given.or(displays.get(index).copied().flatten());
             println!("Replies to request {} ({}#{}):", outcome.request_id, outcome.agent, outcome.action);
             if outcome.targeted.is_none() {
                 println!(
@@ -631,6 +778,7 @@ impl Renderer {
             self.human_summary(outcome, 0.0);
             println!();
         }
+        self.output.display = given;
         if collection.put_back > 0 {
             println!("{} replies to other requests stay in the queue", collection.put_back);
         }
@@ -775,6 +923,22 @@ impl Renderer {
         self.no_response_lines(outcome);
         let summary = CallSummary { request_id: outcome.request_id, stats: Stats::of(outcome, discovery_ms) };
         print_line(&line("summary", summary));
+    }
+
+    /// A line for each reply the display policy (`--display`, or the action's) shows.
+    fn write_replies(&self, replies: &[crate::client::NodeReply]) {
+        let mut stdout = std::io::stdout().lock();
+        for reply in replies {
+            let shown = match self.output.display.unwrap_or_default() {
+                Display::All => true,
+                Display::Ok => reply.is_ok(),
+                Display::Failed => !reply.is_ok(),
+                Display::None => false,
+            };
+            if shown {
+                let _ = self.write_reply(&mut stdout, reply);
+            }
+        }
     }
 
     fn write_reply(&self, out: &mut impl Write, reply: &crate::client::NodeReply) -> std::io::Result<()> {

@@ -88,6 +88,9 @@ pub struct NothingMatchedReport<'a> {
     pub stopped: Option<StoppedReport>,
     pub aggregates: Map<String, Value>,
     pub message: &'a str,
+    /// As [`Selection::added_agent_filter`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added_agent_filter: Option<&'a str>,
     pub stats: NothingMatchedStats,
 }
 
@@ -140,18 +143,18 @@ pub struct RolloutReport<'a> {
     pub nodes: BTreeMap<&'static str, Vec<String>>,
     pub batches: &'a [BatchRecord],
     pub stopped: Option<StoppedReport>,
-    pub selection: Selection,
+    pub selection: Selection<'a>,
 }
 
 /// The last `baton rpc --jsonl` line: the stats, and how the rollout went.
 #[derive(Debug, Serialize)]
-pub struct RolloutSummary {
+pub struct RolloutSummary<'a> {
     pub request_id: Uuid,
     pub rollout_id: Option<Uuid>,
     #[serde(flatten)]
     pub stats: Stats,
     pub stopped: Option<StoppedReport>,
-    pub selection: Selection,
+    pub selection: Selection<'a>,
 }
 
 /// Why a rollout stopped.
@@ -187,12 +190,39 @@ pub fn nodes_by_state(states: &BTreeMap<String, NodeState>) -> BTreeMap<&'static
     NodeState::ALL.iter().map(|state| (state.name(), nodes_in(states, *state))).collect()
 }
 
+/// `baton rpc --json` interrupted by Ctrl-C: what was known when the user stopped waiting.
+/// `awaited` are the targets that had not answered (in a rollout, also those of batches not
+/// sent yet); `--jsonl` ends with the same as an `interrupted` line.
+#[derive(Debug, Serialize)]
+pub struct InterruptedReport<'a> {
+    pub interrupted: bool,
+    pub targeted: &'a [String],
+    pub replies: &'a [NodeReply],
+    pub unreachable: &'a [String],
+    pub awaited: Vec<&'a str>,
+    pub stats: InterruptedStats,
+}
+
+/// The counts of an interrupted call.
+#[derive(Debug, Serialize)]
+pub struct InterruptedStats {
+    pub targeted: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub awaited: usize,
+    pub unreachable: usize,
+}
+
 /// Which of the candidates were picked (`--limit`), and with which seed.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Selection {
+pub struct Selection<'a> {
     pub candidates: usize,
     pub selected: usize,
     pub seed: Option<u64>,
+    /// The agent `baton rpc AGENT` added to the filter (`-A AGENT`), so that only nodes with
+    /// it were discovered; absent when the filter already named it or no discovery ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added_agent_filter: Option<&'a str>,
 }
 
 /// The `stopped` line of `--jsonl` when a rollout stops; a `skipped` line per node follows.

@@ -6,12 +6,16 @@ use serde_json::{Map, Value};
 
 use crate::protocol::ddl::plain_text;
 
-/// Human lines for every computed aggregate of a call, each followed by a blank line.
+/// Human lines for every computed aggregate of a call, each followed by a blank line; none for
+/// a summary with nothing to count.
 pub fn aggregate_lines(aggregates: &Map<String, Value>) -> Vec<String> {
     let mut lines = Vec::new();
     for (output, result) in aggregates {
-        lines.extend(summary_lines(output, result));
-        lines.push(String::new());
+        let summary = summary_lines(output, result);
+        if !summary.is_empty() {
+            lines.extend(summary);
+            lines.push(String::new());
+        }
     }
     lines
 }
@@ -34,8 +38,13 @@ pub fn summary_lines(output: &str, result: &Value) -> Vec<String> {
         }
         // Both summaries render their counts the same way; the labels are already applied.
         _ => {
-            let mut lines = vec![format!("Summary of {label}:")];
             let counts = result.get("counts").and_then(Value::as_object);
+            // Every node failed, or none returned the output: a header over nothing says
+            // nothing (regression: an empty "Summary of ..." was printed).
+            if counts.is_none_or(Map::is_empty) {
+                return Vec::new();
+            }
+            let mut lines = vec![format!("Summary of {label}:")];
             let width =
                 counts.map_or(0, |counts| counts.keys().map(|key| key.chars().count()).max().unwrap_or(0));
             for (value, count) in counts.into_iter().flatten() {

@@ -21,8 +21,11 @@ enum Source {
     /// Ask the fleet who matches the filter, waiting at most this long.
     Broadcast(Duration),
     /// Plain `-I` identities: addressed directly, no discovery needed; anyone who does not
-    /// exist shows up as unreachable or silent.
-    Identities(Vec<String>),
+    /// exist shows up as unreachable or silent. `baton discover` asks them, waiting at most
+    /// this long, and reports only those that answer.
+    Identities(Vec<String>, Duration),
+    /// Exactly these nodes, in this order (a resumed rollout's remaining nodes).
+    Given(Vec<String>),
     File(PathBuf),
     Stdin,
 }
@@ -63,36 +66,95 @@ impl TargetPlan {
                 "filters cannot be combined with a node list: the list already names the targets (drop -I/-C/-F/-A/-S, or use broadcast discovery)"
             )));
         }
+        let timeout = || seconds(discovery.discovery_timeout, config.discovery_timeout_secs);
         let source = match method {
             DiscoveryMethod::Flatfile => Source::File(
                 discovery.nodes.clone().ok_or_else(|| Failure::usage(anyhow!("--nodes FILE is missing")))?,
             ),
             DiscoveryMethod::Stdin => Source::Stdin,
             DiscoveryMethod::Broadcast => match filter.plain_identities() {
-                Some(identities) => Source::Identities(crate::client::unique_sorted(identities)),
-                None => {
-                    Source::Broadcast(seconds(discovery.discovery_timeout, config.discovery_timeout_secs)?)
-                }
+                Some(identities) => Source::Identities(crate::client::unique_sorted(identities), timeout()?),
+                None => Source::Broadcast(timeout()?),
             },
         };
         Ok(TargetPlan { source, only })
     }
 
-    /// Finds the targets: a file, stdin, plain identities, or broadcast discovery with `filter`.
+    /// Whether the targets are found by broadcast discovery with the filter (not a node list
+    /// or plain `-I` names, which are addressed as given).
+    pub fn discovers(&self) -> bool {
+        matches!(self.source, Source::Broadcast(_))
+    }
+
     /// Exactly these nodes, in this order (a resumed rollout's remaining nodes).
     pub fn given(nodes: Vec<String>) -> TargetPlan {
-        TargetPlan { source: Source::Identities(nodes), only: Vec::new() }
+        TargetPlan { source: Source::Given(nodes), only: Vec::new() }
     }
+
+    /// Finds the targets: a file, stdin, plain identities, or broadcast discovery with `filter`.
 
     pub async fn find(&self, client: &Client, filter: &Filter) -> Result<Discovered, Failure> {
         let started = Instant::now();
         let nodes = match &self.source {
             Source::File(path) => discovery::from_file(path, &self.only)?,
             Source::Stdin => discovery::from_stdin(&self.only)?,
-            Source::Identities(identities) => identities.clone(),
+            Source::Identities(identities, _) | Source::Given(identities) => identities.clone(),
             Source::Broadcast(timeout) => return Ok(discovery::broadcast(client, filter, *timeout).await?),
         };
         Ok(Discovered { nodes, elapsed: started.elapsed() })
+    }
+
+    /// As [`TargetPlan::find`], but named nodes are asked first and only those that answer are
+    /// kept: what `baton discover` reports is nodes that answered, never names as typed.
+    pub async fn find_answering(&self, client: &Client, filter: &Filter) -> Result<Discovered, Failure> {
+        match &self.source {
+            Source::Identities(identities, timeout) => {
+                Ok(discovery::confirm(client, filter, identities, *timeout).await?)
+            }
+            _ => self.find(client, filter).await,
+        }
+    }
+}
+
+/// Why [`TargetPlan::find`] found no node, in words: what was empty, and what to do next.
+#[derive(Debug, Clone)]
+pub struct NothingFound {
+    pub message: String,
+    pub next_step: &'static str,
+}
+
+impl TargetPlan {
+    /// Says what was empty when [`TargetPlan::find`] found no node: the filter's matches, the
+    /// named nodes that answered, or the `--only` selection from earlier results.
+    pub fn nothing_found(&self) -> NothingFound {
+        if !self.only.is_empty() {
+            let sets: Vec<&str> = self.only.iter().map(|set| set.name()).collect();
+            return NothingFound {
+                message: format!(
+                    "--only {} selected no node from the results given; nothing was sent",
+                    sets.join(",")
+                ),
+                next_step: "no node of the earlier run is in that result set: nothing to retry",
+            };
+        }
+        match &self.source {
+            Source::Identities(..) => NothingFound {
+                message: "None of the named nodes answered".to_owned(),
+                next_step: "check the names, or raise --dt if the fleet is slow to answer",
+            },
+            Source::Given(_) => NothingFound {
+                message: "The rollout has no remaining nodes; nothing was sent".to_owned(),
+                next_step: "see baton rollout status ID",
+            },
+            Source::File(_) | Source::Stdin => NothingFound {
+                message: "The node list names no nodes; nothing was sent".to_owned(),
+                next_step: "give identities, or the JSON of an earlier baton command",
+            },
+            Source::Broadcast(_) => NothingFound {
+                message: "No nodes matched the filter; nothing was sent".to_owned(),
+                next_step: "check the filter, or raise --dt if the fleet is slow to answer",
+            },
+        }
     }
 }
 
@@ -102,6 +164,16 @@ pub struct Found {
     pub filter: Filter,
     pub client: Client,
     pub discovered: Discovered,
+    pub plan: TargetPlan,
+}
+
+/// What [`connect_and_find`] is to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finding {
+    /// The targets to send to ([`TargetPlan::find`]).
+    Targets,
+    /// Only nodes that answer ([`TargetPlan::find_answering`]): what `baton discover` reports.
+    Answering,
 }
 
 /// The start shared by `discover`, `facts` and `agents`: the filter, the configuration and the
@@ -111,11 +183,15 @@ pub async fn connect_and_find(
     cli: &Cli,
     filter_args: &FilterArgs,
     discovery: &DiscoveryArgs,
+    finding: Finding,
 ) -> Result<Found, Failure> {
     let filter = compile_filter(filter_args)?;
     let config = load_config(cli, filter_args.collective.as_ref())?;
     let plan = TargetPlan::new(&filter, discovery, &config)?;
     let client = Client::connect(&config).await?;
-    let discovered = plan.find(&client, &filter).await?;
-    Ok(Found { config, filter, client, discovered })
+    let discovered = match finding {
+        Finding::Targets => plan.find(&client, &filter).await?,
+        Finding::Answering => plan.find_answering(&client, &filter).await?,
+    };
+    Ok(Found { config, filter, client, discovered, plan })
 }

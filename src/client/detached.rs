@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::outcome::{Recorded, Tally};
 use super::{CallOutcome, Client, ClientError, Event, RequestSpec};
 use crate::broker::{Destination, ReplyQueue};
-use crate::protocol::Reply;
+use crate::protocol::{Reply, now_ms};
 
 /// How long a reply put back into a named queue stays there (the queue itself expires after a
 /// day unused).
@@ -334,15 +334,53 @@ pub fn state_dir() -> Option<PathBuf> {
 /// Saves what was sent, so that a later collection knows whom to expect. Returns the file.
 pub fn save_record(dir: &Path, record: &DetachedRequest) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("{}.json", record.request_id));
+    let path = record_path(dir, record.request_id);
     let text = serde_json::to_string_pretty(record).map_err(std::io::Error::other)?;
     std::fs::write(&path, text)?;
     Ok(path)
 }
 
+/// Keeps the request records in `dir` to what a later collection still needs, after
+/// `collected` were accounted: collected replies have left the queue, so each collected
+/// request's record keeps only the nodes still owed (neither replied nor unreachable), and is
+/// removed once none is; any record sent more than `max_age` ago is removed as well. Returns
+/// how many records were removed.
+pub fn prune_records(dir: &Path, collected: &[CallOutcome], max_age: Duration) -> usize {
+    let mut removed = 0;
+    for outcome in collected {
+        let Some(mut record) = load_record(dir, outcome.request_id) else { continue };
+        record
+            .targets
+            .retain(|node| outcome.no_response.contains(node) && !record.unreachable.contains(node));
+        record.unreachable.clear();
+        if record.targets.is_empty() {
+            removed += usize::from(std::fs::remove_file(record_path(dir, record.request_id)).is_ok());
+        } else if let Err(error) = save_record(dir, &record) {
+            warn!(request = %record.request_id, %error, "cannot update the request record");
+        }
+    }
+    let oldest_ms = now_ms().saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+    let Ok(entries) = std::fs::read_dir(dir) else { return removed };
+    for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+        let Some(request_id) = path.file_stem().and_then(|stem| stem.to_str()?.parse::<Uuid>().ok()) else {
+            continue;
+        };
+        if load_record(dir, request_id).is_some_and(|record| record.sent_ms < oldest_ms)
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn record_path(dir: &Path, request_id: Uuid) -> PathBuf {
+    dir.join(format!("{request_id}.json"))
+}
+
 /// Reads what was saved when `request_id` was sent, if it was and the file is readable.
 pub fn load_record(dir: &Path, request_id: Uuid) -> Option<DetachedRequest> {
-    let text = std::fs::read_to_string(dir.join(format!("{request_id}.json"))).ok()?;
+    let text = std::fs::read_to_string(record_path(dir, request_id)).ok()?;
     match serde_json::from_str(&text) {
         Ok(record) => Some(record),
         Err(error) => {

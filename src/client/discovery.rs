@@ -1,6 +1,7 @@
 //! Discovery: finding the nodes a filter matches, or reading them from a file or stdin.
 //!
-//! Broadcast discovery sends `rpcutil ping` with the filter and collects who answers. It waits
+//! Broadcast discovery sends `rpcutil discover` (ping under its own name, so audit logs mark
+//! discovery as such) with the filter and collects who answers. It waits
 //! at most the discovery timeout, and stops early once replies have gone quiet: after the first
 //! reply, waiting ends when no new reply came for a while. That while grows with how long the
 //! first reply took, so a slow broker or a loaded fleet is not cut short.
@@ -29,14 +30,39 @@ pub async fn broadcast(
     filter: &Filter,
     timeout: Duration,
 ) -> Result<Discovered, ClientError> {
+    ping(client, filter, &Targets::Broadcast, timeout, Some(MIN_QUIET)).await
+}
+
+/// Asks exactly `nodes` (a directed `rpcutil discover` with `filter`) and keeps those that
+/// answered, waiting at most `timeout`: `baton discover -I NAME` reports only nodes that exist
+/// and answer, never a name just because it was typed.
+pub async fn confirm(
+    client: &Client,
+    filter: &Filter,
+    nodes: &[String],
+    timeout: Duration,
+) -> Result<Discovered, ClientError> {
+    ping(client, filter, &Targets::Nodes(nodes.to_vec()), timeout, None).await
+}
+
+/// Sends `rpcutil discover` with `filter` to `targets` and returns who answered, whatever their
+/// status (a node too old to know `discover` answers "unknown action", and is found all the
+/// same). `discover` is `ping` under its own name, so nodes' audit logs mark discovery as such.
+async fn ping(
+    client: &Client,
+    filter: &Filter,
+    targets: &Targets,
+    timeout: Duration,
+    quiet: Option<Duration>,
+) -> Result<Discovered, ClientError> {
     let started = Instant::now();
     let spec = RequestSpec {
         agent: "rpcutil".to_string(),
-        action: "ping".to_string(),
+        action: "discover".to_string(),
         data: Map::new(),
         filter: filter.clone(),
     };
-    let outcome = client.call(&spec, &Targets::Broadcast, timeout, Some(MIN_QUIET), &mut |_| {}).await?;
+    let outcome = client.call(&spec, targets, timeout, quiet, &mut |_| {}).await?;
     let nodes = unique_sorted(outcome.replies.into_iter().map(|reply| reply.node));
     Ok(Discovered { nodes, elapsed: started.elapsed() })
 }
@@ -59,6 +85,17 @@ pub enum ResultSet {
 }
 
 impl ResultSet {
+    /// The set's name as `--only` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResultSet::Ok => "ok",
+            ResultSet::Failed => "failed",
+            ResultSet::NoResponse => "no_response",
+            ResultSet::Skipped => "skipped",
+            ResultSet::NotOk => "not_ok",
+        }
+    }
+
     fn contains(self, result: NodeResult) -> bool {
         match self {
             ResultSet::Ok => result == NodeResult::Ok,

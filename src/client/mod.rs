@@ -34,7 +34,7 @@ use crate::protocol::{Reply, Request, new_request_id, now_ms};
 use crate::security::{Security, Verified};
 
 pub use outcome::{CallOutcome, NodeReply, Tally};
-pub use prepare::{PrepareError, PreparedRequest, RequestText, prepare};
+pub use prepare::{PrepareError, PreparedRequest, RequestText, aggregates_of, prepare};
 pub use rollout::{
     Amount, BatchRecord, CheckOptions, CheckRecord, NodeState, RolloutOptions, RolloutOutcome, Stopped,
 };

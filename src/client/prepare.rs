@@ -76,11 +76,19 @@ impl PreparedRequest {
     /// The aggregates the definition declares, computed over the replies that succeeded;
     /// empty without a definition.
     pub fn aggregates(&self, outcome: &CallOutcome) -> Map<String, Value> {
-        let Some(action) = &self.definition else { return Map::new() };
-        let outputs: Vec<&Map<String, Value>> =
-            outcome.replies.iter().filter(|reply| reply.is_ok()).map(|reply| &reply.data).collect();
-        action.summarize(&outputs)
+        match &self.definition {
+            Some(action) => aggregates_of(action, outcome),
+            None => Map::new(),
+        }
     }
+}
+
+/// The aggregates `action` declares, computed over the replies of `outcome` that succeeded:
+/// what a live call carries, and what `baton replies` computes for collected replies.
+pub fn aggregates_of(action: &ActionDefinition, outcome: &CallOutcome) -> Map<String, Value> {
+    let outputs: Vec<&Map<String, Value>> =
+        outcome.replies.iter().filter(|reply| reply.is_ok()).map(|reply| &reply.data).collect();
+    action.summarize(&outputs)
 }
 
 /// Checks and converts `text` against the agent's definition in `catalog`. `configured_timeout`

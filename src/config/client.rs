@@ -47,6 +47,11 @@ pub struct ClientConfig {
     /// to check inputs before sending and to summarise replies. Built-in agents need none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definitions_dir: Option<PathBuf>,
+    /// How long `baton replies` keeps the record of a fire-and-forget request (`baton rpc
+    /// --reply-to`) whose replies are not all collected; a record is removed as soon as every
+    /// node it expects has been collected.
+    #[serde(default = "default_request_records_days")]
+    pub request_records_days: u64,
     #[serde(skip)]
     provenance: Provenance,
 }
@@ -60,6 +65,7 @@ const TOP_LEVEL: TopLevelKeys = TopLevelKeys {
         "discovery_timeout_secs",
         "ttl_secs",
         "definitions_dir",
+        "request_records_days",
     ],
     tables: &["broker", "tls", "security"],
 };
@@ -70,6 +76,10 @@ fn default_timeout_secs() -> u64 {
 
 fn default_discovery_timeout_secs() -> u64 {
     2
+}
+
+fn default_request_records_days() -> u64 {
+    7
 }
 
 fn default_ttl_secs() -> u64 {

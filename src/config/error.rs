@@ -17,12 +17,11 @@ use super::origin::{env_var_for, origin_of};
 pub enum ConfigError {
     /// A configuration file that must be read could not be (an explicitly given file that does
     /// not exist, a permission problem, a directory where a file was expected).
-    #[error("cannot read configuration file {}: {source} (check the path and its permissions)", path.display())]
-    FileUnreadable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    ///
+    /// The I/O error is part of the message and deliberately not a `#[source]`: printed with
+    /// its cause chain (`{:#}`), it would otherwise appear twice (regression).
+    #[error("cannot read configuration file {}: {error} (check the path and its permissions)", path.display())]
+    FileUnreadable { path: PathBuf, error: std::io::Error },
     /// The file is not valid TOML.
     #[error("syntax error in {}, line {line}, column {column}: {message}", path.display())]
     Syntax {

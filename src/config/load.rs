@@ -185,7 +185,7 @@ struct TomlFile {
 impl TomlFile {
     fn read(path: &Path) -> Result<TomlFile, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::FileUnreadable { path: path.to_path_buf(), source })?;
+            .map_err(|error| ConfigError::FileUnreadable { path: path.to_path_buf(), error })?;
         let table: toml::Table = toml::from_str(&text).map_err(|error| {
             let (line, column) =
                 error.span().map(|span| line_and_column(&text, span.start)).unwrap_or((1, 1));

@@ -35,7 +35,7 @@ pub use node::{
     NodeConfig, RegistrationConfig, UnconfiguredPolicy,
 };
 pub use origin::{ENV_PREFIX, env_var_for};
-pub use wiring::{WiringError, broker_settings};
+pub use wiring::{WiringError, broker_settings, check_tls};
 
 use crate::broker::{BrokerSettings, StompDialect, Transport, redact};
 

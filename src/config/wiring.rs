@@ -24,8 +24,16 @@ pub enum WiringError {
     Ed25519(#[from] crate::security::Ed25519Error),
     #[error(transparent)]
     Key(#[from] crate::security::KeyError),
+    /// The TLS error is in the message and deliberately not a `#[source]`, so a cause chain
+    /// (`{:#}`) prints it once.
     #[error("TLS settings: {0}")]
-    Tls(#[from] crate::security::tls::TlsError),
+    Tls(crate::security::tls::TlsError),
+}
+
+impl From<crate::security::tls::TlsError> for WiringError {
+    fn from(error: crate::security::tls::TlsError) -> WiringError {
+        WiringError::Tls(error)
+    }
 }
 
 impl SecurityConfig {
@@ -58,6 +66,16 @@ impl TlsConfig {
             server_name: self.server_name.clone(),
         }
     }
+}
+
+/// Reads and checks every TLS file the configuration names (the CA, the client certificate and
+/// its key, and that they belong together), whether or not a URL uses TLS yet: what
+/// `batond --check` promises. [`broker_settings`] builds the same configuration on start.
+pub fn check_tls(tls: &TlsConfig) -> Result<(), WiringError> {
+    if tls.ca.is_some() || tls.cert.is_some() || tls.key.is_some() {
+        client_config(&tls.settings())?;
+    }
+    Ok(())
 }
 
 /// Broker settings with the TLS client configuration built when any URL asks for TLS.

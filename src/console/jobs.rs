@@ -462,7 +462,7 @@ impl Jobs {
             Security::Ed25519(keys) => keys.trusted_dir().to_owned(),
             _ => return Err(JobError::Identity("ed25519 keys expected".to_owned())),
         };
-        let key_file = dir.join(format!("{caller}.key"));
+        let (key_file, _) = crate::security::ed25519::key_pair_paths(dir, &caller);
         let keys = Ed25519::load(&key_file, &trusted_dir).map_err(|error| {
             JobError::Identity(format!(
                 "cannot sign as {caller}: {error} (make the key with: baton keygen --name {caller} --dir {})",

@@ -55,6 +55,33 @@ pub struct Node {
     registry: AgentRegistry,
     authorization: Arc<Authorization>,
     health: Arc<Health>,
+    /// Re-reads the configuration on SIGHUP, so a changed `[agents]` table (a new `agents.dir`)
+    /// takes effect; `None` for a node built from configuration in memory.
+    reread: Option<RereadConfig>,
+}
+
+/// How a node re-reads its configuration file on SIGHUP.
+pub type RereadConfig = Box<dyn Fn() -> anyhow::Result<NodeConfig> + Send>;
+
+/// What `batond --check` refuses beyond what [`Node::build`] does: an agent under `agents.dir`
+/// that the daemon would skip with a warning, and TLS files that no URL uses yet. Each problem
+/// names its file. A missing `agents.dir` is no error (the node runs its built-in agents; the
+/// daemon warns about it at start).
+pub fn check(config: &NodeConfig) -> anyhow::Result<()> {
+    let settings = config.agents.settings();
+    let problems = match &settings.dir {
+        Some(dir) if dir.is_dir() => AgentRegistry::load(&settings).1,
+        _ => Vec::new(),
+    };
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{} agent problem(s), the daemon would run without them (fix or remove the files):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    crate::config::check_tls(&config.tls)?;
+    Ok(())
 }
 
 impl Node {
@@ -100,7 +127,16 @@ impl Node {
             registry,
             authorization,
             health: Arc::default(),
+            reread: None,
         })
+    }
+
+    /// Re-reads the configuration with `reread` on every SIGHUP: the `[agents]` table it reads
+    /// (`agents.dir` above all) replaces the one the node started with. Other tables take
+    /// effect on restart.
+    pub fn rereading(mut self, reread: RereadConfig) -> Node {
+        self.reread = Some(reread);
+        self
     }
 
     pub fn pipeline(&self) -> &Arc<Pipeline> {
@@ -258,6 +294,21 @@ impl Node {
     /// Loads the agents directory and the policies again. A policy that does not load keeps
     /// the previous policies in force: a typo must not open or close the node.
     fn reload_agents_and_policies(&mut self) {
+        if let Some(reread) = &self.reread {
+            match reread() {
+                Ok(config) => {
+                    let settings = config.agents.settings();
+                    if settings.dir != self.agent_settings.dir {
+                        info!(before = ?self.agent_settings.dir, now = ?settings.dir, "agents.dir changed");
+                    }
+                    self.agent_settings = settings;
+                }
+                Err(error) => error!(
+                    error = %format!("{error:#}"),
+                    "configuration not re-read; agents load from the previous agents.dir"
+                ),
+            }
+        }
         self.registry = load_agents(&self.agent_settings);
         match Authorization::load(&self.config.authorization) {
             Ok(authorization) => {

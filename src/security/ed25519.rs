@@ -158,6 +158,13 @@ pub fn generate(name: &str) -> (String, String) {
     (private, public)
 }
 
+/// Where the key pair named `name` lives in `dir`: `NAME.key` and `NAME.pub`, the name as it is
+/// (a key name holds no `/`, see [`is_key_name`]). The one naming `baton keygen` writes and
+/// `baton console --user-keys` reads.
+pub fn key_pair_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")))
+}
+
 /// Whether a key name is usable: what callers and identities are made of, no spaces.
 pub fn is_key_name(name: &str) -> bool {
     !name.is_empty()

@@ -10,7 +10,7 @@ use crate::cli::args::{Cli, DiscoveryArgs, FilterArgs, OutputArgs};
 use crate::cli::exit::{Exit, Failure};
 use crate::cli::render::Renderer;
 use crate::cli::report::{AgentSummary, AgentsReport, print_as};
-use crate::cli::targets::{Found, connect_and_find};
+use crate::cli::targets::{Finding, Found, connect_and_find};
 use crate::client::Targets;
 
 /// `baton agents`: which agents the targeted nodes have.
@@ -20,11 +20,17 @@ pub async fn run(
     discovery: &DiscoveryArgs,
     output: &OutputArgs,
 ) -> Result<Exit, Failure> {
-    let Found { config, filter, client, discovered } = connect_and_find(cli, filter_args, discovery).await?;
+    let Found { config, filter, client, discovered, plan } =
+        connect_and_find(cli, filter_args, discovery, Finding::Targets).await?;
     let request = super::rpcutil("agent_inventory", Map::new(), filter);
     if discovered.nodes.is_empty() {
         client.close().await;
-        Renderer::new(output, cli.verbose).nothing_matched(&request.agent, &request.action, &discovered);
+        Renderer::new(output, cli.verbose).nothing_matched(
+            &request.agent,
+            &request.action,
+            &discovered,
+            &plan.nothing_found(),
+        );
         return Ok(Exit::NothingMatched);
     }
     let timeout = Duration::from_secs(config.timeout_secs);

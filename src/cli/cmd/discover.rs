@@ -4,7 +4,7 @@
 use crate::cli::args::{Cli, DiscoveryArgs, FilterArgs, OutputArgs};
 use crate::cli::exit::{Exit, Failure};
 use crate::cli::render::Renderer;
-use crate::cli::targets::{Found, connect_and_find};
+use crate::cli::targets::{Finding, Found, connect_and_find};
 
 pub async fn run(
     cli: &Cli,
@@ -12,8 +12,9 @@ pub async fn run(
     discovery: &DiscoveryArgs,
     output: &OutputArgs,
 ) -> Result<Exit, Failure> {
-    let Found { client, discovered, .. } = connect_and_find(cli, filter_args, discovery).await?;
+    let Found { client, discovered, plan, .. } =
+        connect_and_find(cli, filter_args, discovery, Finding::Answering).await?;
     client.close().await;
-    Renderer::new(output, cli.verbose).discovered(&discovered);
+    Renderer::new(output, cli.verbose).discovered(&discovered, &plan.nothing_found());
     Ok(if discovered.nodes.is_empty() { Exit::NothingMatched } else { Exit::Ok })
 }

@@ -19,6 +19,11 @@ pub async fn run(
     collective: Option<String>,
     output: &OutputArgs,
 ) -> Result<Exit, Failure> {
+    if let Some(path) = definition_path(agent) {
+        let definition = definition_from_file(&path)?;
+        print_definition(&definition, output);
+        return Ok(Exit::Ok);
+    }
     // Without a usable configuration only the built-in definitions are known, and no node can
     // be asked; that is reported below only if the agent is not built in.
     let config = ClientConfig::load(cli.config.as_deref()).ok();
@@ -47,12 +52,36 @@ pub async fn run(
             }
         }
     };
-    if output.json || output.jsonl {
-        print_as(&definition, output.jsonl);
-    } else {
-        print!("{}", help_text(&definition));
-    }
+    print_definition(&definition, output);
     Ok(Exit::Ok)
+}
+
+fn print_definition(definition: &Definition, output: &OutputArgs) {
+    if output.json || output.jsonl {
+        print_as(definition, output.jsonl);
+    } else {
+        print!("{}", help_text(definition));
+    }
+}
+
+/// `AGENT` as a definition file to read instead of an agent's name: anything with a `/` (an
+/// agent name never has one) or ending in `.json`. A directory stands for its
+/// `definition.json`, as in `agents.dir`.
+fn definition_path(agent: &str) -> Option<std::path::PathBuf> {
+    if !(agent.contains('/') || agent.ends_with(".json")) {
+        return None;
+    }
+    let path = std::path::PathBuf::from(agent);
+    Some(if path.is_dir() { path.join("definition.json") } else { path })
+}
+
+/// Reads and checks a definition file, as a node would load it: an agent's author sees its
+/// help, or what is wrong with it (exit 2), before installing it anywhere.
+fn definition_from_file(path: &std::path::Path) -> Result<Definition, Failure> {
+    let bytes = std::fs::read(path).map_err(|error| {
+        Failure::usage(anyhow!("cannot read definition file {}: {error}", path.display()))
+    })?;
+    Definition::from_json(&bytes, &path.display().to_string()).map_err(Failure::usage)
 }
 
 /// Asks the nodes that have `agent` for its definition (the first valid answer wins) and

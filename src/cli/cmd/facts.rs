@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::cli::args::{Cli, DiscoveryArgs, FilterArgs, OutputArgs};
 use crate::cli::exit::{Exit, Failure};
 use crate::cli::render::Renderer;
-use crate::cli::targets::{Found, connect_and_find};
+use crate::cli::targets::{Finding, Found, connect_and_find};
 use crate::client::{Event, Targets};
 
 pub async fn run(
@@ -17,13 +17,14 @@ pub async fn run(
     discovery: &DiscoveryArgs,
     output: &OutputArgs,
 ) -> Result<Exit, Failure> {
-    let Found { config, filter, client, discovered } = connect_and_find(cli, filter_args, discovery).await?;
+    let Found { config, filter, client, discovered, plan } =
+        connect_and_find(cli, filter_args, discovery, Finding::Targets).await?;
     let mut renderer = Renderer::new(output, cli.verbose);
     let data = Map::from_iter([("fact".to_owned(), Value::String(fact.to_owned()))]);
     let request = super::rpcutil("get_fact", data, filter);
     if discovered.nodes.is_empty() {
         client.close().await;
-        renderer.nothing_matched(&request.agent, &request.action, &discovered);
+        renderer.nothing_matched(&request.agent, &request.action, &discovered, &plan.nothing_found());
         return Ok(Exit::NothingMatched);
     }
     let targets = Targets::Nodes(discovered.nodes.clone());

@@ -23,18 +23,9 @@ pub fn run(cli: &Cli, name: Option<&str>, dir: &Path, force: bool) -> Result<Exi
             "key name {name:?} may hold letters, digits and = . - _ @ : only (a caller id like user=alice, or a node identity)"
         )));
     }
-    let stem: String = name
-        .chars()
-        .map(|character| {
-            if character.is_ascii_alphanumeric() || matches!(character, '.' | '-' | '_') {
-                character
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let private_path = dir.join(format!("{stem}.key"));
-    let public_path = dir.join(format!("{stem}.pub"));
+    let (private_path, public_path) = crate::security::ed25519::key_pair_paths(dir, &name);
+    std::fs::create_dir_all(dir)
+        .map_err(|error| Failure::usage(anyhow!("cannot create {}: {error}", dir.display())))?;
     if !force {
         for path in [&private_path, &public_path] {
             if path.exists() {

@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
+use crate::cli::args::Display;
 use crate::cli::args::{Cli, OutputArgs};
+use crate::cli::cmd::rpc::display_for;
 use crate::cli::exit::{Exit, Failure};
-use crate::cli::plan::{load_config, seconds};
+use crate::cli::plan::{load_catalog, load_config, seconds};
 use crate::cli::render::Renderer;
-use crate::client::Event;
 use crate::client::detached::{self, CollectOptions};
+use crate::client::{Event, aggregates_of};
 
 /// What `baton replies` was asked.
 pub struct RepliesArgs<'a> {
@@ -28,11 +30,27 @@ pub async fn run(cli: &Cli, args: &RepliesArgs<'_>) -> Result<Exit, Failure> {
     let record_of = |id: uuid::Uuid| state_dir.as_deref().and_then(|dir| detached::load_record(dir, id));
     let options = CollectOptions { request: args.request, wait, quiet: Duration::from_millis(500) };
     let mut renderer = Renderer::new(args.output, cli.verbose);
-    let collection = client
+    let mut collection = client
         .collect(args.name, &options, &record_of, &mut |event: &Event<'_>| renderer.rpc_event(event))
         .await?;
     client.close().await;
-    renderer.collection(&collection);
+    // What the live command would have shown: the definition's aggregates and display policy.
+    let catalog = load_catalog(Some(&config));
+    let displays: Vec<Option<Display>> = collection
+        .requests
+        .iter_mut()
+        .map(|outcome| {
+            let action = catalog.definition(&outcome.agent)?.action(&outcome.action)?;
+            outcome.aggregates = aggregates_of(action, outcome);
+            Some(display_for(action.display))
+        })
+        .collect();
+    if let Some(dir) = &state_dir {
+        let max_age = Duration::from_secs(config.request_records_days.saturating_mul(86_400));
+        let removed = detached::prune_records(dir, &collection.requests, max_age);
+        tracing::debug!(removed, dir = %dir.display(), "request records pruned");
+    }
+    renderer.collection(&collection, &displays);
     let exit =
         collection.requests.iter().map(Exit::for_outcome).fold(None, |worst: Option<Exit>, exit| {
             Some(worst.map_or(exit, |worst| Exit::worse(worst, exit)))

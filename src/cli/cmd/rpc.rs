@@ -40,6 +40,8 @@ pub struct RpcPlan {
     reply_to: Option<String>,
     output: OutputArgs,
     tracking: Tracking,
+    /// The agent added to the filter as `-A AGENT`, when it was.
+    added_agent_filter: Option<String>,
 }
 
 /// Whether the rollout's state is saved for `baton rollout status` and `resume`.
@@ -146,7 +148,7 @@ impl RpcPlan {
             tracing::debug!(agent, ?completion, "definition");
         }
         let timeout = rollout_args.timeout.map(|secs| seconds(Some(secs), 0)).transpose()?;
-        let request = prepare(&catalog, text, Duration::from_secs(config.timeout_secs), timeout)
+        let mut request = prepare(&catalog, text, Duration::from_secs(config.timeout_secs), timeout)
             .map_err(Failure::usage)?;
         let rollout = rollout_options(rollout_args, &catalog, &config)?;
         if let Some(name) = reply_to {
@@ -169,6 +171,16 @@ impl RpcPlan {
             (None, Tracking::Resume(journal)) => TargetPlan::given(journal.record().remaining()),
             (None, _) => TargetPlan::given(Vec::new()),
         };
+        // Only nodes with the agent are discovered (MCollective did the same): the others
+        // would all answer "unknown agent". Named nodes and node lists are asked as given.
+        let mut added_agent_filter = None;
+        let agent = request.spec.agent.clone();
+        if targets.discovers()
+            && let Some(filter) = request.spec.filter.requiring_agent(&agent).map_err(Failure::usage)?
+        {
+            request.spec.filter = filter;
+            added_agent_filter = Some(agent);
+        }
         let mut output = output.clone();
         output.display = output.display.or(request.display().map(display_for));
         Ok(RpcPlan {
@@ -181,6 +193,7 @@ impl RpcPlan {
             reply_to: reply_to.map(str::to_owned),
             output,
             tracking,
+            added_agent_filter,
         })
     }
 
@@ -194,10 +207,13 @@ impl RpcPlan {
 
     async fn send(self, client: &Client, verbose: u8) -> Result<Exit, Failure> {
         let spec = &self.request.spec;
-        let discovered = self.targets.find(client, &spec.filter).await?;
         let mut renderer = Renderer::new(&self.output, verbose);
+        if let Some(agent) = &self.added_agent_filter {
+            renderer.added_agent_filter(agent);
+        }
+        let discovered = self.targets.find(client, &spec.filter).await?;
         if discovered.nodes.is_empty() {
-            renderer.nothing_matched(&spec.agent, &spec.action, &discovered);
+            renderer.nothing_matched(&spec.agent, &spec.action, &discovered, &self.targets.nothing_found());
             return Ok(Exit::NothingMatched);
         }
         let (ordered, mut journal) = match self.tracking {
@@ -239,17 +255,28 @@ impl RpcPlan {
         }
         renderer.start_progress(ordered.nodes.len());
         renderer.show_batches(self.rollout.batch.is_some() || self.rollout.canary.is_some());
-        let mut outcome = client
-            .rollout(&self.request, &ordered.nodes, &self.rollout, &mut |event: &Event<'_>| {
-                // Saved before it is shown: whatever a reader saw is already on disk.
-                if let Some(journal) = journal.as_mut()
-                    && let Err(error) = journal.observe(event)
-                {
-                    tracing::warn!(%error, "the rollout's state is not saved");
-                }
-                renderer.rpc_event(event)
-            })
-            .await?;
+        // Ctrl-C ends the wait: what is known so far is printed, with the nodes still awaited;
+        // a saved rollout keeps what was observed, for `baton rollout resume`.
+        let mut on_event = |event: &Event<'_>| {
+            // Saved before it is shown: whatever a reader saw is already on disk.
+            if let Some(journal) = journal.as_mut()
+                && let Err(error) = journal.observe(event)
+            {
+                tracing::warn!(%error, "the rollout's state is not saved");
+            }
+            renderer.rpc_event(event)
+        };
+        let finished = tokio::select! {
+            outcome = client.rollout(&self.request, &ordered.nodes, &self.rollout, &mut on_event) => Some(outcome),
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(outcome) = finished else {
+            if let Some(events) = renderer.take_events() {
+                events.finish().await;
+            }
+            return Ok(renderer.interrupted(&ordered.nodes));
+        };
+        let mut outcome = outcome?;
         let rollout_id = journal.as_ref().map(|journal| journal.record().rollout_id);
         if let Some(journal) = journal.as_mut() {
             outcome.nodes = journal.finish(&outcome)?;
@@ -282,7 +309,7 @@ fn saved_request(text: &RequestText, rollout: &RolloutArgs) -> RolloutRequest {
 }
 
 /// `--display` as the action's definition has it, when the user gave none.
-fn display_for(policy: DisplayPolicy) -> Display {
+pub(crate) fn display_for(policy: DisplayPolicy) -> Display {
     match policy {
         DisplayPolicy::Ok => Display::Ok,
         DisplayPolicy::Failed => Display::Failed,

@@ -39,8 +39,9 @@ pub(super) enum Operator {
 }
 
 impl Operator {
-    /// The operator at the start of `text`, longest first, and its length in bytes. Includes
-    /// MCollective's legacy spellings `=>` (for `>=`) and `=<` (for `<=`).
+    /// The operator at the start of `text`, longest first, and its length in bytes; `None` when
+    /// the run of operator characters there is no operator (`>>`, `=!`). Includes MCollective's
+    /// legacy spellings `=>` (for `>=`) and `=<` (for `<=`).
     pub(super) fn parse_prefix(text: &str) -> Option<(Operator, usize)> {
         const SPELLINGS: [(&str, Operator); 10] = [
             ("==", Operator::Equal),
@@ -54,10 +55,13 @@ impl Operator {
             (">", Operator::Greater),
             ("=", Operator::Equal),
         ];
-        SPELLINGS
-            .iter()
-            .find(|(spelling, _)| text.starts_with(spelling))
-            .map(|(spelling, operator)| (*operator, spelling.len()))
+        let (spelling, operator) = SPELLINGS.iter().find(|(spelling, _)| text.starts_with(spelling))?;
+        // `rack>>1` is a typo, not `>` with the value `>1`: a value that would start with an
+        // operator character must be quoted, so no typo silently matches nothing.
+        if operator_run(text).len() > spelling.len() {
+            return None;
+        }
+        Some((*operator, spelling.len()))
     }
 
     /// Whether `text` starts with an operator (so a word before it is a fact name).

@@ -184,6 +184,18 @@ impl Filter {
         self.compile_cost
     }
 
+    /// This filter, also requiring the agent `name` as `-A name` does; `None` when an `-A`
+    /// already names exactly that agent. What `baton rpc AGENT` adds before discovery, so
+    /// nodes without the agent are not asked (as MCollective did).
+    pub fn requiring_agent(&self, name: &str) -> Result<Option<Filter>, FilterError> {
+        if self.agents.iter().any(|agent| agent.exact() == Some(name)) {
+            return Ok(None);
+        }
+        let mut spec = self.spec.clone();
+        spec.agent.push(name.to_owned());
+        Filter::compile(&spec).map(Some)
+    }
+
     /// The source this filter was compiled from, as it goes on the wire.
     pub fn spec(&self) -> &FilterSpec {
         &self.spec
