@@ -135,6 +135,74 @@ pub fn declare_collective(collective: &str) {
     });
 }
 
+/// A collective's registry stream `C.registration`, bound to its registration exchange, as
+/// rabbitmq/definitions.json declares them for `baton` and `dc1`; deleted again on drop (a
+/// stream keeps its files until deleted).
+pub struct RegistryStream {
+    name: String,
+}
+
+impl RegistryStream {
+    pub fn declare(collective: &str) -> RegistryStream {
+        let name = format!("{collective}.registration");
+        admin_channel_do(&name, |channel, name| {
+            Box::pin(async move {
+                let mut arguments = lapin::types::FieldTable::default();
+                arguments.insert("x-queue-type".into(), lapin::types::AMQPValue::LongString("stream".into()));
+                arguments.insert("x-max-age".into(), lapin::types::AMQPValue::LongString("1h".into()));
+                channel
+                    .queue_declare(
+                        name.as_str().into(),
+                        lapin::options::QueueDeclareOptions { durable: true, ..Default::default() },
+                        arguments,
+                    )
+                    .await
+                    .expect("declare the registry stream");
+                channel
+                    .queue_bind(
+                        name.as_str().into(),
+                        name.as_str().into(),
+                        "node.#".into(),
+                        lapin::options::QueueBindOptions::default(),
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await
+                    .expect("bind the registry stream");
+            })
+        });
+        RegistryStream { name }
+    }
+}
+
+impl Drop for RegistryStream {
+    fn drop(&mut self) {
+        admin_channel_do(&self.name, |channel, name| {
+            Box::pin(async move {
+                let _ = channel
+                    .queue_delete(name.as_str().into(), lapin::options::QueueDeleteOptions::default())
+                    .await;
+            })
+        });
+    }
+}
+
+type AdminAction =
+    fn(lapin::Channel, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs `action` on a channel of the admin account, with `name`.
+fn admin_channel_do(name: &str, action: AdminAction) {
+    let url = broker().var("BATON_RABBITMQ_ADMIN_URL");
+    let name = name.to_string();
+    block_on(async move {
+        let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+            .await
+            .expect("admin connection to the private broker");
+        let channel = connection.create_channel().await.expect("admin channel");
+        action(channel, name).await;
+        let _ = connection.close(200, "done".into()).await;
+    });
+}
+
 /// Writes a key file readable by its owner only, as an operator should.
 fn write_secret(path: &Path, contents: &str) {
     use std::os::unix::fs::PermissionsExt;
@@ -384,6 +452,8 @@ pub struct Fleet {
     pub nodes: Vec<RunningNode>,
     /// The body of the client's `[security]` table instead of the fleet's PSK.
     pub client_security: Option<String>,
+    /// The collective's registry, when the fleet was started with one.
+    pub registry: Option<RegistryStream>,
     _shared: Option<RwLockReadGuard<'static, ()>>,
 }
 
@@ -415,6 +485,20 @@ impl Fleet {
         Fleet::start_prepared(wire, dir, None, specs)
     }
 
+    /// As [`Fleet::start`] (AMQP), with the collective's registry stream declared before the
+    /// nodes start, so that it holds their registrations.
+    pub fn start_with_registry(specs: Vec<NodeSpec>) -> Fleet {
+        let guard = shared_broker();
+        let collective = unique_collective();
+        declare_collective(&collective);
+        let registry = RegistryStream::declare(&collective);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut fleet = Fleet::start_named(collective, Wire::amqp(), dir, None, specs);
+        fleet.registry = Some(registry);
+        fleet._shared = Some(guard);
+        fleet
+    }
+
     fn start_prepared(
         wire: Wire,
         dir: tempfile::TempDir,
@@ -426,9 +510,27 @@ impl Fleet {
         if rabbitmq_wires.into_iter().any(|wire| wire.broker == BrokerKind::RabbitMq) {
             declare_collective(&collective);
         }
+        Fleet::start_named(collective, wire, dir, client_security, specs)
+    }
+
+    fn start_named(
+        collective: String,
+        wire: Wire,
+        dir: tempfile::TempDir,
+        client_security: Option<String>,
+        specs: Vec<NodeSpec>,
+    ) -> Fleet {
         let psk = uuid::Uuid::new_v4().simple().to_string();
         write_secret(&dir.path().join("psk"), &psk);
-        let mut fleet = Fleet { collective, dir, wire, nodes: Vec::new(), client_security, _shared: None };
+        let mut fleet = Fleet {
+            collective,
+            dir,
+            wire,
+            nodes: Vec::new(),
+            client_security,
+            registry: None,
+            _shared: None,
+        };
         for spec in specs {
             fleet.spawn(spec);
         }

@@ -12,14 +12,18 @@ use super::exit::Failure;
 use super::plan::{compile_filter, load_config, seconds};
 use crate::client::Client;
 use crate::client::discovery::{self, Discovered, ResultSet};
+use crate::client::registry::RegistrySettings;
 use crate::config::ClientConfig;
 use crate::protocol::filter::Filter;
 
 /// Where the targets come from, checked.
 #[derive(Debug, Clone)]
 enum Source {
-    /// Ask the fleet who matches the filter, waiting at most this long.
-    Broadcast(Duration),
+    /// Ask the fleet who matches the filter, waiting at most this long, expecting the nodes
+    /// the registry knows where there is one.
+    Broadcast(Duration, RegistrySettings),
+    /// The registry's nodes that match the filter, without asking them.
+    Registry(RegistrySettings),
     /// Plain `-I` identities: addressed directly, no discovery needed; anyone who does not
     /// exist shows up as unreachable or silent.
     Identities(Vec<String>),
@@ -53,12 +57,13 @@ impl TargetPlan {
             (None, None) => DiscoveryMethod::Broadcast,
         };
         let only = discovery.result_sets();
-        if method == DiscoveryMethod::Broadcast && !only.is_empty() {
+        let filters = matches!(method, DiscoveryMethod::Broadcast | DiscoveryMethod::Registry);
+        if filters && !only.is_empty() {
             return Err(Failure::usage(anyhow!(
                 "--only picks from the results of an earlier run: give them with --dm stdin or --nodes FILE"
             )));
         }
-        if method != DiscoveryMethod::Broadcast && !filter.is_empty() {
+        if !filters && !filter.is_empty() {
             return Err(Failure::usage(anyhow!(
                 "filters cannot be combined with a node list: the list already names the targets (drop -I/-C/-F/-A/-S, or use broadcast discovery)"
             )));
@@ -70,10 +75,12 @@ impl TargetPlan {
             DiscoveryMethod::Stdin => Source::Stdin,
             DiscoveryMethod::Broadcast => match filter.plain_identities() {
                 Some(identities) => Source::Identities(crate::client::unique_sorted(identities)),
-                None => {
-                    Source::Broadcast(seconds(discovery.discovery_timeout, config.discovery_timeout_secs)?)
-                }
+                None => Source::Broadcast(
+                    seconds(discovery.discovery_timeout, config.discovery_timeout_secs)?,
+                    RegistrySettings::of(config),
+                ),
             },
+            DiscoveryMethod::Registry => Source::Registry(RegistrySettings::of(config)),
         };
         Ok(TargetPlan { source, only })
     }
@@ -85,9 +92,14 @@ impl TargetPlan {
             Source::File(path) => discovery::from_file(path, &self.only)?,
             Source::Stdin => discovery::from_stdin(&self.only)?,
             Source::Identities(identities) => identities.clone(),
-            Source::Broadcast(timeout) => return Ok(discovery::broadcast(client, filter, *timeout).await?),
+            Source::Broadcast(timeout, registry) => {
+                return Ok(discovery::broadcast(client, filter, *timeout, Some(registry)).await?);
+            }
+            Source::Registry(registry) => {
+                return Ok(discovery::registry_only(client, filter, registry).await?);
+            }
         };
-        Ok(Discovered { nodes, elapsed: started.elapsed() })
+        Ok(Discovered { nodes, no_response: Vec::new(), elapsed: started.elapsed() })
     }
 }
 

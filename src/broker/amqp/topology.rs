@@ -66,6 +66,9 @@ impl Route {
             Destination::Registration { collective, identity } => {
                 Route { exchange: registration_exchange(collective), routing_key: format!("node.{identity}") }
             }
+            Destination::Registry { collective } => {
+                Route { exchange: String::new(), routing_key: registry_stream(collective) }
+            }
         }
     }
 
@@ -83,6 +86,13 @@ fn broadcast_exchange(collective: &str) -> String {
 }
 
 fn registration_exchange(collective: &str) -> String {
+    format!("{collective}.registration")
+}
+
+/// The stream that retains the registration exchange's messages. It shares the exchange's
+/// name (queues and exchanges are apart in RabbitMQ), so the client's read permission on
+/// `C.registration` in rabbitmq/definitions.json covers it and nothing else.
+fn registry_stream(collective: &str) -> String {
     format!("{collective}.registration")
 }
 
@@ -264,13 +274,20 @@ impl Session {
                 bind(&channel, queue, &exchange, "node.#", &user).await?;
                 queue.clone()
             }
+            // The stream is the operator's (definitions.json): nothing to declare. A stream
+            // needs manual acks and a prefetch, which every subscription here has.
+            SubscriptionKind::Registry { collective, .. } => registry_stream(collective),
         };
+        let mut arguments = FieldTable::default();
+        if let SubscriptionKind::Registry { since_secs, .. } = kind {
+            arguments.insert("x-stream-offset".into(), AMQPValue::Timestamp(*since_secs));
+        }
         let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
                 ShortString::from(""),
                 BasicConsumeOptions::default(),
-                FieldTable::default(),
+                arguments,
             )
             .await
             .map_err(|error| classify(error, &format!("consume queue \"{queue}\""), &user))?;
@@ -545,5 +562,6 @@ mod tests {
         check(node("baton", "web01"), "", "baton.node.web01");
         check(Destination::Reply("baton.reply.abc".into()), "", "baton.reply.abc");
         check(registration("baton", "web01"), "baton.registration", "node.web01");
+        check(Destination::Registry { collective: "baton".into() }, "", "baton.registration");
     }
 }

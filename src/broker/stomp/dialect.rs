@@ -52,6 +52,14 @@ pub(super) fn send_destination(dialect: StompDialect, destination: &Destination)
         (StompDialect::RabbitMq, Destination::Registration { collective, identity }) => {
             format!("/exchange/{collective}.registration/node.{identity}")
         }
+        // Only a registry reader publishes here, and over STOMP it cannot subscribe to read
+        // (see `Session::subscribe`); named all the same, as a queue of that name.
+        (StompDialect::ActiveMq, Destination::Registry { collective }) => {
+            format!("/queue/{collective}.registration")
+        }
+        (StompDialect::RabbitMq, Destination::Registry { collective }) => {
+            format!("/amq/queue/{collective}.registration")
+        }
     }
 }
 
@@ -154,6 +162,8 @@ pub(super) fn subscribe_frames(
                 .header("auto-delete", "true")
                 .header("exclusive", "true"),
         ],
+        // Refused by `Session::subscribe` before any frame is made.
+        (_, SubscriptionKind::Registry { .. }) => Vec::new(),
     }
 }
 

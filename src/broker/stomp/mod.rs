@@ -62,6 +62,14 @@ impl Transport for Session {
         kind: &SubscriptionKind,
         subscriber: mpsc::Sender<Incoming>,
     ) -> Result<Forwarder, OperationError> {
+        if matches!(kind, SubscriptionKind::Registry { .. }) {
+            // ActiveMQ retains nothing; RabbitMQ's STOMP could read a stream, but the registry
+            // is read over AMQP only, and callers fall back to a broadcast's quiet window.
+            return Err(OperationError::Fatal(BrokerError::Unsupported {
+                operation: "reading the registry stream".to_string(),
+                transport: "STOMP",
+            }));
+        }
         let session = &self.connection;
         let wait = self.settings.connect_timeout;
         let frames = dialect::subscribe_frames(self.settings.dialect, kind, self.settings.node_queue_expiry);

@@ -96,11 +96,14 @@ impl RpcPlan {
         let spec = &self.request.spec;
         let discovered = self.targets.find(client, &spec.filter).await?;
         let mut renderer = Renderer::new(&self.output, verbose);
-        if discovered.nodes.is_empty() {
+        // Nodes the registry expected that were silent in discovery stay targets: the request
+        // reports them as not responding (or they answer it after all).
+        let targets = discovered.targets();
+        if targets.is_empty() {
             renderer.nothing_matched(&spec.agent, &spec.action, &discovered);
             return Ok(Exit::NothingMatched);
         }
-        let ordered = order_targets(&discovered.nodes, self.limit, self.limit_seed);
+        let ordered = order_targets(&targets, self.limit, self.limit_seed);
         if let Some(name) = &self.reply_to {
             let sent = client.send_detached(spec, &ordered.nodes, name).await?;
             let state_file = detached::state_dir().and_then(|dir| match detached::save_record(&dir, &sent) {
