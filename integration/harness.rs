@@ -113,25 +113,20 @@ pub fn unique_collective() -> String {
 /// Declares a collective's exchanges with the admin account, as an operator would in
 /// definitions.json for a real collective.
 pub fn declare_collective(collective: &str) {
-    let url = broker().var("BATON_RABBITMQ_ADMIN_URL");
-    let collective = collective.to_string();
-    block_on(async move {
-        let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-            .await
-            .expect("admin connection to the private broker");
-        let channel = connection.create_channel().await.expect("admin channel");
-        for suffix in ["broadcast", "registration"] {
-            channel
-                .exchange_declare(
-                    format!("{collective}.{suffix}").as_str().into(),
-                    lapin::ExchangeKind::Topic,
-                    lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() },
-                    lapin::types::FieldTable::default(),
-                )
-                .await
-                .expect("declare exchange");
-        }
-        let _ = connection.close(200, "done".into()).await;
+    admin_channel_do(collective, |channel, collective| {
+        Box::pin(async move {
+            for suffix in ["broadcast", "registration"] {
+                channel
+                    .exchange_declare(
+                        format!("{collective}.{suffix}").as_str().into(),
+                        lapin::ExchangeKind::Topic,
+                        lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() },
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await
+                    .expect("declare exchange");
+            }
+        })
     });
 }
 
