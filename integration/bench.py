@@ -49,7 +49,9 @@ import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-RELEASE = os.path.join(TARGET, "release")
+# `--debug` measures the debug build instead (labelled as such): when a release build is out
+# of reach on a busy machine, the relative figures (with and without the registry) still hold.
+RELEASE = os.path.join(TARGET, "debug" if "--debug" in sys.argv else "release")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -554,13 +556,14 @@ def main():
     parser.add_argument("--skip-build", action="store_true", help="use the release binaries as they are")
     parser.add_argument("--skip-single", action="store_true", help="skip the single batond measurements")
     parser.add_argument("--no-bare", action="store_true", help="skip the raw run without acks and confirms")
+    parser.add_argument("--debug", action="store_true", help="use the debug binaries (implies --skip-build)")
     parser.add_argument("--real", default="", help="real batond counts, comma-separated (e.g. 100,300)")
     parser.add_argument("--out", default=os.path.join(REPO, "bench-results.json"), help="JSON results file")
     args = parser.parse_args()
 
     machine = machine_description()
     env = broker_env()
-    if not args.skip_build:
+    if not args.skip_build and not args.debug:
         build()
     root = tempfile.mkdtemp(prefix="baton-bench-")
     try:
