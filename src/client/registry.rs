@@ -8,9 +8,11 @@
 //!
 //! A stream never says "that was all". Rather than wait for silence (which a slow broker turns
 //! into missing nodes), the reader first publishes a marker of its own into the stream, with
-//! a confirm, and reads until the marker comes back: everything the stream held when the read
-//! started has then been seen, however long the broker takes. Markers are not signed
-//! registrations; every reader skips them.
+//! a confirm, then consumes from `window` ago until the marker comes back: everything the
+//! stream held when the read started has then been seen, however long the broker takes. The
+//! marker goes first because it also asks, without side effects, whether there is a registry
+//! (*Unroutable*: no stream; refused over STOMP), so a broker without one never sees a consume
+//! of a missing queue. Markers are not signed registrations; every reader skips them.
 //!
 //! Each registration is verified like a reply (with ed25519 the signing key must be the node's
 //! own), must name the collective, must not be dated beyond the clock skew allowance, and is
@@ -188,10 +190,6 @@ pub async fn read(
     let since = SystemTime::now().checked_sub(settings.window).unwrap_or(SystemTime::UNIX_EPOCH);
     let reader = Reader { security, collective, settings, max_message_bytes, now_ms: now_ms() };
     let work = async {
-        let mut subscription = broker
-            .subscribe_registry(collective, since)
-            .await
-            .map_err(|error| NoRegistry(error.to_string()))?;
         let mut marker = MARKER_PREFIX.to_vec();
         marker.extend_from_slice(uuid::Uuid::new_v4().simple().to_string().as_bytes());
         let destination = Destination::Registry { collective: collective.to_string() };
@@ -202,6 +200,11 @@ pub async fn read(
             Ok(_) => {}
             Err(error) => return Err(NoRegistry(error.to_string())),
         }
+        // From before the marker: it comes back at the end of what the stream held.
+        let mut subscription = broker
+            .subscribe_registry(collective, since)
+            .await
+            .map_err(|error| NoRegistry(error.to_string()))?;
         let mut fleet = Fleet::default();
         while let Some(message) = subscription.messages.recv().await {
             if message.body == marker {

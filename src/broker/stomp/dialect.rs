@@ -52,8 +52,7 @@ pub(super) fn send_destination(dialect: StompDialect, destination: &Destination)
         (StompDialect::RabbitMq, Destination::Registration { collective, identity }) => {
             format!("/exchange/{collective}.registration/node.{identity}")
         }
-        // Only a registry reader publishes here, and over STOMP it cannot subscribe to read
-        // (see `Session::subscribe`); named all the same, as a queue of that name.
+        // Refused by `Session::publish` before anything is sent; named all the same.
         (StompDialect::ActiveMq, Destination::Registry { collective }) => {
             format!("/queue/{collective}.registration")
         }
