@@ -44,6 +44,16 @@ enum Mode {
         url: String,
         #[arg(long)]
         collective: String,
+        /// Also the registry: the stream `<collective>.registration`, bound to the exchange.
+        #[arg(long)]
+        registry: bool,
+    },
+    /// Delete the registry stream `<collective>.registration` (a stream keeps its files).
+    DeleteRegistry {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        collective: String,
     },
     /// Delete the node queues `<collective>.node.<prefix><index>` for indexes `first..first+count`
     /// (what `baton-emulator` declared), so that a benchmark leaves nothing behind.
@@ -88,7 +98,15 @@ const PREFETCH: u16 = 256;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match Args::parse().command {
-        Mode::Declare { url, collective } => declare(&url, &collective).await,
+        Mode::Declare { url, collective, registry } => declare(&url, &collective, registry).await,
+        Mode::DeleteRegistry { url, collective } => {
+            let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
+            let channel = connection.create_channel().await?;
+            let stream = format!("{collective}.registration");
+            channel.queue_delete(stream.as_str().into(), Default::default()).await?;
+            connection.close(200, "done".into()).await?;
+            Ok(())
+        }
         Mode::DeleteNodes { url, collective, prefix, first, count } => {
             let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
             let channel = connection.create_channel().await?;
@@ -107,7 +125,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
 }
 
-async fn declare(url: &str, collective: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn declare(
+    url: &str,
+    collective: &str,
+    registry: bool,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     for suffix in ["broadcast", "registration"] {
@@ -116,6 +138,24 @@ async fn declare(url: &str, collective: &str) -> Result<(), Box<dyn std::error::
                 format!("{collective}.{suffix}").as_str().into(),
                 ExchangeKind::Topic,
                 ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    if registry {
+        // As rabbitmq/definitions.json declares it for the collective `baton`.
+        let stream = format!("{collective}.registration");
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
+        arguments.insert("x-max-age".into(), AMQPValue::LongString("1h".into()));
+        let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        channel.queue_declare(stream.as_str().into(), durable, arguments).await?;
+        channel
+            .queue_bind(
+                stream.as_str().into(),
+                stream.as_str().into(),
+                "node.#".into(),
+                QueueBindOptions::default(),
                 FieldTable::default(),
             )
             .await?;

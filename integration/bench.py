@@ -33,6 +33,13 @@ integration/console/bench.mjs in Debian's headless Chromium timing, over --runs 
 load of the whole list, its JSON, a search, a sort, a page turn and a filter in the CLI's
 language. `--profile debug` uses the debug binaries (no release build).
 
+With --real N1,N2 (e.g. --real 100,300) it also runs N real batond processes (one process,
+one connection and one queue each) in a collective with a registry stream, and measures, in
+one run: the whole `baton rpc rpcutil ping` (registry discovery plus the directed rpc), the
+whole `baton ping` and `baton discover` (broadcasts that end at the last expected reply), a
+directed ping of the same known set (`baton ping -I ...`, the floor), the same broadcasts once
+the registry stream is deleted (the quiet window), and the nodes' resident memory.
+
 Nothing here is asserted: it measures and prints. It is not part of bin/test.
 """
 
@@ -49,7 +56,9 @@ import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-RELEASE = os.path.join(TARGET, "release")
+# `--debug` measures the debug build instead (labelled as such): when a release build is out
+# of reach on a busy machine, the relative figures (with and without the registry) still hold.
+RELEASE = os.path.join(TARGET, "debug" if "--debug" in sys.argv else "release")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -131,13 +140,14 @@ def median(samples):
 class Workspace:
     """A fresh collective, its key, and configuration files for nodes and the client."""
 
-    def __init__(self, root, env, name):
+    def __init__(self, root, env, name, registry=False):
         self.env = env
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir)
         self.collective = f"{name}{uuid.uuid4().hex[:8]}"
         subprocess.run(
-            [example("rawamqp"), "declare", "--url", env["BATON_RABBITMQ_ADMIN_URL"], "--collective", self.collective],
+            [example("rawamqp"), "declare", "--url", env["BATON_RABBITMQ_ADMIN_URL"], "--collective", self.collective]
+            + (["--registry"] if registry else []),
             check=True,
         )
         self.psk = os.path.join(self.dir, "psk")
@@ -408,6 +418,94 @@ def raw(workspace, env, count, runs, bare):
             "runs": samples, "broker_cpu_ms_per_run": sum(broker_cpu) / max(1, len(broker_cpu))}
 
 
+def real_nodes(root, env, count, runs):
+    """N real batond processes; whole-command times with and without the registry."""
+    workspace = Workspace(root, env, f"real{count}", registry=True)
+    identities = [f"real-{index:05}" for index in range(1, count + 1)]
+    log(f"real N={count}: starting {count} batond in collective {workspace.collective}")
+    processes = []
+    result = {"n": count}
+    try:
+        for identity in identities:
+            processes.append(subprocess.Popen(
+                [binary("batond"), "--config", workspace.node_config(identity)],
+                stderr=open(os.path.join(workspace.dir, f"{identity}.log"), "w"),
+            ))
+        directed = [arg for identity in identities for arg in ("-I", identity)]
+        deadline = time.time() + 300
+        while True:
+            code, document, _, _ = workspace.baton(["ping", "--json", *directed])
+            if code == 0:
+                break
+            if time.time() > deadline:
+                raise SystemExit(f"the {count} batond did not all answer within 300 s: {document}")
+            time.sleep(1)
+        time.sleep(3)
+        rss = [memory_kb(process.pid)["VmRSS"] for process in processes]
+        result["rss_kb"] = {"median": median(rss), "max": max(rss)}
+
+        def series(args, key):
+            workspace.baton(args)  # warm-up, not counted
+            samples = []
+            for _ in range(runs):
+                code, document, wall, _ = workspace.baton(args)
+                document = document or {}
+                samples.append({"code": code, "wall_ms": wall * 1000, "counted": len(document.get(key) or [])})
+                time.sleep(0.2)
+            walls = [sample["wall_ms"] for sample in samples]
+            return {"median_ms": median(walls), "p95_ms": percentile(walls, 0.95), "runs": samples,
+                    "complete_runs": sum(1 for sample in samples if sample["code"] == 0 and sample["counted"] == count)}
+
+        result["rpc"] = series(["rpc", "rpcutil", "ping", "--json"], "replies")
+        result["ping"] = series(["ping", "--json"], "replies")
+        result["discover"] = series(["discover", "--json"], "nodes")
+        result["directed"] = series(["ping", "--json", *directed], "replies")
+        result["discover_ratio"] = result["discover"]["median_ms"] / result["directed"]["median_ms"]
+        subprocess.run(
+            [example("rawamqp"), "delete-registry", "--url", env["BATON_RABBITMQ_ADMIN_URL"],
+             "--collective", workspace.collective],
+            check=True,
+        )
+        result["rpc_quiet"] = series(["rpc", "rpcutil", "ping", "--json"], "replies")
+        result["ping_quiet"] = series(["ping", "--json"], "replies")
+        result["discover_quiet"] = series(["discover", "--json"], "nodes")
+        log(f"real N={count}: " + ", ".join(
+            f"{name} {result[name]['median_ms']:.0f} ms ({result[name]['complete_runs']}/{runs})"
+            for name in ("rpc", "ping", "discover", "directed", "rpc_quiet", "ping_quiet", "discover_quiet")))
+        return result
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        subprocess.run(
+            [example("rawamqp"), "delete-registry", "--url", env["BATON_RABBITMQ_ADMIN_URL"],
+             "--collective", workspace.collective],
+            check=False, stderr=subprocess.DEVNULL,
+        )
+
+
+def real_table(results, runs):
+    lines = ["", f"| real batond N | whole `baton rpc rpcutil ping` | `baton ping` | `baton discover` | "
+             f"directed `baton ping -I ...` (same set) | discover / directed | without the registry: rpc, ping, "
+             f"discover | complete runs (of {runs}) | batond RSS median (max) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        complete = "/".join(str(r[name]["complete_runs"]) for name in ("rpc", "ping", "discover", "directed"))
+        lines.append(
+            f"| {r['n']} | {r['rpc']['median_ms']:.0f} ms (p95 {r['rpc']['p95_ms']:.0f}) | "
+            f"{r['ping']['median_ms']:.0f} ms | {r['discover']['median_ms']:.0f} ms | "
+            f"{r['directed']['median_ms']:.0f} ms | {r['discover_ratio']:.2f}x | "
+            f"{r['rpc_quiet']['median_ms']:.0f}, {r['ping_quiet']['median_ms']:.0f}, "
+            f"{r['discover_quiet']['median_ms']:.0f} ms | {complete} | "
+            f"{r['rss_kb']['median'] / 1024:.1f} MB ({r['rss_kb']['max'] / 1024:.1f}) |"
+        )
+    return "\n".join(lines)
+
+
 def table(single, results, machine):
     lines = [f"Machine: {machine}", ""]
     lines.append("| N | ping median | ping p95 | whole `baton ping` median | raw AMQP median (p95) | ratio | "
@@ -534,16 +632,20 @@ def main():
     parser.add_argument("--skip-build", action="store_true", help="use the release binaries as they are")
     parser.add_argument("--skip-single", action="store_true", help="skip the single batond measurements")
     parser.add_argument("--no-bare", action="store_true", help="skip the raw run without acks and confirms")
+    parser.add_argument("--debug", action="store_true", help="use the debug binaries (implies --skip-build)")
+    parser.add_argument("--real", default="", help="real batond counts, comma-separated (e.g. 100,300)")
     parser.add_argument("--out", default=os.path.join(REPO, "bench-results.json"), help="JSON results file")
     parser.add_argument("--console", type=int, metavar="N", help="measure the web console listing N nodes instead")
     parser.add_argument("--profile", choices=["release", "debug"], default="release", help="which binaries to run")
     args = parser.parse_args()
 
-    global BINARIES
-    BINARIES = os.path.join(TARGET, args.profile)
+    global BINARIES, RELEASE
+    if args.debug:
+        args.profile = "debug"
+    BINARIES = RELEASE = os.path.join(TARGET, args.profile)
     machine = machine_description() + f", {args.profile} build"
     env = broker_env()
-    if not args.skip_build:
+    if not args.skip_build and not args.debug:
         profile = ["--release"] if args.profile == "release" else []
         if args.console:
             log(f"{args.profile} build (baton, baton-emulator, example rawamqp)")
@@ -563,12 +665,18 @@ def main():
         return
     try:
         single = None if args.skip_single else single_node(root, env, args.load_seconds)
-        results = []
+        results, real = [], []
+        for count in [int(size) for size in args.real.split(",") if size]:
+            real.append(real_nodes(root, env, count, args.runs))
+            with open(args.out, "w") as out:
+                json.dump({"machine": machine, "single": single, "real": real}, out, indent=2)
         for count in [int(size) for size in args.sizes.split(",") if size]:
             results.append(measure(root, env, count, args.runs, bare=not args.no_bare))
             with open(args.out, "w") as out:
-                json.dump({"machine": machine, "single": single, "sizes": results}, out, indent=2)
-        print(table(single, results, machine))
+                json.dump({"machine": machine, "single": single, "real": real, "sizes": results}, out, indent=2)
+        print(table(single, results, machine) if results else f"Machine: {machine}")
+        if real:
+            print(real_table(real, args.runs))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -143,24 +143,92 @@ pub fn declare_collective(collective: &str) {
 
 /// As [`declare_collective`], through the admin URL `url` (a cluster member's).
 pub fn declare_collective_at(url: &str, collective: &str) {
+    admin_channel_do_at(url, collective, |channel, collective| {
+        Box::pin(async move {
+            for suffix in ["broadcast", "registration", "events"] {
+                channel
+                    .exchange_declare(
+                        format!("{collective}.{suffix}").as_str().into(),
+                        lapin::ExchangeKind::Topic,
+                        lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() },
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await
+                    .expect("declare exchange");
+            }
+        })
+    });
+}
+
+/// A collective's registry stream `C.registration`, bound to its registration exchange, as
+/// rabbitmq/definitions.json declares them for `baton` and `dc1`; deleted again on drop (a
+/// stream keeps its files until deleted).
+pub struct RegistryStream {
+    name: String,
+}
+
+impl RegistryStream {
+    pub fn declare(collective: &str) -> RegistryStream {
+        let name = format!("{collective}.registration");
+        admin_channel_do(&name, |channel, name| {
+            Box::pin(async move {
+                let mut arguments = lapin::types::FieldTable::default();
+                arguments.insert("x-queue-type".into(), lapin::types::AMQPValue::LongString("stream".into()));
+                arguments.insert("x-max-age".into(), lapin::types::AMQPValue::LongString("1h".into()));
+                channel
+                    .queue_declare(
+                        name.as_str().into(),
+                        lapin::options::QueueDeclareOptions { durable: true, ..Default::default() },
+                        arguments,
+                    )
+                    .await
+                    .expect("declare the registry stream");
+                channel
+                    .queue_bind(
+                        name.as_str().into(),
+                        name.as_str().into(),
+                        "node.#".into(),
+                        lapin::options::QueueBindOptions::default(),
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await
+                    .expect("bind the registry stream");
+            })
+        });
+        RegistryStream { name }
+    }
+}
+
+impl Drop for RegistryStream {
+    fn drop(&mut self) {
+        admin_channel_do(&self.name, |channel, name| {
+            Box::pin(async move {
+                let _ = channel
+                    .queue_delete(name.as_str().into(), lapin::options::QueueDeleteOptions::default())
+                    .await;
+            })
+        });
+    }
+}
+
+type AdminAction =
+    fn(lapin::Channel, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs `action` on a channel of the private broker's admin account, with `name`.
+fn admin_channel_do(name: &str, action: AdminAction) {
+    admin_channel_do_at(&broker().var("BATON_RABBITMQ_ADMIN_URL"), name, action);
+}
+
+/// Runs `action` on a channel of the admin account at `url`, with `name`.
+fn admin_channel_do_at(url: &str, name: &str, action: AdminAction) {
     let url = url.to_string();
-    let collective = collective.to_string();
+    let name = name.to_string();
     block_on(async move {
         let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
             .await
             .expect("admin connection to the private broker");
         let channel = connection.create_channel().await.expect("admin channel");
-        for suffix in ["broadcast", "registration", "events"] {
-            channel
-                .exchange_declare(
-                    format!("{collective}.{suffix}").as_str().into(),
-                    lapin::ExchangeKind::Topic,
-                    lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() },
-                    lapin::types::FieldTable::default(),
-                )
-                .await
-                .expect("declare exchange");
-        }
+        action(channel, name).await;
         let _ = connection.close(200, "done".into()).await;
     });
 }
@@ -469,6 +537,8 @@ pub struct Fleet {
     pub nodes: Vec<RunningNode>,
     /// The body of the client's `[security]` table instead of the fleet's PSK.
     pub client_security: Option<String>,
+    /// The collective's registry, when the fleet was started with one.
+    pub registry: Option<RegistryStream>,
     _shared: Option<RwLockReadGuard<'static, ()>>,
 }
 
@@ -500,6 +570,20 @@ impl Fleet {
         Fleet::start_prepared(wire, dir, None, specs)
     }
 
+    /// As [`Fleet::start`] (AMQP), with the collective's registry stream declared before the
+    /// nodes start, so that it holds their registrations.
+    pub fn start_with_registry(specs: Vec<NodeSpec>) -> Fleet {
+        let guard = shared_broker();
+        let collective = unique_collective();
+        declare_collective(&collective);
+        let registry = RegistryStream::declare(&collective);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut fleet = Fleet::start_named(collective, Wire::amqp(), dir, None, specs);
+        fleet.registry = Some(registry);
+        fleet._shared = Some(guard);
+        fleet
+    }
+
     fn start_prepared(
         wire: Wire,
         dir: tempfile::TempDir,
@@ -516,9 +600,27 @@ impl Fleet {
             let admin_urls = rabbitmq_cluster().var("BATON_CLUSTER_ADMIN_URLS");
             declare_collective_at(admin_urls.split(',').next().expect("a member"), &collective);
         }
+        Fleet::start_named(collective, wire, dir, client_security, specs)
+    }
+
+    fn start_named(
+        collective: String,
+        wire: Wire,
+        dir: tempfile::TempDir,
+        client_security: Option<String>,
+        specs: Vec<NodeSpec>,
+    ) -> Fleet {
         let psk = uuid::Uuid::new_v4().simple().to_string();
         write_secret(&dir.path().join("psk"), &psk);
-        let mut fleet = Fleet { collective, dir, wire, nodes: Vec::new(), client_security, _shared: None };
+        let mut fleet = Fleet {
+            collective,
+            dir,
+            wire,
+            nodes: Vec::new(),
+            client_security,
+            registry: None,
+            _shared: None,
+        };
         for spec in specs {
             fleet.spawn(spec);
         }

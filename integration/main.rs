@@ -38,6 +38,9 @@
 //!   collected replies shown as live, Ctrl-C printing what is known, the bar cleared first.
 //! - `puppet`: the `puppet` agent over the real Puppet: a run of a local manifest, status, last
 //!   run summary, disable and enable.
+//! - `registry`: the registry stream on RabbitMQ: discovery, ping and rpc that know whom to
+//!   expect, a silent expected node reported, a node not yet registered counted within the
+//!   grace, `--dm registry` without a broadcast.
 //! - `reload`: a running node picks up new facts and classes without a restart, and stops cleanly.
 //! - `resilience`: unreachable identities, killed nodes, a stopped broker.
 //! - `resource`: the `resource` agent browsing and cloning users, groups and host entries.
@@ -67,6 +70,7 @@ mod identity;
 mod metrics;
 mod operator;
 mod puppet;
+mod registry;
 mod reload;
 mod resilience;
 mod resource;

@@ -79,6 +79,25 @@ def consume(queue):
     return lambda ch: ch.basic_consume(queue, lambda *args: None, auto_ack=True)
 
 
+def consume_stream(queue):
+    # A stream is consumed with manual acks, a prefetch and an offset; from "next", so that
+    # nothing is left unacked when the channel closes (a stream refuses the implied nack).
+    def act(ch):
+        ch.basic_qos(prefetch_count=16)
+        ch.basic_consume(
+            queue,
+            lambda channel, method, _properties, _body: channel.basic_ack(method.delivery_tag),
+            auto_ack=False,
+            arguments={"x-stream-offset": "next"},
+        )
+
+    return act
+
+
+def declare_stream(name):
+    return lambda ch: ch.queue_declare(name, durable=True, arguments={"x-queue-type": "stream"})
+
+
 CASES = [
     # user, what, action, expected
     ("node", f"declare its queue {NODE_QUEUE}", declare_queue(NODE_QUEUE), ALLOW),
@@ -105,6 +124,10 @@ CASES = [
     ("client", "bind its reply queue to baton.events (follow rollouts)", bind(REPLY_QUEUE, "baton.events", "rollout.#"), ALLOW),
     ("client", "publish a directed request via the default exchange", publish("", NODE_QUEUE), ALLOW),
     ("client", "publish to baton.registration", publish("baton.registration", "node.fake"), REFUSE),
+    ("client", "read the registry stream baton.registration", consume_stream("baton.registration"), ALLOW),
+    ("client", "append an end-of-read marker to the registry stream", publish("", "baton.registration"), ALLOW),
+    ("client", "(re)declare the registry stream", declare_stream("baton.registration"), REFUSE),
+    ("node", "read the registry stream baton.registration", consume_stream("baton.registration"), REFUSE),
     ("client", "declare a node queue", declare_queue(f"baton.node.check-{RUN}-c"), REFUSE),
     ("client", "consume from a node queue", consume(NODE_QUEUE), REFUSE),
     ("client", "bind its reply queue to baton.broadcast", bind(REPLY_QUEUE, "baton.broadcast", "#"), REFUSE),

@@ -526,7 +526,8 @@ fn client_every_key_and_errors() {
         &path,
         format!(
             "identity = \"ci@builder\"\ncaller = \"cert=ci\"\ncollective = \"dc1\"\n\
-             timeout_secs = 30\ndiscovery_timeout_secs = 5\nttl_secs = 120\nrequest_records_days = 3\n{CLIENT_MINIMAL}"
+             timeout_secs = 30\ndiscovery_timeout_secs = 5\nttl_secs = 120\nrequest_records_days = 3\n\
+             registry_window_secs = 70\nregistry_grace_ms = 250\n{CLIENT_MINIMAL}"
         ),
     )
     .expect("writable");
@@ -541,6 +542,8 @@ fn client_every_key_and_errors() {
     assert_eq!(config.discovery_timeout_secs, 5);
     assert_eq!(config.ttl_secs, 90);
     assert_eq!(config.request_records_days, 3);
+    assert_eq!(config.registry_window_secs, 70);
+    assert_eq!(config.registry_grace_ms, 250);
     let settings = config.broker_settings(None, "baton ci".to_owned());
     assert_eq!(settings.transport, Transport::Amqp);
 
@@ -552,7 +555,7 @@ fn client_every_key_and_errors() {
     assert_eq!(
         error.to_string(),
         format!(
-            r#"unknown key "colective" in {} (known keys: identity, caller, collective, broker, tls, security, timeout_secs, discovery_timeout_secs, ttl_secs, definitions_dir, request_records_days)"#,
+            r#"unknown key "colective" in {} (known keys: identity, caller, collective, broker, tls, security, timeout_secs, discovery_timeout_secs, ttl_secs, registry_window_secs, registry_grace_ms, definitions_dir, request_records_days)"#,
             path.display()
         )
     );

@@ -359,3 +359,51 @@ fn a_rollout_record_is_saved_as_each_node_changes_and_resumes_only_what_did_not_
     let error = Journal::open(dir.path(), "0b6f2c3e-0000-4000-8000-000000000000").expect_err("unknown");
     assert!(error.to_string().contains("no rollout 0b6f2c3e-0000-4000-8000-000000000000"), "{error}");
 }
+
+/// A broadcast that expects the registry's nodes: an expected node that answers is counted, a
+/// node the registry did not know is counted as a target too, and an expected node that stays
+/// silent is listed as not responding.
+#[test]
+fn a_broadcast_expecting_known_nodes_accounts_for_unknown_and_silent_ones() {
+    use baton::client::{Tally, Targets};
+    use baton::protocol::filter::FilterSpec;
+    use baton::protocol::{Reply, Request, StatusCode};
+    use std::time::{Duration, Instant};
+
+    let request = Request {
+        id: uuid::Uuid::new_v4(),
+        sender: "tester".into(),
+        caller: "user=tester".into(),
+        collective: "baton".into(),
+        agent: "rpcutil".into(),
+        action: "ping".into(),
+        filter: FilterSpec::default(),
+        time_ms: 0,
+        ttl_secs: 60,
+        reply_to: "baton.reply.x".into(),
+        data: serde_json::Map::new(),
+    };
+    let reply = |node: &str| Reply {
+        request_id: request.id,
+        sender: node.into(),
+        agent: "rpcutil".into(),
+        action: "ping".into(),
+        time_ms: 0,
+        status: StatusCode::Ok,
+        status_message: String::new(),
+        data: serde_json::Map::new(),
+    };
+    let targets = Targets::Expected { nodes: vec!["db01".into(), "web01".into()], grace: Duration::ZERO };
+    let mut tally = Tally::new(&request, &targets);
+    let started = Instant::now();
+    let _ = tally.record(reply("web01"), Duration::from_millis(3));
+    assert!(!tally.complete(), "db01 is still expected");
+    let _ = tally.record(reply("new01"), Duration::from_millis(4));
+    let outcome = tally.finish(started);
+    assert_eq!(outcome.targeted, Some(vec!["db01".to_string(), "new01".to_string(), "web01".to_string()]));
+    let replied: Vec<&str> = outcome.replies.iter().map(|reply| reply.node.as_str()).collect();
+    assert_eq!(replied, ["new01", "web01"]);
+    assert_eq!(outcome.no_response, ["db01"]);
+    assert!(outcome.unexpected.is_empty());
+    assert_eq!(Exit::for_outcome(&outcome), Exit::NoResponse);
+}

@@ -45,6 +45,10 @@ pub enum Destination {
     /// The events exchange of `collective`, which anyone may follow (AMQP: exchange `C.events`,
     /// key `key`); the body is JSON, not a sealed message.
     Events { collective: String, key: String },
+    /// The registry of `collective` itself, where the registration exchange's messages are
+    /// retained (AMQP: the stream `C.registration`, through the default exchange). A registry
+    /// reader publishes its end-of-read marker here; `Unroutable` means there is no registry.
+    Registry { collective: String },
 }
 
 /// The queue whose exclusive holder owns `identity` in `collective` (AMQP and RabbitMQ's STOMP):
@@ -177,6 +181,9 @@ pub enum BrokerError {
     /// Bad settings (an unparsable URL, an unsupported scheme).
     #[error("{0}")]
     Config(String),
+    /// The transport cannot do this at all (e.g. read a RabbitMQ stream over STOMP).
+    #[error("{operation} is not possible over {transport}")]
+    Unsupported { operation: String, transport: &'static str },
 }
 
 /// How [`Broker::connect`] behaves until the first connection is up.
@@ -244,6 +251,9 @@ pub(crate) enum SubscriptionKind {
     /// refused with [`BrokerError::IdentityInUse`] while another connection holds it. No
     /// message ever arrives on it.
     Claim { collective: String, identity: String },
+    /// The registry of `collective` (a RabbitMQ stream) read from `since_secs` (seconds since
+    /// the epoch) onwards. AMQP only.
+    Registry { collective: String, since_secs: u64 },
 }
 
 impl Broker {
@@ -362,6 +372,20 @@ impl Broker {
             queue: format!("{collective}.reply.console-{}", uuid::Uuid::new_v4().simple()),
         })
         .await
+    }
+
+    /// Client side: every registration retained in `collective`'s registry from `since`
+    /// onwards (possibly a little earlier: a stream is read from the start of the chunk that
+    /// holds `since`), then whatever arrives later, through a consumer of the stream. Fails with
+    /// [`BrokerError::Unsupported`] over STOMP and [`BrokerError::Refused`] when there is no
+    /// registry; see `client::registry` for reading it to its end.
+    pub async fn subscribe_registry(
+        &self,
+        collective: &str,
+        since: std::time::SystemTime,
+    ) -> Result<Subscription, BrokerError> {
+        let since_secs = since.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
+        self.subscribe(SubscriptionKind::Registry { collective: collective.to_string(), since_secs }).await
     }
 
     /// Closes the connection cleanly once in-flight publishes have finished. Later calls on

@@ -41,7 +41,7 @@ pub enum Command {
     /// List the nodes a filter matches.
     #[command(
         visible_alias = "find",
-        after_help = "Examples:\n  baton discover -C nginx\n  baton discover -S 'role=web and not os.family=redhat'\n  baton discover -F role=db --json | baton rpc rpcutil ping --dm stdin"
+        after_help = "Examples:\n  baton discover -C nginx\n  baton discover -S 'role=web and not os.family=redhat'\n  baton discover -F role=db --json | baton rpc rpcutil ping --dm stdin\n  baton discover --dm registry -F role=web"
     )]
     Discover {
         #[command(flatten)]
@@ -430,6 +430,9 @@ pub enum DiscoveryMethod {
     Flatfile,
     /// Read identities, or baton's JSON, from stdin.
     Stdin,
+    /// Trust the broker's registry alone: the registered nodes the filter matches, without
+    /// asking them (for very large fleets; RabbitMQ over AMQP).
+    Registry,
 }
 
 /// Result sets of an earlier run, for `--only`.

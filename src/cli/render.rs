@@ -350,21 +350,36 @@ impl Renderer {
             for node in &discovered.nodes {
                 print_line(&line("node", NodeLine { node }));
             }
-            let summary =
-                DiscoverSummary { discovered: discovered.nodes.len(), discovery_ms: round2(discovery_ms) };
+            for node in &discovered.no_response {
+                print_line(&line("no_response", NodeLine { node }));
+            }
+            let summary = DiscoverSummary {
+                discovered: discovered.nodes.len(),
+                no_response: discovered.no_response.len(),
+                discovery_ms: round2(discovery_ms),
+            };
             print_line(&line("summary", summary));
             return;
         }
         if self.output.json {
-            let stats =
-                DiscoverStats { discovered: discovered.nodes.len(), discovery_ms: round2(discovery_ms) };
-            print_document(&DiscoverReport { nodes: &discovered.nodes, stats });
+            let stats = DiscoverStats {
+                discovered: discovered.nodes.len(),
+                no_response: discovered.no_response.len(),
+                discovery_ms: round2(discovery_ms),
+            };
+            print_document(&DiscoverReport {
+                nodes: &discovered.nodes,
+                no_response: &discovered.no_response,
+                stats,
+            });
             return;
         }
         for node in &discovered.nodes {
             println!("{node}");
         }
-        if discovered.nodes.is_empty() {
+        if !discovered.no_response.is_empty() {
+            eprintln!("Expected by the registry but did not answer: {}", discovered.no_response.join(", "));
+        } else if discovered.nodes.is_empty() {
             eprintln!("{} ({})", nothing.message, nothing.next_step);
         }
         if self.verbose > 0 {

@@ -57,12 +57,15 @@ pub struct PingTime<'a> {
 #[derive(Debug, Serialize)]
 pub struct DiscoverReport<'a> {
     pub nodes: &'a [String],
+    /// Nodes the registry expected that did not answer.
+    pub no_response: &'a [String],
     pub stats: DiscoverStats,
 }
 
 #[derive(Debug, Serialize)]
 pub struct DiscoverStats {
     pub discovered: usize,
+    pub no_response: usize,
     pub discovery_ms: f64,
 }
 
@@ -70,6 +73,7 @@ pub struct DiscoverStats {
 #[derive(Debug, Serialize)]
 pub struct DiscoverSummary {
     pub discovered: usize,
+    pub no_response: usize,
     pub discovery_ms: f64,
 }
 

@@ -12,14 +12,18 @@ use super::exit::Failure;
 use super::plan::{compile_filter, load_config, seconds};
 use crate::client::Client;
 use crate::client::discovery::{self, Discovered, ResultSet};
+use crate::client::registry::RegistrySettings;
 use crate::config::ClientConfig;
 use crate::protocol::filter::Filter;
 
 /// Where the targets come from, checked.
 #[derive(Debug, Clone)]
 enum Source {
-    /// Ask the fleet who matches the filter, waiting at most this long.
-    Broadcast(Duration),
+    /// Ask the fleet who matches the filter, waiting at most this long, expecting the nodes
+    /// the registry knows where there is one.
+    Broadcast(Duration, RegistrySettings),
+    /// The registry's nodes that match the filter, without asking them.
+    Registry(RegistrySettings),
     /// Plain `-I` identities: addressed directly, no discovery needed; anyone who does not
     /// exist shows up as unreachable or silent. `baton discover` asks them, waiting at most
     /// this long, and reports only those that answer.
@@ -56,12 +60,13 @@ impl TargetPlan {
             (None, None) => DiscoveryMethod::Broadcast,
         };
         let only = discovery.result_sets();
-        if method == DiscoveryMethod::Broadcast && !only.is_empty() {
+        let filters = matches!(method, DiscoveryMethod::Broadcast | DiscoveryMethod::Registry);
+        if filters && !only.is_empty() {
             return Err(Failure::usage(anyhow!(
                 "--only picks from the results of an earlier run: give them with --dm stdin or --nodes FILE"
             )));
         }
-        if method != DiscoveryMethod::Broadcast && !filter.is_empty() {
+        if !filters && !filter.is_empty() {
             return Err(Failure::usage(anyhow!(
                 "filters cannot be combined with a node list: the list already names the targets (drop -I/-C/-F/-A/-S, or use broadcast discovery)"
             )));
@@ -74,16 +79,17 @@ impl TargetPlan {
             DiscoveryMethod::Stdin => Source::Stdin,
             DiscoveryMethod::Broadcast => match filter.plain_identities() {
                 Some(identities) => Source::Identities(crate::client::unique_sorted(identities), timeout()?),
-                None => Source::Broadcast(timeout()?),
+                None => Source::Broadcast(timeout()?, RegistrySettings::of(config)),
             },
+            DiscoveryMethod::Registry => Source::Registry(RegistrySettings::of(config)),
         };
         Ok(TargetPlan { source, only })
     }
 
-    /// Whether the targets are found by broadcast discovery with the filter (not a node list
-    /// or plain `-I` names, which are addressed as given).
+    /// Whether the targets are found with the filter, by broadcast discovery or in the registry
+    /// (not a node list or plain `-I` names, which are addressed as given).
     pub fn discovers(&self) -> bool {
-        matches!(self.source, Source::Broadcast(_))
+        matches!(self.source, Source::Broadcast(..) | Source::Registry(_))
     }
 
     /// Exactly these nodes, in this order (a resumed rollout's remaining nodes).
@@ -99,9 +105,14 @@ impl TargetPlan {
             Source::File(path) => discovery::from_file(path, &self.only)?,
             Source::Stdin => discovery::from_stdin(&self.only)?,
             Source::Identities(identities, _) | Source::Given(identities) => identities.clone(),
-            Source::Broadcast(timeout) => return Ok(discovery::broadcast(client, filter, *timeout).await?),
+            Source::Broadcast(timeout, registry) => {
+                return Ok(discovery::broadcast(client, filter, *timeout, Some(registry)).await?);
+            }
+            Source::Registry(registry) => {
+                return Ok(discovery::registry_only(client, filter, registry).await?);
+            }
         };
-        Ok(Discovered { nodes, elapsed: started.elapsed() })
+        Ok(Discovered { nodes, no_response: Vec::new(), elapsed: started.elapsed() })
     }
 
     /// As [`TargetPlan::find`], but named nodes are asked first and only those that answer are
@@ -150,7 +161,11 @@ impl TargetPlan {
                 message: "The node list names no nodes; nothing was sent".to_owned(),
                 next_step: "give identities, or the JSON of an earlier baton command",
             },
-            Source::Broadcast(_) => NothingFound {
+            Source::Registry(_) => NothingFound {
+                message: "No node in the registry matches the filter; nothing was sent".to_owned(),
+                next_step: "check the filter, or use --dm broadcast to ask the fleet itself",
+            },
+            Source::Broadcast(..) => NothingFound {
                 message: "No nodes matched the filter; nothing was sent".to_owned(),
                 next_step: "check the filter, or raise --dt if the fleet is slow to answer",
             },

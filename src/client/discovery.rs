@@ -1,36 +1,79 @@
 //! Discovery: finding the nodes a filter matches, or reading them from a file or stdin.
 //!
 //! Broadcast discovery sends `rpcutil discover` (ping under its own name, so audit logs mark
-//! discovery as such) with the filter and collects who answers. It waits
-//! at most the discovery timeout, and stops early once replies have gone quiet: after the first
-//! reply, waiting ends when no new reply came for a while. That while grows with how long the
-//! first reply took, so a slow broker or a loaded fleet is not cut short.
+//! discovery as such) with the filter and collects who answers. Where the broker keeps a
+//! registry (see [`super::registry`]), the client knows whom to expect: the registry's nodes
+//! that match the filter. Waiting then ends once every one of them answered, plus a short
+//! grace for nodes the registry does not know yet; an expected node that stays silent until
+//! the discovery timeout is reported as not responding. Without a registry it waits at most
+//! the discovery timeout, and stops early once replies have gone quiet: after the first reply,
+//! waiting ends when no new reply came for a while. That while grows with how long the first
+//! reply took, so a slow broker or a loaded fleet is not cut short.
+//! [`registry_only`] trusts the registry alone and sends nothing.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use tracing::debug;
 
-use super::{Client, ClientError, RequestSpec, Targets, unique_sorted};
+use super::registry::RegistrySettings;
+use super::{CallOutcome, Client, ClientError, Event, RequestSpec, Targets, unique_sorted};
 use crate::protocol::filter::Filter;
 
 /// The shortest quiet period that ends discovery early.
 const MIN_QUIET: Duration = Duration::from_millis(300);
 
 /// The nodes found, and how long finding them took.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Discovered {
     pub nodes: Vec<String>,
+    /// Nodes the registry expected that did not answer the discovery broadcast.
+    pub no_response: Vec<String>,
     pub elapsed: Duration,
 }
 
-/// Broadcast discovery with `filter`, waiting at most `timeout`.
+impl Discovered {
+    /// The nodes to send to: those found, and those expected that did not answer discovery.
+    pub fn targets(&self) -> Vec<String> {
+        unique_sorted(self.nodes.iter().chain(&self.no_response).cloned())
+    }
+}
+
+/// Sends `spec` as one broadcast and waits at most `timeout`. With `registry` and a registry
+/// to read, the matching registered nodes are expected ([`Targets::Expected`]); otherwise
+/// waiting ends once replies have gone quiet.
+pub async fn broadcast_call(
+    client: &Client,
+    spec: &RequestSpec,
+    timeout: Duration,
+    registry: Option<&RegistrySettings>,
+    on_event: &mut (dyn FnMut(&Event<'_>) + Send),
+) -> Result<CallOutcome, ClientError> {
+    if let Some(settings) = registry {
+        match client.registry(settings).await {
+            Ok(fleet) => {
+                let targets =
+                    Targets::Expected { nodes: fleet.matching(&spec.filter), grace: settings.grace };
+                return client.call(spec, &targets, timeout, None, on_event).await;
+            }
+            Err(no_registry) => debug!(%no_registry, "waiting for replies to go quiet instead"),
+        }
+    }
+    client.call(spec, &Targets::Broadcast, timeout, Some(MIN_QUIET), on_event).await
+}
+
+/// Broadcast discovery with `filter`, waiting at most `timeout` (see [`broadcast_call`]).
 pub async fn broadcast(
     client: &Client,
     filter: &Filter,
     timeout: Duration,
+    registry: Option<&RegistrySettings>,
 ) -> Result<Discovered, ClientError> {
-    ping(client, filter, &Targets::Broadcast, timeout, Some(MIN_QUIET)).await
+    let started = Instant::now();
+    let outcome = broadcast_call(client, &discover(filter), timeout, registry, &mut |_| {}).await?;
+    let no_response = outcome.no_response.clone();
+    Ok(Discovered { no_response, ..answered(outcome, started) })
 }
 
 /// Asks exactly `nodes` (a directed `rpcutil discover` with `filter`) and keeps those that
@@ -42,29 +85,45 @@ pub async fn confirm(
     nodes: &[String],
     timeout: Duration,
 ) -> Result<Discovered, ClientError> {
-    ping(client, filter, &Targets::Nodes(nodes.to_vec()), timeout, None).await
+    let started = Instant::now();
+    let targets = Targets::Nodes(nodes.to_vec());
+    let outcome = client.call(&discover(filter), &targets, timeout, None, &mut |_| {}).await?;
+    Ok(answered(outcome, started))
 }
 
-/// Sends `rpcutil discover` with `filter` to `targets` and returns who answered, whatever their
-/// status (a node too old to know `discover` answers "unknown action", and is found all the
-/// same). `discover` is `ping` under its own name, so nodes' audit logs mark discovery as such.
-async fn ping(
+/// The registry's nodes that match `filter`, without asking them. Fails (a usage error) when
+/// there is no registry to read.
+pub async fn registry_only(
     client: &Client,
     filter: &Filter,
-    targets: &Targets,
-    timeout: Duration,
-    quiet: Option<Duration>,
+    settings: &RegistrySettings,
 ) -> Result<Discovered, ClientError> {
     let started = Instant::now();
-    let spec = RequestSpec {
+    let fleet = client.registry(settings).await.map_err(|no_registry| {
+        ClientError::Usage(format!(
+            "--dm registry: {no_registry} (a RabbitMQ stream named {}.registration over AMQP, see docs/OPERATIONS.md; or use --dm broadcast)",
+            client.settings().collective
+        ))
+    })?;
+    Ok(Discovered { nodes: fleet.matching(filter), no_response: Vec::new(), elapsed: started.elapsed() })
+}
+
+/// Who answered a discovery request, whatever their status (a node too old to know
+/// `discover` answers "unknown action", and is found all the same).
+fn answered(outcome: CallOutcome, started: Instant) -> Discovered {
+    let nodes = unique_sorted(outcome.replies.into_iter().map(|reply| reply.node));
+    Discovered { nodes, no_response: Vec::new(), elapsed: started.elapsed() }
+}
+
+/// `rpcutil discover` with `filter`: `ping` under its own name, so nodes' audit logs mark
+/// discovery as such.
+fn discover(filter: &Filter) -> RequestSpec {
+    RequestSpec {
         agent: "rpcutil".to_string(),
         action: "discover".to_string(),
         data: Map::new(),
         filter: filter.clone(),
-    };
-    let outcome = client.call(&spec, targets, timeout, quiet, &mut |_| {}).await?;
-    let nodes = unique_sorted(outcome.replies.into_iter().map(|reply| reply.node));
-    Ok(Discovered { nodes, elapsed: started.elapsed() })
+    }
 }
 
 /// Which nodes to take from the results of an earlier `baton rpc --json` (or `--jsonl`, or

@@ -13,6 +13,7 @@ pub mod events;
 pub mod journal;
 pub mod outcome;
 pub mod prepare;
+pub mod registry;
 pub mod report;
 pub mod rollout;
 
@@ -94,6 +95,11 @@ pub enum Targets {
     Broadcast,
     /// Directed requests to exactly these nodes; anyone who does not answer is listed.
     Nodes(Vec<String>),
+    /// One broadcast, expecting these nodes (the registry's nodes that match the filter):
+    /// waiting ends once all of them answered and `grace` more has passed for nodes the
+    /// registry does not know yet, who are counted as targets too; an expected node that
+    /// stays silent until the timeout is listed as not responding.
+    Expected { nodes: Vec<String>, grace: Duration },
 }
 
 /// Something that happened during a call, reported as it happens (for progress bars, JSONL
@@ -230,7 +236,8 @@ impl Client {
 
     /// Sends one request and accounts for every reply until all targets answered or `timeout`
     /// passed. With [`Targets::Broadcast`], waiting also ends once replies have gone quiet for
-    /// `quiet` (when given).
+    /// `quiet` (when given); with [`Targets::Expected`], the grace after the last expected
+    /// reply.
     pub async fn call(
         &self,
         spec: &RequestSpec,
@@ -248,7 +255,7 @@ impl Client {
         let mut tally = Tally::new(&request, targets);
         let ttl = self.settings.ttl;
         match targets {
-            Targets::Broadcast => {
+            Targets::Broadcast | Targets::Expected { .. } => {
                 let destination = Destination::Broadcast {
                     collective: self.settings.collective.clone(),
                     agent: spec.agent.clone(),
@@ -290,11 +297,26 @@ impl Client {
 
         let deadline = tokio::time::Instant::now() + timeout;
         let mut quiet_deadline: Option<tokio::time::Instant> = None;
-        while !tally.complete() {
-            let wake = match quiet_deadline {
-                Some(quiet_at) if quiet_at < deadline => quiet_at,
-                _ => deadline,
-            };
+        let grace = match targets {
+            Targets::Expected { grace, .. } => Some(*grace),
+            Targets::Broadcast | Targets::Nodes(_) => None,
+        };
+        let mut grace_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if tally.complete() {
+                match grace {
+                    // Every expected node answered: only nodes not known yet may still come.
+                    Some(grace) => {
+                        grace_deadline.get_or_insert_with(|| tokio::time::Instant::now() + grace);
+                    }
+                    None => break,
+                }
+            }
+            let wake = [Some(deadline), quiet_deadline, grace_deadline]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(deadline);
             let reply = tokio::select! {
                 reply = replies.recv() => reply,
                 () = tokio::time::sleep_until(wake) => None,
@@ -315,6 +337,21 @@ impl Client {
             }
         }
         Ok(tally.finish(started))
+    }
+
+    /// Reads this client's collective's registry (see [`registry::read`]).
+    pub async fn registry(
+        &self,
+        settings: &registry::RegistrySettings,
+    ) -> Result<registry::Fleet, registry::NoRegistry> {
+        registry::read(
+            &self.broker,
+            &self.security,
+            &self.settings.collective,
+            settings,
+            self.settings.max_message_bytes,
+        )
+        .await
     }
 
     /// Sends a prepared request ([`prepare`]) and waits as long as it says; the outcome carries

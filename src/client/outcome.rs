@@ -113,6 +113,8 @@ pub struct Tally {
     /// `None` for broadcasts.
     pending: Option<BTreeSet<String>>,
     targeted: Option<Vec<String>>,
+    /// A broadcast expecting known nodes: anyone else who answers becomes a target too.
+    open: bool,
     replies: BTreeMap<String, NodeReply>,
     unexpected: BTreeMap<String, NodeReply>,
     unreachable: BTreeSet<String>,
@@ -124,9 +126,11 @@ impl Tally {
     pub fn new(request: &Request, targets: &Targets) -> Tally {
         let targeted = match targets {
             Targets::Broadcast => None,
-            Targets::Nodes(nodes) => Some(nodes.clone()),
+            Targets::Nodes(nodes) | Targets::Expected { nodes, .. } => Some(nodes.clone()),
         };
-        Tally::for_request(request.id, &request.agent, &request.action, targeted)
+        let mut tally = Tally::for_request(request.id, &request.agent, &request.action, targeted);
+        tally.open = matches!(targets, Targets::Expected { .. });
+        tally
     }
 
     /// A tally for a request known only by its id, as when collecting replies from a named
@@ -139,6 +143,7 @@ impl Tally {
             action: action.to_string(),
             pending: targeted.as_ref().map(|nodes| nodes.iter().cloned().collect()),
             targeted,
+            open: false,
             replies: BTreeMap::new(),
             unexpected: BTreeMap::new(),
             unreachable: BTreeSet::new(),
@@ -177,7 +182,14 @@ impl Tally {
         };
         let is_target =
             targeted || self.targeted.as_ref().is_some_and(|nodes| nodes.binary_search(&node).is_ok());
-        if !is_target {
+        if !is_target
+            && self.open
+            && let Some(nodes) = &mut self.targeted
+            && let Err(position) = nodes.binary_search(&node)
+        {
+            // A node the registry did not know yet: it answered the broadcast, so it counts.
+            nodes.insert(position, node.clone());
+        } else if !is_target {
             let entry = self.unexpected.entry(node).or_insert(NodeReply::from_reply(reply, elapsed));
             return Recorded::Unexpected(entry);
         }

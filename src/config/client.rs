@@ -43,6 +43,14 @@ pub struct ClientConfig {
     /// How long a request stays valid; nodes refuse it afterwards.
     #[serde(default = "default_ttl_secs")]
     pub ttl_secs: u64,
+    /// How far back the registry is read: the nodes' `registration.interval_secs` plus slack.
+    /// A node not registered within it is not expected by a broadcast.
+    #[serde(default = "default_registry_window_secs")]
+    pub registry_window_secs: u64,
+    /// Once every node the registry expects has answered a broadcast, how long to wait for
+    /// nodes it does not know yet, in milliseconds.
+    #[serde(default = "default_registry_grace_ms")]
+    pub registry_grace_ms: u64,
     /// Definitions of external agents (`<dir>/<agent>/definition.json`, as on the nodes), used
     /// to check inputs before sending and to summarise replies. Built-in agents need none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +72,8 @@ const TOP_LEVEL: TopLevelKeys = TopLevelKeys {
         "timeout_secs",
         "discovery_timeout_secs",
         "ttl_secs",
+        "registry_window_secs",
+        "registry_grace_ms",
         "definitions_dir",
         "request_records_days",
     ],
@@ -84,6 +94,15 @@ fn default_request_records_days() -> u64 {
 
 fn default_ttl_secs() -> u64 {
     60
+}
+
+/// The nodes' default registration interval (300 s) plus a tenth.
+fn default_registry_window_secs() -> u64 {
+    330
+}
+
+fn default_registry_grace_ms() -> u64 {
+    100
 }
 
 impl ClientConfig {
@@ -118,6 +137,7 @@ impl ClientConfig {
         positive(provenance, "timeout_secs", self.timeout_secs)?;
         positive(provenance, "discovery_timeout_secs", self.discovery_timeout_secs)?;
         positive(provenance, "ttl_secs", self.ttl_secs)?;
+        positive(provenance, "registry_window_secs", self.registry_window_secs)?;
         // Nodes refuse a ttl over a day as invalid; catch it here as a usage error instead of
         // every node silently not answering.
         if self.ttl_secs > crate::security::MAX_TTL_SECS as u64 {

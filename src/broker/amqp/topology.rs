@@ -78,6 +78,9 @@ impl Route {
                 (registration_exchange(collective), format!("node.{identity}"))
             }
             Destination::Events { collective, key } => (format!("{collective}.events"), key.clone()),
+            // Mandatory: an unroutable end-of-read marker is how a client learns there is no
+            // registry stream.
+            Destination::Registry { collective } => (String::new(), registry_stream(collective)),
         }
     }
 
@@ -95,6 +98,13 @@ fn broadcast_exchange(collective: &str) -> String {
 }
 
 fn registration_exchange(collective: &str) -> String {
+    format!("{collective}.registration")
+}
+
+/// The stream that retains the registration exchange's messages. It shares the exchange's
+/// name (queues and exchanges are apart in RabbitMQ), so the client's read permission on
+/// `C.registration` in rabbitmq/definitions.json covers it and nothing else.
+fn registry_stream(collective: &str) -> String {
     format!("{collective}.registration")
 }
 
@@ -299,13 +309,20 @@ impl Session {
                 }
                 queue
             }
+            // The stream is the operator's (definitions.json): nothing to declare. A stream
+            // needs manual acks and a prefetch, which every subscription here has.
+            SubscriptionKind::Registry { collective, .. } => registry_stream(collective),
         };
+        let mut arguments = FieldTable::default();
+        if let SubscriptionKind::Registry { since_secs, .. } = kind {
+            arguments.insert("x-stream-offset".into(), AMQPValue::Timestamp(*since_secs));
+        }
         let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
                 ShortString::from(""),
                 BasicConsumeOptions::default(),
-                FieldTable::default(),
+                arguments,
             )
             .await
             .map_err(|error| classify(error, &format!("consume queue \"{queue}\""), &user))?;
@@ -588,5 +605,6 @@ mod tests {
             "baton.events",
             "rollout.r1.summary",
         );
+        check(Destination::Registry { collective: "baton".into() }, "", "baton.registration");
     }
 }

@@ -55,6 +55,13 @@ pub(super) fn send_destination(dialect: StompDialect, destination: &Destination)
         (StompDialect::RabbitMq, Destination::Registration { collective, identity }) => {
             format!("/exchange/{collective}.registration/node.{identity}")
         }
+        // Refused by `Session::publish` before anything is sent; named all the same.
+        (StompDialect::ActiveMq, Destination::Registry { collective }) => {
+            format!("/queue/{collective}.registration")
+        }
+        (StompDialect::RabbitMq, Destination::Registry { collective }) => {
+            format!("/amq/queue/{collective}.registration")
+        }
         (StompDialect::RabbitMq, Destination::Events { collective, key }) => {
             format!("/exchange/{collective}.events/{key}")
         }
@@ -178,6 +185,8 @@ pub(super) fn subscribe_frames(
                 .header("auto-delete", "true")
                 .header("exclusive", "true"),
         ],
+        // Refused by `Session::subscribe` before any frame is made.
+        (_, SubscriptionKind::Registry { .. }) => Vec::new(),
     }
 }
 

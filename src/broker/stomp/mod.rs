@@ -62,6 +62,9 @@ impl Transport for Session {
         kind: &SubscriptionKind,
         subscriber: mpsc::Sender<Incoming>,
     ) -> Result<Forwarder, OperationError> {
+        if matches!(kind, SubscriptionKind::Registry { .. }) {
+            return Err(registry_unsupported());
+        }
         let session = &self.connection;
         let wait = self.settings.connect_timeout;
         let frames = dialect::subscribe_frames(self.settings.dialect, kind, self.settings.node_queue_expiry);
@@ -127,6 +130,10 @@ impl Transport for Session {
     /// [`Delivery::Unknown`]; ActiveMQ's refusal to create a destination is
     /// [`Delivery::Unroutable`] (see [`dialect::classify_error`]).
     async fn publish(&self, message: &Outgoing) -> Result<Delivery, OperationError> {
+        if matches!(message.destination, Destination::Registry { .. }) {
+            // Sent nowhere: on ActiveMQ it would create a queue of junk.
+            return Err(registry_unsupported());
+        }
         let Outgoing { destination, body, ttl } = message;
         let dialect = self.settings.dialect;
         let wait = self.settings.connect_timeout;
@@ -217,4 +224,13 @@ async fn wait_end(mut watcher: watch::Receiver<Option<Ending>>) -> String {
             return "the connection tasks stopped".to_string();
         }
     }
+}
+
+/// The registry is read over AMQP only: ActiveMQ retains nothing, and RabbitMQ's STOMP could
+/// read a stream but is not used for it. Callers fall back to a broadcast's quiet window.
+fn registry_unsupported() -> OperationError {
+    OperationError::Fatal(BrokerError::Unsupported {
+        operation: "the registry stream".to_string(),
+        transport: "STOMP",
+    })
 }

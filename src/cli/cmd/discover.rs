@@ -1,5 +1,6 @@
 //! `baton discover` (alias `find`): the nodes a filter matches, one per line or as JSON that
-//! `baton rpc --dm stdin` takes back.
+//! `baton rpc --dm stdin` takes back. Nodes the registry expected that did not answer are
+//! listed apart, and make the exit code 3.
 
 use crate::cli::args::{Cli, DiscoveryArgs, FilterArgs, OutputArgs};
 use crate::cli::exit::{Exit, Failure};
@@ -16,5 +17,11 @@ pub async fn run(
         connect_and_find(cli, filter_args, discovery, Finding::Answering).await?;
     client.close().await;
     Renderer::new(output, cli.verbose).discovered(&discovered, &plan.nothing_found());
-    Ok(if discovered.nodes.is_empty() { Exit::NothingMatched } else { Exit::Ok })
+    Ok(if !discovered.no_response.is_empty() {
+        Exit::NoResponse
+    } else if discovered.nodes.is_empty() {
+        Exit::NothingMatched
+    } else {
+        Exit::Ok
+    })
 }

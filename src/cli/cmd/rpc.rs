@@ -212,7 +212,10 @@ impl RpcPlan {
             renderer.added_agent_filter(agent);
         }
         let discovered = self.targets.find(client, &spec.filter).await?;
-        if discovered.nodes.is_empty() {
+        // Nodes the registry expected that were silent in discovery stay targets: the request
+        // reports them as not responding (or they answer it after all).
+        let candidates = discovered.targets();
+        if candidates.is_empty() {
             renderer.nothing_matched(&spec.agent, &spec.action, &discovered, &self.targets.nothing_found());
             return Ok(Exit::NothingMatched);
         }
@@ -224,7 +227,7 @@ impl RpcPlan {
                 (Ordered { nodes, seed: None, candidates }, Some(*journal))
             }
             Tracking::New(request) => {
-                let ordered = order_targets(&discovered.nodes, self.limit, self.limit_seed);
+                let ordered = order_targets(&candidates, self.limit, self.limit_seed);
                 let dir = rollouts_dir().ok_or_else(|| {
                     Failure::usage(anyhow!(
                         "neither XDG_STATE_HOME nor HOME is set: nowhere to save the rollout's state"
@@ -233,7 +236,7 @@ impl RpcPlan {
                 let journal = Journal::create(&dir, &self.config.collective, *request, &ordered.nodes)?;
                 (ordered, Some(journal))
             }
-            Tracking::Untracked => (order_targets(&discovered.nodes, self.limit, self.limit_seed), None),
+            Tracking::Untracked => (order_targets(&candidates, self.limit, self.limit_seed), None),
         };
         if let Some(name) = &self.reply_to {
             let sent = client.send_detached(spec, &ordered.nodes, name).await?;
