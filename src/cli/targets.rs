@@ -98,7 +98,6 @@ impl TargetPlan {
     }
 
     /// Finds the targets: a file, stdin, plain identities, or broadcast discovery with `filter`.
-
     pub async fn find(&self, client: &Client, filter: &Filter) -> Result<Discovered, Failure> {
         let started = Instant::now();
         let nodes = match &self.source {
