@@ -226,6 +226,44 @@ fn ed25519_accepts_each_key_of_a_name_being_rotated_until_it_is_removed() {
     assert_eq!(node.verify("user=alice", &parts, &new.sign(&parts)), Ok(()));
 }
 
+/// Regression, review of issue 13 (finding 4): a reload with one broken key file kept the
+/// whole previous set, so a key removed in the same change stayed trusted. A reload now skips
+/// the broken file (naming it) and trusts the rest; a start still refuses it.
+#[test]
+fn a_reload_with_a_broken_key_file_still_drops_a_removed_key() {
+    use baton::security::ed25519::{VerifyFailure, generate};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trusted = dir.path().join("trusted");
+    std::fs::create_dir(&trusted).expect("dir");
+    let private_key = |file: &str, text: &str| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    };
+    let (alice_private, alice_public) = generate("user=alice");
+    let (bob_private, bob_public) = generate("user=bob");
+    let (node_private, _) = generate("web01");
+    std::fs::write(trusted.join("user=alice.pub"), alice_public).expect("write");
+    std::fs::write(trusted.join("user=bob.pub"), bob_public).expect("write");
+    let alice = Ed25519::load(&private_key("alice.key", &alice_private), &trusted).expect("alice");
+    let bob = Ed25519::load(&private_key("bob.key", &bob_private), &trusted).expect("bob");
+    let node_key = private_key("node.key", &node_private);
+    let parts: [&[u8]; 2] = [b"request", b"payload"];
+
+    // Alice's key is revoked, and in the same change someone breaks carol's file.
+    std::fs::remove_file(trusted.join("user=alice.pub")).expect("revoke alice");
+    std::fs::write(trusted.join("user=carol.pub"), "name = user=carol\npublic = zz\n").expect("write");
+    let error = Ed25519::load(&node_key, &trusted).expect_err("a start refuses the broken file").to_string();
+    assert!(error.contains("user=carol.pub"), "{error}");
+    let (node, skipped) = Ed25519::reload(&node_key, &trusted).expect("a reload loads the rest");
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].to_string().contains("user=carol.pub"), "{skipped:?}");
+    assert_eq!(node.verify("user=alice", &parts, &alice.sign(&parts)), Err(VerifyFailure::UnknownKey));
+    assert_eq!(node.verify("user=bob", &parts, &bob.sign(&parts)), Ok(()));
+}
+
 fn request(caller: &str, agent: &str, action: &str, data: Value) -> Request {
     Request {
         id: new_request_id(),

@@ -55,6 +55,22 @@ impl SecurityConfig {
             }
         }
     }
+
+    /// As [`SecurityConfig::load_security`], for a reload (SIGHUP): a trusted public key file
+    /// that does not load is skipped, and named in the returned problems, rather than failing
+    /// the whole reload (see [`Ed25519::reload`]). The PSK or the private key must load.
+    pub fn reload_security(&self) -> Result<(Security, Vec<String>), WiringError> {
+        match self.scheme {
+            SchemeKind::Psk => Ok((self.load_security()?, Vec::new())),
+            SchemeKind::Ed25519 => {
+                let key_file = self.key_file.as_deref().ok_or(WiringError::NoKeyFile)?;
+                let trusted_dir = self.trusted_keys_dir.as_deref().ok_or(WiringError::NoTrustedKeysDir)?;
+                let (keys, skipped) = Ed25519::reload(key_file, trusted_dir)?;
+                let problems = skipped.iter().map(ToString::to_string).collect();
+                Ok((Security::Ed25519(Box::new(keys)), problems))
+            }
+        }
+    }
 }
 
 impl TlsConfig {

@@ -277,12 +277,16 @@ impl Node {
     }
 
     /// Loads the PSK, or this node's private key and the trusted callers' keys, again: a key
-    /// rotation needs no restart. Keys that do not load keep the previous ones in force, as
-    /// a policy with a mistake does.
+    /// rotation needs no restart. A PSK or private key that does not load keeps the previous
+    /// keys in force; a trusted public key file that does not load is skipped (that caller is
+    /// refused until it is fixed), so a key removed in the same change is never kept trusted.
     fn reload_keys(&self) {
-        match self.config.security.load_security() {
-            Ok(security) => {
-                info!(scheme = security.scheme(), key = security.key_id(), "keys reloaded");
+        match self.config.security.reload_security() {
+            Ok((security, skipped)) => {
+                for problem in &skipped {
+                    error!(%problem, "trusted key file skipped: its caller is refused until it is fixed");
+                }
+                info!(scheme = security.scheme(), key = security.key_id(), skipped = skipped.len(), "keys reloaded");
                 self.pipeline.replace_security(security);
             }
             Err(error) => {

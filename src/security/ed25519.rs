@@ -66,11 +66,25 @@ pub enum VerifyFailure {
 }
 
 impl Ed25519 {
-    /// Loads this party's private key and every public key in `trusted_dir`.
+    /// Loads this party's private key and every public key in `trusted_dir`; any key file that
+    /// does not load is an error (a daemon refuses to start on it).
     pub fn load(key_file: &Path, trusted_dir: &Path) -> Result<Ed25519, Ed25519Error> {
         let (name, signing) = read_private_key(key_file)?;
-        let trusted = read_trusted_dir(trusted_dir)?;
+        let (trusted, mut skipped) = read_trusted_dir(trusted_dir)?;
+        if !skipped.is_empty() {
+            return Err(skipped.remove(0));
+        }
         Ok(Ed25519 { name, signing, trusted, trusted_dir: trusted_dir.to_owned() })
+    }
+
+    /// As [`Ed25519::load`], for a reload: a trusted key file that does not load is skipped and
+    /// returned, and the others are trusted. Keeping the previous set instead would keep trusting
+    /// a key that was just removed whenever another file has a mistake; skipping only refuses
+    /// the caller whose file is broken (security review of issue 13, finding 4).
+    pub fn reload(key_file: &Path, trusted_dir: &Path) -> Result<(Ed25519, Vec<Ed25519Error>), Ed25519Error> {
+        let (name, signing) = read_private_key(key_file)?;
+        let (trusted, skipped) = read_trusted_dir(trusted_dir)?;
+        Ok((Ed25519 { name, signing, trusted, trusted_dir: trusted_dir.to_owned() }, skipped))
     }
 
     /// Builds a scheme from keys in memory (tests and tools).
@@ -185,7 +199,8 @@ fn read_private_key(path: &Path) -> Result<(String, SigningKey), Ed25519Error> {
 
 type Trusted = BTreeMap<String, Vec<VerifyingKey>>;
 
-fn read_trusted_dir(dir: &Path) -> Result<Trusted, Ed25519Error> {
+/// Every `*.pub` file of `dir`: the keys that load, and the errors of the files that do not.
+fn read_trusted_dir(dir: &Path) -> Result<(Trusted, Vec<Ed25519Error>), Ed25519Error> {
     let entries =
         std::fs::read_dir(dir).map_err(|source| Ed25519Error::Directory { path: dir.to_owned(), source })?;
     let mut files: Vec<PathBuf> = entries
@@ -195,20 +210,28 @@ fn read_trusted_dir(dir: &Path) -> Result<Trusted, Ed25519Error> {
         .collect();
     files.sort();
     let mut trusted = Trusted::new();
+    let mut skipped = Vec::new();
     for file in files {
-        let text = read_key_file(&file)?;
-        // Whoever can add or change a file here can sign as anyone.
-        check_trusted(&file, Purpose::TrustedKey)?;
-        let fields = parse_fields(&text, &file)?;
-        let name = required(&fields, "name", &file)?.to_owned();
-        let public = hex_key(required(&fields, "public", &file)?, "public", &file)?;
-        let key = VerifyingKey::from_bytes(&public).map_err(|error| Ed25519Error::Format {
-            path: file.clone(),
-            reason: format!("not an ed25519 public key: {error}"),
-        })?;
-        trusted.entry(name).or_default().push(key);
+        match read_trusted_key(&file) {
+            Ok((name, key)) => trusted.entry(name).or_default().push(key),
+            Err(error) => skipped.push(error),
+        }
     }
-    Ok(trusted)
+    Ok((trusted, skipped))
+}
+
+fn read_trusted_key(file: &Path) -> Result<(String, VerifyingKey), Ed25519Error> {
+    let text = read_key_file(file)?;
+    // Whoever can add or change a file here can sign as anyone.
+    check_trusted(file, Purpose::TrustedKey)?;
+    let fields = parse_fields(&text, file)?;
+    let name = required(&fields, "name", file)?.to_owned();
+    let public = hex_key(required(&fields, "public", file)?, "public", file)?;
+    let key = VerifyingKey::from_bytes(&public).map_err(|error| Ed25519Error::Format {
+        path: file.to_owned(),
+        reason: format!("not an ed25519 public key: {error}"),
+    })?;
+    Ok((name, key))
 }
 
 fn read_key_file(path: &Path) -> Result<String, Ed25519Error> {
