@@ -286,7 +286,12 @@ impl Node {
                 for problem in &skipped {
                     error!(%problem, "trusted key file skipped: its caller is refused until it is fixed");
                 }
-                info!(scheme = security.scheme(), key = security.key_id(), skipped = skipped.len(), "keys reloaded");
+                info!(
+                    scheme = security.scheme(),
+                    key = security.key_id(),
+                    skipped = skipped.len(),
+                    "keys reloaded"
+                );
                 self.pipeline.replace_security(security);
             }
             Err(error) => {
