@@ -20,10 +20,10 @@ define baton::policy (
   Enum['allow', 'deny'] $default = 'deny',
   Array[Struct[{
         effect            => Enum['allow', 'deny'],
-        Optional[callers] => String[1],
-        Optional[actions] => String[1],
-        Optional[facts]   => String[1],
-        Optional[classes] => String[1],
+        Optional[callers] => Baton::PolicyField,
+        Optional[actions] => Baton::PolicyField,
+        Optional[facts]   => Baton::PolicyField,
+        Optional[classes] => Baton::PolicyField,
   }]] $rules = [],
 ) {
   include baton
