@@ -22,9 +22,11 @@ function baton::to_json(Any $value) >> String {
       'null'
     }
     default: {
-      # Other control characters do not occur in facts; they would need \uXXXX escapes.
+      # Any other control character (a fact read from a device or a file may hold one) would
+      # make the file invalid JSON and batond refuse it: it becomes U+FFFD, escaped.
       $escaped = String($value).regsubst('\\\\', '\\\\\\\\', 'G').regsubst('"', '\\"', 'G')
         .regsubst("\n", '\\n', 'G').regsubst("\r", '\\r', 'G').regsubst("\t", '\\t', 'G')
+        .regsubst(/[\x00-\x08\x0b\x0c\x0e-\x1f]/, '\\ufffd', 'G')
       "\"${escaped}\""
     }
   }

@@ -71,7 +71,7 @@ class baton::node (
   Hash[String[1], Struct[{ name => String[1], public => Pattern[/\A[0-9a-f]{64}\z/] }]] $trusted_keys = {},
   Boolean $write_facts = true,
   Array[String[1]] $excluded_facts = ['memory', 'system_uptime', 'uptime', 'uptime_days', 'uptime_hours',
-  'uptime_seconds', 'load_averages', 'memoryfree', 'memoryfree_mb', 'swapfree', 'swapfree_mb'],
+  'uptime_seconds', 'load_averages', 'memoryfree', 'memoryfree_mb', 'swapfree', 'swapfree_mb', 'mountpoints'],
   String[1] $classes_file = $settings::classfile,
   Enum['allow', 'deny'] $policy_unconfigured = 'allow',
   Optional[String[1]] $audit_file = '/var/log/baton/audit.log',
@@ -180,11 +180,13 @@ class baton::node (
 
   if $write_facts {
     $kept = $facts.filter |$name, $value| { !($name in $excluded_facts) }
+    # Facts describe the machine (serial numbers, addresses, mounts): only batond (root) reads
+    # them; callers see what policies let them ask for.
     file { $facts_file:
       ensure  => file,
       owner   => 'root',
       group   => 'root',
-      mode    => '0644',
+      mode    => '0640',
       content => "${baton::to_json($kept)}\n",
     }
   }
