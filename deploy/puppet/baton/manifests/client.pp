@@ -61,12 +61,15 @@ class baton::client (
     }
   }
 
+  # The broker URLs carry the client user's password, and the key or PSK the client signs
+  # with is root's alone anyway: readable by root only, and never shown in a diff.
   file { "${config}/client.toml":
-    ensure  => file,
-    owner   => 'root',
-    group   => 'root',
-    mode    => '0644',
-    content => epp('baton/client.toml.epp', {
+    ensure    => file,
+    owner     => 'root',
+    group     => 'root',
+    mode      => '0640',
+    show_diff => false,
+    content   => epp('baton/client.toml.epp', {
         collective      => $collective,
         caller          => $caller,
         timeout_secs    => $timeout_secs,

@@ -122,12 +122,14 @@ class baton::node (
     default => [],
   }
 
+  # The broker URLs carry the node user's password: never shown in a diff.
   file { "${config}/node.toml":
-    ensure  => file,
-    owner   => 'root',
-    group   => 'root',
-    mode    => '0640',
-    content => epp('baton/node.toml.epp', {
+    ensure    => file,
+    owner     => 'root',
+    group     => 'root',
+    mode      => '0640',
+    show_diff => false,
+    content   => epp('baton/node.toml.epp', {
         identity        => $identity,
         collectives     => $collectives,
         broker_urls     => $broker_urls,
