@@ -313,6 +313,28 @@ async function main(page) {
     }, expect.web.length);
     check(refused[0].startsWith(`400 service#restart changes things on ${expect.web.length} nodes`), refused[0]);
     check(refused[1].includes("the selection changed"), refused[1]);
+    // A change cannot hide from the history by calling itself automatic (a status refresh):
+    // only read-only actions may be kept out of the default list.
+    const hidden = await page.evaluate(async (count) => {
+      const { csrf } = await (await fetch("/api/session")).json();
+      const response = await fetch("/api/jobs", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+        body: JSON.stringify({ agent: "service", action: "status", inputs: { service: "baton-e2e-no-such-service" }, filter: { class: ["role::web"] }, automatic: true }),
+      });
+      const statusId = (await response.json()).id;
+      const changing = await fetch("/api/jobs", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+        body: JSON.stringify({ agent: "service", action: "restart", inputs: { service: "baton-e2e-no-such-service" }, filter: { class: ["role::web"] }, confirmed_nodes: count, automatic: true }),
+      });
+      const restartId = (await changing.json()).id;
+      const listed = (await (await fetch("/api/jobs")).json()).jobs.map((job) => job.id);
+      return { statusId, restartId, status: listed.includes(statusId), restart: listed.includes(restartId) };
+    }, expect.web.length);
+    check(hidden.statusId && hidden.restartId, JSON.stringify(hidden));
+    check(!hidden.status, `an automatic read-only job is left out of the default history: ${JSON.stringify(hidden)}`);
+    check(hidden.restart, `an automatic changing job is still listed: ${JSON.stringify(hidden)}`);
   });
 
   await step("the task form sends in batches, like baton rpc --batch", async () => {

@@ -561,7 +561,9 @@ impl Jobs {
             finished_ms: None,
             state: "running".to_owned(),
             outcome: Value::Null,
-            automatic: request.automatic,
+            // Only a read-only action may be kept out of the default history: a change is
+            // always listed, whatever the page says of it (review of issue 14, finding 5).
+            automatic: request.automatic && read_only,
         };
         let saved = record.clone();
         if let Err(error) = self.store.call(move |store| store.save_job(&saved)).await {
