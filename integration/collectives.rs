@@ -27,7 +27,8 @@ fn a_sub_collective_added_with_baton_rabbitmq_is_served_and_reached_with_dash_t(
     };
     let log = fleet.node("early01").log();
     assert!(!status.success(), "{log}");
-    assert!(log.contains(&format!("exchange \"{sub}.broadcast\" does not exist")), "{log}");
+    assert!(log.contains(&format!("collective \"{sub}\" does not exist on this broker")), "{log}");
+    assert!(log.contains(&format!("exchange \"{sub}.broadcast\" is missing")), "{log}");
 
     let output = Command::new(repo_root().join("rabbitmq/baton-rabbitmq"))
         .args(["add-collective", &sub, "--vhost", &broker().var("BATON_RABBITMQ_VHOST")])
