@@ -10,6 +10,8 @@
 //! - `agents`: external agents (shell, Python) through the broker; a hanging one killed with its
 //!   children at its timeout, a crashing one reporting its stderr; input checks on the client
 //!   (exit 2) and on the node (status 3 and 4).
+//! - `broker_amqp`: the AMQP transport against the private RabbitMQ: routing, unroutable and
+//!   oversized messages, ttl, login and permission errors named, failover, reconnection.
 //! - `cluster`: ten nodes on the three-member RabbitMQ cluster answer again, without a restart,
 //!   after the member they use stops (twice, another member each time), and a batched rollout
 //!   across each loss accounts for every node once and runs nothing twice.
