@@ -190,19 +190,36 @@ fn ed25519_key_files_load_and_bad_ones_are_refused() {
     assert!(error.contains("must be 64 hex digits"), "{error}");
 }
 
-#[test]
-fn ed25519_accepts_each_key_of_a_name_being_rotated_until_it_is_removed() {
-    use baton::security::ed25519::{VerifyFailure, generate};
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let trusted = dir.path().join("trusted");
-    std::fs::create_dir(&trusted).expect("dir");
-    let private_key = |file: &str, text: &str| {
-        let path = dir.path().join(file);
+/// A directory for ed25519 tests: `trusted/` for public keys, private key files beside it.
+struct KeyDir {
+    dir: tempfile::TempDir,
+    trusted: std::path::PathBuf,
+}
+
+impl KeyDir {
+    fn new() -> KeyDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let trusted = dir.path().join("trusted");
+        std::fs::create_dir(&trusted).expect("dir");
+        KeyDir { dir, trusted }
+    }
+
+    /// Writes a private key file as a daemon accepts it (0600).
+    fn private_key(&self, file: &str, text: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(file);
         std::fs::write(&path, text).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         path
-    };
+    }
+}
+
+#[test]
+fn ed25519_accepts_each_key_of_a_name_being_rotated_until_it_is_removed() {
+    use baton::security::ed25519::{VerifyFailure, generate};
+    let keys = KeyDir::new();
+    let (trusted, private_key) =
+        (keys.trusted.clone(), |file: &str, text: &str| keys.private_key(file, text));
     let (old_private, old_public) = generate("user=alice");
     let (new_private, new_public) = generate("user=alice");
     let (other_private, _) = generate("user=alice");
@@ -232,16 +249,9 @@ fn ed25519_accepts_each_key_of_a_name_being_rotated_until_it_is_removed() {
 #[test]
 fn a_reload_with_a_broken_key_file_still_drops_a_removed_key() {
     use baton::security::ed25519::{VerifyFailure, generate};
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let trusted = dir.path().join("trusted");
-    std::fs::create_dir(&trusted).expect("dir");
-    let private_key = |file: &str, text: &str| {
-        let path = dir.path().join(file);
-        std::fs::write(&path, text).expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        path
-    };
+    let keys = KeyDir::new();
+    let (trusted, private_key) =
+        (keys.trusted.clone(), |file: &str, text: &str| keys.private_key(file, text));
     let (alice_private, alice_public) = generate("user=alice");
     let (bob_private, bob_public) = generate("user=bob");
     let (node_private, _) = generate("web01");
