@@ -213,6 +213,20 @@ fn baton_without_broker(args: &[&str]) -> std::process::Output {
         .expect("run baton")
 }
 
+/// `-vv` shows the debug logs (and the default does not), as plain text without escape codes
+/// when stderr is not a terminal. Regression: the CLI coloured its log lines into files and CI logs.
+#[test]
+fn dash_vv_shows_debug_logs_in_plain_text() {
+    let loud = baton_without_broker(&["-vv", "rpc", "rpcutil", "ping"]);
+    let stderr = String::from_utf8_lossy(&loud.stderr);
+    assert!(stderr.contains("DEBUG"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "escape codes in a log that is not a terminal: {stderr:?}");
+    let quiet = baton_without_broker(&["rpc", "rpcutil", "ping"]);
+    let stderr = String::from_utf8_lossy(&quiet.stderr);
+    assert!(!stderr.contains("DEBUG"), "{stderr}");
+    assert!(stderr.contains("cannot reach any broker"), "{stderr}");
+}
+
 /// The validation stage checks every flag before connecting: with no broker to reach, each of
 /// these is still a usage error (exit 2) that names the mistake, never a broker error (exit 5).
 /// Regression: the discovery flags used to be checked only after connecting, so with the broker
