@@ -77,6 +77,14 @@ pub struct RegisteredNode {
     facts: Value,
 }
 
+impl RegisteredNode {
+    /// A node as `registration` describes it (the console keeps its nodes this way too).
+    pub fn new(registration: Registration) -> RegisteredNode {
+        let facts = Value::Object(registration.facts.clone());
+        RegisteredNode { registration, facts }
+    }
+}
+
 impl NodeView for RegisteredNode {
     fn identity(&self) -> &str {
         &self.registration.identity
@@ -161,8 +169,7 @@ impl Fleet {
             // Stale, not rejected: an older registration of a node already held.
             return true;
         }
-        let facts = Value::Object(registration.facts.clone());
-        self.nodes.insert(registration.identity.clone(), RegisteredNode { registration, facts });
+        self.nodes.insert(registration.identity.clone(), RegisteredNode::new(registration));
         true
     }
 }

@@ -26,8 +26,9 @@ use tracing::{debug, warn};
 
 use super::store::{Store, StoredNode};
 use crate::broker::{Broker, BrokerError};
+use crate::client::registry::RegisteredNode;
 use crate::client::{Client, ClientError, Event, NodeReply, RequestSpec, Targets};
-use crate::protocol::filter::{Filter, NodeView, dotted_fact};
+use crate::protocol::filter::Filter;
 use crate::protocol::{Registration, now_ms};
 use crate::security::{Security, Verified};
 
@@ -56,43 +57,17 @@ pub enum Rejection {
     TooOld { identity: String, age_ms: u64 },
 }
 
-/// One node as the registry holds it.
+/// One node as the registry holds it: the client's view of a registration (what filters
+/// match), and when the console last heard from it.
 #[derive(Debug, Clone)]
 struct Known {
-    registration: Registration,
-    /// The facts as one JSON object, for dotted lookups.
-    facts: Value,
+    node: RegisteredNode,
     last_seen_ms: u64,
 }
 
 impl Known {
     fn new(stored: StoredNode) -> Known {
-        Known {
-            facts: Value::Object(stored.registration.facts.clone()),
-            registration: stored.registration,
-            last_seen_ms: stored.last_seen_ms,
-        }
-    }
-}
-
-impl NodeView for Known {
-    fn identity(&self) -> &str {
-        &self.registration.identity
-    }
-    fn has_class(&self, class: &str) -> bool {
-        self.registration.classes.iter().any(|known| known == class)
-    }
-    fn classes(&self) -> &[String] {
-        &self.registration.classes
-    }
-    fn fact(&self, dotted_key: &str) -> Option<&Value> {
-        dotted_fact(&self.facts, dotted_key)
-    }
-    fn has_agent(&self, agent: &str) -> bool {
-        self.registration.agents.iter().any(|known| known == agent)
-    }
-    fn agents(&self) -> &[String] {
-        &self.registration.agents
+        Known { node: RegisteredNode::new(stored.registration), last_seen_ms: stored.last_seen_ms }
     }
 }
 
@@ -221,7 +196,7 @@ impl Registry {
             let mut nodes = self.write();
             if nodes
                 .get(&identity)
-                .is_some_and(|held| held.registration.time_ms > stored.registration.time_ms)
+                .is_some_and(|held| held.node.registration.time_ms > stored.registration.time_ms)
             {
                 return Err(Rejection::Stale(identity));
             }
@@ -251,7 +226,7 @@ impl Registry {
     pub fn matching(&self, filter: &Filter, now_ms: u64) -> Vec<NodeSummary> {
         self.read()
             .values()
-            .filter(|known| filter.matches(*known))
+            .filter(|known| filter.matches(&known.node))
             .map(|known| {
                 let quiet = self.is_quiet(known.last_seen_ms, now_ms);
                 // Heard of only before this start, and too early to call it quiet.
@@ -259,12 +234,12 @@ impl Registry {
                     && known.last_seen_ms < self.started_ms
                     && now_ms < self.started_ms.saturating_add(millis(self.interval));
                 NodeSummary {
-                    identity: known.registration.identity.clone(),
-                    facts: known.registration.facts.clone(),
-                    classes: known.registration.classes.clone(),
-                    agents: known.registration.agents.clone(),
-                    collectives: known.registration.collectives.clone(),
-                    version: known.registration.version.clone(),
+                    identity: known.node.registration.identity.clone(),
+                    facts: known.node.registration.facts.clone(),
+                    classes: known.node.registration.classes.clone(),
+                    agents: known.node.registration.agents.clone(),
+                    collectives: known.node.registration.collectives.clone(),
+                    version: known.node.registration.version.clone(),
                     last_seen_ms: known.last_seen_ms,
                     quiet: quiet && !unknown,
                     state: if unknown {
