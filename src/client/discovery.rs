@@ -15,7 +15,6 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use tracing::debug;
 
 use super::registry::RegistrySettings;
 use super::{CallOutcome, Client, ClientError, Event, RequestSpec, Targets, unique_sorted};
@@ -41,8 +40,8 @@ impl Discovered {
 }
 
 /// Sends `spec` as one broadcast and waits at most `timeout`. With `registry` and a registry
-/// to read, the matching registered nodes are expected ([`Targets::Expected`]); otherwise
-/// waiting ends once replies have gone quiet.
+/// to read (read while the broadcast is on its way, [`Targets::Registry`]), the matching
+/// registered nodes are expected; otherwise waiting ends once replies have gone quiet.
 pub async fn broadcast_call(
     client: &Client,
     spec: &RequestSpec,
@@ -50,17 +49,11 @@ pub async fn broadcast_call(
     registry: Option<&RegistrySettings>,
     on_event: &mut (dyn FnMut(&Event<'_>) + Send),
 ) -> Result<CallOutcome, ClientError> {
-    if let Some(settings) = registry {
-        match client.registry(settings).await {
-            Ok(fleet) => {
-                let targets =
-                    Targets::Expected { nodes: fleet.matching(&spec.filter), grace: settings.grace };
-                return client.call(spec, &targets, timeout, None, on_event).await;
-            }
-            Err(no_registry) => debug!(%no_registry, "waiting for replies to go quiet instead"),
-        }
-    }
-    client.call(spec, &Targets::Broadcast, timeout, Some(MIN_QUIET), on_event).await
+    let targets = match registry {
+        Some(settings) => Targets::Registry(*settings),
+        None => Targets::Broadcast,
+    };
+    client.call(spec, &targets, timeout, Some(MIN_QUIET), on_event).await
 }
 
 /// Broadcast discovery with `filter`, waiting at most `timeout` (see [`broadcast_call`]).

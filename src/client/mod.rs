@@ -96,10 +96,17 @@ pub enum Targets {
     /// Directed requests to exactly these nodes; anyone who does not answer is listed.
     Nodes(Vec<String>),
     /// One broadcast, expecting these nodes (the registry's nodes that match the filter):
-    /// waiting ends once all of them answered and `grace` more has passed for nodes the
-    /// registry does not know yet, who are counted as targets too; an expected node that
+    /// waiting ends once all of them answered and a grace has passed (at least `grace`, and at
+    /// least half the time they took) for nodes the registry does not know yet, who are
+    /// counted as targets too; an expected node that
     /// stays silent until the timeout is listed as not responding.
     Expected { nodes: Vec<String>, grace: Duration },
+    /// One broadcast whose expected nodes come from the registry, read while the broadcast is
+    /// already on its way (the read and the nodes' replies overlap, so a discovery costs the
+    /// longer of the two rather than their sum). Resolved to [`Targets::Expected`] with the
+    /// registry's nodes that match the request's filter; without a registry to read, to
+    /// [`Targets::Broadcast`] (waiting for `quiet`).
+    Registry(registry::RegistrySettings),
 }
 
 /// Something that happened during a call, reported as it happens (for progress bars, JSONL
@@ -237,7 +244,7 @@ impl Client {
     /// Sends one request and accounts for every reply until all targets answered or `timeout`
     /// passed. With [`Targets::Broadcast`], waiting also ends once replies have gone quiet for
     /// `quiet` (when given); with [`Targets::Expected`], the grace after the last expected
-    /// reply.
+    /// reply; [`Targets::Registry`] becomes one of these two once the registry is read.
     pub async fn call(
         &self,
         spec: &RequestSpec,
@@ -252,10 +259,15 @@ impl Client {
         self.lock_waiting().insert(request.id, sender);
         let _unregister = Unregister { waiting: &self.waiting, id: request.id };
 
-        let mut tally = Tally::new(&request, targets);
         let ttl = self.settings.ttl;
+        // Replies that came while the request was still going out (or the registry was being
+        // read), with the time they came: recorded once the tally knows its targets.
+        let mut early = Vec::new();
+        let mut unreachable = Vec::new();
+        // What `Targets::Registry` resolved to; every other kind is its own resolution.
+        let mut resolved: Option<Targets> = None;
         match targets {
-            Targets::Broadcast | Targets::Expected { .. } => {
+            Targets::Broadcast | Targets::Expected { .. } | Targets::Registry(_) => {
                 let destination = Destination::Broadcast {
                     collective: self.settings.collective.clone(),
                     agent: spec.agent.clone(),
@@ -264,7 +276,28 @@ impl Client {
                 if self.broker.publish(destination, bytes, ttl).await? == Delivery::Unroutable {
                     // No node has this agent bound at all: nobody can answer, so stop now.
                     debug!(agent = %spec.agent, "broadcast unroutable: no node has the agent");
-                    return Ok(tally.finish(started));
+                    let nobody =
+                        if matches!(targets, Targets::Registry(_)) { &Targets::Broadcast } else { targets };
+                    return Ok(Tally::new(&request, nobody).finish(started));
+                }
+                if let Targets::Registry(settings) = targets {
+                    let reading = self.registry(settings);
+                    tokio::pin!(reading);
+                    let fleet = loop {
+                        tokio::select! {
+                            fleet = &mut reading => break fleet,
+                            Some(reply) = replies.recv() => early.push((reply, started.elapsed())),
+                        }
+                    };
+                    resolved = Some(match fleet {
+                        Ok(fleet) => {
+                            Targets::Expected { nodes: fleet.matching(&spec.filter), grace: settings.grace }
+                        }
+                        Err(no_registry) => {
+                            debug!(%no_registry, "waiting for replies to go quiet instead");
+                            Targets::Broadcast
+                        }
+                    });
                 }
             }
             Targets::Nodes(nodes) => {
@@ -274,40 +307,54 @@ impl Client {
                 // router never stalls on a full channel and the reply times are true.
                 let publishing = self.publish_directed(nodes, &bytes, ttl);
                 tokio::pin!(publishing);
-                let mut early = Vec::new();
-                let unreachable = loop {
+                unreachable = loop {
                     tokio::select! {
                         published = &mut publishing => break published?,
                         Some(reply) = replies.recv() => early.push((reply, started.elapsed())),
                     }
                 };
-                for (reply, elapsed) in early {
-                    match tally.record(reply.into_inner(), elapsed) {
-                        outcome::Recorded::Targeted(node_reply) => on_event(&Event::Reply(node_reply)),
-                        outcome::Recorded::Unexpected(node_reply) => on_event(&Event::Unexpected(node_reply)),
-                        outcome::Recorded::Ignored => {}
-                    }
-                }
-                for node in unreachable {
-                    tally.unreachable(&node);
-                    on_event(&Event::Unreachable(&node));
-                }
             }
+        }
+        let targets = resolved.as_ref().unwrap_or(targets);
+        // A quiet window applies to a plain broadcast only: an expected set ends with its grace.
+        let quiet = if matches!(targets, Targets::Broadcast) { quiet } else { None };
+        let mut tally = Tally::new(&request, targets);
+        let came_early = !early.is_empty();
+        for (reply, elapsed) in early {
+            match tally.record(reply.into_inner(), elapsed) {
+                outcome::Recorded::Targeted(node_reply) => on_event(&Event::Reply(node_reply)),
+                outcome::Recorded::Unexpected(node_reply) => on_event(&Event::Unexpected(node_reply)),
+                outcome::Recorded::Ignored => {}
+            }
+        }
+        for node in unreachable {
+            tally.unreachable(&node);
+            on_event(&Event::Unreachable(&node));
         }
 
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut quiet_deadline: Option<tokio::time::Instant> = None;
+        let quiet_after = |tally: &Tally, quiet: Duration| {
+            // Wait at least `quiet` after each reply, and longer when the first reply itself
+            // was slow: a loaded broker spreads replies out.
+            let first_ms = tally.first_reply_ms().unwrap_or(0.0);
+            tokio::time::Instant::now() + quiet.max(Duration::from_secs_f64(first_ms * 3.0 / 1000.0))
+        };
+        // Replies that came during the registry read start the quiet window too.
+        let mut quiet_deadline = quiet.filter(|_| came_early).map(|quiet| quiet_after(&tally, quiet));
         let grace = match targets {
             Targets::Expected { grace, .. } => Some(*grace),
-            Targets::Broadcast | Targets::Nodes(_) => None,
+            Targets::Broadcast | Targets::Nodes(_) | Targets::Registry(_) => None,
         };
         let mut grace_deadline: Option<tokio::time::Instant> = None;
         loop {
             if tally.complete() {
                 match grace {
-                    // Every expected node answered: only nodes not known yet may still come.
+                    // Every expected node answered: only nodes not known yet may still come. They
+                    // answer about as fast as the known ones did, so wait at least half the time
+                    // those took (a slow broker spreads replies out), and never less than `grace`.
                     Some(grace) => {
-                        grace_deadline.get_or_insert_with(|| tokio::time::Instant::now() + grace);
+                        let wait = grace.max(started.elapsed() / 2);
+                        grace_deadline.get_or_insert_with(|| tokio::time::Instant::now() + wait);
                     }
                     None => break,
                 }
@@ -329,11 +376,7 @@ impl Client {
                 outcome::Recorded::Ignored => {}
             }
             if let Some(quiet) = quiet {
-                // Wait at least `quiet` after each reply, and longer when the first reply
-                // itself was slow: a loaded broker spreads replies out.
-                let first_ms = tally.first_reply_ms().unwrap_or(0.0);
-                let wait = quiet.max(Duration::from_secs_f64(first_ms * 3.0 / 1000.0));
-                quiet_deadline = Some(tokio::time::Instant::now() + wait);
+                quiet_deadline = Some(quiet_after(&tally, quiet));
             }
         }
         Ok(tally.finish(started))

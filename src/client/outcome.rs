@@ -125,7 +125,8 @@ pub struct Tally {
 impl Tally {
     pub fn new(request: &Request, targets: &Targets) -> Tally {
         let targeted = match targets {
-            Targets::Broadcast => None,
+            // An unresolved registry read expects nobody yet (`Client::call` resolves it first).
+            Targets::Broadcast | Targets::Registry(_) => None,
             Targets::Nodes(nodes) | Targets::Expected { nodes, .. } => Some(nodes.clone()),
         };
         let mut tally = Tally::for_request(request.id, &request.agent, &request.action, targeted);
