@@ -4,13 +4,18 @@
 //! discovery, a directed rpc). With the link between the sites cut (`bin/broker link-down
 //! rabbitmq-site2`) they are reported as not responding within the timeout, exit 3; once it is
 //! restored they answer again, the same processes, and nothing sent during the cut ran twice,
-//! nor at all once its ttl had passed.
+//! nor at all once its ttl had passed. And the node's part in it: a reply whose queue appears
+//! only after the node answered (as a federated reply queue's twin may) still arrives.
 
 use std::time::{Duration, Instant};
 
+use baton::protocol::{FilterSpec, Request, new_request_id, now_ms};
+use baton::security::{Psk, Security};
 use serde_json::json;
 
-use crate::harness::{BatonOutput, Fleet, NodeSpec, Wire, exclusive_sites, run_broker_args, shared_broker};
+use crate::harness::{
+    BatonOutput, Fleet, NodeSpec, RawClient, Wire, exclusive_sites, run_broker_args, shared_broker,
+};
 
 /// The sub-collective that rabbitmq/federation/ federates: site B's.
 const SITE_B: &str = "dc2";
@@ -24,7 +29,8 @@ fn site_b_nodes_answer_a_client_in_site_a_and_a_cut_link_is_reported_within_the_
         .collect();
     let identities: Vec<String> = specs.iter().map(|spec| spec.identity.clone()).collect();
     // The nodes connect to site B only (their own collective's exchanges declared there).
-    let fleet = Fleet::start_unguarded(Wire::amqp_site2(), specs);
+    let mut fleet = Fleet::start_unguarded(Wire::amqp_site2(), specs);
+    let pids: Vec<u32> = fleet.nodes.iter().map(|node| node.child.id()).collect();
     let site_a = Wire::amqp();
     let from_a = |args: &[&str]| fleet.baton_on(&site_a, args);
 
@@ -87,6 +93,16 @@ fn site_b_nodes_answer_a_client_in_site_a_and_a_cut_link_is_reported_within_the_
             accepted(&stale)
         );
     }
+    // Nobody restarted the nodes: the same processes answered before, during and after.
+    for (node, pid) in fleet.nodes.iter_mut().zip(pids) {
+        assert_eq!(node.child.id(), pid);
+        assert!(
+            node.child.try_wait().expect("node status").is_none(),
+            "{} exited:\n{}",
+            node.spec.identity,
+            node.log()
+        );
+    }
 }
 
 /// Restores the link between the sites, also when the test fails half way.
@@ -122,4 +138,41 @@ fn wait_until_answering_from_a(fleet: &Fleet, site_a: &Wire, identities: &[Strin
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// The race a federated reply queue runs: its twin at the nodes' site appears a moment after
+/// the client declared it, and a quick node may answer first. On one broker, with the timing in
+/// the test's hands: the reply queue is declared only once the node has found it missing, and
+/// the node's next attempt delivers the reply.
+#[test]
+fn a_reply_queue_declared_after_the_node_answered_still_gets_the_reply() {
+    let node = NodeSpec::new("late01", json!({}), &[]).with_env("BATON_LOG", "info,baton::node=debug");
+    let fleet = Fleet::start(vec![node]);
+    let security = Security::Psk(Psk::from_file(&fleet.dir.path().join("psk")).expect("fleet psk"));
+    let mut raw = RawClient::connect_without_reply_queue(&fleet);
+    let request = Request {
+        id: new_request_id(),
+        sender: "raw-tester".to_string(),
+        caller: "user=raw".to_string(),
+        collective: fleet.collective.clone(),
+        agent: "rpcutil".to_string(),
+        action: "ping".to_string(),
+        filter: FilterSpec::default(),
+        time_ms: now_ms(),
+        ttl_secs: 60,
+        reply_to: raw.reply_queue.clone(),
+        data: serde_json::Map::new(),
+    };
+    raw.publish_to_node(&fleet, "late01", &security.seal_request(&request));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fleet.node("late01").log().contains("reply unroutable; publishing it again") {
+        assert!(Instant::now() < deadline, "the node never found the reply queue missing:\n{}", fleet.logs());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    raw.declare_reply_queue();
+    let reply = raw.next_reply(Duration::from_secs(10)).expect("the reply, published again");
+    let reply = security.open_reply(&reply, 1 << 20).expect("reply verifies").into_inner();
+    assert_eq!(reply.request_id, request.id);
+    let stats = fleet.daemon_stats("late01");
+    assert_eq!(stats["replies_unroutable"], json!(0), "{stats:?}");
 }

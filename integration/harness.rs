@@ -908,20 +908,38 @@ pub struct RawClient {
     runtime: tokio::runtime::Runtime,
     channel: lapin::Channel,
     _connection: lapin::Connection,
-    consumer: lapin::Consumer,
+    /// `None` until the reply queue is declared.
+    consumer: Option<lapin::Consumer>,
     pub reply_queue: String,
 }
 
 impl RawClient {
     pub fn connect(fleet: &Fleet) -> RawClient {
+        let mut raw = RawClient::connect_without_reply_queue(fleet);
+        raw.declare_reply_queue();
+        raw
+    }
+
+    /// Connected, with the name of its reply queue chosen but the queue not declared yet (as a
+    /// federated reply queue's twin is not, for a moment): call `declare_reply_queue`.
+    pub fn connect_without_reply_queue(fleet: &Fleet) -> RawClient {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let url = Wire::amqp().client_url;
         let reply_queue = format!("{}.reply.raw{}", fleet.collective, uuid::Uuid::new_v4().simple());
-        let (connection, channel, consumer) = runtime.block_on(async {
+        let (connection, channel) = runtime.block_on(async {
             let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
                 .await
                 .expect("raw client connection");
             let channel = connection.create_channel().await.expect("channel");
+            (connection, channel)
+        });
+        RawClient { runtime, channel, _connection: connection, consumer: None, reply_queue }
+    }
+
+    /// Declares the exclusive reply queue and consumes it.
+    pub fn declare_reply_queue(&mut self) {
+        let (channel, reply_queue) = (&self.channel, &self.reply_queue);
+        let consumer = self.runtime.block_on(async {
             channel
                 .queue_declare(
                     reply_queue.as_str().into(),
@@ -934,7 +952,7 @@ impl RawClient {
                 )
                 .await
                 .expect("declare reply queue");
-            let consumer = channel
+            channel
                 .basic_consume(
                     reply_queue.as_str().into(),
                     "raw".into(),
@@ -942,10 +960,9 @@ impl RawClient {
                     lapin::types::FieldTable::default(),
                 )
                 .await
-                .expect("consume reply queue");
-            (connection, channel, consumer)
+                .expect("consume reply queue")
         });
-        RawClient { runtime, channel, _connection: connection, consumer, reply_queue }
+        self.consumer = Some(consumer);
     }
 
     /// Publishes bytes into a node's own queue through the default exchange.
@@ -970,7 +987,7 @@ impl RawClient {
     /// The next message on the reply queue, or `None` after `wait`.
     pub fn next_reply(&mut self, wait: Duration) -> Option<Vec<u8>> {
         use futures_util::StreamExt;
-        let consumer = &mut self.consumer;
+        let consumer = self.consumer.as_mut().expect("declare_reply_queue first");
         self.runtime.block_on(async {
             match tokio::time::timeout(wait, consumer.next()).await {
                 Ok(Some(Ok(delivery))) => Some(delivery.data),

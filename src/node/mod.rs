@@ -434,17 +434,18 @@ async fn consume(
     }
 }
 
-/// The waits before publishing an unroutable reply again (1.55 s in all). A client in another
+/// The waits before publishing an unroutable reply again (3.15 s in all). A client in another
 /// site has its reply queue there too, declared by a federation link shortly after the client
 /// declared its own, and a quick node can answer before that (docs/PROTOCOL.md section 8,
 /// "Sites"). On one broker an unroutable reply means the client has gone, and the retries only
 /// delay the count.
-const UNROUTABLE_REPLY_WAITS: [Duration; 5] = [
+const UNROUTABLE_REPLY_WAITS: [Duration; 6] = [
     Duration::from_millis(50),
     Duration::from_millis(100),
     Duration::from_millis(200),
     Duration::from_millis(400),
     Duration::from_millis(800),
+    Duration::from_millis(1600),
 ];
 
 async fn send_reply(
