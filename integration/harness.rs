@@ -55,6 +55,17 @@ pub fn rabbitmq_cluster() -> &'static BrokerEnv {
     ENV.get_or_init(|| start_private("rabbitmq-cluster"))
 }
 
+/// Starts site B of the two-site set-up if it is not running (idempotent; `bin/broker start
+/// rabbitmq-site2` federates it with the private RabbitMQ, site A, which it starts first) and
+/// reads its environment (`BATON_SITE2_*`).
+pub fn rabbitmq_site2() -> &'static BrokerEnv {
+    static ENV: OnceLock<BrokerEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        broker();
+        start_private("rabbitmq-site2")
+    })
+}
+
 /// Runs `bin/broker COMMAND TARGET` and fails the test, with its output, if it fails.
 pub fn run_broker_script(command: &str, target: &str) {
     run_broker_args(&[command, target]);
@@ -105,6 +116,17 @@ static ACTIVEMQ_LOCK: RwLock<()> = RwLock::new(());
 
 /// The same for the private RabbitMQ cluster, whose tests stop and start members.
 static CLUSTER_LOCK: RwLock<()> = RwLock::new(());
+
+/// The same for the two sites, whose test cuts the link between them.
+static SITES_LOCK: RwLock<()> = RwLock::new(());
+
+pub fn shared_sites() -> RwLockReadGuard<'static, ()> {
+    SITES_LOCK.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn exclusive_sites() -> RwLockWriteGuard<'static, ()> {
+    SITES_LOCK.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 pub fn shared_broker() -> RwLockReadGuard<'static, ()> {
     BROKER_LOCK.read().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -328,6 +350,8 @@ pub enum BrokerKind {
     ActiveMq,
     /// The three-member cluster of `bin/broker start rabbitmq-cluster`.
     RabbitMqCluster,
+    /// Site B of `bin/broker start rabbitmq-site2`, federated with `RabbitMq` (site A).
+    RabbitMqSite2,
 }
 
 /// Which URLs, STOMP dialect and TLS settings nodes and clients use. A URL field may hold
@@ -429,6 +453,19 @@ impl Wire {
         }
     }
 
+    /// AMQP to site B (`bin/broker start rabbitmq-site2`), federated with site A, the
+    /// private RabbitMQ of [`Wire::amqp`].
+    pub fn amqp_site2() -> Wire {
+        let site = rabbitmq_site2();
+        Wire {
+            node_url: site.var("BATON_SITE2_NODE_URL"),
+            client_url: site.var("BATON_SITE2_CLIENT_URL"),
+            tls_ca: None,
+            dialect: None,
+            broker: BrokerKind::RabbitMqSite2,
+        }
+    }
+
     /// The `[broker]` lines after `urls` (the dialect, for STOMP).
     fn broker_extra(&self) -> String {
         match self.dialect {
@@ -450,6 +487,7 @@ impl Wire {
             BrokerKind::RabbitMq => shared_broker(),
             BrokerKind::ActiveMq => shared_activemq(),
             BrokerKind::RabbitMqCluster => shared_cluster(),
+            BrokerKind::RabbitMqSite2 => shared_sites(),
         }
     }
 }
@@ -599,6 +637,9 @@ impl Fleet {
         if kinds.contains(&BrokerKind::RabbitMqCluster) {
             let admin_urls = rabbitmq_cluster().var("BATON_CLUSTER_ADMIN_URLS");
             declare_collective_at(admin_urls.split(',').next().expect("a member"), &collective);
+        }
+        if kinds.contains(&BrokerKind::RabbitMqSite2) {
+            declare_collective_at(&rabbitmq_site2().var("BATON_SITE2_ADMIN_URL"), &collective);
         }
         Fleet::start_named(collective, wire, dir, client_security, specs)
     }
@@ -867,20 +908,38 @@ pub struct RawClient {
     runtime: tokio::runtime::Runtime,
     channel: lapin::Channel,
     _connection: lapin::Connection,
-    consumer: lapin::Consumer,
+    /// `None` until the reply queue is declared.
+    consumer: Option<lapin::Consumer>,
     pub reply_queue: String,
 }
 
 impl RawClient {
     pub fn connect(fleet: &Fleet) -> RawClient {
+        let mut raw = RawClient::connect_without_reply_queue(fleet);
+        raw.declare_reply_queue();
+        raw
+    }
+
+    /// Connected, with the name of its reply queue chosen but the queue not declared yet (as a
+    /// federated reply queue's twin is not, for a moment): call `declare_reply_queue`.
+    pub fn connect_without_reply_queue(fleet: &Fleet) -> RawClient {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let url = Wire::amqp().client_url;
         let reply_queue = format!("{}.reply.raw{}", fleet.collective, uuid::Uuid::new_v4().simple());
-        let (connection, channel, consumer) = runtime.block_on(async {
+        let (connection, channel) = runtime.block_on(async {
             let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
                 .await
                 .expect("raw client connection");
             let channel = connection.create_channel().await.expect("channel");
+            (connection, channel)
+        });
+        RawClient { runtime, channel, _connection: connection, consumer: None, reply_queue }
+    }
+
+    /// Declares the exclusive reply queue and consumes it.
+    pub fn declare_reply_queue(&mut self) {
+        let (channel, reply_queue) = (&self.channel, &self.reply_queue);
+        let consumer = self.runtime.block_on(async {
             channel
                 .queue_declare(
                     reply_queue.as_str().into(),
@@ -893,7 +952,7 @@ impl RawClient {
                 )
                 .await
                 .expect("declare reply queue");
-            let consumer = channel
+            channel
                 .basic_consume(
                     reply_queue.as_str().into(),
                     "raw".into(),
@@ -901,10 +960,9 @@ impl RawClient {
                     lapin::types::FieldTable::default(),
                 )
                 .await
-                .expect("consume reply queue");
-            (connection, channel, consumer)
+                .expect("consume reply queue")
         });
-        RawClient { runtime, channel, _connection: connection, consumer, reply_queue }
+        self.consumer = Some(consumer);
     }
 
     /// Publishes bytes into a node's own queue through the default exchange.
@@ -929,7 +987,7 @@ impl RawClient {
     /// The next message on the reply queue, or `None` after `wait`.
     pub fn next_reply(&mut self, wait: Duration) -> Option<Vec<u8>> {
         use futures_util::StreamExt;
-        let consumer = &mut self.consumer;
+        let consumer = self.consumer.as_mut().expect("declare_reply_queue first");
         self.runtime.block_on(async {
             match tokio::time::timeout(wait, consumer.next()).await {
                 Ok(Some(Ok(delivery))) => Some(delivery.data),

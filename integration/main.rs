@@ -28,6 +28,10 @@
 //! - `emulator`: fifty virtual nodes of `baton-emulator` answering through RabbitMQ as `batond`s.
 //! - `fanout`: filters, discovery, ping and rpc reach exactly the right nodes, with the documented
 //!   JSON and exit codes, over every transport.
+//! - `federation`: two sites joined by RabbitMQ federation: nodes on site B answer a client on
+//!   site A through the sub-collective `dc2` (ping, discovery, a directed rpc); with the link
+//!   cut they are reported as not responding within the timeout, and answer again once it is
+//!   back, nothing run twice nor after its ttl.
 //! - `hostile`: wrong keys, replays, expired, oversized and random messages: refused, counted,
 //!   audited, and the node keeps answering.
 //! - `identity`: a second `batond` with a live node's identity is refused, naming it and what
@@ -67,6 +71,7 @@ mod deploy;
 mod ed25519;
 mod emulator;
 mod fanout;
+mod federation;
 mod hostile;
 mod identity;
 mod metrics;

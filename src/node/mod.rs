@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::{Notify, Semaphore, broadcast};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::agents::{ActionContext, AgentRegistry, AgentSettings};
 use crate::broker::{Broker, BrokerSettings, ConnectMode, Delivery, Destination, Subscription};
@@ -434,23 +434,49 @@ async fn consume(
     }
 }
 
+/// The waits before publishing an unroutable reply again (3.15 s in all). A client in another
+/// site has its reply queue there too, declared by a federation link shortly after the client
+/// declared its own, and a quick node can answer before that (docs/PROTOCOL.md section 8,
+/// "Sites"). On one broker an unroutable reply means the client has gone, and the retries only
+/// delay the count.
+const UNROUTABLE_REPLY_WAITS: [Duration; 6] = [
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+    Duration::from_millis(1600),
+];
+
 async fn send_reply(
     broker: Broker,
     pipeline: Arc<Pipeline>,
     reply: SealedReply,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let counters = &pipeline.stats.counters;
-    match broker.publish(reply.destination, reply.bytes, reply.ttl).await {
-        Ok(Delivery::Unroutable) => {
-            Stats::count(&counters.replies_unroutable);
-            warn!("reply unroutable: the client's reply queue is gone");
+    let mut permit = Some(permit);
+    let mut waits = UNROUTABLE_REPLY_WAITS.iter();
+    loop {
+        match broker.publish(reply.destination.clone(), reply.bytes.clone(), reply.ttl).await {
+            Ok(Delivery::Unroutable) => {
+                // The permit bounds the actions in flight, not replies waiting for a route.
+                drop(permit.take());
+                if let Some(wait) = waits.next() {
+                    debug!(?wait, "reply unroutable; publishing it again after a wait");
+                    tokio::time::sleep(*wait).await;
+                    continue;
+                }
+                Stats::count(&counters.replies_unroutable);
+                warn!("reply unroutable: the client's reply queue is gone");
+            }
+            Ok(_) => Stats::count(&counters.replies),
+            Err(error) => {
+                Stats::count(&counters.replies_failed);
+                error!(%error, "cannot publish reply");
+            }
         }
-        Ok(_) => Stats::count(&counters.replies),
-        Err(error) => {
-            Stats::count(&counters.replies_failed);
-            error!(%error, "cannot publish reply");
-        }
+        return;
     }
 }
 

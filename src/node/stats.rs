@@ -115,7 +115,7 @@ counters! {
     failed in pipeline: "Actions that ran and failed (status 1 or 5), including timeouts.",
     timed_out in pipeline: "Actions stopped at their timeout (also counted in failed).",
     replies in replies: "Signed replies published.",
-    replies_unroutable in replies: "Replies the broker could not route (the client had gone).",
+    replies_unroutable in replies: "Replies the broker could not route, also when published again over 3.15 s (the client had gone).",
     replies_failed in replies: "Replies that could not be published at all.",
 }
 
