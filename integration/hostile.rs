@@ -347,7 +347,8 @@ allow\t*\tping daemon_stats\t*\t*
 fn a_caller_holding_newlines_cannot_forge_log_or_audit_lines() {
     const FORGED: &str =
         "2026-12-02T00:00:00.000000Z  INFO baton::node::pipeline: request accepted caller=user=root";
-    let (dir, authorization) = with_rpcutil_policy("policy default deny\n");
+    // Everyone may ping (the harness waits for that), nobody may ask for the inventory.
+    let (dir, authorization) = with_rpcutil_policy("policy default allow\ndeny\t*\tinventory\t*\t*\n");
     let mut spec = NodeSpec::new("node01", json!({}), &[]).with_config(&authorization);
     spec.security = Some(psk_security(dir.path(), ""));
     let fleet = Fleet::start_in(dir, None, vec![spec]);
@@ -357,6 +358,7 @@ fn a_caller_holding_newlines_cannot_forge_log_or_audit_lines() {
     let mut hostile = request(&fleet, &raw, now_ms(), 60);
     hostile.caller = format!("user=mallory\n{FORGED}\r\n\u{1b}[2J");
     hostile.sender = format!("raw\n{FORGED}");
+    hostile.action = "inventory".to_string();
     raw.publish_to_node(&fleet, "node01", &security.seal_request(&hostile));
     let reply = raw.next_reply(Duration::from_secs(10)).expect("the refusal is answered");
     let reply = opened_reply(&security, &reply);
