@@ -575,3 +575,76 @@ fn definitions_travel_from_the_nodes_to_a_client_without_them() {
     let message = reply(&document, "load01")["message"].as_str().unwrap_or_default().to_owned();
     assert!(message.contains("input \"max_load\" must be a float"), "{message}");
 }
+
+/// What batond's own environment holds for it alone: systemd's notification socket, socket
+/// activation, watchdog, invocation and journal variables, and a `BATON_*` variable.
+const DAEMON_ONLY: [(&str, &str); 8] = [
+    ("NOTIFY_SOCKET", "/run/systemd/notify-of-batond"),
+    ("LISTEN_FDS", "1"),
+    ("LISTEN_PID", "1"),
+    ("WATCHDOG_USEC", "60000000"),
+    ("WATCHDOG_PID", "1"),
+    ("INVOCATION_ID", "6e2d1c0b5a4f4e3d8c7b6a5948372615"),
+    ("JOURNAL_STREAM", "8:123456"),
+    ("BATON_DEPLOY_TOKEN", "a secret of the daemon's environment"),
+];
+
+/// Regression, review of issue 13 (finding 11): the programs batond starts inherited its whole
+/// environment, `NOTIFY_SOCKET` included, so Puppet, apt-get or anything they ran could tell
+/// systemd READY, STOPPING or another MAINPID for batond; and `BATON_*` configuration (broker
+/// URLs with passwords) reached them too. Two children record what they get: an external
+/// agent, and the puppet agent's `puppet` (a script standing in for it: what is under test is
+/// what batond passes on, not Puppet). Neither gets a daemon-only variable; `puppet` keeps
+/// the rest of the environment (a proxy setting, which apt-get and Puppet need).
+#[test]
+fn programs_a_node_starts_get_none_of_its_daemon_only_variables() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = install_agents(dir.path(), &["printenv"]);
+    let state = dir.path().join("puppet-state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let recorded = state.join("puppet.env");
+    let puppet = dir.path().join("puppet");
+    std::fs::write(
+        &puppet,
+        format!(
+            "#!/bin/sh\nenv > '{recorded}'\necho 'agent_disabled_lockfile = {state}/disabled.lock'\n\
+             echo 'agent_catalog_run_lockfile = {state}/running.lock'\necho 'lastrunfile = {state}/summary.yaml'\n",
+            recorded = recorded.display(),
+            state = state.display()
+        ),
+    )
+    .expect("write the puppet stand-in");
+    std::fs::set_permissions(&puppet, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut spec = NodeSpec::new("env01", json!({}), &[])
+        .with_config(&agents_config(&agents))
+        .with_config(&format!("[agents.puppet]\ncommand = {:?}\n", puppet.display().to_string()))
+        .with_env("HTTP_PROXY", "http://proxy.invalid:3128");
+    for (name, value) in DAEMON_ONLY {
+        spec = spec.with_env(name, value);
+    }
+    let fleet = Fleet::start_in(dir, None, vec![spec]);
+
+    let shown =
+        baton_with_definitions(&fleet, &agents, &["rpc", "printenv", "show", "-I", "env01", "--json"]);
+    assert_eq!(shown.code, 0, "{shown:?}\n{}", fleet.logs());
+    let environment = reply(&shown.json(), "env01")["data"]["environment"].clone();
+    let environment = environment.as_object().expect("an object of variables");
+    for (name, _) in DAEMON_ONLY {
+        assert!(!environment.contains_key(name), "the external agent got {name}: {environment:?}");
+    }
+    assert_eq!(environment.get("BATON_IDENTITY"), Some(&json!("env01")), "{environment:?}");
+
+    let status = fleet.baton(&["rpc", "puppet", "status", "-I", "env01", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}\n{}", fleet.logs());
+    let seen = std::fs::read_to_string(&recorded).expect("the puppet stand-in ran");
+    let names: Vec<&str> =
+        seen.lines().filter_map(|line| line.split_once('=').map(|(name, _)| name)).collect();
+    for (name, _) in DAEMON_ONLY {
+        assert!(!names.contains(&name), "puppet got {name}:\n{seen}");
+    }
+    assert!(
+        seen.lines().any(|line| line == "HTTP_PROXY=http://proxy.invalid:3128"),
+        "puppet lost the rest:\n{seen}"
+    );
+}

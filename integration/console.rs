@@ -501,3 +501,81 @@ fn the_console_refuses_to_listen_beyond_loopback_without_a_login() {
     assert_eq!(output.code, 2, "{output:?}");
     assert!(output.stderr.contains("--origin https://console.example is not on this machine"), "{output:?}");
 }
+
+/// The console's `/api/nodes` document (no login: the console listens on loopback only).
+fn console_nodes(console: &ConsoleProcess) -> Value {
+    let address: std::net::SocketAddr =
+        console.url.trim_start_matches("http://").parse().expect("the console's address");
+    let (status, body) = crate::metrics::http_get(address, "/api/nodes");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("/api/nodes is JSON")
+}
+
+/// Polls `/api/nodes` until `done` says so, or fails after 60 s with the console's log.
+fn wait_for_nodes(console: &ConsoleProcess, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let nodes = console_nodes(console);
+        if done(&nodes) {
+            return nodes;
+        }
+        assert!(Instant::now() < deadline, "{what}: {nodes}\n--- console log ---\n{}", console.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn last_seen(nodes: &Value, identity: &str) -> Option<u64> {
+    nodes["nodes"].as_array()?.iter().find(|node| node["identity"] == identity)?["last_seen_ms"].as_u64()
+}
+
+fn hang_up(pid: u32) {
+    let status = Command::new("kill").args(["-HUP", &pid.to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill -HUP {pid}");
+}
+
+/// Regression, review of issue 13 (finding 14): `batond` reloads its keys on SIGHUP, but a
+/// running console read the node keys it verifies registrations and replies with only at
+/// start (and SIGHUP killed it), so a node's key rotation needed a console restart. Now SIGHUP
+/// reloads the console's keys as it does batond's: a node signing with a new key is refused
+/// until the console trusts that key, and listed again after `kill -HUP`, same process.
+#[test]
+fn sighup_makes_a_running_console_trust_a_nodes_rotated_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_owned();
+    let console_key = keypair(&root, "console", "console", Some("callers"));
+    let node_key = keypair(&root, "n1", "n1", Some("nodes"));
+    let mut spec =
+        NodeSpec::new("n1", json!({"role": "app"}), &[]).with_config("[registration]\ninterval_secs = 1\n");
+    spec.security = Some(security_table(&node_key, &root.join("callers")));
+    let fleet = Fleet::start_in(dir, Some(security_table(&console_key, &root.join("nodes"))), vec![spec]);
+    let config = fleet.client_config("");
+    let console = ConsoleProcess::start(&config, &root, &["--registration-interval", "1"]);
+    wait_for_nodes(&console, "n1 is never listed", |nodes| last_seen(nodes, "n1").is_some());
+
+    // n1 rotates its key (batond reloads it on SIGHUP); the console does not trust it yet.
+    let (private, public) = baton::security::ed25519::generate("n1");
+    std::fs::write(&node_key, private).expect("n1's new private key");
+    let node = fleet.node("n1");
+    hang_up(node.child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !node.log().contains("keys reloaded") {
+        assert!(Instant::now() < deadline, "n1 did not reload its key:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused =
+        wait_for_nodes(&console, "n1's registrations under its new key are never refused", |nodes| {
+            nodes["rejected_registrations"].as_u64().is_some_and(|rejected| rejected >= 2)
+        });
+    let seen_before = last_seen(&refused, "n1").expect("n1 is still listed");
+
+    // The console is told of the new key (and forgets the old one) and reloads.
+    std::fs::write(root.join("nodes/n1+2027.pub"), public).expect("trust n1's new key");
+    std::fs::remove_file(root.join("nodes/n1.pub")).expect("retire n1's old key");
+    hang_up(console.child.id());
+    wait_for_nodes(&console, "n1 is not heard from under its new key after the console's SIGHUP", |nodes| {
+        last_seen(nodes, "n1").is_some_and(|seen| seen > seen_before)
+    });
+    let log = console.log();
+    let reloaded = log.lines().find(|line| line.contains("keys reloaded")).unwrap_or_default();
+    assert!(reloaded.contains("skipped=0"), "the console says it reloaded its keys:\n{log}");
+}

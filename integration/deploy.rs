@@ -312,7 +312,7 @@ fn puppet_module_configures_a_node_an_agent_and_rotates_a_callers_key() {
 
     // 1. The node and the client, trusting alice's current key: batond starts and answers.
     site.apply(&Apply {
-        caller_keys: &[("alice", &site.alice_old)],
+        caller_keys: &[("user=alice", &site.alice_old)],
         client_key: &site.alice_old,
         with_agent: false,
         reload: None,
@@ -344,7 +344,7 @@ fn puppet_module_configures_a_node_an_agent_and_rotates_a_callers_key() {
     // reloads batond; alice's new key is trusted beside the old one.
     let pid = node.child.id();
     site.apply(&Apply {
-        caller_keys: &[("alice", &site.alice_old), ("alice-2", &site.alice_new)],
+        caller_keys: &[("user=alice", &site.alice_old), ("user=alice+2", &site.alice_new)],
         client_key: &site.alice_new,
         with_agent: true,
         reload: Some(pid),
@@ -379,13 +379,13 @@ fn puppet_module_configures_a_node_an_agent_and_rotates_a_callers_key() {
     // 3. The old key is removed from the module's parameters: refused after the reload,
     // while the new one still works, from the same process.
     site.apply(&Apply {
-        caller_keys: &[("alice-2", &site.alice_new)],
+        caller_keys: &[("user=alice+2", &site.alice_new)],
         client_key: &site.alice_new,
         with_agent: true,
         reload: Some(pid),
     });
     node.wait_for_key_reloads(2);
-    assert!(!site.config("callers/alice.pub").exists(), "the removed key file is still there");
+    assert!(!site.config("callers/user=alice.pub").exists(), "the removed key file is still there");
     let old = site.baton(&old_client, &["ping", "-I", "puppet01", "--json"]);
     assert_eq!(old.code, 3, "the retired key must get no reply: {old:?}");
     let audit = std::fs::read_to_string(site.root().join("var/log/baton/audit.log")).expect("audit log");

@@ -13,7 +13,8 @@ use serde_json::json;
 use crate::agents::install_agents;
 use crate::harness::{BatonOutput, Fleet, NodeSpec, RawClient, run_baton};
 
-/// Writes `name`'s key pair into `keys/` and its public key into `trusted` (if given).
+/// Writes `name`'s key pair into `keys/` (as `file`) and its public key into `trusted` (if
+/// given), where a trusted key file is named after its key (`NAME.pub`).
 pub(crate) fn keypair(root: &Path, file: &str, name: &str, trusted: Option<&str>) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let (private, public) = baton::security::ed25519::generate(name);
@@ -26,7 +27,7 @@ pub(crate) fn keypair(root: &Path, file: &str, name: &str, trusted: Option<&str>
     if let Some(trusted) = trusted {
         let dir = root.join(trusted);
         std::fs::create_dir_all(&dir).expect("trusted dir");
-        std::fs::write(dir.join(format!("{file}.pub")), public).expect("trust key");
+        std::fs::write(dir.join(format!("{name}.pub")), public).expect("trust key");
     }
     private_path
 }

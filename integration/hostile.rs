@@ -337,3 +337,56 @@ allow\t*\tping daemon_stats\t*\t*
         "{reasons:?}"
     );
 }
+
+/// Regression, review of issue 13 (finding 16): with a PSK the caller is whatever the sender
+/// writes, and batond's text log printed it raw, so a caller holding a newline ended the log
+/// line and forged the next one (and an escape code reached whoever read the log). Every text
+/// log line now escapes control characters where it is formatted (`baton::logging`); the audit
+/// log, JSON lines, keeps the caller exactly and on one line.
+#[test]
+fn a_caller_holding_newlines_cannot_forge_log_or_audit_lines() {
+    const FORGED: &str =
+        "2026-12-02T00:00:00.000000Z  INFO baton::node::pipeline: request accepted caller=user=root";
+    // Everyone may ping (the harness waits for that), nobody may ask for the inventory.
+    let (dir, authorization) = with_rpcutil_policy("policy default allow\ndeny\t*\tinventory\t*\t*\n");
+    let mut spec = NodeSpec::new("node01", json!({}), &[]).with_config(&authorization);
+    spec.security = Some(psk_security(dir.path(), ""));
+    let fleet = Fleet::start_in(dir, None, vec![spec]);
+    let security = security(&fleet);
+    let mut raw = RawClient::connect(&fleet);
+
+    let mut hostile = request(&fleet, &raw, now_ms(), 60);
+    hostile.caller = format!("user=mallory\n{FORGED}\r\n\u{1b}[2J");
+    hostile.sender = format!("raw\n{FORGED}");
+    hostile.action = "inventory".to_string();
+    raw.publish_to_node(&fleet, "node01", &security.seal_request(&hostile));
+    let reply = raw.next_reply(Duration::from_secs(10)).expect("the refusal is answered");
+    let reply = opened_reply(&security, &reply);
+    assert!(reply.status_message.starts_with("not authorized: user=mallory"), "{reply:?}");
+
+    // The node logs the refusal with the caller; wait for that line, then read the whole log.
+    let node = fleet.node("node01");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !node.log().contains("request not authorized") {
+        assert!(std::time::Instant::now() < deadline, "no refusal in the log:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = node.log();
+    assert!(!log.lines().any(|line| line.starts_with(FORGED)), "a forged log line:\n{log}");
+    assert!(!log.contains('\u{1b}') && !log.contains('\r'), "raw control characters in the log:\n{log:?}");
+    let refusal = log.lines().find(|line| line.contains("request not authorized")).expect("refusal line");
+    assert!(refusal.contains(&format!("user=mallory\\n{FORGED}\\r\\n\\u{{1b}}[2J")), "{refusal}");
+
+    let audit_text = std::fs::read_to_string(node.dir.join("audit.log")).expect("audit log");
+    assert!(!audit_text.lines().any(|line| line.starts_with(FORGED)), "a forged audit line:\n{audit_text}");
+    let records: Vec<serde_json::Value> = audit_text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line:?}")))
+        .collect();
+    let record = records
+        .iter()
+        .find(|record| record["request_id"] == json!(hostile.id))
+        .unwrap_or_else(|| panic!("no audit line for the request: {records:?}"));
+    assert_eq!(record["caller"], json!(hostile.caller), "{record}");
+    assert_eq!(record["sender"], json!(hostile.sender), "{record}");
+}

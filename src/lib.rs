@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "console")]
 pub mod console;
+pub mod logging;
 pub mod node;
 pub mod protocol;
 pub mod security;

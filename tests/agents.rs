@@ -170,7 +170,7 @@ fn ed25519_key_files_load_and_bad_ones_are_refused() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let trusted = dir.path().join("trusted");
     std::fs::create_dir(&trusted).expect("dir");
-    std::fs::write(trusted.join("alice.pub"), &public).expect("write");
+    std::fs::write(trusted.join("user=alice.pub"), &public).expect("write");
     let loaded = Ed25519::load(&key, &trusted).expect("the generated pair loads");
     assert_eq!(loaded.key_id(), "user=alice");
     assert_eq!(loaded.trusted_count(), 1);
@@ -182,10 +182,10 @@ fn ed25519_key_files_load_and_bad_ones_are_refused() {
 
     // A second key of the same name is a rotation in progress: both are trusted.
     let (_, rotated) = baton::security::ed25519::generate("user=alice");
-    std::fs::write(trusted.join("again.pub"), &rotated).expect("write");
+    std::fs::write(trusted.join("user=alice+again.pub"), &rotated).expect("write");
     let loaded = Ed25519::load(&key, &trusted).expect("two keys of one name load");
     assert_eq!(loaded.trusted_count(), 2);
-    std::fs::write(trusted.join("again.pub"), "name = x\npublic = zz\n").expect("write");
+    std::fs::write(trusted.join("user=alice+again.pub"), "name = user=alice\npublic = zz\n").expect("write");
     let error = Ed25519::load(&key, &trusted).expect_err("bad hex").to_string();
     assert!(error.contains("must be 64 hex digits"), "{error}");
 }
@@ -224,8 +224,8 @@ fn ed25519_accepts_each_key_of_a_name_being_rotated_until_it_is_removed() {
     let (new_private, new_public) = generate("user=alice");
     let (other_private, _) = generate("user=alice");
     let (node_private, _) = generate("web01");
-    std::fs::write(trusted.join("alice.pub"), old_public).expect("write");
-    std::fs::write(trusted.join("alice-2.pub"), new_public).expect("write");
+    std::fs::write(trusted.join("user=alice.pub"), old_public).expect("write");
+    std::fs::write(trusted.join("user=alice+2.pub"), new_public).expect("write");
     let old = Ed25519::load(&private_key("old.key", &old_private), &trusted).expect("old key");
     let new = Ed25519::load(&private_key("new.key", &new_private), &trusted).expect("new key");
     let other = Ed25519::load(&private_key("other.key", &other_private), &trusted).expect("other key");
@@ -237,7 +237,7 @@ fn ed25519_accepts_each_key_of_a_name_being_rotated_until_it_is_removed() {
     assert_eq!(node.verify("user=alice", &parts, &new.sign(&parts)), Ok(()));
     assert_eq!(node.verify("user=alice", &parts, &other.sign(&parts)), Err(VerifyFailure::BadSignature));
 
-    std::fs::remove_file(trusted.join("alice.pub")).expect("retire the old key");
+    std::fs::remove_file(trusted.join("user=alice.pub")).expect("retire the old key");
     let node = Ed25519::load(&node_key, &trusted).expect("node, reloaded");
     assert_eq!(node.verify("user=alice", &parts, &old.sign(&parts)), Err(VerifyFailure::BadSignature));
     assert_eq!(node.verify("user=alice", &parts, &new.sign(&parts)), Ok(()));
@@ -271,6 +271,53 @@ fn a_reload_with_a_broken_key_file_still_drops_a_removed_key() {
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert!(skipped[0].to_string().contains("user=carol.pub"), "{skipped:?}");
     assert_eq!(node.verify("user=alice", &parts, &alice.sign(&parts)), Err(VerifyFailure::UnknownKey));
+    assert_eq!(node.verify("user=bob", &parts, &bob.sign(&parts)), Ok(()));
+}
+
+/// Regression, review of issue 13 (finding 3): a trusted key file's name was not tied to the
+/// name inside it, so `alice.pub` could hold a key named `user=bob` (or Bob's key file be put
+/// under Alice's name) and a listing of the directory said nothing of whom it let sign. The
+/// file name is now the key's name (`NAME.pub`, `NAME+LABEL.pub`): a file that disagrees is
+/// refused at start, naming both, and skipped (its key not trusted) on a reload.
+#[test]
+fn a_trusted_key_file_named_for_one_caller_cannot_hold_another_callers_key() {
+    use baton::security::ed25519::{VerifyFailure, generate};
+    let keys = KeyDir::new();
+    let (bob_private, bob_public) = generate("user=bob");
+    let (_, alice_public) = generate("user=alice");
+    let (node_private, _) = generate("web01");
+    let bob = Ed25519::load(&keys.private_key("bob.key", &bob_private), &keys.trusted).expect("bob");
+    let node_key = keys.private_key("node.key", &node_private);
+    let parts: [&[u8]; 2] = [b"request", b"payload"];
+
+    for (file, public, named) in [
+        ("alice.pub", &bob_public, "user=bob"),
+        ("user=alice.pub", &bob_public, "user=bob"),
+        ("user=bob+2.pub", &alice_public, "user=alice"),
+    ] {
+        std::fs::write(keys.trusted.join(file), public).expect("write");
+        let error = Ed25519::load(&node_key, &keys.trusted).expect_err("a start refuses it").to_string();
+        let file_name = file.trim_end_matches(".pub").split('+').next().unwrap_or_default();
+        assert!(
+            error.contains(file)
+                && error.contains(&format!("named for {file_name:?}"))
+                && error.contains(&format!("says {named:?}")),
+            "{error}"
+        );
+        let (node, skipped) = Ed25519::reload(&node_key, &keys.trusted).expect("a reload skips it");
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(
+            node.verify("user=bob", &parts, &bob.sign(&parts)),
+            Err(VerifyFailure::UnknownKey),
+            "{file}"
+        );
+        assert_eq!(node.trusted_count(), 0, "{file}");
+        std::fs::remove_file(keys.trusted.join(file)).expect("remove");
+    }
+
+    // Named after its key, with or without a label, the same key is trusted.
+    std::fs::write(keys.trusted.join("user=bob+2027.pub"), &bob_public).expect("write");
+    let node = Ed25519::load(&node_key, &keys.trusted).expect("a file named after its key loads");
     assert_eq!(node.verify("user=bob", &parts, &bob.sign(&parts)), Ok(()));
 }
 
@@ -531,7 +578,7 @@ fn secret_keys_readable_by_group_are_refused() {
     std::fs::write(&key, &private).expect("write");
     let trusted = dir.path().join("trusted");
     std::fs::create_dir(&trusted).expect("dir");
-    std::fs::write(trusted.join("alice.pub"), &public).expect("write");
+    std::fs::write(trusted.join("user=alice.pub"), &public).expect("write");
     for mode in [0o640, 0o604, 0o660] {
         chmod(&key, mode);
         let error = Ed25519::load(&key, &trusted).expect_err("group or others may read it").to_string();
@@ -564,8 +611,8 @@ fn keys_and_policies_others_could_change_are_refused() {
     let trusted = dir.path().join("trusted");
     std::fs::create_dir(&trusted).expect("dir");
     chmod(&trusted, 0o755);
-    std::fs::write(trusted.join("alice.pub"), &public).expect("write");
-    chmod(&trusted.join("alice.pub"), 0o644);
+    std::fs::write(trusted.join("user=alice.pub"), &public).expect("write");
+    chmod(&trusted.join("user=alice.pub"), 0o644);
     Ed25519::load(&key, &trusted).expect("trusted files load");
 
     chmod(&keys, 0o775);
@@ -573,7 +620,7 @@ fn keys_and_policies_others_could_change_are_refused() {
     assert!(error.contains(&format!("chmod go-w {}", keys.display())), "{error}");
     chmod(&keys, 0o755);
 
-    chown_nobody(&trusted.join("alice.pub"));
+    chown_nobody(&trusted.join("user=alice.pub"));
     let error = Ed25519::load(&key, &trusted).expect_err("a trusted key owned by nobody").to_string();
     assert!(error.contains("trusted public key") && error.contains("chown root"), "{error}");
 

@@ -118,6 +118,32 @@ fn no_unwrap_outside_tests() {
     );
 }
 
+/// Regression, review of issue 13 (finding 11): programs the node started inherited systemd's
+/// `NOTIFY_SOCKET` and the rest of the daemon's own environment. `agents::command::new` (and
+/// `new_blocking`) leave those variables out, so every program is started through them; only
+/// the CLI's own code, which has no such variables, may use `Command::new`.
+#[test]
+fn programs_are_started_only_through_agents_command() {
+    let exempt = [src().join("cli"), src().join("bin"), src().join("agents/command.rs")];
+    let mut violations = Vec::new();
+    for path in source_files(&src()) {
+        if exempt.iter().any(|exempt| path.starts_with(exempt)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read source");
+        for (number, line) in non_test_code(&text).lines().enumerate() {
+            if line.contains("Command::new(") {
+                violations.push(format!("{}:{}: {}", relative(&path).display(), number + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "rule: the node starts programs only through agents::command::new or new_blocking, which leave the daemon's own variables (NOTIFY_SOCKET, BATON_*, ...) out of a child's environment (docs/ARCHITECTURE.md, agents):\n{}",
+        violations.join("\n")
+    );
+}
+
 /// Which modules each module of `src/` may import, as docs/ARCHITECTURE.md states them.
 ///
 /// An entry names a module (`"protocol"`: anything in it), a submodule (`"agents::catalog"`:
@@ -125,7 +151,8 @@ fn no_unwrap_outside_tests() {
 /// defines or re-exports, never its submodules: the module's front door).
 const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ("protocol", &[]),
-    ("security", &["protocol"]),
+    ("logging", &[]),
+    ("security", &["protocol", "logging"]),
     ("broker", &["security::tls"]),
     ("agents", &["protocol", "security::file_trust"]),
     ("config", &["security", "broker", "agents"]),

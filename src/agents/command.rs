@@ -1,17 +1,62 @@
 //! Running a program for an agent: bounded output, a timeout, and nothing left behind.
 //!
-//! Every program an agent starts (an external agent, `systemctl`, `apt-get`, `puppet`) runs in
-//! a process group of its own. When the program outlives its timeout, or the node drops the
+//! Every program the node starts (an external agent, `systemctl`, `apt-get`, `puppet`, Facter)
+//! is made by [`new`] or [`new_blocking`], the one place that decides what of the daemon's
+//! environment a child inherits: everything but the variables meant for the daemon alone
+//! ([`is_daemon_only`]: systemd's `NOTIFY_SOCKET`, socket activation and watchdog variables, the
+//! daemon's `BATON_*` configuration). `tests/tidy.rs` keeps it the one place. Every program an
+//! agent starts runs in a process group of its own. When the program outlives its timeout, or the node drops the
 //! action (its own timeout, shutdown), the whole group is killed, so children a script started
 //! go too. Standard output is read up to a limit; standard error keeps only its tail, which is
 //! what a person needs to see why something failed.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+
+/// A command for `program` whose environment is the daemon's without its daemon-only variables
+/// ([`is_daemon_only`]). The node starts programs only through this (or [`new_blocking`]).
+pub fn new(program: impl AsRef<OsStr>) -> Command {
+    Command::from(new_blocking(program))
+}
+
+/// [`new`], for a program run from blocking code (Facter at start and reload, `hostname`).
+pub fn new_blocking(program: impl AsRef<OsStr>) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        if is_daemon_only(&name) {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Whether an environment variable is for the daemon alone. systemd hands the daemon its
+/// notification socket (`NOTIFY_SOCKET`: any holder could tell systemd READY, STOPPING or a new
+/// MAINPID for batond), its sockets and watchdog (`LISTEN_*`, `WATCHDOG_*`), its invocation and
+/// journal stream (which describe batond's stderr, not a child's pipe) and its credentials;
+/// `BATON_*` variables are batond's configuration overrides, broker URLs with passwords among
+/// them. None of it is any business of Puppet, apt-get or an agent.
+pub fn is_daemon_only(name: &OsStr) -> bool {
+    const DAEMON_ONLY: [&str; 10] = [
+        "NOTIFY_SOCKET",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "INVOCATION_ID",
+        "JOURNAL_STREAM",
+        "CREDENTIALS_DIRECTORY",
+        "MAINPID",
+    ];
+    let name = name.to_string_lossy();
+    DAEMON_ONLY.contains(&name.as_ref()) || name.starts_with("BATON_")
+}
 
 /// How much of standard error is kept (its end), in bytes.
 pub const STDERR_TAIL_BYTES: usize = 2048;
@@ -120,7 +165,7 @@ impl ProcessGroup {
             // The leader has not been reaped, so its pid (the group id) cannot have been reused.
             // `kill` is spawned rather than called through libc because this crate forbids
             // unsafe code.
-            let result = std::process::Command::new("kill")
+            let result = new_blocking("kill")
                 .args(["-KILL", "--", &format!("-{leader}")])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

@@ -117,7 +117,7 @@ impl ExternalAgent {
             "sender": call.sender,
             "identity": context.identity,
         });
-        let mut process = tokio::process::Command::new(&self.executable);
+        let mut process = command::new(&self.executable);
         process
             .current_dir(&self.directory)
             .env_clear()

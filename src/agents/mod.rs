@@ -13,7 +13,7 @@
 //! run once per request.
 
 pub mod catalog;
-mod command;
+pub mod command;
 pub mod external;
 pub mod package;
 pub mod package_name;

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use tokio::process::Command;
 
 use super::service::last_lines;
 use super::{ActionContext, ActionOutcome, Agent, BoxFuture, Call, builtin_definition, required_string};
@@ -92,7 +91,7 @@ async fn run(
         _ => package.to_owned(),
     };
     package_name::check_known(package, timeout).await?;
-    let mut apt = Command::new("apt-get");
+    let mut apt = command::new("apt-get");
     apt.env("DEBIAN_FRONTEND", "noninteractive")
         .args(["-y", "-q", "-o", "Dpkg::Options::=--force-confold"])
         .args(verb)
@@ -113,7 +112,7 @@ async fn run(
 
 /// The installed version of `package`, or `None` when it is not installed.
 pub async fn query(package: &str, timeout: Duration) -> Result<Option<Installed>, ActionOutcome> {
-    let mut dpkg = Command::new("dpkg-query");
+    let mut dpkg = command::new("dpkg-query");
     dpkg.args(["-W", "-f=${db:Status-Abbrev}\t${Version}\t${Architecture}\n", "--", package]);
     let finished = command::run(dpkg, b"", timeout, MAX_OUTPUT).await.map_err(|error| {
         ActionOutcome::fail(StatusCode::Aborted, format!("cannot query {package}: {error}"))

@@ -73,7 +73,7 @@ pub fn check_version(version: &str) -> Result<(), ActionOutcome> {
 pub async fn check_known(name: &str, timeout: Duration) -> Result<(), ActionOutcome> {
     let package = name.split_once(':').map_or(name, |(package, _)| package);
     // `pkgnames` matches a plain prefix, never a pattern; the exact line is the one wanted.
-    let mut apt_cache = tokio::process::Command::new("apt-cache");
+    let mut apt_cache = command::new("apt-cache");
     apt_cache.args(["pkgnames", "--", package]);
     let finished = command::run(apt_cache, b"", timeout, MAX_PKGNAMES_OUTPUT).await.map_err(|error| {
         ActionOutcome::fail(StatusCode::Aborted, format!("cannot ask apt-cache about {name}: {error}"))

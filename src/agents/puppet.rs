@@ -156,7 +156,7 @@ impl State {
 
 impl Puppet {
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.settings.command);
+        let mut command = command::new(&self.settings.command);
         command.args(args).args(&self.settings.extra_args);
         command
     }

@@ -471,7 +471,7 @@ impl Resource {
             version => format!("{name}={version}"),
         };
         package_name::check_known(name, timeout).await?;
-        let mut apt = tokio::process::Command::new("apt-get");
+        let mut apt = super::command::new("apt-get");
         apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-y", "-q", "install", "--", &target]);
         let finished = super::command::run(apt, b"", timeout, 256 * 1024)
             .await
@@ -488,7 +488,7 @@ impl Resource {
 
     async fn remove_package(&self, name: &str, timeout: Duration) -> Result<bool, ActionOutcome> {
         package_name::check_known(name, timeout).await?;
-        let mut apt = tokio::process::Command::new("apt-get");
+        let mut apt = super::command::new("apt-get");
         apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-y", "-q", "remove", "--", name]);
         let finished = super::command::run(apt, b"", timeout, 256 * 1024)
             .await

@@ -67,7 +67,7 @@ impl Manager {
     fn command(self, service: &str, verb: &str) -> Command {
         match self {
             Manager::Systemd => {
-                let mut command = Command::new("systemctl");
+                let mut command = command::new("systemctl");
                 if verb == "status" {
                     command.args(["is-active", "--quiet", service]);
                 } else {
@@ -76,12 +76,12 @@ impl Manager {
                 command
             }
             Manager::InitScripts if command::on_path("service") => {
-                let mut command = Command::new("service");
+                let mut command = command::new("service");
                 command.args([service, verb]);
                 command
             }
             Manager::InitScripts => {
-                let mut command = Command::new(format!("/etc/init.d/{service}"));
+                let mut command = command::new(format!("/etc/init.d/{service}"));
                 command.arg(verb);
                 command
             }

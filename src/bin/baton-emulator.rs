@@ -65,7 +65,7 @@ fn main() {
     let level = format!("{},lapin=error", config.log.level);
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    baton::logging::init(filter, config.log.format == baton::config::LogFormat::Json, false);
     let settings = EmulatorSettings {
         count: args.count,
         prefix: args.prefix,

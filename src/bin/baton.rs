@@ -33,17 +33,15 @@ fn main() {
         2 => "debug,lapin=error",
         _ => "trace,lapin=error",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
-                // lapin logs a returned (unroutable) message as a warning; baton reports those
-                // itself, as unreachable nodes.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
+    baton::logging::init(
+        tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+            // lapin logs a returned (unroutable) message as a warning; baton reports those
+            // itself, as unreachable nodes.
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        false,
         // Colours only for a person at a terminal: a log captured by CI or a file stays plain.
-        .with_ansi(baton::cli::stderr_is_terminal())
-        .init();
+        baton::cli::stderr_is_terminal(),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -65,22 +65,14 @@ fn main() {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Colours only for a person at a terminal: under systemd, or redirected to a file, escape
-    // codes would end up in the journal and in log shippers as noise.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
     let json = match args.log_format {
         Some(FormatFlag::Json) => true,
         Some(FormatFlag::Text) => false,
         None => config.log.format == LogFormat::Json,
     };
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    // Colours only for a person at a terminal: under systemd, or redirected to a file, escape
+    // codes would end up in the journal and in log shippers as noise.
+    baton::logging::init(filter, json, std::io::stderr().is_terminal());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => fail(anyhow::anyhow!("cannot start the async runtime: {error}")),

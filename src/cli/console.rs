@@ -11,7 +11,7 @@ use super::exit::{Exit, Failure};
 use crate::config::ClientConfig;
 use crate::console::ConsoleOptions;
 
-/// Runs the console until Ctrl-C or SIGTERM.
+/// Runs the console until Ctrl-C or SIGTERM; SIGHUP reloads its keys.
 pub async fn serve(cli: &Cli, options: ConsoleOptions) -> Result<Exit, Failure> {
     let config = ClientConfig::load(cli.config.as_deref()).map_err(Failure::usage)?;
     let shutdown = async {
@@ -29,7 +29,17 @@ pub async fn serve(cli: &Cli, options: ConsoleOptions) -> Result<Exit, Failure> 
     let on_listening = |address: std::net::SocketAddr| {
         eprintln!("baton console: listening on http://{address}/ (collective {})", config.collective);
     };
-    match crate::console::run(config.clone(), options, on_listening, shutdown).await {
+    // SIGHUP reloads the keys, as it does for batond (a rotated node key, a new trusted key).
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|error| Failure::usage(anyhow!("cannot handle SIGHUP: {error}")))?;
+    let reload_on_hangup = reload.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            reload_on_hangup.notify_one();
+        }
+    });
+    match crate::console::run(config.clone(), options, on_listening, shutdown, reload).await {
         Ok(()) => Ok(Exit::Ok),
         Err(error) if error.is_usage() => Err(Failure::usage(anyhow!(error))),
         Err(error) => Err(Failure::broker(anyhow!(error))),

@@ -210,7 +210,7 @@ impl Client {
         record_of: &dyn Fn(Uuid) -> Option<DetachedRequest>,
         on_event: &mut (dyn FnMut(&Event<'_>) + Send),
     ) {
-        let reply = match self.security.open_reply(&body, self.settings.max_message_bytes) {
+        let reply = match self.security.current().open_reply(&body, self.settings.max_message_bytes) {
             Ok(reply) => reply.into_inner(),
             Err(error) => {
                 *dropped += 1;

@@ -32,7 +32,7 @@ use crate::broker::{Broker, BrokerError, ConnectMode, Delivery, Destination, Rep
 use crate::config::ClientConfig;
 use crate::protocol::filter::{Filter, FilterError};
 use crate::protocol::{Reply, Request, new_request_id, now_ms};
-use crate::security::{Security, Verified};
+use crate::security::{SharedSecurity, Verified};
 
 pub use outcome::{CallOutcome, NodeReply, Tally};
 pub use prepare::{PrepareError, PreparedRequest, RequestText, aggregates_of, prepare};
@@ -136,7 +136,9 @@ pub enum Event<'a> {
 /// A connected client.
 pub struct Client {
     broker: Broker,
-    security: Arc<Security>,
+    /// Shared with whoever reloads keys (the console on SIGHUP); each request and reply uses
+    /// the keys in force when it is signed or checked.
+    security: Arc<SharedSecurity>,
     settings: ClientSettings,
     reply_address: String,
     waiting: Arc<Mutex<HashMap<Uuid, mpsc::Sender<Verified<Reply>>>>>,
@@ -146,7 +148,7 @@ pub struct Client {
 impl Client {
     /// Connects to the first broker in the list that answers, or fails with every reason.
     pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
-        let security = Arc::new(config.security.load_security()?);
+        let security = config.security.load_security()?;
         let settings = crate::config::broker_settings(
             &config.broker,
             &config.tls,
@@ -170,13 +172,14 @@ impl Client {
             ttl: Duration::from_secs(config.ttl_secs),
             max_message_bytes: config.broker.max_message_bytes,
         };
-        Client::with_broker(broker, security, client_settings).await
+        Client::with_broker(broker, Arc::new(SharedSecurity::new(security)), client_settings).await
     }
 
-    /// Builds a client on an existing connection and opens its reply queue.
+    /// Builds a client on an existing connection and opens its reply queue. Requests are signed
+    /// and replies checked with the keys `security` holds at the time.
     pub async fn with_broker(
         broker: Broker,
-        security: Arc<Security>,
+        security: Arc<SharedSecurity>,
         settings: ClientSettings,
     ) -> Result<Client, ClientError> {
         let ReplyQueue { address, messages } = broker.reply_queue(&settings.collective, None).await?;
@@ -194,6 +197,12 @@ impl Client {
 
     pub fn settings(&self) -> &ClientSettings {
         &self.settings
+    }
+
+    /// Signs and checks with `security` from now on (the console's SIGHUP reload of a user's
+    /// keys). Calls in flight finish with whichever keys their replies meet.
+    pub fn replace_security(&self, security: crate::security::Security) {
+        self.security.replace(security);
     }
 
     pub fn broker(&self) -> &Broker {
@@ -230,7 +239,7 @@ impl Client {
             reply_to: reply_to.to_string(),
             data: spec.data.clone(),
         };
-        let bytes = self.security.seal_request(&request);
+        let bytes = self.security.current().seal_request(&request);
         if bytes.len() > self.settings.max_message_bytes {
             return Err(ClientError::Usage(format!(
                 "the request is {} bytes, over the {}-byte limit (send smaller inputs or raise broker.max_message_bytes)",
@@ -389,7 +398,7 @@ impl Client {
     ) -> Result<registry::Fleet, registry::NoRegistry> {
         registry::read(
             &self.broker,
-            &self.security,
+            &self.security.current(),
             &self.settings.collective,
             settings,
             self.settings.max_message_bytes,
@@ -462,12 +471,13 @@ impl Drop for Unregister<'_> {
 /// Verifies each reply off the reply queue and hands it to the call waiting for it.
 async fn route_replies(
     mut messages: mpsc::Receiver<crate::broker::Incoming>,
-    security: Arc<Security>,
+    security: Arc<SharedSecurity>,
     max_message_bytes: usize,
     waiting: Arc<Mutex<HashMap<Uuid, mpsc::Sender<Verified<Reply>>>>>,
     dropped: Arc<AtomicU64>,
 ) {
     while let Some(incoming) = messages.recv().await {
+        let security = security.current();
         let reply = match security.open_reply(&incoming.body, max_message_bytes) {
             Ok(reply) => reply,
             Err(error) => {

@@ -295,7 +295,7 @@ fn insert_nested<'k>(dict: &mut Dict, mut keys: impl Iterator<Item = &'k str>, v
 pub fn host_name() -> Option<String> {
     let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
     let name = from_kernel.or_else(|| {
-        let output = std::process::Command::new("hostname").output().ok()?;
+        let output = crate::agents::command::new_blocking("hostname").output().ok()?;
         output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     })?;
     let trimmed = name.trim();

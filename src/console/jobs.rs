@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{error, info, warn};
 
 use super::registry::Registry;
 use super::store::{JobRecord, Store};
@@ -38,7 +38,7 @@ use crate::client::{
 use crate::config::ClientConfig;
 use crate::protocol::filter::FilterSpec;
 use crate::protocol::now_ms;
-use crate::security::{Ed25519, Security};
+use crate::security::{Security, SharedSecurity};
 
 /// How many jobs' live events are kept in memory (finished ones are in the store). Running
 /// jobs are never dropped; they are bounded by [`MAX_RUNNING`].
@@ -371,7 +371,9 @@ impl Requester {
 pub struct Jobs {
     config: ClientConfig,
     broker: Broker,
-    security: Arc<Security>,
+    /// The console's own keys, replaced on SIGHUP ([`Jobs::reload_keys`]); shared with the
+    /// registration follower and every client that signs as the console.
+    security: Arc<SharedSecurity>,
     user_keys: Option<PathBuf>,
     /// Built-in and `definitions_dir` definitions, plus those fetched from nodes as jobs need
     /// them (`client::definitions`).
@@ -389,7 +391,7 @@ impl Jobs {
     pub fn new(
         config: ClientConfig,
         broker: Broker,
-        security: Arc<Security>,
+        security: Arc<SharedSecurity>,
         user_keys: Option<PathBuf>,
         catalog: Catalog,
         registry: Arc<Registry>,
@@ -439,37 +441,87 @@ impl Jobs {
         }
     }
 
-    /// The caller requests name for `requester`, and the security to sign them with.
-    fn signer(&self, requester: &Requester) -> Result<(String, Arc<Security>), JobError> {
+    /// The caller requests name for `requester`, and the keys to sign them with: `None` for
+    /// the console's own, or the user's key (with the console's trusted keys) from `--user-keys`.
+    fn signer(&self, requester: &Requester) -> Result<(String, Option<Security>), JobError> {
+        let security = self.security.current();
         let Some(user) = &requester.user else {
-            let caller = if self.security.proves_callers() {
-                self.security.key_id().to_owned()
+            let caller = if security.proves_callers() {
+                security.key_id().to_owned()
             } else {
                 self.config.caller.clone()
             };
-            return Ok((caller, self.security.clone()));
+            return Ok((caller, None));
         };
         let caller = format!("user={user}");
-        if !self.security.proves_callers() {
-            return Ok((caller, self.security.clone()));
+        if !security.proves_callers() {
+            return Ok((caller, None));
         }
         let Some(dir) = &self.user_keys else {
             // Without the users' keys the console can only sign as itself; nodes then see
             // the console's key name as the caller (docs/CONSOLE.md).
-            return Ok((self.security.key_id().to_owned(), self.security.clone()));
+            return Ok((security.key_id().to_owned(), None));
         };
-        let trusted_dir = match self.security.as_ref() {
-            Security::Ed25519(keys) => keys.trusted_dir().to_owned(),
-            _ => return Err(JobError::Identity("ed25519 keys expected".to_owned())),
+        let Security::Ed25519(console_keys) = security.as_ref() else {
+            return Err(JobError::Identity("ed25519 keys expected".to_owned()));
         };
         let (key_file, _) = crate::security::ed25519::key_pair_paths(dir, &caller);
-        let keys = Ed25519::load(&key_file, &trusted_dir).map_err(|error| {
+        let cannot_sign = |reason: String| {
             JobError::Identity(format!(
-                "cannot sign as {caller}: {error} (make the key with: baton keygen --name {caller} --dir {})",
+                "cannot sign as {caller}: {reason} (make the key with: baton keygen --name {caller} --dir {})",
                 dir.display()
             ))
-        })?;
-        Ok((caller, Arc::new(Security::Ed25519(Box::new(keys)))))
+        };
+        let keys = console_keys.signing_as(&key_file).map_err(|error| cannot_sign(error.to_string()))?;
+        if keys.key_id() != caller {
+            // Nodes would refuse every request (the caller must be the key's name); say why here.
+            return Err(cannot_sign(format!("{} holds the key of {:?}", key_file.display(), keys.key_id())));
+        }
+        Ok((caller, Some(Security::Ed25519(Box::new(keys)))))
+    }
+
+    /// Loads the console's keys again (SIGHUP), as `batond` does: the private key and the
+    /// trusted node keys, a broken trusted key file skipped and named, a private key or PSK that
+    /// does not load keeping the previous keys. Every client then signs and checks with the new
+    /// keys: those signing as the console share them, and a user's client gets the user's key
+    /// read again beside the new trusted keys (a user whose key no longer loads loses their
+    /// client, so their next job says why).
+    pub async fn reload_keys(&self) {
+        match self.config.security.reload_security() {
+            Ok((security, skipped)) => {
+                for problem in &skipped {
+                    error!(%problem, "trusted key file skipped: replies and registrations signed with it are dropped until it is fixed");
+                }
+                info!(
+                    scheme = security.scheme(),
+                    key = security.key_id(),
+                    skipped = skipped.len(),
+                    "keys reloaded"
+                );
+                self.security.replace(security);
+            }
+            Err(error) => {
+                error!(error = %format!("{error:#}"), "keys not reloaded; the previous keys stay in force");
+                return;
+            }
+        }
+        let mut clients = self.clients.lock().await;
+        let mut unsigned = Vec::new();
+        for (requester, client) in clients.iter() {
+            match self.signer(requester) {
+                Ok((_, None)) => {}
+                Ok((_, Some(keys))) => client.replace_security(keys),
+                Err(error) => {
+                    error!(user = %requester.name(), %error, "cannot sign as this user after the reload");
+                    unsigned.push(requester.clone());
+                }
+            }
+        }
+        // A dropped client's reply queue is kept until the console stops (its router has no
+        // end of its own); this happens once per user whose key went away.
+        for requester in unsigned {
+            clients.remove(&requester);
+        }
     }
 
     /// The client that sends as `requester`: one per user, sharing the console's connection.
@@ -479,7 +531,11 @@ impl Jobs {
         }
         // Built without holding the lock (loading a key and declaring a reply queue take time,
         // and other users' jobs must not wait for them); the first one built is kept.
-        let (caller, security) = self.signer(requester)?;
+        let (caller, own_keys) = self.signer(requester)?;
+        let security = match own_keys {
+            Some(keys) => Arc::new(SharedSecurity::new(keys)),
+            None => self.security.clone(),
+        };
         let settings = ClientSettings {
             identity: self.config.identity.clone(),
             caller: caller.clone(),

@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use crate::agents::catalog::Catalog;
 use crate::broker::{Broker, ConnectMode};
 use crate::config::ClientConfig;
+use crate::security::SharedSecurity;
 
 /// How `baton console` was asked to run.
 #[derive(Debug, Clone)]
@@ -110,12 +111,14 @@ pub fn default_database() -> PathBuf {
 }
 
 /// Runs the console until `shutdown` resolves. `on_listening` is told the address once the
-/// server listens (the port, when 0 was asked for).
+/// server listens (the port, when 0 was asked for). Each notification of `reload` (SIGHUP)
+/// loads the keys again, as `batond` does ([`jobs::Jobs::reload_keys`]).
 pub async fn run(
     config: ClientConfig,
     options: ConsoleOptions,
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    reload: Arc<tokio::sync::Notify>,
 ) -> Result<(), ConsoleError> {
     let users = match &options.users {
         Some(path) => {
@@ -136,16 +139,17 @@ pub async fn run(
     if options.listen.ip().is_unspecified() && options.origins.is_empty() {
         return Err(ConsoleError::NoOrigin(options.listen));
     }
-    let security = Arc::new(config.security.load_security().map_err(crate::client::ClientError::from)?);
-    if options.user_keys.is_some() && !security.proves_callers() {
+    let loaded = config.security.load_security().map_err(crate::client::ClientError::from)?;
+    if options.user_keys.is_some() && !loaded.proves_callers() {
         return Err(ConsoleError::UserKeysWithoutEd25519);
     }
-    if users.is_some() && security.proves_callers() && options.user_keys.is_none() {
+    if users.is_some() && loaded.proves_callers() && options.user_keys.is_none() {
         warn!(
-            key = %security.key_id(),
+            key = %loaded.key_id(),
             "ed25519 without --user-keys: requests are signed with the console's own key, so nodes see it as the caller"
         );
     }
+    let security = Arc::new(SharedSecurity::new(loaded));
     let store = Arc::new(store::Store::open(&options.database)?);
     let registry = Arc::new(registry::Registry::load(
         &config.collective,
@@ -227,17 +231,28 @@ pub async fn run(
         }
     });
     on_listening(address);
-    let served = tokio::select! {
-        served = axum::serve(listener, server::router(console).into_make_service_with_connect_info::<SocketAddr>()) => served.map_err(ConsoleError::Serve),
-        // Open event streams would hold a graceful shutdown forever; jobs in flight end with
-        // the process, and their requests are already on their way.
-        () = shutdown => Ok(()),
-        // The registration listener only stops early when the broker is gone for good.
-        followed = follower => {
-            match followed {
-                Ok(Err(error)) => Err(ConsoleError::Client(error.into())),
-                Ok(Ok(())) => Err(ConsoleError::RegistrationsEnded("the broker closed the subscription".to_owned())),
-                Err(error) => Err(ConsoleError::RegistrationsEnded(error.to_string())),
+    let serve = std::future::IntoFuture::into_future(axum::serve(
+        listener,
+        server::router(console.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    ));
+    tokio::pin!(serve, shutdown, follower);
+    let served = loop {
+        tokio::select! {
+            served = &mut serve => break served.map_err(ConsoleError::Serve),
+            // Open event streams would hold a graceful shutdown forever; jobs in flight end with
+            // the process, and their requests are already on their way.
+            () = &mut shutdown => break Ok(()),
+            // The registration listener only stops early when the broker is gone for good.
+            followed = &mut follower => {
+                break match followed {
+                    Ok(Err(error)) => Err(ConsoleError::Client(error.into())),
+                    Ok(Ok(())) => Err(ConsoleError::RegistrationsEnded("the broker closed the subscription".to_owned())),
+                    Err(error) => Err(ConsoleError::RegistrationsEnded(error.to_string())),
+                };
+            }
+            () = reload.notified() => {
+                info!("reloading keys (SIGHUP)");
+                console.jobs.reload_keys().await;
             }
         }
     };

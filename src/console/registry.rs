@@ -1,8 +1,9 @@
 //! The live node registry: every node's latest inventory, from the registration exchange.
 //!
 //! Nodes publish a signed [`Registration`] at start and every registration interval. The
-//! console listens on its own queue, verifies each one with the same [`Security`] as replies
-//! (with ed25519 the signing key must be the node's own), keeps the newest per node, and
+//! console listens on its own queue, verifies each one with the same keys as replies (the
+//! console's [`SharedSecurity`], so keys a SIGHUP reloaded apply from the next message; with
+//! ed25519 the signing key must be the node's own), keeps the newest per node, and
 //! writes it to the [`Store`], so the list is there again after a restart. A node not heard
 //! from for [`QUIET_INTERVALS`] registration intervals is shown as quiet, not forgotten.
 //! After a restart, a node known only from the store is "unknown" (and still sent jobs) until
@@ -30,7 +31,7 @@ use crate::client::registry::RegisteredNode;
 use crate::client::{Client, ClientError, Event, NodeReply, RequestSpec, Targets};
 use crate::protocol::filter::Filter;
 use crate::protocol::{Registration, now_ms};
-use crate::security::{Security, Verified};
+use crate::security::{SharedSecurity, Verified};
 
 /// A node is quiet once this many registration intervals pass without hearing from it.
 pub const QUIET_INTERVALS: u32 = 3;
@@ -286,7 +287,7 @@ fn millis(duration: Duration) -> u64 {
 pub async fn follow(
     registry: Arc<Registry>,
     broker: Broker,
-    security: Arc<Security>,
+    security: Arc<SharedSecurity>,
     max_message_bytes: usize,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BrokerError> {
@@ -298,6 +299,8 @@ pub async fn follow(
             () = &mut shutdown => return Ok(()),
         };
         let Some(incoming) = incoming else { return Ok(()) };
+        // The keys in force now: a SIGHUP may have replaced them since the last message.
+        let security = security.current();
         let verified = match security.open_registration(&incoming.body, max_message_bytes) {
             Ok(verified) => verified,
             Err(error) => {
@@ -379,7 +382,7 @@ mod tests {
 
     use super::*;
     use crate::protocol::filter::FilterSpec;
-    use crate::security::{Ed25519, Psk};
+    use crate::security::{Ed25519, Psk, Security};
 
     fn registration(identity: &str, role: &str, time_ms: u64) -> Registration {
         Registration {

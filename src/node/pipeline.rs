@@ -32,7 +32,9 @@ use crate::node::stats::{Stats, UNKNOWN_LABEL};
 use crate::protocol::claims::{ClaimedRequest, dangerous_claimed_request};
 use crate::protocol::{Reply, Request, StatusCode, now_ms};
 use crate::security::replay::{ReplayWindow, Replayed};
-use crate::security::{OpenError, Security, Verified, check_age, check_ttl_within, expires_at_ms};
+use crate::security::{
+    OpenError, Security, SharedSecurity, Verified, check_age, check_ttl_within, expires_at_ms,
+};
 
 /// Everything the pipeline knows about this node at one moment; swapped whole on reload so a
 /// request always sees one consistent set of facts, classes and agents.
@@ -92,7 +94,7 @@ pub struct Pipeline {
     settings: PipelineSettings,
     /// Swapped whole on SIGHUP, so a rotated key or trusted-keys directory takes effect
     /// without a restart.
-    security: RwLock<Arc<Security>>,
+    security: SharedSecurity,
     replay: Mutex<ReplayWindow>,
     filters: Mutex<FilterCache>,
     snapshot: RwLock<Arc<NodeSnapshot>>,
@@ -111,7 +113,7 @@ impl Pipeline {
         let replay = Mutex::new(ReplayWindow::new(settings.replay_capacity));
         Pipeline {
             settings,
-            security: RwLock::new(security),
+            security: SharedSecurity::new(Arc::unwrap_or_clone(security)),
             replay,
             filters: Mutex::new(FilterCache::default()),
             snapshot: RwLock::new(Arc::new(snapshot)),
@@ -126,21 +128,13 @@ impl Pipeline {
 
     /// The keys in force now.
     pub fn security(&self) -> Arc<Security> {
-        // As for the snapshot: a poisoned lock still holds a whole value.
-        match self.security.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.security.current()
     }
 
     /// Replaces the keys (SIGHUP: a rotated key or a changed trusted-keys directory). Requests
     /// already being checked finish with the keys they started with.
     pub fn replace_security(&self, security: Security) {
-        let security = Arc::new(security);
-        match self.security.write() {
-            Ok(mut guard) => *guard = security,
-            Err(poisoned) => *poisoned.into_inner() = security,
-        }
+        self.security.replace(security);
     }
 
     /// The current snapshot of facts, classes and agents.

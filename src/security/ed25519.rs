@@ -7,7 +7,7 @@
 //! client accepts a reply only when it verifies with a node key it trusts.
 //!
 //! Key files are text, one `key = value` per line, `#` starting a comment, so the name travels
-//! with the key and file names are free:
+//! with the key:
 //!
 //! ```text
 //! # baton ed25519 private key
@@ -16,10 +16,14 @@
 //! ```
 //!
 //! A public key file has `name` and `public` (the 32-byte key in hex); a trusted-keys directory
-//! holds any number of them (`*.pub`). Several files may carry the same name: that is a key
-//! rotation in progress, and a signature by any of that name's keys is accepted, so a fleet can
-//! trust the new key everywhere before the old one is retired (docs/OPERATIONS.md, "Rotating
-//! keys"). [`generate`] makes a pair (`baton keygen`).
+//! holds any number of them (`*.pub`). A trusted key file is named after its key: `NAME.pub`, or
+//! `NAME+LABEL.pub` (a key name never holds `+`), and a file whose name line says otherwise is
+//! refused ([`Ed25519Error::NameMismatch`]), so what a directory listing shows is whom each file
+//! lets sign: `alice.pub` cannot quietly hold Bob's name. Several files may carry the same name
+//! (`user=alice.pub` and `user=alice+2027.pub`): that is a key rotation in progress, and a
+//! signature by any of that name's keys is accepted, so a fleet can trust the new key everywhere
+//! before the old one is retired (docs/OPERATIONS.md, "Rotating keys"). [`generate`] makes a
+//! pair (`baton keygen`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -54,7 +58,20 @@ pub enum Ed25519Error {
     Untrusted(#[from] super::file_trust::UntrustedFile),
     #[error("cannot read trusted keys directory {}: {source} (create it and copy public keys into it)", path.display())]
     Directory { path: PathBuf, source: std::io::Error },
+    /// A trusted key file whose file name and name line disagree: neither is believed.
+    #[error(
+        "trusted key file {} is named for {file_name:?} but its name line says {key_name:?}: refused, \
+         so that no file lets one caller sign as another (a trusted key file is named after its key: \
+         rename it {key_name}.pub, or {key_name}+LABEL.pub beside another key of that name, or fix \
+         its name line)",
+        path.display()
+    )]
+    NameMismatch { path: PathBuf, file_name: String, key_name: String },
 }
+
+/// What separates a key's name from a label in a trusted key file's name
+/// (`user=alice+2027.pub`); never part of a key name (see [`is_key_name`]).
+pub const LABEL_SEPARATOR: char = '+';
 
 /// Why a signature was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +102,13 @@ impl Ed25519 {
         let (name, signing) = read_private_key(key_file)?;
         let (trusted, skipped) = read_trusted_dir(trusted_dir)?;
         Ok((Ed25519 { name, signing, trusted, trusted_dir: trusted_dir.to_owned() }, skipped))
+    }
+
+    /// The same trusted keys, signing with the private key in `key_file` instead: how the
+    /// console signs as a logged-in user, trusting the nodes it trusts.
+    pub fn signing_as(&self, key_file: &Path) -> Result<Ed25519, Ed25519Error> {
+        let (name, signing) = read_private_key(key_file)?;
+        Ok(Ed25519 { name, signing, trusted: self.trusted.clone(), trusted_dir: self.trusted_dir.clone() })
     }
 
     /// Builds a scheme from keys in memory (tests and tools).
@@ -166,7 +190,7 @@ pub fn generate(name: &str) -> (String, String) {
         super::hex::encode(&secret)
     );
     let public = format!(
-        "# baton ed25519 public key: copy it into the trusted_keys_dir of whoever must trust {name}\nname = {name}\npublic = {}\n",
+        "# baton ed25519 public key: copy it, as {name}.pub, into the trusted_keys_dir of whoever must trust {name}\nname = {name}\npublic = {}\n",
         super::hex::encode(&signing.verifying_key().to_bytes())
     );
     (private, public)
@@ -226,12 +250,28 @@ fn read_trusted_key(file: &Path) -> Result<(String, VerifyingKey), Ed25519Error>
     check_trusted(file, Purpose::TrustedKey)?;
     let fields = parse_fields(&text, file)?;
     let name = required(&fields, "name", file)?.to_owned();
+    check_file_named_after(file, &name)?;
     let public = hex_key(required(&fields, "public", file)?, "public", file)?;
     let key = VerifyingKey::from_bytes(&public).map_err(|error| Ed25519Error::Format {
         path: file.to_owned(),
         reason: format!("not an ed25519 public key: {error}"),
     })?;
     Ok((name, key))
+}
+
+/// A trusted key file must be `NAME.pub` or `NAME+LABEL.pub` for the `name` its line gives.
+fn check_file_named_after(file: &Path, key_name: &str) -> Result<(), Ed25519Error> {
+    let stem = file.file_stem().map(|stem| stem.to_string_lossy()).unwrap_or_default();
+    let file_name = stem.split_once(LABEL_SEPARATOR).map_or(stem.as_ref(), |(name, _label)| name);
+    if file_name == key_name {
+        Ok(())
+    } else {
+        Err(Ed25519Error::NameMismatch {
+            path: file.to_owned(),
+            file_name: file_name.to_owned(),
+            key_name: key_name.to_owned(),
+        })
+    }
 }
 
 fn read_key_file(path: &Path) -> Result<String, Ed25519Error> {

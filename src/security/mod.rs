@@ -212,6 +212,33 @@ impl Security {
     }
 }
 
+/// The keys in force in a long-running process (a node, the console), replaced whole on a
+/// reload (SIGHUP) while tasks keep using them.
+///
+/// Each use takes [`SharedSecurity::current`], so a message being signed or checked finishes
+/// with the keys it started with, and the next one sees the new keys. One of these is shared by
+/// everything that signs or verifies for the process, so a reload reaches all of them at once.
+#[derive(Debug)]
+pub struct SharedSecurity(std::sync::RwLock<std::sync::Arc<Security>>);
+
+impl SharedSecurity {
+    pub fn new(security: Security) -> SharedSecurity {
+        SharedSecurity(std::sync::RwLock::new(std::sync::Arc::new(security)))
+    }
+
+    /// The keys in force now.
+    pub fn current(&self) -> std::sync::Arc<Security> {
+        // A poisoned lock means a panic while swapping two Arcs, which cannot leave the value
+        // half-written: keep using it.
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Puts `security` in force for every later use.
+    pub fn replace(&self, security: Security) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(security);
+    }
+}
+
 /// A message whose envelope passed every check; only this module can make one.
 ///
 /// Code that acts on messages (the node's pipeline, agents, the client's reply collector)
@@ -316,17 +343,8 @@ fn bad_signature_text(key_id_seen: &str, our_key_id: &str) -> String {
 /// Makes a string from an envelope safe to repeat in a message: bounded and free of control
 /// characters, which could otherwise forge log lines.
 fn echoable(untrusted: &str) -> String {
-    let mut echoed: String = untrusted
-        .chars()
-        .take(MAX_ECHOED_CHARS)
-        .flat_map(|character| {
-            if character.is_control() {
-                character.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![character]
-            }
-        })
-        .collect();
+    let bounded: String = untrusted.chars().take(MAX_ECHOED_CHARS).collect();
+    let mut echoed = crate::logging::escape_control_characters(&bounded).into_owned();
     if untrusted.chars().count() > MAX_ECHOED_CHARS {
         echoed.push('…');
     }

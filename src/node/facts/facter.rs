@@ -7,7 +7,7 @@
 //! other facts rather than refusing to start.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -17,7 +17,7 @@ pub const FACTER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `program --json` and returns its facts, or why there are none.
 pub fn facts(program: &str) -> Result<Map<String, Value>, String> {
-    let mut child = Command::new(program)
+    let mut child = crate::agents::command::new_blocking(program)
         .arg("--json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -29,8 +29,8 @@
 # @param caller
 #   The caller requests name (ed25519: must be private_key's name); default: user=<login>.
 # @param trusted_node_keys
-#   The nodes' public keys (ed25519): a file title to the key's name and public key. Keys not
-#   listed are removed.
+#   The nodes' public keys (ed25519): the node's identity (or identity+LABEL while rotating)
+#   to its public key (Baton::TrustedKeys). Keys not listed are removed.
 # @param timeout_secs
 #   Seconds to wait for replies.
 class baton::client (
@@ -43,7 +43,7 @@ class baton::client (
   Optional[Sensitive[String[1]]] $psk = undef,
   Optional[Sensitive[String[1]]] $private_key = undef,
   Optional[String[1]] $caller = undef,
-  Hash[String[1], Struct[{ name => String[1], public => Pattern[/\A[0-9a-f]{64}\z/] }]] $trusted_node_keys = {},
+  Baton::TrustedKeys $trusted_node_keys = {},
   Integer[1] $timeout_secs = 10,
 ) {
   include baton

@@ -34,9 +34,10 @@
 # @param private_key
 #   The node's private key file content, from `baton keygen --name <identity>` (ed25519).
 # @param trusted_keys
-#   The callers' public keys (ed25519): a file title to the key's name and public key, as
-#   `baton keygen` prints them. Keys not listed are removed, so a rotation is: add the new key,
-#   let the callers switch, remove the old one; each change reloads batond (SIGHUP).
+#   The callers' public keys (ed25519): the caller's name (or name+LABEL while rotating) to its
+#   public key, as `baton keygen` prints it (Baton::TrustedKeys). Keys not listed are removed,
+#   so a rotation is: add the new key as `user=alice+2027`, let the callers switch, remove the
+#   old one; each change reloads batond (SIGHUP).
 # @param write_facts
 #   Write Puppet's facts into a file batond reads.
 # @param excluded_facts
@@ -68,7 +69,7 @@ class baton::node (
   Enum['psk', 'ed25519'] $security_scheme = 'psk',
   Optional[Sensitive[String[1]]] $psk = undef,
   Optional[Sensitive[String[1]]] $private_key = undef,
-  Hash[String[1], Struct[{ name => String[1], public => Pattern[/\A[0-9a-f]{64}\z/] }]] $trusted_keys = {},
+  Baton::TrustedKeys $trusted_keys = {},
   Boolean $write_facts = true,
   Array[String[1]] $excluded_facts = ['memory', 'system_uptime', 'uptime', 'uptime_days', 'uptime_hours',
   'uptime_seconds', 'load_averages', 'memoryfree', 'memoryfree_mb', 'swapfree', 'swapfree_mb', 'mountpoints'],

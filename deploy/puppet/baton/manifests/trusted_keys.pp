@@ -5,9 +5,11 @@
 # every change reloads batond (a client reads the directory at every command).
 #
 # @param keys
-#   A file title (the file is <title>.pub) to the key's name and public key (hex).
+#   The key's name (or name+LABEL, for a second key of that name while rotating) to its public
+#   key; the file is <title>.pub. A `name` that is not the title's is refused here, as batond
+#   would refuse the file.
 define baton::trusted_keys (
-  Hash[String[1], Struct[{ name => String[1], public => Pattern[/\A[0-9a-f]{64}\z/] }]] $keys,
+  Baton::TrustedKeys $keys,
 ) {
   include baton
 
@@ -22,12 +24,16 @@ define baton::trusted_keys (
     notify  => Exec['baton-reload'],
   }
   $keys.each |$file, $key| {
+    $name = split($file, '\+')[0]
+    if $key['name'] and $key['name'] != $name {
+      fail("baton::trusted_keys: the key titled '${file}' is named '${key['name']}': a trusted key is titled after its name ('${key['name']}', or '${key['name']}+LABEL' beside another key of that name), so that no title lets one caller sign as another")
+    }
     file { "${title}/${file}.pub":
       ensure  => file,
       owner   => 'root',
       group   => 'root',
       mode    => '0644',
-      content => "# managed by Puppet (baton::trusted_keys)\nname = ${key['name']}\npublic = ${key['public']}\n",
+      content => "# managed by Puppet (baton::trusted_keys)\nname = ${name}\npublic = ${key['public']}\n",
       notify  => Exec['baton-reload'],
     }
   }
