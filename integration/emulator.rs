@@ -194,8 +194,11 @@ fn every_emulated_node_is_in_the_registry_once_ready_and_late_replies_still_coun
     assert_eq!(registry_only.nodes("nodes"), identities(), "the registry knows every virtual node");
 
     // No grace for nodes the registry does not know: only the registry decides whom to wait for.
-    let config =
-        fleet.client_config_with(&fleet.wire, "registry_grace_ms = 0\ndiscovery_timeout_secs = 120", "");
+    // A discovery timeout far beyond the stop below (the harness's is 3 s).
+    let config = fleet.client_config_with(&fleet.wire, "registry_grace_ms = 0", "");
+    let text = std::fs::read_to_string(&config).expect("read client config");
+    let text = text.replace("discovery_timeout_secs = 3\n", "discovery_timeout_secs = 120\n");
+    std::fs::write(&config, text).expect("write client config");
     for (command, field) in [("discover", "nodes"), ("ping", "replies")] {
         signal(&emulated.emulator, "STOP");
         let asking = {
