@@ -378,7 +378,8 @@ impl Broker {
     /// onwards (possibly a little earlier: a stream is read from the start of the chunk that
     /// holds `since`), then whatever arrives later, through a consumer of the stream. Fails with
     /// [`BrokerError::Unsupported`] over STOMP to ActiveMQ and [`BrokerError::Refused`] when
-    /// there is no registry (over STOMP to RabbitMQ, the refusal also ends the connection); see `client::registry` for reading it to its end.
+    /// there is no registry (over STOMP to RabbitMQ, the refusal also ends the connection);
+    /// see `client::registry` for reading it to its end.
     pub async fn subscribe_registry(
         &self,
         collective: &str,
