@@ -1,8 +1,9 @@
 //! The emulator: fifty virtual nodes in one `baton-emulator` process answer through the private
 //! RabbitMQ like fifty `batond`s would. Every request goes through the broker to each virtual
 //! node, which verifies it, applies the filter and answers with a reply it signed; the client
-//! verifies every reply. No timing is asserted here: the benchmark harness
-//! (`integration/bench.py`) measures.
+//! verifies every reply. Once the emulator is ready every virtual node is in the registry, so
+//! a broadcast expects them all and counts them all however late their replies come. No
+//! timing is asserted here: the benchmark harness (`integration/bench.py`) measures.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -60,7 +61,11 @@ pub fn emulator_config(fleet: &Fleet) -> std::path::PathBuf {
 
 /// Starts the emulator on a fresh collective and waits for its "ready" line.
 fn start() -> Emulated {
-    let fleet = Fleet::start(Vec::new());
+    start_for(Fleet::start(Vec::new()))
+}
+
+/// Starts the emulator serving `fleet`'s collective and waits for its "ready" line.
+fn start_for(fleet: Fleet) -> Emulated {
     let config_path = emulator_config(&fleet);
     let log = std::fs::File::create(fleet.dir.path().join("emulator.log")).expect("log file");
     let mut emulator = Command::new(env!("CARGO_BIN_EXE_baton-emulator"))
@@ -160,4 +165,53 @@ fn emulated_nodes_refuse_requests_signed_with_another_key() {
     assert_eq!(output.nodes("no_response"), ["emu-00001", "emu-00002"], "{output:?}");
     let stats = fleet.daemon_stats("emu-00001");
     assert_eq!(stats["bad_signature"], 1, "the virtual node counted the forgery: {stats:?}");
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process, as `kill -SIGNAL PID` does.
+fn signal(process: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(process.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// Correctness at scale without timing (issue 16: "at 10,000 emulated nodes on a slow machine
+/// every run complete"): every virtual node is in the registry once the emulator is ready, and
+/// replies held back far past the quiet window and the grace (the emulator stopped while the
+/// request goes out, as a broker or machine under load would delay them) are all counted,
+/// because the client waits for every expected node up to the discovery timeout rather than
+/// for silence. Regression: the virtual nodes' first registrations were spread over the
+/// registration interval (five minutes), so just after start the registry knew a few of them,
+/// and a broadcast that ended at the last expected reply missed the rest.
+#[test]
+fn every_emulated_node_is_in_the_registry_once_ready_and_late_replies_still_count() {
+    let emulated = start_for(Fleet::start_with_registry(Vec::new()));
+    let fleet = &emulated.fleet;
+    let registry_only = fleet.baton(&["discover", "--dm", "registry", "--json"]);
+    assert_eq!(registry_only.code, 0, "{registry_only:?}");
+    assert_eq!(registry_only.nodes("nodes"), identities(), "the registry knows every virtual node");
+
+    // No grace for nodes the registry does not know: only the registry decides whom to wait for.
+    // A discovery timeout far beyond the stop below (the harness's is 3 s).
+    let config = fleet.client_config_with(&fleet.wire, "registry_grace_ms = 0", "");
+    let text = std::fs::read_to_string(&config).expect("read client config");
+    let text = text.replace("discovery_timeout_secs = 3\n", "discovery_timeout_secs = 120\n");
+    std::fs::write(&config, text).expect("write client config");
+    for (command, field) in [("discover", "nodes"), ("ping", "replies")] {
+        signal(&emulated.emulator, "STOP");
+        let asking = {
+            let config = config.clone();
+            std::thread::spawn(move || crate::harness::run_baton(&config, &[command, "--json"], None))
+        };
+        // Far longer than the quiet window (300 ms) and the grace: a client waiting for silence
+        // would have given up with nothing.
+        std::thread::sleep(Duration::from_secs(3));
+        signal(&emulated.emulator, "CONT");
+        let output = asking.join().expect("the client thread");
+        assert_eq!(output.code, 0, "{command}: {output:?}");
+        assert_eq!(output.nodes(field), identities(), "{command} counts every virtual node: {output:?}");
+        assert_eq!(output.json()["no_response"], serde_json::json!([]), "{command}: {output:?}");
+    }
 }

@@ -611,12 +611,19 @@ impl Fleet {
     /// As [`Fleet::start`] (AMQP), with the collective's registry stream declared before the
     /// nodes start, so that it holds their registrations.
     pub fn start_with_registry(specs: Vec<NodeSpec>) -> Fleet {
+        Fleet::start_with_registry_on(Wire::amqp(), specs)
+    }
+
+    /// As [`Fleet::start_with_registry`], with the nodes and the client on `wire` (a wire to
+    /// the private RabbitMQ: AMQP or its STOMP plugin).
+    pub fn start_with_registry_on(wire: Wire, specs: Vec<NodeSpec>) -> Fleet {
+        assert!(wire.broker == BrokerKind::RabbitMq, "a registry lives on the private RabbitMQ");
         let guard = shared_broker();
         let collective = unique_collective();
         declare_collective(&collective);
         let registry = RegistryStream::declare(&collective);
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut fleet = Fleet::start_named(collective, Wire::amqp(), dir, None, specs);
+        let mut fleet = Fleet::start_named(collective, wire, dir, None, specs);
         fleet.registry = Some(registry);
         fleet._shared = Some(guard);
         fleet

@@ -25,7 +25,8 @@
 //!   Puppet module writing a working node and client, adding an agent, rotating a caller's key.
 //! - `ed25519`: callers proven by their own keys: unknown callers refused, policies per caller,
 //!   re-signed requests refused, replies accepted only from trusted nodes.
-//! - `emulator`: fifty virtual nodes of `baton-emulator` answering through RabbitMQ as `batond`s.
+//! - `emulator`: fifty virtual nodes of `baton-emulator` answering through RabbitMQ as `batond`s;
+//!   all in the registry once ready, and all counted when their replies come late.
 //! - `fanout`: filters, discovery, ping and rpc reach exactly the right nodes, with the documented
 //!   JSON and exit codes, over every transport.
 //! - `federation`: two sites joined by RabbitMQ federation: nodes on site B answer a client on
@@ -46,7 +47,9 @@
 //!   run summary, disable and enable.
 //! - `registry`: the registry stream on RabbitMQ: discovery, ping and rpc that know whom to
 //!   expect, a silent expected node reported, a node not yet registered counted within the
-//!   grace, `--dm registry` without a broadcast.
+//!   grace, `--dm registry` without a broadcast; the same over RabbitMQ's STOMP, the quiet
+//!   window on ActiveMQ and without a stream; the console filled from the registry at start
+//!   (nodes that no longer answer listed by age), or from inventories without one.
 //! - `reload`: a running node picks up new facts and classes without a restart, and stops cleanly.
 //! - `resilience`: unreachable identities, killed nodes, a stopped broker.
 //! - `resource`: the `resource` agent browsing and cloning users, groups and host entries.

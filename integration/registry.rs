@@ -2,18 +2,43 @@
 //! RabbitMQ stream, and the real `baton` reads it. A broadcast then knows whom to expect: every
 //! expected node is counted, a silent one is reported (exit 3), a node the registry does not
 //! know yet still counts when it answers within the grace, and `--dm registry` answers from
-//! the registry alone.
+//! the registry alone. The same over RabbitMQ's STOMP plugin; ActiveMQ has no registry and
+//! keeps the quiet window. A `baton console` started after the nodes lists them from the
+//! registry without asking them, and asks for inventories where there is no registry.
 
-use serde_json::json;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use crate::harness::{Fleet, NodeSpec, RegistryStream, run_baton};
+use serde_json::{Value, json};
+
+use crate::console::ConsoleProcess;
+use crate::harness::{Fleet, NodeSpec, RegistryStream, Wire, run_baton};
+use crate::metrics::http_get;
 
 fn three_registered_nodes() -> Fleet {
-    Fleet::start_with_registry(vec![
-        NodeSpec::new("web01", json!({"role": "web"}), &["nginx"]),
-        NodeSpec::new("web02", json!({"role": "web"}), &["nginx"]),
-        NodeSpec::new("db01", json!({"role": "db"}), &["postgresql"]),
-    ])
+    three_registered_nodes_on(Wire::amqp())
+}
+
+fn three_registered_nodes_on(wire: Wire) -> Fleet {
+    let fleet = Fleet::start_with_registry_on(
+        wire,
+        vec![
+            NodeSpec::new("web01", json!({"role": "web"}), &["nginx"]),
+            NodeSpec::new("web02", json!({"role": "web"}), &["nginx"]),
+            NodeSpec::new("db01", json!({"role": "db"}), &["postgresql"]),
+        ],
+    );
+    // A node registers as it starts; answering a ping does not prove its registration is
+    // already in the stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = fleet.baton(&["discover", "--dm", "registry", "--json"]);
+        if output.code == 0 && output.nodes("nodes") == ["db01", "web01", "web02"] {
+            return fleet;
+        }
+        assert!(Instant::now() < deadline, "the registry never held all three nodes: {output:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 #[test]
@@ -139,4 +164,122 @@ fn registry_discovery_without_a_registry_is_a_usage_error() {
     let output = fleet.baton(&["discover", "--json"]);
     assert_eq!(output.code, 0, "{output:?}");
     assert_eq!(output.nodes("nodes"), ["web01"], "{output:?}");
+}
+
+#[test]
+fn over_rabbitmqs_stomp_the_registry_is_read_and_a_broadcast_ends_at_the_last_expected_reply() {
+    // Nodes and client on RabbitMQ's STOMP plugin: the nodes register through
+    // `/exchange/C.registration`, the client reads the stream from `/amq/queue/C.registration`.
+    let mut fleet = three_registered_nodes_on(Wire::stomp_rabbitmq());
+    let output = fleet.baton(&["discover", "--dm", "registry", "-F", "role=web", "--json"]);
+    assert_eq!(output.code, 0, "{output:?}");
+    assert_eq!(output.nodes("nodes"), ["web01", "web02"], "{output:?}");
+
+    // An expected node that stays silent is reported: only a broadcast that knows whom to
+    // expect can say so (the quiet window knows nobody to miss).
+    fleet.kill("db01");
+    let output = fleet.baton(&["discover", "--json"]);
+    assert_eq!(output.code, 3, "discover: {output:?}");
+    assert_eq!(output.nodes("nodes"), ["web01", "web02"], "discover: {output:?}");
+    assert_eq!(output.nodes("no_response"), ["db01"], "discover: {output:?}");
+    let output = fleet.baton(&["ping", "--json"]);
+    assert_eq!(output.code, 3, "ping: {output:?}");
+    assert_eq!(output.nodes("replies"), ["web01", "web02"], "ping: {output:?}");
+    assert_eq!(output.nodes("no_response"), ["db01"], "ping: {output:?}");
+}
+
+#[test]
+fn over_rabbitmqs_stomp_without_a_stream_a_broadcast_waits_for_quiet_as_before() {
+    let fleet = Fleet::start_on(Wire::stomp_rabbitmq(), vec![NodeSpec::new("web01", json!({}), &[])]);
+    let output = fleet.baton(&["discover", "--dm", "registry"]);
+    assert_eq!(output.code, 2, "{output:?}");
+    assert!(output.stderr.contains(".registration"), "names the stream to declare: {output:?}");
+    // The refused read cost the client its connection (RabbitMQ closes a STOMP connection
+    // after any ERROR); the broadcast goes on over the next one.
+    for command in ["discover", "ping"] {
+        let output = fleet.baton(&[command, "--json"]);
+        assert_eq!(output.code, 0, "{command}: {output:?}");
+        let field = if command == "discover" { "nodes" } else { "replies" };
+        assert_eq!(output.nodes(field), ["web01"], "{command}: {output:?}");
+    }
+}
+
+#[test]
+fn activemq_keeps_no_registry_and_a_broadcast_waits_for_quiet() {
+    let fleet = Fleet::start_on(Wire::stomp_activemq(), vec![NodeSpec::new("web01", json!({}), &[])]);
+    let output = fleet.baton(&["discover", "--dm", "registry"]);
+    assert_eq!(output.code, 2, "{output:?}");
+    assert!(output.stderr.contains("not possible over STOMP to ActiveMQ"), "{output:?}");
+    let output = fleet.baton(&["discover", "--json"]);
+    assert_eq!(output.code, 0, "{output:?}");
+    assert_eq!(output.nodes("nodes"), ["web01"], "{output:?}");
+}
+
+/// The console's `/api/nodes` once its node list has been filled at start (`filled_from` is
+/// no longer `starting`, nor waiting for inventories).
+fn nodes_once_filled(console: &ConsoleProcess) -> Value {
+    let address: SocketAddr =
+        console.url.trim_start_matches("http://").parse().expect("the console's address");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http_get(address, "/api/nodes");
+        assert_eq!(status, 200, "{body}\n{}", console.log());
+        let document: Value = serde_json::from_str(&body).expect("JSON");
+        let filled = &document["filled_from"];
+        if filled["source"] != "starting" && !(filled["source"] == "inventories" && filled["nodes"].is_null())
+        {
+            return document;
+        }
+        assert!(Instant::now() < deadline, "the node list was never filled: {document}\n{}", console.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn identities(document: &Value) -> Vec<String> {
+    let nodes = document["nodes"].as_array().expect("a list of nodes");
+    nodes.iter().map(|node| node["identity"].as_str().expect("an identity").to_owned()).collect()
+}
+
+#[test]
+fn a_console_started_after_the_nodes_lists_them_from_the_registry_without_asking_them() {
+    let mut fleet = three_registered_nodes();
+    // Two of them no longer answer anything: only the registry can name them now.
+    fleet.kill("db01");
+    fleet.kill("web02");
+    let before_console_ms = baton::protocol::now_ms();
+    let config = fleet.client_config("");
+    let console = ConsoleProcess::start(&config, fleet.dir.path(), &[]);
+    let document = nodes_once_filled(&console);
+    assert_eq!(document["filled_from"]["source"], "registry", "{document}");
+    assert_eq!(document["filled_from"]["nodes"], 3, "{document}");
+    assert_eq!(identities(&document), ["db01", "web01", "web02"], "{document}");
+    for node in document["nodes"].as_array().expect("nodes") {
+        // As of when each registered, before the console started: its age, not the read's.
+        let last_seen = node["last_seen_ms"].as_u64().expect("last_seen_ms");
+        assert!(last_seen < before_console_ms, "{node}");
+        assert_eq!(node["state"], "live", "registered within the quiet time: {node}");
+    }
+    assert_eq!(document["nodes"][0]["facts"]["role"], "db", "{document}");
+    let log = console.log();
+    assert!(log.contains("node list filled from the registry"), "{log}");
+    assert!(!log.contains("inventories"), "nothing asked of the fleet: {log}");
+    // The live node was not asked either.
+    let asked = fleet.node("web01").audit_lines();
+    assert!(!asked.iter().any(|line| line["action"] == "inventory"), "web01 was asked: {asked:?}");
+}
+
+#[test]
+fn without_a_registry_the_console_asks_the_fleet_for_its_inventories() {
+    let fleet = Fleet::start(vec![NodeSpec::new("web01", json!({"role": "web"}), &["nginx"])]);
+    let config = fleet.client_config("");
+    let console = ConsoleProcess::start(&config, fleet.dir.path(), &[]);
+    let document = nodes_once_filled(&console);
+    let filled = &document["filled_from"];
+    assert_eq!(filled["source"], "inventories", "{document}");
+    assert_eq!(filled["nodes"], 1, "{document}");
+    assert!(filled["no_registry"].as_str().is_some_and(|why| why.contains(".registration")), "{document}");
+    assert_eq!(identities(&document), ["web01"], "{document}");
+    let log = console.log();
+    assert!(log.contains("no registry to read: asking the fleet for its inventories"), "{log}");
+    assert!(log.contains("node list filled from the fleet's inventories"), "{log}");
 }

@@ -181,7 +181,7 @@ pub enum BrokerError {
     /// Bad settings (an unparsable URL, an unsupported scheme).
     #[error("{0}")]
     Config(String),
-    /// The transport cannot do this at all (e.g. read a RabbitMQ stream over STOMP).
+    /// The transport cannot do this at all (e.g. read a registry over STOMP to ActiveMQ).
     #[error("{operation} is not possible over {transport}")]
     Unsupported { operation: String, transport: &'static str },
 }
@@ -377,8 +377,9 @@ impl Broker {
     /// Client side: every registration retained in `collective`'s registry from `since`
     /// onwards (possibly a little earlier: a stream is read from the start of the chunk that
     /// holds `since`), then whatever arrives later, through a consumer of the stream. Fails with
-    /// [`BrokerError::Unsupported`] over STOMP and [`BrokerError::Refused`] when there is no
-    /// registry; see `client::registry` for reading it to its end.
+    /// [`BrokerError::Unsupported`] over STOMP to ActiveMQ and [`BrokerError::Refused`] when
+    /// there is no registry (over STOMP to RabbitMQ, the refusal also ends the connection);
+    /// see `client::registry` for reading it to its end.
     pub async fn subscribe_registry(
         &self,
         collective: &str,

@@ -94,7 +94,7 @@ pub async fn registry_only(
     let started = Instant::now();
     let fleet = client.registry(settings).await.map_err(|no_registry| {
         ClientError::Usage(format!(
-            "--dm registry: {no_registry} (a RabbitMQ stream named {}.registration over AMQP, see docs/OPERATIONS.md; or use --dm broadcast)",
+            "--dm registry: {no_registry} (a RabbitMQ stream named {}.registration, over AMQP or RabbitMQ's STOMP, see docs/OPERATIONS.md; or use --dm broadcast)",
             client.settings().collective
         ))
     })?;

@@ -10,9 +10,11 @@
 //! into missing nodes), the reader first publishes a marker of its own into the stream, with
 //! a confirm, then consumes from `window` ago until the marker comes back: everything the
 //! stream held when the read started has then been seen, however long the broker takes. The
-//! marker goes first because it also asks, without side effects, whether there is a registry
-//! (*Unroutable*: no stream; refused over STOMP), so a broker without one never sees a consume
-//! of a missing queue. Markers are not signed registrations; every reader skips them.
+//! marker goes first because over AMQP it also asks, without side effects, whether there is a
+//! registry (*Unroutable*: no stream), so a broker without one never sees a consume of a missing
+//! queue. Over STOMP to RabbitMQ a publish cannot come back unroutable: there, a missing stream
+//! shows as the consume refused. STOMP to ActiveMQ has no registry. Markers are not signed
+//! registrations; every reader skips them.
 //!
 //! Each registration is verified like a reply (with ed25519 the signing key must be the node's
 //! own), must name the collective, must not be dated beyond the clock skew allowance, and is
@@ -174,6 +176,25 @@ impl Fleet {
     }
 }
 
+/// A fleet of these registrations, the newest per node, unchecked: as a read that took them
+/// would hold them (for the console's tests, and anyone holding registrations verified
+/// elsewhere).
+impl FromIterator<Registration> for Fleet {
+    fn from_iter<I: IntoIterator<Item = Registration>>(registrations: I) -> Fleet {
+        let mut fleet = Fleet::default();
+        for registration in registrations {
+            if fleet
+                .nodes
+                .get(&registration.identity)
+                .is_none_or(|held| held.registration.time_ms <= registration.time_ms)
+            {
+                fleet.nodes.insert(registration.identity.clone(), RegisteredNode::new(registration));
+            }
+        }
+        fleet
+    }
+}
+
 /// What one read needs to judge a message.
 struct Reader<'a> {
     security: &'a Security,
@@ -184,7 +205,7 @@ struct Reader<'a> {
 }
 
 /// Reads `collective`'s registry on `broker` to its end (see the module's doc). Fails with
-/// [`NoRegistry`] when the broker retains no registrations (STOMP, or no stream declared), the
+/// [`NoRegistry`] when the broker retains no registrations (ActiveMQ, or no stream declared), the
 /// client may not read it, or the read did not reach its end within `settings.timeout`.
 pub async fn read(
     broker: &Broker,

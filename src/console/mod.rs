@@ -2,7 +2,7 @@
 //!
 //! The console sits beside the CLI, above [`crate::client`]: it sends the same requests through
 //! the same client, so its results are accounted exactly as `baton rpc`'s are. Its parts:
-//! `registry` (the nodes, from the registration exchange), `jobs` (requests sent for a user,
+//! `registry` (the nodes, from the broker's registry at start and the registration exchange), `jobs` (requests sent for a user,
 //! with their live results), `store` (SQLite: nodes and job history across restarts), `auth`
 //! (users, sessions, forgery checks) and `server` (axum: the embedded page and its API).
 //!
@@ -213,20 +213,19 @@ pub async fn run(
         metrics: metrics::ConsoleMetrics::new().map_err(|error| ConsoleError::Metrics(error.to_string()))?,
     });
     // Nodes that registered before the console started are listed at once, not when they next
-    // register: the fleet is asked for its inventories while the page is being served.
+    // register: from the registry (or the fleet's inventories) while the page is being served.
     let filling = console.clone();
+    let registry_settings = crate::client::registry::RegistrySettings::of(&config);
     let fill_timeout = Duration::from_secs(config.timeout_secs);
     tokio::spawn(async move {
-        let filled = match filling.jobs.own_client().await {
-            Ok(client) => registry::fill(filling.registry.clone(), client, fill_timeout)
-                .await
-                .map_err(|error| error.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        match filled {
-            Ok(nodes) => info!(nodes, "node list filled from the fleet's inventories"),
+        match filling.jobs.own_client().await {
+            Ok(client) => {
+                registry::fill(filling.registry.clone(), client, registry_settings, fill_timeout).await;
+            }
             Err(error) => {
-                warn!(%error, "cannot ask the fleet for its inventories; nodes are listed as they register")
+                let error = error.to_string();
+                warn!(%error, "cannot fill the node list at start; nodes are listed as they register");
+                filling.registry.set_filling(registry::Filling::Registrations { error });
             }
         }
     });

@@ -1,9 +1,13 @@
 //! The live node registry: every node's latest inventory, from the registration exchange.
 //!
-//! Nodes publish a signed [`Registration`] at start and every registration interval. The
-//! console listens on its own queue, verifies each one with the same keys as replies (the
-//! console's [`SharedSecurity`], so keys a SIGHUP reloaded apply from the next message; with
-//! ed25519 the signing key must be the node's own), keeps the newest per node, and
+//! Nodes publish a signed [`Registration`] at start and every registration interval. At start
+//! the console reads the broker's registry once ([`fill`], through `client::registry`): every
+//! node that registered within the registry's window is listed at once, as of when it
+//! registered. Where there is no registry to read (STOMP to ActiveMQ, no stream declared) it
+//! asks the fleet for its inventories instead. [`Filling`] says which, for the log and the API.
+//! From then on the console listens on its own queue, verifies each one with the same keys as
+//! replies (the console's [`SharedSecurity`], so keys a SIGHUP reloaded apply from the next
+//! message; with ed25519 the signing key must be the node's own), keeps the newest per node, and
 //! writes it to the [`Store`], so the list is there again after a restart. A node not heard
 //! from for [`QUIET_INTERVALS`] registration intervals is shown as quiet, not forgotten.
 //! After a restart, a node known only from the store is "unknown" (and still sent jobs) until
@@ -23,11 +27,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::store::{Store, StoredNode};
 use crate::broker::{Broker, BrokerError};
-use crate::client::registry::RegisteredNode;
+use crate::client::registry::{Fleet, RegisteredNode, RegistrySettings};
 use crate::client::{Client, ClientError, Event, NodeReply, RequestSpec, Targets};
 use crate::protocol::filter::Filter;
 use crate::protocol::{Registration, now_ms};
@@ -89,6 +93,21 @@ pub struct NodeSummary {
     pub state: &'static str,
 }
 
+/// Where the node list was filled from at start (`filled_from` in `/api/nodes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Filling {
+    /// Still reading the registry (the nodes listed are the store's and live registrations).
+    Starting,
+    /// The broker's registry, read once: `nodes` registered within its window.
+    Registry { nodes: usize, read_ms: u64 },
+    /// There was no registry to read (`no_registry` says why), so the fleet was asked for its
+    /// inventories; `nodes` answered (none yet while the console waits for answers).
+    Inventories { no_registry: String, nodes: Option<usize> },
+    /// Neither worked (`error`): nodes are listed as they register.
+    Registrations { error: String },
+}
+
 /// Every node the console has heard of.
 pub struct Registry {
     collective: String,
@@ -100,6 +119,7 @@ pub struct Registry {
     /// When the console started (ms since the epoch).
     started_ms: u64,
     rejected: AtomicU64,
+    filling: RwLock<Filling>,
 }
 
 impl Registry {
@@ -126,6 +146,7 @@ impl Registry {
             clock_skew,
             started_ms,
             rejected: AtomicU64::new(0),
+            filling: RwLock::new(Filling::Starting),
         })
     }
 
@@ -140,33 +161,24 @@ impl Registry {
     ) -> Result<(), Rejection> {
         let key = registration.key_id().to_owned();
         let registration = registration.into_inner();
-        let identity = registration.identity.clone();
-        if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN || identity.chars().any(char::is_control)
-        {
-            return Err(Rejection::BadIdentity(identity));
+        if proves_sender && key != registration.identity {
+            return Err(Rejection::WrongKey { identity: registration.identity, key });
         }
-        if proves_sender && key != identity {
-            return Err(Rejection::WrongKey { identity, key });
-        }
-        self.take(registration, now_ms)
+        self.take(registration, now_ms, now_ms)
     }
 
-    /// Takes a node's answer to the console's own `rpcutil inventory` (sent at start, see
-    /// [`fill`]) as if the node had just registered. The client verified the reply, and with
-    /// `ed25519` it only accepts replies signed by the key of the node they name.
+    /// Takes a node's answer to the console's own `rpcutil inventory` (sent at start when there
+    /// is no registry, see [`fill`]) as if the node had just registered. The client verified
+    /// the reply, and with `ed25519` it only accepts replies signed by the key of the node they
+    /// name.
     pub fn accept_inventory(&self, reply: &NodeReply, now_ms: u64) -> Result<(), Rejection> {
-        let identity = reply.node.clone();
-        if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN || identity.chars().any(char::is_control)
-        {
-            return Err(Rejection::BadIdentity(identity));
-        }
         let strings = |key: &str| -> Vec<String> {
             reply.data[key].as_array().map_or_else(Vec::new, |values| {
                 values.iter().filter_map(|value| value.as_str().map(str::to_owned)).collect()
             })
         };
         let registration = Registration {
-            identity,
+            identity: reply.node.clone(),
             collectives: strings("collectives"),
             facts: reply.data["facts"].as_object().cloned().unwrap_or_default(),
             classes: strings("classes"),
@@ -174,13 +186,50 @@ impl Registry {
             version: reply.data["version"].as_str().unwrap_or_default().to_owned(),
             time_ms: now_ms,
         };
-        self.take(registration, now_ms)
+        self.take(registration, now_ms, now_ms)
     }
 
-    /// Keeps a registration whose sender is known, unless it is for another collective, from
-    /// the future, too old, or older than the one held.
-    fn take(&self, registration: Registration, now_ms: u64) -> Result<(), Rejection> {
+    /// Takes the fleet read from the broker's registry at start (see [`fill`]), every node as
+    /// last heard from when it registered, not when the console read it: a node that stopped
+    /// since shows its age, and goes quiet like one the console heard from itself. `client::registry`
+    /// verified each registration (with `ed25519`, signed by the node's own key). The nodes are
+    /// all listed before any is written to the store, in one transaction. Returns how many
+    /// were taken (a node whose live registration came in meanwhile keeps that one).
+    pub fn accept_fleet(&self, fleet: &Fleet, now_ms: u64) -> usize {
+        let mut taken = Vec::with_capacity(fleet.len());
+        for node in fleet.nodes() {
+            let registration = node.registration.clone();
+            let heard_ms = registration.time_ms.min(now_ms);
+            match self.admit(registration, heard_ms, now_ms) {
+                Ok(stored) => taken.push(stored),
+                Err(Rejection::Stale(node)) => debug!(%node, "registry entry ignored: a newer one is held"),
+                Err(rejection) => debug!(%rejection, "registry entry not taken"),
+            }
+        }
+        if let Err(error) = self.store.save_nodes(&taken) {
+            warn!(nodes = taken.len(), %error, "cannot record the registry's nodes");
+        }
+        taken.len()
+    }
+
+    /// Keeps a registration whose sender is known, heard from at `heard_ms`, and records it.
+    fn take(&self, registration: Registration, heard_ms: u64, now_ms: u64) -> Result<(), Rejection> {
+        let stored = self.admit(registration, heard_ms, now_ms)?;
+        if let Err(error) = self.store.save_node(&stored) {
+            warn!(node = %stored.registration.identity, %error, "cannot record the registration");
+        }
+        Ok(())
+    }
+
+    /// Lists a registration heard from at `heard_ms`, unless its identity is unusable, it is
+    /// for another collective, from the future, too old, or older than the one held (of two
+    /// copies of one registration, the one heard from last).
+    fn admit(&self, registration: Registration, heard_ms: u64, now_ms: u64) -> Result<StoredNode, Rejection> {
         let identity = registration.identity.clone();
+        if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN || identity.chars().any(char::is_control)
+        {
+            return Err(Rejection::BadIdentity(identity));
+        }
         if !registration.collectives.contains(&self.collective) {
             return Err(Rejection::OtherCollective { identity, collective: self.collective.clone() });
         }
@@ -192,24 +241,27 @@ impl Registry {
         if age_ms > millis(self.quiet_after).saturating_add(skew_ms) {
             return Err(Rejection::TooOld { identity, age_ms });
         }
-        let stored = StoredNode { registration, last_seen_ms: now_ms };
-        {
-            let mut nodes = self.write();
-            if nodes
-                .get(&identity)
-                .is_some_and(|held| held.node.registration.time_ms > stored.registration.time_ms)
-            {
+        let stored = StoredNode { registration, last_seen_ms: heard_ms };
+        let mut nodes = self.write();
+        if let Some(held) = nodes.get(&identity) {
+            let (held_ms, new_ms) = (held.node.registration.time_ms, stored.registration.time_ms);
+            if held_ms > new_ms || (held_ms == new_ms && held.last_seen_ms >= heard_ms) {
                 return Err(Rejection::Stale(identity));
             }
-            nodes.insert(identity.clone(), Known::new(stored.clone()));
         }
-        if let Err(error) = self.store.save_node(&stored) {
-            warn!(node = %identity, %error, "cannot record the registration");
-        }
-        Ok(())
+        nodes.insert(identity, Known::new(stored.clone()));
+        Ok(stored)
     }
 
-    /// Registrations dropped so far: bad signature, wrong key, malformed.
+    /// Where the node list was filled from at start.
+    pub fn filling(&self) -> Filling {
+        self.filling.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub(super) fn set_filling(&self, filling: Filling) {
+        *self.filling.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = filling;
+    }
+
     /// How many nodes the registry knows, quiet ones included.
     pub fn len(&self) -> usize {
         self.read().len()
@@ -219,6 +271,7 @@ impl Registry {
         self.read().is_empty()
     }
 
+    /// Registrations dropped so far: bad signature, wrong key, malformed.
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
     }
@@ -328,12 +381,59 @@ pub async fn follow(
     }
 }
 
-/// Asks every node of the collective for its inventory once, at start, and takes each answer
-/// as it arrives ([`Registry::accept_inventory`]): a console started after the nodes lists
-/// them at once, instead of when they next register (up to one registration interval later).
-/// Waits the whole `timeout` (nothing is in a hurry at start, and a large fleet's replies
-/// spread out). Returns how many nodes answered and were taken.
+/// Fills the node list at start, so that a console started after the nodes lists them at
+/// once instead of when they next register (up to one registration interval later): from the
+/// broker's registry, read once with `client::registry` (nothing is asked of the nodes, and
+/// one that stopped answering is listed with its age), or, where there is no registry to read,
+/// from the fleet's answers to `rpcutil inventory` ([`ask_inventories`]). Says which in the
+/// log and in [`Registry::filling`].
 pub async fn fill(
+    registry: Arc<Registry>,
+    client: Arc<Client>,
+    settings: RegistrySettings,
+    timeout: Duration,
+) {
+    let no_registry = match client.registry(&settings).await {
+        Ok(fleet) => {
+            let read_ms = u64::try_from(fleet.elapsed.as_millis()).unwrap_or(u64::MAX);
+            let rejected = fleet.rejected;
+            let taking = registry.clone();
+            let taken = tokio::task::spawn_blocking(move || taking.accept_fleet(&fleet, now_ms())).await;
+            match taken {
+                Ok(nodes) => {
+                    registry.set_filling(Filling::Registry { nodes, read_ms });
+                    info!(nodes, read_ms, rejected, "node list filled from the registry");
+                }
+                Err(error) => {
+                    let error = format!("taking the registry's nodes failed: {error}");
+                    warn!(%error, "nodes are listed as they register");
+                    registry.set_filling(Filling::Registrations { error });
+                }
+            }
+            return;
+        }
+        Err(no_registry) => no_registry.0,
+    };
+    info!(%no_registry, "no registry to read: asking the fleet for its inventories");
+    registry.set_filling(Filling::Inventories { no_registry: no_registry.clone(), nodes: None });
+    match ask_inventories(registry.clone(), client, timeout).await {
+        Ok(nodes) => {
+            registry.set_filling(Filling::Inventories { no_registry, nodes: Some(nodes) });
+            info!(nodes, "node list filled from the fleet's inventories");
+        }
+        Err(error) => {
+            let error = error.to_string();
+            warn!(%error, "cannot ask the fleet for its inventories; nodes are listed as they register");
+            registry.set_filling(Filling::Registrations { error });
+        }
+    }
+}
+
+/// Asks every node of the collective for its inventory once, at start, and takes each answer
+/// as it arrives ([`Registry::accept_inventory`]). Waits the whole `timeout` (nothing is in a
+/// hurry at start, and a large fleet's replies spread out). Returns how many nodes answered
+/// and were taken.
+async fn ask_inventories(
     registry: Arc<Registry>,
     client: Arc<Client>,
     timeout: Duration,
@@ -437,6 +537,49 @@ mod tests {
             .unwrap_or_default(),
             ms: 1.0,
         }
+    }
+
+    #[test]
+    fn the_registry_read_at_start_lists_nodes_as_of_when_they_registered() {
+        let store = Arc::new(Store::in_memory().expect("store"));
+        let registry = registry(store.clone());
+        let now = 100_000;
+        // web01 registered just now; db01 25 s ago (quiet after 30 s); old01 long ago.
+        let mut elsewhere = registration("other01", "web", now);
+        elsewhere.collectives = vec!["other".into()];
+        let fleet: Fleet = [
+            registration("web01", "web", now - 1_000),
+            registration("db01", "db", now - 25_000),
+            registration("old01", "db", now - 95_000),
+            elsewhere,
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(registry.accept_fleet(&fleet, now), 2);
+        let everyone = filter(FilterSpec::default());
+        let nodes = registry.matching(&everyone, now);
+        assert_eq!(identities(&nodes), ["db01", "web01"]);
+        assert_eq!(
+            (nodes[0].last_seen_ms, nodes[0].state),
+            (now - 25_000, "live"),
+            "its age, not the read's"
+        );
+        // Not heard from since: quiet once three intervals have passed since it registered.
+        let later = registry.matching(&everyone, now + 6_000);
+        assert_eq!((later[0].identity.as_str(), later[0].state), ("db01", "quiet"));
+        assert_eq!(registry.targets(&everyone, now + 6_000), ["web01"]);
+        // Recorded like registrations heard live.
+        assert_eq!(store.nodes().expect("nodes").len(), 2);
+
+        // A live registration that came in meanwhile is kept over the registry's copy of it.
+        let security = psk();
+        registry
+            .accept(verified(&security, &registration("web02", "web", now - 2_000)), false, now)
+            .expect("live");
+        let copy: Fleet = [registration("web02", "web", now - 2_000)].into_iter().collect();
+        assert_eq!(registry.accept_fleet(&copy, now), 0);
+        let web02 = registry.matching(&everyone, now).into_iter().find(|node| node.identity == "web02");
+        assert_eq!(web02.map(|node| node.last_seen_ms), Some(now), "heard live at the read's time");
     }
 
     #[test]

@@ -342,6 +342,7 @@ async fn nodes(
         "now_ms": now,
         "quiet_after_secs": console.registration_interval.as_secs() * u64::from(super::registry::QUIET_INTERVALS),
         "rejected_registrations": console.registry.rejected(),
+        "filled_from": console.registry.filling(),
     })))
 }
 

@@ -189,12 +189,29 @@ impl Store {
 
     /// Records a node's registration.
     pub fn save_node(&self, node: &StoredNode) -> Result<(), StoreError> {
-        let registration = serde_json::to_string(&node.registration)?;
-        self.lock().execute(
-            "INSERT INTO nodes (identity, registration, last_seen_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (identity) DO UPDATE SET registration = ?2, last_seen_ms = ?3",
-            params![node.registration.identity, registration, node.last_seen_ms as i64],
-        )?;
+        self.save_nodes(std::slice::from_ref(node))
+    }
+
+    /// Records many nodes' registrations in one transaction (the registry's thousands at
+    /// start would otherwise cost one commit each).
+    pub fn save_nodes(&self, nodes: &[StoredNode]) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        {
+            let mut statement = transaction.prepare_cached(
+                "INSERT INTO nodes (identity, registration, last_seen_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (identity) DO UPDATE SET registration = ?2, last_seen_ms = ?3",
+            )?;
+            for node in nodes {
+                let registration = serde_json::to_string(&node.registration)?;
+                statement.execute(params![
+                    node.registration.identity,
+                    registration,
+                    node.last_seen_ms as i64
+                ])?;
+            }
+        }
+        transaction.commit()?;
         Ok(())
     }
 

@@ -30,7 +30,7 @@ use super::facts::{Classes, FactSource, Facts, NodeInventory};
 use super::pipeline::{NodeSnapshot, Pipeline, PipelineSettings};
 use super::policy::Authorization;
 use super::stats::Stats;
-use super::{MAX_ACTION_TIMEOUT, consume, load_agents, register_periodically};
+use super::{MAX_ACTION_TIMEOUT, announce, consume, load_agents, register_periodically};
 use crate::agents::{ActionContext, AgentRegistry};
 use crate::broker::{Broker, BrokerSettings, ConnectMode};
 use crate::config::{NodeConfig, SchemeKind};
@@ -41,10 +41,6 @@ use crate::config::{NodeConfig, SchemeKind};
 /// (`Channels::flow`): with 1000 channels that was a third of the emulator's CPU, a cost real
 /// nodes, with one connection and a channel or two each, never pay.
 pub const NODES_PER_CONNECTION: usize = 200;
-
-/// Over how long the virtual nodes announce themselves when `registration.interval_secs` is
-/// zero (announce once); otherwise the first announcements are spread over one interval.
-const REGISTRATION_SPREAD: Duration = Duration::from_secs(60);
 
 /// Subscriptions set up at once: enough to keep every connection busy while it declares.
 const SUBSCRIBE_CONCURRENCY: usize = 64;
@@ -62,8 +58,9 @@ pub struct EmulatorSettings {
     pub connections: usize,
     /// Varies the facts and classes; the same seed gives the same fleet.
     pub seed: u64,
-    /// Whether each virtual node publishes its registration (as `registration.interval_secs`
-    /// says, like a real node; the first announcements are spread over one interval).
+    /// Whether each virtual node publishes its registration: once before the emulator is
+    /// ready, as a real node does at start, then every `registration.interval_secs` (spread
+    /// over the interval).
     pub register: bool,
 }
 
@@ -342,21 +339,42 @@ impl Emulator {
         let mut registrations = Vec::new();
         if self.settings.register {
             let interval = Duration::from_secs(self.config.registration.interval_secs);
-            // Real nodes start at different times, so their registrations are spread over the
-            // interval; thousands announced in the same instant would measure a burst no fleet
-            // makes (and leave the allocator holding the peak).
-            let spread = if interval.is_zero() { REGISTRATION_SPREAD } else { interval };
-            let count = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX).max(1);
-            for (number, pipeline) in self.nodes.iter().enumerate() {
-                let first_after = spread / count * u32::try_from(number).unwrap_or(u32::MAX);
-                registrations.push(tokio::spawn(register_periodically(
-                    pipeline.clone(),
-                    brokers[number % brokers.len()].clone(),
-                    collectives.clone(),
-                    interval,
-                    first_after,
-                    stop.subscribe(),
-                )));
+            // Each virtual node announces itself before the emulator says it is ready, as a
+            // real node does at start: a fleet that is ready is in the registry, so a client
+            // that reads it expects every node (announcements spread over an interval left
+            // most of the fleet unknown for minutes, and a broadcast ending at the last expected
+            // reply then missed whoever answered after the grace).
+            let announce_all =
+                futures_util::stream::iter(self.nodes.iter().enumerate().map(|(number, pipeline)| {
+                    let broker = brokers[number % brokers.len()].clone();
+                    let collectives = &collectives;
+                    async move { announce(pipeline, &broker, collectives, interval).await }
+                }))
+                .buffer_unordered(SUBSCRIBE_CONCURRENCY)
+                .collect::<Vec<()>>();
+            tokio::select! {
+                _ = announce_all => {}
+                () = &mut shutdown => return Ok(()),
+            }
+            info!(nodes = self.nodes.len(), "every virtual node registered");
+            // Real nodes start at different times, so their later registrations are spread
+            // over the interval; thousands announced in the same instant would measure a burst
+            // no fleet makes (and leave the allocator holding the peak). Each node's next one
+            // is at most one interval after its first, so none ages out of the registry's
+            // window (an interval plus slack). An interval of zero: announce once, done above.
+            if !interval.is_zero() {
+                let count = u32::try_from(self.nodes.len()).unwrap_or(u32::MAX).max(1);
+                for (number, pipeline) in self.nodes.iter().enumerate() {
+                    let position = u32::try_from(number + 1).unwrap_or(u32::MAX);
+                    registrations.push(tokio::spawn(register_periodically(
+                        pipeline.clone(),
+                        brokers[number % brokers.len()].clone(),
+                        collectives.clone(),
+                        interval,
+                        interval / count * position,
+                        stop.subscribe(),
+                    )));
+                }
             }
         }
         let summary = EmulatorReady {
@@ -406,7 +424,8 @@ pub struct EmulatorReady {
     pub collectives: Vec<String>,
     pub first: String,
     pub last: String,
-    /// From the start of `run` to every subscription being up.
+    /// From the start of `run` to every subscription being up and every virtual node
+    /// registered once (when they register).
     pub setup: Duration,
 }
 

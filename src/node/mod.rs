@@ -512,26 +512,32 @@ async fn register_periodically(
             None => {}
         }
         announced = true;
-        let snapshot = pipeline.snapshot();
-        let registration = Registration {
+        announce(&pipeline, &broker, &collectives, interval).await;
+    }
+}
+
+/// Publishes the node's inventory once to every collective's registration exchange (and so to
+/// the registry, where the broker keeps one), each publish confirmed or its failure logged.
+async fn announce(pipeline: &Pipeline, broker: &Broker, collectives: &[String], interval: Duration) {
+    let snapshot = pipeline.snapshot();
+    let registration = Registration {
+        identity: pipeline.identity().to_string(),
+        collectives: collectives.to_vec(),
+        facts: (*snapshot.context.facts).clone(),
+        classes: snapshot.context.classes.to_vec(),
+        agents: snapshot.registry.names(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        time_ms: now_ms(),
+    };
+    let bytes = pipeline.security().seal_registration(&registration);
+    for collective in collectives {
+        let destination = Destination::Registration {
+            collective: collective.clone(),
             identity: pipeline.identity().to_string(),
-            collectives: collectives.clone(),
-            facts: (*snapshot.context.facts).clone(),
-            classes: snapshot.context.classes.to_vec(),
-            agents: snapshot.registry.names(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            time_ms: now_ms(),
         };
-        let bytes = pipeline.security().seal_registration(&registration);
-        for collective in &collectives {
-            let destination = Destination::Registration {
-                collective: collective.clone(),
-                identity: pipeline.identity().to_string(),
-            };
-            let ttl = if interval.is_zero() { Duration::from_secs(3600) } else { interval * 2 };
-            if let Err(error) = broker.publish(destination, bytes.clone(), ttl).await {
-                warn!(%error, %collective, "cannot publish registration");
-            }
+        let ttl = if interval.is_zero() { Duration::from_secs(3600) } else { interval * 2 };
+        if let Err(error) = broker.publish(destination, bytes.clone(), ttl).await {
+            warn!(%error, %collective, "cannot publish registration");
         }
     }
 }

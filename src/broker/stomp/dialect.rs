@@ -17,6 +17,12 @@
 //! `/queue/<C>.reply.<id>`, so its reply address is the plain queue name AMQP nodes reply to.
 //! RabbitMQ cannot say over STOMP that a message was unroutable, and it closes the connection
 //! after any ERROR.
+//!
+//! The registry (the stream `<C>.registration`) is RabbitMQ's only: its marker is sent to
+//! `/amq/queue/<C>.registration` and the stream consumed from `/amq/queue/<C>.registration`
+//! with `x-stream-offset:timestamp=<seconds>`, as the AMQP transport does. Without the stream,
+//! the marker is dropped silently and the SUBSCRIBE refused (`not_found`), which costs the
+//! connection. ActiveMQ retains no messages for a late reader: no registry there.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,7 +61,7 @@ pub(super) fn send_destination(dialect: StompDialect, destination: &Destination)
         (StompDialect::RabbitMq, Destination::Registration { collective, identity }) => {
             format!("/exchange/{collective}.registration/node.{identity}")
         }
-        // Refused by `Session::publish` before anything is sent; named all the same.
+        // Refused by `Session::publish` before anything is sent (see `retains`); named all the same.
         (StompDialect::ActiveMq, Destination::Registry { collective }) => {
             format!("/queue/{collective}.registration")
         }
@@ -185,8 +191,22 @@ pub(super) fn subscribe_frames(
                 .header("auto-delete", "true")
                 .header("exclusive", "true"),
         ],
-        // Refused by `Session::subscribe` before any frame is made.
-        (_, SubscriptionKind::Registry { .. }) => Vec::new(),
+        // The stream is the operator's (rabbitmq/definitions.json): consumed, never declared. A
+        // stream consumer needs acks and a prefetch, which every subscription here has.
+        (StompDialect::RabbitMq, SubscriptionKind::Registry { collective, since_secs }) => vec![
+            subscribe(format!("/amq/queue/{collective}.registration"))
+                .header("x-stream-offset", format!("timestamp={since_secs}")),
+        ],
+        // Refused by `Session::subscribe` before any frame is made (see `retains`).
+        (StompDialect::ActiveMq, SubscriptionKind::Registry { .. }) => Vec::new(),
+    }
+}
+
+/// Whether the broker can keep a registry (a RabbitMQ stream) for a reader to read later.
+pub(super) fn retains(dialect: StompDialect) -> bool {
+    match dialect {
+        StompDialect::RabbitMq => true,
+        StompDialect::ActiveMq => false,
     }
 }
 
@@ -330,6 +350,21 @@ mod tests {
         let events = || Destination::Events { collective: "dc1".into(), key: "rollout.r1.started".into() };
         check(ActiveMq, events(), "/topic/dc1.events.rollout.r1.started");
         check(RabbitMq, events(), "/exchange/dc1.events/rollout.r1.started");
+    }
+
+    #[test]
+    fn rabbitmq_reads_the_registry_stream_from_a_time_and_activemq_has_none() {
+        let registry = SubscriptionKind::Registry { collective: "dc1".into(), since_secs: 1_700_000_000 };
+        let frames = subscribe_frames(StompDialect::RabbitMq, &registry, Duration::from_secs(60));
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].value("destination"), Some("/amq/queue/dc1.registration"));
+        assert_eq!(frames[0].value("x-stream-offset"), Some("timestamp=1700000000"));
+        assert_eq!(frames[0].value("ack"), Some("client-individual"));
+        assert_eq!(frames[0].value("prefetch-count"), Some("256"));
+        let marker = Destination::Registry { collective: "dc1".into() };
+        check(StompDialect::RabbitMq, marker, "/amq/queue/dc1.registration");
+        assert!(retains(StompDialect::RabbitMq));
+        assert!(!retains(StompDialect::ActiveMq));
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl Transport for Session {
         kind: &SubscriptionKind,
         subscriber: mpsc::Sender<Incoming>,
     ) -> Result<Forwarder, OperationError> {
-        if matches!(kind, SubscriptionKind::Registry { .. }) {
+        if matches!(kind, SubscriptionKind::Registry { .. }) && !dialect::retains(self.settings.dialect) {
             return Err(registry_unsupported());
         }
         let session = &self.connection;
@@ -130,7 +130,9 @@ impl Transport for Session {
     /// [`Delivery::Unknown`]; ActiveMQ's refusal to create a destination is
     /// [`Delivery::Unroutable`] (see [`dialect::classify_error`]).
     async fn publish(&self, message: &Outgoing) -> Result<Delivery, OperationError> {
-        if matches!(message.destination, Destination::Registry { .. }) {
+        if matches!(message.destination, Destination::Registry { .. })
+            && !dialect::retains(self.settings.dialect)
+        {
             // Sent nowhere: on ActiveMQ it would create a queue of junk.
             return Err(registry_unsupported());
         }
@@ -226,11 +228,11 @@ async fn wait_end(mut watcher: watch::Receiver<Option<Ending>>) -> String {
     }
 }
 
-/// The registry is read over AMQP only: ActiveMQ retains nothing, and RabbitMQ's STOMP could
-/// read a stream but is not used for it. Callers fall back to a broadcast's quiet window.
+/// ActiveMQ retains nothing to read a registry from: callers fall back to a broadcast's quiet
+/// window. (RabbitMQ's STOMP reads the same stream as AMQP, see [`dialect`].)
 fn registry_unsupported() -> OperationError {
     OperationError::Fatal(BrokerError::Unsupported {
         operation: "the registry stream".to_string(),
-        transport: "STOMP",
+        transport: "STOMP to ActiveMQ",
     })
 }
