@@ -1,36 +1,47 @@
 #!/usr/bin/env bash
 # integration/cluster-storm.sh [COUNT]: COUNT (default 1000) virtual nodes of baton-emulator on
-# the three-member cluster of `bin/broker start rabbitmq-cluster`, all on member 1; member 1 is
-# stopped, and a client on member 3 pings every node until all answer again. Prints how many
-# answered each second and the outage (first incomplete ping to the first complete one after
-# it). A measurement for docs/PERFORMANCE.md, not a test: no bound is asserted. Member 1 is
-# started again at the end. Uses the binaries of target/debug (cargo build --bins first).
+# the three-member cluster of `bin/broker start rabbitmq-cluster`, all on member 1 (or, with
+# STORM_SPREAD=3, in three emulators, one starting on each member); member 1 is stopped, and a
+# client on member 3 sends `rpcutil ping` to every node by name, again and again, until all
+# answer again. Prints each round's accounting (replied, no response, unaccounted: targeted
+# nodes in neither list, which must be 0) and the outage (first incomplete round to the first
+# complete one after it). A measurement for docs/PERFORMANCE.md, not a test: no bound is
+# asserted. Member 1 is started again at the end. Uses the binaries of target/debug (cargo build
+# --bins first), or of BATON_BIN_DIR. STORM_CONNECTIONS (default 10) connections per emulator,
+# STORM_LIMIT_SECS (default 300) how long to wait for recovery.
 set -euo pipefail
 count="${1:-1000}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${BATON_BIN_DIR:-$root/target/debug}"
 eval "$("$root/bin/broker" env rabbitmq-cluster)"
+spread="${STORM_SPREAD:-1}"
+connections="${STORM_CONNECTIONS:-10}"
 work="$(mktemp -d)"
+emulators=()
 cleanup() {
-    [[ -n "${emulator:-}" ]] && kill "$emulator" 2>/dev/null && wait "$emulator" 2>/dev/null
+    for pid in "${emulators[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
     "$root/bin/broker" start-member rabbitmq-cluster 1 >/dev/null 2>&1 || true
-    rm -rf "$work"
+    [[ -n "${STORM_KEEP:-}" ]] && echo "kept: $work" || rm -rf "$work"
 }
 trap cleanup EXIT
 (umask 077 && openssl rand -hex 32 >"$work/psk")
 collective=baton
 urls_toml() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1].split(",")))' "$1"; }
-clients="$(python3 -c 'import sys; u=sys.argv[1].split(","); print(",".join(u[2:]+u[:2]))' "$BATON_CLUSTER_CLIENT_URLS")"
-cat >"$work/emulator.toml" <<TOML
+# rotated URLS K: the comma-separated list URLS starting at its K-th member (0-based).
+rotated() { python3 -c 'import sys; u=sys.argv[1].split(","); k=int(sys.argv[2]); print(",".join(u[k:]+u[:k]))' "$1" "$2"; }
+clients="$(rotated "$BATON_CLUSTER_CLIENT_URLS" 2)"
+for ((k = 0; k < spread; k++)); do
+    cat >"$work/emulator-$k.toml" <<TOML
 identity = "emulator"
 collectives = ["$collective"]
 [broker]
-urls = $(urls_toml "$BATON_CLUSTER_NODE_URLS")
+urls = $(urls_toml "$(rotated "$BATON_CLUSTER_NODE_URLS" "$k")")
 max_backoff_secs = 2
 [security]
 scheme = "psk"
 psk_file = "$work/psk"
 TOML
+done
 cat >"$work/client.toml" <<TOML
 identity = "storm"
 caller = "user=storm"
@@ -43,21 +54,40 @@ urls = $(urls_toml "$clients")
 scheme = "psk"
 psk_file = "$work/psk"
 TOML
-"$bin/baton-emulator" --config "$work/emulator.toml" --count "$count" --seed 7 --connections 10 \
-    >"$work/emulator.out" 2>"$work/emulator.log" &
-emulator=$!
-for _ in $(seq 600); do grep -q '^ready' "$work/emulator.out" && break; sleep 0.5; done
-grep '^ready' "$work/emulator.out" || { tail "$work/emulator.log"; exit 1; }
-# baton exits 3 while some nodes are silent: that is what is being counted, not a failure.
-answered() { { "$bin/baton" ping -c "$work/client.toml" --json 2>/dev/null || true; } | jq '.replies | length'; }
-echo "before the stop: $(answered) of $count answer"
+share=$(((count + spread - 1) / spread))
+for ((k = 0; k < spread; k++)); do
+    first=$((1 + k * share)) n=$((count - k * share < share ? count - k * share : share))
+    "$bin/baton-emulator" --config "$work/emulator-$k.toml" --count "$n" --first "$first" --seed 7 \
+        --connections "$connections" >"$work/emulator-$k.out" 2>"$work/emulator-$k.log" &
+    emulators+=($!)
+done
+for ((k = 0; k < spread; k++)); do
+    for _ in $(seq 3600); do grep -q '^ready' "$work/emulator-$k.out" && break; sleep 0.5; done
+    grep '^ready' "$work/emulator-$k.out" || { tail "$work/emulator-$k.log"; exit 1; }
+done
+seq -f 'emu-%05g' 1 "$count" >"$work/nodes"
+# One round: rpcutil ping to every node by name. Prints "replied no_response unaccounted
+# last_reply_ms". baton exits 3 while some nodes are silent: that is what is being counted.
+round() {
+    { "$bin/baton" rpc rpcutil ping --nodes "$work/nodes" -t "${STORM_TIMEOUT_SECS:-10}" \
+        -c "$work/client.toml" --json 2>/dev/null || true; } |
+        jq -r '[(.replies | length), (.no_response | length),
+                ((.targeted | length) - (.replies | length) - (.no_response | length) - (.skipped | length)),
+                (.stats.last_reply_ms // 0 | floor)] | @tsv'
+}
+for _ in 1 2 3; do
+    read -r replied silent unaccounted last_ms < <(round)
+    echo "before the stop: $replied of $count answer (last reply at $last_ms ms), $silent no response, $unaccounted unaccounted"
+done
 "$root/bin/broker" stop-member rabbitmq-cluster 1 >/dev/null 2>&1 &
 stopper=$!
-start=$(date +%s.%N) first_failure="" 
+start=$(date +%s.%N) first_failure="" total_unaccounted=0 total_silent=0
 while :; do
     sent=$(date +%s.%N)
-    n="$(answered)"
-    printf '%6.1f s  %s answered\n' "$(echo "$sent - $start" | bc)" "$n"
+    read -r n silent unaccounted last_ms < <(round)
+    total_unaccounted=$((total_unaccounted + unaccounted)) total_silent=$((total_silent + silent))
+    printf '%6.1f s  %s answered, %s no response, %s unaccounted (last reply at %s ms)\n' \
+        "$(echo "$sent - $start" | bc)" "$n" "$silent" "$unaccounted" "$last_ms"
     if [[ "$n" != "$count" && -z "$first_failure" ]]; then first_failure=$sent; fi
     if [[ "$n" == "$count" && -n "$first_failure" ]]; then
         echo "outage: $(echo "$(date +%s.%N) - $first_failure" | bc) s"
@@ -73,4 +103,7 @@ while :; do
     fi
 done
 wait "$stopper"
-echo "emulator reconnections: $(grep -c 'reconnected to the broker' "$work/emulator.log" || true)"
+echo "requests over all rounds since the stop: $total_silent no response, $total_unaccounted unaccounted"
+echo "emulator reconnections: $(cat "$work"/emulator-*.log | grep -c 'reconnected to the broker' || true)"
+echo "queues found lost under their consumer: $(cat "$work"/emulator-*.log | grep -c 'lost this queue under its consumer' || true)"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

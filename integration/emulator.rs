@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use baton::node::emulator::{profile, virtual_identity};
 
-use crate::harness::{Fleet, Wire};
+use crate::harness::Fleet;
 
 const COUNT: usize = 50;
 const SEED: u64 = 7;
 
 /// A fleet with no `batond` of its own and one emulator process hosting its nodes.
-struct Emulated {
-    fleet: Fleet,
+pub struct Emulated {
+    pub fleet: Fleet,
     emulator: Child,
 }
 
@@ -34,6 +34,13 @@ fn identities() -> Vec<String> {
     (1..=COUNT).map(|index| virtual_identity("emu-", index)).collect()
 }
 
+impl Emulated {
+    /// The emulator's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.fleet.dir.path().join("emulator.log")).unwrap_or_default()
+    }
+}
+
 /// The virtual nodes whose generated profile satisfies `matches`, sorted.
 fn expected(matches: impl Fn(&serde_json::Map<String, serde_json::Value>, &[String]) -> bool) -> Vec<String> {
     (1..=COUNT)
@@ -45,13 +52,13 @@ fn expected(matches: impl Fn(&serde_json::Map<String, serde_json::Value>, &[Stri
         .collect()
 }
 
-/// Writes the configuration of an emulator serving `fleet`'s collective with its key (over
-/// AMQP), and returns its path.
+/// Writes the configuration of an emulator serving `fleet`'s collective with its key, over
+/// its nodes' AMQP URLs (every member's, in order, on the cluster), and returns its path.
 pub fn emulator_config(fleet: &Fleet) -> std::path::PathBuf {
     let config = format!(
-        "identity = \"emulator\"\ncollectives = [{collective:?}]\n\n[broker]\nurls = [{url:?}]\nnode_queue_expiry_secs = 60\n\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n",
+        "identity = \"emulator\"\ncollectives = [{collective:?}]\n\n[broker]\nurls = {urls:?}\nnode_queue_expiry_secs = 60\nmax_backoff_secs = 2\n\n[security]\nscheme = \"psk\"\npsk_file = {psk:?}\n",
         collective = fleet.collective,
-        url = Wire::amqp().node_url,
+        urls = fleet.wire.node_url.split(',').collect::<Vec<_>>(),
         psk = fleet.dir.path().join("psk"),
     );
     let config_path = fleet.dir.path().join("emulator.toml");
@@ -66,12 +73,19 @@ fn start() -> Emulated {
 
 /// Starts the emulator serving `fleet`'s collective and waits for its "ready" line.
 fn start_for(fleet: Fleet) -> Emulated {
+    start_emulator(fleet, COUNT, 2)
+}
+
+/// Starts `count` virtual nodes (`emu-00001`...) on `connections` connections for `fleet`'s
+/// collective and waits (at most 120 s) for the emulator's "ready" line.
+pub fn start_emulator(fleet: Fleet, count: usize, connections: usize) -> Emulated {
     let config_path = emulator_config(&fleet);
     let log = std::fs::File::create(fleet.dir.path().join("emulator.log")).expect("log file");
     let mut emulator = Command::new(env!("CARGO_BIN_EXE_baton-emulator"))
         .arg("--config")
         .arg(&config_path)
-        .args(["--count", &COUNT.to_string(), "--seed", &SEED.to_string(), "--connections", "2"])
+        .args(["--count", &count.to_string(), "--seed", &SEED.to_string()])
+        .args(["--connections", &connections.to_string()])
         .env_remove("BATON_LOG")
         .stdout(Stdio::piped())
         .stderr(log)
@@ -88,7 +102,7 @@ fn start_for(fleet: Fleet) -> Emulated {
     match ready.recv_timeout(Duration::from_secs(120)) {
         Ok(line) => assert!(
             line.starts_with(&format!(
-                "ready nodes={COUNT} connections=2 first=emu-00001 last=emu-{COUNT:05}"
+                "ready nodes={count} connections={connections} first=emu-00001 last=emu-{count:05}"
             )),
             "unexpected first line from the emulator: {line}"
         ),

@@ -1003,3 +1003,58 @@ impl RawClient {
         })
     }
 }
+
+/// A TCP proxy to the broker that the test can take down: [`SeveringProxy::sever`] closes every
+/// connection through it and refuses new ones, as an unreachable broker would, until
+/// [`SeveringProxy::restore`].
+pub struct SeveringProxy {
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl SeveringProxy {
+    pub fn start(upstream: std::net::SocketAddr) -> SeveringProxy {
+        let (runtime, listener, port) = loopback_listener();
+        let (up, watching) = tokio::sync::watch::channel(true);
+        runtime.spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*watching.borrow() {
+                    continue;
+                }
+                let mut down = watching.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        SeveringProxy { port, up, _runtime: runtime }
+    }
+
+    pub fn sever(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+
+    /// A proxy to the private RabbitMQ's AMQP port.
+    pub fn to_rabbitmq() -> SeveringProxy {
+        let port: u16 = broker().var("BATON_RABBITMQ_AMQP_PORT").parse().expect("port number");
+        SeveringProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// `wire` with its node URLs going through this proxy to the private RabbitMQ's AMQP port
+    /// (the client's still go straight to the broker).
+    pub fn nodes_of(&self, wire: &Wire) -> Wire {
+        let port = broker().var("BATON_RABBITMQ_AMQP_PORT");
+        let mut proxied = wire.clone();
+        proxied.node_url = wire.node_url.replace(&format!(":{port}"), &format!(":{}", self.port));
+        proxied
+    }
+}

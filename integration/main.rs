@@ -14,7 +14,9 @@
 //!   oversized messages, ttl, login and permission errors named, failover, reconnection.
 //! - `cluster`: ten nodes on the three-member RabbitMQ cluster answer again, without a restart,
 //!   after the member they use stops (twice, another member each time), and a batched rollout
-//!   across each loss accounts for every node once and runs nothing twice.
+//!   across each loss accounts for every node once and runs nothing twice; a node whose queue
+//!   the broker lost under its consumer (what a cluster's cleanup of a lost member can do to a
+//!   queue declared again meanwhile) declares it again.
 //! - `collectives`: `rabbitmq/baton-rabbitmq` prepares a vhost with least-privilege users that
 //!   nodes and clients use, and adds a sub-collective to the running broker; a node in it
 //!   starts once it is declared and `-T` reaches exactly its nodes.

@@ -9,21 +9,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::console::ConsoleProcess;
-use crate::harness::{Fleet, NodeSpec, Wire, broker, loopback_listener};
+use crate::harness::{Fleet, NodeSpec, SeveringProxy, Wire};
 
 #[test]
 fn metrics_pass_promtool_count_a_ping_and_health_follows_the_broker() {
-    let direct = Wire::amqp();
-    let port: u16 = broker().var("BATON_RABBITMQ_AMQP_PORT").parse().expect("port number");
-    let proxy = SeveringProxy::start(SocketAddr::from(([127, 0, 0, 1], port)));
-    let mut wire = direct.clone();
-    wire.node_url = direct.node_url.replace(&format!(":{port}"), &format!(":{}", proxy.port));
+    let proxy = SeveringProxy::to_rabbitmq();
     // The client goes straight to the broker: only the node's connection is cut.
-    wire.client_url = direct.client_url.clone();
+    let wire = proxy.nodes_of(&Wire::amqp());
     let listen = free_local_address();
     let spec = NodeSpec::new("metrics01", json!({}), &[])
         .with_config(&format!("[metrics]\nlisten = \"{listen}\"\n"));
@@ -165,44 +159,4 @@ pub(crate) fn http_get(listen: SocketAddr, path: &str) -> (u16, String) {
 pub(crate) fn free_local_address() -> SocketAddr {
     let listener = StdListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address")
-}
-
-/// A TCP proxy to the broker that the test can take down: [`SeveringProxy::sever`] closes every
-/// connection through it and refuses new ones, as an unreachable broker would, until
-/// [`SeveringProxy::restore`].
-struct SeveringProxy {
-    port: u16,
-    up: watch::Sender<bool>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl SeveringProxy {
-    fn start(upstream: SocketAddr) -> SeveringProxy {
-        let (runtime, listener, port) = loopback_listener();
-        let (up, watching) = watch::channel(true);
-        runtime.spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*watching.borrow() {
-                    continue;
-                }
-                let mut down = watching.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = down.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        SeveringProxy { port, up, _runtime: runtime }
-    }
-
-    fn sever(&self) {
-        self.up.send_replace(false);
-    }
-
-    fn restore(&self) {
-        self.up.send_replace(true);
-    }
 }

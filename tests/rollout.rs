@@ -406,4 +406,16 @@ fn a_broadcast_expecting_known_nodes_accounts_for_unknown_and_silent_ones() {
     assert_eq!(outcome.no_response, ["db01"]);
     assert!(outcome.unexpected.is_empty());
     assert_eq!(Exit::for_outcome(&outcome), Exit::NoResponse);
+
+    // Regression (issue 15, cluster-storm.sh): a node reported unreachable whose reply came
+    // after all (the first of two publish attempts reached its queue) was listed both as
+    // replied and as not responding, so replies + no response exceeded the targets.
+    let mut tally = Tally::new(&request, &Targets::Nodes(vec!["db01".into(), "web01".into()]));
+    tally.unreachable("web01");
+    let _ = tally.record(reply("web01"), Duration::from_millis(5));
+    let outcome = tally.finish(started);
+    let replied: Vec<&str> = outcome.replies.iter().map(|reply| reply.node.as_str()).collect();
+    assert_eq!(replied, ["web01"]);
+    assert_eq!(outcome.no_response, ["db01"], "web01 once, as replied");
+    assert!(outcome.unreachable.is_empty(), "{:?}", outcome.unreachable);
 }

@@ -1,9 +1,10 @@
-//! Exponential backoff with jitter for reconnection attempts.
+//! Exponential backoff with jitter, for reconnection attempts and other growing schedules.
 //!
 //! Every transport reconnects with the same schedule: the first delay is about
 //! [`Backoff::INITIAL`], each failure doubles it up to a cap, and every delay is jittered so that
 //! a fleet of nodes that lost the same broker at the same moment does not come back in lockstep.
-//! A successful connection resets the schedule.
+//! A successful connection resets the schedule. The AMQP queue check
+//! (`amqp::queue_check`) uses the same schedule from a later start ([`Backoff::starting_at`]).
 
 use std::time::Duration;
 
@@ -23,9 +24,15 @@ impl Backoff {
 
     /// A schedule that starts at [`Backoff::INITIAL`] and never waits longer than `cap`.
     pub fn new(cap: Duration) -> Backoff {
+        Backoff::starting_at(Backoff::INITIAL, cap)
+    }
+
+    /// A schedule whose first delay is about `initial` (jittered), doubling up to `cap`.
+    /// [`Backoff::reset`] still starts over at [`Backoff::INITIAL`].
+    pub fn starting_at(initial: Duration, cap: Duration) -> Backoff {
         // A cap below the initial delay would make the schedule grow past it; clamp instead.
         let cap = cap.max(Duration::from_millis(1));
-        Backoff { base: Backoff::INITIAL.min(cap), cap }
+        Backoff { base: initial.min(cap), cap }
     }
 
     /// The delay before the next attempt: "equal jitter", i.e. uniformly in `[base/2, base]`,
@@ -70,6 +77,16 @@ mod tests {
         check(30_000, &[100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
         check(1_000, &[100, 200, 400, 800, 1000, 1000]);
         check(50, &[50, 50, 50]);
+    }
+
+    #[test]
+    fn a_later_start_doubles_from_there() {
+        let mut backoff = Backoff::starting_at(Duration::from_secs(5), Duration::from_secs(30));
+        for base_secs in [5, 10, 20, 30, 30] {
+            let delay = backoff.next_delay();
+            let base = Duration::from_secs(base_secs);
+            assert!(delay >= base / 2 && delay <= base, "delay {delay:?} outside [{:?}, {base:?}]", base / 2);
+        }
     }
 
     #[test]

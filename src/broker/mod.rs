@@ -58,6 +58,15 @@ fn claim_queue(collective: &str, identity: &str) -> String {
     format!("{collective}.node.{identity}:claim")
 }
 
+/// Sleeps until `when`, or forever without one: a `select!` branch for an optional deadline
+/// (a reconnection, a retry, a heartbeat, a queue check).
+async fn sleep_until_some(when: Option<tokio::time::Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(when).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Shorthands for the tables of destinations in the transports' tests.
 #[cfg(test)]
 impl Destination {

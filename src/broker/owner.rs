@@ -27,7 +27,7 @@ use super::transport::{Endpoint, ForwardEnd, OpenError, OperationError, Outgoing
 use super::wording::whole_seconds;
 use super::{
     BrokerError, BrokerSettings, Command, ConnectMode, ConnectionStatus, Delivery, Destination, Incoming,
-    SUBSCRIPTION_CAPACITY, Subscription, SubscriptionKind,
+    SUBSCRIPTION_CAPACITY, Subscription, SubscriptionKind, sleep_until_some,
 };
 
 /// Publishes in flight at once; the owner stops taking commands (backpressure) beyond this.
@@ -353,7 +353,10 @@ impl<T: Transport> Owner<T> {
         };
         self.subscriptions.retain(|_, subscription| !subscription.subscriber.is_closed());
         let mut all_done = true;
-        let ids: Vec<u64> = self.subscriptions.keys().copied().collect();
+        let mut ids: Vec<u64> = self.subscriptions.keys().copied().collect();
+        // In the order they were made: a node claims its identity before it consumes its queue,
+        // and after a reconnect it must not consume its queue again before it holds the claim.
+        ids.sort_unstable();
         for id in ids {
             let Some(subscription) = self.subscriptions.get(&id) else {
                 continue;
@@ -371,6 +374,12 @@ impl<T: Transport> Owner<T> {
                 }
                 Err(error) => {
                     all_done = false;
+                    if let SubscriptionKind::Claim { identity, .. } = &kind {
+                        // The subscriptions after the claim wait for it: taking requests beside
+                        // another process with our identity is the round robin it prevents.
+                        identity_unclaimed(identity, &error);
+                        break;
+                    }
                     tracing::error!(subscription = ?kind, %error, "cannot restore a subscription; will retry");
                 }
             }
@@ -497,6 +506,23 @@ impl<T: Transport> Owner<T> {
     }
 }
 
+/// Says why a node that reconnected takes no requests: its identity claim could not be restored.
+fn identity_unclaimed(identity: &str, error: &OperationError) {
+    match error {
+        OperationError::Fatal(BrokerError::IdentityInUse { detail, .. }) => tracing::error!(
+            %identity, %detail,
+            "identity claimed by another connection since this node reconnected: taking no requests \
+             until the claim is ours again (trying every few seconds). If the broker still holds this \
+             node's old connection, that passes within its heart-beat timeout; if it lasts, another \
+             process runs with this identity (a cloned machine, or an old batond): stop it, or give \
+             this node its own `identity` in node.toml and restart it"
+        ),
+        other => tracing::error!(%identity, error = %other,
+            "cannot claim the identity again after reconnecting: taking no requests until it is \
+             claimed; will retry"),
+    }
+}
+
 /// Publishes `body` to `destination`, waiting for a connection until `deadline` and retrying on
 /// the next connection when one drops before the broker answered. A retried message may arrive
 /// twice; nodes drop the duplicate by request id (replay window) and clients by reply identity.
@@ -570,13 +596,6 @@ async fn wait_end(end: &mut Option<SessionEnd>) -> String {
 async fn run_attempt<S>(attempt: &mut Option<Attempt<S>>) -> (usize, Result<S, OpenError>) {
     match attempt {
         Some(attempt) => attempt.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_some(when: Option<Instant>) {
-    match when {
-        Some(when) => tokio::time::sleep_until(when).await,
         None => std::future::pending().await,
     }
 }

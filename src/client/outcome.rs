@@ -177,9 +177,13 @@ impl Tally {
             return Recorded::Ignored;
         }
         let ms = millis(elapsed);
+        // A node reported unreachable can still answer: a publish retried after a reconnect
+        // may have reached its queue the first time, before the queue went with its cluster
+        // member, and found it gone the second. Its reply wins, so it is listed once.
+        let was_unreachable = self.unreachable.remove(&node);
         let targeted = match &mut self.pending {
             None => true,
-            Some(pending) => pending.remove(&node),
+            Some(pending) => pending.remove(&node) || was_unreachable,
         };
         let is_target =
             targeted || self.targeted.as_ref().is_some_and(|nodes| nodes.binary_search(&node).is_ok());

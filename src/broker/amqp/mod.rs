@@ -7,6 +7,7 @@
 //! owner and to `topology`.
 
 mod connect;
+mod queue_check;
 mod topology;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use lapin::Event;
 use tokio::sync::mpsc;
 
 use self::connect::Endpoint;
+use self::queue_check::QueueCheck;
 use self::topology::Route;
 pub(super) use self::topology::Session;
 use crate::broker::transport::{Forwarder, OpenError, OperationError, Outgoing, Transport};
@@ -73,7 +75,12 @@ impl Transport for Session {
             }
         };
         let max_message_bytes = self.settings.max_message_bytes;
-        Ok(Box::pin(topology::forward(channel, consumer, subscriber, max_message_bytes)))
+        // The registry stream is the operator's, read once from start to end: nothing to lose.
+        let check = match kind {
+            SubscriptionKind::Registry { .. } => None,
+            _ => Some(QueueCheck::new(consumer.queue().to_string(), timeout)),
+        };
+        Ok(Box::pin(topology::forward(channel, consumer, subscriber, max_message_bytes, check)))
     }
 
     fn publish_operation(destination: &Destination, _settings: &BrokerSettings) -> String {

@@ -28,10 +28,12 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer, ErrorK
 use tokio::sync::mpsc;
 
 use super::connect::Endpoint;
+use super::queue_check::{Found, QueueCheck};
 use crate::broker::transport::{ForwardEnd, OperationError};
 use crate::broker::wording::whole_seconds;
 use crate::broker::{
     BrokerError, BrokerSettings, Delivery, Destination, Incoming, SubscriptionKind, claim_queue,
+    sleep_until_some,
 };
 
 /// Unacked deliveries per subscription the broker may send ahead of the subscriber.
@@ -396,11 +398,15 @@ const MAX_ACK_BATCH: usize = 64;
 /// subscription has a channel of its own, so that ack covers exactly these), then handed over.
 /// A client taking thousands of replies thus sends a few acks, not one per reply, and does not
 /// wait for each ack to be written before taking the next reply.
+///
+/// With a [`QueueCheck`], the forwarder also checks now and then that its queue still exists,
+/// and ends as interrupted when the broker lost it under the consumer (see `queue_check`).
 pub(super) async fn forward(
     channel: Channel,
     mut consumer: Consumer,
     subscriber: mpsc::Sender<Incoming>,
     max_message_bytes: usize,
+    mut check: Option<QueueCheck>,
 ) -> ForwardEnd {
     // Grows to the largest batch seen: a node's forwarder, which takes one request at a time,
     // keeps room for one delivery, a client's for many.
@@ -413,10 +419,19 @@ pub(super) async fn forward(
             close_quietly(&channel).await;
             return ForwardEnd::Unsubscribed;
         };
+        let check_due = check.as_ref().map(QueueCheck::due);
         let delivery = tokio::select! {
             () = subscriber.closed() => {
                 close_quietly(&channel).await;
                 return ForwardEnd::Unsubscribed;
+            }
+            () = sleep_until_some(check_due) => {
+                if let Some(check) = check.as_mut()
+                    && check.run(&channel).await == Found::Gone
+                {
+                    return ForwardEnd::Interrupted;
+                }
+                continue;
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => delivery,
@@ -537,7 +552,7 @@ async fn close_quietly(channel: &Channel) {
 }
 
 /// The reply code of a channel-level (soft) AMQP error, e.g. 403 or 404.
-fn soft_error_code(error: &lapin::Error) -> Option<u16> {
+pub(super) fn soft_error_code(error: &lapin::Error) -> Option<u16> {
     match error.kind() {
         ErrorKind::ProtocolError(amqp_error) => match amqp_error.kind() {
             AMQPErrorKind::Soft(_) => Some(amqp_error.get_id()),

@@ -28,7 +28,7 @@ use super::dialect::{self, ErrorText};
 use super::frame::{Command, Decoder, Frame, FrameError, Item};
 use crate::broker::transport::{self, OpenError, UrlProblem, tls_target};
 use crate::broker::wording::{self, seconds_text};
-use crate::broker::{BrokerError, BrokerSettings, StompDialect};
+use crate::broker::{BrokerError, BrokerSettings, StompDialect, sleep_until_some};
 
 /// The heart-beat interval we offer and ask for. The broker may ask for slower ones; a broker
 /// silent for twice the agreed interval is taken for dead.
@@ -655,13 +655,6 @@ fn handle(item: Item, shared: &Shared) -> Result<(), (String, Option<ErrorText>)
             Err((format!("the broker sent an ERROR: {}", error.text()), Some(error)))
         }
         other => Err((format!("the broker sent an unexpected {other} frame"), None)),
-    }
-}
-
-async fn sleep_until_some(when: Option<Instant>) {
-    match when {
-        Some(when) => tokio::time::sleep_until(when).await,
-        None => std::future::pending().await,
     }
 }
 
