@@ -534,8 +534,12 @@ fn definitions_travel_from_the_nodes_to_a_client_without_them() {
     assert!(!cache.exists(), "nothing cached before the first call");
 
     // No definitions_dir: the definition comes from a node, so "0.5" goes out as a float.
-    let output = fleet.baton(&["rpc", "loadcheck", "check", "max_load=0.5", "--json"]);
+    let output = fleet.baton(&["rpc", "loadcheck", "check", "max_load=0.5", "--json", "-vv"]);
     assert_eq!(output.code, 0, "{output:?}");
+    // Regression: the definition was asked on a broker connection of its own, then the
+    // request sent on a second one. One command, one connection (each logs its connect).
+    let connections = output.stderr.matches("connected to the broker").count();
+    assert_eq!(connections, 1, "one connection for the fetch and the call: {}", output.stderr);
     let document = output.json();
     assert_eq!(reply(&document, "load01")["data"]["threshold"], json!(0.5), "{document}");
     // Aggregates from the fetched definition.
