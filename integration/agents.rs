@@ -437,6 +437,9 @@ fn agents_and_doc_describe_what_the_nodes_have() {
     assert_eq!(human.code, 0, "{human:?}");
     assert!(human.stdout.contains("Agents on 1 of 1 node(s):"), "{}", human.stdout);
     assert!(human.stdout.contains("Greets people"), "{}", human.stdout);
+    let nobody = fleet.baton(&["agents", "-F", "role=mainframe", "--json"]);
+    assert_eq!(nobody.code, 4, "nothing matched: {nobody:?}");
+    assert_eq!(nobody.json()["action"], "agent_inventory", "{nobody:?}");
 
     // The client has no definition of hello: doc asks a node that has it.
     let doc = fleet.baton(&["doc", "hello"]);
