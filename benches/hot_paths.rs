@@ -1,6 +1,6 @@
 //! criterion benchmarks for the hot paths of a request's round trip: sealing and opening a
-//! request and a reply (PSK and ed25519), filter evaluation on a node, and the client's reply
-//! accounting (verify, route, tally). Run with `cargo bench --bench hot_paths`; the numbers
+//! request and a reply (PSK and ed25519), filter evaluation on a node, counting a request in the
+//! node's metrics, and the client's reply accounting (verify, route, tally). Run with `cargo bench --bench hot_paths`; the numbers
 //! in docs/PERFORMANCE.md come from here.
 
 use std::hint::black_box;
@@ -9,9 +9,11 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Map, Value, json};
 
+use baton::agents::AgentRegistry;
 use baton::client::{Tally, Targets};
 use baton::node::emulator::profile;
 use baton::node::facts::{Classes, Facts, NodeInventory};
+use baton::node::stats::Stats;
 use baton::protocol::filter::{Filter, FilterSpec};
 use baton::protocol::{Reply, Request, StatusCode, new_request_id, now_ms};
 use baton::security::{Ed25519, Psk, Security};
@@ -193,9 +195,38 @@ fn accounting(criterion: &mut Criterion) {
     group.finish();
 }
 
+/// What the node's pipeline does for metrics with every request it answers: count it by agent,
+/// action and status. The series table is the path in use; the label lookup is what it
+/// replaced (the agent and action checked against the registry, then `prometheus` hashing
+/// the three labels under its lock), kept here as the baseline.
+fn request_metrics(criterion: &mut Criterion) {
+    let stats = Stats::default();
+    let registry = AgentRegistry::builtin();
+    let table = stats.actions.series(&registry);
+    let mut group = criterion.benchmark_group("request metrics");
+    group.bench_function("series table/rpcutil ping", |bench| {
+        bench.iter(|| table.of(black_box("rpcutil"), black_box("ping")).answered(StatusCode::Ok))
+    });
+    let requests = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("baseline_requests_total", "The replaced per-request lookup."),
+        &["agent", "action", "status"],
+    )
+    .expect("a valid metric");
+    group.bench_function("label lookup (replaced)/rpcutil ping", |bench| {
+        bench.iter(|| {
+            let (agent, action) = (black_box("rpcutil"), black_box("ping"));
+            let known =
+                registry.agent(agent).is_some_and(|found| found.definition().action(action).is_some());
+            let labels = if known { [agent, action, "0"] } else { ["unknown", "unknown", "0"] };
+            requests.with_label_values(&labels).inc();
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = sealing, filters, accounting
+    targets = sealing, filters, accounting, request_metrics
 }
 criterion_main!(benches);

@@ -437,6 +437,9 @@ fn agents_and_doc_describe_what_the_nodes_have() {
     assert_eq!(human.code, 0, "{human:?}");
     assert!(human.stdout.contains("Agents on 1 of 1 node(s):"), "{}", human.stdout);
     assert!(human.stdout.contains("Greets people"), "{}", human.stdout);
+    let nobody = fleet.baton(&["agents", "-F", "role=mainframe", "--json"]);
+    assert_eq!(nobody.code, 4, "nothing matched: {nobody:?}");
+    assert_eq!(nobody.json()["action"], "agent_inventory", "{nobody:?}");
 
     // The client has no definition of hello: doc asks a node that has it.
     let doc = fleet.baton(&["doc", "hello"]);
@@ -534,8 +537,12 @@ fn definitions_travel_from_the_nodes_to_a_client_without_them() {
     assert!(!cache.exists(), "nothing cached before the first call");
 
     // No definitions_dir: the definition comes from a node, so "0.5" goes out as a float.
-    let output = fleet.baton(&["rpc", "loadcheck", "check", "max_load=0.5", "--json"]);
+    let output = fleet.baton(&["rpc", "loadcheck", "check", "max_load=0.5", "--json", "-vv"]);
     assert_eq!(output.code, 0, "{output:?}");
+    // Regression: the definition was asked on a broker connection of its own, then the
+    // request sent on a second one. One command, one connection (each logs its connect).
+    let connections = output.stderr.matches("connected to the broker").count();
+    assert_eq!(connections, 1, "one connection for the fetch and the call: {}", output.stderr);
     let document = output.json();
     assert_eq!(reply(&document, "load01")["data"]["threshold"], json!(0.5), "{document}");
     // Aggregates from the fetched definition.

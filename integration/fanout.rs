@@ -150,6 +150,9 @@ fn facts_counts_values_across_nodes(wire: Wire) {
     let human = fleet.baton(&["facts", "os.family"]);
     assert!(human.stdout.contains("Report for fact: os.family"), "{human:?}");
     assert!(human.stdout.contains("debian") && human.stdout.contains("found 2 times"), "{human:?}");
+    let nobody = fleet.baton(&["facts", "role", "-F", "role=mainframe"]);
+    assert_eq!(nobody.code, 4, "nothing matched: {nobody:?}");
+    assert!(nobody.stderr.contains("No nodes matched the filter"), "{nobody:?}");
 }
 
 fn inventory_shows_facts_classes_agents_and_stats(wire: Wire) {

@@ -239,6 +239,7 @@ fn max_failures_stops_the_rollout_and_later_batches_never_receive_the_request() 
         "service",
         "restart",
         "service=baton-absent",
+        "--yes",
         "--batch",
         "2",
         "--batch-sleep",
@@ -260,6 +261,7 @@ fn max_failures_stops_the_rollout_and_later_batches_never_receive_the_request() 
         "service",
         "stop",
         "service=baton-absent",
+        "--yes",
         "--batch",
         "6",
         "--batch-sleep",
@@ -517,6 +519,16 @@ fn discover_then_act_and_retry_only_what_failed() {
 /// Runs `baton` inside a real pseudo-terminal with `script` and returns what the terminal
 /// received.
 pub(crate) fn in_terminal(fleet: &Fleet, args: &[&str], no_color: bool) -> (i32, String) {
+    in_terminal_typing(fleet, args, no_color, None)
+}
+
+/// As [`in_terminal`], with `typed` typed at the terminal (`script` passes its stdin on).
+pub(crate) fn in_terminal_typing(
+    fleet: &Fleet,
+    args: &[&str],
+    no_color: bool,
+    typed: Option<&str>,
+) -> (i32, String) {
     let config = fleet.client_config("");
     let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_baton").to_string())
         .chain(["--config".to_string(), config.display().to_string()])
@@ -533,8 +545,59 @@ pub(crate) fn in_terminal(fleet: &Fleet, args: &[&str], no_color: bool) -> (i32,
     } else {
         command.env_remove("NO_COLOR");
     }
-    let output = command.stdin(Stdio::null()).output().expect("run script (util-linux)");
+    command.stdin(if typed.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped());
+    let mut child = command.spawn().expect("run script (util-linux)");
+    if let Some(text) = typed {
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("type at the terminal");
+    }
+    let output = child.wait_with_output().expect("script's output");
     (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `baton rpc` of an action not declared read-only, on more than `confirm_above` nodes (10 by
+/// default), asks first at a terminal; without one it refuses unless given `--yes`. What was
+/// sent is read from the nodes' audit logs.
+#[test]
+fn a_change_to_many_nodes_is_confirmed_first() {
+    let fleet = twelve_nodes();
+    let change = ["rpc", "service", "restart", "service=baton-absent", "--no-progress"];
+
+    // A pipe (CI) and no --yes: exit 2, nothing sent, and the message says what to add.
+    let refused = fleet.baton(&change);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("would run on 12 nodes"), "{refused:?}");
+    assert!(refused.stderr.contains("add --yes"), "{refused:?}");
+    let json = fleet.baton(&[&change[..], &["--json"]].concat());
+    assert_eq!(json.code, 2, "{json:?}");
+    assert_eq!(json.json()["exit_code"], 2, "{json:?}");
+    assert!(nodes_that_saw(&fleet, "service", "restart").is_empty(), "nothing was sent");
+
+    // Read-only actions never ask; nor does a change to at most confirm_above nodes.
+    let status = fleet.baton(&["rpc", "service", "status", "service=baton-absent", "--no-progress"]);
+    assert_eq!(status.code, 1, "sent to all 12 without asking: {status:?}");
+    assert_eq!(nodes_that_saw(&fleet, "service", "status").len(), 12);
+    let few = fleet.baton(&[&change[..], &["--limit", "10"]].concat());
+    assert_eq!(few.code, 1, "10 nodes are not more than confirm_above: {few:?}");
+    assert_eq!(nodes_that_saw(&fleet, "service", "restart").len(), 10);
+
+    // At a terminal: the question names the action and the count; anything but yes sends
+    // nothing.
+    let (code, terminal) =
+        in_terminal_typing(&fleet, &["rpc", "service", "stop", "service=baton-absent"], true, Some("n\n"));
+    assert_eq!(code, 2, "{terminal}");
+    assert!(terminal.contains("Run service stop on 12 nodes? [y/N]"), "{terminal:?}");
+    assert!(terminal.contains("not confirmed; nothing was sent"), "{terminal:?}");
+    assert!(nodes_that_saw(&fleet, "service", "stop").is_empty(), "declined, nothing sent");
+    let (code, terminal) =
+        in_terminal_typing(&fleet, &["rpc", "service", "stop", "service=baton-absent"], true, Some("y\n"));
+    assert_eq!(code, 1, "sent, and every node answers that the service is absent: {terminal}");
+    assert!(terminal.contains("Run service stop on 12 nodes? [y/N]"), "{terminal:?}");
+    assert_eq!(nodes_that_saw(&fleet, "service", "stop").len(), 12);
+
+    // --yes answers for the person, at a terminal or not.
+    let yes = fleet.baton(&["rpc", "service", "start", "service=baton-absent", "--yes", "--no-progress"]);
+    assert_eq!(yes.code, 1, "{yes:?}");
+    assert_eq!(nodes_that_saw(&fleet, "service", "start").len(), 12);
 }
 
 #[test]

@@ -507,6 +507,7 @@ fn client_defaults_and_search_order() {
     assert_eq!(config.timeout_secs, 10);
     assert_eq!(config.discovery_timeout_secs, 2);
     assert_eq!(config.ttl_secs, 60);
+    assert_eq!(config.confirm_above, 10);
     assert_eq!(config.broker.urls, ["amqp://client:secret@mq1/baton"]);
 
     // Without XDG_CONFIG_HOME, ~/.config is used.
@@ -527,7 +528,7 @@ fn client_every_key_and_errors() {
         format!(
             "identity = \"ci@builder\"\ncaller = \"cert=ci\"\ncollective = \"dc1\"\n\
              timeout_secs = 30\ndiscovery_timeout_secs = 5\nttl_secs = 120\nrequest_records_days = 3\n\
-             registry_window_secs = 70\nregistry_grace_ms = 250\n{CLIENT_MINIMAL}"
+             confirm_above = 50\nregistry_window_secs = 70\nregistry_grace_ms = 250\n{CLIENT_MINIMAL}"
         ),
     )
     .expect("writable");
@@ -542,6 +543,7 @@ fn client_every_key_and_errors() {
     assert_eq!(config.discovery_timeout_secs, 5);
     assert_eq!(config.ttl_secs, 90);
     assert_eq!(config.request_records_days, 3);
+    assert_eq!(config.confirm_above, 50);
     assert_eq!(config.registry_window_secs, 70);
     assert_eq!(config.registry_grace_ms, 250);
     let settings = config.broker_settings(None, "baton ci".to_owned());
@@ -555,7 +557,7 @@ fn client_every_key_and_errors() {
     assert_eq!(
         error.to_string(),
         format!(
-            r#"unknown key "colective" in {} (known keys: identity, caller, collective, broker, tls, security, timeout_secs, discovery_timeout_secs, ttl_secs, registry_window_secs, registry_grace_ms, definitions_dir, request_records_days)"#,
+            r#"unknown key "colective" in {} (known keys: identity, caller, collective, broker, tls, security, timeout_secs, discovery_timeout_secs, ttl_secs, registry_window_secs, registry_grace_ms, definitions_dir, request_records_days, confirm_above)"#,
             path.display()
         )
     );

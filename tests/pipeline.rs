@@ -148,6 +148,44 @@ fn each_step_answers_and_counts() {
     check(broken_filter, Some(StatusCode::InvalidData), "invalid_input");
 }
 
+/// `baton_requests_total` as `/metrics` shows it: a series for each agent, action and status
+/// that counted something (none made in advance), and any agent or action the node does not
+/// have folded into "unknown". The series are resolved once per load of the agents, not per
+/// request; this is the output that must not change with that.
+#[test]
+fn requests_are_counted_by_known_agent_action_and_status() {
+    let node = node();
+    let send = |request: Request| answer(&node, &security(KEY).seal_request(&request));
+    for _ in 0..2 {
+        send(request("rpcutil", "ping", json!({})));
+    }
+    send(request("rpcutil", "get_fact", json!({})));
+    send(request("nosuch", "ping", json!({})));
+    send(request("rpcutil", "reboot", json!({})));
+    send(request("rpcutil", "reboot", json!({})));
+
+    let families = node.stats.registry().gather();
+    let text = prometheus::TextEncoder::new().encode_to_string(&families).expect("encodes");
+    let requests: Vec<&str> = text.lines().filter(|line| line.starts_with("baton_requests_total{")).collect();
+    assert_eq!(
+        requests,
+        [
+            r#"baton_requests_total{action="get_fact",agent="rpcutil",status="3"} 1"#,
+            r#"baton_requests_total{action="ping",agent="rpcutil",status="0"} 2"#,
+            r#"baton_requests_total{action="unknown",agent="rpcutil",status="2"} 2"#,
+            r#"baton_requests_total{action="unknown",agent="unknown",status="2"} 1"#,
+        ],
+        "{text}"
+    );
+    let durations: Vec<&str> =
+        text.lines().filter(|line| line.starts_with("baton_action_duration_seconds_count{")).collect();
+    assert_eq!(
+        durations,
+        [r#"baton_action_duration_seconds_count{action="ping",agent="rpcutil"} 2"#],
+        "only actions that ran have durations: {text}"
+    );
+}
+
 #[test]
 fn get_fact_answers_the_value() {
     let node = node();

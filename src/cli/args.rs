@@ -71,6 +71,10 @@ pub enum Command {
         /// request id and exit at once; collect them later with `baton replies NAME`.
         #[arg(long, value_name = "NAME", help_heading = "Rollout")]
         reply_to: Option<String>,
+        /// Run without asking: the action is not declared read-only and goes to more than
+        /// confirm_above nodes (client.toml, default 10). Needed where stdin is not a terminal.
+        #[arg(short = 'y', long)]
+        yes: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -271,6 +275,9 @@ pub enum RolloutCommand {
     Resume {
         /// The rollout's id, as printed when it started.
         id: String,
+        /// Run without asking, as `baton rpc --yes`.
+        #[arg(short = 'y', long)]
+        yes: bool,
         #[command(flatten)]
         output: OutputArgs,
     },

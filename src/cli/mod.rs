@@ -9,6 +9,7 @@
 
 pub mod args;
 mod cmd;
+mod confirm;
 #[cfg(feature = "console")]
 mod console;
 pub mod exit;
@@ -46,7 +47,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
         Command::Discover { filter, discovery, output } => {
             cmd::discover::run(cli, filter, discovery, output).await
         }
-        Command::Rpc { agent, action, inputs, filter, discovery, rollout, reply_to, output } => {
+        Command::Rpc { agent, action, inputs, filter, discovery, rollout, reply_to, yes, output } => {
             let args = RpcArgs {
                 agent,
                 action,
@@ -55,6 +56,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
                 discovery,
                 rollout,
                 reply_to: reply_to.as_deref(),
+                yes: *yes,
                 output,
             };
             RpcPlan::new(cli, &args).await?.run(cli.verbose).await
@@ -62,8 +64,8 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
         Command::Rollout { command: RolloutCommand::Status { id, output } } => {
             cmd::rollout::status(id, output)
         }
-        Command::Rollout { command: RolloutCommand::Resume { id, output } } => {
-            cmd::rollout::resume(cli, id, output).await
+        Command::Rollout { command: RolloutCommand::Resume { id, yes, output } } => {
+            cmd::rollout::resume(cli, id, *yes, output).await
         }
         Command::Replies { name, request, wait, collective, output } => {
             let args =

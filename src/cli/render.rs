@@ -16,12 +16,11 @@ use super::args::{Display, OutputArgs};
 use super::exit::{Exit, Failure};
 use super::report::{
     BatchFinishedLine, BatchStartedLine, CallSummary, CheckResultLine, CollectionReport, CollectionStats,
-    CollectionSummary, DetachedReport, DiscoverReport, DiscoverStats, DiscoverSummary, ErrorReport,
-    FactReport, InterruptedReport, InterruptedStats, InventoryReport, NoResponseLine, NodeLine,
-    NothingMatchedLine, NothingMatchedReport, NothingMatchedStats, PingReport, PingTime,
-    RequestNoResponseLine, RolloutReport, RolloutStatusReport, RolloutSummary, Selection, SentLine,
-    StartedLine, StoppedLine, StoppedReport, line, nodes_by_state, print_as, print_document, print_line,
-    print_text_line, stop_reason,
+    CollectionSummary, DetachedReport, DiscoverReport, DiscoverStats, ErrorReport, FactReport,
+    InterruptedReport, InterruptedStats, InventoryReport, NoResponseLine, NodeLine, NothingMatchedLine,
+    NothingMatchedReport, NothingMatchedStats, PingReport, PingTime, RequestNoResponseLine, RolloutReport,
+    RolloutStatusReport, RolloutSummary, Selection, SentLine, StartedLine, StoppedLine, StoppedReport, line,
+    nodes_by_state, print_as, print_document, print_line, print_text_line, stop_reason,
 };
 use super::targets::NothingFound;
 use crate::client::detached::{Collection, DetachedRequest};
@@ -345,7 +344,11 @@ impl Renderer {
     }
 
     pub fn discovered(&mut self, discovered: &Discovered, nothing: &NothingFound) {
-        let discovery_ms = discovered.elapsed.as_secs_f64() * 1000.0;
+        let stats = DiscoverStats {
+            discovered: discovered.nodes.len(),
+            no_response: discovered.no_response.len(),
+            discovery_ms: round2(discovered.elapsed.as_secs_f64() * 1000.0),
+        };
         if self.output.jsonl {
             for node in &discovered.nodes {
                 print_line(&line("node", NodeLine { node }));
@@ -353,20 +356,10 @@ impl Renderer {
             for node in &discovered.no_response {
                 print_line(&line("no_response", NodeLine { node }));
             }
-            let summary = DiscoverSummary {
-                discovered: discovered.nodes.len(),
-                no_response: discovered.no_response.len(),
-                discovery_ms: round2(discovery_ms),
-            };
-            print_line(&line("summary", summary));
+            print_line(&line("summary", stats));
             return;
         }
         if self.output.json {
-            let stats = DiscoverStats {
-                discovered: discovered.nodes.len(),
-                no_response: discovered.no_response.len(),
-                discovery_ms: round2(discovery_ms),
-            };
             print_document(&DiscoverReport {
                 nodes: &discovered.nodes,
                 no_response: &discovered.no_response,
@@ -383,7 +376,7 @@ impl Renderer {
             eprintln!("{} ({})", nothing.message, nothing.next_step);
         }
         if self.verbose > 0 {
-            eprintln!("\nDiscovered {} nodes in {discovery_ms:.2} ms", discovered.nodes.len());
+            eprintln!("\nDiscovered {} nodes in {:.2} ms", discovered.nodes.len(), stats.discovery_ms);
         }
     }
 

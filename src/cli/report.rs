@@ -62,16 +62,10 @@ pub struct DiscoverReport<'a> {
     pub stats: DiscoverStats,
 }
 
-#[derive(Debug, Serialize)]
+/// How a discovery went: the `stats` of `baton discover --json`, and the fields of its last
+/// `--jsonl` line (`{"type": "summary", ...}`).
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct DiscoverStats {
-    pub discovered: usize,
-    pub no_response: usize,
-    pub discovery_ms: f64,
-}
-
-/// The last `baton discover --jsonl` line.
-#[derive(Debug, Serialize)]
-pub struct DiscoverSummary {
     pub discovered: usize,
     pub no_response: usize,
     pub discovery_ms: f64,

@@ -73,6 +73,13 @@ impl PreparedRequest {
         self.definition.as_ref().map(|action| action.display)
     }
 
+    /// Whether the action is declared read-only. The one rule of the CLI's and the console's
+    /// confirmations: an action without a definition, or whose definition does not say
+    /// `read_only`, may change things.
+    pub fn read_only(&self) -> bool {
+        self.definition.as_ref().is_some_and(|action| action.read_only)
+    }
+
     /// The aggregates the definition declares, computed over the replies that succeeded;
     /// empty without a definition.
     pub fn aggregates(&self, outcome: &CallOutcome) -> Map<String, Value> {

@@ -61,6 +61,10 @@ pub struct ClientConfig {
     /// node it expects has been collected.
     #[serde(default = "default_request_records_days")]
     pub request_records_days: u64,
+    /// `baton rpc` of an action not declared read-only asks for confirmation when it would
+    /// reach more than this many nodes (`--yes` answers for it; docs/CLI.md).
+    #[serde(default = "default_confirm_above")]
+    pub confirm_above: usize,
     #[serde(skip)]
     provenance: Provenance,
 }
@@ -77,6 +81,7 @@ const TOP_LEVEL: TopLevelKeys = TopLevelKeys {
         "registry_grace_ms",
         "definitions_dir",
         "request_records_days",
+        "confirm_above",
     ],
     tables: &["broker", "tls", "security"],
 };
@@ -91,6 +96,10 @@ fn default_discovery_timeout_secs() -> u64 {
 
 fn default_request_records_days() -> u64 {
     7
+}
+
+fn default_confirm_above() -> usize {
+    10
 }
 
 fn default_ttl_secs() -> u64 {

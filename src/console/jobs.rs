@@ -595,7 +595,7 @@ impl Jobs {
                 "no registered node that is not quiet matches the filter".to_owned(),
             ));
         }
-        let read_only = prepared.definition.as_ref().is_some_and(|action| action.read_only);
+        let read_only = prepared.read_only();
         let what = format!("{}#{}", request.agent, request.action);
         check_confirmed(&what, read_only, request.confirmed_nodes, targets.len())?;
         let rollout = request.rollout()?;

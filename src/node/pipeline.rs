@@ -28,7 +28,7 @@ use crate::node::audit::{AuditLog, AuditRecord, Outcome};
 use crate::node::facts::NodeInventory;
 use crate::node::filter_cache::FilterCache;
 use crate::node::policy::Authorization;
-use crate::node::stats::{Stats, UNKNOWN_LABEL};
+use crate::node::stats::{ActionSeriesTable, Stats};
 use crate::protocol::claims::{ClaimedRequest, dangerous_claimed_request};
 use crate::protocol::{Reply, Request, StatusCode, now_ms};
 use crate::security::replay::{ReplayWindow, Replayed};
@@ -44,6 +44,12 @@ pub struct NodeSnapshot {
     pub registry: AgentRegistry,
     /// The policies in force; [`Authorization::default`] allows everything.
     pub authorization: Arc<Authorization>,
+}
+
+/// A snapshot with the metric series of its agents, made once per (re)load.
+fn with_series(snapshot: NodeSnapshot, stats: &Stats) -> (Arc<NodeSnapshot>, Arc<ActionSeriesTable>) {
+    let series = Arc::new(stats.actions.series(&snapshot.registry));
+    (Arc::new(snapshot), series)
 }
 
 /// Fixed settings of a pipeline.
@@ -97,7 +103,8 @@ pub struct Pipeline {
     security: SharedSecurity,
     replay: Mutex<ReplayWindow>,
     filters: Mutex<FilterCache>,
-    snapshot: RwLock<Arc<NodeSnapshot>>,
+    /// The snapshot, and the metric series of its agents' actions (made with it).
+    snapshot: RwLock<(Arc<NodeSnapshot>, Arc<ActionSeriesTable>)>,
     pub stats: Arc<Stats>,
     audit: Option<Arc<AuditLog>>,
 }
@@ -116,7 +123,7 @@ impl Pipeline {
             security: SharedSecurity::new(Arc::unwrap_or_clone(security)),
             replay,
             filters: Mutex::new(FilterCache::default()),
-            snapshot: RwLock::new(Arc::new(snapshot)),
+            snapshot: RwLock::new(with_series(snapshot, &stats)),
             stats,
             audit,
         }
@@ -139,6 +146,15 @@ impl Pipeline {
 
     /// The current snapshot of facts, classes and agents.
     pub fn snapshot(&self) -> Arc<NodeSnapshot> {
+        self.current().0
+    }
+
+    /// The metric series of the current snapshot's agents and actions.
+    fn series(&self) -> Arc<ActionSeriesTable> {
+        self.current().1
+    }
+
+    fn current(&self) -> (Arc<NodeSnapshot>, Arc<ActionSeriesTable>) {
         // A poisoned lock means a panic while swapping two Arcs, which cannot leave the value
         // half-written; keep serving the last snapshot.
         match self.snapshot.read() {
@@ -149,10 +165,10 @@ impl Pipeline {
 
     /// Replaces the snapshot (after facts, classes or agents were reloaded).
     pub fn replace_snapshot(&self, snapshot: NodeSnapshot) {
-        let snapshot = Arc::new(snapshot);
+        let current = with_series(snapshot, &self.stats);
         match self.snapshot.write() {
-            Ok(mut guard) => *guard = snapshot,
-            Err(poisoned) => *poisoned.into_inner() = snapshot,
+            Ok(mut guard) => *guard = current,
+            Err(poisoned) => *poisoned.into_inner() = current,
         }
     }
 
@@ -323,7 +339,7 @@ impl Pipeline {
         let Admitted { request, agent, snapshot, inputs } = admitted;
         let timeout = agent.timeout().min(self.settings.action_timeout);
         // Admitted, so the agent and action exist here: bounded labels.
-        let _running = self.stats.actions.running(&request.agent, &request.action);
+        let _running = self.series().of(&request.agent, &request.action).running();
         let call = Call {
             action: &request.action,
             data: inputs,
@@ -404,8 +420,7 @@ impl Pipeline {
         reason: String,
     ) -> SealedReply {
         self.audit(request, audited_as, Some(outcome.status), reason);
-        let (agent, action) = self.known_labels(&request.agent, &request.action);
-        self.stats.actions.answered(agent, action, outcome.status);
+        self.series().of(&request.agent, &request.action).answered(outcome.status);
 
         let reply = Reply {
             request_id: request.id,
@@ -421,17 +436,6 @@ impl Pipeline {
             destination: Destination::Reply(request.reply_to.clone()),
             bytes: self.security().seal_reply(&reply),
             ttl: Duration::from_secs(u64::from(request.ttl_secs.max(1))),
-        }
-    }
-
-    /// The agent and action as metric labels: their names if this node has them, else
-    /// [`UNKNOWN_LABEL`], so that requests cannot create series without bound.
-    fn known_labels<'a>(&self, agent: &'a str, action: &'a str) -> (&'a str, &'a str) {
-        let snapshot = self.snapshot();
-        match snapshot.registry.agent(agent) {
-            Some(found) if found.definition().action(action).is_some() => (agent, action),
-            Some(_) => (agent, UNKNOWN_LABEL),
-            None => (UNKNOWN_LABEL, UNKNOWN_LABEL),
         }
     }
 

@@ -3,10 +3,14 @@
 //!
 //! Everything is a `prometheus` metric registered in the node's own [`Registry`], so the
 //! pipeline counts with one atomic add and `/metrics` (see [`crate::node::metrics`]) reads the
-//! same numbers `rpcutil daemon_stats` does. Counters only ever go up while the daemon runs.
+//! same numbers `rpcutil daemon_stats` does. Requests and durations by agent and action are
+//! counted through an [`ActionSeriesTable`], made when the agents are (re)loaded, so that no
+//! label is formatted, hashed or looked up in `prometheus` per request. Counters only ever go up while the daemon runs.
 //! The agent and action labels only ever name agents and actions the node has (anything else
 //! is counted as [`UNKNOWN_LABEL`]), so no request can grow the number of series.
 
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use prometheus::{
@@ -14,7 +18,7 @@ use prometheus::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::agents::StatsSource;
+use crate::agents::{AgentRegistry, StatsSource};
 use crate::protocol::StatusCode;
 
 /// The agent or action label of a request for an agent or action this node does not have.
@@ -155,27 +159,105 @@ impl ActionMetrics {
         ActionMetrics { requests, durations, in_flight }
     }
 
-    /// Counts one answered request. `agent` and `action` must be names the node has, or
-    /// [`UNKNOWN_LABEL`].
-    pub fn answered(&self, agent: &str, action: &str, status: StatusCode) {
-        const CODES: [&str; 6] = ["0", "1", "2", "3", "4", "5"];
-        let code = CODES.get(usize::from(status.code())).copied().unwrap_or("5");
-        self.requests.with_label_values(&[agent, action, code]).inc();
+    /// The series of every action in `registry`, for the pipeline to count with: built when
+    /// the node's agents are (re)loaded, so that counting a request does no label lookup.
+    pub fn series(&self, registry: &AgentRegistry) -> ActionSeriesTable {
+        let agents = registry
+            .names()
+            .into_iter()
+            .filter_map(|name| {
+                let definition = registry.agent(&name)?.definition();
+                let actions = definition
+                    .action_names()
+                    .into_iter()
+                    .map(|action| {
+                        let series = ActionSeries::new(self, &name, &action);
+                        (action, series)
+                    })
+                    .collect();
+                let unknown = ActionSeries::new(self, &name, UNKNOWN_LABEL);
+                Some((name, AgentSeries { actions, unknown }))
+            })
+            .collect();
+        ActionSeriesTable { agents, unknown: ActionSeries::new(self, UNKNOWN_LABEL, UNKNOWN_LABEL) }
+    }
+}
+
+/// Every (agent, action) series of one node's agents, plus the `unknown` ones. Looking a
+/// request up here costs what finding its agent does; the `prometheus` children are made on
+/// first use (so `/metrics` lists only series that counted something, as before) and kept.
+#[derive(Debug)]
+pub struct ActionSeriesTable {
+    agents: BTreeMap<String, AgentSeries>,
+    unknown: ActionSeries,
+}
+
+#[derive(Debug)]
+struct AgentSeries {
+    actions: BTreeMap<String, ActionSeries>,
+    unknown: ActionSeries,
+}
+
+impl ActionSeriesTable {
+    /// The series of `agent`'s `action`: their own if this node has them, else
+    /// [`UNKNOWN_LABEL`]'s, so that requests cannot create series without bound.
+    pub fn of(&self, agent: &str, action: &str) -> &ActionSeries {
+        match self.agents.get(agent) {
+            Some(found) => found.actions.get(action).unwrap_or(&found.unknown),
+            None => &self.unknown,
+        }
+    }
+}
+
+/// One agent and action's requests by status and its durations, resolved once.
+#[derive(Debug)]
+pub struct ActionSeries {
+    agent: String,
+    action: String,
+    metrics: ActionMetrics,
+    /// Indexed by status code, 0 to 5.
+    requests: [OnceLock<IntCounter>; 6],
+    duration: OnceLock<Histogram>,
+}
+
+impl ActionSeries {
+    fn new(metrics: &ActionMetrics, agent: &str, action: &str) -> ActionSeries {
+        ActionSeries {
+            agent: agent.to_owned(),
+            action: action.to_owned(),
+            metrics: metrics.clone(),
+            requests: Default::default(),
+            duration: OnceLock::new(),
+        }
     }
 
-    /// Marks an action as running until the returned guard is dropped, which records how long
-    /// it ran.
-    pub fn running(&self, agent: &str, action: &str) -> Running {
-        self.in_flight.inc();
+    /// Counts one answered request.
+    pub fn answered(&self, status: StatusCode) {
+        const CODES: [&str; 6] = ["0", "1", "2", "3", "4", "5"];
+        let index = usize::from(status.code()).min(CODES.len() - 1);
+        self.requests[index]
+            .get_or_init(|| {
+                self.metrics.requests.with_label_values(&[&self.agent, &self.action, CODES[index]])
+            })
+            .inc();
+    }
+
+    /// Marks the action as running until the returned guard is dropped, which records how
+    /// long it ran.
+    pub fn running(&self) -> Running {
+        self.metrics.in_flight.inc();
+        let histogram = self
+            .duration
+            .get_or_init(|| self.metrics.durations.with_label_values(&[&self.agent, &self.action]));
         Running {
-            histogram: self.durations.with_label_values(&[agent, action]),
-            in_flight: self.in_flight.clone(),
+            histogram: histogram.clone(),
+            in_flight: self.metrics.in_flight.clone(),
             started: Instant::now(),
         }
     }
 }
 
-/// An action in flight; see [`ActionMetrics::running`].
+/// An action in flight; see [`ActionSeries::running`].
 pub struct Running {
     histogram: Histogram,
     in_flight: IntGauge,

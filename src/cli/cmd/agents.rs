@@ -20,19 +20,14 @@ pub async fn run(
     discovery: &DiscoveryArgs,
     output: &OutputArgs,
 ) -> Result<Exit, Failure> {
-    let Found { config, filter, client, discovered, plan } =
-        connect_and_find(cli, filter_args, discovery, Finding::Targets).await?;
-    let request = super::rpcutil("agent_inventory", Map::new(), filter);
-    if discovered.nodes.is_empty() {
-        client.close().await;
-        Renderer::new(output, cli.verbose).nothing_matched(
-            &request.agent,
-            &request.action,
-            &discovered,
-            &plan.nothing_found(),
-        );
-        return Ok(Exit::NothingMatched);
+    let found = connect_and_find(cli, filter_args, discovery, Finding::Targets).await?;
+    if let Some(exit) =
+        super::nothing_found(&found, "agent_inventory", &mut Renderer::new(output, cli.verbose)).await
+    {
+        return Ok(exit);
     }
+    let Found { config, filter, client, discovered, .. } = found;
+    let request = super::rpcutil("agent_inventory", Map::new(), filter);
     let timeout = Duration::from_secs(config.timeout_secs);
     let targets = Targets::Nodes(discovered.nodes.clone());
     let outcome = client.call(&request, &targets, timeout, None, &mut |_| {}).await?;

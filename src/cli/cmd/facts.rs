@@ -17,16 +17,14 @@ pub async fn run(
     discovery: &DiscoveryArgs,
     output: &OutputArgs,
 ) -> Result<Exit, Failure> {
-    let Found { config, filter, client, discovered, plan } =
-        connect_and_find(cli, filter_args, discovery, Finding::Targets).await?;
+    let found = connect_and_find(cli, filter_args, discovery, Finding::Targets).await?;
     let mut renderer = Renderer::new(output, cli.verbose);
+    if let Some(exit) = super::nothing_found(&found, "get_fact", &mut renderer).await {
+        return Ok(exit);
+    }
+    let Found { config, filter, client, discovered, .. } = found;
     let data = Map::from_iter([("fact".to_owned(), Value::String(fact.to_owned()))]);
     let request = super::rpcutil("get_fact", data, filter);
-    if discovered.nodes.is_empty() {
-        client.close().await;
-        renderer.nothing_matched(&request.agent, &request.action, &discovered, &plan.nothing_found());
-        return Ok(Exit::NothingMatched);
-    }
     let targets = Targets::Nodes(discovered.nodes.clone());
     let timeout = Duration::from_secs(config.timeout_secs);
     renderer.start_progress(discovered.nodes.len());

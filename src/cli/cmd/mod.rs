@@ -15,7 +15,9 @@ pub mod rpc;
 
 use serde_json::Map;
 
-use super::exit::Failure;
+use super::exit::{Exit, Failure};
+use super::render::Renderer;
+use super::targets::Found;
 use crate::client::{Client, RequestSpec};
 use crate::config::ClientConfig;
 use crate::protocol::filter::Filter;
@@ -29,4 +31,16 @@ pub async fn connect(config: &ClientConfig) -> Result<Client, Failure> {
 /// but those given here.
 pub fn rpcutil(action: &str, data: Map<String, serde_json::Value>, filter: Filter) -> RequestSpec {
     RequestSpec { agent: "rpcutil".to_owned(), action: action.to_owned(), data, filter }
+}
+
+/// The check `facts` and `agents` make before sending `rpcutil ACTION` to what they found: with
+/// no node found, the connection is closed, the user told what was empty, and exit 4 returned
+/// for the command to end with; `None` when there are nodes to send to.
+pub async fn nothing_found(found: &Found, action: &str, renderer: &mut Renderer) -> Option<Exit> {
+    if !found.discovered.nodes.is_empty() {
+        return None;
+    }
+    found.client.close().await;
+    renderer.nothing_matched("rpcutil", action, &found.discovered, &found.plan.nothing_found());
+    Some(Exit::NothingMatched)
 }

@@ -24,11 +24,11 @@ pub fn status(id: &str, output: &OutputArgs) -> Result<Exit, Failure> {
 }
 
 /// Continues the rollout with its remaining nodes; a rollout with nothing left exits 0 at once.
-pub async fn resume(cli: &Cli, id: &str, output: &OutputArgs) -> Result<Exit, Failure> {
+pub async fn resume(cli: &Cli, id: &str, yes: bool, output: &OutputArgs) -> Result<Exit, Failure> {
     let journal = open(id)?;
     if journal.record().remaining().is_empty() {
         Renderer::new(output, cli.verbose).rollout_status(journal.record());
         return Ok(Exit::Ok);
     }
-    RpcPlan::resume(cli, journal, output).await?.run(cli.verbose).await
+    RpcPlan::resume(cli, journal, yes, output).await?.run(cli.verbose).await
 }

@@ -6,7 +6,8 @@
 //! compiled once, inputs converted and checked, the timeout), and the rollout, discovery and
 //! reply-queue flags are checked, all before anything connects (but for one `rpcutil
 //! definition` request when the agent's definition is not known here, see
-//! `client::definitions`).
+//! `client::definitions`; it is asked on the connection the command then sends on, so one
+//! `baton rpc` opens one broker connection).
 
 use std::time::Duration;
 
@@ -14,19 +15,20 @@ use anyhow::anyhow;
 
 use crate::agents::catalog::Catalog;
 use crate::cli::args::{Cli, DiscoveryArgs, Display, FilterArgs, OutputArgs, RolloutArgs};
+use crate::cli::confirm::confirm;
 use crate::cli::exit::{Exit, Failure};
 use crate::cli::plan::{load_catalog, load_config, parse_inputs, seconds};
 use crate::cli::render::Renderer;
 use crate::cli::targets::TargetPlan;
-use crate::client::definitions::{DefinitionCache, complete_catalog, fetch_connected};
+use crate::client::definitions::{self, DefinitionCache, complete_catalog};
 use crate::client::detached;
 use crate::client::journal::{Journal, RolloutRequest, rollouts_dir};
 use crate::client::rollout::{Ordered, order_targets};
 use crate::client::{
-    Amount, CheckOptions, Client, Event, PreparedRequest, RequestText, RolloutOptions, prepare,
+    Amount, CheckOptions, Client, ClientError, Event, PreparedRequest, RequestText, RolloutOptions, prepare,
 };
 use crate::config::ClientConfig;
-use crate::protocol::ddl::DisplayPolicy;
+use crate::protocol::ddl::{Definition, DisplayPolicy};
 use crate::protocol::filter::FilterSpec;
 
 /// Everything `baton rpc` was asked, checked.
@@ -38,10 +40,15 @@ pub struct RpcPlan {
     limit: Option<Amount>,
     limit_seed: Option<u64>,
     reply_to: Option<String>,
+    /// `--yes`: no confirmation asked (see `cli::confirm`).
+    yes: bool,
     output: OutputArgs,
     tracking: Tracking,
     /// The agent added to the filter as `-A AGENT`, when it was.
     added_agent_filter: Option<String>,
+    /// The connection opened to ask the nodes for a definition, when one was: the command
+    /// sends on it too (or reports its failure) rather than connecting again.
+    connection: Option<Result<Client, ClientError>>,
 }
 
 /// Whether the rollout's state is saved for `baton rollout status` and `resume`.
@@ -63,13 +70,15 @@ pub struct RpcArgs<'a> {
     pub discovery: &'a DiscoveryArgs,
     pub rollout: &'a RolloutArgs,
     pub reply_to: Option<&'a str>,
+    pub yes: bool,
     pub output: &'a OutputArgs,
 }
 
 impl RpcPlan {
     /// Checks every flag. Nothing here touches the network, except for an agent whose
     /// definition is neither built in, nor in `definitions_dir`, nor freshly cached: then one
-    /// `rpcutil definition` request asks the nodes that have it (`client::definitions`).
+    /// `rpcutil definition` request asks the nodes that have it (`client::definitions`), on
+    /// the connection [`RpcPlan::run`] then sends on.
     pub async fn new(cli: &Cli, args: &RpcArgs<'_>) -> Result<RpcPlan, Failure> {
         let inputs = parse_inputs(args.inputs)?;
         let config = load_config(cli, args.filter.collective.as_ref())?;
@@ -90,13 +99,30 @@ impl RpcPlan {
         } else {
             Tracking::Untracked
         };
-        RpcPlan::build(config, text, args.rollout, Some(args.discovery), args.reply_to, args.output, tracking)
-            .await
+        let (catalog, connection) =
+            complete_definitions(&config, &text.agent, rollout.check.as_deref()).await;
+        let checked = RpcPlan::build(
+            config,
+            &catalog,
+            text,
+            rollout,
+            Some(args.discovery),
+            args.reply_to,
+            args.output,
+            tracking,
+        );
+        let plan = on_connection(checked, connection).await?;
+        Ok(RpcPlan { yes: args.yes, ..plan })
     }
 
     /// The plan of `baton rollout resume`: what the rollout's record says was typed, checked
     /// again as it was the first time, sent to the nodes that did not succeed.
-    pub async fn resume(cli: &Cli, journal: Journal, output: &OutputArgs) -> Result<RpcPlan, Failure> {
+    pub async fn resume(
+        cli: &Cli,
+        journal: Journal,
+        yes: bool,
+        output: &OutputArgs,
+    ) -> Result<RpcPlan, Failure> {
         let record = journal.record();
         let config = load_config(cli, Some(&record.collective))?;
         let saved = &record.request;
@@ -126,11 +152,20 @@ impl RpcPlan {
             inputs: saved.inputs.clone(),
             filter: saved.filter.clone(),
         };
-        RpcPlan::build(config, text, &rollout, None, None, output, Tracking::Resume(Box::new(journal))).await
+        let (catalog, connection) =
+            complete_definitions(&config, &text.agent, rollout.check.as_deref()).await;
+        let tracking = Tracking::Resume(Box::new(journal));
+        let checked = RpcPlan::build(config, &catalog, text, &rollout, None, None, output, tracking);
+        let plan = on_connection(checked, connection).await?;
+        Ok(RpcPlan { yes, ..plan })
     }
 
-    async fn build(
+    /// The checks once the catalog is complete: no I/O.
+    // The flags of two commands (`rpc`, `rollout resume`) meet here, each as parsed.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
         config: ClientConfig,
+        catalog: &Catalog,
         text: RequestText,
         rollout_args: &RolloutArgs,
         discovery: Option<&DiscoveryArgs>,
@@ -138,19 +173,10 @@ impl RpcPlan {
         output: &OutputArgs,
         tracking: Tracking,
     ) -> Result<RpcPlan, Failure> {
-        let mut catalog = load_catalog(Some(&config));
-        // The action's agent and the check's, where their definitions are not known here.
-        let check_agent = rollout_args.check.as_deref().and_then(|check| check.split_whitespace().next());
-        for agent in std::iter::once(text.agent.as_str()).chain(check_agent) {
-            let cache = DefinitionCache::user();
-            let fetch = fetch_connected(&config, agent);
-            let completion = complete_catalog(&mut catalog, cache.as_ref(), agent, fetch).await;
-            tracing::debug!(agent, ?completion, "definition");
-        }
         let timeout = rollout_args.timeout.map(|secs| seconds(Some(secs), 0)).transpose()?;
-        let mut request = prepare(&catalog, text, Duration::from_secs(config.timeout_secs), timeout)
+        let mut request = prepare(catalog, text, Duration::from_secs(config.timeout_secs), timeout)
             .map_err(Failure::usage)?;
-        let rollout = rollout_options(rollout_args, &catalog, &config)?;
+        let rollout = rollout_options(rollout_args, catalog, &config)?;
         if let Some(name) = reply_to {
             let rollout = rollout_args;
             if rollout.batch.is_some()
@@ -191,15 +217,20 @@ impl RpcPlan {
             limit: rollout_args.limit(),
             limit_seed: rollout_args.limit_seed,
             reply_to: reply_to.map(str::to_owned),
+            yes: false,
             output,
             tracking,
             added_agent_filter,
+            connection: None,
         })
     }
 
     /// Connects, finds the targets and sends, as planned.
-    pub async fn run(self, verbose: u8) -> Result<Exit, Failure> {
-        let client = super::connect(&self.config).await?;
+    pub async fn run(mut self, verbose: u8) -> Result<Exit, Failure> {
+        let client = match self.connection.take() {
+            Some(connection) => connection?,
+            None => super::connect(&self.config).await?,
+        };
         let result = self.send(&client, verbose).await;
         client.close().await;
         result
@@ -219,24 +250,31 @@ impl RpcPlan {
             renderer.nothing_matched(&spec.agent, &spec.action, &discovered, &self.targets.nothing_found());
             return Ok(Exit::NothingMatched);
         }
-        let (ordered, mut journal) = match self.tracking {
+        // A resume keeps the rollout's order for its remaining nodes: no new order, no limit.
+        let ordered = match &self.tracking {
+            Tracking::Resume(journal) => Ordered {
+                nodes: journal.record().remaining(),
+                seed: None,
+                candidates: journal.record().order.len(),
+            },
+            Tracking::New(_) | Tracking::Untracked => order_targets(&candidates, self.limit, self.limit_seed),
+        };
+        // Asked before anything is saved or sent: a "no" leaves no rollout record behind.
+        confirm(&self.request, ordered.nodes.len(), self.config.confirm_above, self.yes).await?;
+        let mut journal = match self.tracking {
             Tracking::Resume(mut journal) => {
-                // The remaining nodes keep the rollout's order: no new order, no new limit.
-                let nodes = journal.resume()?;
-                let candidates = journal.record().order.len();
-                (Ordered { nodes, seed: None, candidates }, Some(*journal))
+                journal.resume()?;
+                Some(*journal)
             }
             Tracking::New(request) => {
-                let ordered = order_targets(&candidates, self.limit, self.limit_seed);
                 let dir = rollouts_dir().ok_or_else(|| {
                     Failure::usage(anyhow!(
                         "neither XDG_STATE_HOME nor HOME is set: nowhere to save the rollout's state"
                     ))
                 })?;
-                let journal = Journal::create(&dir, &self.config.collective, *request, &ordered.nodes)?;
-                (ordered, Some(journal))
+                Some(Journal::create(&dir, &self.config.collective, *request, &ordered.nodes)?)
             }
-            Tracking::Untracked => (order_targets(&candidates, self.limit, self.limit_seed), None),
+            Tracking::Untracked => None,
         };
         if let Some(name) = &self.reply_to {
             let sent = client.send_detached(spec, &ordered.nodes, name).await?;
@@ -290,6 +328,59 @@ impl RpcPlan {
         }
         Ok(Exit::for_rollout(&outcome))
     }
+}
+
+/// The catalog of definitions (read once), completed with the definitions of the action's agent
+/// and of the `--check` agent where they are not known here (`client::definitions`), and the
+/// connection opened to ask the nodes for them, if one was.
+async fn complete_definitions(
+    config: &ClientConfig,
+    agent: &str,
+    check: Option<&str>,
+) -> (Catalog, Option<Result<Client, ClientError>>) {
+    let mut catalog = load_catalog(Some(config));
+    let mut connection = None;
+    let check_agent = check.and_then(|check| check.split_whitespace().next());
+    for agent in std::iter::once(agent).chain(check_agent) {
+        let cache = DefinitionCache::user();
+        let fetch = fetch_on(&mut connection, config, agent);
+        let completion = complete_catalog(&mut catalog, cache.as_ref(), agent, fetch).await;
+        tracing::debug!(agent, ?completion, "definition");
+    }
+    (catalog, connection)
+}
+
+/// The checked plan, to send on `connection` when the definitions were asked on one; a plan
+/// that failed its checks closes it.
+async fn on_connection(
+    checked: Result<RpcPlan, Failure>,
+    connection: Option<Result<Client, ClientError>>,
+) -> Result<RpcPlan, Failure> {
+    match (checked, connection) {
+        (Ok(plan), connection) => Ok(RpcPlan { connection, ..plan }),
+        (Err(failure), Some(Ok(client))) => {
+            client.close().await;
+            Err(failure)
+        }
+        (Err(failure), _) => Err(failure),
+    }
+}
+
+/// Asks the nodes for `agent`'s definition on `connection`, connecting it first if this is the
+/// command's first use of the broker. A failed connection is kept, for the command to report
+/// (exit 5) when it would send; the definition is then simply not known here.
+async fn fetch_on(
+    connection: &mut Option<Result<Client, ClientError>>,
+    config: &ClientConfig,
+    agent: &str,
+) -> Result<Option<(Definition, Vec<u8>)>, String> {
+    let connection = match connection {
+        Some(connection) => connection,
+        None => connection.insert(Client::connect(config).await),
+    };
+    let client = connection.as_ref().map_err(ToString::to_string)?;
+    let timeout = Duration::from_secs(config.discovery_timeout_secs.max(1));
+    definitions::fetch(client, agent, timeout).await.map_err(|error| error.to_string())
 }
 
 /// The rollout as typed, for its record.
