@@ -27,6 +27,8 @@ use baton::security::{Psk, Security};
 
 use crate::ed25519::{keypair, security_table};
 use crate::harness::{BatonOutput, Fleet, NodeSpec, Wire, block_on, repo_root};
+use crate::rollout::nodes_that_saw;
+use crate::rollout_ci::{HealthFleet, greet_rollout, names};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const PASSWORD: &str = "correct horse battery staple";
@@ -500,4 +502,38 @@ fn the_console_refuses_to_listen_beyond_loopback_without_a_login() {
         crate::harness::run_baton(&config, &["console", "--origin", "https://console.example"], None);
     assert_eq!(output.code, 2, "{output:?}");
     assert!(output.stderr.contains("--origin https://console.example is not on this machine"), "{output:?}");
+}
+
+/// The rollouts view: a rollout that stopped before the console started is read back from
+/// the broker's events, and its resume (run by the browser script, as another CI runner with
+/// its own state directory) is shown live until it finishes.
+#[test]
+fn the_console_shows_rollouts_live_from_the_events() {
+    let script_dir = browser_setup();
+    let ci = HealthFleet::start();
+    ci.break_node("r05", "disk full");
+    let stopped =
+        ci.baton(&greet_rollout("console", &["--batch", "2", "--batch-sleep", "1", "--events", "--json"]));
+    assert_eq!(stopped.code, 1, "{stopped:?}");
+    let rollout_id = stopped.json()["rollout_id"].as_str().expect("rollout id").to_owned();
+    ci.fix_node("r05");
+    let console = ConsoleProcess::start(&ci.config, ci.fleet.dir.path(), &[]);
+    let other_runner = tempfile::tempdir().expect("state dir");
+    let resume = json!([
+        env!("CARGO_BIN_EXE_baton"),
+        "--config",
+        ci.config.display().to_string(),
+        "rollout",
+        "resume",
+        rollout_id,
+        "--no-progress",
+    ]);
+    browser(
+        &script_dir,
+        &console,
+        "rollouts",
+        "",
+        &json!({"rollout_id": rollout_id, "resume": resume, "state": other_runner.path()}),
+    );
+    assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=10));
 }

@@ -15,6 +15,7 @@ pub mod outcome;
 pub mod prepare;
 pub mod registry;
 pub mod report;
+pub mod retained;
 pub mod rollout;
 
 use std::collections::{BTreeSet, HashMap};

@@ -56,11 +56,11 @@ pub(super) fn send_destination(dialect: StompDialect, destination: &Destination)
             format!("/exchange/{collective}.registration/node.{identity}")
         }
         // Refused by `Session::publish` before anything is sent; named all the same.
-        (StompDialect::ActiveMq, Destination::Registry { collective }) => {
-            format!("/queue/{collective}.registration")
+        (StompDialect::ActiveMq, Destination::Retained { collective, log }) => {
+            format!("/queue/{}", log.name(collective))
         }
-        (StompDialect::RabbitMq, Destination::Registry { collective }) => {
-            format!("/amq/queue/{collective}.registration")
+        (StompDialect::RabbitMq, Destination::Retained { collective, log }) => {
+            format!("/amq/queue/{}", log.name(collective))
         }
         (StompDialect::RabbitMq, Destination::Events { collective, key }) => {
             format!("/exchange/{collective}.events/{key}")
@@ -122,8 +122,8 @@ pub(super) fn subscribe_frames(
         (StompDialect::ActiveMq, SubscriptionKind::Reply { collective, suffix, .. }) => {
             vec![subscribe(format!("/queue/{collective}.reply.{suffix}"))]
         }
-        (StompDialect::ActiveMq, SubscriptionKind::Registrations { collective, .. }) => {
-            vec![subscribe(format!("/topic/{collective}.registration.>"))]
+        (StompDialect::ActiveMq, SubscriptionKind::Follow { collective, log, .. }) => {
+            vec![subscribe(format!("/topic/{}.>", log.name(collective)))]
         }
         (StompDialect::RabbitMq, SubscriptionKind::Node { collective, identity, agents }) => {
             // The queue's properties match what the AMQP transport declares, so that either
@@ -178,15 +178,24 @@ pub(super) fn subscribe_frames(
                 .header("auto-delete", "true")
                 .header("exclusive", "true"),
         ],
-        (StompDialect::RabbitMq, SubscriptionKind::Registrations { collective, queue }) => vec![
-            subscribe(format!("/exchange/{collective}.registration/node.#"))
+        (StompDialect::RabbitMq, SubscriptionKind::Follow { collective, log, queue }) => vec![
+            subscribe(format!("/exchange/{}/{}", log.name(collective), log.every_key()))
                 .header("x-queue-name", queue.clone())
                 .header("durable", "false")
                 .header("auto-delete", "true")
                 .header("exclusive", "true"),
         ],
+        (StompDialect::RabbitMq, SubscriptionKind::Lock { collective, name }) => vec![
+            // The same exclusive queue as over AMQP, refused to any other connection.
+            subscribe(format!("/queue/{collective}.reply.{name}"))
+                .header("durable", "false")
+                .header("auto-delete", "true")
+                .header("exclusive", "true"),
+        ],
         // Refused by `Session::subscribe` before any frame is made.
-        (_, SubscriptionKind::Registry { .. }) => Vec::new(),
+        (_, SubscriptionKind::Retained { .. }) | (StompDialect::ActiveMq, SubscriptionKind::Lock { .. }) => {
+            Vec::new()
+        }
     }
 }
 

@@ -30,7 +30,9 @@ use self::dialect::{ErrorText, PREFETCH};
 use self::frame::{Command as FrameCommand, Frame};
 use crate::broker::transport::{ForwardEnd, Forwarder, OpenError, OperationError, Outgoing, Transport};
 use crate::broker::wording::whole_seconds;
-use crate::broker::{BrokerError, BrokerSettings, Delivery, Destination, Incoming, SubscriptionKind};
+use crate::broker::{
+    BrokerError, BrokerSettings, Delivery, Destination, Incoming, StompDialect, SubscriptionKind,
+};
 
 /// One STOMP session with the settings its subscriptions and publishes need.
 pub(in crate::broker) struct Session {
@@ -62,8 +64,15 @@ impl Transport for Session {
         kind: &SubscriptionKind,
         subscriber: mpsc::Sender<Incoming>,
     ) -> Result<Forwarder, OperationError> {
-        if matches!(kind, SubscriptionKind::Registry { .. }) {
-            return Err(registry_unsupported());
+        if matches!(kind, SubscriptionKind::Retained { .. }) {
+            return Err(retained_unsupported());
+        }
+        if matches!(kind, SubscriptionKind::Lock { .. }) && self.settings.dialect == StompDialect::ActiveMq {
+            // ActiveMQ's exclusive consumers only stand by; nothing refuses a second holder.
+            return Err(OperationError::Fatal(BrokerError::Unsupported {
+                operation: "a lock held on the broker".to_string(),
+                transport: "ActiveMQ's STOMP",
+            }));
         }
         let session = &self.connection;
         let wait = self.settings.connect_timeout;
@@ -98,6 +107,9 @@ impl Transport for Session {
                         detail: format!("the broker holds {destination} for another connection"),
                     }
                 }
+                SubscriptionKind::Lock { .. } if dialect::refuses_claim(self.settings.dialect, error) => {
+                    BrokerError::LockHeld { queue: dialect::resource_name(&destination).to_string() }
+                }
                 _ => dialect::refused(&format!("subscribe to {destination}"), session.endpoint.user(), error),
             };
             let failure = match session.request(frame.header("id", stomp_id), wait).await {
@@ -130,9 +142,9 @@ impl Transport for Session {
     /// [`Delivery::Unknown`]; ActiveMQ's refusal to create a destination is
     /// [`Delivery::Unroutable`] (see [`dialect::classify_error`]).
     async fn publish(&self, message: &Outgoing) -> Result<Delivery, OperationError> {
-        if matches!(message.destination, Destination::Registry { .. }) {
+        if matches!(message.destination, Destination::Retained { .. }) {
             // Sent nowhere: on ActiveMQ it would create a queue of junk.
-            return Err(registry_unsupported());
+            return Err(retained_unsupported());
         }
         let Outgoing { destination, body, ttl } = message;
         let dialect = self.settings.dialect;
@@ -188,7 +200,11 @@ async fn forward(
                 tracing::warn!(size = declared, "message dropped: over the frame size limit");
             }
             None => {
-                if subscriber.send(Incoming { body: delivered.body }).await.is_err() {
+                if subscriber
+                    .send(Incoming { body: delivered.body, key: delivered.destination })
+                    .await
+                    .is_err()
+                {
                     unsubscribe(session, stomp_ids).await;
                     return ForwardEnd::Unsubscribed;
                 }
@@ -226,11 +242,12 @@ async fn wait_end(mut watcher: watch::Receiver<Option<Ending>>) -> String {
     }
 }
 
-/// The registry is read over AMQP only: ActiveMQ retains nothing, and RabbitMQ's STOMP could
-/// read a stream but is not used for it. Callers fall back to a broadcast's quiet window.
-fn registry_unsupported() -> OperationError {
+/// Retained messages (the registry, the rollouts' events) are read over AMQP only: ActiveMQ
+/// retains nothing, and RabbitMQ's STOMP could read a stream but is not used for it. Callers
+/// fall back (to a broadcast's quiet window, to the local rollout journal).
+fn retained_unsupported() -> OperationError {
     OperationError::Fatal(BrokerError::Unsupported {
-        operation: "the registry stream".to_string(),
+        operation: "reading a stream".to_string(),
         transport: "STOMP",
     })
 }

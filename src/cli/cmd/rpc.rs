@@ -20,6 +20,7 @@ use crate::cli::render::Renderer;
 use crate::cli::targets::TargetPlan;
 use crate::client::definitions::{DefinitionCache, complete_catalog, fetch_connected};
 use crate::client::detached;
+use crate::client::events::{EVENTS_READ_TIMEOUT, read_rollout};
 use crate::client::journal::{Journal, RolloutRequest, rollouts_dir};
 use crate::client::rollout::{Ordered, order_targets};
 use crate::client::{
@@ -219,12 +220,31 @@ impl RpcPlan {
             renderer.nothing_matched(&spec.agent, &spec.action, &discovered, &self.targets.nothing_found());
             return Ok(Exit::NothingMatched);
         }
-        let (ordered, mut journal) = match self.tracking {
+        // Whoever runs a tracked rollout holds its locks, here and on the broker, until it
+        // ends: a second run of the same rollout is refused before it sends anything.
+        let (ordered, mut journal, _broker_lock) = match self.tracking {
             Tracking::Resume(mut journal) => {
+                journal.lock()?;
+                let lock = client.lock_rollout(journal.record().rollout_id).await?;
+                // Another machine may have resumed it since this record was read.
+                if journal.record().request.events {
+                    let collective = &journal.record().collective;
+                    let id = journal.record().rollout_id;
+                    match read_rollout(client.broker(), collective, id, EVENTS_READ_TIMEOUT).await {
+                        Ok(Some(remote)) => journal.catch_up(remote)?,
+                        Ok(None) => {}
+                        Err(error) => tracing::debug!(%error, "the rollout's events are not read back"),
+                    }
+                }
+                // Read again under the locks: a run that ended meanwhile may have done them all.
+                if journal.record().remaining().is_empty() {
+                    renderer.rollout_status(journal.record());
+                    return Ok(Exit::Ok);
+                }
                 // The remaining nodes keep the rollout's order: no new order, no new limit.
                 let nodes = journal.resume()?;
                 let candidates = journal.record().order.len();
-                (Ordered { nodes, seed: None, candidates }, Some(*journal))
+                (Ordered { nodes, seed: None, candidates }, Some(*journal), Some(lock))
             }
             Tracking::New(request) => {
                 let ordered = order_targets(&candidates, self.limit, self.limit_seed);
@@ -233,10 +253,12 @@ impl RpcPlan {
                         "neither XDG_STATE_HOME nor HOME is set: nowhere to save the rollout's state"
                     ))
                 })?;
-                let journal = Journal::create(&dir, &self.config.collective, *request, &ordered.nodes)?;
-                (ordered, Some(journal))
+                let mut journal = Journal::create(&dir, &self.config.collective, *request, &ordered.nodes)?;
+                journal.lock()?;
+                let lock = client.lock_rollout(journal.record().rollout_id).await?;
+                (ordered, Some(journal), Some(lock))
             }
-            Tracking::Untracked => (order_targets(&candidates, self.limit, self.limit_seed), None),
+            Tracking::Untracked => (order_targets(&candidates, self.limit, self.limit_seed), None, None),
         };
         if let Some(name) = &self.reply_to {
             let sent = client.send_detached(spec, &ordered.nodes, name).await?;
