@@ -89,7 +89,7 @@ impl Board {
     pub fn rows(&self) -> Vec<RolloutRow> {
         let rollouts = self.rollouts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut rows: Vec<RolloutRow> = rollouts.views().map(RolloutRow::of).collect();
-        rows.sort_by(|left, right| right.updated_ms.cmp(&left.updated_ms));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.updated_ms));
         rows
     }
 
