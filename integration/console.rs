@@ -27,6 +27,8 @@ use baton::security::{Psk, Security};
 
 use crate::ed25519::{keypair, security_table};
 use crate::harness::{BatonOutput, Fleet, NodeSpec, Wire, block_on, repo_root};
+use crate::rollout::nodes_that_saw;
+use crate::rollout_ci::{HealthFleet, greet_rollout, names};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const PASSWORD: &str = "correct horse battery staple";
@@ -578,4 +580,38 @@ fn sighup_makes_a_running_console_trust_a_nodes_rotated_key() {
     let log = console.log();
     let reloaded = log.lines().find(|line| line.contains("keys reloaded")).unwrap_or_default();
     assert!(reloaded.contains("skipped=0"), "the console says it reloaded its keys:\n{log}");
+}
+
+/// The rollouts view: a rollout that stopped before the console started is read back from
+/// the broker's events, and its resume (run by the browser script, as another CI runner with
+/// its own state directory) is shown live until it finishes.
+#[test]
+fn the_console_shows_rollouts_live_from_the_events() {
+    let script_dir = browser_setup();
+    let ci = HealthFleet::start();
+    ci.break_node("r05", "disk full");
+    let stopped =
+        ci.baton(&greet_rollout("console", &["--batch", "2", "--batch-sleep", "1", "--events", "--json"]));
+    assert_eq!(stopped.code, 1, "{stopped:?}");
+    let rollout_id = stopped.json()["rollout_id"].as_str().expect("rollout id").to_owned();
+    ci.fix_node("r05");
+    let console = ConsoleProcess::start(&ci.config, ci.fleet.dir.path(), &[]);
+    let other_runner = tempfile::tempdir().expect("state dir");
+    let resume = json!([
+        env!("CARGO_BIN_EXE_baton"),
+        "--config",
+        ci.config.display().to_string(),
+        "rollout",
+        "resume",
+        rollout_id,
+        "--no-progress",
+    ]);
+    browser(
+        &script_dir,
+        &console,
+        "rollouts",
+        "",
+        &json!({"rollout_id": rollout_id, "resume": resume, "state": other_runner.path()}),
+    );
+    assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=10));
 }

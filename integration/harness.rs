@@ -182,16 +182,30 @@ pub fn declare_collective_at(url: &str, collective: &str) {
     });
 }
 
-/// A collective's registry stream `C.registration`, bound to its registration exchange, as
-/// rabbitmq/definitions.json declares them for `baton` and `dc1`; deleted again on drop (a
-/// stream keeps its files until deleted).
-pub struct RegistryStream {
+/// A stream retaining one of a collective's exchanges, bound to it as rabbitmq/definitions.json
+/// declares them for `baton` and `dc1`: the registry `C.registration` (`node.#`), the events
+/// `C.events` (`rollout.#`). Deleted again on drop (a stream keeps its files until deleted).
+pub struct RetainedStream {
     name: String,
 }
 
-impl RegistryStream {
-    pub fn declare(collective: &str) -> RegistryStream {
-        let name = format!("{collective}.registration");
+/// The routing keys a stream takes from its exchange, as in rabbitmq/definitions.json.
+fn retained_keys(stream: &str) -> &'static str {
+    if stream.ends_with(".events") { "rollout.#" } else { "node.#" }
+}
+
+impl RetainedStream {
+    /// The registry stream `C.registration`.
+    pub fn registry(collective: &str) -> RetainedStream {
+        RetainedStream::declare(format!("{collective}.registration"))
+    }
+
+    /// The events stream `C.events`.
+    pub fn events(collective: &str) -> RetainedStream {
+        RetainedStream::declare(format!("{collective}.events"))
+    }
+
+    fn declare(name: String) -> RetainedStream {
         admin_channel_do(&name, |channel, name| {
             Box::pin(async move {
                 let mut arguments = lapin::types::FieldTable::default();
@@ -204,24 +218,24 @@ impl RegistryStream {
                         arguments,
                     )
                     .await
-                    .expect("declare the registry stream");
+                    .expect("declare the stream");
                 channel
                     .queue_bind(
                         name.as_str().into(),
                         name.as_str().into(),
-                        "node.#".into(),
+                        retained_keys(&name).into(),
                         lapin::options::QueueBindOptions::default(),
                         lapin::types::FieldTable::default(),
                     )
                     .await
-                    .expect("bind the registry stream");
+                    .expect("bind the stream");
             })
         });
-        RegistryStream { name }
+        RetainedStream { name }
     }
 }
 
-impl Drop for RegistryStream {
+impl Drop for RetainedStream {
     fn drop(&mut self) {
         admin_channel_do(&self.name, |channel, name| {
             Box::pin(async move {
@@ -576,7 +590,7 @@ pub struct Fleet {
     /// The body of the client's `[security]` table instead of the fleet's PSK.
     pub client_security: Option<String>,
     /// The collective's registry, when the fleet was started with one.
-    pub registry: Option<RegistryStream>,
+    pub registry: Option<RetainedStream>,
     _shared: Option<RwLockReadGuard<'static, ()>>,
 }
 
@@ -621,7 +635,7 @@ impl Fleet {
         let guard = shared_broker();
         let collective = unique_collective();
         declare_collective(&collective);
-        let registry = RegistryStream::declare(&collective);
+        let registry = RetainedStream::registry(&collective);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut fleet = Fleet::start_named(collective, wire, dir, None, specs);
         fleet.registry = Some(registry);

@@ -22,7 +22,8 @@
 //!   starts once it is declared and `-T` reaches exactly its nodes.
 //! - `console`: the web console in headless Chromium (Playwright) against real nodes: login,
 //!   filtering, actions, cloning a user, Puppet; signing as the logged-in user with ed25519;
-//!   following registrations; refusing to listen beyond loopback without a login.
+//!   following registrations; refusing to listen beyond loopback without a login; the
+//!   rollouts view read back from the events stream and following a resume live.
 //! - `deploy`: a log file without escape codes; systemd's READY/RELOADING notifications; the
 //!   Puppet module writing a working node and client, adding an agent, rotating a caller's key.
 //! - `ed25519`: callers proven by their own keys: unknown callers refused, policies per caller,
@@ -60,7 +61,9 @@
 //! - `rollout_ci`: rollouts for CI: a canary batch, a health check (an external agent) between
 //!   batches that stops the rollout, its retries; `baton rollout status` and `resume` after a
 //!   fix and after the client was SIGKILLed; a plain AMQP consumer of `C.events` receiving the
-//!   `--jsonl` stream in order; the CI examples of docs/CLI.md run as written.
+//!   `--jsonl` stream in order; the CI examples of docs/CLI.md run as written; a stopped
+//!   rollout shown and resumed on another runner (empty state dir) from the events stream;
+//!   a second run of a running rollout refused by its locks, here and on another runner.
 //! - `stomp`: AMQP and STOMP on one RabbitMQ reaching each other, ActiveMQ restarts, missing
 //!   heart-beats, malformed frames from a fake peer.
 //! - `tls`: AMQPS and STOMP over TLS with certificate and host name verification.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::console::ConsoleProcess;
-use crate::harness::{Fleet, NodeSpec, RegistryStream, Wire, run_baton};
+use crate::harness::{Fleet, NodeSpec, RetainedStream, Wire, run_baton};
 use crate::metrics::http_get;
 
 fn three_registered_nodes() -> Fleet {
@@ -109,7 +109,7 @@ fn a_node_the_registry_does_not_know_yet_counts_when_it_answers_within_the_grace
     // registration (300 s) only a node started now is known.
     let collective = fleet.collective.clone();
     drop(fleet.registry.take());
-    fleet.registry = Some(RegistryStream::declare(&collective));
+    fleet.registry = Some(RetainedStream::registry(&collective));
     fleet.spawn(NodeSpec::new("new01", json!({"role": "web"}), &["nginx"]));
     fleet.wait_until_answering(&["new01".to_string()]);
 

@@ -11,21 +11,23 @@ use std::process::{Command, Stdio};
 use serde_json::{Value, json};
 
 use crate::agents::install_agents;
-use crate::harness::{BatonOutput, Fleet, NodeSpec};
+use crate::harness::{BatonOutput, Fleet, NodeSpec, RetainedStream};
 use crate::rollout::{audited, nodes_that_saw, strings};
 
 /// Ten nodes, r01 to r10, with the `hello` and `health` agents, and a client configuration
 /// that knows their definitions.
-struct HealthFleet {
-    fleet: Fleet,
+pub(crate) struct HealthFleet {
+    pub(crate) fleet: Fleet,
     agents: PathBuf,
-    config: PathBuf,
-    /// `XDG_STATE_HOME` of every `baton` run here.
+    pub(crate) config: PathBuf,
+    /// `XDG_STATE_HOME` of every `baton` run here, unless a run names its own.
     state: tempfile::TempDir,
+    /// The collective's events, retained as rabbitmq/definitions.json retains them.
+    _events: RetainedStream,
 }
 
 impl HealthFleet {
-    fn start() -> HealthFleet {
+    pub(crate) fn start() -> HealthFleet {
         let dir = tempfile::tempdir().expect("tempdir");
         let agents = install_agents(dir.path(), &["hello", "health"]);
         let agents_config = format!("[agents]\ndir = {:?}\n", agents.display().to_string());
@@ -41,21 +43,31 @@ impl HealthFleet {
             &format!("definitions_dir = {:?}\n", agents.display().to_string()),
             "",
         );
-        HealthFleet { fleet, agents, config, state: tempfile::tempdir().expect("state dir") }
+        let events = RetainedStream::events(&fleet.collective);
+        HealthFleet { fleet, agents, config, state: tempfile::tempdir().expect("state dir"), _events: events }
     }
 
     /// Makes `node`'s health check fail, saying `why`.
-    fn break_node(&self, node: &str, why: &str) {
+    pub(crate) fn break_node(&self, node: &str, why: &str) {
         std::fs::write(self.agents.join("health").join(format!("unhealthy-{node}")), why).expect("marker");
     }
 
-    fn fix_node(&self, node: &str) {
+    /// Makes `node`'s health check wait (up to a minute) until [`HealthFleet::release_node`].
+    fn hold_node(&self, node: &str) {
+        std::fs::write(self.agents.join("health").join(format!("hold-{node}")), "").expect("marker");
+    }
+
+    fn release_node(&self, node: &str) {
+        std::fs::remove_file(self.agents.join("health").join(format!("hold-{node}"))).expect("remove marker");
+    }
+
+    pub(crate) fn fix_node(&self, node: &str) {
         std::fs::remove_file(self.agents.join("health").join(format!("unhealthy-{node}")))
             .expect("remove marker");
     }
 
     /// How many `hello greet` requests `node`'s audit log holds.
-    fn greets(&self, node: &str) -> usize {
+    pub(crate) fn greets(&self, node: &str) -> usize {
         self.fleet
             .node(node)
             .audit_lines()
@@ -65,21 +77,39 @@ impl HealthFleet {
     }
 
     fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        self.command_in(self.state.path(), args)
+    }
+
+    /// `baton ARGS` as run on another machine: its own `XDG_STATE_HOME`, `state`.
+    pub(crate) fn command_in<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        state: &std::path::Path,
+        args: &[S],
+    ) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
         command
             .arg("--config")
             .arg(&self.config)
             .args(args)
             .env_remove("BATON_LOG")
-            .env("XDG_STATE_HOME", self.state.path())
+            .env("XDG_STATE_HOME", state)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         command
     }
 
-    fn baton<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> BatonOutput {
-        let output = self.command(args).output().expect("run baton");
+    pub(crate) fn baton<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> BatonOutput {
+        self.baton_in(self.state.path(), args)
+    }
+
+    /// `baton ARGS` with its own `XDG_STATE_HOME`, `state`, as on another CI runner.
+    pub(crate) fn baton_in<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        state: &std::path::Path,
+        args: &[S],
+    ) -> BatonOutput {
+        let output = self.command_in(state, args).output().expect("run baton");
         BatonOutput {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -90,14 +120,14 @@ impl HealthFleet {
 
 /// `baton rpc hello greet name=NAME`, checked by `health check` and stopping at the first
 /// failure, with `flags` (the batches, the output).
-fn greet_rollout(name: &str, flags: &[&str]) -> Vec<String> {
+pub(crate) fn greet_rollout(name: &str, flags: &[&str]) -> Vec<String> {
     let common =
         ["rpc", "hello", "greet", &format!("name={name}"), "--check", "health check", "--max-failures", "0"]
             .map(str::to_owned);
     common.into_iter().chain(flags.iter().map(|flag| flag.to_string())).collect()
 }
 
-fn names(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+pub(crate) fn names(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
     range.map(|index| format!("r{index:02}")).collect()
 }
 
@@ -520,4 +550,120 @@ fn a_consumer_of_the_events_exchange_sees_the_jsonl_stream_in_order() {
     let started: Value = serde_json::from_str(&events[0].1).expect("JSON");
     assert_eq!(started["run"], 2, "{started}");
     assert_eq!(strings(&started["nodes"]), names(4..=10), "{started}");
+}
+
+/// What `baton rollout status --json` says of `id` when run with `XDG_STATE_HOME` `state`.
+fn status_in(ci: &HealthFleet, state: &std::path::Path, rollout_id: &str) -> Value {
+    let status = ci.baton_in(state, &["rollout", "status", rollout_id, "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    status.json()
+}
+
+#[test]
+fn a_rollout_stopped_on_one_runner_is_resumed_from_the_broker_on_another() {
+    let ci = HealthFleet::start();
+    ci.break_node("r05", "disk full");
+    let output =
+        ci.baton(&greet_rollout("elsewhere", &["--batch", "2", "--batch-sleep", "0", "--events", "--json"]));
+    assert_eq!(output.code, 1, "{output:?}");
+    let rollout_id = output.json()["rollout_id"].as_str().expect("rollout id").to_owned();
+    ci.fix_node("r05");
+
+    // Another runner: its own, empty, state directory; what it knows comes from the broker.
+    let other = tempfile::tempdir().expect("other runner's state");
+    let status = status_in(&ci, other.path(), &rollout_id);
+    assert_eq!(status["status"], "stopped", "{status}");
+    assert_eq!(strings(&status["nodes"]["ok"]), ["r01", "r02", "r03", "r04", "r06"], "{status}");
+    assert_eq!(strings(&status["nodes"]["check_failed"]), ["r05"], "{status}");
+    assert_eq!(strings(&status["nodes"]["skipped"]), names(7..=10), "{status}");
+    assert_eq!(strings(&status["remaining"]), ["r05", "r07", "r08", "r09", "r10"], "{status}");
+    assert!(
+        !other.path().join("baton/rollouts").join(format!("{rollout_id}.json")).exists(),
+        "status only reads"
+    );
+
+    let resumed = ci.baton_in(other.path(), &["rollout", "resume", &rollout_id, "--json"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let document = resumed.json();
+    assert_eq!(strings(&document["nodes"]["ok"]), names(1..=10), "{document}");
+    for node in names(1..=10) {
+        // r05's action succeeded the first time but its check did not: it is sent again.
+        let expected = if node == "r05" { 2 } else { 1 };
+        assert_eq!(ci.greets(&node), expected, "{node}: how many times it got the action");
+    }
+    let here = status_in(&ci, other.path(), &rollout_id);
+    assert_eq!(here["status"], "finished", "the other runner keeps its record now: {here}");
+    assert_eq!(here["runs"], 2, "{here}");
+    // The first runner's own record is older; a resume there catches up with the broker's
+    // and finds nothing left to do.
+    let first = ci.baton(&["rollout", "resume", &rollout_id, "--json"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(first.json()["status"], "finished", "{first:?}");
+    assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=10));
+    for node in names(1..=10) {
+        let expected = if node == "r05" { 2 } else { 1 };
+        assert_eq!(ci.greets(&node), expected, "{node} was not sent the action again");
+    }
+}
+
+#[test]
+fn a_second_run_of_a_running_rollout_is_refused_here_and_on_another_runner() {
+    let ci = HealthFleet::start();
+    // r03's health check waits: the rollout stays in its second batch while the locks are tried.
+    ci.hold_node("r03");
+    let mut child = ci
+        .command(&greet_rollout("locked", &["--batch", "2", "--batch-sleep", "0", "--events", "--jsonl"]))
+        .env("BATON_TIMEOUT_SECS", "120")
+        .spawn()
+        .expect("spawn baton");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut rollout_id = None;
+    loop {
+        let line = lines.next().expect("a line before the end").expect("read line");
+        let parsed: Value = serde_json::from_str(&line).unwrap_or_else(|error| panic!("{line:?}: {error}"));
+        if parsed["type"] == "started" {
+            rollout_id = parsed["rollout_id"].as_str().map(str::to_owned);
+        }
+        if parsed["type"] == "node" && parsed["node"] == "r03" && parsed["state"] == "checking" {
+            break;
+        }
+    }
+    let rollout_id = rollout_id.expect("a started line came first");
+
+    let here = ci.baton(&["rollout", "resume", &rollout_id]);
+    assert_eq!(here.code, 2, "{here:?}");
+    assert!(
+        here.stderr.contains(&format!("rollout {rollout_id} is running in another process on this machine")),
+        "{here:?}"
+    );
+    let other = tempfile::tempdir().expect("other runner's state");
+    let elsewhere = ci.baton_in(other.path(), &["rollout", "resume", &rollout_id]);
+    assert_eq!(elsewhere.code, 2, "{elsewhere:?}");
+    assert!(
+        elsewhere.stderr.contains(&format!(
+            "rollout {rollout_id} is running in another process (the broker holds its lock, queue \"{}.reply.rollout-{rollout_id}\"",
+            ci.fleet.collective
+        )),
+        "{elsewhere:?}"
+    );
+    assert!(
+        !other.path().join("baton/rollouts").join(format!("{rollout_id}.json")).exists(),
+        "a refused resume leaves no record behind"
+    );
+    assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=4), "the refused runs sent nothing");
+
+    // The runner dies in the middle of the check: the broker drops its lock with its
+    // connection, and the other runner finishes the rollout from the broker's events.
+    child.kill().expect("SIGKILL baton");
+    child.wait().expect("wait");
+    ci.release_node("r03");
+    let resumed = ci.baton_in(other.path(), &["rollout", "resume", &rollout_id, "--json"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=10));
+    for node in names(1..=10) {
+        // r03 and r04 were being checked when the runner died: not known to be healthy, they
+        // are sent the action again; the nodes of the first batch never are.
+        let expected = if node == "r03" || node == "r04" { 2 } else { 1 };
+        assert_eq!(ci.greets(&node), expected, "{node}: how many times it got the action");
+    }
 }

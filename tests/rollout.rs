@@ -360,6 +360,92 @@ fn a_rollout_record_is_saved_as_each_node_changes_and_resumes_only_what_did_not_
     assert!(error.to_string().contains("no rollout 0b6f2c3e-0000-4000-8000-000000000000"), "{error}");
 }
 
+/// The events of a rollout, as published (`--events`), rebuild the record its journal keeps:
+/// what a machine without the journal resumes from, and what the console shows.
+#[test]
+fn a_rollout_is_rebuilt_from_its_events_run_by_run() {
+    use baton::client::NodeState;
+    use baton::client::events::Rollouts;
+    use baton::client::journal::{RolloutRequest, RolloutStatus};
+
+    let id = "0b6f2c3e-0000-4000-8000-000000000001";
+    let key = |kind: &str| format!("rollout.{id}.{kind}");
+    let request = RolloutRequest {
+        agent: "hello".into(),
+        action: "greet".into(),
+        inputs: vec![("name".into(), "ci".into())],
+        batch: Some("2".into()),
+        max_failures: Some("0".into()),
+        check: Some("health check".into()),
+        events: true,
+        ..RolloutRequest::default()
+    };
+    let started = |run: u32, nodes: &[&str]| {
+        json!({"type": "started", "rollout_id": id, "collective": "baton", "run": run, "request": request,
+               "order": ["n01", "n02", "n03", "n04"], "nodes": nodes, "created_ms": 1, "agent": "hello",
+               "action": "greet", "state_file": "/elsewhere"})
+    };
+    let node = |node: &str, state: &str| json!({"type": "node", "node": node, "state": state});
+    let first_run = [
+        started(1, &["n01", "n02", "n03", "n04"]),
+        json!({"type": "batch_started", "index": 1, "of": 2, "nodes": ["n01", "n02"]}),
+        node("n01", "sent"),
+        node("n02", "sent"),
+        node("n01", "checking"),
+        node("n01", "ok"),
+        node("n02", "check_failed"),
+        json!({"type": "check_result", "index": 1, "check": "health check", "attempts": 1, "request_ids": [],
+               "ok": ["n01"], "failed": [{"node": "n02"}], "no_response": []}),
+        json!({"type": "stopped", "skipped": 2}),
+        node("n03", "skipped"),
+        node("n04", "skipped"),
+        json!({"type": "summary"}),
+    ];
+    let mut rollouts = Rollouts::default();
+    for event in &first_run {
+        rollouts.take(&key(event["type"].as_str().expect("type")), event.to_string().as_bytes());
+    }
+    // Another rollout's events, and what is not an event at all, change nothing of this one.
+    rollouts.take(
+        "rollout.0b6f2c3e-0000-4000-8000-000000000002.node",
+        node("n01", "failed").to_string().as_bytes(),
+    );
+    rollouts.take(&key("node"), b"not json");
+    let uuid = id.parse().expect("uuid");
+    let view = rollouts.get(uuid).expect("rebuilt");
+    let record = &view.record;
+    assert_eq!(record.request, request);
+    assert_eq!(record.status, RolloutStatus::Stopped);
+    assert_eq!(record.nodes_in(NodeState::Ok), ["n01"]);
+    assert_eq!(record.nodes_in(NodeState::CheckFailed), ["n02"]);
+    assert_eq!(record.nodes_in(NodeState::Skipped), ["n03", "n04"]);
+    assert_eq!(record.remaining(), ["n02", "n03", "n04"]);
+    assert_eq!((view.checks_passed, view.checks_failed), (1, 1));
+    assert_eq!(view.batch.map(|batch| (batch.index, batch.of)), Some((1, 2)));
+
+    // The second run's `started` puts its nodes back to pending; its summary, without a
+    // `stopped` before it, finishes the rollout.
+    rollouts.take(&key("started"), started(2, &["n02", "n03", "n04"]).to_string().as_bytes());
+    let record = &rollouts.get(uuid).expect("rebuilt").record;
+    assert_eq!((record.runs, record.status), (2, RolloutStatus::Running));
+    assert_eq!(record.nodes_in(NodeState::Pending), ["n02", "n03", "n04"]);
+    for name in ["n02", "n03", "n04"] {
+        rollouts.take(&key("node"), node(name, "ok").to_string().as_bytes());
+    }
+    rollouts.take(&key("summary"), json!({"type": "summary"}).to_string().as_bytes());
+    let record = &rollouts.get(uuid).expect("rebuilt").record;
+    assert_eq!(record.status, RolloutStatus::Finished);
+    assert!(record.remaining().is_empty(), "{record:?}");
+
+    // Events read from the second run on (the first run's gone from the broker): the nodes
+    // that run did not send to had succeeded before it.
+    let mut late = Rollouts::default();
+    late.take(&key("started"), started(2, &["n02", "n04"]).to_string().as_bytes());
+    let record = &late.get(uuid).expect("rebuilt").record;
+    assert_eq!(record.nodes_in(NodeState::Ok), ["n01", "n03"]);
+    assert_eq!(record.remaining(), ["n02", "n04"]);
+}
+
 /// A broadcast that expects the registry's nodes: an expected node that answers is counted, a
 /// node the registry did not know is counted as a target too, and an expected node that stays
 /// silent is listed as not responding.

@@ -1,11 +1,12 @@
 // Drives Baton's web console in Debian's headless Chromium (run by integration/console.rs).
 //
-//   node e2e.mjs main|silent|restart
+//   node e2e.mjs main|silent|restart|signed|unsigned|fleet|rollouts
 //
 // Environment: BATON_CONSOLE_URL, BATON_CONSOLE_USER, BATON_CONSOLE_PASSWORD, BATON_CHROMIUM,
 // BATON_E2E_EXPECT (JSON: what this phase should find), and optionally BATON_SCREENSHOTS (a
 // directory for PNGs of the main views). Exits non-zero, saying which step failed, on failure.
 
+import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
@@ -623,7 +624,54 @@ async function fleet(page) {
   });
 }
 
-const phases = { main, silent, restart, signed, unsigned, fleet };
+// A console without login, started after a rollout stopped at its health check; the page
+// then runs `baton rollout resume` (expect.resume, as another CI runner) and follows it.
+async function rollouts(page) {
+  const row = `#rollout-table tr[data-rollout="${expect.rollout_id}"]`;
+  const cell = async (name) => (await page.textContent(`${row} td.${name}`)).trim();
+  await step("a rollout that stopped before the console started is listed, read back from the broker", async () => {
+    await page.goto(url);
+    await page.waitForSelector("#app:not([hidden])", { timeout: WAIT });
+    await openTab(page, "rollouts");
+    await page.waitForSelector(`${row}[data-status="stopped"]`, { timeout: WAIT });
+    check((await cell("done")) === "5 of 10", `done: ${await cell("done")}`);
+    check((await cell("failed")) === "1", `failed: ${await cell("failed")}`);
+    check((await cell("remaining")) === "4", `remaining: ${await cell("remaining")}`);
+    check((await cell("batch")) === "3/5", `batch: ${await cell("batch")}`);
+    check((await cell("checks")) === "5 ok, 1 failed", `checks: ${await cell("checks")}`);
+    check((await cell("run")) === "1", `run: ${await cell("run")}`);
+    check(await fitsWidth(page), "the rollouts view fits the window");
+    await shot(page, "rollouts-stopped");
+  });
+  await step("its resume on another runner is shown live, batch by batch, until it finishes", async () => {
+    // Every state the row shows, recorded by the page as it changes.
+    await page.evaluate((selector) => {
+      window.rolloutStates = [];
+      new MutationObserver(() => {
+        const shown = document.querySelector(selector);
+        if (shown) window.rolloutStates.push(`${shown.dataset.status} ${shown.querySelector("td.done").textContent}`);
+      }).observe(document.querySelector("#rollout-table tbody"), { childList: true, subtree: true, characterData: true });
+    }, row);
+    const [program, ...args] = expect.resume;
+    const resume = spawn(program, args, { env: { ...process.env, XDG_STATE_HOME: expect.state }, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    resume.stdout.on("data", (data) => { output += data; });
+    resume.stderr.on("data", (data) => { output += data; });
+    const exited = new Promise((resolve) => resume.on("exit", resolve));
+    await page.waitForSelector(`${row}[data-status="finished"]`, { timeout: WAIT });
+    const code = await exited;
+    check(code === 0, `baton rollout resume exited ${code}:\n${output}`);
+    check((await cell("done")) === "10 of 10", `done: ${await cell("done")}`);
+    check((await cell("run")) === "2", `run: ${await cell("run")}`);
+    const states = await page.evaluate(() => window.rolloutStates);
+    check(states.some((state) => state.startsWith("running")), `states shown: ${states.join(" | ")}`);
+    const counts = new Set(states.map((state) => state.split(" ")[1]));
+    check(counts.size >= 3, `the done count moved batch by batch: ${states.join(" | ")}`);
+    await shot(page, "rollouts-finished");
+  });
+}
+
+const phases = { main, silent, restart, signed, unsigned, fleet, rollouts };
 if (!phases[phase]) {
   console.error(`usage: node e2e.mjs ${Object.keys(phases).join("|")}`);
   process.exit(2);

@@ -45,10 +45,38 @@ pub enum Destination {
     /// The events exchange of `collective`, which anyone may follow (AMQP: exchange `C.events`,
     /// key `key`); the body is JSON, not a sealed message.
     Events { collective: String, key: String },
-    /// The registry of `collective` itself, where the registration exchange's messages are
-    /// retained (AMQP: the stream `C.registration`, through the default exchange). A registry
-    /// reader publishes its end-of-read marker here; `Unroutable` means there is no registry.
-    Registry { collective: String },
+    /// What the broker retains of one of `collective`'s exchanges itself (AMQP: the stream of
+    /// the exchange's name, through the default exchange). A reader publishes its end-of-read
+    /// marker here; `Unroutable` means the broker retains nothing of it.
+    Retained { collective: String, log: Retained },
+}
+
+/// An exchange whose messages the broker retains, where it can (a RabbitMQ stream of the same
+/// name, declared by the operator: rabbitmq/definitions.json), for a client to read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Retained {
+    /// `C.registration`: the nodes' registrations, the registry.
+    Registrations,
+    /// `C.events`: the rollouts' events, from which a rollout can be resumed elsewhere.
+    Events,
+}
+
+impl Retained {
+    /// The routing keys of every message of the exchange (AMQP binding pattern).
+    pub fn every_key(self) -> &'static str {
+        match self {
+            Retained::Registrations => "node.#",
+            Retained::Events => "rollout.#",
+        }
+    }
+
+    /// The exchange (and stream) name in `collective`.
+    pub fn name(self, collective: &str) -> String {
+        match self {
+            Retained::Registrations => format!("{collective}.registration"),
+            Retained::Events => format!("{collective}.events"),
+        }
+    }
 }
 
 /// The queue whose exclusive holder owns `identity` in `collective` (AMQP and RabbitMQ's STOMP):
@@ -99,6 +127,9 @@ pub enum Delivery {
 #[derive(Debug, Clone)]
 pub struct Incoming {
     pub body: Vec<u8>,
+    /// Where it was published: the routing key (AMQP), or the destination (STOMP). Events
+    /// say which rollout they belong to only here (`rollout.<id>.<type>`).
+    pub key: String,
 }
 
 /// How a transport should connect.
@@ -187,6 +218,9 @@ pub enum BrokerError {
          start again once the broker has noticed (within its heart-beat timeout)"
     )]
     IdentityInUse { identity: String, detail: String },
+    /// Another live connection holds the lock this process asked for ([`Broker::lock`]).
+    #[error("the broker holds queue \"{queue}\" for another connection")]
+    LockHeld { queue: String },
     /// Bad settings (an unparsable URL, an unsupported scheme).
     #[error("{0}")]
     Config(String),
@@ -216,6 +250,7 @@ pub struct Broker {
     commands: mpsc::Sender<Command>,
     /// Enforced on the handle side so an oversized message never reaches the task.
     max_message_bytes: usize,
+    transport: Transport,
 }
 
 /// Capacity of the command channel: callers wait (backpressure) when the task is this far behind.
@@ -254,15 +289,21 @@ pub(crate) enum SubscriptionKind {
         /// Named by the user for replies collected later: durable, survives the client.
         persistent: bool,
     },
-    /// The console's view of node registrations, through its own queue `queue`.
-    Registrations { collective: String, queue: String },
+    /// Every message published to one of `collective`'s exchanges from now on (the console's
+    /// view of registrations or rollouts), through its own queue `queue`.
+    Follow { collective: String, log: Retained, queue: String },
     /// `batond`'s claim on its identity in `collective`: held for this connection alone,
     /// refused with [`BrokerError::IdentityInUse`] while another connection holds it. No
     /// message ever arrives on it.
     Claim { collective: String, identity: String },
-    /// The registry of `collective` (a RabbitMQ stream) read from `since_secs` (seconds since
-    /// the epoch) onwards. AMQP only.
-    Registry { collective: String, since_secs: u64 },
+    /// What the broker retains of one of `collective`'s exchanges (a RabbitMQ stream), read
+    /// from `since_secs` (seconds since the epoch) onwards. AMQP only.
+    Retained { collective: String, log: Retained, since_secs: u64 },
+    /// A lock held by this connection alone: the exclusive queue `<collective>.reply.<name>`
+    /// (the only queues a client user may declare), refused with [`BrokerError::LockHeld`]
+    /// while another connection holds it, released when this connection ends. No message ever
+    /// arrives on it. AMQP and RabbitMQ's STOMP.
+    Lock { collective: String, name: String },
 }
 
 impl Broker {
@@ -288,7 +329,7 @@ impl Broker {
         if settings.urls.is_empty() {
             return Err(BrokerError::Config("no broker URL configured (set broker.urls)".to_string()));
         }
-        let max_message_bytes = settings.max_message_bytes;
+        let (max_message_bytes, transport) = (settings.max_message_bytes, settings.transport);
         let (commands, command_receiver) = mpsc::channel(COMMAND_CAPACITY);
         match settings.transport {
             Transport::Amqp => {
@@ -298,7 +339,14 @@ impl Broker {
                 owner::start::<stomp::Session>(settings, mode, status, command_receiver).await?
             }
         }
-        Ok(Broker { commands, max_message_bytes })
+        Ok(Broker { commands, max_message_bytes, transport })
+    }
+
+    /// Whether reading a stream that does not exist leaves the connection as it was: over AMQP a
+    /// missing stream is an unroutable marker, nothing more; RabbitMQ's STOMP refuses the
+    /// consume and closes the connection, taking its subscriptions (a reply queue) with it.
+    pub fn reads_missing_streams_harmlessly(&self) -> bool {
+        self.transport == Transport::Amqp
     }
 
     /// Publishes `body` to `destination`; `ttl` becomes the message's expiration, so a
@@ -372,30 +420,49 @@ impl Broker {
     }
 
     /// Console side: every registration published in `collective`, through a private queue.
+    pub async fn subscribe_registrations(&self, collective: &str) -> Result<Subscription, BrokerError> {
+        self.follow(collective, Retained::Registrations).await
+    }
+
+    /// Console side: every message published to `collective`'s exchange `log` from now on
+    /// (registrations: `node.#`; events: `rollout.#`), through a private queue.
     ///
     /// The queue is named like a reply queue, `<collective>.reply.console-<uuid>`, because that
     /// is the only kind of queue the broker lets a client user declare (`rabbitmq/definitions.json`).
-    pub async fn subscribe_registrations(&self, collective: &str) -> Result<Subscription, BrokerError> {
-        self.subscribe(SubscriptionKind::Registrations {
+    pub async fn follow(&self, collective: &str, log: Retained) -> Result<Subscription, BrokerError> {
+        self.subscribe(SubscriptionKind::Follow {
             collective: collective.to_string(),
+            log,
             queue: format!("{collective}.reply.console-{}", uuid::Uuid::new_v4().simple()),
         })
         .await
     }
 
-    /// Client side: every registration retained in `collective`'s registry from `since`
+    /// Client side: every message retained of `collective`'s exchange `log` from `since`
     /// onwards (possibly a little earlier: a stream is read from the start of the chunk that
     /// holds `since`), then whatever arrives later, through a consumer of the stream. Fails with
-    /// [`BrokerError::Unsupported`] over STOMP to ActiveMQ and [`BrokerError::Refused`] when
-    /// there is no registry (over STOMP to RabbitMQ, the refusal also ends the connection);
-    /// see `client::registry` for reading it to its end.
-    pub async fn subscribe_registry(
+    /// [`BrokerError::Unsupported`] over STOMP to ActiveMQ (and over STOMP to RabbitMQ for
+    /// anything but the registry) and [`BrokerError::Refused`] when nothing is retained (over
+    /// STOMP to RabbitMQ, the refusal also ends the connection); see `client::retained` for
+    /// reading it to its end.
+    pub async fn subscribe_retained(
         &self,
         collective: &str,
+        log: Retained,
         since: std::time::SystemTime,
     ) -> Result<Subscription, BrokerError> {
         let since_secs = since.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
-        self.subscribe(SubscriptionKind::Registry { collective: collective.to_string(), since_secs }).await
+        self.subscribe(SubscriptionKind::Retained { collective: collective.to_string(), log, since_secs })
+            .await
+    }
+
+    /// Client side: takes the lock `name` in `collective` for this connection alone (see
+    /// [`SubscriptionKind::Lock`]); held until the returned subscription is dropped or the
+    /// process ends. Fails with [`BrokerError::LockHeld`] while another connection holds it,
+    /// and with [`BrokerError::Unsupported`] on ActiveMQ, which has no exclusive queues.
+    pub async fn lock(&self, collective: &str, name: &str) -> Result<Subscription, BrokerError> {
+        self.subscribe(SubscriptionKind::Lock { collective: collective.to_string(), name: name.to_string() })
+            .await
     }
 
     /// Closes the connection cleanly once in-flight publishes have finished. Later calls on

@@ -62,7 +62,7 @@ async fn dispatch(cli: &Cli) -> Result<Exit, Failure> {
             RpcPlan::new(cli, &args).await?.run(cli.verbose).await
         }
         Command::Rollout { command: RolloutCommand::Status { id, output } } => {
-            cmd::rollout::status(id, output)
+            cmd::rollout::status(cli, id, output).await
         }
         Command::Rollout { command: RolloutCommand::Resume { id, yes, output } } => {
             cmd::rollout::resume(cli, id, *yes, output).await

@@ -17,10 +17,11 @@ use super::exit::{Exit, Failure};
 use super::report::{
     BatchFinishedLine, BatchStartedLine, CallSummary, CheckResultLine, CollectionReport, CollectionStats,
     CollectionSummary, DetachedReport, DiscoverReport, DiscoverStats, ErrorReport, FactReport,
-    InterruptedReport, InterruptedStats, InventoryReport, NoResponseLine, NodeLine, NothingMatchedLine,
-    NothingMatchedReport, NothingMatchedStats, PingReport, PingTime, RequestNoResponseLine, RolloutReport,
-    RolloutStatusReport, RolloutSummary, Selection, SentLine, StartedLine, StoppedLine, StoppedReport, line,
-    nodes_by_state, print_as, print_document, print_line, print_text_line, stop_reason,
+    InterruptedReport, InterruptedStats, InventoryReport, NoResponseLine, NodeLine, NodeStateLine,
+    NothingMatchedLine, NothingMatchedReport, NothingMatchedStats, PingReport, PingTime,
+    RequestNoResponseLine, RolloutReport, RolloutStatusReport, RolloutSummary, Selection, SentLine,
+    StartedLine, StoppedLine, StoppedReport, line, nodes_by_state, print_as, print_document, print_line,
+    print_text_line, stop_reason,
 };
 use super::targets::NothingFound;
 use crate::client::detached::{Collection, DetachedRequest};
@@ -240,8 +241,8 @@ impl Renderer {
             Event::CheckFinished { index, check } => {
                 self.emit("check_result", CheckResultLine { index: *index, check })
             }
-            // Replies and checks already say it; the state journal is what needs these.
-            Event::NodeState { .. } => {}
+            // What the journal saves, so that a machine without it rebuilds it from the events.
+            Event::NodeState { node, state } => self.emit("node", NodeStateLine { node, state: *state }),
         }
     }
 
@@ -551,11 +552,9 @@ impl Renderer {
     /// A tracked rollout starts (or resumes): its id, where its state is kept, and its nodes.
     pub fn rollout_started(&mut self, record: &RolloutRecord, nodes: &[String], state_file: &Path) {
         let started = StartedLine {
-            rollout_id: record.rollout_id,
             agent: &record.request.agent,
             action: &record.request.action,
-            run: record.runs,
-            nodes,
+            start: record.start(nodes),
             state_file: &state_file.display().to_string(),
         };
         self.emit("started", started);

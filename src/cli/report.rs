@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::client::journal::RolloutStart;
 use crate::client::report::{OutcomeReport, Stats};
 use crate::client::rollout::nodes_in;
 use crate::client::{BatchRecord, CheckRecord, NodeReply, NodeState, Stopped};
@@ -373,16 +374,22 @@ pub struct BatchFinishedLine<'a> {
     pub batch: &'a BatchRecord,
 }
 
-/// The `started` line of `--jsonl`: a tracked rollout starts (run 1) or resumes.
+/// The `started` line of `--jsonl`: a tracked rollout starts (run 1) or resumes, with
+/// everything a resume on another machine needs (`client::journal::RolloutStart`).
 #[derive(Debug, Serialize)]
 pub struct StartedLine<'a> {
-    pub rollout_id: Uuid,
     pub agent: &'a str,
     pub action: &'a str,
-    pub run: u32,
-    /// The nodes this run sends to, in order.
-    pub nodes: &'a [String],
+    #[serde(flatten)]
+    pub start: RolloutStart,
     pub state_file: &'a str,
+}
+
+/// The `node` line of `--jsonl`: a rollout's node changed state (what its journal saves).
+#[derive(Debug, Serialize)]
+pub struct NodeStateLine<'a> {
+    pub node: &'a str,
+    pub state: NodeState,
 }
 
 /// `baton rollout status --json`.

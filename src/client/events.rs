@@ -8,15 +8,30 @@
 //! the caller's event callback (which cannot wait) and published by a task of their own, and
 //! [`EventPublisher::finish`] waits for the last. A broker that refuses them (no `C.events`
 //! exchange, no permission) costs one warning, never the rollout.
+//!
+//! Where the broker retains the events (a RabbitMQ stream `C.events` bound to the exchange,
+//! rabbitmq/definitions.json), they are the rollout's journal on the broker: the `started`
+//! event carries everything a resume needs ([`RolloutStart`]), and a `node` event every
+//! change of a node's state, the same changes the local journal saves. [`Rollouts`] rebuilds
+//! each rollout's record from them, event by event: [`read_rollout`] for `baton rollout
+//! status` and `resume` on a machine without the record, and the console's live view.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::warn;
+use uuid::Uuid;
 
 use super::Client;
-use crate::broker::Destination;
+use super::journal::{RolloutRecord, RolloutStart, RolloutStatus};
+use super::retained::{NotRetained, read_to_end};
+use super::rollout::NodeState;
+use crate::broker::{Broker, Destination, Incoming, Retained};
+use crate::protocol::now_ms;
 
 /// How long an event waits in a consumer's queue before the broker drops it.
 const EVENT_TTL: Duration = Duration::from_secs(60 * 60);
@@ -63,4 +78,153 @@ impl EventPublisher {
         self.sender.take();
         let _ = self.task.await;
     }
+}
+
+/// One rollout as its events tell it: the record the journal keeps, and where its batches and
+/// checks stand.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutView {
+    pub record: RolloutRecord,
+    /// The batch sent last, and how many this run has.
+    pub batch: Option<BatchPosition>,
+    /// Nodes whose health check passed, and did not, over every batch so far.
+    pub checks_passed: usize,
+    pub checks_failed: usize,
+    /// This run stopped at `--max-failures`; its summary has not come yet.
+    #[serde(skip)]
+    stopping: bool,
+}
+
+/// Batch `index` (1-based) of `of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPosition {
+    pub index: usize,
+    pub of: usize,
+}
+
+/// The fields of a `node` event.
+#[derive(Deserialize)]
+struct NodeEvent {
+    node: String,
+    state: NodeState,
+}
+
+/// The fields of a `check_result` event that count.
+#[derive(Deserialize)]
+struct CheckEvent {
+    ok: Vec<String>,
+    failed: Vec<Value>,
+    no_response: Vec<String>,
+}
+
+/// Rollouts rebuilt from their events, in any order of rollouts, each rollout's in the order
+/// they were published.
+#[derive(Debug, Default, Clone)]
+pub struct Rollouts {
+    by_id: BTreeMap<Uuid, RolloutView>,
+}
+
+impl Rollouts {
+    /// Takes in one event published with routing key (or STOMP destination) `key`; returns the
+    /// rollout it changed. Events of a rollout whose `started` event was not seen (gone from
+    /// the broker) and anything that is not an event are passed over.
+    pub fn take(&mut self, key: &str, body: &[u8]) -> Option<Uuid> {
+        // `rollout.<id>.<type>`, after the exchange's name over STOMP.
+        let id = key.split(['.', '/']).find_map(|part| Uuid::parse_str(part).ok())?;
+        let event: Value = serde_json::from_slice(body).ok()?;
+        let kind = event.get("type")?.as_str()?.to_owned();
+        if kind == "started" {
+            let start: RolloutStart = serde_json::from_value(event).ok()?;
+            if start.rollout_id != id {
+                return None;
+            }
+            match self.by_id.get_mut(&id) {
+                Some(view) => {
+                    view.record.restart(&start);
+                    view.batch = None;
+                    view.stopping = false;
+                }
+                None => {
+                    let record = RolloutRecord::from_start(start);
+                    let view = RolloutView {
+                        record,
+                        batch: None,
+                        checks_passed: 0,
+                        checks_failed: 0,
+                        stopping: false,
+                    };
+                    self.by_id.insert(id, view);
+                }
+            }
+            return Some(id);
+        }
+        let view = self.by_id.get_mut(&id)?;
+        match kind.as_str() {
+            "node" => {
+                let NodeEvent { node, state } = serde_json::from_value(event).ok()?;
+                if let Some(known) = view.record.nodes.get_mut(&node) {
+                    *known = state;
+                }
+            }
+            "batch_started" => view.batch = serde_json::from_value(event).ok(),
+            "check_result" => {
+                let check: CheckEvent = serde_json::from_value(event).ok()?;
+                view.checks_passed += check.ok.len();
+                view.checks_failed += check.failed.len() + check.no_response.len();
+            }
+            "stopped" => view.stopping = true,
+            // The last event of every run, as the journal's `finish`.
+            "summary" => {
+                view.record.status =
+                    if view.stopping { RolloutStatus::Stopped } else { RolloutStatus::Finished };
+                view.stopping = false;
+            }
+            _ => return None,
+        }
+        view.record.updated_ms = now_ms();
+        Some(id)
+    }
+
+    pub fn get(&self, id: Uuid) -> Option<&RolloutView> {
+        self.by_id.get(&id)
+    }
+
+    /// Every rollout, by id.
+    pub fn views(&self) -> impl Iterator<Item = &RolloutView> {
+        self.by_id.values()
+    }
+
+    /// Forgets rollouts last changed before `before_ms`.
+    pub fn forget_older(&mut self, before_ms: u64) {
+        self.by_id.retain(|_, view| view.record.updated_ms >= before_ms);
+    }
+}
+
+/// How long reading a rollout's events from the broker may take: they are read to their end.
+pub const EVENTS_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How far back the broker keeps events: the stream's `x-max-age` in rabbitmq/definitions.json.
+pub const EVENTS_RETAINED: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Rebuilds rollout `id` of `collective` from the events the broker retains, reading them all
+/// to their end within `timeout`: `None` when none of its events (its `started` event) is
+/// there. Fails with [`NotRetained`] when the broker keeps no events (no stream `C.events`,
+/// STOMP) or the read did not end in time.
+pub async fn read_rollout(
+    broker: &Broker,
+    collective: &str,
+    id: Uuid,
+    timeout: Duration,
+) -> Result<Option<RolloutRecord>, NotRetained> {
+    let since = SystemTime::now().checked_sub(EVENTS_RETAINED).unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut rollouts = Rollouts::default();
+    let wanted = format!("rollout.{id}.");
+    let mut take = |message: &Incoming| {
+        // Other rollouts' events are passed over unparsed.
+        if message.key.starts_with(&wanted) {
+            rollouts.take(&message.key, &message.body);
+        }
+    };
+    read_to_end(broker, collective, Retained::Events, since, timeout, timeout, &mut take).await?;
+    Ok(rollouts.get(id).map(|view| view.record.clone()))
 }

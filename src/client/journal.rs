@@ -8,6 +8,13 @@
 //! complete state behind: a node is `sent` before its request is published, and `ok` only once
 //! its reply (and its check) said so. Resuming sends to every node that is not `ok`, in the
 //! saved order, so no node that succeeded is sent the action twice.
+//!
+//! The file is the first source. A rollout run with `--events` also leaves its events on the
+//! broker, where they are retained (`client::events`): another machine without the file
+//! rebuilds the same record from them, and a resume there saves it ([`Journal::unsaved`]).
+//! Whoever runs a rollout holds its locks: a file lock on `<id>.lock` beside the record on
+//! this machine ([`Journal::lock`]), and an exclusive queue on the broker
+//! ([`Client::lock_rollout`]), so two runs of one rollout never send at once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::rollout::{NodeState, RolloutOutcome, nodes_in};
-use super::{ClientError, Event};
+use super::{Client, ClientError, Event};
+use crate::broker::{BrokerError, Subscription};
 use crate::protocol::filter::FilterSpec;
 use crate::protocol::now_ms;
 
@@ -66,6 +74,22 @@ impl RolloutStatus {
     }
 }
 
+/// What a rollout's `started` event carries: everything a machine without its record needs to
+/// rebuild it and resume it (the request as typed, the order, this run's nodes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStart {
+    pub rollout_id: Uuid,
+    pub collective: String,
+    /// 1, plus one per resume.
+    pub run: u32,
+    pub request: RolloutRequest,
+    /// Every target, in rollout order.
+    pub order: Vec<String>,
+    /// The nodes this run sends to, in order: every node not yet `ok`.
+    pub nodes: Vec<String>,
+    pub created_ms: u64,
+}
+
 /// The saved state of one rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutRecord {
@@ -92,6 +116,61 @@ impl RolloutRecord {
     pub fn nodes_in(&self, state: NodeState) -> Vec<String> {
         nodes_in(&self.nodes, state)
     }
+
+    /// The `started` event of this run, sending to `nodes`.
+    pub fn start(&self, nodes: &[String]) -> RolloutStart {
+        RolloutStart {
+            rollout_id: self.rollout_id,
+            collective: self.collective.clone(),
+            run: self.runs,
+            request: self.request.clone(),
+            order: self.order.clone(),
+            nodes: nodes.to_vec(),
+            created_ms: self.created_ms,
+        }
+    }
+
+    /// The record as a `started` event says it stands: its run's nodes pending, and every
+    /// other node `ok` (a run sends to every node that is not; earlier runs' events may be
+    /// gone from the broker).
+    pub fn from_start(start: RolloutStart) -> RolloutRecord {
+        let nodes = start
+            .order
+            .iter()
+            .map(|node| {
+                let state = if start.nodes.contains(node) { NodeState::Pending } else { NodeState::Ok };
+                (node.clone(), state)
+            })
+            .collect();
+        RolloutRecord {
+            rollout_id: start.rollout_id,
+            collective: start.collective,
+            request: start.request,
+            order: start.order,
+            nodes,
+            status: RolloutStatus::Running,
+            runs: start.run,
+            created_ms: start.created_ms,
+            updated_ms: now_ms(),
+        }
+    }
+
+    /// Takes in a later run's `started` event: its nodes go back to pending, and the rollout
+    /// is running again (what [`Journal::resume`] did on the machine that ran it).
+    pub fn restart(&mut self, start: &RolloutStart) {
+        for node in &start.nodes {
+            self.nodes.insert(node.clone(), NodeState::Pending);
+        }
+        self.runs = start.run;
+        self.status = RolloutStatus::Running;
+    }
+}
+
+/// Parses a rollout id as typed.
+pub fn parse_id(id: &str) -> Result<Uuid, ClientError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ClientError::Usage(format!("{id:?} is not a rollout id (a UUID, as baton printed when it started)"))
+    })
 }
 
 /// A rollout's record and the file it is kept in, saved as the rollout goes.
@@ -99,6 +178,8 @@ impl RolloutRecord {
 pub struct Journal {
     path: PathBuf,
     record: RolloutRecord,
+    /// The open lock file while this process holds the rollout's lock ([`Journal::lock`]).
+    lock: Option<std::fs::File>,
 }
 
 /// Where rollouts are recorded: `$XDG_STATE_HOME/baton/rollouts`, or
@@ -127,30 +208,94 @@ impl Journal {
             created_ms: now,
             updated_ms: now,
         };
-        let mut journal = Journal { path: dir.join(format!("{}.json", record.rollout_id)), record };
+        Journal::adopt(dir, record)
+    }
+
+    /// Saves `record` in `dir`, as this machine's record of it.
+    fn adopt(dir: &Path, record: RolloutRecord) -> Result<Journal, ClientError> {
+        let mut journal = Journal::unsaved(dir, record);
         std::fs::create_dir_all(dir).map_err(|error| journal.io_error(&error))?;
         journal.save()?;
         Ok(journal)
     }
 
+    /// `record` (rebuilt from the broker) as this machine's record of it in `dir`, saved only
+    /// once it changes: a resume refused by the rollout's lock leaves nothing behind.
+    pub fn unsaved(dir: &Path, record: RolloutRecord) -> Journal {
+        Journal { path: dir.join(format!("{}.json", record.rollout_id)), record, lock: None }
+    }
+
+    /// Takes the broker's record of the rollout instead of this one, and saves it, when the
+    /// broker's is of a later run (another machine resumed it since this one last did).
+    pub fn catch_up(&mut self, remote: RolloutRecord) -> Result<(), ClientError> {
+        if remote.rollout_id == self.record.rollout_id && remote.runs > self.record.runs {
+            self.record = remote;
+            self.save()?;
+        }
+        Ok(())
+    }
+
     /// Opens the record of rollout `id` in `dir`.
     pub fn open(dir: &Path, id: &str) -> Result<Journal, ClientError> {
-        let parsed = Uuid::parse_str(id).map_err(|_| {
+        let parsed = parse_id(id)?;
+        Journal::find(dir, parsed)?.ok_or_else(|| {
             ClientError::Usage(format!(
-                "{id:?} is not a rollout id (a UUID, as baton printed when it started)"
-            ))
-        })?;
-        let path = dir.join(format!("{parsed}.json"));
-        let text = std::fs::read_to_string(&path).map_err(|error| {
-            ClientError::Usage(format!(
-                "no rollout {parsed} in {} ({error}); rollouts are recorded per user, under $XDG_STATE_HOME/baton/rollouts",
+                "no rollout {parsed} in {}; rollouts are recorded per user, under $XDG_STATE_HOME/baton/rollouts",
                 dir.display()
             ))
-        })?;
+        })
+    }
+
+    /// The record of rollout `id` in `dir`, or `None` when this machine has none.
+    pub fn find(dir: &Path, id: Uuid) -> Result<Option<Journal>, ClientError> {
+        let path = dir.join(format!("{id}.json"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(ClientError::Usage(format!("cannot read {} ({error})", path.display())));
+            }
+        };
         let record = serde_json::from_str(&text).map_err(|error| {
             ClientError::Usage(format!("{} is not a rollout record: {error}", path.display()))
         })?;
-        Ok(Journal { path, record })
+        Ok(Some(Journal { path, record, lock: None }))
+    }
+
+    /// Takes the rollout's lock on this machine, held until the journal is dropped (or the
+    /// process ends: the kernel releases a dead process's file locks). Refused while another
+    /// process holds it.
+    pub fn lock(&mut self) -> Result<(), ClientError> {
+        use rustix::fs::{FlockOperation, flock};
+        let path = self.path.with_extension("lock");
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|error| self.io_error(&error))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|error| self.io_error(&error))?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                self.lock = Some(file);
+                // Read again under the lock: a run that ended since it was read may have
+                // done some of the nodes.
+                if let Some(latest) =
+                    Journal::find(self.path.parent().unwrap_or(Path::new(".")), self.record.rollout_id)?
+                {
+                    self.record = latest.record;
+                }
+                Ok(())
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(ClientError::Usage(format!(
+                "rollout {id} is running in another process on this machine ({} is locked); wait for it to end (see it with: baton rollout status {id}), then resume it if nodes remain",
+                path.display(),
+                id = self.record.rollout_id
+            ))),
+            Err(error) => Err(self.io_error(&std::io::Error::from(error))),
+        }
     }
 
     pub fn record(&self) -> &RolloutRecord {
@@ -219,5 +364,32 @@ impl Journal {
             "cannot save the rollout's state in {} ({error}); set XDG_STATE_HOME to a writable directory",
             self.path.display()
         ))
+    }
+}
+
+/// A rollout's lock on the broker, held until dropped (or the connection ends).
+#[derive(Debug)]
+pub struct BrokerLock {
+    _held: Option<Subscription>,
+}
+
+impl Client {
+    /// Takes rollout `id`'s lock on the broker: the exclusive queue
+    /// `<collective>.reply.rollout-<id>`, which the broker refuses to any other connection
+    /// while this one lives, and deletes when it ends (the client killed included). Refused
+    /// (a usage error, exit 2) while another process runs the rollout; on a broker without
+    /// exclusive queues (ActiveMQ) only this machine's file lock guards the rollout.
+    pub async fn lock_rollout(&self, id: Uuid) -> Result<BrokerLock, ClientError> {
+        match self.broker.lock(&self.settings.collective, &format!("rollout-{id}")).await {
+            Ok(held) => Ok(BrokerLock { _held: Some(held) }),
+            Err(BrokerError::LockHeld { queue }) => Err(ClientError::Usage(format!(
+                "rollout {id} is running in another process (the broker holds its lock, queue \"{queue}\", for another connection); wait for it to end (see it with: baton rollout status {id}), then resume it if nodes remain"
+            ))),
+            Err(BrokerError::Unsupported { operation, transport }) => {
+                tracing::debug!(%operation, transport, "no lock on the broker: this machine's file lock only");
+                Ok(BrokerLock { _held: None })
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 }

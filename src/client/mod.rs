@@ -15,6 +15,7 @@ pub mod outcome;
 pub mod prepare;
 pub mod registry;
 pub mod report;
+pub mod retained;
 pub mod rollout;
 
 use std::collections::{BTreeSet, HashMap};
@@ -275,6 +276,13 @@ impl Client {
         let mut unreachable = Vec::new();
         // What `Targets::Registry` resolved to; every other kind is its own resolution.
         let mut resolved: Option<Targets> = None;
+        // Where a missing registry would end the connection (and the reply queue with it), it is
+        // read before anything is sent rather than while the replies come.
+        if let Targets::Registry(settings) = targets
+            && !self.broker.reads_missing_streams_harmlessly()
+        {
+            resolved = Some(self.resolve_registry(settings, &spec.filter).await);
+        }
         match targets {
             Targets::Broadcast | Targets::Expected { .. } | Targets::Registry(_) => {
                 let destination = Destination::Broadcast {
@@ -285,26 +293,21 @@ impl Client {
                 if self.broker.publish(destination, bytes, ttl).await? == Delivery::Unroutable {
                     // No node has this agent bound at all: nobody can answer, so stop now.
                     debug!(agent = %spec.agent, "broadcast unroutable: no node has the agent");
-                    let nobody =
-                        if matches!(targets, Targets::Registry(_)) { &Targets::Broadcast } else { targets };
+                    // Whom it expected (a registry read first) are then not responding.
+                    let nobody = match (&resolved, targets) {
+                        (Some(expected), _) => expected,
+                        (None, Targets::Registry(_)) => &Targets::Broadcast,
+                        (None, targets) => targets,
+                    };
                     return Ok(Tally::new(&request, nobody).finish(started));
                 }
-                if let Targets::Registry(settings) = targets {
-                    let reading = self.registry(settings);
+                if let (Targets::Registry(settings), None) = (targets, &resolved) {
+                    let reading = self.resolve_registry(settings, &spec.filter);
                     tokio::pin!(reading);
-                    let fleet = loop {
+                    resolved = Some(loop {
                         tokio::select! {
-                            fleet = &mut reading => break fleet,
+                            expected = &mut reading => break expected,
                             Some(reply) = replies.recv() => early.push((reply, started.elapsed())),
-                        }
-                    };
-                    resolved = Some(match fleet {
-                        Ok(fleet) => {
-                            Targets::Expected { nodes: fleet.matching(&spec.filter), grace: settings.grace }
-                        }
-                        Err(no_registry) => {
-                            debug!(%no_registry, "waiting for replies to go quiet instead");
-                            Targets::Broadcast
                         }
                     });
                 }
@@ -389,6 +392,18 @@ impl Client {
             }
         }
         Ok(tally.finish(started))
+    }
+
+    /// What a broadcast with [`Targets::Registry`] expects: the registry's nodes that match
+    /// `filter`, or nobody in particular (a plain broadcast) without a registry to read.
+    async fn resolve_registry(&self, settings: &registry::RegistrySettings, filter: &Filter) -> Targets {
+        match self.registry(settings).await {
+            Ok(fleet) => Targets::Expected { nodes: fleet.matching(filter), grace: settings.grace },
+            Err(no_registry) => {
+                debug!(%no_registry, "waiting for replies to go quiet instead");
+                Targets::Broadcast
+            }
+        }
     }
 
     /// Reads this client's collective's registry (see [`registry::read`]).

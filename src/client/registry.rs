@@ -6,15 +6,12 @@
 //! consumes the stream from `window` ago (the nodes' registration interval plus slack), so
 //! every live node's latest registration is in what it reads.
 //!
-//! A stream never says "that was all". Rather than wait for silence (which a slow broker turns
-//! into missing nodes), the reader first publishes a marker of its own into the stream, with
-//! a confirm, then consumes from `window` ago until the marker comes back: everything the
-//! stream held when the read started has then been seen, however long the broker takes. The
-//! marker goes first because over AMQP it also asks, without side effects, whether there is a
-//! registry (*Unroutable*: no stream), so a broker without one never sees a consume of a missing
-//! queue. Over STOMP to RabbitMQ a publish cannot come back unroutable: there, a missing stream
-//! shows as the consume refused. STOMP to ActiveMQ has no registry. Markers are not signed
-//! registrations; every reader skips them.
+//! A stream never says "that was all": the reader reads to its own end-of-read marker
+//! (`client::retained`), so everything the stream held when the read started has been seen,
+//! however long the broker takes. Over AMQP the marker also asks, without side effects,
+//! whether there is a registry (*Unroutable*: no stream), so a broker without one never sees a
+//! consume of a missing queue; over STOMP to RabbitMQ a publish cannot come back unroutable,
+//! and a missing stream shows as the consume refused. STOMP to ActiveMQ has no registry.
 //!
 //! Each registration is verified like a reply (with ed25519 the signing key must be the node's
 //! own), must name the collective, must not be dated beyond the clock skew allowance, and is
@@ -29,14 +26,12 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 use tracing::debug;
 
-use crate::broker::{Broker, Delivery, Destination};
+use super::retained::{NotRetained, read_to_end};
+use crate::broker::{Broker, Incoming, Retained};
 use crate::config::ClientConfig;
 use crate::protocol::filter::{Filter, NodeView, dotted_fact};
 use crate::protocol::{Registration, now_ms};
 use crate::security::Security;
-
-/// What every end-of-read marker starts with; the rest is the reader's own random id.
-const MARKER_PREFIX: &[u8] = b"baton-registry-end ";
 
 /// How the client reads and trusts the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,45 +212,23 @@ pub async fn read(
     let started = Instant::now();
     let since = SystemTime::now().checked_sub(settings.window).unwrap_or(SystemTime::UNIX_EPOCH);
     let reader = Reader { security, collective, settings, max_message_bytes, now_ms: now_ms() };
-    let work = async {
-        let mut marker = MARKER_PREFIX.to_vec();
-        marker.extend_from_slice(uuid::Uuid::new_v4().simple().to_string().as_bytes());
-        let destination = Destination::Registry { collective: collective.to_string() };
-        match broker.publish(destination, marker.clone(), settings.window).await {
-            Ok(Delivery::Unroutable) => {
-                return Err(NoRegistry(format!("the broker has no stream \"{collective}.registration\"")));
-            }
-            Ok(_) => {}
-            Err(error) => return Err(NoRegistry(error.to_string())),
-        }
-        // From before the marker: it comes back at the end of what the stream held.
-        let mut subscription = broker
-            .subscribe_registry(collective, since)
-            .await
-            .map_err(|error| NoRegistry(error.to_string()))?;
-        let mut fleet = Fleet::default();
-        while let Some(message) = subscription.messages.recv().await {
-            if message.body == marker {
-                return Ok(fleet);
-            }
-            if message.body.starts_with(MARKER_PREFIX) {
-                continue; // another reader's marker
-            }
-            if !fleet.take(&message.body, &reader) {
-                fleet.rejected += 1;
-            }
-        }
-        Err(NoRegistry("the registry subscription ended before the read was complete".to_string()))
-    };
-    let mut fleet = match tokio::time::timeout(settings.timeout, work).await {
-        Ok(result) => result?,
-        Err(_elapsed) => {
-            return Err(NoRegistry(format!(
-                "reading it did not finish within {} s",
-                settings.timeout.as_secs_f64()
-            )));
+    let mut fleet = Fleet::default();
+    let mut take = |message: &Incoming| {
+        if !fleet.take(&message.body, &reader) {
+            fleet.rejected += 1;
         }
     };
+    read_to_end(
+        broker,
+        collective,
+        Retained::Registrations,
+        since,
+        settings.window,
+        settings.timeout,
+        &mut take,
+    )
+    .await
+    .map_err(|NotRetained(why)| NoRegistry(why))?;
     fleet.elapsed = started.elapsed();
     debug!(
         nodes = fleet.len(),

@@ -2,7 +2,8 @@
 //!
 //! The console sits beside the CLI, above [`crate::client`]: it sends the same requests through
 //! the same client, so its results are accounted exactly as `baton rpc`'s are. Its parts:
-//! `registry` (the nodes, from the broker's registry at start and the registration exchange), `jobs` (requests sent for a user,
+//! `registry` (the nodes, from the broker's registry at start and the registration exchange),
+//! `rollouts` (every rollout, live, from the events exchange), `jobs` (requests sent for a user,
 //! with their live results), `store` (SQLite: nodes and job history across restarts), `auth`
 //! (users, sessions, forgery checks) and `server` (axum: the embedded page and its API).
 //!
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod jobs;
 pub mod metrics;
 pub mod registry;
+pub mod rollouts;
 pub mod server;
 pub mod store;
 
@@ -179,6 +181,18 @@ pub async fn run(
         },
     ));
 
+    // Rollouts are a view, not the console's job: a broker without events costs a warning.
+    let board = Arc::new(rollouts::Board::default());
+    let mut stop_rollouts = stop.subscribe();
+    let following = rollouts::follow(board.clone(), broker.clone(), config.collective.clone(), async move {
+        let _ = stop_rollouts.recv().await;
+    });
+    tokio::spawn(async move {
+        if let Err(error) = following.await {
+            warn!(%error, "rollouts are not shown: cannot follow the events exchange");
+        }
+    });
+
     let (catalog, problems) = Catalog::load(config.definitions_dir.as_deref());
     for problem in problems {
         warn!(%problem, "agent definition not loaded");
@@ -195,6 +209,7 @@ pub async fn run(
         anonymous_csrf: auth::random_token(),
         hosts,
         registry: registry.clone(),
+        rollouts: board,
         jobs: jobs::Jobs::new(
             config.clone(),
             broker.clone(),

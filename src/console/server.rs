@@ -45,6 +45,7 @@ pub struct Console {
     pub anonymous_csrf: String,
     pub hosts: AllowedHosts,
     pub registry: Arc<Registry>,
+    pub rollouts: Arc<super::rollouts::Board>,
     pub jobs: Jobs,
     pub store: Arc<Store>,
     pub collective: String,
@@ -152,6 +153,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/jobs/{id}/events", get(job_events))
         .route("/api/jobs/{id}/cancel", post(cancel_job))
         .route("/api/resources/clone", post(clone_resource))
+        .route("/api/rollouts", get(rollouts))
+        .route("/api/rollouts/events", get(rollout_events))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(console)
@@ -483,6 +486,34 @@ async fn job_events(
         )
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Every rollout of the last day, the latest change first.
+async fn rollouts(State(console): State<Arc<Console>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    console.guard(&headers, Change::No)?;
+    Ok(Json(json!({"rollouts": console.rollouts.rows(), "now_ms": now_ms()})))
+}
+
+/// Streams the rollouts: the whole list at once, then again at every change.
+async fn rollout_events(State(console): State<Arc<Console>>, headers: HeaderMap) -> ApiResult<Response> {
+    console.guard(&headers, Change::No)?;
+    let changes = console.rollouts.changes();
+    let client = console.metrics.sse_client();
+    let lists = futures_util::stream::unfold(
+        (console, changes, true, client),
+        |(console, mut changes, first, client)| async move {
+            if !first && changes.changed().await.is_err() {
+                return None;
+            }
+            changes.borrow_and_update();
+            let list = json!({"rollouts": console.rollouts.rows(), "now_ms": now_ms()});
+            Some((
+                Ok::<_, Infallible>(SseEvent::default().data(list.to_string())),
+                (console, changes, false, client),
+            ))
+        },
+    );
+    Ok(Sse::new(lists).keep_alive(KeepAlive::default()).into_response())
 }
 
 #[derive(Deserialize)]

@@ -75,9 +75,9 @@ impl Transport for Session {
             }
         };
         let max_message_bytes = self.settings.max_message_bytes;
-        // The registry stream is the operator's, read once from start to end: nothing to lose.
+        // A retained stream is the operator's, read once from start to end: nothing to lose.
         let check = match kind {
-            SubscriptionKind::Registry { .. } => None,
+            SubscriptionKind::Retained { .. } => None,
             _ => Some(QueueCheck::new(consumer.queue().to_string(), timeout)),
         };
         Ok(Box::pin(topology::forward(channel, consumer, subscriber, max_message_bytes, check)))

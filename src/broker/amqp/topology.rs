@@ -29,6 +29,8 @@ use tokio::sync::mpsc;
 
 use super::connect::Endpoint;
 use super::queue_check::{Found, QueueCheck};
+#[cfg(test)]
+use crate::broker::Retained;
 use crate::broker::transport::{ForwardEnd, OperationError};
 use crate::broker::wording::whole_seconds;
 use crate::broker::{
@@ -81,8 +83,8 @@ impl Route {
             }
             Destination::Events { collective, key } => (format!("{collective}.events"), key.clone()),
             // Mandatory: an unroutable end-of-read marker is how a client learns there is no
-            // registry stream.
-            Destination::Registry { collective } => (String::new(), registry_stream(collective)),
+            // stream.
+            Destination::Retained { collective, log } => (String::new(), log.name(collective)),
         }
     }
 
@@ -100,13 +102,6 @@ fn broadcast_exchange(collective: &str) -> String {
 }
 
 fn registration_exchange(collective: &str) -> String {
-    format!("{collective}.registration")
-}
-
-/// The stream that retains the registration exchange's messages. It shares the exchange's
-/// name (queues and exchanges are apart in RabbitMQ), so the client's read permission on
-/// `C.registration` in rabbitmq/definitions.json covers it and nothing else.
-fn registry_stream(collective: &str) -> String {
     format!("{collective}.registration")
 }
 
@@ -276,8 +271,8 @@ impl Session {
                 declare_queue(&channel, &queue, options, expiry, &user).await?;
                 queue
             }
-            SubscriptionKind::Registrations { collective, queue } => {
-                let exchange = registration_exchange(collective);
+            SubscriptionKind::Follow { collective, log, queue } => {
+                let exchange = log.name(collective);
                 self.ensure_exchange(&exchange).await?;
                 let options = QueueDeclareOptions {
                     exclusive: true,
@@ -285,38 +280,32 @@ impl Session {
                     ..QueueDeclareOptions::default()
                 };
                 declare_queue(&channel, queue, options, None, &user).await?;
-                bind(&channel, queue, &exchange, "node.#", &user).await?;
+                bind(&channel, queue, &exchange, log.every_key(), &user).await?;
                 queue.clone()
             }
             SubscriptionKind::Claim { collective, identity } => {
-                // An exclusive queue belongs to one connection: the broker refuses it to any
-                // other (RESOURCE_LOCKED) until that connection is gone, and deletes it then.
                 let queue = claim_queue(collective, identity);
-                let options = QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                };
-                let declared =
-                    channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await;
-                match declared {
-                    Ok(_) => {}
-                    Err(error) if soft_error_code(&error) == Some(405) => {
-                        return Err(OperationError::Fatal(BrokerError::IdentityInUse {
-                            identity: identity.clone(),
-                            detail: format!("the broker holds queue \"{queue}\" for another connection"),
-                        }));
-                    }
-                    Err(error) => return Err(classify(error, &format!("declare queue \"{queue}\""), &user)),
-                }
+                declare_exclusive(&channel, &queue, &user, || BrokerError::IdentityInUse {
+                    identity: identity.clone(),
+                    detail: format!("the broker holds queue \"{queue}\" for another connection"),
+                })
+                .await?;
+                queue
+            }
+            SubscriptionKind::Lock { collective, name } => {
+                let queue = format!("{collective}.reply.{name}");
+                declare_exclusive(&channel, &queue, &user, || BrokerError::LockHeld { queue: queue.clone() })
+                    .await?;
                 queue
             }
             // The stream is the operator's (definitions.json): nothing to declare. A stream
-            // needs manual acks and a prefetch, which every subscription here has.
-            SubscriptionKind::Registry { collective, .. } => registry_stream(collective),
+            // needs manual acks and a prefetch, which every subscription here has. It shares
+            // the exchange's name (queues and exchanges are apart in RabbitMQ), so the
+            // client's read permission on the exchange's name covers it and nothing else.
+            SubscriptionKind::Retained { collective, log, .. } => log.name(collective),
         };
         let mut arguments = FieldTable::default();
-        if let SubscriptionKind::Registry { since_secs, .. } = kind {
+        if let SubscriptionKind::Retained { since_secs, .. } = kind {
             arguments.insert("x-stream-offset".into(), AMQPValue::Timestamp(*since_secs));
         }
         let consumer = channel
@@ -476,7 +465,7 @@ pub(super) async fn forward(
                 tracing::debug!(size, limit = max_message_bytes, queue = %consumer.queue(),
                     "oversized message: the receiver will refuse it");
             }
-            permit.send(Incoming { body: delivery.data });
+            permit.send(Incoming { key: delivery.routing_key.to_string(), body: delivery.data });
         }
         if let Some(end) = ended {
             return end;
@@ -488,6 +477,23 @@ async fn open_confirm_channel(connection: &Connection) -> Result<Channel, lapin:
     let channel = connection.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     Ok(channel)
+}
+
+/// Declares `queue` exclusive to this connection: the broker refuses it to any other
+/// (RESOURCE_LOCKED, answered with `held()`) until this connection is gone, and deletes it then.
+async fn declare_exclusive(
+    channel: &Channel,
+    queue: &str,
+    user: &str,
+    held: impl FnOnce() -> BrokerError,
+) -> Result<(), OperationError> {
+    let options =
+        QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
+    match channel.queue_declare(queue.into(), options, FieldTable::default()).await {
+        Ok(_) => Ok(()),
+        Err(error) if soft_error_code(&error) == Some(405) => Err(OperationError::Fatal(held())),
+        Err(error) => Err(classify(error, &format!("declare queue \"{queue}\""), user)),
+    }
 }
 
 async fn declare_queue(
@@ -620,6 +626,8 @@ mod tests {
             "baton.events",
             "rollout.r1.summary",
         );
-        check(Destination::Registry { collective: "baton".into() }, "", "baton.registration");
+        let retained = |log| Destination::Retained { collective: "baton".into(), log };
+        check(retained(Retained::Registrations), "", "baton.registration");
+        check(retained(Retained::Events), "", "baton.events");
     }
 }

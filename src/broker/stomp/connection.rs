@@ -355,6 +355,8 @@ pub(super) enum Answer {
 #[derive(Debug)]
 pub(super) struct Delivered {
     pub body: Vec<u8>,
+    /// The `destination` header: where the message was sent.
+    pub destination: String,
     /// The `ack` header to acknowledge it with.
     pub ack: Option<String>,
     /// The declared size of a body the decoder threw away for being over the frame limit.
@@ -627,8 +629,12 @@ fn handle(item: Item, shared: &Shared) -> Result<(), (String, Option<ErrorText>)
                 tracing::debug!(%subscription, "message for a subscription that is gone");
                 return Ok(());
             };
-            let delivered =
-                Delivered { ack: frame.value("ack").map(str::to_string), body: frame.body, oversized };
+            let delivered = Delivered {
+                ack: frame.value("ack").map(str::to_string),
+                destination: frame.value("destination").unwrap_or_default().to_string(),
+                body: frame.body,
+                oversized,
+            };
             if let Err(error) = route.try_send(delivered) {
                 // The broker sends at most the prefetch count unacknowledged, and the channel
                 // holds more than that: a full channel means the broker ignores prefetch.

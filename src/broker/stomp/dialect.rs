@@ -27,7 +27,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::frame::{Command, Frame};
-use crate::broker::{BrokerError, Delivery, Destination, StompDialect, SubscriptionKind, claim_queue};
+use crate::broker::{
+    BrokerError, Delivery, Destination, Retained, StompDialect, SubscriptionKind, claim_queue,
+};
 
 /// Unacknowledged messages per STOMP subscription the broker may send ahead of us.
 pub(super) const PREFETCH: usize = 256;
@@ -61,12 +63,12 @@ pub(super) fn send_destination(dialect: StompDialect, destination: &Destination)
         (StompDialect::RabbitMq, Destination::Registration { collective, identity }) => {
             format!("/exchange/{collective}.registration/node.{identity}")
         }
-        // Refused by `Session::publish` before anything is sent (see `retains`); named all the same.
-        (StompDialect::ActiveMq, Destination::Registry { collective }) => {
-            format!("/queue/{collective}.registration")
+        // Refused by `Session::publish` before anything is sent; named all the same.
+        (StompDialect::ActiveMq, Destination::Retained { collective, log }) => {
+            format!("/queue/{}", log.name(collective))
         }
-        (StompDialect::RabbitMq, Destination::Registry { collective }) => {
-            format!("/amq/queue/{collective}.registration")
+        (StompDialect::RabbitMq, Destination::Retained { collective, log }) => {
+            format!("/amq/queue/{}", log.name(collective))
         }
         (StompDialect::RabbitMq, Destination::Events { collective, key }) => {
             format!("/exchange/{collective}.events/{key}")
@@ -128,8 +130,8 @@ pub(super) fn subscribe_frames(
         (StompDialect::ActiveMq, SubscriptionKind::Reply { collective, suffix, .. }) => {
             vec![subscribe(format!("/queue/{collective}.reply.{suffix}"))]
         }
-        (StompDialect::ActiveMq, SubscriptionKind::Registrations { collective, .. }) => {
-            vec![subscribe(format!("/topic/{collective}.registration.>"))]
+        (StompDialect::ActiveMq, SubscriptionKind::Follow { collective, log, .. }) => {
+            vec![subscribe(format!("/topic/{}.>", log.name(collective)))]
         }
         (StompDialect::RabbitMq, SubscriptionKind::Node { collective, identity, agents }) => {
             // The queue's properties match what the AMQP transport declares, so that either
@@ -184,28 +186,45 @@ pub(super) fn subscribe_frames(
                 .header("auto-delete", "true")
                 .header("exclusive", "true"),
         ],
-        (StompDialect::RabbitMq, SubscriptionKind::Registrations { collective, queue }) => vec![
-            subscribe(format!("/exchange/{collective}.registration/node.#"))
+        (StompDialect::RabbitMq, SubscriptionKind::Follow { collective, log, queue }) => vec![
+            subscribe(format!("/exchange/{}/{}", log.name(collective), log.every_key()))
                 .header("x-queue-name", queue.clone())
                 .header("durable", "false")
                 .header("auto-delete", "true")
                 .header("exclusive", "true"),
         ],
         // The stream is the operator's (rabbitmq/definitions.json): consumed, never declared. A
-        // stream consumer needs acks and a prefetch, which every subscription here has.
-        (StompDialect::RabbitMq, SubscriptionKind::Registry { collective, since_secs }) => vec![
-            subscribe(format!("/amq/queue/{collective}.registration"))
-                .header("x-stream-offset", format!("timestamp={since_secs}")),
+        // stream consumer needs acks and a prefetch, which every subscription here has. Only the
+        // registry is read over STOMP (see `retains`).
+        (
+            StompDialect::RabbitMq,
+            SubscriptionKind::Retained { collective, log: Retained::Registrations, since_secs },
+        ) => {
+            vec![
+                subscribe(format!("/amq/queue/{}", Retained::Registrations.name(collective)))
+                    .header("x-stream-offset", format!("timestamp={since_secs}")),
+            ]
+        }
+        (StompDialect::RabbitMq, SubscriptionKind::Lock { collective, name }) => vec![
+            // The same exclusive queue as over AMQP, refused to any other connection.
+            subscribe(format!("/queue/{collective}.reply.{name}"))
+                .header("durable", "false")
+                .header("auto-delete", "true")
+                .header("exclusive", "true"),
         ],
         // Refused by `Session::subscribe` before any frame is made (see `retains`).
-        (StompDialect::ActiveMq, SubscriptionKind::Registry { .. }) => Vec::new(),
+        (_, SubscriptionKind::Retained { .. }) | (StompDialect::ActiveMq, SubscriptionKind::Lock { .. }) => {
+            Vec::new()
+        }
     }
 }
 
-/// Whether the broker can keep a registry (a RabbitMQ stream) for a reader to read later.
-pub(super) fn retains(dialect: StompDialect) -> bool {
+/// Whether the broker keeps `log` (a RabbitMQ stream) for a reader to read over STOMP: the
+/// registry on RabbitMQ only. ActiveMQ retains nothing; the rollouts' events are read over AMQP
+/// (their routing key, which names the rollout, is not carried the same way over STOMP).
+pub(super) fn retains(dialect: StompDialect, log: Retained) -> bool {
     match dialect {
-        StompDialect::RabbitMq => true,
+        StompDialect::RabbitMq => log == Retained::Registrations,
         StompDialect::ActiveMq => false,
     }
 }
@@ -354,17 +373,22 @@ mod tests {
 
     #[test]
     fn rabbitmq_reads_the_registry_stream_from_a_time_and_activemq_has_none() {
-        let registry = SubscriptionKind::Registry { collective: "dc1".into(), since_secs: 1_700_000_000 };
+        let registry = SubscriptionKind::Retained {
+            collective: "dc1".into(),
+            log: Retained::Registrations,
+            since_secs: 1_700_000_000,
+        };
         let frames = subscribe_frames(StompDialect::RabbitMq, &registry, Duration::from_secs(60));
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].value("destination"), Some("/amq/queue/dc1.registration"));
         assert_eq!(frames[0].value("x-stream-offset"), Some("timestamp=1700000000"));
         assert_eq!(frames[0].value("ack"), Some("client-individual"));
         assert_eq!(frames[0].value("prefetch-count"), Some("256"));
-        let marker = Destination::Registry { collective: "dc1".into() };
+        let marker = Destination::Retained { collective: "dc1".into(), log: Retained::Registrations };
         check(StompDialect::RabbitMq, marker, "/amq/queue/dc1.registration");
-        assert!(retains(StompDialect::RabbitMq));
-        assert!(!retains(StompDialect::ActiveMq));
+        assert!(retains(StompDialect::RabbitMq, Retained::Registrations));
+        assert!(!retains(StompDialect::RabbitMq, Retained::Events));
+        assert!(!retains(StompDialect::ActiveMq, Retained::Registrations));
     }
 
     #[test]

@@ -30,7 +30,9 @@ use self::dialect::{ErrorText, PREFETCH};
 use self::frame::{Command as FrameCommand, Frame};
 use crate::broker::transport::{ForwardEnd, Forwarder, OpenError, OperationError, Outgoing, Transport};
 use crate::broker::wording::whole_seconds;
-use crate::broker::{BrokerError, BrokerSettings, Delivery, Destination, Incoming, SubscriptionKind};
+use crate::broker::{
+    BrokerError, BrokerSettings, Delivery, Destination, Incoming, StompDialect, SubscriptionKind,
+};
 
 /// One STOMP session with the settings its subscriptions and publishes need.
 pub(in crate::broker) struct Session {
@@ -62,8 +64,17 @@ impl Transport for Session {
         kind: &SubscriptionKind,
         subscriber: mpsc::Sender<Incoming>,
     ) -> Result<Forwarder, OperationError> {
-        if matches!(kind, SubscriptionKind::Registry { .. }) && !dialect::retains(self.settings.dialect) {
-            return Err(registry_unsupported());
+        if let SubscriptionKind::Retained { log, .. } = kind
+            && !dialect::retains(self.settings.dialect, *log)
+        {
+            return Err(retained_unsupported(self.settings.dialect));
+        }
+        if matches!(kind, SubscriptionKind::Lock { .. }) && self.settings.dialect == StompDialect::ActiveMq {
+            // ActiveMQ's exclusive consumers only stand by; nothing refuses a second holder.
+            return Err(OperationError::Fatal(BrokerError::Unsupported {
+                operation: "a lock held on the broker".to_string(),
+                transport: "ActiveMQ's STOMP",
+            }));
         }
         let session = &self.connection;
         let wait = self.settings.connect_timeout;
@@ -98,6 +109,9 @@ impl Transport for Session {
                         detail: format!("the broker holds {destination} for another connection"),
                     }
                 }
+                SubscriptionKind::Lock { .. } if dialect::refuses_claim(self.settings.dialect, error) => {
+                    BrokerError::LockHeld { queue: dialect::resource_name(&destination).to_string() }
+                }
                 _ => dialect::refused(&format!("subscribe to {destination}"), session.endpoint.user(), error),
             };
             let failure = match session.request(frame.header("id", stomp_id), wait).await {
@@ -130,11 +144,11 @@ impl Transport for Session {
     /// [`Delivery::Unknown`]; ActiveMQ's refusal to create a destination is
     /// [`Delivery::Unroutable`] (see [`dialect::classify_error`]).
     async fn publish(&self, message: &Outgoing) -> Result<Delivery, OperationError> {
-        if matches!(message.destination, Destination::Registry { .. })
-            && !dialect::retains(self.settings.dialect)
+        if let Destination::Retained { log, .. } = &message.destination
+            && !dialect::retains(self.settings.dialect, *log)
         {
             // Sent nowhere: on ActiveMQ it would create a queue of junk.
-            return Err(registry_unsupported());
+            return Err(retained_unsupported(self.settings.dialect));
         }
         let Outgoing { destination, body, ttl } = message;
         let dialect = self.settings.dialect;
@@ -190,7 +204,11 @@ async fn forward(
                 tracing::warn!(size = declared, "message dropped: over the frame size limit");
             }
             None => {
-                if subscriber.send(Incoming { body: delivered.body }).await.is_err() {
+                if subscriber
+                    .send(Incoming { body: delivered.body, key: delivered.destination })
+                    .await
+                    .is_err()
+                {
                     unsubscribe(session, stomp_ids).await;
                     return ForwardEnd::Unsubscribed;
                 }
@@ -228,11 +246,15 @@ async fn wait_end(mut watcher: watch::Receiver<Option<Ending>>) -> String {
     }
 }
 
-/// ActiveMQ retains nothing to read a registry from: callers fall back to a broadcast's quiet
-/// window. (RabbitMQ's STOMP reads the same stream as AMQP, see [`dialect`].)
-fn registry_unsupported() -> OperationError {
+/// What STOMP cannot read back: anything on ActiveMQ (it retains nothing), and on RabbitMQ
+/// anything but the registry (see [`dialect::retains`]). Callers fall back (to a broadcast's
+/// quiet window, to the local rollout journal).
+fn retained_unsupported(dialect: StompDialect) -> OperationError {
     OperationError::Fatal(BrokerError::Unsupported {
-        operation: "the registry stream".to_string(),
-        transport: "STOMP to ActiveMQ",
+        operation: "reading a stream".to_string(),
+        transport: match dialect {
+            StompDialect::ActiveMq => "STOMP to ActiveMQ",
+            StompDialect::RabbitMq => "STOMP to RabbitMQ (only the registry is read over STOMP)",
+        },
     })
 }

@@ -1,31 +1,70 @@
 //! `baton rollout status ID` and `baton rollout resume ID`: a saved rollout (see
-//! `client::journal`), shown, or continued with the nodes that did not succeed.
+//! `client::journal`), shown, or continued with the nodes that did not succeed. This
+//! machine's record comes first; without one, the rollout is rebuilt from the events the
+//! broker retains (`client::events`), and a resume saves it here.
 
 use anyhow::anyhow;
 
 use super::rpc::RpcPlan;
 use crate::cli::args::{Cli, OutputArgs};
 use crate::cli::exit::{Exit, Failure};
+use crate::cli::plan::load_config;
 use crate::cli::render::Renderer;
-use crate::client::journal::{Journal, rollouts_dir};
+use crate::client::events::{EVENTS_READ_TIMEOUT, EVENTS_RETAINED, read_rollout};
+use crate::client::journal::{Journal, RolloutRecord, parse_id, rollouts_dir};
+use crate::client::retained::NotRetained;
 
-fn open(id: &str) -> Result<Journal, Failure> {
+/// Where the rollout's record is: this machine's journal, or the broker's events.
+enum Found {
+    Here(Journal),
+    OnTheBroker(RolloutRecord),
+}
+
+async fn find(cli: &Cli, id: &str) -> Result<(Found, std::path::PathBuf), Failure> {
     let dir = rollouts_dir().ok_or_else(|| {
         Failure::usage(anyhow!("neither XDG_STATE_HOME nor HOME is set: no rollouts are recorded"))
     })?;
-    Ok(Journal::open(&dir, id)?)
+    let id = parse_id(id)?;
+    if let Some(journal) = Journal::find(&dir, id)? {
+        return Ok((Found::Here(journal), dir));
+    }
+    let config = load_config(cli, None)?;
+    let client = super::connect(&config).await?;
+    let read = read_rollout(client.broker(), &config.collective, id, EVENTS_READ_TIMEOUT).await;
+    client.close().await;
+    let collective = &config.collective;
+    let days = EVENTS_RETAINED.as_secs() / 86_400;
+    match read {
+        Ok(Some(record)) => Ok((Found::OnTheBroker(record), dir)),
+        Ok(None) => Err(Failure::usage(anyhow!(
+            "no rollout {id} in {} nor in the events the broker keeps for collective \"{collective}\" (the last {days} days); a rollout is found on another machine only when it ran with --events in that collective",
+            dir.display()
+        ))),
+        Err(NotRetained(why)) => Err(Failure::usage(anyhow!(
+            "no rollout {id} in {}, and the broker's events cannot be read ({why}); a rollout is found on another machine only when it ran with --events, over AMQP, with the stream \"{collective}.events\" declared (rabbitmq/definitions.json)",
+            dir.display()
+        ))),
+    }
 }
 
 /// Shows where every node of the rollout stands; reads the record only, sends nothing.
-pub fn status(id: &str, output: &OutputArgs) -> Result<Exit, Failure> {
-    let journal = open(id)?;
-    Renderer::new(output, 0).rollout_status(journal.record());
+pub async fn status(cli: &Cli, id: &str, output: &OutputArgs) -> Result<Exit, Failure> {
+    let record = match find(cli, id).await?.0 {
+        Found::Here(journal) => journal.record().clone(),
+        Found::OnTheBroker(record) => record,
+    };
+    Renderer::new(output, 0).rollout_status(&record);
     Ok(Exit::Ok)
 }
 
 /// Continues the rollout with its remaining nodes; a rollout with nothing left exits 0 at once.
 pub async fn resume(cli: &Cli, id: &str, yes: bool, output: &OutputArgs) -> Result<Exit, Failure> {
-    let journal = open(id)?;
+    let journal = match find(cli, id).await? {
+        (Found::Here(journal), _) => journal,
+        // Saved here once the resume holds the rollout's locks: from then on this machine's
+        // record is the first source.
+        (Found::OnTheBroker(record), dir) => Journal::unsaved(&dir, record),
+    };
     if journal.record().remaining().is_empty() {
         Renderer::new(output, cli.verbose).rollout_status(journal.record());
         return Ok(Exit::Ok);

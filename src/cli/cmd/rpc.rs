@@ -22,6 +22,7 @@ use crate::cli::render::Renderer;
 use crate::cli::targets::TargetPlan;
 use crate::client::definitions::{self, DefinitionCache, complete_catalog};
 use crate::client::detached;
+use crate::client::events::{EVENTS_READ_TIMEOUT, read_rollout};
 use crate::client::journal::{Journal, RolloutRequest, rollouts_dir};
 use crate::client::rollout::{Ordered, order_targets};
 use crate::client::{
@@ -250,31 +251,58 @@ impl RpcPlan {
             renderer.nothing_matched(&spec.agent, &spec.action, &discovered, &self.targets.nothing_found());
             return Ok(Exit::NothingMatched);
         }
-        // A resume keeps the rollout's order for its remaining nodes: no new order, no limit.
-        let ordered = match &self.tracking {
-            Tracking::Resume(journal) => Ordered {
-                nodes: journal.record().remaining(),
-                seed: None,
-                candidates: journal.record().order.len(),
-            },
-            Tracking::New(_) | Tracking::Untracked => order_targets(&candidates, self.limit, self.limit_seed),
-        };
-        // Asked before anything is saved or sent: a "no" leaves no rollout record behind.
-        confirm(&self.request, ordered.nodes.len(), self.config.confirm_above, self.yes).await?;
-        let mut journal = match self.tracking {
+        // Whoever runs a tracked rollout holds its locks, here and on the broker, until it
+        // ends: a second run of the same rollout is refused before it sends anything. The
+        // confirmation is asked before anything is saved or sent: a "no" leaves no record behind.
+        let (ordered, mut journal, _broker_lock) = match self.tracking {
             Tracking::Resume(mut journal) => {
-                journal.resume()?;
-                Some(*journal)
+                journal.lock()?;
+                let lock = client.lock_rollout(journal.record().rollout_id).await?;
+                // Another machine may have resumed it since this record was read.
+                if journal.record().request.events {
+                    let collective = &journal.record().collective;
+                    let id = journal.record().rollout_id;
+                    match read_rollout(client.broker(), collective, id, EVENTS_READ_TIMEOUT).await {
+                        Ok(Some(remote)) => journal.catch_up(remote)?,
+                        Ok(None) => {}
+                        Err(error) => tracing::debug!(%error, "the rollout's events are not read back"),
+                    }
+                }
+                // Read again under the locks: a run that ended meanwhile may have done them all.
+                if journal.record().remaining().is_empty() {
+                    renderer.rollout_status(journal.record());
+                    return Ok(Exit::Ok);
+                }
+                confirm(
+                    &self.request,
+                    journal.record().remaining().len(),
+                    self.config.confirm_above,
+                    self.yes,
+                )
+                .await?;
+                // The remaining nodes keep the rollout's order: no new order, no new limit.
+                let nodes = journal.resume()?;
+                let candidates = journal.record().order.len();
+                (Ordered { nodes, seed: None, candidates }, Some(*journal), Some(lock))
             }
             Tracking::New(request) => {
+                let ordered = order_targets(&candidates, self.limit, self.limit_seed);
+                confirm(&self.request, ordered.nodes.len(), self.config.confirm_above, self.yes).await?;
                 let dir = rollouts_dir().ok_or_else(|| {
                     Failure::usage(anyhow!(
                         "neither XDG_STATE_HOME nor HOME is set: nowhere to save the rollout's state"
                     ))
                 })?;
-                Some(Journal::create(&dir, &self.config.collective, *request, &ordered.nodes)?)
+                let mut journal = Journal::create(&dir, &self.config.collective, *request, &ordered.nodes)?;
+                journal.lock()?;
+                let lock = client.lock_rollout(journal.record().rollout_id).await?;
+                (ordered, Some(journal), Some(lock))
             }
-            Tracking::Untracked => None,
+            Tracking::Untracked => {
+                let ordered = order_targets(&candidates, self.limit, self.limit_seed);
+                confirm(&self.request, ordered.nodes.len(), self.config.confirm_above, self.yes).await?;
+                (ordered, None, None)
+            }
         };
         if let Some(name) = &self.reply_to {
             let sent = client.send_detached(spec, &ordered.nodes, name).await?;

@@ -108,6 +108,7 @@ function enter(session) {
   $("logout").hidden = !session.user;
   loadAgents();
   refreshNodes();
+  followRollouts();
 }
 
 $("login-form").addEventListener("submit", async (event) => {
@@ -960,3 +961,55 @@ async function showJob(summary) {
 start().catch((error) => {
   document.body.append(el("p", { class: "error", text: `cannot reach the console: ${error.message}` }));
 });
+
+// ---------------------------------------------------------------- rollouts
+
+// The rollouts, live: the console sends the whole list at every change of any rollout.
+let rolloutSource = null;
+
+function followRollouts() {
+  if (rolloutSource) return;
+  rolloutSource = new EventSource("/api/rollouts/events");
+  rolloutSource.onmessage = (message) => {
+    showError("rollouts-error", "");
+    renderRollouts(JSON.parse(message.data));
+  };
+  rolloutSource.onerror = () => {
+    // EventSource reconnects by itself; say so while it is away.
+    showError("rollouts-error", "lost the connection to the console; reconnecting…");
+  };
+}
+
+function countIn(nodes, ...states) {
+  return states.reduce((sum, state) => sum + (nodes[state] || []).length, 0);
+}
+
+function namesIn(nodes, ...states) {
+  return states.flatMap((state) => nodes[state] || []);
+}
+
+function renderRollouts(list) {
+  const rows = list.rollouts.map((rollout) => {
+    const nodes = rollout.nodes;
+    const failed = namesIn(nodes, "failed", "check_failed", "no_response");
+    const remaining = namesIn(nodes, "pending", "sent", "checking", "skipped");
+    const batch = rollout.batch ? `${rollout.batch.index}/${rollout.batch.of}` : "";
+    const checks = rollout.checks_passed + rollout.checks_failed > 0 ? `${rollout.checks_passed} ok, ${rollout.checks_failed} failed` : "";
+    return el("tr", { dataset: { rollout: rollout.rollout_id, status: rollout.status } },
+      el("td", { class: "mono", title: rollout.rollout_id, text: rollout.rollout_id.slice(0, 8) }),
+      el("td", { text: `${rollout.agent}#${rollout.action}` }),
+      el("td", { class: `status ${rollout.status}`, text: rollout.status }),
+      el("td", { class: "run", text: rollout.run }),
+      el("td", { class: "batch", text: batch }),
+      el("td", { class: "done", title: someOf(nodes.ok || []), text: `${countIn(nodes, "ok")} of ${rollout.targets}` }),
+      el("td", { class: "failed", title: someOf(failed), text: failed.length }),
+      el("td", { class: "remaining", title: someOf(remaining), text: remaining.length }),
+      el("td", { class: "checks", text: checks }),
+      el("td", { text: when(rollout.updated_ms) }));
+  });
+  $("rollout-table").querySelector("tbody").replaceChildren(...rows);
+  $("no-rollouts").hidden = rows.length > 0;
+  const running = list.rollouts.filter((rollout) => rollout.status === "running").length;
+  $("rollouts-running").textContent = running ? `${running} running` : "";
+  $("rollouts-running").hidden = running === 0;
+}
