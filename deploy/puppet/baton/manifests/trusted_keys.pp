@@ -26,7 +26,12 @@ define baton::trusted_keys (
   $keys.each |$file, $key| {
     $name = split($file, '\+')[0]
     if $key['name'] and $key['name'] != $name {
-      fail("baton::trusted_keys: the key titled '${file}' is named '${key['name']}': a trusted key is titled after its name ('${key['name']}', or '${key['name']}+LABEL' beside another key of that name), so that no title lets one caller sign as another")
+      $named = $key['name']
+      fail(@("MESSAGE"/L))
+        baton::trusted_keys: the key titled '${file}' is named '${named}': a trusted key is titled \
+        after its name ('${named}', or '${named}+LABEL' beside another key of that name), so that \
+        no title lets one caller sign as another
+        | MESSAGE
     }
     file { "${title}/${file}.pub":
       ensure  => file,
