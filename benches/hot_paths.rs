@@ -51,6 +51,7 @@ fn request() -> Request {
         ttl_secs: 60,
         reply_to: "baton.reply.0123456789abcdef0123456789abcdef".to_string(),
         data: Map::new(),
+        once: None,
     }
 }
 

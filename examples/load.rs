@@ -40,6 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         action: "ping".to_string(),
         data: Map::new(),
         filter: Default::default(),
+        once: None,
     });
     let targets = Arc::new(Targets::Nodes(vec![args.node.clone()]));
     let started = Instant::now();

@@ -211,6 +211,7 @@ fn raw_call(fleet: &Fleet, node: &str, agent: &str, action: &str, data: Value) -
         ttl_secs: 60,
         reply_to: raw.reply_queue.clone(),
         data: data.as_object().cloned().unwrap_or_default(),
+        once: None,
     };
     raw.publish_to_node(fleet, node, &security.seal_request(&request));
     let bytes = raw.next_reply(Duration::from_secs(15)).expect("the node answers");
@@ -378,6 +379,7 @@ fn sighup_loads_new_agents_and_policies() {
             action: "usage".to_owned(),
             data: serde_json::Map::new(),
             filter: baton::protocol::filter::Filter::default(),
+            once: None,
         };
         let outcome = client
             .call(

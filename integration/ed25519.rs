@@ -168,6 +168,7 @@ fn a_request_re_signed_by_another_key_is_refused() {
         ttl_secs: 60,
         reply_to: raw.reply_queue.clone(),
         data: json!({"name": "alice"}).as_object().cloned().unwrap_or_default(),
+        once: None,
     };
     raw.publish_to_node(fleet, "n1", &bob.seal_request(&request));
     // The same request signed honestly by Bob, as Bob, is answered (denied by policy), which

@@ -166,6 +166,7 @@ fn a_reply_queue_declared_after_the_node_answered_still_gets_the_reply() {
         ttl_secs: 60,
         reply_to: raw.reply_queue.clone(),
         data: serde_json::Map::new(),
+        once: None,
     };
     raw.publish_to_node(&fleet, "late01", &security.seal_request(&request));
     let deadline = Instant::now() + Duration::from_secs(30);

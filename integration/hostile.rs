@@ -27,6 +27,7 @@ fn request(fleet: &Fleet, raw: &RawClient, time_ms: u64, ttl_secs: u32) -> Reque
         ttl_secs,
         reply_to: raw.reply_queue.clone(),
         data: serde_json::Map::new(),
+        once: None,
     }
 }
 

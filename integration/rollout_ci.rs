@@ -66,13 +66,19 @@ impl HealthFleet {
             .expect("remove marker");
     }
 
-    /// How many `hello greet` requests `node`'s audit log holds.
+    /// How many times `node` ran `hello greet`, by its audit log.
     pub(crate) fn greets(&self, node: &str) -> usize {
+        self.audited_as(node, "hello", "greet", "accepted")
+    }
+
+    /// How many `agent action` requests `node`'s audit log holds as `outcome`: `accepted`
+    /// (it ran), or `remembered` (answered with an earlier run's success; nothing ran).
+    pub(crate) fn audited_as(&self, node: &str, agent: &str, action: &str, outcome: &str) -> usize {
         self.fleet
             .node(node)
             .audit_lines()
             .iter()
-            .filter(|line| line["agent"] == "hello" && line["action"] == "greet")
+            .filter(|line| line["agent"] == agent && line["action"] == action && line["outcome"] == outcome)
             .count()
     }
 
@@ -192,7 +198,9 @@ fn a_failed_health_check_stops_the_rollout_and_later_nodes_never_get_the_action(
     assert_eq!(strings(&status["remaining"]), ["r05", "r07", "r08", "r09", "r10"]);
 
     // Fixed, and resumed: the remaining nodes get the action, the ones that succeeded do not
-    // get it again (their audit logs hold one `hello greet` each).
+    // get it again (their audit logs hold one `hello greet` each). r05's action had succeeded
+    // (its check had not): it is sent again, answers with that success without running it
+    // (`remembered`), and is checked again.
     ci.fix_node("r05");
     let resumed = ci.baton(&["rollout", "resume", &rollout_id, "--json"]);
     assert_eq!(resumed.code, 0, "{resumed:?}");
@@ -201,9 +209,11 @@ fn a_failed_health_check_stops_the_rollout_and_later_nodes_never_get_the_action(
     assert_eq!(strings(&resumed["targeted"]), ["r05", "r07", "r08", "r09", "r10"], "{resumed}");
     assert_eq!(strings(&resumed["nodes"]["ok"]), names(1..=10), "the whole rollout is done: {resumed}");
     for node in names(1..=10) {
-        let expected = if node == "r05" { 2 } else { 1 };
-        assert_eq!(ci.greets(&node), expected, "{node} got the action {expected} time(s) in all");
+        assert_eq!(ci.greets(&node), 1, "{node} ran the action once in all");
+        let expected = usize::from(node == "r05");
+        assert_eq!(ci.audited_as(&node, "hello", "greet", "remembered"), expected, "{node}");
     }
+    assert_eq!(ci.audited_as("r05", "health", "check", "accepted"), 2, "r05 was checked again");
     let status = ci.baton(&["rollout", "status", &rollout_id]);
     assert_eq!(status.code, 0, "{status:?}");
     assert!(status.stdout.contains("finished after 2 run(s), 10 node(s)"), "{status:?}");
@@ -291,13 +301,13 @@ fn a_canary_goes_first_and_a_check_is_retried_before_it_counts() {
     assert!(bad.json()["error"].as_str().is_some_and(|error| error.contains("--check")), "{bad:?}");
 }
 
-#[test]
-fn a_rollout_whose_client_was_killed_is_finished_by_another_process() {
-    let ci = HealthFleet::start();
-    let mut child = ci
-        .command(&greet_rollout("killed", &["--batch", "2", "--batch-sleep", "3", "--jsonl"]))
-        .spawn()
-        .expect("spawn baton");
+/// The rest of a running rollout's `--jsonl` output. Keep it while the rollout must go on: a
+/// `baton` whose stdout is closed fails at its next line.
+type JsonlLines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Reads a running rollout's `--jsonl` lines from `child` until one satisfies `until`; returns
+/// the rollout's id, from its `started` line, and the lines still to come.
+fn read_jsonl_until(child: &mut std::process::Child, until: impl Fn(&Value) -> bool) -> (String, JsonlLines) {
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut rollout_id = None;
     loop {
@@ -306,14 +316,24 @@ fn a_rollout_whose_client_was_killed_is_finished_by_another_process() {
         if parsed["type"] == "started" {
             rollout_id = parsed["rollout_id"].as_str().map(str::to_owned);
         }
-        if parsed["type"] == "batch_finished" && parsed["index"] == 2 {
-            break;
+        if until(&parsed) {
+            return (rollout_id.expect("a started line came first"), lines);
         }
     }
+}
+
+#[test]
+fn a_rollout_whose_client_was_killed_is_finished_by_another_process() {
+    let ci = HealthFleet::start();
+    let mut child = ci
+        .command(&greet_rollout("killed", &["--batch", "2", "--batch-sleep", "3", "--jsonl"]))
+        .spawn()
+        .expect("spawn baton");
+    let (rollout_id, _lines) =
+        read_jsonl_until(&mut child, |parsed| parsed["type"] == "batch_finished" && parsed["index"] == 2);
     // SIGKILL, in the pause before batch 3: nothing of baton's gets to run after this.
     child.kill().expect("SIGKILL baton");
     child.wait().expect("wait");
-    let rollout_id = rollout_id.expect("a started line came first");
 
     let status = ci.baton(&["rollout", "status", &rollout_id, "--json"]);
     assert_eq!(status.code, 0, "{status:?}");
@@ -336,6 +356,51 @@ fn a_rollout_whose_client_was_killed_is_finished_by_another_process() {
         assert_eq!(ci.greets(node), 1, "{node} succeeded before the kill and never got the action again");
     }
     assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=10));
+}
+
+/// A client killed while a node is still running its batch's action: that node's answer is
+/// lost with the client, so the rollout's record (here, and on the broker) has it as `sent`. A
+/// resume from another runner sends to it again; the node, still running the first request,
+/// answers the second with that run's outcome when it ends, and never runs it twice.
+#[test]
+fn a_node_whose_answer_was_lost_with_a_killed_client_is_not_run_twice_by_the_resume() {
+    let ci = HealthFleet::start();
+    ci.hold_node("r03");
+    let mut child = ci
+        .command(&["rpc", "health", "check", "--batch", "2", "--batch-sleep", "0", "--events", "--jsonl"])
+        .spawn()
+        .expect("spawn baton");
+    // Batch 2 is r03 (held in its action) and r04: once r04 answered, r03 is mid-action.
+    let (rollout_id, _lines) =
+        read_jsonl_until(&mut child, |parsed| parsed["type"] == "reply" && parsed["node"] == "r04");
+    child.kill().expect("SIGKILL baton");
+    child.wait().expect("wait");
+
+    // Another runner, from the broker's events: r03 was sent the action, its answer is unknown.
+    let other = tempfile::tempdir().expect("other runner's state");
+    let status = status_in(&ci, other.path(), &rollout_id);
+    // (The last events before the kill may not have reached the broker: a node shown as sent
+    // or pending that did succeed is sent again, and answers from its first run too.)
+    assert_eq!(status["status"], "running", "{status}");
+    assert!(strings(&status["remaining"]).contains(&"r03".to_owned()), "{status}");
+
+    // Resumed while r03 still runs the first request; released a moment later.
+    let resume = ci
+        .command_in(other.path(), &["rollout", "resume", &rollout_id, "--json"])
+        .spawn()
+        .expect("spawn the resume");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    ci.release_node("r03");
+    let resumed = resume.wait_with_output().expect("the resume ends");
+    let document: Value = serde_json::from_slice(&resumed.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", String::from_utf8_lossy(&resumed.stderr)));
+    assert_eq!(resumed.status.code(), Some(0), "{document}");
+    assert_eq!(strings(&document["nodes"]["ok"]), names(1..=10), "{document}");
+    assert_eq!(ci.audited_as("r03", "health", "check", "accepted"), 1, "r03 ran the action once");
+    assert_eq!(ci.audited_as("r03", "health", "check", "remembered"), 1, "the resume got that run's answer");
+    for node in names(1..=10) {
+        assert_eq!(ci.audited_as(&node, "health", "check", "accepted"), 1, "{node} ran the action once");
+    }
 }
 
 /// The command lines of the `yaml` blocks of docs/CLI.md's "Rollouts from CI" chapter, block by
@@ -587,13 +652,21 @@ fn a_rollout_stopped_on_one_runner_is_resumed_from_the_broker_on_another() {
     let document = resumed.json();
     assert_eq!(strings(&document["nodes"]["ok"]), names(1..=10), "{document}");
     for node in names(1..=10) {
-        // r05's action succeeded the first time but its check did not: it is sent again.
-        let expected = if node == "r05" { 2 } else { 1 };
-        assert_eq!(ci.greets(&node), expected, "{node}: how many times it got the action");
+        // r05's action succeeded the first time but its check did not: it is sent again,
+        // and answers with that success from another runner's request without running it.
+        assert_eq!(ci.greets(&node), 1, "{node}: how many times it ran the action");
+        let expected = usize::from(node == "r05");
+        assert_eq!(ci.audited_as(&node, "hello", "greet", "remembered"), expected, "{node}");
     }
     let here = status_in(&ci, other.path(), &rollout_id);
     assert_eq!(here["status"], "finished", "the other runner keeps its record now: {here}");
     assert_eq!(here["runs"], 2, "{here}");
+    // The first runner's record is of the first run; its status shows the broker's later one.
+    let first_status = ci.baton(&["rollout", "status", &rollout_id, "--json"]);
+    assert_eq!(first_status.code, 0, "{first_status:?}");
+    let first_status = first_status.json();
+    assert_eq!(first_status["status"], "finished", "not the stale record here: {first_status}");
+    assert_eq!(first_status["runs"], 2, "{first_status}");
     // The first runner's own record is older; a resume there catches up with the broker's
     // and finds nothing left to do.
     let first = ci.baton(&["rollout", "resume", &rollout_id, "--json"]);
@@ -601,8 +674,7 @@ fn a_rollout_stopped_on_one_runner_is_resumed_from_the_broker_on_another() {
     assert_eq!(first.json()["status"], "finished", "{first:?}");
     assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=10));
     for node in names(1..=10) {
-        let expected = if node == "r05" { 2 } else { 1 };
-        assert_eq!(ci.greets(&node), expected, "{node} was not sent the action again");
+        assert_eq!(ci.greets(&node), 1, "{node} did not run the action again");
     }
 }
 
@@ -616,19 +688,9 @@ fn a_second_run_of_a_running_rollout_is_refused_here_and_on_another_runner() {
         .env("BATON_TIMEOUT_SECS", "120")
         .spawn()
         .expect("spawn baton");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut rollout_id = None;
-    loop {
-        let line = lines.next().expect("a line before the end").expect("read line");
-        let parsed: Value = serde_json::from_str(&line).unwrap_or_else(|error| panic!("{line:?}: {error}"));
-        if parsed["type"] == "started" {
-            rollout_id = parsed["rollout_id"].as_str().map(str::to_owned);
-        }
-        if parsed["type"] == "node" && parsed["node"] == "r03" && parsed["state"] == "checking" {
-            break;
-        }
-    }
-    let rollout_id = rollout_id.expect("a started line came first");
+    let (rollout_id, _lines) = read_jsonl_until(&mut child, |parsed| {
+        parsed["type"] == "node" && parsed["node"] == "r03" && parsed["state"] == "checking"
+    });
 
     let here = ci.baton(&["rollout", "resume", &rollout_id]);
     assert_eq!(here.code, 2, "{here:?}");
@@ -662,8 +724,10 @@ fn a_second_run_of_a_running_rollout_is_refused_here_and_on_another_runner() {
     assert_eq!(nodes_that_saw(&ci.fleet, "hello", "greet"), names(1..=10));
     for node in names(1..=10) {
         // r03 and r04 were being checked when the runner died: not known to be healthy, they
-        // are sent the action again; the nodes of the first batch never are.
-        let expected = if node == "r03" || node == "r04" { 2 } else { 1 };
-        assert_eq!(ci.greets(&node), expected, "{node}: how many times it got the action");
+        // are sent the action again, and answer with their first run's success without
+        // running it; the nodes of the first batch are not sent it at all.
+        assert_eq!(ci.greets(&node), 1, "{node}: how many times it ran the action");
+        let expected = usize::from(node == "r03" || node == "r04");
+        assert_eq!(ci.audited_as(&node, "hello", "greet", "remembered"), expected, "{node}");
     }
 }

@@ -334,6 +334,7 @@ fn request(caller: &str, agent: &str, action: &str, data: Value) -> Request {
         ttl_secs: 60,
         reply_to: "baton.reply.test".to_owned(),
         data: data.as_object().cloned().unwrap_or_default(),
+        once: None,
     }
 }
 

@@ -92,6 +92,7 @@ fn request(agent: &str, action: &str, data: Value) -> Request {
         ttl_secs: 60,
         reply_to: "baton.reply.test".to_string(),
         data: data.as_object().cloned().unwrap_or_default(),
+        once: None,
     }
 }
 

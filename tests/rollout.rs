@@ -365,8 +365,21 @@ fn a_rollout_record_is_saved_as_each_node_changes_and_resumes_only_what_did_not_
 #[test]
 fn a_rollout_is_rebuilt_from_its_events_run_by_run() {
     use baton::client::NodeState;
-    use baton::client::events::Rollouts;
+    use baton::client::events::{Rollouts, sign_event};
     use baton::client::journal::{RolloutRequest, RolloutStatus};
+    use baton::security::{Ed25519, Security};
+
+    // The client that ran the rollout, a client that trusts it, and one that does not.
+    let runner = Security::Ed25519(Box::new(Ed25519::from_keys("ci-runner", [7; 32], []).expect("keys")));
+    let runner_public = match &runner {
+        Security::Ed25519(keys) => keys.public_key(),
+        _ => unreachable!(),
+    };
+    let other_runner = Security::Ed25519(Box::new(
+        Ed25519::from_keys("ci-runner-2", [8; 32], [("ci-runner".to_owned(), runner_public)]).expect("keys"),
+    ));
+    let stranger = Security::Ed25519(Box::new(Ed25519::from_keys("ci-runner", [9; 32], []).expect("keys")));
+    let signed = |event: &serde_json::Value| sign_event(&runner, event.to_string()).into_bytes();
 
     let id = "0b6f2c3e-0000-4000-8000-000000000001";
     let key = |kind: &str| format!("rollout.{id}.{kind}");
@@ -403,14 +416,15 @@ fn a_rollout_is_rebuilt_from_its_events_run_by_run() {
     ];
     let mut rollouts = Rollouts::default();
     for event in &first_run {
-        rollouts.take(&key(event["type"].as_str().expect("type")), event.to_string().as_bytes());
+        rollouts.take(&runner, &key(event["type"].as_str().expect("type")), &signed(event));
     }
     // Another rollout's events, and what is not an event at all, change nothing of this one.
     rollouts.take(
+        &runner,
         "rollout.0b6f2c3e-0000-4000-8000-000000000002.node",
-        node("n01", "failed").to_string().as_bytes(),
+        &signed(&node("n01", "failed")),
     );
-    rollouts.take(&key("node"), b"not json");
+    rollouts.take(&runner, &key("node"), b"not json");
     let uuid = id.parse().expect("uuid");
     let view = rollouts.get(uuid).expect("rebuilt");
     let record = &view.record;
@@ -425,14 +439,14 @@ fn a_rollout_is_rebuilt_from_its_events_run_by_run() {
 
     // The second run's `started` puts its nodes back to pending; its summary, without a
     // `stopped` before it, finishes the rollout.
-    rollouts.take(&key("started"), started(2, &["n02", "n03", "n04"]).to_string().as_bytes());
+    rollouts.take(&runner, &key("started"), &signed(&started(2, &["n02", "n03", "n04"])));
     let record = &rollouts.get(uuid).expect("rebuilt").record;
     assert_eq!((record.runs, record.status), (2, RolloutStatus::Running));
     assert_eq!(record.nodes_in(NodeState::Pending), ["n02", "n03", "n04"]);
     for name in ["n02", "n03", "n04"] {
-        rollouts.take(&key("node"), node(name, "ok").to_string().as_bytes());
+        rollouts.take(&runner, &key("node"), &signed(&node(name, "ok")));
     }
-    rollouts.take(&key("summary"), json!({"type": "summary"}).to_string().as_bytes());
+    rollouts.take(&runner, &key("summary"), &signed(&json!({"type": "summary"})));
     let record = &rollouts.get(uuid).expect("rebuilt").record;
     assert_eq!(record.status, RolloutStatus::Finished);
     assert!(record.remaining().is_empty(), "{record:?}");
@@ -440,10 +454,33 @@ fn a_rollout_is_rebuilt_from_its_events_run_by_run() {
     // Events read from the second run on (the first run's gone from the broker): the nodes
     // that run did not send to had succeeded before it.
     let mut late = Rollouts::default();
-    late.take(&key("started"), started(2, &["n02", "n04"]).to_string().as_bytes());
+    late.take(&runner, &key("started"), &signed(&started(2, &["n02", "n04"])));
     let record = &late.get(uuid).expect("rebuilt").record;
     assert_eq!(record.nodes_in(NodeState::Ok), ["n01", "n03"]);
     assert_eq!(record.remaining(), ["n02", "n04"]);
+
+    // Another runner that trusts the first one's key rebuilds the same rollout.
+    let mut elsewhere = Rollouts::default();
+    elsewhere.take(&other_runner, &key("started"), &signed(&started(2, &["n02", "n04"])));
+    assert_eq!(elsewhere.get(uuid).expect("trusted").record.remaining(), ["n02", "n04"]);
+    assert_eq!(elsewhere.refused(), 0);
+
+    // A resume runs what `started` says under the resumer's key: an unsigned `started`, one
+    // signed by a key of the same name the reader does not trust, and a signed one whose
+    // request was changed afterwards are all passed over, and counted.
+    let mut forged = Rollouts::default();
+    forged.take(&other_runner, &key("started"), started(1, &["n01"]).to_string().as_bytes());
+    forged.take(
+        &other_runner,
+        &key("started"),
+        sign_event(&stranger, started(1, &["n01"]).to_string()).as_bytes(),
+    );
+    let mut tampered: serde_json::Value =
+        serde_json::from_slice(&signed(&started(1, &["n01"]))).expect("a signed line is JSON");
+    tampered["request"]["action"] = json!("erase");
+    forged.take(&other_runner, &key("started"), tampered.to_string().as_bytes());
+    assert!(forged.get(uuid).is_none(), "nothing rebuilt from forged events");
+    assert_eq!(forged.refused(), 3);
 }
 
 /// A broadcast that expects the registry's nodes: an expected node that answers is counted, a
@@ -468,6 +505,7 @@ fn a_broadcast_expecting_known_nodes_accounts_for_unknown_and_silent_ones() {
         ttl_secs: 60,
         reply_to: "baton.reply.x".into(),
         data: serde_json::Map::new(),
+        once: None,
     };
     let reply = |node: &str| Reply {
         request_id: request.id,

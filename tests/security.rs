@@ -41,6 +41,7 @@ fn sample_request() -> Request {
         ttl_secs: 60,
         reply_to: "baton.reply.ci-runner".to_owned(),
         data,
+        once: None,
     }
 }
 

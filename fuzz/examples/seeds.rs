@@ -126,6 +126,7 @@ fn request() -> Request {
         ttl_secs: 60,
         reply_to: "baton.reply.client-1".to_string(),
         data,
+        once: None,
     }
 }
 

@@ -101,7 +101,10 @@ impl Renderer {
         if !self.output.jsonl && self.events.is_none() {
             return;
         }
-        let text = serde_json::to_string(&line(kind, body)).unwrap_or_else(|_| "{}".to_string());
+        let mut text = serde_json::to_string(&line(kind, body)).unwrap_or_else(|_| "{}".to_string());
+        if let Some(events) = &self.events {
+            text = events.sign(text);
+        }
         if self.output.jsonl {
             print_text_line(&text);
         }

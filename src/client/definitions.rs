@@ -122,7 +122,13 @@ pub async fn fetch(
 ) -> Result<Option<(Definition, Vec<u8>)>, ClientError> {
     let filter = Filter::compile(&FilterSpec { agent: vec![agent.to_owned()], ..FilterSpec::default() })?;
     let data = Map::from_iter([("agent".to_owned(), Value::String(agent.to_owned()))]);
-    let request = RequestSpec { agent: "rpcutil".to_owned(), action: "definition".to_owned(), data, filter };
+    let request = RequestSpec {
+        agent: "rpcutil".to_owned(),
+        action: "definition".to_owned(),
+        data,
+        filter,
+        once: None,
+    };
     let outcome =
         client.call(&request, &Targets::Broadcast, timeout, Some(QUIET_AFTER_FIRST), &mut |_| {}).await?;
     for reply in outcome.replies.iter().filter(|reply| reply.is_ok()) {

@@ -116,6 +116,7 @@ fn discover(filter: &Filter) -> RequestSpec {
         action: "discover".to_string(),
         data: Map::new(),
         filter: filter.clone(),
+        once: None,
     }
 }
 

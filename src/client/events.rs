@@ -15,6 +15,14 @@
 //! change of a node's state, the same changes the local journal saves. [`Rollouts`] rebuilds
 //! each rollout's record from them, event by event: [`read_rollout`] for `baton rollout
 //! status` and `resume` on a machine without the record, and the console's live view.
+//!
+//! Every published event is signed, because a resume runs the request a `started` event
+//! carries under the resumer's own key: an unsigned or forged one would let anyone who may
+//! publish to `C.events` run an action as whoever resumes it. The signature is the line's last
+//! field, `signature` (`scheme`, `key_id`, `value` in hex), over the rest of the line as CBOR
+//! (so no canonical JSON is needed); [`sign_event`] adds it and [`open_event`] checks it with
+//! the reader's keys (its trusted keys, or its own). Events that fail are passed over and
+//! counted ([`Rollouts::refused`]), never rebuilt into a rollout.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -30,8 +38,9 @@ use super::Client;
 use super::journal::{RolloutRecord, RolloutStart, RolloutStatus};
 use super::retained::{NotRetained, read_to_end};
 use super::rollout::NodeState;
-use crate::broker::{Broker, Destination, Incoming, Retained};
-use crate::protocol::now_ms;
+use crate::broker::{Destination, Incoming, Retained};
+use crate::protocol::{Envelope, PROTOCOL_VERSION, PayloadKind, now_ms, to_cbor};
+use crate::security::{OpenError, Security, hex};
 
 /// How long an event waits in a consumer's queue before the broker drops it.
 const EVENT_TTL: Duration = Duration::from_secs(60 * 60);
@@ -39,6 +48,8 @@ const EVENT_TTL: Duration = Duration::from_secs(60 * 60);
 /// Publishes one rollout's events in order.
 pub struct EventPublisher {
     prefix: String,
+    /// The keys the client had when the rollout started: every event is signed with them.
+    security: std::sync::Arc<Security>,
     // Unbounded because the callback that queues events cannot wait; a rollout's events are a
     // few per node, and the task drains them as fast as the broker confirms.
     sender: Option<mpsc::UnboundedSender<(String, Vec<u8>)>>,
@@ -60,12 +71,22 @@ impl Client {
                 }
             }
         });
-        EventPublisher { prefix: format!("rollout.{rollout_id}"), sender: Some(sender), task }
+        EventPublisher {
+            prefix: format!("rollout.{rollout_id}"),
+            security: self.security.current(),
+            sender: Some(sender),
+            task,
+        }
     }
 }
 
 impl EventPublisher {
-    /// Queues one event of type `kind`, its body the JSON line as printed.
+    /// Signs an event line, as it is printed and published ([`sign_event`]).
+    pub fn sign(&self, line: String) -> String {
+        sign_event(&self.security, line)
+    }
+
+    /// Queues one event of type `kind`, its body the JSON line as printed (signed).
     pub fn publish(&self, kind: &str, body: &str) {
         if let Some(sender) = &self.sender {
             // Fails only once the task gave up after a refusal, which it has already said.
@@ -78,6 +99,68 @@ impl EventPublisher {
         self.sender.take();
         let _ = self.task.await;
     }
+}
+
+/// An event line's signature, its last field.
+#[derive(Debug, Serialize, Deserialize)]
+struct EventSignature {
+    scheme: String,
+    key_id: String,
+    /// The signature, in hex.
+    value: String,
+}
+
+/// `line` (one JSON object) with its signature as a last field, `signature`, over the rest of
+/// the line's value as CBOR. A line that is not a JSON object is returned as it is (it cannot
+/// be: the lines are Baton's own).
+pub fn sign_event(security: &Security, line: String) -> String {
+    let Ok(value @ Value::Object(_)) = serde_json::from_str::<Value>(&line) else { return line };
+    let envelope = security.seal(PayloadKind::Event, to_cbor(&value));
+    let signature = EventSignature {
+        scheme: envelope.scheme,
+        key_id: envelope.key_id,
+        value: hex::encode(&envelope.signature),
+    };
+    let Ok(signature) = serde_json::to_string(&signature) else { return line };
+    let mut line = line;
+    line.pop(); // the object's closing brace
+    if !line.ends_with('{') {
+        line.push(',');
+    }
+    line.push_str("\"signature\":");
+    line.push_str(&signature);
+    line.push('}');
+    line
+}
+
+/// Why an event was passed over.
+#[derive(Debug, thiserror::Error)]
+pub enum EventRefused {
+    #[error("not a JSON object")]
+    NotJson,
+    #[error("unsigned (published by an older Baton, or not by Baton)")]
+    Unsigned,
+    #[error("{0}")]
+    Signature(#[from] OpenError),
+}
+
+/// The event in `body` once its signature is checked with `security` (a key it trusts, or its
+/// own), without the signature; and the id of the key that signed it.
+pub fn open_event(security: &Security, body: &[u8]) -> Result<(Value, String), EventRefused> {
+    let mut value: Value = serde_json::from_slice(body).map_err(|_| EventRefused::NotJson)?;
+    let object = value.as_object_mut().ok_or(EventRefused::NotJson)?;
+    let signature = object.remove("signature").ok_or(EventRefused::Unsigned)?;
+    let signature: EventSignature = serde_json::from_value(signature).map_err(|_| EventRefused::Unsigned)?;
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        scheme: signature.scheme,
+        key_id: signature.key_id,
+        kind: PayloadKind::Event,
+        payload: to_cbor(&value),
+        signature: hex::decode(&signature.value).ok_or(EventRefused::Unsigned)?,
+    };
+    let key_id = security.verify_own_or_trusted(&envelope, PayloadKind::Event)?;
+    Ok((value, key_id))
 }
 
 /// One rollout as its events tell it: the record the journal keeps, and where its batches and
@@ -122,16 +205,26 @@ struct CheckEvent {
 #[derive(Debug, Default, Clone)]
 pub struct Rollouts {
     by_id: BTreeMap<Uuid, RolloutView>,
+    refused: usize,
 }
 
 impl Rollouts {
-    /// Takes in one event published with routing key (or STOMP destination) `key`; returns the
-    /// rollout it changed. Events of a rollout whose `started` event was not seen (gone from
-    /// the broker) and anything that is not an event are passed over.
-    pub fn take(&mut self, key: &str, body: &[u8]) -> Option<Uuid> {
+    /// Takes in one event published with routing key (or STOMP destination) `key`, once its
+    /// signature is checked with `security` ([`open_event`]); returns the rollout it changed.
+    /// Events that fail the check (counted in [`Rollouts::refused`]), events of a rollout
+    /// whose `started` event was not seen (gone from the broker) and anything that is not an
+    /// event are passed over.
+    pub fn take(&mut self, security: &Security, key: &str, body: &[u8]) -> Option<Uuid> {
         // `rollout.<id>.<type>`, after the exchange's name over STOMP.
         let id = key.split(['.', '/']).find_map(|part| Uuid::parse_str(part).ok())?;
-        let event: Value = serde_json::from_slice(body).ok()?;
+        let event = match open_event(security, body) {
+            Ok((event, _signer)) => event,
+            Err(error) => {
+                self.refused += 1;
+                tracing::debug!(%key, %error, "a rollout event is passed over");
+                return None;
+            }
+        };
         let kind = event.get("type")?.as_str()?.to_owned();
         if kind == "started" {
             let start: RolloutStart = serde_json::from_value(event).ok()?;
@@ -185,6 +278,12 @@ impl Rollouts {
         Some(id)
     }
 
+    /// How many events failed their signature check: unsigned, forged, or signed by a key
+    /// this reader does not trust.
+    pub fn refused(&self) -> usize {
+        self.refused
+    }
+
     pub fn get(&self, id: Uuid) -> Option<&RolloutView> {
         self.by_id.get(&id)
     }
@@ -211,20 +310,28 @@ pub const EVENTS_RETAINED: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// there. Fails with [`NotRetained`] when the broker keeps no events (no stream `C.events`,
 /// STOMP) or the read did not end in time.
 pub async fn read_rollout(
-    broker: &Broker,
+    client: &Client,
     collective: &str,
     id: Uuid,
     timeout: Duration,
 ) -> Result<Option<RolloutRecord>, NotRetained> {
     let since = SystemTime::now().checked_sub(EVENTS_RETAINED).unwrap_or(SystemTime::UNIX_EPOCH);
+    let security = client.security.current();
     let mut rollouts = Rollouts::default();
     let wanted = format!("rollout.{id}.");
     let mut take = |message: &Incoming| {
         // Other rollouts' events are passed over unparsed.
         if message.key.starts_with(&wanted) {
-            rollouts.take(&message.key, &message.body);
+            rollouts.take(&security, &message.key, &message.body);
         }
     };
-    read_to_end(broker, collective, Retained::Events, since, timeout, timeout, &mut take).await?;
+    read_to_end(client.broker(), collective, Retained::Events, since, timeout, timeout, &mut take).await?;
+    if rollouts.refused() > 0 {
+        warn!(
+            rollout = %id,
+            "{} event(s) of this rollout on the broker were passed over: unsigned, forged, or signed by a key not among this client's trusted keys (security.trusted_keys)",
+            rollouts.refused()
+        );
+    }
     Ok(rollouts.get(id).map(|view| view.record.clone()))
 }

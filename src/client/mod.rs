@@ -87,6 +87,9 @@ pub struct RequestSpec {
     pub action: String,
     pub data: Map<String, Value>,
     pub filter: Filter,
+    /// The request's `once` key: nodes run the action at most once for it (a tracked
+    /// rollout's actions; see `protocol::Request::once`).
+    pub once: Option<String>,
 }
 
 /// Where to send it.
@@ -239,6 +242,7 @@ impl Client {
             ttl_secs: u32::try_from(self.settings.ttl.as_secs()).unwrap_or(u32::MAX),
             reply_to: reply_to.to_string(),
             data: spec.data.clone(),
+            once: spec.once.clone(),
         };
         let bytes = self.security.current().seal_request(&request);
         if bytes.len() > self.settings.max_message_bytes {

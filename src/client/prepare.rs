@@ -119,7 +119,7 @@ pub fn prepare(
     let data = typed_inputs(declared, &agent, &action, inputs)?;
     let timeout = timeout.unwrap_or_else(|| reply_timeout(definition, configured_timeout));
     Ok(PreparedRequest {
-        spec: RequestSpec { agent, action, data, filter },
+        spec: RequestSpec { agent, action, data, filter, once: None },
         definition: declared.cloned(),
         timeout,
     })

@@ -182,7 +182,7 @@ pub async fn run(
     ));
 
     // Rollouts are a view, not the console's job: a broker without events costs a warning.
-    let board = Arc::new(rollouts::Board::default());
+    let board = Arc::new(rollouts::Board::new(security.clone()));
     let mut stop_rollouts = stop.subscribe();
     let following = rollouts::follow(board.clone(), broker.clone(), config.collective.clone(), async move {
         let _ = stop_rollouts.recv().await;

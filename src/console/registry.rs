@@ -443,6 +443,7 @@ async fn ask_inventories(
         action: "inventory".to_owned(),
         data: serde_json::Map::new(),
         filter: Filter::default(),
+        once: None,
     };
     // Taking a node writes the store: on a blocking thread, off the client's event callback.
     let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<NodeReply>();

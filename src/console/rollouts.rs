@@ -10,7 +10,7 @@
 //! [`Board::changes`] over server-sent events and is sent the whole list at every change.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -23,6 +23,7 @@ use crate::client::NodeState;
 use crate::client::events::{BatchPosition, RolloutView, Rollouts};
 use crate::client::retained::{NotRetained, check_retained, is_marker};
 use crate::protocol::now_ms;
+use crate::security::SharedSecurity;
 
 /// How long a rollout stays on the board after its last event.
 pub const SHOWN_FOR: Duration = Duration::from_secs(24 * 60 * 60);
@@ -31,6 +32,9 @@ pub const SHOWN_FOR: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct Board {
     rollouts: Mutex<Rollouts>,
     changes: watch::Sender<u64>,
+    /// The console's keys: an event whose signature they do not verify is not shown
+    /// (`client::events::open_event`).
+    security: Arc<SharedSecurity>,
 }
 
 /// One rollout as the page shows it.
@@ -78,13 +82,11 @@ impl RolloutRow {
     }
 }
 
-impl Default for Board {
-    fn default() -> Board {
-        Board { rollouts: Mutex::default(), changes: watch::Sender::new(0) }
-    }
-}
-
 impl Board {
+    pub fn new(security: Arc<SharedSecurity>) -> Board {
+        Board { rollouts: Mutex::default(), changes: watch::Sender::new(0), security }
+    }
+
     /// Every rollout, the latest change first.
     pub fn rows(&self) -> Vec<RolloutRow> {
         let rollouts = self.rollouts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -101,7 +103,7 @@ impl Board {
     fn take(&self, key: &str, body: &[u8]) {
         let changed = {
             let mut rollouts = self.rollouts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let changed = rollouts.take(key, body).is_some();
+            let changed = rollouts.take(&self.security.current(), key, body).is_some();
             if changed {
                 rollouts.forget_older(now_ms().saturating_sub(SHOWN_FOR.as_millis() as u64));
             }
@@ -116,7 +118,7 @@ impl Board {
 /// Follows `collective`'s events into `board` until `shutdown` resolves or the broker ends
 /// the subscription.
 pub async fn follow(
-    board: std::sync::Arc<Board>,
+    board: Arc<Board>,
     broker: Broker,
     collective: String,
     shutdown: impl std::future::Future<Output = ()>,

@@ -36,6 +36,9 @@ pub enum Outcome {
     Refused,
     /// Dropped without a reply for another reason.
     Dropped,
+    /// Answered with the outcome of an earlier request with the same `once` key, which ran
+    /// the action; nothing ran for this one. `reason` names the earlier request.
+    Remembered,
 }
 
 /// One line of the audit log.

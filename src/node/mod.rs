@@ -13,6 +13,7 @@ pub mod emulator;
 pub mod facts;
 pub mod filter_cache;
 pub mod metrics;
+pub mod once;
 pub mod pipeline;
 pub mod policy;
 pub mod stats;
@@ -425,8 +426,8 @@ async fn consume(
                 let pipeline = pipeline.clone();
                 let broker = broker.clone();
                 tokio::spawn(async move {
-                    let outcome = pipeline.run(&admitted).await;
-                    let reply = pipeline.finish(&admitted.request, outcome);
+                    let ran = pipeline.run(&admitted).await;
+                    let reply = pipeline.finish_ran(&admitted.request, ran);
                     send_reply(broker, pipeline, reply, permit).await;
                 });
             }

@@ -27,6 +27,7 @@ use crate::broker::{Destination, is_reply_address_of};
 use crate::node::audit::{AuditLog, AuditRecord, Outcome};
 use crate::node::facts::NodeInventory;
 use crate::node::filter_cache::FilterCache;
+use crate::node::once::{self, Claim, OnceTable};
 use crate::node::policy::Authorization;
 use crate::node::stats::{ActionSeriesTable, Stats};
 use crate::protocol::claims::{ClaimedRequest, dangerous_claimed_request};
@@ -107,6 +108,16 @@ pub struct Pipeline {
     snapshot: RwLock<(Arc<NodeSnapshot>, Arc<ActionSeriesTable>)>,
     pub stats: Arc<Stats>,
     audit: Option<Arc<AuditLog>>,
+    /// The `once` keys run here (a tracked rollout's actions).
+    once: OnceTable,
+}
+
+/// What running an admitted request gave: the outcome, and the earlier request it repeats
+/// when the request's `once` key had already run here (nothing ran this time).
+#[derive(Debug)]
+pub struct Ran {
+    pub outcome: ActionOutcome,
+    pub earlier: Option<uuid::Uuid>,
 }
 
 impl Pipeline {
@@ -126,6 +137,7 @@ impl Pipeline {
             snapshot: RwLock::new(with_series(snapshot, &stats)),
             stats,
             audit,
+            once: OnceTable::default(),
         }
     }
 
@@ -334,8 +346,42 @@ impl Pipeline {
         self.replay.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Runs an admitted request: its action, unless its `once` key already ran here
+    /// ([`crate::node::once`]). Never panics and never hangs past the action's timeout (a
+    /// request waiting for another's run of the same key waits that run's timeout).
+    pub async fn run(&self, admitted: &Admitted) -> Ran {
+        let request = &admitted.request;
+        let Some(key) = &request.once else {
+            return Ran { outcome: self.run_action(admitted).await, earlier: None };
+        };
+        let earlier =
+            match self.once.claim(key, &request.agent, &request.action, &admitted.inputs, request.id) {
+                Claim::Run(running) => {
+                    let outcome = self.run_action(admitted).await;
+                    running.finish(&outcome);
+                    return Ran { outcome, earlier: None };
+                }
+                Claim::Earlier(earlier) => Some(earlier),
+                Claim::Wait(receiver) => once::wait(receiver).await,
+            };
+        match earlier {
+            Some(earlier) => Ran { outcome: earlier.outcome, earlier: Some(earlier.request_id) },
+            // The run this request waited for was abandoned (the node is stopping).
+            None => Ran {
+                outcome: ActionOutcome::fail(
+                    StatusCode::Aborted,
+                    format!(
+                        "{}#{} was being run for {key} by another request, which was stopped before it ended; send it again",
+                        request.agent, request.action
+                    ),
+                ),
+                earlier: None,
+            },
+        }
+    }
+
     /// Runs an admitted action with its timeout. Never panics and never hangs past the timeout.
-    pub async fn run(&self, admitted: &Admitted) -> ActionOutcome {
+    async fn run_action(&self, admitted: &Admitted) -> ActionOutcome {
         let Admitted { request, agent, snapshot, inputs } = admitted;
         let timeout = agent.timeout().min(self.settings.action_timeout);
         // Admitted, so the agent and action exist here: bounded labels.
@@ -387,15 +433,31 @@ impl Pipeline {
     /// Counts and audits an outcome and seals the reply. Every reply status is counted here,
     /// and only here, whichever step produced it.
     pub fn finish(&self, request: &Verified<Request>, outcome: ActionOutcome) -> SealedReply {
+        self.count_status(outcome.status);
+        let reason = outcome.message.clone();
+        self.seal(request, outcome, Outcome::Accepted, reason)
+    }
+
+    fn count_status(&self, status: StatusCode) {
         let counters = &self.stats.counters;
-        match outcome.status {
+        match status {
             StatusCode::Ok => Stats::count(&counters.ok),
             StatusCode::MissingData | StatusCode::InvalidData => Stats::count(&counters.invalid_input),
             StatusCode::UnknownAction => Stats::count(&counters.unknown_action),
             StatusCode::Aborted | StatusCode::UnknownError => Stats::count(&counters.failed),
         }
-        let reason = outcome.message.clone();
-        self.seal(request, outcome, Outcome::Accepted, reason)
+    }
+
+    /// As [`Pipeline::finish`], for what [`Pipeline::run`] gave: an answer repeated from an
+    /// earlier run of the same `once` key is audited as `remembered`, naming that run.
+    pub fn finish_ran(&self, request: &Verified<Request>, ran: Ran) -> SealedReply {
+        let Some(earlier) = ran.earlier else { return self.finish(request, ran.outcome) };
+        self.count_status(ran.outcome.status);
+        let reason = format!(
+            "not run again: request {earlier} ran it for {}",
+            request.once.as_deref().unwrap_or_default()
+        );
+        self.seal(request, ran.outcome, Outcome::Remembered, reason)
     }
 
     /// Counts, audits and seals the "not authorized" answer to a request a policy refused.
@@ -449,8 +511,8 @@ impl Pipeline {
                 Some(self.finish_unauthorized(&request, outcome, &rule))
             }
             Admission::Run(admitted) => {
-                let outcome = self.run(&admitted).await;
-                Some(self.finish(&admitted.request, outcome))
+                let ran = self.run(&admitted).await;
+                Some(self.finish_ran(&admitted.request, ran))
             }
         }
     }

@@ -185,6 +185,7 @@ mod tests {
             ttl_secs: 60,
             reply_to: "baton.reply.x".to_owned(),
             data: serde_json::json!({"service": "nginx"}).as_object().cloned().unwrap_or_default(),
+            once: None,
         };
         let claimed = dangerous_claimed_request(&to_cbor(&request));
         assert_eq!(
@@ -219,6 +220,7 @@ mod tests {
             ttl_secs: 0,
             reply_to: String::new(),
             data: serde_json::Map::new(),
+            once: None,
         }
     }
 

@@ -45,6 +45,8 @@ pub enum PayloadKind {
     Request,
     Reply,
     Registration,
+    /// A rollout's event line (`client::events`): signed, never sent in an envelope.
+    Event,
 }
 
 impl PayloadKind {
@@ -54,6 +56,7 @@ impl PayloadKind {
             PayloadKind::Request => b"request",
             PayloadKind::Reply => b"reply",
             PayloadKind::Registration => b"registration",
+            PayloadKind::Event => b"event",
         }
     }
 }
@@ -81,6 +84,12 @@ pub struct Request {
     pub reply_to: String,
     /// The action's inputs, by name.
     pub data: serde_json::Map<String, serde_json::Value>,
+    /// Run this action at most once per node for this key (a tracked rollout sends
+    /// `rollout:<id>`): a node that already succeeded with the same key, agent, action and
+    /// inputs answers with that outcome instead of running it again, and one still running it
+    /// answers when that run ends. Optional: absent in every other request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub once: Option<String>,
 }
 
 /// A node's answer to one request.

@@ -156,6 +156,15 @@ impl Ed25519 {
         self.signing.sign(&parts.concat()).to_bytes().to_vec()
     }
 
+    /// Verifies a signature over the concatenation of `parts` with this party's own key.
+    pub fn verify_own(&self, parts: &[&[u8]], signature: &[u8]) -> Result<(), VerifyFailure> {
+        let signature = Signature::from_slice(signature).map_err(|_| VerifyFailure::BadSignature)?;
+        self.signing
+            .verifying_key()
+            .verify_strict(&parts.concat(), &signature)
+            .map_err(|_| VerifyFailure::BadSignature)
+    }
+
     /// Verifies a signature over the concatenation of `parts` with a trusted key named
     /// `key_id` (any of them, while that name's key is being rotated).
     pub fn verify(&self, key_id: &str, parts: &[&[u8]], signature: &[u8]) -> Result<(), VerifyFailure> {

@@ -30,7 +30,7 @@ pub async fn connect(config: &ClientConfig) -> Result<Client, Failure> {
 /// A request for one of `rpcutil`'s actions, which every node has and which take no inputs
 /// but those given here.
 pub fn rpcutil(action: &str, data: Map<String, serde_json::Value>, filter: Filter) -> RequestSpec {
-    RequestSpec { agent: "rpcutil".to_owned(), action: action.to_owned(), data, filter }
+    RequestSpec { agent: "rpcutil".to_owned(), action: action.to_owned(), data, filter, once: None }
 }
 
 /// The check `facts` and `agents` make before sending `rpcutil ACTION` to what they found: with

@@ -30,7 +30,7 @@ async fn find(cli: &Cli, id: &str) -> Result<(Found, std::path::PathBuf), Failur
     }
     let config = load_config(cli, None)?;
     let client = super::connect(&config).await?;
-    let read = read_rollout(client.broker(), &config.collective, id, EVENTS_READ_TIMEOUT).await;
+    let read = read_rollout(&client, &config.collective, id, EVENTS_READ_TIMEOUT).await;
     client.close().await;
     let collective = &config.collective;
     let days = EVENTS_RETAINED.as_secs() / 86_400;
@@ -47,9 +47,15 @@ async fn find(cli: &Cli, id: &str) -> Result<(Found, std::path::PathBuf), Failur
     }
 }
 
-/// Shows where every node of the rollout stands; reads the record only, sends nothing.
+/// Shows where every node of the rollout stands; reads the records only, sends nothing. A
+/// rollout with events may have been resumed on another runner since this machine's record
+/// was written: the broker's record is shown when it is of a later run.
 pub async fn status(cli: &Cli, id: &str, output: &OutputArgs) -> Result<Exit, Failure> {
     let record = match find(cli, id).await?.0 {
+        Found::Here(journal) if journal.record().request.events => {
+            let here = journal.record().clone();
+            newer_on_the_broker(cli, &here).await.unwrap_or(here)
+        }
         Found::Here(journal) => journal.record().clone(),
         Found::OnTheBroker(record) => record,
     };
@@ -70,4 +76,27 @@ pub async fn resume(cli: &Cli, id: &str, yes: bool, output: &OutputArgs) -> Resu
         return Ok(Exit::Ok);
     }
     RpcPlan::resume(cli, journal, yes, output).await?.run(cli.verbose).await
+}
+
+/// The broker's record of `here`'s rollout when it is of a later run (resumed elsewhere);
+/// `None` when it is not, or cannot be read (this machine's record is shown, as before).
+async fn newer_on_the_broker(cli: &Cli, here: &RolloutRecord) -> Option<RolloutRecord> {
+    let config = load_config(cli, None).ok()?;
+    let client = match super::connect(&config).await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::debug!(error = %error.error, "the broker's record is not read; this machine's is shown");
+            return None;
+        }
+    };
+    let read = read_rollout(&client, &here.collective, here.rollout_id, EVENTS_READ_TIMEOUT).await;
+    client.close().await;
+    match read {
+        Ok(Some(remote)) if remote.runs > here.runs => Some(remote),
+        Ok(_) => None,
+        Err(NotRetained(why)) => {
+            tracing::debug!(%why, "the broker's record is not read; this machine's is shown");
+            None
+        }
+    }
 }

@@ -237,7 +237,7 @@ impl RpcPlan {
         result
     }
 
-    async fn send(self, client: &Client, verbose: u8) -> Result<Exit, Failure> {
+    async fn send(mut self, client: &Client, verbose: u8) -> Result<Exit, Failure> {
         let spec = &self.request.spec;
         let mut renderer = Renderer::new(&self.output, verbose);
         if let Some(agent) = &self.added_agent_filter {
@@ -262,7 +262,7 @@ impl RpcPlan {
                 if journal.record().request.events {
                     let collective = &journal.record().collective;
                     let id = journal.record().rollout_id;
-                    match read_rollout(client.broker(), collective, id, EVENTS_READ_TIMEOUT).await {
+                    match read_rollout(client, collective, id, EVENTS_READ_TIMEOUT).await {
                         Ok(Some(remote)) => journal.catch_up(remote)?,
                         Ok(None) => {}
                         Err(error) => tracing::debug!(%error, "the rollout's events are not read back"),
@@ -317,6 +317,10 @@ impl RpcPlan {
             return Ok(if sent.unreachable.is_empty() { Exit::Ok } else { Exit::NoResponse });
         }
         if let Some(journal) = &journal {
+            // A tracked rollout's action runs at most once on each node, over every run of it:
+            // a resume sends to nodes whose answer was lost, and those that succeeded answer
+            // with that success instead of running it again (node::once).
+            self.request.spec.once = Some(format!("rollout:{}", journal.record().rollout_id));
             if journal.record().request.events {
                 renderer.publish_events(client.event_publisher(journal.record().rollout_id));
             }
