@@ -731,3 +731,149 @@ fn a_second_run_of_a_running_rollout_is_refused_here_and_on_another_runner() {
         assert_eq!(ci.audited_as(&node, "hello", "greet", "remembered"), expected, "{node}");
     }
 }
+
+/// A plain STOMP 1.2 subscriber, frames written by hand (not Baton's code), for what a
+/// dashboard on ActiveMQ would see.
+struct StompSubscriber {
+    stream: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl StompSubscriber {
+    /// Connects with the credentials of `url` (`stomp://USER:PASSWORD@HOST:PORT`) and
+    /// subscribes to `destination`, waiting for the broker's receipt.
+    fn subscribe(url: &str, destination: &str) -> StompSubscriber {
+        use std::io::Write;
+        let rest = url.strip_prefix("stomp://").expect("a stomp:// URL");
+        let (credentials, address) = rest.split_once('@').expect("credentials in the URL");
+        let (login, passcode) = credentials.split_once(':').expect("user:password");
+        let address = address.split('/').next().expect("host:port");
+        let stream = std::net::TcpStream::connect(address).expect("connect to ActiveMQ");
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(1))).expect("timeout");
+        let mut writer = stream.try_clone().expect("clone");
+        let mut subscriber = StompSubscriber { stream: std::io::BufReader::new(stream) };
+        write!(
+            writer,
+            "CONNECT\naccept-version:1.2\nhost:localhost\nlogin:{login}\npasscode:{passcode}\nheart-beat:0,0\n\n\0"
+        )
+        .expect("CONNECT");
+        let (command, headers, _) = subscriber.frame(std::time::Duration::from_secs(10)).expect("an answer");
+        assert_eq!(command, "CONNECTED", "{headers:?}");
+        write!(writer, "SUBSCRIBE\nid:0\ndestination:{destination}\nack:auto\nreceipt:subscribed\n\n\0")
+            .expect("SUBSCRIBE");
+        let (command, headers, _) = subscriber.frame(std::time::Duration::from_secs(10)).expect("a receipt");
+        assert_eq!(command, "RECEIPT", "{headers:?}");
+        subscriber
+    }
+
+    /// The next frame's command, headers and body, or `None` after `wait` without one.
+    fn frame(&mut self, wait: std::time::Duration) -> Option<(String, Vec<(String, String)>, String)> {
+        use std::io::Read;
+        let deadline = std::time::Instant::now() + wait;
+        let mut command = String::new();
+        // Between frames a broker may send end-of-lines; a read timeout retries until the deadline.
+        while command.trim().is_empty() {
+            command.clear();
+            match self.stream.read_line(&mut command) {
+                Ok(0) => panic!("ActiveMQ closed the connection"),
+                Ok(_) => {}
+                Err(_) if std::time::Instant::now() < deadline => {}
+                Err(_) => return None,
+            }
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).expect("a header line");
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("name:value");
+            headers.push((name.to_owned(), value.to_owned()));
+        }
+        let length = headers
+            .iter()
+            .find(|(name, _)| name == "content-length")
+            .map(|(_, value)| value.parse().expect("a length"));
+        let mut body = Vec::new();
+        match length {
+            Some(length) => {
+                body.resize(length, 0);
+                self.stream.read_exact(&mut body).expect("the body");
+                let mut nul = [0u8];
+                self.stream.read_exact(&mut nul).expect("the frame's end");
+            }
+            None => {
+                self.stream.read_until(0, &mut body).expect("the body");
+                body.pop();
+            }
+        }
+        Some((command.trim().to_owned(), headers, String::from_utf8(body).expect("UTF-8 body")))
+    }
+}
+
+/// Over STOMP to ActiveMQ, which keeps no events: a rollout's events reach a plain STOMP
+/// subscriber of the topics `C.events.>` byte for byte and in order, each on the topic named
+/// after its rollout and type. (Over AMQP, see the test above; deploy/activemq/activemq.xml
+/// lets clients write and read these topics.)
+#[test]
+fn over_activemq_a_stomp_subscriber_of_the_events_sees_the_jsonl_stream_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = install_agents(dir.path(), &["hello"]);
+    let agents_config = format!("[agents]\ndir = {:?}\n", agents.display().to_string());
+    let specs = (1..=3)
+        .map(|index| NodeSpec::new(&format!("s{index:02}"), json!({}), &[]).with_config(&agents_config))
+        .collect();
+    let fleet = Fleet::start_on(crate::harness::Wire::stomp_activemq(), specs);
+    let config = fleet.client_config_with(
+        &fleet.wire,
+        &format!("definitions_dir = {:?}\n", agents.display().to_string()),
+        "",
+    );
+    let mut dashboard =
+        StompSubscriber::subscribe(&fleet.wire.client_url, &format!("/topic/{}.events.>", fleet.collective));
+    let state = tempfile::tempdir().expect("state");
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "rpc",
+            "hello",
+            "greet",
+            "name=stomp",
+            "--batch",
+            "1",
+            "--batch-sleep",
+            "0",
+            "--events",
+            "--jsonl",
+        ])
+        .env_remove("BATON_LOG")
+        .env("XDG_STATE_HOME", state.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run baton");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let printed: Vec<&str> = stdout.lines().collect();
+    let mut received = Vec::new();
+    while received.len() < printed.len() + 1 {
+        let Some((command, headers, body)) = dashboard.frame(std::time::Duration::from_secs(5)) else {
+            break;
+        };
+        assert_eq!(command, "MESSAGE", "{headers:?} {body}");
+        let destination =
+            headers.iter().find(|(name, _)| name == "destination").expect("destination").1.clone();
+        received.push((destination, body));
+    }
+    let bodies: Vec<&str> = received.iter().map(|(_, body)| body.as_str()).collect();
+    assert_eq!(bodies, printed, "the same events, byte for byte, in the same order");
+    let lines = jsonl(&BatonOutput { code: 0, stdout: stdout.to_string(), stderr: String::new() });
+    let rollout_id = lines[0]["rollout_id"].as_str().expect("a started line first");
+    for ((destination, _), line) in received.iter().zip(&lines) {
+        let kind = line["type"].as_str().expect("type");
+        assert_eq!(destination, &format!("/topic/{}.events.rollout.{rollout_id}.{kind}", fleet.collective));
+        assert!(line["signature"]["value"].is_string(), "every event is signed: {line}");
+    }
+    assert_eq!(lines.last().map(|line| line["type"].clone()), Some(json!("summary")));
+}
