@@ -732,6 +732,9 @@ fn a_second_run_of_a_running_rollout_is_refused_here_and_on_another_runner() {
     }
 }
 
+/// A STOMP frame's command, headers and body.
+type StompFrame = (String, Vec<(String, String)>, String);
+
 /// A plain STOMP 1.2 subscriber, frames written by hand (not Baton's code), for what a
 /// dashboard on ActiveMQ would see.
 struct StompSubscriber {
@@ -766,7 +769,7 @@ impl StompSubscriber {
     }
 
     /// The next frame's command, headers and body, or `None` after `wait` without one.
-    fn frame(&mut self, wait: std::time::Duration) -> Option<(String, Vec<(String, String)>, String)> {
+    fn frame(&mut self, wait: std::time::Duration) -> Option<StompFrame> {
         use std::io::Read;
         let deadline = std::time::Instant::now() + wait;
         let mut command = String::new();
