@@ -31,7 +31,8 @@ use crate::client::journal::RolloutRecord;
 use crate::client::report::{OutcomeReport, Stats, round2};
 use crate::client::rollout::Ordered;
 use crate::client::{CallOutcome, Event, NodeState, RolloutOutcome};
-use crate::protocol::ddl::plain_text as plain;
+use crate::logging::escape_terminal_controls as shown;
+use crate::protocol::ddl::plain_text;
 
 /// ANSI colours used on a terminal.
 const RED: &str = "31";
@@ -626,7 +627,7 @@ impl Renderer {
         println!("{}", self.paint(&format!("Health check failed on {failed} node(s):"), RED));
         for check in checks {
             for reply in &check.failed {
-                println!("  {:<20} {}: {}", reply.node, reply.status_text, reply.message);
+                println!("  {:<20} {}: {}", reply.node, reply.status_text, shown(&reply.message));
             }
             for node in &check.no_response {
                 println!("  {node:<20} did not answer {}", check.check);
@@ -642,8 +643,9 @@ impl Renderer {
         let summaries = super::summary::aggregate_lines(&outcome.aggregates);
         if !summaries.is_empty() {
             println!();
+            // Aggregates are made of the nodes' values.
             for text in summaries {
-                println!("{text}");
+                println!("{}", shown(&text));
             }
         }
         println!();
@@ -811,7 +813,7 @@ impl Renderer {
         }
         let Some(data) = inventory_data else {
             match inventory.replies.first() {
-                Some(reply) => eprintln!("{node} answered {}: {}", reply.status_text, reply.message),
+                Some(reply) => eprintln!("{node} answered {}: {}", reply.status_text, shown(&reply.message)),
                 None if !inventory.unreachable.is_empty() => {
                     eprintln!(
                         "{node} is unreachable: the broker has no queue for it (is batond running there, with that identity?)"
@@ -826,7 +828,7 @@ impl Renderer {
         if let Some(stats) = stats_data {
             println!("   Server Statistics:");
             for (key, value) in stats {
-                println!("      {key:>20}: {}", plain(value));
+                println!("      {:>20}: {}", shown(key), plain(value));
             }
             println!();
         }
@@ -847,7 +849,7 @@ impl Renderer {
             let mut flat = Vec::new();
             flatten("", &Value::Object(facts.clone()), &mut flat);
             for (key, value) in flat {
-                println!("      {key} => {value}");
+                println!("      {} => {}", shown(&key), shown(&value));
             }
         }
     }
@@ -882,7 +884,7 @@ impl Renderer {
             }
         }
         for reply in outcome.replies.iter().filter(|reply| !reply.is_ok()) {
-            println!("{:<40} {}: {}", reply.node, reply.status_text, reply.message);
+            println!("{:<40} {}: {}", reply.node, reply.status_text, shown(&reply.message));
         }
         println!();
         let counts = outcome.counts();
@@ -956,14 +958,20 @@ impl Renderer {
             writeln!(out, "{:<40} {}", reply.node, self.paint(reply.status_text, GREEN))?;
         } else {
             writeln!(out, "{:<40} {}", reply.node, self.paint(reply.status_text, RED))?;
-            writeln!(out, "   {}", reply.message)?;
+            writeln!(out, "   {}", shown(&reply.message))?;
         }
         let width = reply.data.keys().map(String::len).max().unwrap_or(0);
         for (key, value) in &reply.data {
-            writeln!(out, "   {key:>width$}: {}", plain(value))?;
+            writeln!(out, "   {:>width$}: {}", shown(key), plain(value))?;
         }
         writeln!(out)
     }
+}
+
+/// A node-supplied value as human output shows it: plain text, with no terminal codes
+/// ([`shown`]: a reply's message, data keys and values come from the node).
+fn plain(value: &Value) -> String {
+    shown(&plain_text(value)).into_owned()
 }
 
 /// Node names in columns, four to a line, as MCollective lists silent nodes.
@@ -995,5 +1003,36 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
             }
         }
         other => out.push((prefix.to_string(), plain(other))),
+    }
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    use super::*;
+
+    /// A node's reply cannot drive the operator's terminal: its message, data keys and values
+    /// reach human output with escape sequences and carriage returns written out.
+    #[test]
+    fn a_reply_shows_no_terminal_codes_from_the_node() {
+        let output = OutputArgs::default();
+        let renderer = Renderer::new(&output, 0);
+        let reply = crate::client::NodeReply {
+            node: "web01".to_owned(),
+            status: crate::protocol::StatusCode::Aborted.code(),
+            status_text: "Request Aborted",
+            message: "\u{1b}]0;pwned\u{7}\u{1b}[2Jgone\r".to_owned(),
+            data: serde_json::json!({"out\u{1b}[31m": "line 1\nline 2\u{1b}[8m"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            ms: 1.0,
+        };
+        let mut out = Vec::new();
+        renderer.write_reply(&mut out, &reply).expect("write");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert!(!text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{7}'), "{text:?}");
+        assert!(text.contains("\\u{1b}]0;pwned\\u{7}\\u{1b}[2Jgone\\r"), "{text:?}");
+        assert!(text.contains("line 1\nline 2\\u{1b}[8m"), "lines are kept: {text:?}");
+        assert!(text.contains("out\\u{1b}[31m"), "{text:?}");
     }
 }

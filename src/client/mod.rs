@@ -505,6 +505,12 @@ async fn route_replies(
                 continue;
             }
         };
+        if !crate::protocol::is_node_identity(&reply.sender) {
+            // No node can have that name (batond refuses it); it would reach the terminal.
+            dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(claimed = %reply.sender, "reply dropped: its sender is not a node identity");
+            continue;
+        }
         if security.proves_callers() && reply.sender != reply.key_id() {
             // With ed25519 a node signs with the key named after its identity; a reply that
             // claims another identity is a trusted node answering as someone else.

@@ -372,10 +372,7 @@ impl NodeConfig {
 
 /// A node identity is part of queue names and routing keys: host-name characters only.
 fn validate_identity(provenance: &Provenance, identity: &str) -> Result<(), ConfigError> {
-    let valid = !identity.is_empty()
-        && identity.len() <= 255
-        && identity.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-    if valid {
+    if crate::protocol::is_node_identity(identity) {
         Ok(())
     } else {
         Err(provenance.invalid(

@@ -43,9 +43,18 @@ pub fn init(filter: EnvFilter, json: bool, ansi: bool) {
 /// line and paragraph separators written as Rust escapes (`\n`, `\u{1b}`), so that it stays on
 /// one line and carries no terminal codes. Text without any is returned as it is.
 pub fn escape_control_characters(text: &str) -> Cow<'_, str> {
-    let needs_escape =
-        |character: char| character.is_control() || matches!(character, '\u{2028}' | '\u{2029}');
-    if !text.chars().any(needs_escape) {
+    escape_where(text, |character| character.is_control() || matches!(character, '\u{2028}' | '\u{2029}'))
+}
+
+/// `text` as a terminal may show it: as [`escape_control_characters`], but keeping line breaks
+/// and tabs, for node-supplied text in the CLI's human output (a command's output keeps its
+/// lines; an escape sequence in it cannot move the cursor, recolour or retitle the terminal).
+pub fn escape_terminal_controls(text: &str) -> Cow<'_, str> {
+    escape_where(text, |character| character.is_control() && !matches!(character, '\n' | '\t'))
+}
+
+fn escape_where(text: &str, needs_escape: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !text.chars().any(&needs_escape) {
         return Cow::Borrowed(text);
     }
     let mut escaped = String::with_capacity(text.len() + 8);
@@ -62,6 +71,17 @@ pub fn escape_control_characters(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::escape_control_characters;
+
+    #[test]
+    fn a_terminal_keeps_lines_and_tabs_but_no_escape_sequence() {
+        use super::escape_terminal_controls;
+        assert_eq!(escape_terminal_controls("a\tb\nc"), "a\tb\nc");
+        assert_eq!(
+            escape_terminal_controls("\u{1b}]0;owned\u{7}\u{1b}[2J\r"),
+            "\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\r"
+        );
+        assert_eq!(escape_terminal_controls("\u{9b}31m"), "\\u{9b}31m");
+    }
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {

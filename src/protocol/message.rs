@@ -92,6 +92,16 @@ pub struct Request {
     pub once: Option<String>,
 }
 
+/// Whether `identity` is a usable node identity: host-name characters only (letters, digits,
+/// `.`, `-`, `_`), 1 to 255 of them, because it becomes part of queue names and routing keys.
+/// Nodes refuse to start with another (configuration), and clients drop replies that claim
+/// another, so a node name shown anywhere carries no terminal codes.
+pub fn is_node_identity(identity: &str) -> bool {
+    !identity.is_empty()
+        && identity.len() <= 255
+        && identity.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
 /// A node's answer to one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
