@@ -258,3 +258,18 @@ pub fn now_ms() -> u64 {
 pub fn new_request_id() -> Uuid {
     Uuid::new_v4()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_node_identity;
+
+    #[test]
+    fn a_node_identity_is_host_name_characters() {
+        for good in ["web01", "web01.example.com", "db_2-b", &"a".repeat(255)] {
+            assert!(is_node_identity(good), "{good:?}");
+        }
+        for bad in ["", "web01\u{1b}[2J", "web 01", "web/01", "wéb", "a.b\n", &"a".repeat(256)] {
+            assert!(!is_node_identity(bad), "{bad:?}");
+        }
+    }
+}
