@@ -13,8 +13,10 @@
 //! Only successes are remembered: a resume after a node was fixed runs a failed action again,
 //! for real. A request arriving while the first run is still going waits for that run and
 //! answers with its outcome (success or not). Memory only, bounded by [`ONCE_CAPACITY`]
-//! successes, the oldest forgotten first: a node restarted between the run and the resume
-//! runs the action again, as it would without this table.
+//! successes and [`ONCE_BUDGET_BYTES`], the oldest forgotten first (outputs over
+//! [`ONCE_MAX_OUTPUT_BYTES`] are not kept: a repeat is answered without them): a node
+//! restarted between the run and the resume runs the action again, as it would without this
+//! table.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -27,6 +29,13 @@ use crate::agents::ActionOutcome;
 
 /// How many successful keys a node remembers (a few hundred bytes each with small outputs).
 pub const ONCE_CAPACITY: usize = 4096;
+
+/// How many bytes of remembered outputs a node keeps in all; the oldest are forgotten first.
+pub const ONCE_BUDGET_BYTES: usize = 16 << 20;
+
+/// A success whose outputs are larger than this is remembered without them: a repeat is still
+/// answered (and not run), with the status and a message saying the output was not kept.
+pub const ONCE_MAX_OUTPUT_BYTES: usize = 256 << 10;
 
 /// What one earlier run answered.
 #[derive(Debug, Clone)]
@@ -69,8 +78,10 @@ pub struct OnceTable {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<Key, Entry>,
-    /// Succeeded keys, oldest first: the order they are forgotten in.
-    succeeded: VecDeque<Key>,
+    /// Succeeded keys with their size in bytes, oldest first: the order they are forgotten in.
+    succeeded: VecDeque<(Key, usize)>,
+    /// The sizes in `succeeded`, summed.
+    bytes: usize,
 }
 
 impl OnceTable {
@@ -134,12 +145,19 @@ impl Running<'_> {
         let earlier = Earlier { request_id: self.request_id, outcome: outcome.clone() };
         let mut inner = self.table.lock();
         if outcome.status.is_ok() {
-            inner.entries.insert(key.clone(), Entry::Succeeded(earlier.clone()));
-            inner.succeeded.push_back(key);
-            while inner.succeeded.len() > ONCE_CAPACITY {
-                if let Some(oldest) = inner.succeeded.pop_front() {
-                    inner.entries.remove(&oldest);
-                }
+            let kept = kept(&earlier);
+            let size = key.once.len()
+                + key.agent.len()
+                + key.action.len()
+                + key.inputs.len()
+                + output_bytes(&kept.outcome);
+            inner.entries.insert(key.clone(), Entry::Succeeded(kept));
+            inner.succeeded.push_back((key, size));
+            inner.bytes += size;
+            while inner.succeeded.len() > ONCE_CAPACITY || inner.bytes > ONCE_BUDGET_BYTES {
+                let Some((oldest, size)) = inner.succeeded.pop_front() else { break };
+                inner.entries.remove(&oldest);
+                inner.bytes -= size;
             }
         } else {
             inner.entries.remove(&key);
@@ -155,6 +173,26 @@ impl Drop for Running<'_> {
             self.table.lock().entries.remove(&key);
         }
     }
+}
+
+/// The bytes an outcome's message and outputs take (as JSON).
+fn output_bytes(outcome: &ActionOutcome) -> usize {
+    outcome.message.len() + serde_json::to_string(&outcome.data).map_or(0, |text| text.len())
+}
+
+/// What is remembered of a success: all of it, or without outputs over
+/// [`ONCE_MAX_OUTPUT_BYTES`].
+fn kept(earlier: &Earlier) -> Earlier {
+    let size = output_bytes(&earlier.outcome);
+    if size <= ONCE_MAX_OUTPUT_BYTES {
+        return earlier.clone();
+    }
+    let mut outcome = ActionOutcome::ok(Map::new());
+    outcome.message = format!(
+        "ran by request {} and succeeded; its output ({size} bytes) was too large to keep for a repeat",
+        earlier.request_id
+    );
+    Earlier { request_id: earlier.request_id, outcome }
 }
 
 /// Waits for the run another request started; `None` if it was abandoned unfinished.
@@ -251,6 +289,41 @@ mod tests {
         assert!(matches!(
             table.claim("rollout:a", "hello", "greet", &inputs("x"), Uuid::new_v4()),
             Claim::Run(_)
+        ));
+    }
+
+    #[test]
+    fn large_outputs_are_not_kept_and_the_budget_forgets_the_oldest() {
+        let table = OnceTable::default();
+        let big = ActionOutcome::ok(inputs(&"x".repeat(ONCE_MAX_OUTPUT_BYTES + 1)));
+        let first = Uuid::new_v4();
+        let Claim::Run(running) = table.claim("rollout:big", "hello", "greet", &inputs("x"), first) else {
+            panic!("runs");
+        };
+        running.finish(&big);
+        match table.claim("rollout:big", "hello", "greet", &inputs("x"), Uuid::new_v4()) {
+            Claim::Earlier(earlier) => {
+                assert!(earlier.outcome.status.is_ok() && earlier.outcome.data.is_empty());
+                assert!(earlier.outcome.message.contains("too large to keep"), "{}", earlier.outcome.message);
+            }
+            _ => panic!("still answered, not run"),
+        }
+        // Successes just under the limit: the budget holds about 64 of them.
+        let sized = ActionOutcome::ok(inputs(&"y".repeat(ONCE_MAX_OUTPUT_BYTES - 100)));
+        for index in 0..100 {
+            let Claim::Run(running) =
+                table.claim(&format!("rollout:{index}"), "a", "b", &inputs("x"), Uuid::new_v4())
+            else {
+                panic!("runs");
+            };
+            running.finish(&sized);
+        }
+        assert!(table.lock().bytes <= ONCE_BUDGET_BYTES);
+        assert!(table.len() < 70, "{}", table.len());
+        assert!(matches!(table.claim("rollout:0", "a", "b", &inputs("x"), Uuid::new_v4()), Claim::Run(_)));
+        assert!(matches!(
+            table.claim("rollout:99", "a", "b", &inputs("x"), Uuid::new_v4()),
+            Claim::Earlier(_)
         ));
     }
 
