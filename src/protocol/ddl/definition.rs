@@ -169,8 +169,8 @@ pub struct OutputDefinition {
 /// compiled as it is read, so a bad one refuses the document. The definitions shipped in the
 /// binary ([`Definition::from_builtin_json`]) are compiled at their first use instead: they are
 /// known to compile and to accept their own defaults (`tests/ddl.rs` checks each), and an idle node that never validates an
-/// input then never touches the regex engine (its code and its compiled programs, about
-/// 0.5 MB of batond's idle resident memory, docs/PERFORMANCE.md).
+/// input then never touches the regex engine (its code and its compiled programs, 0.9 MiB of
+/// batond's idle resident memory, docs/PERFORMANCE.md).
 #[derive(Clone)]
 pub struct Validation {
     source: String,
