@@ -40,6 +40,14 @@ whole `baton ping` and `baton discover` (broadcasts that end at the last expecte
 directed ping of the same known set (`baton ping -I ...`, the floor), the same broadcasts once
 the registry stream is deleted (the quiet window), and the nodes' resident memory.
 
+With --idle RUNS it measures only one idle batond's memory (docs/PERFORMANCE.md, "Where
+batond's idle memory goes"): each --variant LABEL=PATH[,KEY=VALUE...] (a batond binary and
+environment variables; without any, the built one) started RUNS times, alternated, against the
+same broker and configuration, read --idle-seconds after it logs "ready": VmRSS, RssAnon,
+RssFile, Pss and threads from /proc/PID/status, resident kB by mapping from /proc/PID/smaps,
+and with --pages which sections of the binary and which crates' code are resident
+(/proc/PID/pagemap against `readelf -S` and `nm`). It builds only batond and examples/rawamqp.
+
 Nothing here is asserted: it measures and prints. It is not part of bin/test.
 """
 
@@ -628,6 +636,201 @@ def machine_description():
             f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}")
 
 
+# --- One idle batond's memory, mapping by mapping (docs/PERFORMANCE.md, "Where batond's idle
+# memory goes"). Runs only batond and examples/rawamqp (to declare the collective).
+
+def status_fields(pid):
+    """The memory and thread lines of /proc/PID/status, in kB (Threads as a count)."""
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem", "Threads"):
+                values[key] = int(rest.split()[0])
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            key, _, rest = line.partition(":")
+            if key == "Pss":
+                values["Pss"] = int(rest.split()[0])
+    return values
+
+
+def smaps_by_mapping(pid, executable):
+    """Resident kB per kind of mapping: the binary's segments by permission, each shared library,
+    the heap, thread stacks (anonymous mappings next to a guard page) and other anonymous memory."""
+    groups = {}
+    name, perms, previous_guard = None, None, False
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                perms = fields[1]
+                path = fields[5] if len(fields) > 5 else ""
+                if os.path.realpath(path) == os.path.realpath(executable) if path.startswith("/") else False:
+                    name = f"batond {perms}"
+                elif path.startswith("/"):
+                    name = os.path.basename(path)
+                elif path:
+                    name = path
+                else:
+                    # A thread's stack is an anonymous rw mapping right above its guard page (---p).
+                    name = "thread stacks" if previous_guard and perms.startswith("rw") else "other anonymous"
+                previous_guard = perms.startswith("---") and not path
+            elif fields and fields[0] == "Rss:":
+                groups[name] = groups.get(name, 0) + int(fields[1])
+    return groups
+
+
+def elf_sections(executable):
+    """(name, start, end) of the binary's allocated sections, from readelf."""
+    sections = []
+    text = subprocess.run(["readelf", "-SW", executable], capture_output=True, text=True, check=True).stdout
+    for line in text.splitlines():
+        match = re.match(r"\s*\[\s*\d+\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\S+\s+(\S*A\S*)", line)
+        if match and int(match.group(2), 16):
+            start, size = int(match.group(2), 16), int(match.group(3), 16)
+            sections.append((match.group(1), start, start + size))
+    return sections
+
+
+def symbol_owner(name):
+    """The crate a demangled Rust symbol belongs to (its first path segment), or a C library."""
+    match = re.match(r"^(?:<|&|\(|dyn |mut |impl )*([A-Za-z_][A-Za-z0-9_]*)::", name)
+    if match:
+        return match.group(1)
+    if name.startswith(("aws_lc", "aws-lc", "OPENSSL", "EVP_", "BN_", "EC_", "SHA", "RSA_", "X509")):
+        return "aws-lc (C)"
+    return "other symbols"
+
+
+def resident_pages(pid, executable):
+    """Which pages of the binary's file mappings are resident: (load base, set of page offsets
+    relative to the base), from /proc/PID/pagemap (bit 63: present)."""
+    regions, base = [], None
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) > 5 and os.path.realpath(fields[5]) == os.path.realpath(executable):
+                start, end = (int(value, 16) for value in fields[0].split("-"))
+                if base is None:
+                    base = start - int(fields[2], 16)
+                regions.append((start, end))
+    page = os.sysconf("SC_PAGE_SIZE")
+    present = set()
+    with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for start, end in regions:
+            pagemap.seek(start // page * 8)
+            data = pagemap.read((end - start) // page * 8)
+            for index in range(len(data) // 8):
+                entry = int.from_bytes(data[index * 8:index * 8 + 8], "little")
+                if entry >> 63:
+                    present.add(start - base + index * page)
+    return base, present, page
+
+
+def page_profile(pid, executable, top=25):
+    """Resident kB of the binary by section, and the resident code by crate (bytes of the
+    symbols that lie on resident pages), so that one sees which code start-up and idle touch."""
+    _, present, page = resident_pages(pid, executable)
+    sections = {}
+    for name, start, end in elf_sections(executable):
+        pages = range(start // page * page, end, page)
+        resident = sum(1 for address in pages if address in present)
+        sections[name] = {"size_kb": (end - start) / 1024, "resident_kb": resident * page / 1024}
+    crates = {}
+    symbols = subprocess.run(["nm", "--defined-only", "-S", "-C", executable], capture_output=True, text=True).stdout
+    for line in symbols.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) < 4 or parts[2] not in "tTrRdD":
+            continue
+        start, size = int(parts[0], 16), int(parts[1], 16)
+        owner = symbol_owner(parts[3])
+        entry = crates.setdefault(owner, {"size_kb": 0.0, "resident_kb": 0.0})
+        entry["size_kb"] += size / 1024
+        address = start
+        while address < start + size:
+            chunk = min(start + size, (address // page + 1) * page) - address
+            if address // page * page in present:
+                entry["resident_kb"] += chunk / 1024
+            address += chunk
+    ranked = sorted(crates.items(), key=lambda item: -item[1]["resident_kb"])[:top]
+    return {"sections": sections, "crates": dict(ranked)}
+
+
+def idle_rss(root, env, variants, runs, seconds, profile):
+    """Each variant (label, batond path, extra environment) started `runs` times, alternating,
+    against the same broker: memory `seconds` after the node logs "ready"."""
+    workspace = Workspace(root, env, "idle")
+    config = workspace.node_config("idle01")
+    results = {label: {"path": path, "env": extra, "runs": []} for label, path, extra in variants}
+    for run in range(runs):
+        for label, path, extra in variants:
+            log_path = os.path.join(workspace.dir, f"batond-{run}.log")
+            process = subprocess.Popen(
+                [path, "--config", config], stderr=open(log_path, "w"),
+                env={key: value for key, value in dict(os.environ, **extra).items() if key != "BATON_LOG"},
+            )
+            try:
+                deadline = time.time() + 60
+                while time.time() < deadline:
+                    with open(log_path) as log_file:
+                        if re.search(r"\bready\b", log_file.read()):
+                            break
+                    if process.poll() is not None:
+                        raise SystemExit(f"{path} exited with {process.returncode}; see {log_path}")
+                    time.sleep(0.1)
+                else:
+                    raise SystemExit(f"{path} did not log ready within 60 s; see {log_path}")
+                time.sleep(seconds)
+                sample = status_fields(process.pid)
+                sample["mappings"] = smaps_by_mapping(process.pid, path)
+                if profile and run == runs - 1:
+                    results[label]["pages"] = page_profile(process.pid, path)
+                results[label]["runs"].append(sample)
+                log(f"{label} run {run + 1}: VmRSS {sample['VmRSS']} kB, RssAnon {sample['RssAnon']} kB, "
+                    f"RssFile {sample['RssFile']} kB, {sample['Threads']} threads")
+            finally:
+                stop(process)
+    for result in results.values():
+        for key in ("VmRSS", "RssAnon", "RssFile", "Pss", "Threads"):
+            result[key] = median([sample[key] for sample in result["runs"]])
+    return results
+
+
+def idle_table(results, machine):
+    lines = [f"Idle batond ({machine}); medians over the runs:", "",
+             "| variant | VmRSS | RssAnon | RssFile | Pss | threads | VmRSS of each run |", "|---|---|---|---|---|---|---|"]
+    for label, r in results.items():
+        each = " / ".join(f"{sample['VmRSS'] / 1024:.2f}" for sample in r["runs"])
+        lines.append(f"| {label} | {r['VmRSS'] / 1024:.2f} MB | {r['RssAnon'] / 1024:.2f} MB | "
+                     f"{r['RssFile'] / 1024:.2f} MB | {r['Pss'] / 1024:.2f} MB | {r['Threads']} | {each} |")
+    for label, r in results.items():
+        mappings = r["runs"][-1]["mappings"]
+        lines += ["", f"{label}, resident by mapping (last run):", "", "| mapping | resident |", "|---|---|"]
+        for name, kb in sorted(mappings.items(), key=lambda item: -item[1]):
+            if kb:
+                lines.append(f"| {name} | {kb} kB |")
+        pages = r.get("pages")
+        if pages:
+            lines += ["", f"{label}, the binary's sections (resident of size):", "", "| section | resident | size |",
+                      "|---|---|---|"]
+            for name, s in pages["sections"].items():
+                if s["resident_kb"]:
+                    lines.append(f"| {name} | {s['resident_kb']:.0f} kB | {s['size_kb']:.0f} kB |")
+            lines += ["", f"{label}, code and data by crate (bytes of symbols on resident pages, of their size):", "",
+                      "| crate | resident | size |", "|---|---|---|"]
+            for name, s in pages["crates"].items():
+                lines.append(f"| {name} | {s['resident_kb']:.0f} kB | {s['size_kb']:.0f} kB |")
+    return "\n".join(lines)
+
+
+def parse_variant(text):
+    """LABEL=PATH[,KEY=VALUE...]: a batond binary and environment variables to run it with."""
+    label, _, rest = text.partition("=")
+    path, *pairs = rest.split(",")
+    return label, os.path.abspath(path) if path else binary("batond"), dict(pair.split("=", 1) for pair in pairs)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100,1000,5000", help="virtual node counts, comma-separated")
@@ -641,6 +844,13 @@ def main():
     parser.add_argument("--out", default=os.path.join(REPO, "bench-results.json"), help="JSON results file")
     parser.add_argument("--console", type=int, metavar="N", help="measure the web console listing N nodes instead")
     parser.add_argument("--profile", choices=["release", "debug"], default="release", help="which binaries to run")
+    parser.add_argument("--idle", type=int, metavar="RUNS",
+                        help="measure only one idle batond's memory, RUNS starts of each --variant, alternated")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=PATH[,KEY=VALUE...]",
+                        help="with --idle: a batond binary (empty PATH: the built one) and its environment; repeatable")
+    parser.add_argument("--idle-seconds", type=float, default=6.0, help="with --idle: wait after \"ready\"")
+    parser.add_argument("--pages", action="store_true",
+                        help="with --idle: which sections and crates of the binary are resident (pagemap, nm)")
     args = parser.parse_args()
 
     global BINARIES, RELEASE
@@ -651,13 +861,27 @@ def main():
     env = broker_env()
     if not args.skip_build and not args.debug:
         profile = ["--release"] if args.profile == "release" else []
-        if args.console:
+        if args.idle:
+            log(f"{args.profile} build (batond, example rawamqp)")
+            subprocess.run(["cargo", "build", *profile, "--bin", "batond", "--example", "rawamqp"], cwd=REPO,
+                           check=True)
+        elif args.console:
             log(f"{args.profile} build (baton, baton-emulator, example rawamqp)")
             subprocess.run(["cargo", "build", *profile, "--bin", "baton", "--bin", "baton-emulator",
                             "--example", "rawamqp"], cwd=REPO, check=True)
         else:
             build()
     root = tempfile.mkdtemp(prefix="baton-bench-")
+    if args.idle:
+        try:
+            variants = [parse_variant(text) for text in args.variant] or [("as built", binary("batond"), {})]
+            results = idle_rss(root, env, variants, args.idle, args.idle_seconds, args.pages)
+            with open(args.out, "w") as out:
+                json.dump({"machine": machine, "idle": results}, out, indent=2)
+            print(idle_table(results, machine))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return
     if args.console:
         try:
             results = console_bench(root, env, args.console, args.runs)

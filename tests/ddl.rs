@@ -3,7 +3,7 @@
 
 use baton::cli::summary::{aggregate_lines, summary_lines};
 use baton::protocol::StatusCode;
-use baton::protocol::ddl::{ActionDefinition, Aggregate, Definition};
+use baton::protocol::ddl::{ActionDefinition, Aggregate, Definition, Validation};
 use serde_json::{Map, Value, json};
 
 /// A computed aggregate with the output's label, as `summarize` returns it.
@@ -254,6 +254,37 @@ fn every_builtin_definition_is_valid() {
     let names: Vec<String> =
         baton::agents::builtin_definitions().iter().map(|definition| definition.name().to_owned()).collect();
     assert_eq!(names, ["package", "puppet", "resource", "rpcutil", "service"]);
+}
+
+/// The shipped definitions' validation regexes are compiled at their first use, not as they
+/// are read (an idle node never touches the regex engine); each of them compiles, and a first
+/// use compiles it, and each shipped default matches its regex. A definition read from a document has its regexes compiled as it is read
+/// (a bad one refuses it: `broken_definitions_are_refused_with_the_reason`).
+#[test]
+fn builtin_validation_regexes_compile_at_first_use() {
+    let mut seen = 0;
+    for definition in baton::agents::builtin_definitions() {
+        for (action, spec) in &definition.actions {
+            for (name, input) in &spec.inputs {
+                let Some(validation) = &input.validation else { continue };
+                seen += 1;
+                let what = format!("{} {action} input {name} /{}/", definition.name(), validation.as_str());
+                assert!(!validation.is_compiled(), "{what} compiled when read");
+                if let Err(error) = Validation::new(validation.as_str()) {
+                    panic!("{what} does not compile: {error}");
+                }
+                let _ = validation.is_match("");
+                assert!(validation.is_compiled(), "{what} not compiled by its first use");
+                if let Some(default) = input.default.as_ref().and_then(Value::as_str) {
+                    assert!(validation.is_match(default), "{what}: its default {default:?} does not match");
+                }
+            }
+        }
+    }
+    assert!(seen >= 10, "only {seen} validation regexes in the shipped definitions");
+    let read = demo();
+    let validation = action(&read).inputs["name"].validation.as_ref().map(Validation::is_compiled);
+    assert_eq!(validation, Some(true), "a definition read from a document compiles its regexes");
 }
 
 #[test]

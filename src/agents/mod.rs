@@ -277,7 +277,7 @@ pub fn builtin_definition(name: &str) -> Arc<Definition> {
         .iter()
         .find(|(builtin, _)| *builtin == name)
         .expect("builtin_definition is only called with the name of a built-in agent");
-    let definition = Definition::from_json(text.as_bytes(), &format!("built-in {name}"))
+    let definition = Definition::from_builtin_json(text.as_bytes(), &format!("built-in {name}"))
         .expect("built-in definitions are valid (checked by tests/agents.rs)");
     Arc::new(definition)
 }

@@ -2,8 +2,10 @@
 //! and the checks serde's types cannot express (names, timeouts, lists, aggregates that name
 //! declared outputs). A [`Definition`] exists only once [`Definition::from_json`] accepted it.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -161,22 +163,59 @@ pub struct OutputDefinition {
     pub default: Option<Value>,
 }
 
-/// A compiled validation regex that keeps its source text, so definitions round-trip.
+/// A validation regex that keeps its source text, so definitions round-trip.
+///
+/// A definition read from a document (an agent's file, a node's answer) has every regex
+/// compiled as it is read, so a bad one refuses the document. The definitions shipped in the
+/// binary ([`Definition::from_builtin_json`]) are compiled at their first use instead: they are
+/// known to compile and to accept their own defaults (`tests/ddl.rs` checks each), and an idle node that never validates an
+/// input then never touches the regex engine (its code and its compiled programs, 0.9 MiB of
+/// batond's idle resident memory, docs/PERFORMANCE.md).
 #[derive(Clone)]
-pub struct Validation(Regex);
+pub struct Validation {
+    source: String,
+    regex: OnceLock<Regex>,
+}
+
+thread_local! {
+    /// Set while [`Definition::from_builtin_json`] reads a shipped definition: its regexes are
+    /// compiled at first use.
+    static DEFER_COMPILING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn compile(source: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(source).size_limit(VALIDATION_REGEX_SIZE_LIMIT).build()
+}
 
 impl Validation {
     /// Compiles `source` with the size limit that applies to every definition.
     pub fn new(source: &str) -> Result<Validation, regex::Error> {
-        RegexBuilder::new(source).size_limit(VALIDATION_REGEX_SIZE_LIMIT).build().map(Validation)
+        let regex = compile(source)?;
+        Ok(Validation { source: source.to_owned(), regex: OnceLock::from(regex) })
     }
 
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        &self.source
+    }
+
+    /// The compiled regex, compiled now if this is a shipped definition's first use of it.
+    ///
+    /// # Panics
+    /// If a shipped definition's regex does not compile: a programming error that
+    /// `tests/ddl.rs` catches.
+    fn regex(&self) -> &Regex {
+        self.regex.get_or_init(|| {
+            compile(&self.source).expect("built-in definitions' regexes compile (checked by tests/ddl.rs)")
+        })
     }
 
     pub fn is_match(&self, text: &str) -> bool {
-        self.0.is_match(text)
+        self.regex().is_match(text)
+    }
+
+    /// Whether the regex has been compiled (at reading, or by a first use).
+    pub fn is_compiled(&self) -> bool {
+        self.regex.get().is_some()
     }
 }
 
@@ -201,6 +240,9 @@ impl Serialize for Validation {
 impl<'de> Deserialize<'de> for Validation {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Validation, D::Error> {
         let source = String::deserialize(deserializer)?;
+        if DEFER_COMPILING.get() {
+            return Ok(Validation { source, regex: OnceLock::new() });
+        }
         Validation::new(&source).map_err(|error| {
             serde::de::Error::custom(format!("validation regex {source:?} is invalid: {error}"))
         })
@@ -232,6 +274,20 @@ impl Definition {
             .check()
             .map_err(|reason| DefinitionError::Invalid { origin: origin.to_owned(), reason })?;
         Ok(definition)
+    }
+
+    /// [`Definition::from_json`] for a definition shipped in the binary, whose validation
+    /// regexes are compiled at their first use rather than now (see [`Validation`]).
+    pub fn from_builtin_json(bytes: &[u8], origin: &str) -> Result<Definition, DefinitionError> {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                DEFER_COMPILING.set(false);
+            }
+        }
+        DEFER_COMPILING.set(true);
+        let _reset = Reset;
+        Definition::from_json(bytes, origin)
     }
 
     /// The agent's name.
@@ -351,8 +407,19 @@ impl InputDefinition {
             (_, None) => {}
         }
         if let Some(default) = &self.default {
-            self.check_value(name, default)
-                .map_err(|error| format!("the default breaks its own rules: {error}"))?;
+            let check = |input: &InputDefinition| {
+                input
+                    .check_value(name, default)
+                    .map_err(|error| format!("the default breaks its own rules: {error}"))
+            };
+            match &self.validation {
+                // A shipped definition's regex is compiled at first use, not to check its own
+                // default (`tests/ddl.rs` checks the shipped defaults against their regexes).
+                Some(validation) if !validation.is_compiled() => {
+                    check(&InputDefinition { validation: None, ..self.clone() })?;
+                }
+                _ => check(self)?,
+            }
         }
         Ok(())
     }
