@@ -211,21 +211,7 @@ fn a_client_whose_member_stops_with_requests_in_flight_accounts_for_all_and_goes
         .filter(|line| line["type"] == "sent")
         .map(|line| line["request_id"].as_str().expect("request id").to_string())
         .collect();
-    for identity in &identities {
-        let ran = fleet
-            .node(identity)
-            .audit_lines()
-            .iter()
-            .filter(|line| {
-                line["outcome"] == json!("accepted")
-                    && line["request_id"].as_str().is_some_and(|id| request_ids.contains(id))
-            })
-            .count();
-        assert!(ran <= 1, "{identity} ran the rollout's request {ran} times");
-        if replies.contains(identity) {
-            assert_eq!(ran, 1, "{identity} replied, so it ran the request once");
-        }
-    }
+    ran_once_at_most(&fleet, &identities, &request_ids, &replies);
     let first_replied = first_batch.iter().filter(|node| replies.contains(node)).count();
     eprintln!(
         "cluster: the client's member stopped with {} requests in flight: {first_replied} answered after the loss, {} no response; the later batches all answered",
@@ -299,6 +285,19 @@ fn check_accounting(fleet: &Fleet, output: &BatonOutput, identities: &[String]) 
         .iter()
         .map(|batch| batch["request_id"].as_str().expect("request id").to_string())
         .collect();
+    ran_once_at_most(fleet, identities, &request_ids, &replies);
+    assert!(skipped.is_empty(), "without --max-failures nothing is skipped: {output:?}");
+    (replies.len(), silent.len())
+}
+
+/// From the nodes' audit logs: no node ran any of `request_ids` twice, and each node in
+/// `replies` ran one exactly once.
+fn ran_once_at_most(
+    fleet: &Fleet,
+    identities: &[String],
+    request_ids: &BTreeSet<String>,
+    replies: &[String],
+) {
     for identity in identities {
         let ran = fleet
             .node(identity)
@@ -314,8 +313,6 @@ fn check_accounting(fleet: &Fleet, output: &BatonOutput, identities: &[String]) 
             assert_eq!(ran, 1, "{identity} replied, so it ran the request once");
         }
     }
-    assert!(skipped.is_empty(), "without --max-failures nothing is skipped: {output:?}");
-    (replies.len(), silent.len())
 }
 
 /// Regression (issue 15, `integration/cluster-storm.sh 1000`): after a member stopped, 231 of
