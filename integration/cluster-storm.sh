@@ -4,11 +4,18 @@
 # STORM_SPREAD=3, in three emulators, one starting on each member); member 1 is stopped, and a
 # client on member 3 sends `rpcutil ping` to every node by name, again and again, until all
 # answer again. Prints each round's accounting (replied, no response, unaccounted: targeted
-# nodes in neither list, which must be 0) and the outage (first incomplete round to the first
-# complete one after it). A measurement for docs/PERFORMANCE.md, not a test: no bound is
-# asserted. Member 1 is started again at the end. Uses the binaries of target/debug (cargo build
-# --bins first), or of BATON_BIN_DIR. STORM_CONNECTIONS (default 10) connections per emulator,
-# STORM_LIMIT_SECS (default 300) how long to wait for recovery.
+# nodes in neither list, which must be 0; a round whose client failed outright is printed with
+# its error) and the outage (first incomplete round to the first complete one after it). A
+# measurement for docs/PERFORMANCE.md, not a test: no bound is asserted.
+#
+# STORM_LOSSES=N (default 1) repeats it: member 1 is started again once the nodes all answer,
+# then member 2 is stopped, then 3, 1, ... (N member losses in all), and the median outage is
+# printed at the end. Every stopped member is started again at the end.
+#
+# Uses the binaries of target/debug (cargo build --bins first), or of BATON_BIN_DIR (e.g.
+# target/release). STORM_CONNECTIONS (default 10) connections per emulator, STORM_TIMEOUT_SECS
+# (default 10) the client's -t, STORM_LIMIT_SECS (default 300) how long to wait for recovery
+# after each stop, STORM_KEEP=1 keeps the work directory (configs, emulator logs).
 set -euo pipefail
 count="${1:-1000}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,9 +25,10 @@ spread="${STORM_SPREAD:-1}"
 connections="${STORM_CONNECTIONS:-10}"
 work="$(mktemp -d)"
 emulators=()
+losses="${STORM_LOSSES:-1}"
 cleanup() {
     for pid in "${emulators[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
-    "$root/bin/broker" start-member rabbitmq-cluster 1 >/dev/null 2>&1 || true
+    for member in 1 2 3; do "$root/bin/broker" start-member rabbitmq-cluster "$member" >/dev/null 2>&1 || true; done
     [[ -n "${STORM_KEEP:-}" ]] && echo "kept: $work" || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -67,43 +75,78 @@ for ((k = 0; k < spread; k++)); do
 done
 seq -f 'emu-%05g' 1 "$count" >"$work/nodes"
 # One round: rpcutil ping to every node by name. Prints "replied no_response unaccounted
-# last_reply_ms". baton exits 3 while some nodes are silent: that is what is being counted.
+# last_reply_ms", or "error - - -" when the client failed outright (its last line of stderr is
+# then in $work/round.err). baton exits 3 while some nodes are silent: that is what is counted.
 round() {
-    { "$bin/baton" rpc rpcutil ping --nodes "$work/nodes" -t "${STORM_TIMEOUT_SECS:-10}" \
-        -c "$work/client.toml" --json 2>/dev/null || true; } |
-        jq -r '[(.replies | length), (.no_response | length),
-                ((.targeted | length) - (.replies | length) - (.no_response | length) - (.skipped | length)),
-                (.stats.last_reply_ms // 0 | floor)] | @tsv'
+    "$bin/baton" rpc rpcutil ping --nodes "$work/nodes" -t "${STORM_TIMEOUT_SECS:-10}" \
+        -c "$work/client.toml" --json >"$work/round.json" 2>"$work/round.err" || true
+    # An error document ({"type": "error", "error": ...}) goes to round.err for the report.
+    jq -r 'select(.type == "error") | .error' "$work/round.json" >>"$work/round.err" 2>/dev/null || true
+    jq -r 'if .type == "error" then ["error", "-", "-", "-"] else
+            [(.replies | length), (.no_response | length),
+             ((.targeted | length) - (.replies | length) - (.no_response | length) - (.skipped | length)),
+             (.stats.last_reply_ms // 0 | floor)] end | @tsv' "$work/round.json" 2>/dev/null |
+        grep . || printf 'error\t-\t-\t-\n'
 }
 for _ in 1 2 3; do
     read -r replied silent unaccounted last_ms < <(round)
     echo "before the stop: $replied of $count answer (last reply at $last_ms ms), $silent no response, $unaccounted unaccounted"
 done
-"$root/bin/broker" stop-member rabbitmq-cluster 1 >/dev/null 2>&1 &
-stopper=$!
-start=$(date +%s.%N) first_failure="" total_unaccounted=0 total_silent=0
-while :; do
-    sent=$(date +%s.%N)
-    read -r n silent unaccounted last_ms < <(round)
-    total_unaccounted=$((total_unaccounted + unaccounted)) total_silent=$((total_silent + silent))
-    printf '%6.1f s  %s answered, %s no response, %s unaccounted (last reply at %s ms)\n' \
-        "$(echo "$sent - $start" | bc)" "$n" "$silent" "$unaccounted" "$last_ms"
-    if [[ "$n" != "$count" && -z "$first_failure" ]]; then first_failure=$sent; fi
-    if [[ "$n" == "$count" && -n "$first_failure" ]]; then
-        echo "outage: $(echo "$(date +%s.%N) - $first_failure" | bc) s"
-        break
-    fi
-    if (($(echo "$(date +%s.%N) - $start > ${STORM_LIMIT_SECS:-300}" | bc))); then
-        echo "not recovered: $n of $count answer ${STORM_LIMIT_SECS:-300} s after the stop began"
-        break
-    fi
-    if [[ "$n" == "$count" && -z "$first_failure" ]] && ! kill -0 "$stopper" 2>/dev/null; then
-        echo "outage: none seen"
-        break
+outages=() all_unaccounted=0 all_silent=0 all_errors=0
+for ((loss = 1; loss <= losses; loss++)); do
+    stopped=$(((loss - 1) % 3 + 1))
+    echo "--- loss $loss of $losses: member $stopped stops ($(cut -d' ' -f1-3 /proc/loadavg)) ---"
+    reconnected_before=$(cat "$work"/emulator-*.log | grep -c 'reconnected to the broker' || true)
+    "$root/bin/broker" stop-member rabbitmq-cluster "$stopped" >/dev/null 2>&1 &
+    stopper=$!
+    start=$(date +%s.%N) first_failure="" total_unaccounted=0 total_silent=0 errors=0 outage=""
+    while :; do
+        sent=$(date +%s.%N)
+        read -r n silent unaccounted last_ms < <(round)
+        if [[ "$n" == error ]]; then
+            errors=$((errors + 1))
+            printf '%6.1f s  the client failed: %s\n' "$(echo "$sent - $start" | bc)" "$(tail -n 1 "$work/round.err" | cut -c1-200)"
+        else
+            total_unaccounted=$((total_unaccounted + unaccounted)) total_silent=$((total_silent + silent))
+            printf '%6.1f s  %s answered, %s no response, %s unaccounted (last reply at %s ms)\n' \
+                "$(echo "$sent - $start" | bc)" "$n" "$silent" "$unaccounted" "$last_ms"
+        fi
+        if [[ "$n" != "$count" && -z "$first_failure" ]]; then first_failure=$sent; fi
+        if [[ "$n" == "$count" && -n "$first_failure" ]]; then
+            outage="$(echo "$(date +%s.%N) - $first_failure" | bc)"
+            echo "outage: $outage s"
+            break
+        fi
+        if (($(echo "$(date +%s.%N) - $start > ${STORM_LIMIT_SECS:-300}" | bc))); then
+            echo "not recovered: $n of $count answer ${STORM_LIMIT_SECS:-300} s after the stop of member $stopped began"
+            break
+        fi
+        if [[ "$n" == "$count" && -z "$first_failure" ]] && ! kill -0 "$stopper" 2>/dev/null; then
+            outage=0
+            echo "outage: none seen"
+            break
+        fi
+    done
+    wait "$stopper"
+    stop_took="$(echo "$(date +%s.%N) - $start" | bc)"
+    echo "requests over all rounds since the stop: $total_silent no response, $total_unaccounted unaccounted, $errors rounds failed outright"
+    echo "emulator reconnections: $(($(cat "$work"/emulator-*.log | grep -c 'reconnected to the broker' || true) - reconnected_before))"
+    all_unaccounted=$((all_unaccounted + total_unaccounted)) all_silent=$((all_silent + total_silent))
+    all_errors=$((all_errors + errors))
+    [[ -n "$outage" ]] || { echo "loss $loss: the nodes did not recover; stopping here"; break; }
+    outages+=("$outage")
+    echo "loss $loss: member $stopped, outage $outage s (stop-member and the recovery took $stop_took s together)"
+    if ((losses > 1)); then
+        "$root/bin/broker" start-member rabbitmq-cluster "$stopped" >/dev/null 2>&1
+        read -r n silent unaccounted last_ms < <(round)
+        echo "member $stopped started again: $n of $count answer, $silent no response, $unaccounted unaccounted"
     fi
 done
-wait "$stopper"
-echo "requests over all rounds since the stop: $total_silent no response, $total_unaccounted unaccounted"
-echo "emulator reconnections: $(cat "$work"/emulator-*.log | grep -c 'reconnected to the broker' || true)"
 echo "queues found lost under their consumer: $(cat "$work"/emulator-*.log | grep -c 'lost this queue under its consumer' || true)"
+if ((${#outages[@]})); then
+    echo "outages (s): ${outages[*]}"
+    echo "median outage over ${#outages[@]} member losses: $(printf '%s\n' "${outages[@]}" | sort -g |
+        awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}') s"
+fi
+echo "over all losses: $all_silent no response, $all_unaccounted unaccounted, $all_errors rounds failed outright"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -2,6 +2,8 @@
 //! nodes use: ten `batond`s fail over along their URL list and answer again without a restart,
 //! and a batched rollout running across the loss accounts for every node exactly once, with no
 //! node running its request twice. Then the member comes back and another one is stopped.
+//! A client whose own member stops while its requests are in flight accounts for every node
+//! and goes on with its next batch on the member it fails over to.
 //! And many virtual nodes of the emulator on a few shared connections, failing over at once,
 //! all answer again; a node whose queue the broker lost under its consumer, as a cluster's
 //! cleanup of a lost member can do to a queue declared again meanwhile, notices and sets it up
@@ -53,6 +55,9 @@ fn ten_nodes_answer_again_after_their_member_stops_and_a_rollout_across_the_loss
         let stopper = std::thread::spawn(move || member("stop-member", stopped));
         let outage = watch_outage(&fleet, &identities, &stopper);
         stopper.join().expect("stop-member");
+        // Started again at the end of this round, or when the test fails, so that the tests
+        // after it find the whole cluster.
+        let _stopped = StoppedMember(stopped);
         let stop_took = stopping.elapsed();
         // The bound: every node answers again, the same processes, no restart.
         fleet.wait_until_answering(&identities);
@@ -71,7 +76,6 @@ fn ten_nodes_answer_again_after_their_member_stops_and_a_rollout_across_the_loss
         eprintln!(
             "cluster: the rollout across the loss: {replied} replied, {silent} no response, 0 unaccounted"
         );
-        member("start-member", stopped);
     }
 
     // Nobody restarted the nodes: the same processes answered throughout.
@@ -84,6 +88,140 @@ fn ten_nodes_answer_again_after_their_member_stops_and_a_rollout_across_the_loss
             node.log()
         );
     }
+}
+
+/// Issue 15: the member a client is connected to stops while its requests are in flight (the
+/// nodes are on another member). Each node's health check is held (the `health` agent waits
+/// while its hold file exists) until the member has stopped, so the first batch is in flight
+/// across the loss for certain. Every node must be accounted for exactly once (replied or no
+/// response, exit 0 or 3), the client says what happened, the batches after the loss are sent
+/// on the connection it made again and answered, and no node ran a request twice.
+#[test]
+fn a_client_whose_member_stops_with_requests_in_flight_accounts_for_all_and_goes_on() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let _cluster = exclusive_cluster();
+    let agents_dir = tempfile::tempdir().expect("tempdir");
+    let agents = crate::agents::install_agents(agents_dir.path(), &["health"]);
+    let agents_config = format!("[agents]\ndir = {:?}\n", agents.display().to_string());
+    let specs: Vec<NodeSpec> = (1..=6)
+        .map(|n| NodeSpec::new(&format!("inflight{n:02}"), json!({}), &[]).with_config(&agents_config))
+        .collect();
+    let identities: Vec<String> = specs.iter().map(|spec| spec.identity.clone()).collect();
+    // Nodes list the members 1, 2, 3 (so they are on member 1); the client lists 3, 1, 2.
+    let fleet = Fleet::start_unguarded(Wire::amqp_cluster(), specs);
+    fleet.wait_until_answering(&identities);
+    let config = fleet.client_config_with(
+        &fleet.wire,
+        &format!("definitions_dir = {:?}\n", agents.display().to_string()),
+        "",
+    );
+    let hold = |node: &str| agents.join("health").join(format!("hold-{node}"));
+    for identity in &identities {
+        std::fs::write(hold(identity), "").expect("hold marker");
+    }
+
+    // Three batches of two; each check waits (at most a minute) while its node is held.
+    let state = tempfile::tempdir().expect("state dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["rpc", "health", "check", "--batch", "2", "--batch-sleep", "1", "-t", "90", "--jsonl"])
+        .env_remove("BATON_LOG")
+        .env("XDG_STATE_HOME", state.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for identity in &identities {
+        command.args(["-I", identity]);
+    }
+    let mut child = command.spawn().expect("spawn baton");
+    let (lines_sender, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("read a line of baton's output");
+            let value = serde_json::from_str(&line).unwrap_or_else(|error| panic!("{line:?}: {error}"));
+            if lines_sender.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    let stderr = child.stderr.take().expect("stderr");
+    let stderr_reader = std::thread::spawn(move || std::io::read_to_string(stderr).expect("read stderr"));
+
+    let mut seen = Vec::new();
+    // The first batch is sent: its two checks are running, held.
+    let first_batch: Vec<String> = loop {
+        let line = lines.recv_timeout(Duration::from_secs(60)).expect("baton sends its first batch");
+        seen.push(line.clone());
+        if line["type"] == "sent" {
+            let started = seen.iter().find(|line| line["type"] == "batch_started").expect("batch_started");
+            break started["nodes"]
+                .as_array()
+                .expect("nodes")
+                .iter()
+                .map(|node| node.as_str().expect("node").to_string())
+                .collect();
+        }
+    };
+    assert_eq!(first_batch.len(), 2, "{seen:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let stopped = StoppedMember::stop(3);
+    // The member is down and the first batch's checks are still held: nothing answered yet.
+    seen.extend(lines.try_iter());
+    assert!(
+        !seen.iter().any(|line| line["type"] == "reply"),
+        "a reply came before the member had stopped (the hold lasts at most a minute; did the stop take longer?): {seen:?}"
+    );
+    for identity in &identities {
+        std::fs::remove_file(hold(identity)).expect("release");
+    }
+    let status = child.wait().expect("wait for baton");
+    reader.join().expect("the reader thread");
+    seen.extend(lines.try_iter());
+    let stderr = stderr_reader.join().expect("the stderr reader");
+
+    let code = status.code().unwrap_or(-1);
+    assert!(code == 0 || code == 3, "exit 0, or 3 for silent nodes: {code}\n{stderr}\n{seen:?}");
+    assert!(
+        stderr.contains("lost the connection to the broker"),
+        "the client says that it lost its connection: {stderr}"
+    );
+    let of_type = |kind: &str| -> Vec<String> {
+        seen.iter()
+            .filter(|line| line["type"] == kind)
+            .map(|line| line["node"].as_str().expect("node").to_string())
+            .collect()
+    };
+    let (replies, silent) = (of_type("reply"), of_type("no_response"));
+    let mut all: Vec<String> = replies.iter().chain(&silent).cloned().collect();
+    all.sort();
+    assert_eq!(all, identities, "each node accounted for exactly once: {seen:?}\n{stderr}");
+    // The batches after the loss went out on the client's new connection and were answered.
+    let later: Vec<&String> = identities.iter().filter(|node| !first_batch.contains(node)).collect();
+    assert!(
+        later.iter().all(|node| replies.contains(node)),
+        "every node of the batches after the loss replied: {seen:?}\n{stderr}"
+    );
+    let request_ids: BTreeSet<String> = seen
+        .iter()
+        .filter(|line| line["type"] == "sent")
+        .map(|line| line["request_id"].as_str().expect("request id").to_string())
+        .collect();
+    ran_once_at_most(&fleet, &identities, &request_ids, &replies);
+    let first_replied = first_batch.iter().filter(|node| replies.contains(node)).count();
+    eprintln!(
+        "cluster: the client's member stopped with {} requests in flight: {first_replied} answered after the loss, {} no response; the later batches all answered",
+        first_batch.len(),
+        first_batch.len() - first_replied
+    );
+    // A new command, with its member still down, connects to the next one in its list.
+    let output = fleet.baton(&["ping", "--json"]);
+    assert_eq!(output.code, 0, "{output:?}");
+    drop(stopped);
 }
 
 /// Pings every node, again and again, until the member stop is over: from the first ping that
@@ -147,6 +285,19 @@ fn check_accounting(fleet: &Fleet, output: &BatonOutput, identities: &[String]) 
         .iter()
         .map(|batch| batch["request_id"].as_str().expect("request id").to_string())
         .collect();
+    ran_once_at_most(fleet, identities, &request_ids, &replies);
+    assert!(skipped.is_empty(), "without --max-failures nothing is skipped: {output:?}");
+    (replies.len(), silent.len())
+}
+
+/// From the nodes' audit logs: no node ran any of `request_ids` twice, and each node in
+/// `replies` ran one exactly once.
+fn ran_once_at_most(
+    fleet: &Fleet,
+    identities: &[String],
+    request_ids: &BTreeSet<String>,
+    replies: &[String],
+) {
     for identity in identities {
         let ran = fleet
             .node(identity)
@@ -162,8 +313,6 @@ fn check_accounting(fleet: &Fleet, output: &BatonOutput, identities: &[String]) 
             assert_eq!(ran, 1, "{identity} replied, so it ran the request once");
         }
     }
-    assert!(skipped.is_empty(), "without --max-failures nothing is skipped: {output:?}");
-    (replies.len(), silent.len())
 }
 
 /// Regression (issue 15, `integration/cluster-storm.sh 1000`): after a member stopped, 231 of

@@ -1,11 +1,12 @@
 //! Two sites joined by RabbitMQ federation (`bin/broker start rabbitmq-site2`, the definitions
 //! of rabbitmq/federation/, docs/OPERATIONS.md "Two sites"): three `batond`s connected only to
-//! site B, in the sub-collective `dc2`, answer a client connected only to site A (ping,
-//! discovery, a directed rpc). With the link between the sites cut (`bin/broker link-down
-//! rabbitmq-site2`) they are reported as not responding within the timeout, exit 3; once it is
-//! restored they answer again, the same processes, and nothing sent during the cut ran twice,
-//! nor at all once its ttl had passed. And the node's part in it: a reply whose queue appears
-//! only after the node answered (as a federated reply queue's twin may) still arrives.
+//! site B, in its sub-collective (`dc2`, or `BATON_SITE2_COLLECTIVE`), answer a client
+//! connected only to site A (ping, discovery, a directed rpc). With the link between the sites
+//! cut (`bin/broker link-down rabbitmq-site2`) they are reported as not responding within the
+//! timeout, exit 3; once it is restored they answer again, the same processes, and nothing sent
+//! during the cut ran twice, nor at all once its ttl had passed. And the node's part in it: a
+//! reply whose queue appears only after the node answered (as a federated reply queue's twin
+//! may) still arrives.
 
 use std::time::{Duration, Instant};
 
@@ -14,18 +15,24 @@ use baton::security::{Psk, Security};
 use serde_json::json;
 
 use crate::harness::{
-    BatonOutput, Fleet, NodeSpec, RawClient, Wire, exclusive_sites, run_broker_args, shared_broker,
+    BatonOutput, Fleet, NodeSpec, RawClient, Wire, exclusive_sites, rabbitmq_site2, run_broker_args,
+    shared_broker,
 };
 
-/// The sub-collective that rabbitmq/federation/ federates: site B's.
-const SITE_B: &str = "dc2";
+/// The sub-collective that rabbitmq/federation/ federates, site B's: `dc2` unless site B was
+/// first started with another `BATON_SITE2_COLLECTIVE` (`bin/broker env rabbitmq-site2` says).
+fn site_b() -> String {
+    rabbitmq_site2().var("BATON_SITE2_COLLECTIVE")
+}
 
 #[test]
 fn site_b_nodes_answer_a_client_in_site_a_and_a_cut_link_is_reported_within_the_timeout() {
     let _site_a = shared_broker();
     let _sites = exclusive_sites();
+    let site_b = site_b();
+    let site_b = site_b.as_str();
     let specs: Vec<NodeSpec> = (1..=3)
-        .map(|n| NodeSpec::new(&format!("siteb{n:02}"), json!({"site": "b"}), &[]).also_in(SITE_B))
+        .map(|n| NodeSpec::new(&format!("siteb{n:02}"), json!({"site": "b"}), &[]).also_in(site_b))
         .collect();
     let identities: Vec<String> = specs.iter().map(|spec| spec.identity.clone()).collect();
     // The nodes connect to site B only (their own collective's exchanges declared there).
@@ -35,14 +42,14 @@ fn site_b_nodes_answer_a_client_in_site_a_and_a_cut_link_is_reported_within_the_
     let from_a = |args: &[&str]| fleet.baton_on(&site_a, args);
 
     // The federation links learn the nodes' queues and bindings as the nodes declare them.
-    wait_until_answering_from_a(&fleet, &site_a, &identities);
-    let ping = from_a(&["ping", "-T", SITE_B, "--json"]);
+    wait_until_answering_from_a(&fleet, &site_a, site_b, &identities);
+    let ping = from_a(&["ping", "-T", site_b, "--json"]);
     assert_eq!(ping.code, 0, "{ping:?}");
     assert_eq!(ping.nodes("replies"), identities, "{ping:?}");
-    let discover = from_a(&["discover", "-T", SITE_B, "--json"]);
+    let discover = from_a(&["discover", "-T", site_b, "--json"]);
     assert_eq!(discover.code, 0, "{discover:?}");
     assert_eq!(discover.nodes("nodes"), identities, "{discover:?}");
-    let rpc = from_a(&["rpc", "rpcutil", "ping", "-T", SITE_B, "-I", "siteb02", "--json"]);
+    let rpc = from_a(&["rpc", "rpcutil", "ping", "-T", site_b, "-I", "siteb02", "--json"]);
     assert_eq!(rpc.code, 0, "{rpc:?}");
     assert_eq!(rpc.nodes("replies"), ["siteb02"], "{rpc:?}");
 
@@ -53,7 +60,7 @@ fn site_b_nodes_answer_a_client_in_site_a_and_a_cut_link_is_reported_within_the_
     let started = Instant::now();
     let directed = crate::harness::run_baton(
         &short_ttl,
-        &["rpc", "rpcutil", "ping", "-T", SITE_B, "-I", "siteb01", "-I", "siteb03", "-t", "5", "--json"],
+        &["rpc", "rpcutil", "ping", "-T", site_b, "-I", "siteb01", "-I", "siteb03", "-t", "5", "--json"],
         None,
     );
     let waited = started.elapsed();
@@ -61,20 +68,20 @@ fn site_b_nodes_answer_a_client_in_site_a_and_a_cut_link_is_reported_within_the_
     assert_eq!(directed.nodes("no_response"), ["siteb01", "siteb03"], "{directed:?}");
     assert!(waited < Duration::from_secs(60), "reported within the timeout, not waited on: {waited:?}");
     // The default ttl (60 s): this one may still be waiting at site A when the link returns.
-    let late = from_a(&["rpc", "rpcutil", "ping", "-T", SITE_B, "-I", "siteb02", "-t", "3", "--json"]);
+    let late = from_a(&["rpc", "rpcutil", "ping", "-T", site_b, "-I", "siteb02", "-t", "3", "--json"]);
     assert_eq!(late.code, 3, "{late:?}");
     assert_eq!(late.nodes("no_response"), ["siteb02"], "{late:?}");
     // Site A's registry knows site B's nodes (their registrations came across before the
     // cut), so a broadcast expects them and reports them.
-    let broadcast = from_a(&["ping", "-T", SITE_B, "--json"]);
+    let broadcast = from_a(&["ping", "-T", site_b, "--json"]);
     assert_eq!(broadcast.code, 3, "no node of site B can answer while the link is down: {broadcast:?}");
     assert!(broadcast.nodes("replies").is_empty(), "{broadcast:?}");
     let silent = broadcast.nodes("no_response");
     assert!(identities.iter().all(|node| silent.contains(node)), "{broadcast:?}");
 
     drop(restore);
-    wait_until_answering_from_a(&fleet, &site_a, &identities);
-    let rpc = from_a(&["rpc", "rpcutil", "ping", "-T", SITE_B, "-I", "siteb01", "--json"]);
+    wait_until_answering_from_a(&fleet, &site_a, site_b, &identities);
+    let rpc = from_a(&["rpc", "rpcutil", "ping", "-T", site_b, "-I", "siteb01", "--json"]);
     assert_eq!(rpc.code, 0, "{rpc:?}");
 
     // What waited at site A during the cut: the expired request never ran, the other at most
@@ -122,11 +129,11 @@ fn request_id(output: &BatonOutput) -> String {
     output.json()["request_id"].as_str().unwrap_or_else(|| panic!("no request_id in {output:?}")).to_string()
 }
 
-/// Polls with directed pings from site A, through `dc2`, until every node answers, or fails
+/// Polls with directed pings from site A, through site B's sub-collective, until every node answers, or fails
 /// after 60 s with the nodes' logs.
-fn wait_until_answering_from_a(fleet: &Fleet, site_a: &Wire, identities: &[String]) {
+fn wait_until_answering_from_a(fleet: &Fleet, site_a: &Wire, site_b: &str, identities: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut args = vec!["ping", "-T", SITE_B, "--json"];
+    let mut args = vec!["ping", "-T", site_b, "--json"];
     for identity in identities {
         args.extend(["-I", identity.as_str()]);
     }

@@ -4,6 +4,11 @@ Run through `bin/broker check rabbitmq`, which starts nothing: it needs a runnin
 the variables printed by `bin/broker env rabbitmq`. Each case is one line in CASES: who does
 what, and whether the broker must allow or refuse it. A case that does not behave as expected
 is printed as FAIL and makes the exit status 1.
+
+The federation user of two sites (rabbitmq/federation/README.md) exists on this instance, site
+A, once `bin/broker start rabbitmq-site2` has run; `bin/broker check rabbitmq` then also sets
+BATON_RABBITMQ_FEDERATION_URL and BATON_SITE2_COLLECTIVE, and FEDERATION_CASES are checked too.
+Without them those cases are listed as skipped, with the reason.
 """
 
 import os
@@ -142,6 +147,54 @@ CASES = [
 ]
 
 
+# The federation user (rabbitmq/federation/README.md, "The federation user"), for the site
+# collective C: only the links' own objects (`federation: C.…`) and the twins of C's node and
+# reply queues; never a publish to C.broadcast, a queue, the registration exchange, nor anything
+# of another collective.
+SITE = os.environ.get("BATON_SITE2_COLLECTIVE", "dc2")
+LINK_QUEUE = f"federation: {SITE}.broadcast -> check-{RUN}"
+LINK_EXCHANGE = f"federation: {SITE}.broadcast -> check-{RUN} A"
+SITE_NODE_QUEUE = f"{SITE}.node.check-{RUN}"
+SITE_REPLY_QUEUE = f"{SITE}.reply.check-{RUN}"
+FEDERATION_CASES = [
+    ("federation", f"declare a link's queue '{LINK_QUEUE}'", declare_queue(LINK_QUEUE), ALLOW),
+    ("federation", f"bind it to {SITE}.broadcast", bind(LINK_QUEUE, f"{SITE}.broadcast", "agent.rpcutil"), ALLOW),
+    ("federation", "consume from it", consume(LINK_QUEUE), ALLOW),
+    ("federation", f"declare a link's exchange '{LINK_EXCHANGE}'", declare_exchange(LINK_EXCHANGE), ALLOW),
+    # What the links need (configure and write on `federation: C.…`) lets the user bind a link's
+    # queue to an exchange of its own and publish there: the link then carries the message to
+    # the other site's C.broadcast (seen with the real link's queue, 2026-12-03; the links' own
+    # exchanges are internal and refuse a publish, this one is not). RabbitMQ's permissions
+    # cannot tell that apart from what a link does; only a request with a valid signature runs
+    # at the other site (docs/SECURITY.md).
+    ("federation", "bind a link's queue to an exchange of its own", bind(LINK_QUEUE, LINK_EXCHANGE, "#"), ALLOW),
+    ("federation", "publish to it (a link would carry it to the other site)", publish(LINK_EXCHANGE, "agent.rpcutil"), ALLOW),
+    ("federation", f"declare a node queue's twin {SITE_NODE_QUEUE}", declare_queue(SITE_NODE_QUEUE), ALLOW),
+    ("federation", "consume from the node queue's twin", consume(SITE_NODE_QUEUE), ALLOW),
+    ("federation", f"declare a reply queue's twin {SITE_REPLY_QUEUE}", declare_queue(SITE_REPLY_QUEUE), ALLOW),
+    ("federation", "consume from the reply queue's twin", consume(SITE_REPLY_QUEUE), ALLOW),
+    # The read pattern names the exchange C.registration; the registry stream has the same name
+    # (RabbitMQ's permissions cannot tell them apart): it holds the registrations the link
+    # carries anyway.
+    ("federation", f"read the registry stream {SITE}.registration", consume_stream(f"{SITE}.registration"), ALLOW),
+    ("federation", f"publish to {SITE}.broadcast", publish(f"{SITE}.broadcast", "agent.rpcutil"), REFUSE),
+    ("federation", "publish a directed request via the default exchange", publish("", SITE_NODE_QUEUE), REFUSE),
+    ("federation", f"publish to {SITE}.registration (a forged registration)", publish(f"{SITE}.registration", "node.fake"), REFUSE),
+    ("federation", f"publish to {SITE}.events", publish(f"{SITE}.events", "rollout.check.started"), REFUSE),
+    ("federation", f"bind the node queue's twin to {SITE}.broadcast", bind(SITE_NODE_QUEUE, f"{SITE}.broadcast", "#"), REFUSE),
+    ("federation", f"declare a node's claim queue {SITE_NODE_QUEUE}:claim", declare_queue(f"{SITE_NODE_QUEUE}:claim"), REFUSE),
+    ("federation", f"(re)declare {SITE}.broadcast", declare_exchange(f"{SITE}.broadcast"), REFUSE),
+    ("federation", "declare a link's queue for baton.broadcast", declare_queue(f"federation: baton.broadcast -> check-{RUN}"), REFUSE),
+    ("federation", "bind a link's queue to baton.broadcast", bind(LINK_QUEUE, "baton.broadcast", "#"), REFUSE),
+    ("federation", "declare a node queue of another collective", declare_queue(f"baton.node.check-{RUN}-f"), REFUSE),
+    ("federation", f"consume from a node queue of another collective ({NODE_QUEUE})", consume(NODE_QUEUE), REFUSE),
+    ("federation", f"consume from a client's reply queue of another collective ({REPLY_QUEUE})", consume(REPLY_QUEUE), REFUSE),
+    ("federation", "read the registry stream baton.registration", consume_stream("baton.registration"), REFUSE),
+    ("federation", "publish to baton.broadcast", publish("baton.broadcast", "agent.rpcutil"), REFUSE),
+    ("federation", "declare a server-named queue", declare_queue("", exclusive=True), REFUSE),
+]
+
+
 def run_case(user, what, action, expected):
     try:
         ch = channel(user)
@@ -173,6 +226,14 @@ def main():
     results = []
     for user, what, action, expected in CASES:
         results.append(report(f"{user}: {what}", expected, run_case(user, what, action, expected)))
+    if "BATON_RABBITMQ_FEDERATION_URL" in env:
+        for user, what, action, expected in FEDERATION_CASES:
+            results.append(report(f"{user}: {what}", expected, run_case(user, what, action, expected)))
+    else:
+        print(
+            f"skip the {len(FEDERATION_CASES)} cases of the federation user: it does not exist here until "
+            "bin/broker start rabbitmq-site2 creates it"
+        )
 
     # A broadcast request reaches the bound node queue; a directed one too (2 messages).
     ch = channel("admin")
@@ -213,10 +274,10 @@ def main():
     results.append(check_tls_plain("wrong password refused", bad_password))
 
     cleanup = channel("admin")
-    for queue in (NODE_QUEUE, REPLY_QUEUE, f"dc1.node.check-{RUN}"):
+    for queue in (NODE_QUEUE, REPLY_QUEUE, f"dc1.node.check-{RUN}", LINK_QUEUE, SITE_NODE_QUEUE, SITE_REPLY_QUEUE):
         cleanup.queue_delete(queue)
-    cleanup.exchange_delete(f"check-{RUN}")
-    cleanup.exchange_delete(f"baton.reply.check-{RUN}")
+    for exchange in (f"check-{RUN}", f"baton.reply.check-{RUN}", LINK_EXCHANGE):
+        cleanup.exchange_delete(exchange)
     for connection in CONNECTIONS.values():
         if connection.is_open:
             connection.close()

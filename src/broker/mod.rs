@@ -199,6 +199,14 @@ pub enum BrokerError {
         exchange.rsplit_once('.').map_or(exchange.as_str(), |(collective, _)| collective)
     )]
     MissingExchange { exchange: String, user: String },
+    /// The broker answered a publish with a negative acknowledgement: it did not take the
+    /// message (on a cluster, the member holding the queue going down; or a broker short of
+    /// memory or disk).
+    #[error(
+        "the broker did not take {operation} (negative acknowledgement: the queue's cluster \
+         member going down, or a broker short of memory or disk)"
+    )]
+    NotTaken { operation: String },
     /// A publish was not confirmed in time.
     #[error("the broker did not confirm {operation} within {seconds} s")]
     Timeout { operation: String, seconds: u64 },

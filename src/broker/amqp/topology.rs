@@ -356,12 +356,7 @@ impl Session {
         match confirmation {
             Ok(Confirmation::Ack(None)) => Ok(Delivery::Routed),
             Ok(Confirmation::Ack(Some(_returned))) => Ok(Delivery::Unroutable),
-            Ok(Confirmation::Nack(_)) => Err(OperationError::Fatal(BrokerError::Refused {
-                operation,
-                reason: "the broker could not take the message (negative acknowledgement; \
-                         it may be short of memory or disk)"
-                    .to_string(),
-            })),
+            Ok(Confirmation::Nack(_)) => Err(OperationError::Fatal(BrokerError::NotTaken { operation })),
             Ok(Confirmation::NotRequested) => Ok(Delivery::Unknown),
             Err(error) => {
                 if soft_error_code(&error) == Some(404) {
