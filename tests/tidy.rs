@@ -155,11 +155,11 @@ const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ("security", &["protocol", "logging"]),
     ("broker", &["security::tls"]),
     ("agents", &["protocol", "security::file_trust"]),
-    ("config", &["security", "broker", "agents"]),
+    ("config", &["protocol", "security", "broker", "agents"]),
     ("node", &["protocol", "security", "broker", "agents", "config"]),
     ("client", &["protocol", "security", "broker", "config", "agents::catalog"]),
     ("console", &["protocol", "security", "broker", "config", "client", "agents::catalog"]),
-    ("cli", &["protocol", "security", "config", "client", "agents::catalog", "console::"]),
+    ("cli", &["protocol", "logging", "security", "config", "client", "agents::catalog", "console::"]),
 ];
 
 /// Every path into the crate that `code` names, with its 1-based line: `crate::a::b` and the
