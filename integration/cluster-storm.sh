@@ -15,7 +15,8 @@
 # Uses the binaries of target/debug (cargo build --bins first), or of BATON_BIN_DIR (e.g.
 # target/release). STORM_CONNECTIONS (default 10) connections per emulator, STORM_TIMEOUT_SECS
 # (default 10) the client's -t, STORM_LIMIT_SECS (default 300) how long to wait for recovery
-# after each stop, STORM_KEEP=1 keeps the work directory (configs, emulator logs).
+# after each stop, STORM_MAX_BACKOFF_SECS (default 30, a node's default) the emulators'
+# broker.max_backoff_secs, STORM_KEEP=1 keeps the work directory (configs, emulator logs).
 set -euo pipefail
 count="${1:-1000}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,7 +45,7 @@ identity = "emulator"
 collectives = ["$collective"]
 [broker]
 urls = $(urls_toml "$(rotated "$BATON_CLUSTER_NODE_URLS" "$k")")
-max_backoff_secs = 2
+max_backoff_secs = ${STORM_MAX_BACKOFF_SECS:-30}
 [security]
 scheme = "psk"
 psk_file = "$work/psk"
@@ -131,6 +132,11 @@ for ((loss = 1; loss <= losses; loss++)); do
     stop_took="$(echo "$(date +%s.%N) - $start" | bc)"
     echo "requests over all rounds since the stop: $total_silent no response, $total_unaccounted unaccounted, $errors rounds failed outright"
     echo "emulator reconnections: $(($(cat "$work"/emulator-*.log | grep -c 'reconnected to the broker' || true) - reconnected_before))"
+    # Over the whole run so far: set-ups the broker refused (retried), and connections that
+    # reached lapin's channel limit (closed and replaced; before that fix, nodes stayed silent).
+    echo "so far: $(cat "$work"/emulator-*.log | grep -c 'cannot restore a subscription' || true) set-ups refused," \
+        "$(cat "$work"/emulator-*.log | grep -c 'maximum number of channels' || true) channel-limit errors," \
+        "$(cat "$work"/emulator-*.log | grep -c 'can open no more channels' || true) connections replaced at the limit"
     all_unaccounted=$((all_unaccounted + total_unaccounted)) all_silent=$((all_silent + total_silent))
     all_errors=$((all_errors + errors))
     [[ -n "$outage" ]] || { echo "loss $loss: the nodes did not recover; stopping here"; break; }

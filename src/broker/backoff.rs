@@ -4,7 +4,8 @@
 //! [`Backoff::INITIAL`], each failure doubles it up to a cap, and every delay is jittered so that
 //! a fleet of nodes that lost the same broker at the same moment does not come back in lockstep.
 //! A successful connection resets the schedule. The AMQP queue check
-//! (`amqp::queue_check`) uses the same schedule from a later start ([`Backoff::starting_at`]).
+//! (`amqp::queue_check`) and the owner's retries of subscriptions that failed to set up use the
+//! same schedule from a later start ([`Backoff::starting_at`]).
 
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use rand::Rng;
 pub struct Backoff {
     /// The un-jittered delay the next call to [`Backoff::next_delay`] is based on.
     base: Duration,
+    /// Where [`Backoff::reset`] starts over.
+    initial: Duration,
     cap: Duration,
 }
 
@@ -27,12 +30,13 @@ impl Backoff {
         Backoff::starting_at(Backoff::INITIAL, cap)
     }
 
-    /// A schedule whose first delay is about `initial` (jittered), doubling up to `cap`.
-    /// [`Backoff::reset`] still starts over at [`Backoff::INITIAL`].
+    /// A schedule whose first delay is about `initial` (jittered), doubling up to `cap`;
+    /// [`Backoff::reset`] starts it over at `initial`.
     pub fn starting_at(initial: Duration, cap: Duration) -> Backoff {
         // A cap below the initial delay would make the schedule grow past it; clamp instead.
         let cap = cap.max(Duration::from_millis(1));
-        Backoff { base: initial.min(cap), cap }
+        let initial = initial.min(cap);
+        Backoff { base: initial, initial, cap }
     }
 
     /// The delay before the next attempt: "equal jitter", i.e. uniformly in `[base/2, base]`,
@@ -49,7 +53,7 @@ impl Backoff {
 
     /// Starts the schedule over (after a successful connection).
     pub fn reset(&mut self) {
-        self.base = Backoff::INITIAL.min(self.cap);
+        self.base = self.initial;
     }
 }
 
@@ -97,5 +101,15 @@ mod tests {
         }
         backoff.reset();
         assert!(backoff.next_delay() <= Backoff::INITIAL);
+        let mut later = Backoff::starting_at(Duration::from_secs(2), Duration::from_secs(8));
+        for _ in 0..8 {
+            later.next_delay();
+        }
+        later.reset();
+        let delay = later.next_delay();
+        assert!(
+            delay >= Duration::from_secs(1) && delay <= Duration::from_secs(2),
+            "a later start starts over at itself: {delay:?}"
+        );
     }
 }

@@ -33,8 +33,24 @@ use super::{
 /// Publishes in flight at once; the owner stops taking commands (backpressure) beyond this.
 const MAX_PUBLISHES_IN_FLIGHT: u32 = 8192;
 
-/// Longest wait before setting up again a subscription that failed to set up.
-const SETUP_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// About how long (jittered to half of it up to all of it) the owner waits before setting up
+/// again the subscriptions that failed to set up; each further failure doubles it, up to
+/// [`SETUP_RETRY_LONGEST`] (or `max_backoff` if shorter), and success starts it over.
+///
+/// Why a growing, jittered schedule: when a RabbitMQ cluster member stops, the survivors refuse
+/// to declare its queues again (`process is stopped by supervisor`) until they have cleaned them
+/// up, which took two minutes at 10,000 emulated nodes. Every node of a fleet lost the member
+/// at the same instant, so a fixed interval had them all retrying in lockstep, every failing
+/// subscription of a connection at once, against the brokers that were busiest
+/// (docs/PERFORMANCE.md, issue 15).
+const SETUP_RETRY_FIRST: Duration = Duration::from_secs(2);
+
+/// The longest wait between two set-up attempts of failed subscriptions: how late a node can
+/// come back after the broker accepts its queue again.
+const SETUP_RETRY_LONGEST: Duration = Duration::from_secs(8);
+
+/// Set-ups that fail in a row before a pass stops and leaves the rest for the next pass.
+const SETUP_FAILURES_PER_PASS: usize = 3;
 
 /// How often the owner looks at the session's state in case it missed the transport's notice
 /// of its end (lapin, for one, may report a lost connection only through its status).
@@ -78,11 +94,15 @@ pub(super) async fn start<T: Transport>(
     tracing::info!(url = %endpoints[endpoint_index].0, transport = T::NAME, "connected to the broker");
     let (sessions, _) = watch::channel(None);
     let (ended_sender, ended) = mpsc::channel(64);
+    let setup_backoff =
+        Backoff::starting_at(SETUP_RETRY_FIRST, SETUP_RETRY_LONGEST.min(settings.max_backoff));
     let owner = Owner {
         settings,
         endpoints,
         next_endpoint: endpoint_index + 1,
         backoff,
+        setup_backoff,
+        setup_resume_after: None,
         generation: 0,
         last_failure: None,
         sessions,
@@ -141,6 +161,27 @@ struct PendingSubscribe {
     deadline: Instant,
 }
 
+/// What one pass of [`Owner::setup_subscriptions`] did.
+#[derive(Debug, Clone, Copy)]
+struct SetupPass {
+    /// Every subscription is on the current session.
+    all_done: bool,
+    /// At least one subscription was set up.
+    progressed: bool,
+}
+
+/// The order of a set-up pass: the subscriptions after `resume_after` (where the last pass
+/// stopped) first, then the others; each part in the order the subscriptions were made, so a
+/// node's claim comes before its queue wherever the pass does not start between them.
+fn pass_order(mut ids: Vec<u64>, resume_after: Option<u64>) -> Vec<u64> {
+    ids.sort_unstable();
+    if let Some(after) = resume_after {
+        let split = ids.partition_point(|&id| id <= after);
+        ids.rotate_left(split);
+    }
+    ids
+}
+
 /// A forwarder reporting that it stopped.
 struct Ended {
     subscription: u64,
@@ -158,6 +199,10 @@ struct Owner<T: Transport> {
     /// Index (modulo the list) of the URL the next reconnection tries: failover goes round.
     next_endpoint: usize,
     backoff: Backoff,
+    /// When to set up again the subscriptions that failed to set up ([`SETUP_RETRY_FIRST`]).
+    setup_backoff: Backoff,
+    /// Where the last set-up pass stopped early: the next one starts after this subscription.
+    setup_resume_after: Option<u64>,
     /// The generation of the newest session; each connection gets the next one.
     generation: u64,
     /// Why the connection was last lost or a reconnection failed (URL redacted): what a
@@ -256,10 +301,8 @@ impl<T: Transport> Owner<T> {
                     }
                 }
                 () = sleep_until_some(retry_setup_at), if connected => {
-                    retry_setup_at = None;
-                    if !self.setup_subscriptions().await {
-                        retry_setup_at = Some(self.setup_retry_time());
-                    }
+                    let pass = self.setup_subscriptions().await;
+                    retry_setup_at = self.next_setup(pass);
                 }
                 () = sleep_until_some(pending_deadline) => self.expire_pending(),
             }
@@ -286,9 +329,14 @@ impl<T: Transport> Owner<T> {
     }
 
     /// When to try again to set up subscriptions that failed (e.g. an exclusive reply queue
-    /// the broker still holds for the connection that just died).
-    fn setup_retry_time(&self) -> Instant {
-        Instant::now() + self.settings.max_backoff.min(SETUP_RETRY_INTERVAL)
+    /// the broker still holds for the connection that just died), after `pass`: never when all
+    /// are done; the next step of [`SETUP_RETRY_FIRST`]'s schedule, started over when the pass
+    /// set some up (the broker is accepting them again).
+    fn next_setup(&mut self, pass: SetupPass) -> Option<Instant> {
+        if pass.all_done || pass.progressed {
+            self.setup_backoff.reset();
+        }
+        (!pass.all_done).then(|| Instant::now() + self.setup_backoff.next_delay())
     }
 
     /// Makes `session` current and brings every subscription back onto it. Returns when to
@@ -304,9 +352,11 @@ impl<T: Transport> Owner<T> {
         for subscription in self.subscriptions.values_mut() {
             subscription.generation = None;
         }
-        let all_done = self.setup_subscriptions().await;
+        self.setup_backoff.reset();
+        self.setup_resume_after = None;
+        let pass = self.setup_subscriptions().await;
         self.serve_pending().await;
-        (!all_done).then(|| self.setup_retry_time())
+        self.next_setup(pass)
     }
 
     /// Records that the session ended; returns when to try reconnecting.
@@ -345,23 +395,36 @@ impl<T: Transport> Owner<T> {
         });
     }
 
-    /// Sets up every subscription that is not on the current session. Returns false if some
-    /// could not be set up and should be tried again later.
-    async fn setup_subscriptions(&mut self) -> bool {
+    /// Sets up the subscriptions that are not on the current session, in one pass that stops
+    /// early once [`SETUP_FAILURES_PER_PASS`] set-ups in a row have failed; the next pass starts
+    /// where this one stopped, so every subscription gets its turn.
+    ///
+    /// Why stop early: each failed set-up costs the broker a channel opened and closed. After a
+    /// cluster member stopped under 10,000 emulated nodes (a few hundred subscriptions on each
+    /// connection), trying every failing subscription on every pass burnt 168,000 channels over
+    /// three member losses on brokers that were refusing them all; late closes then crossed channel
+    /// numbers lapin had already given out again (one node's set-up failed with another node's
+    /// queue in the error), connections reached their channel limit, and 72 nodes stayed silent
+    /// (docs/PERFORMANCE.md, issue 15). While the broker refuses, a pass now costs three.
+    async fn setup_subscriptions(&mut self) -> SetupPass {
         let Some(session) = self.current() else {
-            return true;
+            return SetupPass { all_done: true, progressed: false };
         };
         self.subscriptions.retain(|_, subscription| !subscription.subscriber.is_closed());
-        let mut all_done = true;
-        let mut ids: Vec<u64> = self.subscriptions.keys().copied().collect();
-        // In the order they were made: a node claims its identity before it consumes its queue,
-        // and after a reconnect it must not consume its queue again before it holds the claim.
-        ids.sort_unstable();
-        for id in ids {
+        let mut pass = SetupPass { all_done: true, progressed: false };
+        let mut failures_in_a_row = 0;
+        let order = pass_order(self.subscriptions.keys().copied().collect(), self.setup_resume_after.take());
+        for id in order {
             let Some(subscription) = self.subscriptions.get(&id) else {
                 continue;
             };
             if subscription.generation == Some(session.generation) {
+                continue;
+            }
+            // A node's queue waits for its claim: taking requests beside another process with
+            // our identity is the round robin the claim prevents.
+            if self.claim_pending(&subscription.kind, session.generation) {
+                pass.all_done = false;
                 continue;
             }
             let kind = subscription.kind.clone();
@@ -371,20 +434,38 @@ impl<T: Transport> Owner<T> {
                     if let Some(subscription) = self.subscriptions.get_mut(&id) {
                         subscription.generation = Some(session.generation);
                     }
+                    pass.progressed = true;
+                    failures_in_a_row = 0;
                 }
                 Err(error) => {
-                    all_done = false;
+                    pass.all_done = false;
+                    failures_in_a_row += 1;
                     if let SubscriptionKind::Claim { identity, .. } = &kind {
-                        // The subscriptions after the claim wait for it: taking requests beside
-                        // another process with our identity is the round robin it prevents.
                         identity_unclaimed(identity, &error);
+                    } else {
+                        tracing::error!(subscription = ?kind, %error, "cannot restore a subscription; will retry");
+                    }
+                    if failures_in_a_row >= SETUP_FAILURES_PER_PASS {
+                        self.setup_resume_after = Some(id);
                         break;
                     }
-                    tracing::error!(subscription = ?kind, %error, "cannot restore a subscription; will retry");
                 }
             }
         }
-        all_done
+        pass
+    }
+
+    /// True if `kind` is a node's queue whose identity claim is not yet held on the session
+    /// `generation`.
+    fn claim_pending(&self, kind: &SubscriptionKind, generation: u64) -> bool {
+        let SubscriptionKind::Node { collective, identity, .. } = kind else {
+            return false;
+        };
+        self.subscriptions.values().any(|other| {
+            matches!(&other.kind, SubscriptionKind::Claim { collective: c, identity: i }
+                if c == collective && i == identity)
+                && other.generation != Some(generation)
+        })
     }
 
     /// Answers the subscribes waiting for a connection, now that there is one.
@@ -597,5 +678,20 @@ async fn run_attempt<S>(attempt: &mut Option<Attempt<S>>) -> (usize, Result<S, O
     match attempt {
         Some(attempt) => attempt.await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pass_order;
+
+    #[test]
+    fn a_pass_starts_after_where_the_last_one_stopped_and_comes_round() {
+        assert_eq!(pass_order(vec![4, 1, 3, 2], None), vec![1, 2, 3, 4]);
+        assert_eq!(pass_order(vec![4, 1, 3, 2], Some(2)), vec![3, 4, 1, 2]);
+        // The subscription it stopped at may be gone since: start after where it was.
+        assert_eq!(pass_order(vec![1, 4, 6], Some(5)), vec![6, 1, 4]);
+        assert_eq!(pass_order(vec![1, 4, 6], Some(6)), vec![1, 4, 6]);
+        assert_eq!(pass_order(Vec::new(), Some(3)), Vec::<u64>::new());
     }
 }

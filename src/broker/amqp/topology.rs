@@ -144,10 +144,34 @@ impl Session {
         self.endpoint.user()
     }
 
+    /// Opens a channel; a connection that can open no more is closed, so the owner replaces it.
+    ///
+    /// Why: lapin counts a channel against the connection's limit (the 2,047 RabbitMQ grants)
+    /// until the broker has answered its close, and after a cluster member stopped under
+    /// 10,000 emulated nodes the survivors' connections reached that limit and refused every
+    /// later set-up, leaving nodes silent for good (docs/PERFORMANCE.md, issue 15; what held
+    /// the channels was not pinned down). A new connection starts with an empty table, and the
+    /// owner sets every subscription up again on it.
+    async fn new_channel(&self) -> Result<Channel, lapin::Error> {
+        let opened = self.connection.create_channel().await;
+        if let Err(error) = &opened
+            && matches!(error.kind(), ErrorKind::ChannelsLimitReached)
+        {
+            tracing::warn!(%error, "this connection can open no more channels; closing it to reconnect");
+            let closing = self.connection.close(200, "channel limit reached; reconnecting".into());
+            if let Ok(Err(error)) = tokio::time::timeout(self.settings.connect_timeout, closing).await {
+                tracing::debug!(%error, "closing the broker connection failed");
+            }
+        }
+        opened
+    }
+
     async fn publish_channel(&self) -> Result<Channel, lapin::Error> {
         let mut channel = self.publish_channel.lock().await;
         if !channel.status().connected() {
-            *channel = open_confirm_channel(&self.connection).await?;
+            let opened = self.new_channel().await?;
+            opened.confirm_select(ConfirmSelectOptions::default()).await?;
+            *channel = opened;
         }
         Ok(channel.clone())
     }
@@ -175,7 +199,7 @@ impl Session {
         if self.exchange_known(exchange) {
             return Ok(());
         }
-        let probe = self.connection.create_channel().await.map_err(OperationError::from)?;
+        let probe = self.new_channel().await.map_err(OperationError::from)?;
         let passive = probe
             .exchange_declare(
                 exchange.into(),
@@ -195,7 +219,7 @@ impl Session {
                 return Err(classify(error, &format!("check exchange \"{exchange}\""), self.user()));
             }
         }
-        let declarer = self.connection.create_channel().await.map_err(OperationError::from)?;
+        let declarer = self.new_channel().await.map_err(OperationError::from)?;
         let declared = declarer
             .exchange_declare(
                 exchange.into(),
@@ -228,7 +252,7 @@ impl Session {
         node_queue_expiry: Duration,
     ) -> Result<(Channel, Consumer), OperationError> {
         let user = self.user().to_string();
-        let channel = self.connection.create_channel().await.map_err(OperationError::from)?;
+        let channel = self.new_channel().await.map_err(OperationError::from)?;
         channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(OperationError::from)?;
         let queue = match kind {
             SubscriptionKind::Node { collective, identity, agents } => {
