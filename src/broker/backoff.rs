@@ -3,7 +3,7 @@
 //! Every transport reconnects with the same schedule: the first delay is about
 //! [`Backoff::INITIAL`], each failure doubles it up to a cap, and every delay is jittered so that
 //! a fleet of nodes that lost the same broker at the same moment does not come back in lockstep.
-//! A successful connection resets the schedule. The AMQP queue check
+//! A connection whose subscriptions are all set up again resets the schedule. The AMQP queue check
 //! (`amqp::queue_check`) and the owner's retries of subscriptions that failed to set up use the
 //! same schedule from a later start ([`Backoff::starting_at`]).
 
@@ -51,7 +51,7 @@ impl Backoff {
         half + Duration::from_nanos(jitter)
     }
 
-    /// Starts the schedule over (after a successful connection).
+    /// Starts the schedule over (after a connection that works).
     pub fn reset(&mut self) {
         self.base = self.initial;
     }

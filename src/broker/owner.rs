@@ -251,8 +251,8 @@ impl<T: Transport> Owner<T> {
                     Some(Command::Subscribe { kind, reply }) => {
                         let deadline = Instant::now() + self.settings.connect_timeout;
                         self.pending.push(PendingSubscribe { kind, reply, deadline });
-                        if connected {
-                            self.serve_pending().await;
+                        if connected && self.serve_pending().await && retry_setup_at.is_none() {
+                            retry_setup_at = Some(Instant::now() + self.setup_backoff.next_delay());
                         }
                     }
                 },
@@ -280,7 +280,10 @@ impl<T: Transport> Owner<T> {
                     match result {
                         Ok(session) => {
                             tracing::info!(%url, transport = T::NAME, "reconnected to the broker");
-                            self.backoff.reset();
+                            // The reconnection schedule starts over once every subscription is
+                            // back (`next_setup`), not here: a connection that ends again while
+                            // setting up (one that reaches the channel limit, for one) must not
+                            // be reopened at once, again and again.
                             session_end = Some(Box::pin(session.ended()));
                             retry_setup_at = self.install(session, index).await;
                         }
@@ -333,6 +336,9 @@ impl<T: Transport> Owner<T> {
     /// are done; the next step of [`SETUP_RETRY_FIRST`]'s schedule, started over when the pass
     /// set some up (the broker is accepting them again).
     fn next_setup(&mut self, pass: SetupPass) -> Option<Instant> {
+        if pass.all_done {
+            self.backoff.reset();
+        }
         if pass.all_done || pass.progressed {
             self.setup_backoff.reset();
         }
@@ -354,8 +360,10 @@ impl<T: Transport> Owner<T> {
         }
         self.setup_backoff.reset();
         self.setup_resume_after = None;
-        let pass = self.setup_subscriptions().await;
-        self.serve_pending().await;
+        let mut pass = self.setup_subscriptions().await;
+        if self.serve_pending().await {
+            pass.all_done = false;
+        }
         self.next_setup(pass)
     }
 
@@ -469,10 +477,13 @@ impl<T: Transport> Owner<T> {
     }
 
     /// Answers the subscribes waiting for a connection, now that there is one.
-    async fn serve_pending(&mut self) {
+    /// Returns true if some were accepted but left for the next set-up pass: a node's queue
+    /// whose identity claim is not held on this session yet.
+    async fn serve_pending(&mut self) -> bool {
         let Some(session) = self.current() else {
-            return;
+            return false;
         };
+        let mut deferred = false;
         let waiting = std::mem::take(&mut self.pending);
         for pending in waiting {
             if pending.reply.is_closed() {
@@ -480,6 +491,16 @@ impl<T: Transport> Owner<T> {
             }
             let id = self.next_subscription_id;
             let (subscriber, messages) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+            // A node's queue (subscribed again after a reload, or waiting across a reconnect)
+            // is not consumed before its claim is ours on this session, as in a set-up pass.
+            if self.claim_pending(&pending.kind, session.generation) {
+                self.next_subscription_id += 1;
+                self.subscriptions
+                    .insert(id, LiveSubscription { kind: pending.kind, subscriber, generation: None });
+                let _ = pending.reply.send(Ok(Subscription { messages }));
+                deferred = true;
+                continue;
+            }
             match self.establish(&session, id, &pending.kind, subscriber.clone()).await {
                 Ok(()) => {
                     self.next_subscription_id += 1;
@@ -503,6 +524,7 @@ impl<T: Transport> Owner<T> {
                 }
             }
         }
+        deferred
     }
 
     /// Sets up `kind` on `session` and spawns its forwarder, which reports its end.

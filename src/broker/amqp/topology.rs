@@ -151,7 +151,10 @@ impl Session {
     /// 10,000 emulated nodes the survivors' connections reached that limit and refused every
     /// later set-up, leaving nodes silent for good (docs/PERFORMANCE.md, issue 15; what held
     /// the channels was not pinned down). A new connection starts with an empty table, and the
-    /// owner sets every subscription up again on it.
+    /// owner sets every subscription up again on it (after its reconnection backoff, which
+    /// starts over only once every subscription is back, so this cannot loop quickly). A safety
+    /// net, not the cure: what ended the channel churn is the owner's early stop of a failing
+    /// set-up pass, and the runs since reached no limit, so this path is untested at scale.
     async fn new_channel(&self) -> Result<Channel, lapin::Error> {
         let opened = self.connection.create_channel().await;
         if let Err(error) = &opened
