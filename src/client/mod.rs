@@ -101,7 +101,7 @@ pub enum Targets {
     Nodes(Vec<String>),
     /// One broadcast, expecting these nodes (the registry's nodes that match the filter):
     /// waiting ends once all of them answered and a grace has passed (at least `grace`, and at
-    /// least half the time they took) for nodes the registry does not know yet, who are
+    /// least half the spread of their replies) for nodes the registry does not know yet, who are
     /// counted as targets too; an expected node that
     /// stays silent until the timeout is listed as not responding.
     Expected { nodes: Vec<String>, grace: Duration },
@@ -366,10 +366,15 @@ impl Client {
             if tally.complete() {
                 match grace {
                     // Every expected node answered: only nodes not known yet may still come. They
-                    // answer about as fast as the known ones did, so wait at least half the time
-                    // those took (a slow broker spreads replies out), and never less than `grace`.
+                    // answer about as fast as the known ones did, so wait half the spread of
+                    // those replies (first to last: a slow broker spreads them out), and never
+                    // less than `grace`. Not half the time since sending, as before: at 50,000
+                    // nodes the broker took 17 s to route the broadcast before the first reply,
+                    // which said nothing about the replies' spread and added 12 s of waiting
+                    // (docs/PERFORMANCE.md, issue 16).
                     Some(grace) => {
-                        let wait = grace.max(started.elapsed() / 2);
+                        let first = Duration::from_secs_f64(tally.first_reply_ms().unwrap_or(0.0) / 1000.0);
+                        let wait = grace.max(started.elapsed().saturating_sub(first) / 2);
                         grace_deadline.get_or_insert_with(|| tokio::time::Instant::now() + wait);
                     }
                     None => break,

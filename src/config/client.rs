@@ -48,8 +48,8 @@ pub struct ClientConfig {
     #[serde(default = "default_registry_window_secs")]
     pub registry_window_secs: u64,
     /// Once every node the registry expects has answered a broadcast, how long at least to wait
-    /// for nodes it does not know yet, in milliseconds (the wait is also at least half the time
-    /// the expected nodes took, so a slow broker gets a longer grace: see `Client::call`).
+    /// for nodes it does not know yet, in milliseconds (the wait is also at least half the spread
+    /// of the expected nodes' replies, so a slow broker gets a longer grace: see `Client::call`).
     #[serde(default = "default_registry_grace_ms")]
     pub registry_grace_ms: u64,
     /// Definitions of external agents (`<dir>/<agent>/definition.json`, as on the nodes), used
