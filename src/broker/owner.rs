@@ -252,7 +252,7 @@ impl<T: Transport> Owner<T> {
                         let deadline = Instant::now() + self.settings.connect_timeout;
                         self.pending.push(PendingSubscribe { kind, reply, deadline });
                         if connected && self.serve_pending().await && retry_setup_at.is_none() {
-                            retry_setup_at = Some(Instant::now() + self.setup_backoff.next_delay());
+                            retry_setup_at = self.next_setup(SetupPass { all_done: false, progressed: false });
                         }
                     }
                 },

@@ -368,10 +368,9 @@ impl Client {
                     // Every expected node answered: only nodes not known yet may still come. They
                     // answer about as fast as the known ones did, so wait half the spread of
                     // those replies (first to last: a slow broker spreads them out), and never
-                    // less than `grace`. Not half the time since sending, as before: at 50,000
-                    // nodes the broker took 17 s to route the broadcast before the first reply,
-                    // which said nothing about the replies' spread and added 12 s of waiting
-                    // (docs/PERFORMANCE.md, issue 16).
+                    // less than `grace`. Not the time since sending: at 50,000 nodes most of it
+                    // was the broker routing the broadcast (17 s before the first reply), which
+                    // says nothing about the replies' spread (docs/PERFORMANCE.md, issue 16).
                     Some(grace) => {
                         let first = Duration::from_secs_f64(tally.first_reply_ms().unwrap_or(0.0) / 1000.0);
                         let wait = grace.max(started.elapsed().saturating_sub(first) / 2);

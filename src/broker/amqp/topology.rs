@@ -126,7 +126,7 @@ impl Session {
         endpoint: Endpoint,
         settings: Arc<BrokerSettings>,
     ) -> Result<Session, lapin::Error> {
-        let publish_channel = open_confirm_channel(&connection).await?;
+        let publish_channel = confirm_mode(connection.create_channel().await?).await?;
         Ok(Session {
             connection,
             endpoint,
@@ -172,9 +172,7 @@ impl Session {
     async fn publish_channel(&self) -> Result<Channel, lapin::Error> {
         let mut channel = self.publish_channel.lock().await;
         if !channel.status().connected() {
-            let opened = self.new_channel().await?;
-            opened.confirm_select(ConfirmSelectOptions::default()).await?;
-            *channel = opened;
+            *channel = confirm_mode(self.new_channel().await?).await?;
         }
         Ok(channel.clone())
     }
@@ -495,8 +493,9 @@ pub(super) async fn forward(
     }
 }
 
-async fn open_confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
-    let channel = connection.create_channel().await?;
+/// Puts a new channel in confirm mode: the publish channel, on which every publish waits for
+/// the broker's confirm.
+async fn confirm_mode(channel: Channel) -> Result<Channel, lapin::Error> {
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     Ok(channel)
 }
