@@ -71,6 +71,56 @@ fn with_a_registry_discovery_ping_and_rpc_reach_exactly_the_matching_nodes() {
     }
     let output = fleet.baton(&["discover", "-F", "role=nothing", "--json"]);
     assert_eq!(output.code, 4, "nothing matched: {output:?}");
+    let output = fleet.baton(&["rpc", "rpcutil", "ping", "-F", "role=nothing", "--json"]);
+    assert_eq!(output.code, 4, "rpc, nothing matched: {output:?}");
+}
+
+/// How many times each node's audit log shows `rpcutil ACTION`.
+fn audited_count(fleet: &Fleet, action: &str) -> Vec<(String, usize)> {
+    fleet
+        .nodes
+        .iter()
+        .map(|node| {
+            let lines = node.audit_lines();
+            let count =
+                lines.iter().filter(|line| line["agent"] == "rpcutil" && line["action"] == action).count();
+            (node.spec.identity.clone(), count)
+        })
+        .collect()
+}
+
+#[test]
+fn with_a_registry_a_read_only_rpc_is_one_broadcast_and_a_limited_one_discovers_first() {
+    let fleet = three_registered_nodes();
+    let discovered = audited_count(&fleet, "discover");
+    let pinged = audited_count(&fleet, "ping");
+
+    // A read-only action: sent as the one broadcast that expects the registry's nodes, so no
+    // node is asked to be discovered first, and each runs the action once.
+    let output = fleet.baton(&["rpc", "rpcutil", "ping", "--json"]);
+    assert_eq!(output.code, 0, "rpc: {output:?}");
+    assert_eq!(output.nodes("targeted"), ["db01", "web01", "web02"], "rpc: {output:?}");
+    let request_id = output.json()["request_id"].as_str().expect("request id").to_owned();
+    assert_eq!(audited_count(&fleet, "discover"), discovered, "no discovery before the broadcast");
+    let once_more: Vec<(String, usize)> =
+        pinged.iter().map(|(node, count)| (node.clone(), count + 1)).collect();
+    assert_eq!(audited_count(&fleet, "ping"), once_more, "every node ran the ping once");
+    for node in &fleet.nodes {
+        let lines = node.audit_lines();
+        assert!(
+            lines.iter().any(|line| line["request_id"] == request_id.as_str()),
+            "{} audited the rpc's own request {request_id}",
+            node.spec.identity
+        );
+    }
+
+    // --limit picks among the nodes found: it discovers first, then asks the ones picked.
+    let output = fleet.baton(&["rpc", "rpcutil", "ping", "--limit", "2", "--json"]);
+    assert_eq!(output.code, 0, "rpc --limit 2: {output:?}");
+    assert_eq!(output.nodes("targeted").len(), 2, "rpc --limit 2: {output:?}");
+    let discovered_again: Vec<(String, usize)> =
+        discovered.iter().map(|(node, count)| (node.clone(), count + 1)).collect();
+    assert_eq!(audited_count(&fleet, "discover"), discovered_again, "--limit discovers every node first");
 }
 
 #[test]
@@ -127,6 +177,13 @@ fn a_node_the_registry_does_not_know_yet_counts_when_it_answers_within_the_grace
     assert_eq!(output.code, 0, "ping: {output:?}");
     assert_eq!(output.nodes("replies"), ["db01", "new01", "web01", "web02"], "ping: {output:?}");
     assert_eq!(output.json()["stats"]["no_response"], json!(0), "ping: {output:?}");
+
+    // A read-only rpc goes as one broadcast expecting new01 alone: the others are targets too.
+    let output = run_baton(&config, &["rpc", "rpcutil", "ping", "--json"], None);
+    assert_eq!(output.code, 0, "rpc: {output:?}");
+    assert_eq!(output.nodes("targeted"), ["db01", "new01", "web01", "web02"], "rpc: {output:?}");
+    assert_eq!(output.json()["stats"]["ok"], json!(4), "rpc: {output:?}");
+    assert_eq!(output.json()["stats"]["no_response"], json!(0), "rpc: {output:?}");
 }
 
 #[test]

@@ -114,6 +114,28 @@ impl TargetPlan {
         Ok(Discovered { nodes, no_response: Vec::new(), elapsed: started.elapsed() })
     }
 
+    /// Where the targets are found by broadcast discovery and the broker keeps a registry: the
+    /// registry's nodes that match `filter`, and how long to wait for nodes it does not know
+    /// yet, so that a request may go out as one broadcast expecting them rather than after a
+    /// discovery. `None` otherwise (no registry to read, or no registered node matches: the
+    /// caller discovers as usual, and a discovery broadcast still finds nodes not registered).
+    pub async fn expected(&self, client: &Client, filter: &Filter) -> Option<(Discovered, Duration)> {
+        let Source::Broadcast(_, registry) = &self.source else { return None };
+        let started = Instant::now();
+        match client.registry(registry).await {
+            Ok(fleet) => {
+                let nodes = fleet.matching(filter);
+                let elapsed = started.elapsed();
+                (!nodes.is_empty())
+                    .then(|| (Discovered { nodes, no_response: Vec::new(), elapsed }, registry.grace))
+            }
+            Err(no_registry) => {
+                tracing::debug!(%no_registry, "discovering the targets instead");
+                None
+            }
+        }
+    }
+
     /// As [`TargetPlan::find`], but named nodes are asked first and only those that answer are
     /// kept: what `baton discover` reports is nodes that answered, never names as typed.
     pub async fn find_answering(&self, client: &Client, filter: &Filter) -> Result<Discovered, Failure> {

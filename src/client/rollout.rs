@@ -343,6 +343,41 @@ impl Client {
         options: &RolloutOptions,
         on_event: &mut (dyn FnMut(&Event<'_>) + Send),
     ) -> Result<RolloutOutcome, ClientError> {
+        self.roll_out(prepared, nodes, options, Sending::Directed, on_event).await
+    }
+
+    /// Sends the prepared request as one broadcast, expecting `nodes` (the registry's nodes that
+    /// match its filter) and waiting for nodes the registry does not know yet as long as `grace`
+    /// at least ([`Targets::Expected`]): one round trip where discovery and a directed request
+    /// are two. Reported as a rollout of one batch, so that it reads like [`Client::rollout`];
+    /// nodes that answer without being expected are targets too. Only for what may reach a node
+    /// that was not counted beforehand: `baton rpc` sends this way a read-only action that is
+    /// not a tracked rollout (`cli::cmd::rpc`).
+    pub async fn broadcast_rollout(
+        &self,
+        prepared: &PreparedRequest,
+        nodes: &[String],
+        grace: Duration,
+        on_event: &mut (dyn FnMut(&Event<'_>) + Send),
+    ) -> Result<RolloutOutcome, ClientError> {
+        let options = RolloutOptions {
+            batch: None,
+            batch_sleep: Duration::ZERO,
+            max_failures: None,
+            canary: None,
+            check: None,
+        };
+        self.roll_out(prepared, nodes, &options, Sending::Expecting { grace }, on_event).await
+    }
+
+    async fn roll_out(
+        &self,
+        prepared: &PreparedRequest,
+        nodes: &[String],
+        options: &RolloutOptions,
+        sending: Sending,
+        on_event: &mut (dyn FnMut(&Event<'_>) + Send),
+    ) -> Result<RolloutOutcome, ClientError> {
         if nodes.is_empty() {
             return Err(ClientError::Usage("a rollout needs at least one target".to_string()));
         }
@@ -369,9 +404,11 @@ impl Client {
                 set_state(&mut states, node, NodeState::Sent, on_event);
             }
             let started_ms = started.elapsed().as_millis() as u64;
-            let outcome = self
-                .call(&prepared.spec, &Targets::Nodes(batch.clone()), prepared.timeout, None, on_event)
-                .await?;
+            let targets = match sending {
+                Sending::Directed => Targets::Nodes(batch.clone()),
+                Sending::Expecting { grace } => Targets::Expected { nodes: batch.clone(), grace },
+            };
+            let outcome = self.call(&prepared.spec, &targets, prepared.timeout, None, on_event).await?;
             let counts = outcome.counts();
             let passed: Vec<String> = outcome
                 .replies
@@ -381,6 +418,8 @@ impl Client {
                 .collect();
             let after_action = if options.check.is_some() { NodeState::Checking } else { NodeState::Ok };
             for reply in &outcome.replies {
+                // A broadcast's answer from a node the registry did not know yet.
+                states.entry(reply.node.clone()).or_insert(NodeState::Sent);
                 let state = if reply.is_ok() { after_action } else { NodeState::Failed };
                 set_state(&mut states, &reply.node, state, on_event);
             }
@@ -484,6 +523,15 @@ impl Client {
 }
 
 /// Moves a node to `state` and reports it, when that changes anything.
+/// How each batch of a rollout goes out.
+#[derive(Debug, Clone, Copy)]
+enum Sending {
+    /// To each node's own queue.
+    Directed,
+    /// As one broadcast expecting the batch's nodes ([`Targets::Expected`]).
+    Expecting { grace: Duration },
+}
+
 fn set_state(
     states: &mut BTreeMap<String, NodeState>,
     node: &str,
@@ -511,7 +559,13 @@ fn merge(
         request_id,
         agent: spec.agent.clone(),
         action: spec.action.clone(),
-        targeted: Some(super::unique_sorted(nodes.iter().cloned())),
+        // A broadcast's targets include the nodes that answered without being expected.
+        targeted: Some(super::unique_sorted(
+            nodes
+                .iter()
+                .chain(outcomes.iter().flat_map(|(_, outcome)| outcome.targeted.iter().flatten()))
+                .cloned(),
+        )),
         replies: Vec::new(),
         no_response: Vec::new(),
         unreachable: Vec::new(),

@@ -22,6 +22,7 @@ use crate::cli::render::Renderer;
 use crate::cli::targets::TargetPlan;
 use crate::client::definitions::{self, DefinitionCache, complete_catalog};
 use crate::client::detached;
+use crate::client::discovery::Discovered;
 use crate::client::events::{EVENTS_READ_TIMEOUT, read_rollout};
 use crate::client::journal::{Journal, RolloutRequest, rollouts_dir};
 use crate::client::rollout::{Ordered, order_targets};
@@ -238,11 +239,16 @@ impl RpcPlan {
     }
 
     async fn send(mut self, client: &Client, verbose: u8) -> Result<Exit, Failure> {
-        let spec = &self.request.spec;
         let mut renderer = Renderer::new(&self.output, verbose);
         if let Some(agent) = &self.added_agent_filter {
             renderer.added_agent_filter(agent);
         }
+        if self.goes_as_one_broadcast()
+            && let Some((expected, grace)) = self.targets.expected(client, &self.request.spec.filter).await
+        {
+            return self.broadcast(client, renderer, expected, grace).await;
+        }
+        let spec = &self.request.spec;
         let discovered = self.targets.find(client, &spec.filter).await?;
         // Nodes the registry expected that were silent in discovery stay targets: the request
         // reports them as not responding (or they answer it after all).
@@ -358,6 +364,46 @@ impl RpcPlan {
         if let Some(events) = renderer.take_events() {
             events.finish().await;
         }
+        Ok(Exit::for_rollout(&outcome))
+    }
+}
+
+impl RpcPlan {
+    /// Whether the action may go out as one broadcast expecting the registry's nodes that
+    /// match (`Client::broadcast_rollout`): one round trip instead of a discovery followed by
+    /// the request to the nodes found. Only a read-only action, for which a node that answers
+    /// the broadcast without having been counted beforehand changes nothing (no confirmation
+    /// is asked for one either); never a tracked rollout (batches, checks, events: its record
+    /// lists the nodes before anything is sent), `--limit` (picked among the nodes found) or
+    /// `--reply-to` (whose record lists whom it was sent to).
+    fn goes_as_one_broadcast(&self) -> bool {
+        matches!(self.tracking, Tracking::Untracked)
+            && self.limit.is_none()
+            && self.reply_to.is_none()
+            && self.request.read_only()
+    }
+
+    /// The action as one broadcast expecting `expected`, reported as a call to the nodes found
+    /// would be (`discovery_ms` is then the registry's read).
+    async fn broadcast(
+        self,
+        client: &Client,
+        mut renderer: Renderer,
+        expected: Discovered,
+        grace: Duration,
+    ) -> Result<Exit, Failure> {
+        renderer.start_progress(expected.nodes.len());
+        renderer.show_batches(false);
+        let mut on_event = |event: &Event<'_>| renderer.rpc_event(event);
+        let finished = tokio::select! {
+            outcome = client.broadcast_rollout(&self.request, &expected.nodes, grace, &mut on_event) => Some(outcome),
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(outcome) = finished else { return Ok(renderer.interrupted(&expected.nodes)) };
+        let outcome = outcome?;
+        let targeted = outcome.call.targeted.clone().unwrap_or_default();
+        let ordered = Ordered { candidates: targeted.len(), nodes: targeted, seed: None };
+        renderer.rollout_summary(&outcome, &expected, &ordered, None);
         Ok(Exit::for_rollout(&outcome))
     }
 }
