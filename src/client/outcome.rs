@@ -211,6 +211,11 @@ impl Tally {
         self.first_reply_ms
     }
 
+    /// When the last targeted reply so far arrived, if one has.
+    pub fn last_reply_ms(&self) -> Option<f64> {
+        self.last_reply_ms
+    }
+
     pub fn finish(self, started: Instant) -> CallOutcome {
         let mut no_response: Vec<String> = self.pending.into_iter().flatten().collect();
         no_response.extend(self.unreachable.iter().cloned());

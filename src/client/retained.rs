@@ -77,17 +77,35 @@ pub async fn read_to_end(
     timeout: Duration,
     take: &mut (dyn FnMut(&Incoming) + Send),
 ) -> Result<(), NotRetained> {
+    let started = std::time::Instant::now();
     let work = async {
         let marker = mark_end(broker, collective, log, marker_ttl).await?;
+        let marked = started.elapsed();
         // From before the marker: it comes back at the end of what the stream held.
         let mut subscription = broker
             .subscribe_retained(collective, log, since)
             .await
             .map_err(|error| NotRetained(error.to_string()))?;
+        let subscribed = started.elapsed();
+        let mut read = 0_usize;
+        let mut first = None;
         while let Some(message) = subscription.messages.recv().await {
+            first.get_or_insert_with(|| started.elapsed());
             if message.body == marker {
+                // Where a read's time goes, for `-vv`: the marker's confirm, the consume's set-up,
+                // then the messages.
+                tracing::debug!(
+                    stream = %log.name(collective),
+                    messages = read,
+                    marked_ms = marked.as_millis() as u64,
+                    subscribed_ms = subscribed.as_millis() as u64,
+                    first_ms = first.unwrap_or_default().as_millis() as u64,
+                    ended_ms = started.elapsed().as_millis() as u64,
+                    "read to the end"
+                );
                 return Ok(());
             }
+            read += 1;
             if !is_marker(log, &message.body) {
                 take(&message);
             }
