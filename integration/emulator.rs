@@ -160,6 +160,28 @@ fn emulated_nodes_answer_ping_filters_and_directed_requests_with_signed_replies(
 }
 
 #[test]
+fn an_emulator_the_broker_refuses_exits_5_naming_the_refusal() {
+    // The client's account may not declare node queues: every set-up is refused.
+    let fleet = Fleet::start(Vec::new());
+    let config = emulator_config(&fleet);
+    let text = std::fs::read_to_string(&config).expect("emulator config");
+    let node_urls = format!("{:?}", fleet.wire.node_url.split(',').collect::<Vec<_>>());
+    let client_urls = format!("{:?}", fleet.wire.client_url.split(',').collect::<Vec<_>>());
+    assert!(text.contains(&node_urls), "the config names the node URLs: {text}");
+    std::fs::write(&config, text.replace(&node_urls, &client_urls)).expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_baton-emulator"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--count", "2"])
+        .env_remove("BATON_LOG")
+        .output()
+        .expect("run baton-emulator");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "exit 5 (the broker refused us): {stderr}");
+    assert!(stderr.contains("ACCESS_REFUSED"), "the refusal is named: {stderr}");
+}
+
+#[test]
 fn emulated_nodes_refuse_requests_signed_with_another_key() {
     let emulated = start();
     let fleet = &emulated.fleet;

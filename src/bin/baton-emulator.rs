@@ -5,6 +5,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
+use baton::broker::BrokerError;
 use baton::config::NodeConfig;
 use baton::node::emulator::{Emulator, EmulatorSettings};
 use clap::Parser;
@@ -23,6 +24,8 @@ use tokio::signal::unix::{SignalKind, signal};
                   Once every node is subscribed it prints one line to stdout:\n  \
                   ready nodes=N connections=K first=emu-00001 last=emu-0000N setup_ms=T\n\n\
                   Signals: SIGTERM/SIGINT drain in-flight work and stop.\n\n\
+                  Exit status: 0 after a signal, 2 for flags or configuration to fix, 5 when the broker \
+                  refused a set-up or did not confirm it within broker.connect_timeout_secs.\n\n\
                   Examples:\n  \
                   baton-emulator --config node.toml --count 1000\n  \
                   baton-emulator --config node.toml --count 5000 --connections 25 --prefix dc1-\n  \
@@ -87,9 +90,15 @@ fn main() {
     }
 }
 
+/// Exits as `baton` does: 5 when the broker could not be reached or refused us (a set-up it
+/// refused or did not confirm in time), 2 for anything to fix on this side (flags,
+/// configuration, keys).
 fn fail(error: anyhow::Error) -> ! {
     eprintln!("baton-emulator: error: {error:#}");
-    std::process::exit(2);
+    let broker = error.chain().any(|cause| {
+        cause.downcast_ref::<BrokerError>().is_some_and(|error| !matches!(error, BrokerError::Config(_)))
+    });
+    std::process::exit(if broker { 5 } else { 2 });
 }
 
 async fn run(config: NodeConfig, settings: EmulatorSettings) -> anyhow::Result<()> {
