@@ -179,11 +179,22 @@ fn a_node_the_registry_does_not_know_yet_counts_when_it_answers_within_the_grace
     assert_eq!(output.json()["stats"]["no_response"], json!(0), "ping: {output:?}");
 
     // A read-only rpc goes as one broadcast expecting new01 alone: the others are targets too.
+    let discovered = audited_count(&fleet, "discover");
     let output = run_baton(&config, &["rpc", "rpcutil", "ping", "--json"], None);
     assert_eq!(output.code, 0, "rpc: {output:?}");
     assert_eq!(output.nodes("targeted"), ["db01", "new01", "web01", "web02"], "rpc: {output:?}");
     assert_eq!(output.json()["stats"]["ok"], json!(4), "rpc: {output:?}");
     assert_eq!(output.json()["stats"]["no_response"], json!(0), "rpc: {output:?}");
+    assert_eq!(output.json()["batches"].as_array().map(Vec::len), Some(1), "one batch: {output:?}");
+    let batch = output.json()["batches"][0]["nodes"].clone();
+    assert_eq!(batch, json!(["db01", "new01", "web01", "web02"]), "the batch lists every target: {output:?}");
+
+    // With a filter, an unregistered node that does not match (db01) is neither asked nor
+    // counted; the unregistered ones that match are.
+    let output = run_baton(&config, &["rpc", "rpcutil", "ping", "-F", "role=web", "--json"], None);
+    assert_eq!(output.code, 0, "rpc -F role=web: {output:?}");
+    assert_eq!(output.nodes("targeted"), ["new01", "web01", "web02"], "rpc -F role=web: {output:?}");
+    assert_eq!(audited_count(&fleet, "discover"), discovered, "neither rpc discovered first");
 }
 
 #[test]

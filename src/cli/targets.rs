@@ -10,9 +10,9 @@ use anyhow::anyhow;
 use super::args::{Cli, DiscoveryArgs, DiscoveryMethod, FilterArgs};
 use super::exit::Failure;
 use super::plan::{compile_filter, load_config, seconds};
-use crate::client::Client;
 use crate::client::discovery::{self, Discovered, ResultSet};
 use crate::client::registry::RegistrySettings;
+use crate::client::{Client, Targets};
 use crate::config::ClientConfig;
 use crate::protocol::filter::Filter;
 
@@ -30,6 +30,10 @@ enum Source {
     Identities(Vec<String>, Duration),
     /// Exactly these nodes, in this order (a resumed rollout's remaining nodes).
     Given(Vec<String>),
+    /// Broadcast discovery whose registry was read already ([`TargetPlan::expected`]), waiting
+    /// at most this long, expecting these targets (the registry's matches, or a plain
+    /// broadcast without a registry), after a read that took this long.
+    Known(Duration, Targets, Duration),
     File(PathBuf),
     Stdin,
 }
@@ -89,7 +93,7 @@ impl TargetPlan {
     /// Whether the targets are found with the filter, by broadcast discovery or in the registry
     /// (not a node list or plain `-I` names, which are addressed as given).
     pub fn discovers(&self) -> bool {
-        matches!(self.source, Source::Broadcast(..) | Source::Registry(_))
+        matches!(self.source, Source::Broadcast(..) | Source::Registry(_) | Source::Known(..))
     }
 
     /// Exactly these nodes, in this order (a resumed rollout's remaining nodes).
@@ -107,6 +111,10 @@ impl TargetPlan {
             Source::Broadcast(timeout, registry) => {
                 return Ok(discovery::broadcast(client, filter, *timeout, Some(registry)).await?);
             }
+            Source::Known(timeout, targets, read) => {
+                let found = discovery::broadcast_expecting(client, filter, *timeout, targets).await?;
+                return Ok(Discovered { elapsed: found.elapsed + *read, ..found });
+            }
             Source::Registry(registry) => {
                 return Ok(discovery::registry_only(client, filter, registry).await?);
             }
@@ -118,22 +126,27 @@ impl TargetPlan {
     /// registry's nodes that match `filter`, and how long to wait for nodes it does not know
     /// yet, so that a request may go out as one broadcast expecting them rather than after a
     /// discovery. `None` otherwise (no registry to read, or no registered node matches: the
-    /// caller discovers as usual, and a discovery broadcast still finds nodes not registered).
-    pub async fn expected(&self, client: &Client, filter: &Filter) -> Option<(Discovered, Duration)> {
-        let Source::Broadcast(_, registry) = &self.source else { return None };
+    /// caller discovers as usual, and a discovery broadcast still finds nodes not registered);
+    /// what the read found is kept, so that discovery does not read the registry again.
+    pub async fn expected(&mut self, client: &Client, filter: &Filter) -> Option<(Discovered, Duration)> {
+        let Source::Broadcast(timeout, registry) = self.source else { return None };
         let started = Instant::now();
-        match client.registry(registry).await {
+        let targets = match client.registry(&registry).await {
             Ok(fleet) => {
                 let nodes = fleet.matching(filter);
-                let elapsed = started.elapsed();
-                (!nodes.is_empty())
-                    .then(|| (Discovered { nodes, no_response: Vec::new(), elapsed }, registry.grace))
+                if !nodes.is_empty() {
+                    let found = Discovered { nodes, no_response: Vec::new(), elapsed: started.elapsed() };
+                    return Some((found, registry.grace));
+                }
+                Targets::Expected { nodes, grace: registry.grace }
             }
             Err(no_registry) => {
                 tracing::debug!(%no_registry, "discovering the targets instead");
-                None
+                Targets::Broadcast
             }
-        }
+        };
+        self.source = Source::Known(timeout, targets, started.elapsed());
+        None
     }
 
     /// As [`TargetPlan::find`], but named nodes are asked first and only those that answer are
@@ -186,7 +199,7 @@ impl TargetPlan {
                 message: "No node in the registry matches the filter; nothing was sent".to_owned(),
                 next_step: "check the filter, or use --dm broadcast to ask the fleet itself",
             },
-            Source::Broadcast(..) => NothingFound {
+            Source::Broadcast(..) | Source::Known(..) => NothingFound {
                 message: "No nodes matched the filter; nothing was sent".to_owned(),
                 next_step: "check the filter, or raise --dt if the fleet is slow to answer",
             },

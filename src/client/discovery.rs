@@ -49,11 +49,7 @@ pub async fn broadcast_call(
     registry: Option<&RegistrySettings>,
     on_event: &mut (dyn FnMut(&Event<'_>) + Send),
 ) -> Result<CallOutcome, ClientError> {
-    let targets = match registry {
-        Some(settings) => Targets::Registry(*settings),
-        None => Targets::Broadcast,
-    };
-    client.call(spec, &targets, timeout, Some(MIN_QUIET), on_event).await
+    client.call(spec, &broadcast_targets(registry), timeout, Some(MIN_QUIET), on_event).await
 }
 
 /// Broadcast discovery with `filter`, waiting at most `timeout` (see [`broadcast_call`]).
@@ -63,10 +59,30 @@ pub async fn broadcast(
     timeout: Duration,
     registry: Option<&RegistrySettings>,
 ) -> Result<Discovered, ClientError> {
+    broadcast_expecting(client, filter, timeout, &broadcast_targets(registry)).await
+}
+
+/// Broadcast discovery with `filter` expecting `targets` as already known: the registry's
+/// matches ([`Targets::Expected`], read beforehand), a plain [`Targets::Broadcast`] that ends
+/// once replies go quiet, or [`Targets::Registry`] to read while the broadcast flies.
+pub async fn broadcast_expecting(
+    client: &Client,
+    filter: &Filter,
+    timeout: Duration,
+    targets: &Targets,
+) -> Result<Discovered, ClientError> {
     let started = Instant::now();
-    let outcome = broadcast_call(client, &discover(filter), timeout, registry, &mut |_| {}).await?;
+    let outcome = client.call(&discover(filter), targets, timeout, Some(MIN_QUIET), &mut |_| {}).await?;
     let no_response = outcome.no_response.clone();
     Ok(Discovered { no_response, ..answered(outcome, started) })
+}
+
+/// What a broadcast expects: the registry's matches, read while it flies, where there is one.
+fn broadcast_targets(registry: Option<&RegistrySettings>) -> Targets {
+    match registry {
+        Some(settings) => Targets::Registry(*settings),
+        None => Targets::Broadcast,
+    }
 }
 
 /// Asks exactly `nodes` (a directed `rpcutil discover` with `filter`) and keeps those that

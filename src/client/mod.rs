@@ -117,7 +117,8 @@ pub enum Targets {
 /// streams and the console).
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// The request went out to this many nodes (or to a broadcast, when `None`).
+    /// The request went out to this many nodes: directed ones, or a broadcast expecting them
+    /// (`None` for a broadcast that expects nobody in particular).
     Sent { request_id: Uuid, targets: Option<usize> },
     /// A targeted node answered.
     Reply(&'a NodeReply),
@@ -293,7 +294,13 @@ impl Client {
                     collective: self.settings.collective.clone(),
                     agent: spec.agent.clone(),
                 };
-                on_event(&Event::Sent { request_id: request.id, targets: None });
+                // A broadcast expecting known nodes says how many; a plain one (or one whose
+                // registry is still to be read) cannot.
+                let expected = match targets {
+                    Targets::Expected { nodes, .. } => Some(nodes.len()),
+                    _ => None,
+                };
+                on_event(&Event::Sent { request_id: request.id, targets: expected });
                 if self.broker.publish(destination, bytes, ttl).await? == Delivery::Unroutable {
                     // No node has this agent bound at all: nobody can answer, so stop now.
                     debug!(agent = %spec.agent, "broadcast unroutable: no node has the agent");

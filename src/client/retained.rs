@@ -105,8 +105,8 @@ pub async fn read_to_end(
                 );
                 return Ok(());
             }
-            read += 1;
             if !is_marker(log, &message.body) {
+                read += 1;
                 take(&message);
             }
         }

@@ -351,8 +351,8 @@ impl Client {
     /// at least ([`Targets::Expected`]): one round trip where discovery and a directed request
     /// are two. Reported as a rollout of one batch, so that it reads like [`Client::rollout`];
     /// nodes that answer without being expected are targets too. Only for what may reach a node
-    /// that was not counted beforehand: `baton rpc` sends this way a read-only action that is
-    /// not a tracked rollout (`cli::cmd::rpc`).
+    /// that was not counted beforehand, and answers about as fast on every node: `baton rpc`
+    /// sends this way an `rpcutil` action that is not a tracked rollout (`cli::cmd::rpc`).
     pub async fn broadcast_rollout(
         &self,
         prepared: &PreparedRequest,
@@ -418,8 +418,12 @@ impl Client {
                 .collect();
             let after_action = if options.check.is_some() { NodeState::Checking } else { NodeState::Ok };
             for reply in &outcome.replies {
-                // A broadcast's answer from a node the registry did not know yet.
-                states.entry(reply.node.clone()).or_insert(NodeState::Sent);
+                // A broadcast's answer from a node the registry did not know yet: it was sent the
+                // request too, as every node that answers a broadcast was.
+                if !states.contains_key(&reply.node) {
+                    states.insert(reply.node.clone(), NodeState::Sent);
+                    on_event(&Event::NodeState { node: &reply.node, state: NodeState::Sent });
+                }
                 let state = if reply.is_ok() { after_action } else { NodeState::Failed };
                 set_state(&mut states, &reply.node, state, on_event);
             }
@@ -443,7 +447,12 @@ impl Client {
             let check_failures = check.as_ref().map_or(0, |check| check.not_ok().len());
             let record = BatchRecord {
                 index,
-                nodes: batch.clone(),
+                // In rollout order; a broadcast's batch is every node that turned out a target,
+                // expected or not.
+                nodes: match sending {
+                    Sending::Directed => batch.clone(),
+                    Sending::Expecting { .. } => outcome.targeted.clone().unwrap_or_else(|| batch.clone()),
+                },
                 request_id: outcome.request_id,
                 ok: counts.ok,
                 failed: counts.failed,
@@ -522,7 +531,6 @@ impl Client {
     }
 }
 
-/// Moves a node to `state` and reports it, when that changes anything.
 /// How each batch of a rollout goes out.
 #[derive(Debug, Clone, Copy)]
 enum Sending {
@@ -532,6 +540,7 @@ enum Sending {
     Expecting { grace: Duration },
 }
 
+/// Moves a node to `state` and reports it, when that changes anything.
 fn set_state(
     states: &mut BTreeMap<String, NodeState>,
     node: &str,

@@ -371,13 +371,20 @@ impl RpcPlan {
 impl RpcPlan {
     /// Whether the action may go out as one broadcast expecting the registry's nodes that
     /// match (`Client::broadcast_rollout`): one round trip instead of a discovery followed by
-    /// the request to the nodes found. Only a read-only action, for which a node that answers
+    /// the request to the nodes found. Only a read-only `rpcutil` action, for which a node that answers
     /// the broadcast without having been counted beforehand changes nothing (no confirmation
     /// is asked for one either); never a tracked rollout (batches, checks, events: its record
     /// lists the nodes before anything is sent), `--limit` (picked among the nodes found) or
     /// `--reply-to` (whose record lists whom it was sent to).
     fn goes_as_one_broadcast(&self) -> bool {
-        matches!(self.tracking, Tracking::Untracked)
+        // Only actions answered from the node's memory (the built-in `rpcutil`): the grace for
+        // nodes the registry does not know yet was measured on replies that all take about as
+        // long. An action that runs a command on the node (`service status`, `package status`)
+        // takes longer on some nodes than on others, so an unregistered node's reply could come
+        // after the grace and be lost; those discover first, and then wait for each node
+        // found up to the timeout.
+        self.request.spec.agent == "rpcutil"
+            && matches!(self.tracking, Tracking::Untracked)
             && self.limit.is_none()
             && self.reply_to.is_none()
             && self.request.read_only()
