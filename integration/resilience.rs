@@ -14,8 +14,8 @@ fn a_directed_request_to_an_identity_without_a_queue_is_unreachable() {
         fleet.baton(&["rpc", "rpcutil", "ping", "-I", "real01", "-I", "ghost01", "-t", "60", "--json"]);
     assert_eq!(output.code, 3, "{output:?}");
     let document = output.json();
-    assert_eq!(document["no_response"], json!(["ghost01"]));
-    assert_eq!(document["unreachable"], json!(["ghost01"]));
+    assert_eq!(document["no_response"], json!(["ghost01"]), "{output:?}");
+    assert_eq!(document["unreachable"], json!(["ghost01"]), "{output:?}");
     assert_eq!(output.nodes("replies"), ["real01"]);
 
     let human = fleet.baton(&["rpc", "rpcutil", "ping", "-I", "ghost01", "-t", "60"]);

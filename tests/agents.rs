@@ -666,6 +666,51 @@ fn the_puppet_agent_refuses_tags_and_messages_that_are_not_plain_values() {
     assert!(ran.message.contains("is Puppet installed?"), "{}", ran.message);
 }
 
+/// `puppet config print` starts Ruby and loads Puppet: the agent asks it where the state files
+/// live once and reuses the answer (the console asks `status` and `last_run_summary` on every
+/// refresh); a print that failed is asked again.
+#[test]
+fn the_puppet_agent_asks_puppet_where_its_state_lives_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let count = dir.path().join("prints");
+    let broken = dir.path().join("broken");
+    let script = dir.path().join("puppet");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho print >> {count}\n[ -e {broken} ] && {{ echo 'Error: broken puppet.conf' >&2; exit 1; }}\n\
+             echo 'agent_disabled_lockfile = {dir}/disabled.lock'\necho 'agent_catalog_run_lockfile = {dir}/run.lock'\n\
+             echo 'lastrunfile = {dir}/last_run_summary.yaml'\n",
+            count = count.display(),
+            broken = broken.display(),
+            dir = dir.path().display()
+        ),
+    )
+    .expect("write");
+    chmod(&script, 0o755);
+    let prints = || std::fs::read_to_string(&count).unwrap_or_default().lines().count();
+    let puppet = baton::agents::puppet::Puppet::new(baton::agents::puppet::PuppetSettings {
+        command: script.clone(),
+        ..Default::default()
+    });
+
+    std::fs::write(&broken, "").expect("write");
+    let failed = call_agent(&puppet, "status", json!({}));
+    assert_eq!(failed.status, StatusCode::Aborted, "{failed:?}");
+    assert!(failed.message.contains("broken puppet.conf"), "{}", failed.message);
+    std::fs::remove_file(&broken).expect("remove");
+
+    let status = call_agent(&puppet, "status", json!({}));
+    assert_eq!(status.status, StatusCode::Ok, "{status:?}");
+    assert_eq!(status.data["status"], "idling", "{status:?}");
+    std::fs::write(dir.path().join("disabled.lock"), r#"{"disabled_message":"maintenance"}"#).expect("write");
+    let status = call_agent(&puppet, "status", json!({}));
+    assert_eq!(status.data["status"], "disabled", "the state files are still read each time: {status:?}");
+    let summary = call_agent(&puppet, "last_run_summary", json!({}));
+    assert!(summary.message.contains("has not run yet"), "{summary:?}");
+    assert_eq!(prints(), 2, "one failed print, then one print for three calls");
+}
+
 // ---- package names (issue 12, finding 2) ---------------------------------------------------
 
 fn installed_version(package: &str) -> Option<String> {

@@ -22,7 +22,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use tokio::process::Command;
@@ -37,6 +37,12 @@ const MAX_OUTPUT: usize = 512 * 1024;
 
 /// How long the quick `puppet` commands (config print, enable, disable) may take.
 const QUICK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the state files' paths from `puppet config print` are reused. Each print starts
+/// Ruby and loads Puppet (seconds on a busy node, and the console asks `status` and
+/// `last_run_summary` at once on every refresh); the paths change only when Puppet's own
+/// configuration does.
+const STATE_FILES_TTL: Duration = Duration::from_secs(60);
 
 /// How the node runs Puppet: the `[agents.puppet]` table of `node.toml`, read by `config`
 /// straight into this type (the agent owns its settings; see docs/ARCHITECTURE.md).
@@ -68,11 +74,18 @@ impl Default for PuppetSettings {
 pub struct Puppet {
     definition: Arc<Definition>,
     settings: PuppetSettings,
+    /// The last `puppet config print`'s answer and when it came. Held across the print, so
+    /// that calls arriving together run it once.
+    state_files: tokio::sync::Mutex<Option<(Instant, StateFiles)>>,
 }
 
 impl Puppet {
     pub fn new(settings: PuppetSettings) -> Puppet {
-        Puppet { definition: builtin_definition("puppet"), settings }
+        Puppet {
+            definition: builtin_definition("puppet"),
+            settings,
+            state_files: tokio::sync::Mutex::new(None),
+        }
     }
 }
 
@@ -170,7 +183,21 @@ impl Puppet {
         })
     }
 
+    /// Where Puppet keeps its state: asked of `puppet config print` at most once every
+    /// [`STATE_FILES_TTL`]; a failed print is not kept.
     async fn state_files(&self) -> Result<StateFiles, ActionOutcome> {
+        let mut cached = self.state_files.lock().await;
+        if let Some((asked, files)) = cached.as_ref()
+            && asked.elapsed() < STATE_FILES_TTL
+        {
+            return Ok(files.clone());
+        }
+        let files = self.print_state_files().await?;
+        *cached = Some((Instant::now(), files.clone()));
+        Ok(files)
+    }
+
+    async fn print_state_files(&self) -> Result<StateFiles, ActionOutcome> {
         let command = self.command(&[
             "config",
             "print",

@@ -377,14 +377,21 @@ impl Client {
                     // those replies (first to last: a slow broker spreads them out), and never
                     // less than `grace`. Not the time since sending: at 50,000 nodes most of it
                     // was the broker routing the broadcast (17 s before the first reply), which
-                    // says nothing about the replies' spread (docs/PERFORMANCE.md, issue 16); nor
-                    // the time until the registry's read ended, which may come after the last
-                    // reply (the read is the longer leg at 100 nodes, and at 50,000).
+                    // says nothing about the replies' spread (docs/PERFORMANCE.md, issue 16).
+                    // The wait runs from the last expected reply, not from now: when the
+                    // registry's read ended after it (the read is the longer leg at 100 nodes,
+                    // and at 50,000), the replies that came during the read were already taken.
                     Some(grace) => {
-                        let spread =
-                            tally.last_reply_ms().unwrap_or(0.0) - tally.first_reply_ms().unwrap_or(0.0);
+                        let (first, last) = (tally.first_reply_ms(), tally.last_reply_ms());
+                        let spread = last.unwrap_or(0.0) - first.unwrap_or(0.0);
                         let wait = grace.max(Duration::from_secs_f64(spread.max(0.0) / 2000.0));
-                        grace_deadline.get_or_insert_with(|| tokio::time::Instant::now() + wait);
+                        let since = match last {
+                            Some(last) => tokio::time::Instant::from_std(
+                                started + Duration::from_secs_f64(last.max(0.0) / 1000.0),
+                            ),
+                            None => tokio::time::Instant::now(),
+                        };
+                        grace_deadline.get_or_insert(since + wait);
                     }
                     None => break,
                 }

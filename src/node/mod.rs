@@ -194,7 +194,7 @@ impl Node {
                     self.reload_keys();
                     let agents_before = self.registry.names();
                     self.reload_agents_and_policies();
-                    self.reload(&mut fact_stamp);
+                    self.reload(&mut fact_stamp).await;
                     if self.registry.names() != agents_before {
                         // New agents need bindings on the broadcast exchange; subscribing again
                         // with the new list adds them, then the old consumers are stopped.
@@ -219,7 +219,7 @@ impl Node {
                 _ = poll.tick() => {
                     if self.fact_source.changed_since(&fact_stamp) {
                         info!("fact or classes file changed; reloading");
-                        self.reload(&mut fact_stamp);
+                        self.reload(&mut fact_stamp).await;
                     }
                 }
             }
@@ -329,17 +329,26 @@ impl Node {
         }
     }
 
-    fn reload(&self, stamp: &mut crate::node::facts::Stamp) {
+    /// Loads facts and classes again, off the runtime's thread: Facter takes seconds, and the
+    /// node keeps answering with its previous facts meanwhile (batond runs one thread).
+    async fn reload(&self, stamp: &mut crate::node::facts::Stamp) {
         *stamp = self.fact_source.stamp();
-        match load_snapshot(
-            &self.config,
-            &self.fact_source,
-            &self.registry,
-            &self.authorization,
-            &self.pipeline.stats,
-        ) {
-            Ok(snapshot) => self.pipeline.replace_snapshot(snapshot),
-            Err(error) => error!(error = %format!("{error:#}"), "reload failed; keeping the previous facts"),
+        let (config, fact_source, registry, authorization, stats) = (
+            self.config.clone(),
+            self.fact_source.clone(),
+            self.registry.clone(),
+            self.authorization.clone(),
+            self.pipeline.stats.clone(),
+        );
+        let loading = tokio::task::spawn_blocking(move || {
+            load_snapshot(&config, &fact_source, &registry, &authorization, &stats)
+        });
+        match loading.await {
+            Ok(Ok(snapshot)) => self.pipeline.replace_snapshot(snapshot),
+            Ok(Err(error)) => {
+                error!(error = %format!("{error:#}"), "reload failed; keeping the previous facts")
+            }
+            Err(error) => error!(%error, "reload failed; keeping the previous facts"),
         }
     }
 }

@@ -811,7 +811,7 @@ function renderPuppetRows() {
     const status = puppetState.get(node);
     const cells = status
       ? status.error
-        ? [el("td", { class: "failed", text: "error" }), el("td"), el("td"), el("td", { colspan: 4 }), el("td", { text: status.error })]
+        ? [el("td", { class: "failed", text: "error" }), el("td"), el("td"), el("td", { colspan: 4 }), el("td", { text: status.error, dataset: { field: "error" } })]
         : [
           el("td", { class: status.status === "disabled" ? "failed" : "ok", text: status.status, dataset: { field: "status" } }),
           el("td", { text: String(status.enabled), dataset: { field: "enabled" } }),
@@ -873,7 +873,11 @@ async function puppetStatus() {
   renderPuppetRows();
 }
 
-$("puppet-refresh").addEventListener("click", () => puppetStatus().catch((error) => showError("puppet-error", error.message)));
+// How many refreshes have ended, on the table: a script (the browser test) waits for the next.
+let puppetRefreshes = 0;
+$("puppet-refresh").addEventListener("click", () => puppetStatus()
+  .catch((error) => showError("puppet-error", error.message))
+  .finally(() => { $("puppet-table").dataset.refreshed = String(++puppetRefreshes); }));
 
 async function puppetAction(action, inputs) {
   showError("puppet-error", "");
