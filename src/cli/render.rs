@@ -195,6 +195,11 @@ impl Renderer {
     /// Counts one more node accounted for, and names the ones still awaited.
     fn answered(&mut self, node: &str) {
         if let Some(bar) = &self.progress {
+            // A broadcast's reply from a node it did not expect (not registered yet) is one more
+            // target: the bar grows rather than counting past its end.
+            if bar.length().is_some_and(|length| bar.position() >= length) {
+                bar.inc_length(1);
+            }
             bar.inc(1);
         }
         self.awaited.retain(|awaited| awaited != node);
@@ -429,6 +434,15 @@ impl Renderer {
         if let Some(bar) = self.progress.take() {
             bar.finish_and_clear();
         }
+        // A broadcast's targets include the nodes that answered without being expected.
+        let expected: std::collections::HashSet<&str> = targets.iter().map(String::as_str).collect();
+        let unexpected = self
+            .seen_replies
+            .iter()
+            .map(|reply| &reply.node)
+            .filter(|node| !expected.contains(node.as_str()));
+        let targets: Vec<String> = targets.iter().chain(unexpected).cloned().collect();
+        let targets = targets.as_slice();
         let answered: std::collections::BTreeSet<&str> = self
             .seen_replies
             .iter()

@@ -131,22 +131,15 @@ impl TargetPlan {
     pub async fn expected(&mut self, client: &Client, filter: &Filter) -> Option<(Discovered, Duration)> {
         let Source::Broadcast(timeout, registry) = self.source else { return None };
         let started = Instant::now();
-        let targets = match client.registry(&registry).await {
-            Ok(fleet) => {
-                let nodes = fleet.matching(filter);
-                if !nodes.is_empty() {
-                    let found = Discovered { nodes, no_response: Vec::new(), elapsed: started.elapsed() };
-                    return Some((found, registry.grace));
-                }
-                Targets::Expected { nodes, grace: registry.grace }
+        match client.resolve_registry(&registry, filter).await {
+            Targets::Expected { nodes, grace } if !nodes.is_empty() => {
+                Some((Discovered { nodes, no_response: Vec::new(), elapsed: started.elapsed() }, grace))
             }
-            Err(no_registry) => {
-                tracing::debug!(%no_registry, "discovering the targets instead");
-                Targets::Broadcast
+            targets => {
+                self.source = Source::Known(timeout, targets, started.elapsed());
+                None
             }
-        };
-        self.source = Source::Known(timeout, targets, started.elapsed());
-        None
+        }
     }
 
     /// As [`TargetPlan::find`], but named nodes are asked first and only those that answer are

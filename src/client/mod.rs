@@ -421,7 +421,11 @@ impl Client {
 
     /// What a broadcast with [`Targets::Registry`] expects: the registry's nodes that match
     /// `filter`, or nobody in particular (a plain broadcast) without a registry to read.
-    async fn resolve_registry(&self, settings: &registry::RegistrySettings, filter: &Filter) -> Targets {
+    pub(crate) async fn resolve_registry(
+        &self,
+        settings: &registry::RegistrySettings,
+        filter: &Filter,
+    ) -> Targets {
         match self.registry(settings).await {
             Ok(fleet) => Targets::Expected { nodes: fleet.matching(filter), grace: settings.grace },
             Err(no_registry) => {

@@ -78,35 +78,25 @@ pub async fn read_to_end(
     take: &mut (dyn FnMut(&Incoming) + Send),
 ) -> Result<(), NotRetained> {
     let started = std::time::Instant::now();
+    // Where a read's time goes, for `-vv`, also when it did not finish: the marker's confirm,
+    // the consume's set-up, the first message, the messages.
+    let mut steps = ReadSteps::default();
     let work = async {
         let marker = mark_end(broker, collective, log, marker_ttl).await?;
-        let marked = started.elapsed();
+        steps.marked = Some(started.elapsed());
         // From before the marker: it comes back at the end of what the stream held.
         let mut subscription = broker
             .subscribe_retained(collective, log, since)
             .await
             .map_err(|error| NotRetained(error.to_string()))?;
-        let subscribed = started.elapsed();
-        let mut read = 0_usize;
-        let mut first = None;
+        steps.subscribed = Some(started.elapsed());
         while let Some(message) = subscription.messages.recv().await {
-            first.get_or_insert_with(|| started.elapsed());
+            steps.first.get_or_insert_with(|| started.elapsed());
             if message.body == marker {
-                // Where a read's time goes, for `-vv`: the marker's confirm, the consume's set-up,
-                // then the messages.
-                tracing::debug!(
-                    stream = %log.name(collective),
-                    messages = read,
-                    marked_ms = marked.as_millis() as u64,
-                    subscribed_ms = subscribed.as_millis() as u64,
-                    first_ms = first.unwrap_or_default().as_millis() as u64,
-                    ended_ms = started.elapsed().as_millis() as u64,
-                    "read to the end"
-                );
                 return Ok(());
             }
             if !is_marker(log, &message.body) {
-                read += 1;
+                steps.messages += 1;
                 take(&message);
             }
         }
@@ -115,12 +105,33 @@ pub async fn read_to_end(
             log.name(collective)
         )))
     };
-    match tokio::time::timeout(timeout, work).await {
+    let result = match tokio::time::timeout(timeout, work).await {
         Ok(result) => result,
         Err(_elapsed) => Err(NotRetained(format!(
             "reading stream \"{}\" did not finish within {} s",
             log.name(collective),
             timeout.as_secs_f64()
         ))),
-    }
+    };
+    let ms = |step: Option<Duration>| step.map(|step| step.as_millis() as u64);
+    tracing::debug!(
+        stream = %log.name(collective),
+        messages = steps.messages,
+        marked_ms = ms(steps.marked),
+        subscribed_ms = ms(steps.subscribed),
+        first_ms = ms(steps.first),
+        ended_ms = started.elapsed().as_millis() as u64,
+        error = result.as_ref().err().map(ToString::to_string),
+        "stream read"
+    );
+    result
+}
+
+/// How far a read got, and when (from its start).
+#[derive(Default)]
+struct ReadSteps {
+    marked: Option<Duration>,
+    subscribed: Option<Duration>,
+    first: Option<Duration>,
+    messages: usize,
 }

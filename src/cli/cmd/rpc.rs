@@ -366,13 +366,11 @@ impl RpcPlan {
         }
         Ok(Exit::for_rollout(&outcome))
     }
-}
 
-impl RpcPlan {
     /// Whether the action may go out as one broadcast expecting the registry's nodes that
     /// match (`Client::broadcast_rollout`): one round trip instead of a discovery followed by
-    /// the request to the nodes found. Only a read-only `rpcutil` action, for which a node that answers
-    /// the broadcast without having been counted beforehand changes nothing (no confirmation
+    /// the request to the nodes found. Only a read-only `rpcutil` action, for which a node that
+    /// answers the broadcast without having been counted beforehand changes nothing (no confirmation
     /// is asked for one either); never a tracked rollout (batches, checks, events: its record
     /// lists the nodes before anything is sent), `--limit` (picked among the nodes found) or
     /// `--reply-to` (whose record lists whom it was sent to).
