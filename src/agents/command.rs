@@ -163,16 +163,21 @@ impl ProcessGroup {
     fn kill(&mut self) {
         if let Some(leader) = self.leader.take() {
             // The leader has not been reaped, so its pid (the group id) cannot have been reused.
-            // `kill` is spawned rather than called through libc because this crate forbids
-            // unsafe code.
-            let result = new_blocking("kill")
-                .args(["-KILL", "--", &format!("-{leader}")])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            // A system call (rustix's safe wrapper), not a `kill` process: this runs on the
+            // node's one thread, which must not wait for a program to start.
+            let group = i32::try_from(leader).ok().and_then(rustix::process::Pid::from_raw);
+            let result = match group {
+                Some(group) => {
+                    match rustix::process::kill_process_group(group, rustix::process::Signal::KILL) {
+                        // Nothing left of the group: nothing to stop.
+                        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+                        Err(error) => Err(std::io::Error::from(error)),
+                    }
+                }
+                None => Err(std::io::Error::other(format!("{leader} is not a process id"))),
+            };
             if let Err(error) = result {
-                tracing::error!(%error, group = leader, "cannot run kill to stop a process group");
+                tracing::error!(%error, group = leader, "cannot stop a process group");
             }
         }
     }

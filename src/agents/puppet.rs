@@ -75,7 +75,7 @@ pub struct Puppet {
     definition: Arc<Definition>,
     settings: PuppetSettings,
     /// The last `puppet config print`'s answer and when it came. Held across the print, so
-    /// that calls arriving together run it once.
+    /// that calls arriving together wait for one print (each runs its own after a failure).
     state_files: tokio::sync::Mutex<Option<(Instant, StateFiles)>>,
 }
 

@@ -68,6 +68,17 @@ impl Resource {
     pub fn root(&self) -> &Path {
         self.tree.root()
     }
+
+    /// The same agent for `find` and `search` on a blocking thread; it never writes, so it
+    /// needs none of the writers' lock.
+    fn reader(&self) -> Resource {
+        Resource {
+            definition: self.definition.clone(),
+            tree: self.tree.clone(),
+            limits: self.limits.clone(),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 impl Agent for Resource {
@@ -78,8 +89,19 @@ impl Agent for Resource {
     fn call<'a>(&'a self, call: Call<'a>, _context: &'a ActionContext) -> BoxFuture<'a, ActionOutcome> {
         Box::pin(async move {
             let result = match call.action {
-                "find" => self.find(call.data),
-                "search" => self.search(call.data),
+                "find" | "search" => {
+                    // Reading the dpkg database or every unit file takes up to hundreds of
+                    // milliseconds on a cold cache: off batond's one thread, which would
+                    // otherwise answer nothing else meanwhile.
+                    let reader = self.reader();
+                    let (action, data) = (call.action.to_owned(), call.data.clone());
+                    let read = tokio::task::spawn_blocking(move || match action.as_str() {
+                        "find" => reader.find(&data),
+                        _ => reader.search(&data),
+                    });
+                    read.await
+                        .unwrap_or_else(|error| Err(aborted(format!("the read did not finish: {error}"))))
+                }
                 "create" => {
                     let _one_at_a_time = self.writing.lock().await;
                     self.create(call.data, self.timeout()).await

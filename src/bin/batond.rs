@@ -76,9 +76,9 @@ fn main() {
     // One thread: a node waits on the broker and on the commands its agents run, and its own
     // work per request (a signature, a filter, a reply) takes microseconds. A worker per core
     // would cost a stack and a malloc arena per core on a large machine, and the multi-thread
-    // scheduler is what links libm (its load statistics call `pow`): 0.5 MiB resident at idle
-    // (docs/PERFORMANCE.md, "One thread"). Blocking work (Facter at reload) goes to
-    // `spawn_blocking`.
+    // scheduler's load statistics are batond's only calls into libm (`pow`): 0.35 MiB less
+    // resident at idle (docs/PERFORMANCE.md, "One thread"). Work that blocks for long (Facter
+    // at reload, the resource agent's reads) goes to `spawn_blocking`.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => fail(anyhow::anyhow!("cannot start the async runtime: {error}")),

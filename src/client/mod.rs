@@ -401,7 +401,11 @@ impl Client {
                 .flatten()
                 .min()
                 .unwrap_or(deadline);
+            // Replies first: one already waiting is taken even when the deadline has passed
+            // (the grace runs from the last reply, so it may have passed while the registry
+            // was read); an unbiased select would drop it half of the time.
             let reply = tokio::select! {
+                biased;
                 reply = replies.recv() => reply,
                 () = tokio::time::sleep_until(wake) => None,
             };
