@@ -90,6 +90,10 @@ enum Mode {
         /// The broker's process id: report the CPU time it spent per round trip.
         #[arg(long)]
         broker_pid: Option<u32>,
+        /// Bindings per responder queue: one for the ping's key plus this many minus one for
+        /// other keys, as a node binds its queue once per agent (five for the emulator's).
+        #[arg(long, default_value_t = 1)]
+        bindings: usize,
     },
 }
 
@@ -117,9 +121,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             connection.close(200, "done".into()).await?;
             Ok(())
         }
-        Mode::Roundtrip { node_url, client_url, collective, count, connections, runs, bare, broker_pid } => {
+        Mode::Roundtrip {
+            node_url,
+            client_url,
+            collective,
+            count,
+            connections,
+            runs,
+            bare,
+            broker_pid,
+            bindings,
+        } => {
             let connections = connections.unwrap_or(count.div_ceil(200)).clamp(1, count.max(1));
-            let shape = Shape { count, connections, runs, bare, broker_pid };
+            let shape = Shape { count, connections, runs, bare, broker_pid, bindings: bindings.max(1) };
             roundtrip(&node_url, &client_url, &collective, shape).await
         }
     }
@@ -179,6 +193,7 @@ struct Shape {
     runs: usize,
     bare: bool,
     broker_pid: Option<u32>,
+    bindings: usize,
 }
 
 /// User plus system CPU seconds process `pid` has used, from /proc (Linux).
@@ -197,7 +212,7 @@ async fn roundtrip(
     collective: &str,
     shape: Shape,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let Shape { count, connections, runs, bare, broker_pid } = shape;
+    let Shape { count, connections, runs, bare, broker_pid, bindings } = shape;
     let exchange = format!("{collective}.broadcast");
     let routing_key = "agent.rawping";
     let setup_started = Instant::now();
@@ -219,15 +234,19 @@ async fn roundtrip(
         let mut arguments = FieldTable::default();
         arguments.insert("x-expires".into(), AMQPValue::LongLongInt(60_000));
         channel.queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), arguments).await?;
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.as_str().into(),
-                routing_key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        for key in std::iter::once(routing_key.to_string())
+            .chain((1..bindings).map(|other| format!("agent.other{other}")))
+        {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         let mut consumer = channel
             .basic_consume(
                 queue.as_str().into(),

@@ -13,7 +13,8 @@ What it does, in one run (see docs/PERFORMANCE.md for the tables it prints):
 2. one real batond, in a collective of its own: resident memory at idle, then under sustained
    load from one client (examples/load.rs: directed rpcutil ping, 32 in flight) with the
    requests per second;
-3. for each N: baton-emulator with N virtual nodes in a fresh collective, then
+3. for each N: baton-emulator with N virtual nodes in a fresh collective with a registry
+   stream (the virtual nodes register; --no-registry: without one, as before 2026-12-04), then
    - `baton ping` (broadcast) round trips: the client's publish-to-last-verified-reply
      (stats.last_reply_ms) and the whole command, median and p95 over --runs runs, with the CPU
      time the broker, the emulator and the client each spent per ping (where the time goes);
@@ -303,11 +304,11 @@ def single_node(root, env, seconds):
         stop(process)
 
 
-def measure(root, env, count, runs, bare):
-    workspace = Workspace(root, env, f"n{count}")
+def measure(root, env, count, runs, bare, registry):
+    workspace = Workspace(root, env, f"n{count}", registry=registry)
     log(f"N={count}: starting the emulator in collective {workspace.collective}")
     emulator, ready = start_emulator(workspace, count)
-    result = {"n": count, "ready": ready}
+    result = {"n": count, "ready": ready, "registry": registry}
     try:
         time.sleep(2)
         result["emulator_idle_kb"] = memory_kb(emulator.pid)["VmRSS"]
@@ -526,7 +527,8 @@ def table(single, results, machine):
     for r in results:
         bare = r.get("raw_bare", {}).get("median_ms")
         lines.append(
-            f"| {r['n']} | {r['ping']['median_ms']:.1f} ms | {r['ping']['p95_ms']:.1f} ms | "
+            f"| {r['n']}{' (registry)' if r.get('registry') else ' (no registry)'} | "
+            f"{r['ping']['median_ms']:.1f} ms | {r['ping']['p95_ms']:.1f} ms | "
             f"{r['ping']['wall_median_ms']:.0f} ms | {r['raw']['median_ms']:.1f} ms ({r['raw']['p95_ms']:.1f}) | "
             f"{r['ratio']:.2f}x | {'' if bare is None else f'{bare:.1f} ms'} | "
             f"{r['ping']['complete_runs']}/{len(r['ping']['runs'])} |"
@@ -854,6 +856,8 @@ def main():
     parser.add_argument("--skip-build", action="store_true", help="use the release binaries as they are")
     parser.add_argument("--skip-single", action="store_true", help="skip the single batond measurements")
     parser.add_argument("--no-bare", action="store_true", help="skip the raw run without acks and confirms")
+    parser.add_argument("--no-registry", action="store_true",
+                        help="emulated sizes without a registry stream (broadcasts end after a quiet window)")
     parser.add_argument("--debug", action="store_true", help="use the debug binaries (implies --skip-build)")
     parser.add_argument("--real", default="", help="real batond counts, comma-separated (e.g. 100,300)")
     parser.add_argument("--out", default=os.path.join(REPO, "bench-results.json"), help="JSON results file")
@@ -914,7 +918,7 @@ def main():
             with open(args.out, "w") as out:
                 json.dump({"machine": machine, "single": single, "real": real}, out, indent=2)
         for count in [int(size) for size in args.sizes.split(",") if size]:
-            results.append(measure(root, env, count, args.runs, bare=not args.no_bare))
+            results.append(measure(root, env, count, args.runs, bare=not args.no_bare, registry=not args.no_registry))
             with open(args.out, "w") as out:
                 json.dump({"machine": machine, "single": single, "real": real, "sizes": results}, out, indent=2)
         print(table(single, results, machine) if results else f"Machine: {machine}")

@@ -29,7 +29,7 @@ use tracing::debug;
 use super::retained::{NotRetained, read_to_end};
 use crate::broker::{Broker, Incoming, Retained};
 use crate::config::ClientConfig;
-use crate::protocol::filter::{Filter, NodeView, dotted_fact};
+use crate::protocol::filter::{Filter, NodeView, dotted_fact_in};
 use crate::protocol::{Registration, now_ms};
 use crate::security::Security;
 
@@ -70,15 +70,12 @@ pub struct NoRegistry(pub String);
 #[derive(Debug, Clone)]
 pub struct RegisteredNode {
     pub registration: Registration,
-    /// The facts as one JSON object, for dotted lookups.
-    facts: Value,
 }
 
 impl RegisteredNode {
     /// A node as `registration` describes it (the console keeps its nodes this way too).
     pub fn new(registration: Registration) -> RegisteredNode {
-        let facts = Value::Object(registration.facts.clone());
-        RegisteredNode { registration, facts }
+        RegisteredNode { registration }
     }
 }
 
@@ -93,7 +90,7 @@ impl NodeView for RegisteredNode {
         &self.registration.classes
     }
     fn fact(&self, dotted_key: &str) -> Option<&Value> {
-        dotted_fact(&self.facts, dotted_key)
+        dotted_fact_in(&self.registration.facts, dotted_key)
     }
     fn has_agent(&self, agent: &str) -> bool {
         self.registration.agents.iter().any(|known| known == agent)
