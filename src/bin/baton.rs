@@ -42,17 +42,7 @@ fn main() {
         // Colours only for a person at a terminal: a log captured by CI or a file stays plain.
         baton::cli::stderr_is_terminal(),
     );
-    // One thread for a command: its work between broker messages is microseconds (verify,
-    // account, print), and every hand-over from the broker library's I/O thread to a worker
-    // thread and on to the command was a thread wake-up (at 10,000 replies, a ping's round trip
-    // 1.44 s instead of 1.62 s; docs/PERFORMANCE.md). The console serves many browsers at once
-    // and keeps a worker per core.
-    let mut builder = if matches!(cli.command, baton::cli::args::Command::Console { .. }) {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("baton: error: cannot start the async runtime: {error}");

@@ -106,15 +106,7 @@ impl TargetPlan {
         let started = Instant::now();
         let nodes = match &self.source {
             Source::File(path) => discovery::from_file(path, &self.only)?,
-            Source::Stdin => {
-                // Off the command's only thread: the list may come from a pipe that takes
-                // seconds (`baton discover | baton rpc --dm stdin`), and meanwhile the broker
-                // connection's tasks (a reply queue's set-up and its timeouts) must go on.
-                let only = self.only.clone();
-                tokio::task::spawn_blocking(move || discovery::from_stdin(&only)).await.map_err(
-                    |error| Failure::usage(anyhow!("cannot read the node list from stdin: {error}")),
-                )??
-            }
+            Source::Stdin => discovery::from_stdin(&self.only)?,
             Source::Identities(identities, _) | Source::Given(identities) => identities.clone(),
             Source::Broadcast(timeout, registry) => {
                 return Ok(discovery::broadcast(client, filter, *timeout, Some(registry)).await?);
