@@ -4,6 +4,7 @@
 //! terminal. `--json` prints exactly one document on stdout, on success and failure alike;
 //! `--jsonl` prints one line per event as it happens, then a summary line.
 
+use std::collections::{BTreeSet, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -55,8 +56,9 @@ pub struct Renderer {
     /// The replies and unreachable nodes seen so far, for what Ctrl-C prints.
     seen_replies: Vec<crate::client::NodeReply>,
     seen_unreachable: Vec<String>,
-    /// The nodes of the batch in flight that have not answered yet, named beside the bar.
-    awaited: Vec<String>,
+    /// The nodes of the batch in flight that have not answered yet, named beside the bar (kept
+    /// only with a bar; a set, since each of thousands of replies takes one out).
+    awaited: BTreeSet<String>,
 }
 
 /// Up to this many nodes still awaited are named beside the progress bar; more are counted.
@@ -82,7 +84,7 @@ impl Renderer {
             added_agent_filter: None,
             seen_replies: Vec::new(),
             seen_unreachable: Vec::new(),
-            awaited: Vec::new(),
+            awaited: BTreeSet::new(),
         }
     }
 
@@ -177,7 +179,9 @@ impl Renderer {
             Event::Reply(reply) => self.answered(&reply.node),
             Event::Unreachable(node) => self.answered(node),
             Event::BatchStarted { nodes, .. } => {
-                self.awaited = nodes.to_vec();
+                if self.progress.is_some() {
+                    self.awaited = nodes.iter().cloned().collect();
+                }
                 self.show_awaited();
             }
             Event::BatchFinished { .. } => {
@@ -202,8 +206,9 @@ impl Renderer {
             }
             bar.inc(1);
         }
-        self.awaited.retain(|awaited| awaited != node);
-        self.show_awaited();
+        if self.awaited.remove(node) {
+            self.show_awaited();
+        }
     }
 
     /// Beside the bar, on a terminal: which nodes the batch in flight still waits for.
@@ -211,7 +216,12 @@ impl Renderer {
         let Some(bar) = &self.progress else { return };
         let message = match self.awaited.len() {
             0 => String::new(),
-            count if count <= AWAITED_NAMED => format!("waiting for: {}", self.awaited.join(" ")),
+            count if count <= AWAITED_NAMED => {
+                format!(
+                    "waiting for: {}",
+                    self.awaited.iter().map(String::as_str).collect::<Vec<_>>().join(" ")
+                )
+            }
             count => format!("waiting for {count} nodes"),
         };
         bar.set_message(message);
@@ -263,18 +273,18 @@ impl Renderer {
             }
             // Each batch's results as they come, not only at the end of the rollout.
             Event::BatchFinished { batch, of } if self.show_batches => {
+                // Sets, not scans: a batch of thousands against thousands of replies.
+                let in_batch: HashSet<&str> = batch.nodes.iter().map(String::as_str).collect();
+                let replied: HashSet<&str> =
+                    self.seen_replies.iter().map(|reply| reply.node.as_str()).collect();
                 let failed: Vec<&str> = self
                     .seen_replies
                     .iter()
-                    .filter(|reply| !reply.is_ok() && batch.nodes.contains(&reply.node))
+                    .filter(|reply| !reply.is_ok() && in_batch.contains(reply.node.as_str()))
                     .map(|reply| reply.node.as_str())
                     .collect();
-                let silent: Vec<&str> = batch
-                    .nodes
-                    .iter()
-                    .filter(|node| !self.seen_replies.iter().any(|reply| &reply.node == *node))
-                    .map(String::as_str)
-                    .collect();
+                let silent: Vec<&str> =
+                    batch.nodes.iter().map(String::as_str).filter(|node| !replied.contains(node)).collect();
                 let mut line = format!(
                     "Batch {}/{of} done in {} ms: {} ok, {} failed, {} no response",
                     batch.index, batch.ms, batch.ok, batch.failed, batch.no_response
