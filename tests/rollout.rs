@@ -343,12 +343,31 @@ fn a_rollout_record_is_saved_as_each_node_changes_and_resumes_only_what_did_not_
     assert_eq!(record.nodes_in(NodeState::Ok), ["n01"]);
     assert_eq!(record.nodes_in(NodeState::CheckFailed), ["n02"]);
     assert_eq!(record.remaining(), ["n02", "n03", "n04"], "every node but the one that succeeded, in order");
-    let leftovers: Vec<_> =
-        std::fs::read_dir(dir.path()).expect("dir").map(|entry| entry.expect("entry").file_name()).collect();
-    assert_eq!(leftovers.len(), 1, "one file, no partial one left behind: {leftovers:?}");
+    let files = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    // The record as last rewritten, and the states since appended to its log; no partial file.
+    assert_eq!(files(dir.path()), [format!("{id}.json"), format!("{id}.json.log")]);
+
+    // A client killed in the middle of a line leaves it partial: the read skips it.
+    let log = dir.path().join(format!("{id}.json.log"));
+    let mut text = std::fs::read_to_string(&log).expect("log");
+    text.push_str(r#"{"node":"n04","sta"#);
+    std::fs::write(&log, text).expect("write log");
+    let record = Journal::open(dir.path(), &id).expect("open").record().clone();
+    assert_eq!(record.nodes_in(NodeState::Ok), ["n01"]);
+    // n03's `sent` was not written (see above), and n04's line is the partial one.
+    assert_eq!(record.nodes_in(NodeState::Pending), ["n03", "n04"]);
 
     let mut resumed = Journal::open(dir.path(), &id).expect("open");
     assert_eq!(resumed.resume().expect("resume"), ["n02", "n03", "n04"]);
+    // A rewrite takes in what the log held and removes it.
+    assert_eq!(files(dir.path()), [format!("{id}.json")]);
     let record = Journal::open(dir.path(), &id).expect("open").record().clone();
     assert_eq!(record.runs, 2);
     assert_eq!(record.nodes_in(NodeState::Pending), ["n02", "n03", "n04"]);
