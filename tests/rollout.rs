@@ -368,6 +368,20 @@ fn a_rollout_record_is_saved_as_each_node_changes_and_resumes_only_what_did_not_
     assert_eq!(resumed.resume().expect("resume"), ["n02", "n03", "n04"]);
     // A rewrite takes in what the log held and removes it.
     assert_eq!(files(dir.path()), [format!("{id}.json")]);
+    // A line of the first run, left by a client killed just as the resume rewrote the record,
+    // is not replayed over the second run's states.
+    // (The second line, of this run, shows that such lines are read.)
+    let lines = concat!(
+        r#"{"node":"n02","state":"failed","ms":1,"run":1}"#,
+        "\n",
+        r#"{"node":"n03","state":"ok","ms":2,"run":2}"#,
+        "\n"
+    );
+    std::fs::write(&log, lines).expect("write log");
+    let record = Journal::open(dir.path(), &id).expect("open").record().clone();
+    assert_eq!(record.nodes_in(NodeState::Ok), ["n01", "n03"]);
+    assert_eq!(record.nodes_in(NodeState::Pending), ["n02", "n04"]);
+    std::fs::remove_file(&log).expect("remove log");
     let record = Journal::open(dir.path(), &id).expect("open").record().clone();
     assert_eq!(record.runs, 2);
     assert_eq!(record.nodes_in(NodeState::Pending), ["n02", "n03", "n04"]);

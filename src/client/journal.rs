@@ -187,12 +187,15 @@ pub struct Journal {
     log: Option<std::fs::File>,
 }
 
-/// One line of the state log: a node's new state, and when.
+/// One line of the state log: a node's new state, when, and in which run of the rollout (a
+/// line of an earlier run, left by a client killed just as a resume rewrote the record, is not
+/// replayed over the new run's states).
 #[derive(Serialize, Deserialize)]
 struct StateLine {
     node: String,
     state: NodeState,
     ms: u64,
+    run: u32,
 }
 
 /// Where rollouts are recorded: `$XDG_STATE_HOME/baton/rollouts`, or
@@ -261,19 +264,32 @@ impl Journal {
 
     /// The record of rollout `id` in `dir`, or `None` when this machine has none.
     pub fn find(dir: &Path, id: Uuid) -> Result<Option<Journal>, ClientError> {
+        use std::io::Read as _;
+        use std::os::unix::fs::MetadataExt as _;
         let path = dir.join(format!("{id}.json"));
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => {
-                return Err(ClientError::Usage(format!("cannot read {} ({error})", path.display())));
+        let unreadable =
+            |error: std::io::Error| ClientError::Usage(format!("cannot read {} ({error})", path.display()));
+        // The record and its log as one snapshot: a run may rewrite the record (a new file
+        // renamed over it, then the log removed) between the two reads, so read again if the
+        // record's file changed meanwhile.
+        loop {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(error) => return Err(unreadable(error)),
+            };
+            let mut text = String::new();
+            file.read_to_string(&mut text).map_err(unreadable)?;
+            let mut record: RolloutRecord = serde_json::from_str(&text).map_err(|error| {
+                ClientError::Usage(format!("{} is not a rollout record: {error}", path.display()))
+            })?;
+            replay_log(&log_path(&path), &mut record)?;
+            let read = file.metadata().map_err(unreadable)?.ino();
+            match std::fs::metadata(&path) {
+                Ok(now) if now.ino() != read => continue,
+                _ => return Ok(Some(Journal { path, record, lock: None, log: None })),
             }
-        };
-        let mut record: RolloutRecord = serde_json::from_str(&text).map_err(|error| {
-            ClientError::Usage(format!("{} is not a rollout record: {error}", path.display()))
-        })?;
-        replay_log(&log_path(&path), &mut record)?;
-        Ok(Some(Journal { path, record, lock: None, log: None }))
+        }
     }
 
     /// Takes the rollout's lock on this machine, held until the journal is dropped (or the
@@ -362,9 +378,9 @@ impl Journal {
     }
 
     /// Writes the record to a new file and renames it over the old one, so the file on disk is
-    /// always one whole record, whenever the client is killed; then empties the state log,
-    /// which the record now holds. (Killed between the two, the log's lines replay states the
-    /// record already has.)
+    /// always one whole record, whenever the client is killed; then removes the state log,
+    /// which the record now holds. (Killed between the two, the log's lines of this run replay
+    /// states the record already has; those of an earlier run are skipped.)
     fn save(&mut self) -> Result<(), ClientError> {
         self.record.updated_ms = now_ms();
         let text = serde_json::to_string_pretty(&self.record)
@@ -387,8 +403,8 @@ impl Journal {
         use std::io::Write as _;
         let ms = now_ms();
         self.record.updated_ms = ms;
-        let mut line = serde_json::to_vec(&StateLine { node: node.to_owned(), state, ms })
-            .map_err(|error| ClientError::Usage(error.to_string()))?;
+        let line = StateLine { node: node.to_owned(), state, ms, run: self.record.runs };
+        let mut line = serde_json::to_vec(&line).map_err(|error| ClientError::Usage(error.to_string()))?;
         line.push(b'\n');
         if self.log.is_none() {
             let file = std::fs::OpenOptions::new()
@@ -399,7 +415,12 @@ impl Journal {
             self.log = Some(file);
         }
         let written = self.log.as_mut().map_or(Ok(()), |log| log.write_all(&line));
-        written.map_err(|error| self.io_error(&error))
+        if written.is_err() {
+            // A line written in part would spoil the next one too: rewrite the whole record
+            // instead (which says why, if that fails as well).
+            return self.save();
+        }
+        Ok(())
     }
 
     fn io_error(&self, error: &std::io::Error) -> ClientError {
@@ -418,17 +439,19 @@ fn log_path(record: &Path) -> PathBuf {
 /// Applies the state log at `path` (if any) to `record`, line by line, in order. A line that
 /// does not parse is the partial last line of a killed client, or damage: it is skipped.
 fn replay_log(path: &Path, record: &mut RolloutRecord) -> Result<(), ClientError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    // Bytes, not text: a line cut in the middle of a character spoils that line only.
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(ClientError::Usage(format!("cannot read {} ({error})", path.display()))),
     };
-    for line in text.lines() {
-        match serde_json::from_str::<StateLine>(line) {
-            Ok(StateLine { node, state, ms }) => {
+    for line in bytes.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()) {
+        match serde_json::from_slice::<StateLine>(line) {
+            Ok(StateLine { node, state, ms, run }) if run == record.runs => {
                 record.nodes.insert(node, state);
                 record.updated_ms = record.updated_ms.max(ms);
             }
+            Ok(_) => tracing::debug!(path = %path.display(), "state log line of an earlier run skipped"),
             Err(error) => tracing::debug!(%error, path = %path.display(), "state log line skipped"),
         }
     }
