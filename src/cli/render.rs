@@ -59,6 +59,9 @@ pub struct Renderer {
     /// The nodes of the batch in flight that have not answered yet, named beside the bar (kept
     /// only with a bar; a set, since each of thousands of replies takes one out).
     awaited: BTreeSet<String>,
+    /// Where the batch in flight's replies start in `seen_replies` (batches run one after the
+    /// other), so that a finished batch's line looks at its own replies only.
+    batch_replies: usize,
 }
 
 /// Up to this many nodes still awaited are named beside the progress bar; more are counted.
@@ -85,6 +88,7 @@ impl Renderer {
             seen_replies: Vec::new(),
             seen_unreachable: Vec::new(),
             awaited: BTreeSet::new(),
+            batch_replies: 0,
         }
     }
 
@@ -179,6 +183,7 @@ impl Renderer {
             Event::Reply(reply) => self.answered(&reply.node),
             Event::Unreachable(node) => self.answered(node),
             Event::BatchStarted { nodes, .. } => {
+                self.batch_replies = self.seen_replies.len();
                 if self.progress.is_some() {
                     self.awaited = nodes.iter().cloned().collect();
                 }
@@ -273,12 +278,11 @@ impl Renderer {
             }
             // Each batch's results as they come, not only at the end of the rollout.
             Event::BatchFinished { batch, of } if self.show_batches => {
-                // Sets, not scans: a batch of thousands against thousands of replies.
+                // This batch's replies, and sets rather than scans: a batch of thousands.
+                let replies = self.seen_replies.get(self.batch_replies..).unwrap_or_default();
                 let in_batch: HashSet<&str> = batch.nodes.iter().map(String::as_str).collect();
-                let replied: HashSet<&str> =
-                    self.seen_replies.iter().map(|reply| reply.node.as_str()).collect();
-                let failed: Vec<&str> = self
-                    .seen_replies
+                let replied: HashSet<&str> = replies.iter().map(|reply| reply.node.as_str()).collect();
+                let failed: Vec<&str> = replies
                     .iter()
                     .filter(|reply| !reply.is_ok() && in_batch.contains(reply.node.as_str()))
                     .map(|reply| reply.node.as_str())
